@@ -1,0 +1,68 @@
+"""mixedmodels: mixed, multilevel and hierarchical models for Python.
+
+Quick start::
+
+    import mixedmodels as mm
+    sleep = mm.datasets.load("sleepstudy")
+    m = mm.lmer("Reaction ~ Days + (Days | Subject)", sleep)
+    print(m)
+
+Submodules are imported lazily so that ``import mixedmodels`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .exceptions import (
+    ConvergenceWarning,
+    DataError,
+    FormulaError,
+    MissingDataWarning,
+    MixedModelsError,
+    MixedModelsWarning,
+    ModelSpecError,
+    PredictionError,
+    RankDeficiencyWarning,
+    SingularFitWarning,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "lmer": ("mixedmodels.lmm", "lmer"),
+    "LinearMixedModel": ("mixedmodels.lmm", "LinearMixedModel"),
+    "datasets": ("mixedmodels.datasets", None),
+}
+
+__all__ = [
+    "lmer",
+    "LinearMixedModel",
+    "datasets",
+    "MixedModelsError",
+    "FormulaError",
+    "DataError",
+    "ModelSpecError",
+    "PredictionError",
+    "MixedModelsWarning",
+    "SingularFitWarning",
+    "RankDeficiencyWarning",
+    "MissingDataWarning",
+    "ConvergenceWarning",
+]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'mixedmodels' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,77 @@
+"""Exception and warning classes of :mod:`mixedmodels`.
+
+Every error raised for bad input is a subclass of :class:`MixedModelsError`,
+itself a :class:`ValueError`, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MixedModelsError",
+    "FormulaError",
+    "DataError",
+    "ModelSpecError",
+    "PredictionError",
+    "MixedModelsWarning",
+    "SingularFitWarning",
+    "RankDeficiencyWarning",
+    "MissingDataWarning",
+    "ConvergenceWarning",
+]
+
+
+class MixedModelsError(ValueError):
+    """Base class of every error this package raises for bad input."""
+
+
+class FormulaError(MixedModelsError):
+    """A model formula cannot be parsed or names something that does not exist.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong.
+    formula : str, optional
+        The formula text; with ``position`` the message shows a caret under it.
+    position : int, optional
+        0-based character offset of the problem in ``formula``.
+    """
+
+    def __init__(self, message: str, formula: str | None = None, position: int | None = None):
+        self.formula = formula
+        self.position = position
+        if formula is not None and position is not None:
+            message = f"{message}\n  {formula}\n  {' ' * position}^"
+        super().__init__(message)
+
+
+class DataError(MixedModelsError):
+    """The data cannot be used as given (missing column, infinite value, empty data ...)."""
+
+
+class ModelSpecError(MixedModelsError):
+    """The model is not identifiable as specified (e.g. one level per observation)."""
+
+
+class PredictionError(MixedModelsError):
+    """``newdata`` for prediction holds something the fitted model cannot handle."""
+
+
+class MixedModelsWarning(UserWarning):
+    """Base class of the warnings of this package."""
+
+
+class SingularFitWarning(MixedModelsWarning):
+    """The optimum lies on the boundary: a variance is zero or a correlation is +-1."""
+
+
+class RankDeficiencyWarning(MixedModelsWarning):
+    """Fixed-effect columns were dropped because they are linear combinations of others."""
+
+
+class MissingDataWarning(MixedModelsWarning):
+    """Rows with missing values in used columns were dropped."""
+
+
+class ConvergenceWarning(MixedModelsWarning):
+    """The optimizer stopped without a clean convergence signal."""
