@@ -1,0 +1,296 @@
+"""The blocked lower Cholesky factor of the augmented mixed-model system.
+
+For θ the relative covariance factor Λθ is block diagonal, one λ per term level.
+With Z the random-effects model matrix and [X y] the fixed-effects matrix and
+response (all multiplied by the square roots of the prior weights), the profiled
+deviance needs the lower Cholesky factor L of::
+
+    [ Λ'Z'ZΛ + I   Λ'Z'X   Λ'Z'y ]
+    [ X'ZΛ         X'X     X'y   ]
+    [ y'ZΛ         y'X     y'y   ]
+
+The random-effects terms are stored in decreasing size. The first term's block
+of Z'Z is block diagonal (one k x k block per level; diagonal when k = 1), so
+its Cholesky factor is too, and eliminating it costs nothing of size n. What
+remains is a Schur complement over the other terms and [X y]; it is dense. The
+rows of L below the first term are sparse for random-effects terms (they keep the
+pattern of Z_i'Z_0) and dense for [X y]. Four block types, each update chosen by
+the pair it combines:
+
+================  ===========================  ================================
+block             type                         stored as
+================  ===========================  ================================
+L[0, 0]           diagonal / block diagonal    (ℓ, k, k) array
+L[re, 0]          sparse                       BSR pattern + (nb, k_i, k_0) data
+L[xy, 0]          dense                        (p + 1, q_0) array
+L[rest, rest]     dense                        lower-triangular array
+================  ===========================  ================================
+
+All cross-products are computed once; an evaluation touches only arrays of the
+size of the random effects, never of the number of observations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import lapack, solve_triangular
+
+__all__ = ["TermData", "AugmentedSystem", "Factor"]
+
+
+@dataclass
+class TermData:
+    """What the engine needs of one random-effects term (weights already applied)."""
+
+    codes: np.ndarray  # (n,) level index per observation
+    z: np.ndarray  # (n, k) weighted model matrix
+    nlevels: int
+
+    @property
+    def k(self) -> int:
+        return self.z.shape[1]
+
+    @property
+    def q(self) -> int:
+        return self.k * self.nlevels
+
+    def sparse(self) -> sp.csr_array:
+        """Z for this term as an (n, ℓk) sparse matrix, level-major columns."""
+        n, k = self.z.shape
+        cols = (self.codes[:, None] * k + np.arange(k)[None, :]).ravel()
+        rows = np.repeat(np.arange(n), k)
+        return sp.csr_array((self.z.ravel(), (rows, cols)), shape=(n, self.q))
+
+
+def block_crossprod(term: TermData) -> np.ndarray:
+    """Z_j'Z_j as an (ℓ, k, k) stack of per-level blocks."""
+    k = term.k
+    out = np.empty((term.nlevels, k, k))
+    for a in range(k):
+        for b in range(a, k):
+            s = np.bincount(term.codes, term.z[:, a] * term.z[:, b], minlength=term.nlevels)
+            out[:, a, b] = s
+            out[:, b, a] = s
+    return out
+
+
+@dataclass
+class SparseBlock:
+    """Pattern of Z_i'Z_0 in block-sparse form: (nb, k_i, k_0) values at (brow, bcol)."""
+
+    brow: np.ndarray
+    bcol: np.ndarray
+    data: np.ndarray
+    shape: tuple[int, int]
+    kr: int
+    kc: int
+
+    @classmethod
+    def from_product(cls, zi: TermData, z0: TermData) -> "SparseBlock":
+        prod = (zi.sparse().T @ z0.sparse()).tocsr()
+        bsr = sp.bsr_array(prod, blocksize=(zi.k, z0.k))
+        bsr.sort_indices()
+        nbrow = bsr.shape[0] // zi.k
+        brow = np.repeat(np.arange(nbrow), np.diff(bsr.indptr))
+        return cls(brow, bsr.indices.astype(np.int64), np.asarray(bsr.data), bsr.shape, zi.k, z0.k)
+
+    def with_data(self, data: np.ndarray) -> sp.csr_array:
+        """A CSR matrix with this pattern and new block values."""
+        indptr = np.searchsorted(self.brow, np.arange(self.shape[0] // self.kr + 1))
+        bsr = sp.bsr_array((data, self.bcol, indptr), shape=self.shape)
+        return bsr.tocsr()
+
+
+@dataclass
+class Factor:
+    """L for one θ, with what the objective and the solutions need."""
+
+    lam: list[np.ndarray]
+    L00: np.ndarray  # (ℓ0, k0, k0) lower factors of the first term
+    L00inv: np.ndarray  # their inverses
+    Lre0: sp.csr_array | None  # rows of the other terms (Q1 x q0)
+    Lxy0: np.ndarray  # (p + 1, q0)
+    Lrr: np.ndarray  # dense factor over the other terms and [X y]
+    q0: int
+    Q1: int
+    p: int
+    rest_sizes: tuple[tuple[int, int], ...]  # (q, k) of the terms after the first
+
+    def logdet_re(self) -> float:
+        """log det(Λ'Z'ZΛ + I)."""
+        d0 = np.diagonal(self.L00, axis1=1, axis2=2)
+        d1 = np.diag(self.Lrr)[: self.Q1]
+        return 2.0 * (np.log(d0).sum() + np.log(d1).sum())
+
+    def logdet_x(self) -> float:
+        """log det(R_X'R_X), the REML correction."""
+        d = np.diag(self.Lrr)[self.Q1 : self.Q1 + self.p]
+        return 2.0 * np.log(d).sum()
+
+    def pwrss(self) -> float:
+        """Penalised weighted residual sum of squares r²."""
+        return float(self.Lrr[-1, -1] ** 2)
+
+    def LX(self) -> np.ndarray:
+        """The lower factor L_X of X'V⁻¹X / σ² (so vcov β = σ² (L_X L_X')⁻¹)."""
+        s = self.Q1
+        return self.Lrr[s : s + self.p, s : s + self.p]
+
+    def solve(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """β and the spherical random effects u (one (ℓ, k) array per term)."""
+        m = self.Lrr.shape[0] - 1
+        rhs = self.Lrr[-1, :m]
+        x = solve_triangular(self.Lrr[:m, :m], rhs, lower=True, trans="T", check_finite=False)
+        u_rest, beta = x[: self.Q1], x[self.Q1 :]
+        c0 = self.Lxy0[-1].copy()
+        c0 -= self.Lxy0[:-1].T @ beta
+        if self.Lre0 is not None:
+            c0 -= self.Lre0.T @ u_rest
+        k0 = self.L00.shape[1]
+        u0 = np.einsum("lkj,lk->lj", self.L00inv, c0.reshape(-1, k0))
+        return beta, self._split_rest(u0, u_rest)
+
+    def _split_rest(self, u0: np.ndarray, u_rest: np.ndarray) -> list[np.ndarray]:
+        us = [u0]
+        start = 0
+        for size, k in self.rest_sizes:
+            us.append(u_rest[start : start + size].reshape(-1, k))
+            start += size
+        return us
+
+    def condvar_u(self) -> list[np.ndarray]:
+        """Diagonal blocks of (L_Z L_Z')⁻¹ per term: (ℓ, k, k) stacks.
+
+        L_Z is the factor of Λ'Z'ZΛ + I alone, as lme4's conditional variances use.
+        """
+        Q1 = self.Q1
+        L11 = self.Lrr[:Q1, :Q1]
+        k0 = self.L00.shape[1]
+        out = []
+        # first term: columns of L_Z⁻¹ are [L00⁻¹; -L11⁻¹ Lre0 L00⁻¹]
+        base = np.einsum("lij,lik->ljk", self.L00inv, self.L00inv)
+        if Q1 and self.Lre0 is not None:
+            blocks = _blockdiag_csr(self.L00inv)
+            G = (self.Lre0 @ blocks).toarray()
+            W = solve_triangular(L11, G, lower=True, check_finite=False)
+            W = W.reshape(Q1, -1, k0)
+            base = base + np.einsum("rlj,rlk->ljk", W, W)
+        out.append(base)
+        if Q1:
+            L11inv = solve_triangular(L11, np.eye(Q1), lower=True, check_finite=False)
+            start = 0
+            for size, k in self.rest_sizes:
+                W = L11inv[:, start : start + size].reshape(Q1, -1, k)
+                out.append(np.einsum("rlj,rlk->ljk", W, W))
+                start += size
+        return out
+
+
+def _blockdiag_csr(blocks: np.ndarray) -> sp.csr_array:
+    nl, k, _ = blocks.shape
+    bsr = sp.bsr_array((blocks, np.arange(nl), np.arange(nl + 1)), shape=(nl * k, nl * k))
+    return bsr.tocsr()
+
+
+class AugmentedSystem:
+    """The cross-products of [Z X y], computed once, and the factorisation for θ.
+
+    Parameters
+    ----------
+    terms : list of TermData
+        Random-effects terms, largest first; weights already applied to ``z``.
+    Xy : ndarray, shape (n, p + 1)
+        Weighted fixed-effects matrix with the weighted (offset-corrected) response
+        as last column.
+    """
+
+    def __init__(self, terms: list[TermData], Xy: np.ndarray):
+        self.terms = terms
+        self.p = Xy.shape[1] - 1
+        t0 = terms[0]
+        self.A00 = block_crossprod(t0)
+        Z0 = t0.sparse()
+        self.Axy0 = np.asarray((Z0.T @ Xy).T)  # (p+1, q0)
+        self.A_re0 = [SparseBlock.from_product(t, t0) for t in terms[1:]]
+        self.rest_sizes = tuple((t.q, t.k) for t in terms[1:])
+        self.Q1 = sum(t.q for t in terms[1:])
+        self.Arr = self._rest_crossprod(terms[1:], Xy)
+        self.rest_offsets = np.cumsum([0] + [t.q for t in terms[1:]])
+
+    @staticmethod
+    def _rest_crossprod(rest: list[TermData], Xy: np.ndarray) -> np.ndarray:
+        """Dense [Z_1 .. Z_K Xy]'[Z_1 .. Z_K Xy]."""
+        if not rest:
+            return Xy.T @ Xy
+        Zr = sp.hstack([t.sparse() for t in rest], format="csr")
+        zz = (Zr.T @ Zr).toarray()
+        zx = np.asarray(Zr.T @ Xy)
+        return np.block([[zz, zx], [zx.T, Xy.T @ Xy]])
+
+    def factor(self, lams: list[np.ndarray]) -> Factor | None:
+        """L for the relative covariance factors ``lams``; None if not positive definite."""
+        lam0 = lams[0]
+        k0 = lam0.shape[0]
+        M = lam0.T @ self.A00 @ lam0
+        M[:, np.arange(k0), np.arange(k0)] += 1.0
+        if k0 == 1:
+            L00 = np.sqrt(M)
+            L00inv = 1.0 / L00
+        else:
+            L00 = np.linalg.cholesky(M)
+            L00inv = np.linalg.inv(L00)
+        # rows below the first term
+        Lxy0 = (self.Axy0.reshape(self.p + 1, -1, k0) @ lam0)
+        Lxy0 = np.einsum("mlk,ljk->mlj", Lxy0, L00inv).reshape(self.p + 1, -1)
+        Lre0 = self._sparse_rows(lams, L00inv)
+        S = self._schur(lams, Lre0, Lxy0)
+        Lrr, info = lapack.dpotrf(S, lower=1, overwrite_a=1, clean=1)
+        if info != 0:
+            return None
+        q0 = self.A00.shape[0] * k0
+        return Factor(lams, L00, L00inv, Lre0, Lxy0, Lrr, q0, self.Q1, self.p, self.rest_sizes)
+
+    def _sparse_rows(self, lams: list[np.ndarray], L00inv: np.ndarray) -> sp.csr_array | None:
+        if not self.A_re0:
+            return None
+        lam0 = lams[0]
+        parts = []
+        for blk, lam in zip(self.A_re0, lams[1:]):
+            data = lam.T @ blk.data @ lam0  # (nb, ki, k0)
+            data = data @ np.transpose(L00inv[blk.bcol], (0, 2, 1))
+            parts.append(blk.with_data(data))
+        return parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
+
+    def _schur(self, lams: list[np.ndarray], Lre0, Lxy0: np.ndarray) -> np.ndarray:
+        """Λ_r'A_rr Λ_r + I - L_r0 L_r0' over the other terms and [X y]."""
+        S = self._scale_rest(self.Arr, lams[1:])
+        Q1 = self.Q1
+        idx = np.arange(Q1)
+        S[idx, idx] += 1.0
+        if Lre0 is not None:
+            S[:Q1, :Q1] -= (Lre0 @ Lre0.T).toarray()
+            cross = np.asarray(Lre0 @ Lxy0.T)  # (Q1, p+1)
+            S[:Q1, Q1:] -= cross
+            S[Q1:, :Q1] -= cross.T
+        S[Q1:, Q1:] -= Lxy0 @ Lxy0.T
+        return S
+
+    def _scale_rest(self, A: np.ndarray, lams: list[np.ndarray]) -> np.ndarray:
+        """Λ_r' A Λ_r for the block-diagonal Λ_r = diag(Λ_1, ..., Λ_K, I)."""
+        S = A.copy()
+        for (start, stop), lam in zip(zip(self.rest_offsets[:-1], self.rest_offsets[1:]), lams):
+            k = lam.shape[0]
+            if k == 1:
+                s = lam[0, 0]
+                S[start:stop, :] *= s
+                S[:, start:stop] *= s
+            else:
+                N = S.shape[0]
+                cols = S[:, start:stop].reshape(N, -1, k) @ lam
+                S[:, start:stop] = cols.reshape(N, -1)
+                rows = np.einsum("kj,lkn->ljn", lam, S[start:stop, :].reshape(-1, k, N))
+                S[start:stop, :] = rows.reshape(-1, N)
+        return S
