@@ -205,20 +205,27 @@ class AugmentedSystem:
     Xy : ndarray, shape (n, p + 1)
         Weighted fixed-effects matrix with the weighted (offset-corrected) response
         as last column.
+    max_update_nnz : int
+        Size limit of the precomputed rank-update operator (see ``_update_operator``);
+        above it the update is a sparse product at every evaluation.
     """
 
-    def __init__(self, terms: list[TermData], Xy: np.ndarray):
+    def __init__(self, terms: list[TermData], Xy: np.ndarray, max_update_nnz: int = 30_000_000):
         self.terms = terms
         self.p = Xy.shape[1] - 1
         t0 = terms[0]
+        self.k0 = t0.k
         self.A00 = block_crossprod(t0)
         Z0 = t0.sparse()
         self.Axy0 = np.asarray((Z0.T @ Xy).T)  # (p+1, q0)
         self.A_re0 = [SparseBlock.from_product(t, t0) for t in terms[1:]]
         self.rest_sizes = tuple((t.q, t.k) for t in terms[1:])
         self.Q1 = sum(t.q for t in terms[1:])
-        self.Arr = self._rest_crossprod(terms[1:], Xy)
         self.rest_offsets = np.cumsum([0] + [t.q for t in terms[1:]])
+        self.Arr = self._rest_crossprod(terms[1:], Xy)
+        self.N = self.Arr.shape[0]
+        self.scalar_rest = all(k == 1 for _, k in self.rest_sizes)
+        self._update = self._update_operator(max_update_nnz)
 
     @staticmethod
     def _rest_crossprod(rest: list[TermData], Xy: np.ndarray) -> np.ndarray:
@@ -230,28 +237,99 @@ class AugmentedSystem:
         zx = np.asarray(Zr.T @ Xy)
         return np.block([[zz, zx], [zx.T, Xy.T @ Xy]])
 
-    def factor(self, lams: list[np.ndarray]) -> Factor | None:
-        """L for the relative covariance factors ``lams``; None if not positive definite."""
-        lam0 = lams[0]
+    def _below_first(self) -> sp.csc_array:
+        """B = [Z_1 .. Z_K Xy]'Z_0, unscaled: the rows below the first term."""
+        parts = [sp.csr_array(blk.with_data(blk.data)) for blk in self.A_re0]
+        parts.append(sp.csr_array(self.Axy0))
+        return sp.vstack(parts, format="csc")
+
+    def _update_operator(self, max_nnz: int) -> sp.csr_array | None:
+        """The linear map C -> upper triangle of B blockdiag(C_s) B'.
+
+        With C_s = λ0 M_s⁻¹ λ0' for every level s of the first term, the rank
+        update of the Schur complement is B blockdiag(C) B' (before scaling by
+        Λ of the other terms). It is linear in the entries of C, so the map is
+        built once as a sparse matrix T: update = T @ vec(C), one sparse
+        matrix-vector product per evaluation. Entries are stored at the flat
+        position j*N + i (j <= i) of a C-ordered N x N array, the upper triangle,
+        so that its transpose is the Fortran-ordered lower triangle LAPACK wants.
+        Returns None when T would exceed ``max_nnz`` entries.
+        """
+        B = self._below_first()
+        k0, N = self.k0, self.N
+        counts = np.diff(B.indptr)
+        # rows touched by each level (union over its k0 columns)
+        nlev = B.shape[1] // k0
+        est = 0
+        for s in range(nlev):
+            r = len(np.unique(B.indices[B.indptr[s * k0] : B.indptr[(s + 1) * k0]]))
+            est += r * (r + 1) // 2 * k0 * k0
+            if est > max_nnz:
+                return None
+        del counts
+        rows_out, cols_out, vals_out = [], [], []
+        tril_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for s in range(nlev):
+            lo, hi = B.indptr[s * k0], B.indptr[(s + 1) * k0]
+            rows = np.unique(B.indices[lo:hi])
+            V = np.zeros((len(rows), k0))
+            for a in range(k0):
+                c0, c1 = B.indptr[s * k0 + a], B.indptr[s * k0 + a + 1]
+                V[np.searchsorted(rows, B.indices[c0:c1]), a] = B.data[c0:c1]
+            if len(rows) not in tril_cache:
+                tril_cache[len(rows)] = np.tril_indices(len(rows))
+            ii, jj = tril_cache[len(rows)]
+            flat = rows[jj] * N + rows[ii]
+            for a in range(k0):
+                for b in range(k0):
+                    rows_out.append(flat)
+                    cols_out.append(np.full(len(flat), s * k0 * k0 + a * k0 + b))
+                    vals_out.append(V[ii, a] * V[jj, b])
+        T = sp.csr_array(
+            (np.concatenate(vals_out), (np.concatenate(rows_out), np.concatenate(cols_out))),
+            shape=(N * N, nlev * k0 * k0),
+        )
+        T.sum_duplicates()
+        return T
+
+    def first_term(self, lam0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cholesky factors of M_s = λ0'A_s λ0 + I per level, and their inverses."""
         k0 = lam0.shape[0]
         M = lam0.T @ self.A00 @ lam0
         M[:, np.arange(k0), np.arange(k0)] += 1.0
         if k0 == 1:
             L00 = np.sqrt(M)
-            L00inv = 1.0 / L00
+            return L00, 1.0 / L00
+        L00 = np.linalg.cholesky(M)
+        return L00, np.linalg.inv(L00)
+
+    def factor(self, lams: list[np.ndarray], full: bool = False) -> Factor | None:
+        """L for the relative covariance factors ``lams``; None if not positive definite.
+
+        With ``full=False`` only what the objective needs is computed (the rows below
+        the first term are left out); ``full=True`` adds them, for β, u and the
+        conditional variances.
+        """
+        lam0 = lams[0]
+        L00, L00inv = self.first_term(lam0)
+        if self._update is not None and not full:
+            S = self._schur_operator(lams, L00inv)
+            Lre0, Lxy0 = None, None
         else:
-            L00 = np.linalg.cholesky(M)
-            L00inv = np.linalg.inv(L00)
-        # rows below the first term
-        Lxy0 = (self.Axy0.reshape(self.p + 1, -1, k0) @ lam0)
-        Lxy0 = np.einsum("mlk,ljk->mlj", Lxy0, L00inv).reshape(self.p + 1, -1)
-        Lre0 = self._sparse_rows(lams, L00inv)
-        S = self._schur(lams, Lre0, Lxy0)
-        Lrr, info = lapack.dpotrf(S, lower=1, overwrite_a=1, clean=1)
+            Lre0, Lxy0 = self._rows_below(lams, L00inv)
+            S = self._schur_products(lams, Lre0, Lxy0)
+        Lt, info = lapack.dpotrf(S.T, lower=1, overwrite_a=1, clean=1)
         if info != 0:
             return None
-        q0 = self.A00.shape[0] * k0
-        return Factor(lams, L00, L00inv, Lre0, Lxy0, Lrr, q0, self.Q1, self.p, self.rest_sizes)
+        q0 = self.A00.shape[0] * lam0.shape[0]
+        return Factor(lams, L00, L00inv, Lre0, Lxy0, Lt, q0, self.Q1, self.p, self.rest_sizes)
+
+    def _rows_below(self, lams: list[np.ndarray], L00inv: np.ndarray):
+        lam0 = lams[0]
+        k0 = lam0.shape[0]
+        Lxy0 = self.Axy0.reshape(self.p + 1, -1, k0) @ lam0
+        Lxy0 = np.einsum("mlk,ljk->mlj", Lxy0, L00inv).reshape(self.p + 1, -1)
+        return self._sparse_rows(lams, L00inv), Lxy0
 
     def _sparse_rows(self, lams: list[np.ndarray], L00inv: np.ndarray) -> sp.csr_array | None:
         if not self.A_re0:
@@ -264,33 +342,52 @@ class AugmentedSystem:
             parts.append(blk.with_data(data))
         return parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
 
-    def _schur(self, lams: list[np.ndarray], Lre0, Lxy0: np.ndarray) -> np.ndarray:
-        """Λ_r'A_rr Λ_r + I - L_r0 L_r0' over the other terms and [X y]."""
-        S = self._scale_rest(self.Arr, lams[1:])
+    def _schur_operator(self, lams: list[np.ndarray], L00inv: np.ndarray) -> np.ndarray:
+        """Λ_r'(A_rr - B C B')Λ_r + I, the update from the precomputed operator.
+
+        Only the upper triangle (C order) is correct, which is all LAPACK reads.
+        """
+        lam0 = lams[0]
+        C = lam0 @ np.transpose(L00inv, (0, 2, 1)) @ L00inv @ lam0.T  # λ0 M⁻¹ λ0'
+        S = self.Arr - (self._update @ C.ravel()).reshape(self.N, self.N)
+        if not self.scalar_rest:
+            S = np.triu(S) + np.triu(S, 1).T
+        return self._finish_schur(S, lams[1:])
+
+    def _schur_products(self, lams: list[np.ndarray], Lre0, Lxy0: np.ndarray) -> np.ndarray:
+        """Λ_r'A_rr Λ_r + I - L_r0 L_r0' from explicit sparse products."""
+        S = self._scale_rest(self.Arr.copy(), lams[1:])
         Q1 = self.Q1
-        idx = np.arange(Q1)
-        S[idx, idx] += 1.0
         if Lre0 is not None:
             S[:Q1, :Q1] -= (Lre0 @ Lre0.T).toarray()
             cross = np.asarray(Lre0 @ Lxy0.T)  # (Q1, p+1)
             S[:Q1, Q1:] -= cross
             S[Q1:, :Q1] -= cross.T
         S[Q1:, Q1:] -= Lxy0 @ Lxy0.T
+        idx = np.arange(Q1)
+        S[idx, idx] += 1.0
         return S
 
-    def _scale_rest(self, A: np.ndarray, lams: list[np.ndarray]) -> np.ndarray:
-        """Λ_r' A Λ_r for the block-diagonal Λ_r = diag(Λ_1, ..., Λ_K, I)."""
-        S = A.copy()
+    def _finish_schur(self, S: np.ndarray, lams: list[np.ndarray]) -> np.ndarray:
+        S = self._scale_rest(S, lams)
+        idx = np.arange(self.Q1)
+        S[idx, idx] += 1.0
+        return S
+
+    def _scale_rest(self, S: np.ndarray, lams: list[np.ndarray]) -> np.ndarray:
+        """Λ_r' S Λ_r in place, for the block-diagonal Λ_r = diag(Λ_1, ..., Λ_K, I)."""
+        if self.scalar_rest and lams:
+            scale = np.ones(self.N)
+            for start, stop, lam in zip(self.rest_offsets[:-1], self.rest_offsets[1:], lams):
+                scale[start:stop] = lam[0, 0]
+            S *= scale[:, None]
+            S *= scale[None, :]
+            return S
         for (start, stop), lam in zip(zip(self.rest_offsets[:-1], self.rest_offsets[1:]), lams):
+            N = S.shape[0]
             k = lam.shape[0]
-            if k == 1:
-                s = lam[0, 0]
-                S[start:stop, :] *= s
-                S[:, start:stop] *= s
-            else:
-                N = S.shape[0]
-                cols = S[:, start:stop].reshape(N, -1, k) @ lam
-                S[:, start:stop] = cols.reshape(N, -1)
-                rows = np.einsum("kj,lkn->ljn", lam, S[start:stop, :].reshape(-1, k, N))
-                S[start:stop, :] = rows.reshape(-1, N)
+            cols = S[:, start:stop].reshape(N, -1, k) @ lam
+            S[:, start:stop] = cols.reshape(N, -1)
+            rows = np.einsum("kj,lkn->ljn", lam, S[start:stop, :].reshape(-1, k, N))
+            S[start:stop, :] = rows.reshape(-1, N)
         return S

@@ -1,0 +1,537 @@
+"""Model frames and design matrices: the fixed-effects matrix and one object per
+random-effects term.
+
+The flow is ``formula`` (parse) -> ``design`` (this module: columns checked, NA rows
+dropped, matrices built) -> ``linalg`` (the blocked Cholesky) -> model classes.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import (
+    DataError,
+    FormulaError,
+    MissingDataWarning,
+    ModelSpecError,
+    PredictionError,
+    RankDeficiencyWarning,
+)
+from .formula import ParsedFormula, RandomTermSpec, variables_in
+
+__all__ = [
+    "ReTerm",
+    "FixedEffects",
+    "ModelFrame",
+    "build_model_frame",
+    "r_column_names",
+    "to_pandas",
+]
+
+# Relative tolerance of the rank test of X (lme4: rankMatrix(tol = 1e-7)).
+RANK_TOL = 1e-7
+
+
+def to_pandas(data: Any) -> pd.DataFrame:
+    """Return ``data`` as a pandas DataFrame (polars and other frames through narwhals)."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    try:
+        import narwhals as nw
+
+        return nw.from_native(data, eager_only=True).to_pandas()
+    except (TypeError, ImportError) as err:
+        raise DataError(
+            f"data must be a pandas or polars DataFrame, not {type(data).__name__}"
+        ) from err
+
+
+def r_column_names(names: Sequence[str]) -> list[str]:
+    """Translate formulaic column names into R's (``Intercept`` -> ``(Intercept)``,
+    ``f[T.b]`` -> ``fb``, ``f[b]`` -> ``fb``)."""
+    out = []
+    for name in names:
+        if name == "Intercept":
+            out.append("(Intercept)")
+        else:
+            out.append(re.sub(r"\[(?:T\.)?([^\]]*)\]", r"\1", name))
+    return out
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def factor_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes and level labels of a column used as a grouping factor.
+
+    Categoricals keep their level order (unused levels dropped, as R's
+    ``droplevels``); other columns get sorted levels, numbers sorted as numbers,
+    as R's ``factor()`` does.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cat = values.cat.remove_unused_categories()
+        return cat.cat.codes.to_numpy(np.int64), [str(c) for c in cat.cat.categories]
+    uniques, codes = np.unique(values.to_numpy(), return_inverse=True)
+    return codes.astype(np.int64), [str(u) for u in uniques]
+
+
+def interaction_codes(columns: Sequence[pd.Series]) -> tuple[np.ndarray, list[str]]:
+    """Codes of the observed combinations of several factors, R's ``a:b``.
+
+    Levels are ordered with the first factor varying slowest and labelled
+    ``"a1:b1"``; unobserved combinations are dropped.
+    """
+    codes_levels = [factor_codes(c) for c in columns]
+    combined = np.zeros(len(columns[0]), dtype=np.int64)
+    for codes, levels in codes_levels:
+        combined = combined * len(levels) + codes
+    used, inverse = np.unique(combined, return_inverse=True)
+    labels = []
+    for value in used:
+        parts = []
+        for codes, levels in reversed(codes_levels):
+            value, idx = divmod(int(value), len(levels))
+            parts.append(levels[idx])
+        labels.append(":".join(reversed(parts)))
+    return inverse.astype(np.int64), labels
+
+
+# --------------------------------------------------------------------------- terms
+
+
+@dataclass
+class ReTerm:
+    """One random-effects term ``(expr | group)``.
+
+    Attributes
+    ----------
+    spec : RandomTermSpec
+        The parsed term.
+    codes : ndarray of int, shape (n,)
+        Level index of every observation.
+    levels : list of str
+        Level labels of the grouping factor, in R's order.
+    z : ndarray, shape (n, k)
+        The term's model matrix (unweighted).
+    cnames : list of str
+        Column names of ``z`` in R's spelling.
+    model_spec : formulaic ModelSpec
+        Re-applies the term's left side to new data.
+    """
+
+    spec: RandomTermSpec
+    codes: np.ndarray
+    levels: list[str]
+    z: np.ndarray
+    cnames: list[str]
+    model_spec: Any = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.group_name
+
+    @property
+    def k(self) -> int:
+        return self.z.shape[1]
+
+    @property
+    def nlevels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def nranef(self) -> int:
+        return self.k * self.nlevels
+
+    @property
+    def ntheta(self) -> int:
+        return self.k * (self.k + 1) // 2
+
+    def theta_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column of each θ element in λ: lme4's column-wise lower triangle."""
+        rows, cols = [], []
+        for j in range(self.k):
+            for i in range(j, self.k):
+                rows.append(i)
+                cols.append(j)
+        return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)
+
+    def theta_lower(self) -> np.ndarray:
+        rows, cols = self.theta_rows_cols()
+        return np.where(rows == cols, 0.0, -np.inf)
+
+    def theta_start(self) -> np.ndarray:
+        rows, cols = self.theta_rows_cols()
+        return np.where(rows == cols, 1.0, 0.0)
+
+    def lam(self, theta: np.ndarray) -> np.ndarray:
+        """The k x k lower-triangular relative covariance factor λ for this θ slice."""
+        rows, cols = self.theta_rows_cols()
+        out = np.zeros((self.k, self.k))
+        out[rows, cols] = theta
+        return out
+
+    def theta_names(self) -> list[str]:
+        """lme4's names of θ, e.g. ``Subject.(Intercept)``, ``Subject.Days.(Intercept)``."""
+        rows, cols = self.theta_rows_cols()
+        names = []
+        for i, j in zip(rows, cols):
+            if i == j:
+                names.append(f"{self.name}.{self.cnames[i]}")
+            else:
+                names.append(f"{self.name}.{self.cnames[i]}.{self.cnames[j]}")
+        return names
+
+
+@dataclass
+class FixedEffects:
+    """The fixed-effects model matrix after rank-deficiency checks.
+
+    Attributes
+    ----------
+    X : ndarray, shape (n, p)
+        The full-rank matrix actually fitted.
+    names : list of str
+        R-style names of the kept columns.
+    all_names : list of str
+        Names of every column the formula produced; dropped ones show as NaN.
+    kept : ndarray of int
+        Positions of ``names`` within ``all_names``.
+    model_spec : formulaic ModelSpec
+        Re-applies the fixed part (stateful transforms included) to new data.
+    """
+
+    X: np.ndarray
+    names: list[str]
+    all_names: list[str]
+    kept: np.ndarray
+    model_spec: Any = field(repr=False)
+
+
+def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
+    """Positions of a maximal set of linearly independent columns, earliest first.
+
+    Mirrors R's ``qr()`` with limited pivoting: a column is dropped only if it is
+    (numerically) a combination of the columns kept before it.
+    """
+    if X.shape[1] == 0:
+        return np.arange(0)
+    R = np.linalg.qr(X, mode="r")
+    norms = np.linalg.norm(R, axis=0)
+    kept: list[int] = []
+    for j in range(R.shape[1]):
+        col = R[:, j]
+        if kept:
+            basis = R[:, kept]
+            coef, *_ = np.linalg.lstsq(basis, col, rcond=None)
+            resid = col - basis @ coef
+        else:
+            resid = col
+        if norms[j] > 0 and np.linalg.norm(resid) > tol * norms[j]:
+            kept.append(j)
+    return np.asarray(kept, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- frame
+
+
+@dataclass
+class ModelFrame:
+    """Everything the engine needs, built from a parsed formula and data."""
+
+    parsed: ParsedFormula
+    data: pd.DataFrame  # rows used, original index kept
+    y: np.ndarray
+    fixed: FixedEffects
+    terms: list[ReTerm]
+    weights: np.ndarray | None
+    offset: np.ndarray | None
+    n_dropped: int
+    response_name: str
+
+    @property
+    def nobs(self) -> int:
+        return len(self.y)
+
+
+def _column_or_array(
+    value: Any, data: pd.DataFrame, what: str
+) -> tuple[np.ndarray | None, str | None]:
+    """Weights / offset given as a column name or as an array aligned with data."""
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        if value not in data.columns:
+            raise DataError(f"{what} column {value!r} is not in the data")
+        return None, value
+    arr = np.asarray(value, dtype=float).reshape(-1)
+    if arr.shape[0] != len(data):
+        raise DataError(f"{what} has length {arr.shape[0]}, the data have {len(data)} rows")
+    return arr, None
+
+
+def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
+    missing = sorted(n for n in names if n not in data.columns)
+    if missing:
+        col = missing[0]
+        pos = _find_name(formula, col)
+        close = _close_matches(col, data.columns)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        raise FormulaError(
+            f"column {col!r} named in the formula is not in the data{hint}",
+            formula=formula,
+            position=pos,
+        )
+
+
+def _find_name(formula: str, name: str) -> int | None:
+    match = re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", formula)
+    return match.start() if match else None
+
+
+def _close_matches(name: str, columns: Sequence[Any]) -> str | None:
+    import difflib
+
+    found = difflib.get_close_matches(name, [str(c) for c in columns], n=1)
+    return found[0] if found else None
+
+
+def _drop_missing(
+    data: pd.DataFrame, used: list[str], extra: dict[str, np.ndarray], fail: bool = False
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], int]:
+    """Drop rows with a missing value in a used column (R's na.omit), or raise (na.fail)."""
+    isna = data[used].isna()
+    mask = isna.any(axis=1).to_numpy() if used else np.zeros(len(data), bool)
+    for arr in extra.values():
+        mask |= np.isnan(arr)
+    n_dropped = int(mask.sum())
+    if n_dropped and fail:
+        cols = [c for c in used if isna[c].any()] or list(extra)
+        raise DataError(
+            f"{n_dropped} row(s) have missing values (in {', '.join(map(repr, cols))}) "
+            "and na_action='fail'"
+        )
+    if n_dropped:
+        keep = ~mask
+        data = data.loc[keep]
+        extra = {k: v[keep] for k, v in extra.items()}
+        warnings.warn(
+            f"{n_dropped} row(s) with missing values in used columns were dropped",
+            MissingDataWarning,
+            stacklevel=4,
+        )
+    return data, extra, n_dropped
+
+
+def _check_finite(data: pd.DataFrame, used: list[str]) -> None:
+    for col in used:
+        values = data[col]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            arr = values.to_numpy(dtype=float)
+            if np.isinf(arr).any():
+                raise DataError(f"column {col!r} holds infinite values (+-Inf)")
+
+
+def _tidy_categoricals(data: pd.DataFrame, used: list[str]) -> pd.DataFrame:
+    """Copy of the used columns with unused categorical levels removed."""
+    frame = data[used].copy()
+    for col in used:
+        if isinstance(frame[col].dtype, pd.CategoricalDtype):
+            frame[col] = frame[col].cat.remove_unused_categories()
+    return frame
+
+
+def _model_matrix(rhs: str, data: pd.DataFrame, where: str):
+    import formulaic
+
+    try:
+        return formulaic.model_matrix(rhs, data, na_action="raise")
+    except Exception as err:  # formulaic raises many kinds; give ours
+        raise FormulaError(f"cannot build the {where} model matrix from {rhs!r}: {err}") from err
+
+
+def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
+    lhs = parsed.response
+    if lhs is None:
+        raise FormulaError("the formula has no response: write it as 'y ~ ...'", parsed.text, 0)
+    if lhs in data.columns:
+        col = data[lhs]
+        if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+            raise DataError(f"response column {lhs!r} is not numeric (dtype {col.dtype})")
+        return col.to_numpy(dtype=float)
+    mm = _model_matrix(f"0 + {lhs}", data, "response")
+    if mm.shape[1] != 1:
+        raise DataError(f"response {lhs!r} does not evaluate to one numeric column")
+    return np.asarray(mm, dtype=float)[:, 0]
+
+
+def build_fixed(parsed: ParsedFormula, data: pd.DataFrame) -> FixedEffects:
+    """The fixed-effects matrix with aliased columns dropped (and a warning naming them)."""
+    mm = _model_matrix(parsed.fixed, data, "fixed-effects")
+    X = np.asarray(mm, dtype=float)
+    all_names = r_column_names(list(mm.columns))
+    kept = full_rank_columns(X)
+    if len(kept) < X.shape[1]:
+        dropped = [all_names[i] for i in range(X.shape[1]) if i not in set(kept.tolist())]
+        warnings.warn(
+            "fixed-effect model matrix is rank deficient so dropping "
+            f"{len(dropped)} column(s): {', '.join(dropped)}",
+            RankDeficiencyWarning,
+            stacklevel=4,
+        )
+    return FixedEffects(
+        X=np.ascontiguousarray(X[:, kept]),
+        names=[all_names[i] for i in kept],
+        all_names=all_names,
+        kept=kept,
+        model_spec=mm.model_spec,
+    )
+
+
+def build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
+    """One random-effects term: grouping codes, levels and its model matrix."""
+    groups = [data[g] for g in spec.group]
+    if len(groups) == 1:
+        codes, levels = factor_codes(groups[0])
+    else:
+        codes, levels = interaction_codes(groups)
+    mm = _model_matrix(spec.expr, data, f"random-effects term {spec.text}")
+    z = np.ascontiguousarray(np.asarray(mm, dtype=float))
+    if z.shape[1] == 0:
+        raise FormulaError(f"random-effects term {spec.text} has no columns")
+    term = ReTerm(spec, codes, levels, z, r_column_names(list(mm.columns)), mm.model_spec)
+    _check_term_size(term, len(codes))
+    return term
+
+
+def _check_term_size(term: ReTerm, n: int) -> None:
+    if term.nlevels < 2:
+        raise ModelSpecError(
+            f"grouping factor {term.name!r} of term {term.spec.text} has "
+            f"{term.nlevels} level: it needs at least 2"
+        )
+    if term.nlevels >= n:
+        raise ModelSpecError(
+            f"grouping factor {term.name!r} has {term.nlevels} levels for {n} observations: "
+            "the number of levels must be smaller than the number of observations "
+            "(the random effects would be confounded with the residual)"
+        )
+    if term.nranef >= n:
+        raise ModelSpecError(
+            f"term {term.spec.text} has {term.nranef} random effects for {n} observations: "
+            "the model is unidentifiable"
+        )
+
+
+def order_terms(terms: list[ReTerm]) -> list[ReTerm]:
+    """Terms in decreasing number of levels (stable), as lme4 and MixedModels.jl store them."""
+    return sorted(terms, key=lambda t: -t.nlevels)
+
+
+def build_model_frame(
+    parsed: ParsedFormula,
+    data: Any,
+    weights: Any = None,
+    offset: Any = None,
+    na_action: str = "omit",
+) -> ModelFrame:
+    """Check the data against the formula, drop incomplete rows, build every matrix.
+
+    The caller's DataFrame is never modified.
+    """
+    data = to_pandas(data)
+    if len(data) == 0:
+        raise DataError("the data are empty (0 rows)")
+    used = _used_columns(parsed)
+    _check_columns(used, data, parsed.text)
+    w_arr, w_col = _column_or_array(weights, data, "weights")
+    o_arr, o_col = _column_or_array(offset, data, "offset")
+    columns = sorted(used | {c for c in (w_col, o_col) if c})
+    extra = {k: v for k, v in (("weights", w_arr), ("offset", o_arr)) if v is not None}
+    frame, extra, n_dropped = _drop_missing(data, columns, extra, fail=na_action == "fail")
+    if len(frame) == 0:
+        raise DataError("no complete rows remain after dropping rows with missing values")
+    _check_finite(frame, columns)
+    frame = _tidy_categoricals(frame, columns)
+
+    y = _response(parsed, frame)
+    w = extra.get("weights", frame[w_col].to_numpy(float) if w_col else None)
+    if w is not None:
+        if np.any(w < 0) or not np.all(np.isfinite(w)):
+            raise DataError("weights must be finite and non-negative")
+    off = _total_offset(parsed, frame, extra.get("offset", frame[o_col].to_numpy(float) if o_col else None))
+    fixed = build_fixed(parsed, frame)
+    terms = order_terms([build_term(spec, frame) for spec in parsed.random])
+    return ModelFrame(
+        parsed=parsed,
+        data=frame,
+        y=y,
+        fixed=fixed,
+        terms=terms,
+        weights=w,
+        offset=off,
+        n_dropped=n_dropped,
+        response_name=parsed.response or "y",
+    )
+
+
+def _used_columns(parsed: ParsedFormula) -> set[str]:
+    used: set[str] = set()
+    if parsed.response:
+        used |= variables_in(parsed.response)
+    used |= variables_in(parsed.fixed)
+    for expr in parsed.offsets:
+        used |= variables_in(expr)
+    for term in parsed.random:
+        used |= variables_in(term.expr)
+        used |= set(term.group)
+    return used
+
+
+def _total_offset(
+    parsed: ParsedFormula, frame: pd.DataFrame, given: np.ndarray | None
+) -> np.ndarray | None:
+    total = None if given is None else np.asarray(given, dtype=float).copy()
+    for expr in parsed.offsets:
+        mm = _model_matrix(f"0 + {expr}", frame, "offset")
+        values = np.asarray(mm, dtype=float)[:, 0]
+        total = values if total is None else total + values
+    return total
+
+
+# --------------------------------------------------------------------------- newdata
+
+
+def newdata_fixed_matrix(fixed: FixedEffects, newdata: pd.DataFrame) -> np.ndarray:
+    """The fixed-effects matrix for new data, with the fitted model's encoding."""
+    for factor, levels in _factor_levels(fixed.model_spec).items():
+        if factor in newdata.columns:
+            unseen = sorted(set(map(str, newdata[factor].dropna().unique())) - set(map(str, levels)))
+            if unseen:
+                raise PredictionError(
+                    f"newdata column {factor!r} has level(s) {unseen} not seen in the fit"
+                )
+    try:
+        mm = fixed.model_spec.get_model_matrix(newdata, na_action="ignore")
+    except Exception as err:
+        raise PredictionError(f"cannot build the fixed-effects matrix for newdata: {err}") from err
+    return np.asarray(mm, dtype=float)[:, fixed.kept]
+
+
+def _factor_levels(model_spec: Any) -> dict[str, list[Any]]:
+    """Categorical variables of a formulaic spec and their fitted levels."""
+    out: dict[str, list[Any]] = {}
+    try:
+        encoder_state = model_spec.encoder_state
+    except AttributeError:
+        return out
+    for name, (kind, state) in encoder_state.items():
+        if str(kind).endswith("CATEGORICAL") and "categories" in state:
+            base = re.sub(r"^C\((.*)\)$", r"\1", name)
+            out[base] = list(state["categories"])
+    return out

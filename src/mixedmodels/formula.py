@@ -1,0 +1,706 @@
+"""Parsing of lme4-style model formulas.
+
+A formula such as ``"Reaction ~ Days + (Days | Subject)"`` is split into a
+response, a fixed-effects right-hand side (handed to :mod:`formulaic`
+later), ``offset(...)`` terms and random-effects terms ``(expr | group)``.
+
+The parser follows lme4's ``findbars``/``nobars``/``expandDoubleVerts``
+semantics:
+
+* ``(expr || g)`` expands into uncorrelated terms ``(1 | g)``,
+  ``(0 + x | g)``, ... (``expandDoubleVerts``);
+* ``(expr | a/b)`` expands into ``(expr | b:a)`` followed by ``(expr | a)``
+  (``expandSlash``); ``a/b/c`` gives ``c:b:a``, ``b:a``, ``a``.
+
+The text is scanned into tokens that keep their character positions, so
+every syntax error is a :class:`~mixedmodels.exceptions.FormulaError` with
+a caret under the offending character.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .exceptions import FormulaError
+
+__all__ = [
+    "RandomTermSpec",
+    "ParsedFormula",
+    "parse_formula",
+    "require_random",
+    "variables_in",
+]
+
+# ---------------------------------------------------------------------------
+# Public data classes
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RandomTermSpec:
+    """One (expanded) random-effects term ``(expr | group)``.
+
+    Attributes
+    ----------
+    expr : str
+        Left side of the bar, normalised for formulaic (``"1"``,
+        ``"Days"``, ``"1 + Days"``, ``"0 + x"``).
+    group : tuple of str
+        Grouping variables, in the order of ``group_name``.
+    group_name : str
+        lme4's name of the grouping factor, e.g. ``"Subject"`` or
+        ``"cask:batch"``.
+    correlated : bool
+        ``False`` for terms produced by expanding ``||``.
+    text : str
+        lme4-style text of the term, e.g. ``"(0 + Days | Subject)"``.
+    """
+
+    expr: str
+    group: tuple[str, ...]
+    group_name: str
+    correlated: bool
+    text: str
+
+
+@dataclass(frozen=True)
+class ParsedFormula:
+    """A model formula split into its parts.
+
+    Attributes
+    ----------
+    text : str
+        The original formula string.
+    response : str or None
+        Left-hand side text, ``None`` for a one-sided formula.
+    fixed : str
+        Fixed-effects right-hand side for formulaic (``"1"`` if only the
+        intercept remains).
+    offsets : tuple of str
+        Expressions inside the ``offset(...)`` terms of the fixed part.
+    random : tuple of RandomTermSpec
+        Expanded random-effects terms in the order written.
+    """
+
+    text: str
+    response: str | None
+    fixed: str
+    offsets: tuple[str, ...]
+    random: tuple[RandomTermSpec, ...]
+
+
+# ---------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "name", "number", "backtick", "string" or "op"
+    text: str
+    start: int
+    end: int
+
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_NUMBER_RE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[jJ]?")
+_OPERATORS = ("||", "**", "//", "==", "!=", "<=", ">=", "<<", ">>")
+_BARS = ("|", "||")
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+_CLOSERS = {v: k for k, v in _OPENERS.items()}
+_OPERAND_KINDS = ("name", "number", "backtick", "string")
+
+
+def _tokenize(text: str) -> list[_Token]:
+    """Split formula text into tokens with their character positions.
+
+    Parameters
+    ----------
+    text : str
+        Formula or expression text.
+
+    Returns
+    -------
+    list of _Token
+        Tokens in order; whitespace (including newlines) is skipped.
+
+    Raises
+    ------
+    FormulaError
+        For an unterminated string or backticked name.
+    """
+    tokens: list[_Token] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos].isspace():
+            pos += 1
+            continue
+        token = _next_token(text, pos)
+        tokens.append(token)
+        pos = token.end
+    return tokens
+
+
+def _next_token(text: str, pos: int) -> _Token:
+    """Read the single token that starts at ``pos``."""
+    char = text[pos]
+    if char in "`'\"":
+        return _quoted_token(text, pos)
+    for kind, regex in (("number", _NUMBER_RE), ("name", _NAME_RE)):
+        match = regex.match(text, pos)
+        if match:
+            return _Token(kind, match.group(), pos, match.end())
+    for op in _OPERATORS:
+        if text.startswith(op, pos):
+            return _Token("op", op, pos, pos + len(op))
+    return _Token("op", char, pos, pos + 1)
+
+
+def _quoted_token(text: str, pos: int) -> _Token:
+    """Read a backticked name or a quoted string starting at ``pos``."""
+    quote = text[pos]
+    end = pos + 1
+    while end < len(text) and text[end] != quote:
+        end += 2 if (text[end] == "\\" and quote != "`") else 1
+    if end >= len(text):
+        what = "backticked name" if quote == "`" else "string"
+        raise FormulaError(f"unterminated {what}", text, pos)
+    kind = "backtick" if quote == "`" else "string"
+    return _Token(kind, text[pos : end + 1], pos, end + 1)
+
+
+def _match_brackets(tokens: list[_Token], text: str) -> dict[int, int]:
+    """Pair opening and closing brackets (token indices, both directions).
+
+    Raises
+    ------
+    FormulaError
+        At an unmatched or mismatched bracket.
+    """
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for i, tok in enumerate(tokens):
+        if tok.kind != "op":
+            continue
+        if tok.text in _OPENERS:
+            stack.append(i)
+        elif tok.text in _CLOSERS:
+            if not stack:
+                raise FormulaError(f"unmatched '{tok.text}'", text, tok.start)
+            opener = stack.pop()
+            if tokens[opener].text != _CLOSERS[tok.text]:
+                raise FormulaError(
+                    f"'{tok.text}' does not match '{tokens[opener].text}'", text, tok.start
+                )
+            pairs[opener] = i
+            pairs[i] = opener
+    if stack:
+        raise FormulaError(f"unmatched '{tokens[stack[-1]].text}'", text, tokens[stack[-1]].start)
+    return pairs
+
+
+def _depths(tokens: list[_Token]) -> list[int]:
+    """Bracket depth of each token (brackets themselves count as outside)."""
+    depths = []
+    depth = 0
+    for tok in tokens:
+        if tok.kind == "op" and tok.text in _CLOSERS:
+            depth -= 1
+        depths.append(depth)
+        if tok.kind == "op" and tok.text in _OPENERS:
+            depth += 1
+    return depths
+
+
+def _is_call(tokens: list[_Token], i: int) -> bool:
+    """Whether the bracket at token ``i`` opens a function call's arguments."""
+    return i > 0 and tokens[i - 1].kind in ("name", "backtick")
+
+
+# ---------------------------------------------------------------------------
+# Token-sequence helpers
+# ---------------------------------------------------------------------------
+
+
+class _Scan:
+    """Tokens of one formula with bracket pairs and depths."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.pairs = _match_brackets(self.tokens, text)
+        self.depths = _depths(self.tokens)
+
+    def span(self, lo: int, hi: int) -> str:
+        """Text of tokens ``lo..hi-1`` with each run of whitespace made one space."""
+        parts: list[str] = []
+        for i in range(lo, hi):
+            tok = self.tokens[i]
+            if parts and tok.start > self.tokens[i - 1].end:
+                parts.append(" ")
+            parts.append(tok.text)
+        return "".join(parts)
+
+    def error(self, message: str, i: int) -> FormulaError:
+        """A FormulaError pointing at token ``i`` (or the end of the text)."""
+        pos = self.tokens[i].start if i < len(self.tokens) else len(self.text)
+        return FormulaError(message, self.text, pos)
+
+    def is_op(self, i: int, *ops: str) -> bool:
+        """Whether token ``i`` is one of the operators ``ops``."""
+        tok = self.tokens[i]
+        return tok.kind == "op" and tok.text in ops
+
+
+@dataclass
+class _Term:
+    """A top-level additive term: tokens ``lo..hi-1`` with a sign."""
+
+    sign: str  # "+" or "-"
+    lo: int
+    hi: int
+    sign_index: int | None  # token index of the sign, if written
+
+
+def _split_terms(scan: _Scan, lo: int, hi: int, what: str) -> list[_Term]:
+    """Split tokens ``lo..hi-1`` at their outermost ``+`` and ``-``.
+
+    A ``+``/``-`` is binary when it follows an operand (name, number,
+    string or closing bracket).  Signs at the start of a term combine into
+    the term's sign (``x + -1`` subtracts ``1``); unary minus after another
+    operator (``x * -1``) stays inside the term.
+
+    Raises
+    ------
+    FormulaError
+        For an empty side or a trailing ``+``/``-``.
+    """
+    if lo >= hi:
+        raise scan.error(f"{what} is empty", lo)
+    base = scan.depths[lo]
+    terms: list[_Term] = []
+    sign, sign_index, start = "+", None, lo
+    for i in range(lo, hi):
+        if scan.depths[i] != base or not scan.is_op(i, "+", "-"):
+            continue
+        if i == start:
+            sign = "+" if sign == scan.tokens[i].text else "-"
+            sign_index, start = i, i + 1
+        elif _ends_operand(scan, i - 1):
+            terms.append(_Term(sign, start, i, sign_index))
+            sign, sign_index, start = scan.tokens[i].text, i, i + 1
+    if start >= hi:
+        raise scan.error(f"nothing after '{scan.tokens[hi - 1].text}'", hi - 1)
+    terms.append(_Term(sign, start, hi, sign_index))
+    return terms
+
+
+def _ends_operand(scan: _Scan, i: int) -> bool:
+    """Whether token ``i`` can end an operand."""
+    tok = scan.tokens[i]
+    return tok.kind in _OPERAND_KINDS or (tok.kind == "op" and tok.text in _CLOSERS)
+
+
+def _join_terms(pieces: list[tuple[str, str]]) -> str:
+    """Join ``(sign, text)`` pieces into ``"a + b - c"``."""
+    out = ""
+    for sign, text in pieces:
+        if not out:
+            out = text if sign == "+" else f"-{text}"
+        else:
+            out += f" {sign} {text}"
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Formula parsing
+# ---------------------------------------------------------------------------
+
+
+def parse_formula(formula: str) -> ParsedFormula:
+    """Parse an lme4-style mixed-model formula.
+
+    Parameters
+    ----------
+    formula : str
+        E.g. ``"Reaction ~ Days + (Days | Subject)"``.  Whitespace and
+        newlines are allowed anywhere.
+
+    Returns
+    -------
+    ParsedFormula
+        Response, fixed part, offsets and expanded random terms.
+
+    Raises
+    ------
+    FormulaError
+        For any syntax error; ``position`` points at the problem.
+    """
+    if not isinstance(formula, str):
+        raise FormulaError(f"formula must be a string, not {type(formula).__name__}")
+    if not formula.strip():
+        raise FormulaError("formula is empty", formula, 0)
+    scan = _Scan(formula)
+    tilde = _find_tilde(scan)
+    _check_bars(scan, tilde)
+    response = scan.span(0, tilde) if tilde > 0 else None
+    terms = _split_terms(scan, tilde + 1, len(scan.tokens), "right-hand side of '~'")
+    fixed: list[tuple[str, str]] = []
+    offsets: list[str] = []
+    random: list[RandomTermSpec] = []
+    for term in terms:
+        offset = _offset_inner(scan, term)
+        if _random_term_bar(scan, term.lo, term.hi) is not None:
+            random.extend(_parse_random(scan, term))
+        elif offset is not None:
+            offsets.append(offset)
+        else:
+            fixed.append((term.sign, scan.span(term.lo, term.hi)))
+    return ParsedFormula(
+        text=formula,
+        response=response,
+        fixed=_join_terms(fixed) if fixed else "1",
+        offsets=tuple(offsets),
+        random=tuple(random),
+    )
+
+
+def require_random(parsed: ParsedFormula) -> ParsedFormula:
+    """Raise unless ``parsed`` has at least one random-effects term.
+
+    Parameters
+    ----------
+    parsed : ParsedFormula
+        Result of :func:`parse_formula`.
+
+    Returns
+    -------
+    ParsedFormula
+        ``parsed`` itself, for chaining.
+
+    Raises
+    ------
+    FormulaError
+        If ``parsed.random`` is empty.
+    """
+    if not parsed.random:
+        raise FormulaError(
+            "the formula has no random-effects term like (1 | group); "
+            f"got {parsed.text!r} (use an ordinary linear model for fixed effects only)"
+        )
+    return parsed
+
+
+def _find_tilde(scan: _Scan) -> int:
+    """Token index of the single top-level ``~``.
+
+    Raises
+    ------
+    FormulaError
+        If there is no top-level ``~`` or more than one.
+    """
+    found = [
+        i for i, tok in enumerate(scan.tokens) if scan.depths[i] == 0 and scan.is_op(i, "~")
+    ]
+    if not found:
+        raise FormulaError(
+            f"formula has no '~' (expected e.g. 'y ~ x + (1 | g)'): {scan.text!r}"
+        )
+    if len(found) > 1:
+        raise scan.error("formula has more than one '~'", found[1])
+    return found[0]
+
+
+def _check_bars(scan: _Scan, tilde: int) -> None:
+    """Reject ``|``/``||`` that are not directly inside a random-term group.
+
+    A bar is allowed inside function-call arguments (Python's bitwise or,
+    e.g. ``I(a | b)``) and, on the right of ``~``, at the top level of a
+    plain parenthesised group; everything else is an error.  Whether that
+    group is a whole term is checked by :func:`_random_term_bar`.
+    """
+    for i, tok in enumerate(scan.tokens):
+        if not scan.is_op(i, *_BARS):
+            continue
+        openers = _enclosing_openers(scan, i)
+        if any(_is_call(scan.tokens, j) for j in openers):
+            continue
+        if i < tilde:
+            raise scan.error(f"'{tok.text}' on the left of '~'", i)
+        if not openers:
+            raise scan.error(
+                f"'{tok.text}' outside parentheses; write random effects as (expr | group)", i
+            )
+        if len(openers) > 1 or scan.tokens[openers[0]].text != "(":
+            raise scan.error(f"'{tok.text}' nested inside another group", i)
+
+
+def _enclosing_openers(scan: _Scan, i: int) -> list[int]:
+    """Token indices of the brackets enclosing token ``i``, innermost first."""
+    openers = []
+    depth = scan.depths[i]
+    for j in range(i - 1, -1, -1):
+        if depth == 0:
+            break
+        if scan.depths[j] == depth - 1:  # the innermost enclosing opener
+            openers.append(j)
+            depth -= 1
+    return openers
+
+
+def _random_term_bar(scan: _Scan, lo: int, hi: int) -> int | None:
+    """Token index of the bar if tokens ``lo..hi-1`` contain a ``(... | ...)``.
+
+    Returns ``None`` for a term without a random-effects group.
+
+    Raises
+    ------
+    FormulaError
+        If a random-effects group is combined with other operators
+        (e.g. ``(1 | g):x``) or has more than one bar.
+    """
+    bars = [
+        i
+        for i in range(lo, hi)
+        if scan.is_op(i, *_BARS) and scan.depths[i] == scan.depths[lo] + 1
+        and not _is_call(scan.tokens, _enclosing_openers(scan, i)[0])
+    ]
+    if not bars:
+        return None
+    whole = scan.is_op(lo, "(") and scan.pairs.get(lo) == hi - 1
+    if not whole:
+        raise scan.error("a random-effects term (expr | group) must be added with '+'", lo)
+    if len(bars) > 1:
+        raise scan.error("more than one bar in a random-effects term", bars[1])
+    return bars[0]
+
+
+def _offset_inner(scan: _Scan, term: _Term) -> str | None:
+    """Text inside ``offset(...)`` if ``term`` is exactly an offset call."""
+    tok = scan.tokens[term.lo]
+    if tok.kind != "name" or tok.text != "offset" or term.hi - term.lo < 3:
+        return None
+    if not (scan.is_op(term.lo + 1, "(") and scan.pairs.get(term.lo + 1) == term.hi - 1):
+        return None
+    if term.sign != "+":
+        raise scan.error("an offset cannot be subtracted", term.sign_index)
+    if term.hi - term.lo == 3:
+        raise scan.error("offset() needs an expression", term.lo)
+    return scan.span(term.lo + 2, term.hi - 1)
+
+
+# ---------------------------------------------------------------------------
+# Random-effects terms
+# ---------------------------------------------------------------------------
+
+
+def _parse_random(scan: _Scan, term: _Term) -> list[RandomTermSpec]:
+    """Expand one ``(expr | group)`` or ``(expr || group)`` term.
+
+    Raises
+    ------
+    FormulaError
+        For a subtracted term, an empty side or an invalid grouping side.
+    """
+    if term.sign != "+":
+        raise scan.error("a random-effects term cannot be subtracted", term.sign_index)
+    bar = _random_term_bar(scan, term.lo, term.hi)
+    open_, close = term.lo, term.hi - 1
+    if bar == open_ + 1:
+        raise scan.error(f"nothing before '{scan.tokens[bar].text}' in random-effects term", bar)
+    if bar == close - 1:
+        raise scan.error(f"nothing after '{scan.tokens[bar].text}' in random-effects term", bar)
+    levels = _grouping_levels(scan, bar + 1, close)
+    double = scan.tokens[bar].text == "||"
+    exprs = _double_vert_exprs(scan, open_ + 1, bar) if double else [_lhs_expr(scan, open_ + 1, bar)]
+    return [
+        _make_spec(expr, group, not double)
+        for expr in exprs
+        for group in _expand_nesting(levels)
+    ]
+
+
+def _make_spec(expr: str, group: tuple[str, ...], correlated: bool) -> RandomTermSpec:
+    """Build a RandomTermSpec with lme4-style text."""
+    group_name = ":".join(group)
+    shown = ":".join(_quote_name(name) for name in group)
+    return RandomTermSpec(expr, group, group_name, correlated, f"({expr} | {shown})")
+
+
+def _quote_name(name: str) -> str:
+    """Backtick ``name`` unless it is a plain identifier."""
+    return name if _NAME_RE.fullmatch(name) else f"`{name}`"
+
+
+def _lhs_pieces(scan: _Scan, lo: int, hi: int) -> tuple[bool | None, list[tuple[str, str]]]:
+    """Intercept flag and remaining ``(sign, text)`` terms of a bar's left side.
+
+    Returns
+    -------
+    intercept : bool or None
+        ``True`` for an explicit ``1``, ``False`` for ``0``/``-1``, ``None``
+        when not written (implicit intercept).
+    rest : list of (str, str)
+        The other terms in written order.
+    """
+    intercept: bool | None = None
+    rest: list[tuple[str, str]] = []
+    for term in _split_terms(scan, lo, hi, "left side of the bar"):
+        text = scan.span(term.lo, term.hi)
+        if text in ("0", "1") and intercept is not False:
+            intercept = (text == "1") == (term.sign == "+")
+        elif text not in ("0", "1"):
+            rest.append((term.sign, text))
+    return intercept, rest
+
+
+def _lhs_expr(scan: _Scan, lo: int, hi: int) -> str:
+    """Normalised left side of a single-bar term (``"0 + x"`` for ``-1 + x``)."""
+    intercept, rest = _lhs_pieces(scan, lo, hi)
+    if intercept is False:
+        if not rest:
+            raise scan.error("random-effects term has no intercept and no variables", lo)
+        return _join_terms([("+", "0")] + rest)
+    if intercept:
+        return _join_terms([("+", "1")] + rest)
+    return _join_terms(rest)
+
+
+def _double_vert_exprs(scan: _Scan, lo: int, hi: int) -> list[str]:
+    """Left sides produced by lme4's ``expandDoubleVerts`` for ``(lhs || g)``."""
+    intercept, rest = _lhs_pieces(scan, lo, hi)
+    exprs = [] if intercept is False else ["1"]
+    for sign, text in rest:
+        if sign != "+":
+            raise scan.error(f"cannot subtract '{text}' on the left of '||'", lo)
+        exprs.extend(f"0 + {label}" for label in _term_labels(text))
+    if not exprs:
+        raise scan.error("random-effects term has no intercept and no variables", lo)
+    return exprs
+
+
+def _term_labels(text: str) -> list[str]:
+    """Expand one additive term into R-style term labels (``a*b`` -> a, b, a:b)."""
+    scan = _Scan(text)
+    expands = any(
+        scan.depths[i] == 0 and scan.is_op(i, "*", "/", "^", "**")
+        for i in range(len(scan.tokens))
+    )
+    if not expands:
+        return [text]
+    from formulaic import Formula  # deferred: formulaic is heavy
+
+    try:
+        return [str(t) for t in Formula(f"0 + {text}")]
+    except Exception as exc:  # formulaic raises several parser error types
+        raise FormulaError(f"cannot expand {text!r} on the left of '||': {exc}") from exc
+
+
+def _grouping_levels(scan: _Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
+    """Parse a grouping side ``a``, ``a:b`` or ``a/b/c`` into nesting levels.
+
+    Returns
+    -------
+    list of tuple of str
+        One tuple of names per ``/``-separated level, outermost first.
+
+    Raises
+    ------
+    FormulaError
+        For anything but names joined by ``:`` and ``/``.
+    """
+    levels: list[tuple[str, ...]] = []
+    current: list[str] = []
+    expect_name = True
+    for i in range(lo, hi):
+        tok = scan.tokens[i]
+        if expect_name:
+            if tok.kind not in ("name", "backtick"):
+                raise scan.error("grouping factor must be a variable name", i)
+            current.append(tok.text[1:-1] if tok.kind == "backtick" else tok.text)
+        elif scan.is_op(i, ":", "/"):
+            if tok.text == "/":
+                levels.append(tuple(current))
+                current = []
+        else:
+            raise scan.error("grouping side may only join names with ':' or '/'", i)
+        expect_name = not expect_name
+    if expect_name:
+        raise scan.error("grouping side ends with an operator", hi - 1)
+    levels.append(tuple(current))
+    return levels
+
+
+def _expand_nesting(levels: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """lme4's ``expandSlash``: ``a/b/c`` -> ``c:b:a``, ``b:a``, ``a`` (innermost first)."""
+    groups = []
+    for depth in range(len(levels), 0, -1):
+        names: tuple[str, ...] = ()
+        for level in reversed(levels[:depth]):
+            names += level
+        groups.append(names)
+    return groups
+
+
+# ---------------------------------------------------------------------------
+# Variables
+# ---------------------------------------------------------------------------
+
+_NOT_VARIABLES = frozenset(
+    {
+        "np", "numpy", "pd", "pandas", "math", "scipy",
+        "log", "log10", "log2", "log1p", "exp", "sqrt", "abs",
+        "I", "C", "Q", "scale", "center", "offset", "poly", "bs", "cr", "cc",
+        "contr", "True", "False", "None", "and", "or", "not", "in", "is",
+        "if", "else", "lambda",
+    }
+)
+_MODULES = frozenset({"np", "numpy", "pd", "pandas", "math", "scipy"})
+
+
+def variables_in(expr: str) -> set[str]:
+    """Names of the data columns a formula or expression text refers to.
+
+    Function names (anything followed by ``(``), module attributes such as
+    ``np.pi``, keyword-argument names, numbers and strings are excluded;
+    ```weird name``` gives ``"weird name"`` and ``Q("name")`` gives
+    ``"name"``.
+
+    Parameters
+    ----------
+    expr : str
+        Formula or expression text, e.g. ``"np.log(x) + I(z**2) + C(f)"``.
+
+    Returns
+    -------
+    set of str
+        E.g. ``{"x", "z", "f"}``.
+    """
+    tokens = _tokenize(expr)
+    names: set[str] = set()
+    for i, tok in enumerate(tokens):
+        nxt = tokens[i + 1].text if i + 1 < len(tokens) else ""
+        if tok.kind == "backtick":
+            names.add(tok.text[1:-1])
+        elif tok.kind == "string" and _is_q_argument(tokens, i):
+            names.add(tok.text[1:-1])
+        elif tok.kind == "name" and nxt not in ("(", "=") and _is_variable(tok.text):
+            names.add(tok.text)
+    return names
+
+
+def _is_variable(name: str) -> bool:
+    """Whether a bare name token can be a data column."""
+    return name not in _NOT_VARIABLES and name.split(".")[0] not in _MODULES
+
+
+def _is_q_argument(tokens: list[_Token], i: int) -> bool:
+    """Whether the string token ``i`` is the sole argument of ``Q(...)``."""
+    return (
+        i >= 2
+        and i + 1 < len(tokens)
+        and tokens[i - 2].text == "Q"
+        and tokens[i - 1].text == "("
+        and tokens[i + 1].text == ")"
+    )

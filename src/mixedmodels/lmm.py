@@ -1,0 +1,505 @@
+"""Linear mixed models: :func:`lmer` and :class:`LinearMixedModel`.
+
+The objective is the profiled deviance (or REML criterion) as a function of θ
+alone (Bates et al. 2015, *Fitting linear mixed-effects models using lme4*, J.
+Stat. Softw. 67(1)); β, the random effects and σ all come from the same blocked
+Cholesky factor (see :mod:`mixedmodels.linalg`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .design import ModelFrame, build_model_frame, newdata_fixed_matrix, to_pandas, factor_codes
+from .exceptions import (
+    ConvergenceWarning,
+    DataError,
+    PredictionError,
+    SingularFitWarning,
+)
+from .formula import parse_formula, require_random
+from .linalg import AugmentedSystem, Factor, TermData
+from .optimize import OptimizerRecord, minimize_theta
+from .results import MixedModelResults
+
+__all__ = ["lmer", "LinearMixedModel"]
+
+# lme4's isSingular() tolerance on θ elements with a zero lower bound.
+SINGULAR_TOL = 1e-4
+
+
+class LinearMixedModel(MixedModelResults):
+    """A linear mixed-effects model, lme4's ``lmer``.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+    data : DataFrame
+        pandas or polars data; never modified.
+    reml : bool, default True
+        Fit by REML (True) or maximum likelihood (False).
+    weights : str or array-like, optional
+        Prior weights: a column name or one value per row of ``data``.
+    offset : str or array-like, optional
+        A known term added to the linear predictor (in addition to ``offset()``
+        terms of the formula).
+    contrasts : dict, optional
+        ``{column: contrast}`` for factors of the fixed part, e.g.
+        ``{"f": "contr.sum"}`` (``contr.treatment``, ``contr.sum``,
+        ``contr.helmert``, ``contr.poly``).
+    na_action : {"omit", "fail"}, default "omit"
+        ``"omit"`` drops incomplete rows (with a warning saying how many),
+        ``"fail"`` raises :class:`DataError`.
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> m = mm.LinearMixedModel("Reaction ~ Days + (Days | Subject)",
+    ...                         mm.datasets.load("sleepstudy")).fit()
+    >>> round(m.reml_criterion, 3)
+    1743.628
+    """
+
+    model_kind = "lmer"
+
+    def __init__(
+        self,
+        formula: str,
+        data: Any,
+        reml: bool = True,
+        weights: Any = None,
+        offset: Any = None,
+        contrasts: Mapping[str, str] | None = None,
+        na_action: str = "omit",
+    ):
+        if na_action not in ("omit", "fail"):
+            raise DataError(f"na_action must be 'omit' or 'fail', not {na_action!r}")
+        self.formula = formula
+        self.reml = bool(reml)
+        self.data_name = getattr(data, "name", None) if not isinstance(data, pd.DataFrame) else None
+        parsed = require_random(parse_formula(_apply_contrasts(formula, contrasts)))
+        self.frame: ModelFrame = build_model_frame(
+            parsed, data, weights=weights, offset=offset, na_action=na_action
+        )
+        self._setup_engine()
+        self._fitted = False
+
+    # ------------------------------------------------------------------ engine
+
+    def _setup_engine(self) -> None:
+        fr = self.frame
+        sqrtw = None if fr.weights is None else np.sqrt(fr.weights)
+        y = fr.y if fr.offset is None else fr.y - fr.offset
+        Xy = np.column_stack([fr.fixed.X, y])
+        if sqrtw is not None:
+            Xy = Xy * sqrtw[:, None]
+        tdata = []
+        for term in fr.terms:
+            z = term.z if sqrtw is None else term.z * sqrtw[:, None]
+            tdata.append(TermData(term.codes, z, term.nlevels))
+        self._system = AugmentedSystem(tdata, Xy)
+        self._theta_slices = _slices([t.ntheta for t in fr.terms])
+        self._ldW = 0.0 if fr.weights is None else float(np.sum(np.log(fr.weights[fr.weights > 0])))
+        self._n_eff = fr.nobs if fr.weights is None else int(np.count_nonzero(fr.weights))
+
+    def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
+        """The relative covariance factors λ of every term for ``theta``."""
+        return [t.lam(theta[s]) for t, s in zip(self.frame.terms, self._theta_slices)]
+
+    def _criterion(self, f: Factor, reml: bool) -> float:
+        n, p = self._n_eff, self.frame.fixed.X.shape[1]
+        r2 = f.pwrss()
+        if reml:
+            nmp = n - p
+            return f.logdet_re() + f.logdet_x() + nmp * (1.0 + np.log(2 * np.pi * r2 / nmp)) - self._ldW
+        return f.logdet_re() + n * (1.0 + np.log(2 * np.pi * r2 / n)) - self._ldW
+
+    def objective(self, theta: np.ndarray) -> float:
+        """The profiled deviance (ML) or REML criterion at ``theta``."""
+        f = self._system.factor(self.lambdas(np.asarray(theta, dtype=float)))
+        if f is None:
+            return np.inf
+        return self._criterion(f, self.reml)
+
+    @property
+    def theta_lower(self) -> np.ndarray:
+        return np.concatenate([t.theta_lower() for t in self.frame.terms])
+
+    def fit(
+        self,
+        start: np.ndarray | None = None,
+        *,
+        ftol_abs: float = 1e-10,
+        xtol_abs: float = 1e-9,
+        maxeval: int = 100_000,
+        keep_history: bool = False,
+    ) -> "LinearMixedModel":
+        """Minimise the objective over θ and compute every estimate; returns self."""
+        theta0 = (
+            np.concatenate([t.theta_start() for t in self.frame.terms])
+            if start is None
+            else np.asarray(start, dtype=float)
+        )
+        record = minimize_theta(
+            self.objective,
+            theta0,
+            self.theta_lower,
+            ftol_abs=ftol_abs,
+            xtol_abs=xtol_abs,
+            maxeval=maxeval,
+            keep_history=keep_history,
+        )
+        self._set_optimum(record)
+        return self
+
+    def _set_optimum(self, record: OptimizerRecord) -> None:
+        theta = record.theta_final.copy()
+        lower = self.theta_lower
+        theta[(lower == 0) & (theta < 0)] = 0.0
+        self.optsum = record
+        self._theta = theta
+        f = self._system.factor(self.lambdas(theta), full=True)
+        if f is None:
+            raise DataError("the model could not be factorised at the optimum")
+        self._factor = f
+        self._beta, self._u = f.solve()
+        n, p = self._n_eff, len(self._beta)
+        self._sigma = float(np.sqrt(f.pwrss() / (n - p if self.reml else n)))
+        self._objective = self._criterion(f, self.reml)
+        self._fitted = True
+        self._cache: dict[str, Any] = {}
+        if not record.converged:
+            warnings.warn(
+                f"optimizer stopped with code {record.return_code} after "
+                f"{record.evaluations} evaluations",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        if self.is_singular:
+            warnings.warn(
+                "boundary (singular) fit: zero variance or |correlation| = 1 in term(s) "
+                + ", ".join(self._singular_terms()),
+                SingularFitWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ protocol
+
+    def _singular_terms(self) -> list[str]:
+        out = []
+        for term, s in zip(self.frame.terms, self._theta_slices):
+            th = self._theta[s]
+            if np.any(th[term.theta_lower() == 0] < SINGULAR_TOL):
+                out.append(term.spec.text)
+        return out
+
+    @property
+    def is_singular(self) -> bool:
+        """lme4's ``isSingular``: a diagonal element of some λ below 1e-4."""
+        self._require_fit()
+        return bool(np.any(self._theta[self.theta_lower == 0] < SINGULAR_TOL))
+
+    @property
+    def method(self) -> str:
+        return "REML" if self.reml else "ML"
+
+    @property
+    def beta(self) -> np.ndarray:
+        self._require_fit()
+        return self._beta
+
+    @property
+    def sigma(self) -> float:
+        """Residual standard deviation."""
+        self._require_fit()
+        return self._sigma
+
+    @property
+    def theta(self) -> pd.Series:
+        """θ with lme4's names (column-wise lower triangles of the λ factors)."""
+        self._require_fit()
+        names = [n for t in self.frame.terms for n in t.theta_names()]
+        return pd.Series(self._theta, index=names, name="theta")
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood (the REML log-likelihood for REML fits, as lme4's logLik)."""
+        self._require_fit()
+        return -0.5 * self._objective
+
+    @property
+    def reml_criterion(self) -> float:
+        """-2 × REML log-likelihood (``REMLcrit``); NaN for ML fits."""
+        self._require_fit()
+        return self._objective if self.reml else float("nan")
+
+    @property
+    def deviance(self) -> float:
+        """-2 × log-likelihood for ML fits; for REML fits the ML deviance at the
+        REML estimates (lme4's ``deviance(fit, REML = FALSE)``)."""
+        self._require_fit()
+        return self._criterion(self._factor, reml=False) if self.reml else self._objective
+
+    @property
+    def n_params(self) -> int:
+        return len(self._beta) + len(self._theta) + 1
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance matrix of the fixed-effects estimates."""
+        self._require_fit()
+        LX = self._factor.LX()
+        p = LX.shape[0]
+        from scipy.linalg import solve_triangular
+
+        Linv = solve_triangular(LX, np.eye(p), lower=True, check_finite=False)
+        V = self._sigma**2 * (Linv.T @ Linv)
+        names = self.frame.fixed.names
+        return pd.DataFrame(V, index=names, columns=names)
+
+    def _covariances(self) -> list[np.ndarray]:
+        """Σ_j = σ² λ_j λ_j' for every term."""
+        return [self._sigma**2 * lam @ lam.T for lam in self.lambdas(self._theta)]
+
+    @property
+    def b(self) -> list[np.ndarray]:
+        """Conditional modes per term, (ℓ, k) arrays in the engine's term order."""
+        self._require_fit()
+        return [u @ lam.T for u, lam in zip(self._u, self.lambdas(self._theta))]
+
+    def _condvar_b(self) -> list[np.ndarray]:
+        """Conditional covariance of b per term and level, (ℓ, k, k) stacks."""
+        if "condvar" not in self._cache:
+            cv = self._factor.condvar_u()
+            lams = self.lambdas(self._theta)
+            self._cache["condvar"] = [
+                self._sigma**2 * (lam @ c @ lam.T) for c, lam in zip(cv, lams)
+            ]
+        return self._cache["condvar"]
+
+    def _linear_predictor_re(self) -> np.ndarray:
+        eta = np.zeros(self.frame.nobs)
+        for term, b in zip(self.frame.terms, self.b):
+            eta += np.einsum("nk,nk->n", term.z, b[term.codes])
+        return eta
+
+    @property
+    def fitted(self) -> pd.Series:
+        """Fitted values (conditional on the random effects), indexed like the data."""
+        self._require_fit()
+        fr = self.frame
+        mu = fr.fixed.X @ self._beta + self._linear_predictor_re()
+        if fr.offset is not None:
+            mu = mu + fr.offset
+        return pd.Series(mu, index=fr.data.index, name="fitted")
+
+    @property
+    def residuals(self) -> pd.Series:
+        """Response residuals y - fitted, indexed like the data."""
+        fit = self.fitted
+        return pd.Series(self.frame.y - fit.to_numpy(), index=fit.index, name="residuals")
+
+    def _pearson_residuals(self) -> np.ndarray:
+        r = self.residuals.to_numpy()
+        w = self.frame.weights
+        return r if w is None else r * np.sqrt(w)
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict(
+        self,
+        newdata: Any = None,
+        re_form: str | None = None,
+        new_levels: str = "population",
+    ) -> pd.Series:
+        """Predictions for the fitted data or ``newdata``.
+
+        Parameters
+        ----------
+        newdata : DataFrame, optional
+            New rows; None predicts the fitted data.
+        re_form : None or "~0"
+            None includes every random effect; ``"~0"`` (or ``"NA"``) gives
+            population-level predictions, for which grouping columns need not exist.
+        new_levels : {"population", "error", "nan"}
+            What an unseen grouping level gets: zero random effects, an error
+            naming the level, or NaN.
+        """
+        self._require_fit()
+        if new_levels not in ("population", "error", "nan"):
+            raise PredictionError(
+                f"new_levels must be 'population', 'error' or 'nan', not {new_levels!r}"
+            )
+        include_re = _include_random(re_form)
+        if newdata is None:
+            if include_re:
+                return self.fitted.rename("predicted")
+            fr = self.frame
+            eta = fr.fixed.X @ self._beta + (0 if fr.offset is None else fr.offset)
+            return pd.Series(eta, index=fr.data.index, name="predicted")
+        nd = to_pandas(newdata)
+        eta = newdata_fixed_matrix(self.frame.fixed, nd) @ self._beta
+        eta = eta + self._newdata_offset(nd)
+        if include_re:
+            eta = eta + self._newdata_random(nd, new_levels)
+        return pd.Series(eta, index=nd.index, name="predicted")
+
+    def _newdata_offset(self, nd: pd.DataFrame) -> np.ndarray:
+        total = np.zeros(len(nd))
+        for expr in self.frame.parsed.offsets:
+            import formulaic
+
+            total += np.asarray(formulaic.model_matrix(f"0 + {expr}", nd), dtype=float)[:, 0]
+        return total
+
+    def _newdata_random(self, nd: pd.DataFrame, new_levels: str) -> np.ndarray:
+        total = np.zeros(len(nd))
+        for term, b in zip(self.frame.terms, self.b):
+            missing = [g for g in term.spec.group if g not in nd.columns]
+            if missing:
+                raise PredictionError(
+                    f"newdata has no grouping column {missing[0]!r} needed by term "
+                    f"{term.spec.text}; use re_form='~0' for population predictions"
+                )
+            labels = nd[list(term.spec.group)].astype(str).agg(":".join, axis=1)
+            index = pd.Index(term.levels)
+            pos = index.get_indexer(labels)
+            unseen = pos < 0
+            if unseen.any():
+                if new_levels == "error":
+                    bad = sorted(set(labels[unseen]))
+                    raise PredictionError(
+                        f"newdata has level(s) {bad} of grouping factor {term.name!r} "
+                        "not seen in the fit"
+                    )
+            z = np.asarray(term.model_spec.get_model_matrix(nd, na_action="ignore"), dtype=float)
+            contrib = np.einsum("nk,nk->n", z, b[np.where(unseen, 0, pos)])
+            contrib[unseen] = np.nan if new_levels == "nan" else 0.0
+            total += contrib
+        return total
+
+    # ------------------------------------------------------------------ simulation
+
+    def simulate(
+        self, nsim: int = 1, seed: int | np.random.Generator | None = None, use_u: bool = False
+    ) -> pd.DataFrame:
+        """New responses from the fitted model, one column per simulation.
+
+        Parameters
+        ----------
+        nsim : int
+            Number of simulated response vectors.
+        seed : int or Generator, optional
+            Random seed for reproducibility.
+        use_u : bool, default False
+            Condition on the fitted random effects (True) or draw new ones (False,
+            lme4's default ``re.form = NA``).
+        """
+        self._require_fit()
+        rng = np.random.default_rng(seed)
+        fr = self.frame
+        n = fr.nobs
+        base = fr.fixed.X @ self._beta + (0 if fr.offset is None else fr.offset)
+        out = np.empty((n, nsim))
+        lams = self.lambdas(self._theta)
+        w = np.ones(n) if fr.weights is None else fr.weights
+        for s in range(nsim):
+            eta = base.copy()
+            for term, lam, b in zip(fr.terms, lams, self.b):
+                if use_u:
+                    bb = b
+                else:
+                    bb = self._sigma * rng.standard_normal((term.nlevels, term.k)) @ lam.T
+                eta += np.einsum("nk,nk->n", term.z, bb[term.codes])
+            out[:, s] = eta + self._sigma * rng.standard_normal(n) / np.sqrt(w)
+        cols = [f"sim_{i + 1}" for i in range(nsim)]
+        return pd.DataFrame(out, index=fr.data.index, columns=cols)
+
+
+def _include_random(re_form: str | None) -> bool:
+    if re_form is None:
+        return True
+    text = str(re_form).replace(" ", "")
+    if text in ("~0", "0", "NA", "~-1"):
+        return False
+    raise PredictionError(
+        f"re_form {re_form!r} is not supported: use None (all random effects) or '~0' (none)"
+    )
+
+
+def _slices(sizes: list[int]) -> list[slice]:
+    out, start = [], 0
+    for size in sizes:
+        out.append(slice(start, start + size))
+        start += size
+    return out
+
+
+_CONTRASTS = {
+    "contr.treatment": "contr.treatment",
+    "contr.sum": "contr.sum",
+    "contr.helmert": "contr.helmert",
+    "contr.poly": "contr.poly",
+}
+
+
+def _apply_contrasts(formula: str, contrasts: Mapping[str, str] | None) -> str:
+    """Rewrite bare factor names of the fixed part as ``C(f, contr.X)``."""
+    if not contrasts:
+        return formula
+    import re
+
+    lhs, sep, rhs = formula.partition("~")
+    for col, kind in contrasts.items():
+        if kind not in _CONTRASTS:
+            raise DataError(
+                f"contrast {kind!r} for {col!r} is not one of {sorted(_CONTRASTS)}"
+            )
+        # only outside the random-effects bars: split off parenthesised bar terms
+        pieces = re.split(r"(\([^()]*\|[^()]*\))", rhs)
+        for i, piece in enumerate(pieces):
+            if "|" not in piece:
+                pieces[i] = re.sub(
+                    rf"(?<![\w.]){re.escape(col)}(?![\w.(])", f"C({col}, {kind})", piece
+                )
+        rhs = "".join(pieces)
+    return lhs + sep + rhs
+
+
+def lmer(
+    formula: str,
+    data: Any,
+    reml: bool = True,
+    weights: Any = None,
+    offset: Any = None,
+    contrasts: Mapping[str, str] | None = None,
+    na_action: str = "omit",
+    **fit_kwargs: Any,
+) -> LinearMixedModel:
+    """Fit a linear mixed-effects model, as lme4's ``lmer``.
+
+    Parameters are those of :class:`LinearMixedModel`; ``fit_kwargs`` go to
+    :meth:`LinearMixedModel.fit`.
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> m = mm.lmer("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"))
+    >>> m.fixef.round(3).to_dict()
+    {'(Intercept)': 251.405, 'Days': 10.467}
+    """
+    model = LinearMixedModel(
+        formula,
+        data,
+        reml=reml,
+        weights=weights,
+        offset=offset,
+        contrasts=contrasts,
+        na_action=na_action,
+    )
+    return model.fit(**fit_kwargs)

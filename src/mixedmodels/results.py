@@ -1,0 +1,454 @@
+"""The results protocol every fitted model shares.
+
+A model class supplies the engine-specific pieces (``beta``, ``vcov``,
+``sigma``, ``loglik``, ``_covariances``, ``b``, ``_condvar_b`` ...); this base
+class turns them into what users see: named pandas objects, lme4's summary
+layout, and tidy DataFrames in broom.mixed's spirit.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .exceptions import MixedModelsError
+
+__all__ = ["MixedModelResults", "NotFittedError", "ModelSummary"]
+
+
+class NotFittedError(MixedModelsError):
+    """A result was asked of a model that has not been fitted (call ``.fit()``)."""
+
+
+class MixedModelResults:
+    """Shared accessors, summaries and tidy outputs of fitted mixed models."""
+
+    model_kind = "model"
+    _fitted = False
+
+    def _require_fit(self) -> None:
+        if not self._fitted:
+            raise NotFittedError("the model has not been fitted yet: call .fit() first")
+
+    # ------------------------------------------------------------------ basic numbers
+
+    @property
+    def fixef(self) -> pd.Series:
+        """Fixed-effects estimates, named as in R (dropped aliased columns excluded)."""
+        self._require_fit()
+        return pd.Series(self.beta, index=self.frame.fixed.names, name="fixef")
+
+    @property
+    def se(self) -> pd.Series:
+        """Standard errors of the fixed effects."""
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.vcov.index, name="se")
+
+    @property
+    def nobs(self) -> int:
+        """Number of observations used (after dropping incomplete rows)."""
+        return self.frame.nobs
+
+    @property
+    def n_dropped(self) -> int:
+        """Number of rows dropped for missing values."""
+        return self.frame.n_dropped
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        """Number of levels of every grouping factor (lme4's names, e.g. ``cask:batch``)."""
+        out: dict[str, int] = {}
+        for term in self.frame.terms:
+            out.setdefault(term.name, term.nlevels)
+        return out
+
+    @property
+    def aic(self) -> float:
+        self._require_fit()
+        return -2.0 * self.loglik + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        self._require_fit()
+        return -2.0 * self.loglik + math.log(self.nobs) * self.n_params
+
+    @property
+    def df_residual(self) -> int:
+        return self.nobs - self.n_params
+
+    # ------------------------------------------------------------------ variance components
+
+    def _group_labels(self) -> list[str]:
+        """Per-term group names made unique as R's make.unique (Subject, Subject.1)."""
+        seen: dict[str, int] = {}
+        labels = []
+        for term in self.frame.terms:
+            count = seen.get(term.name, 0)
+            labels.append(term.name if count == 0 else f"{term.name}.{count}")
+            seen[term.name] = count + 1
+        return labels
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components as lme4's ``as.data.frame(VarCorr(fit))``.
+
+        One row per standard deviation, then per correlation of each term, then the
+        residual: columns ``grp, var1, var2, vcov, sdcor``.
+        """
+        self._require_fit()
+        rows = []
+        for label, term, cov in zip(self._group_labels(), self.frame.terms, self._covariances()):
+            sd = np.sqrt(np.diag(cov))
+            for i, name in enumerate(term.cnames):
+                rows.append((label, name, None, cov[i, i], sd[i]))
+            for i in range(term.k):
+                for j in range(i + 1, term.k):
+                    denom = sd[i] * sd[j]
+                    corr = cov[i, j] / denom if denom > 0 else float("nan")
+                    rows.append((label, term.cnames[i], term.cnames[j], cov[i, j], corr))
+        if getattr(self, "has_residual", True):
+            rows.append(("Residual", None, None, self.sigma**2, self.sigma))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    @property
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects: group name -> DataFrame
+        (index: levels in R's order, one column per term column)."""
+        self._require_fit()
+        return self._per_group(self.b)
+
+    def ranef_condvar(self) -> dict[str, np.ndarray]:
+        """Conditional covariance matrices of the random effects per term:
+        ``{group label: (levels, k, k) array}`` (lme4's ``postVar``)."""
+        self._require_fit()
+        return dict(zip(self._group_labels(), self._condvar_b()))
+
+    @property
+    def ranef_condsd(self) -> dict[str, pd.DataFrame]:
+        """Conditional standard deviations of the random effects, laid out as ``ranef``."""
+        self._require_fit()
+        sds = [np.sqrt(np.diagonal(c, axis1=1, axis2=2)) for c in self._condvar_b()]
+        return self._per_group(sds)
+
+    def _per_group(self, arrays: list[np.ndarray]) -> dict[str, pd.DataFrame]:
+        out: dict[str, pd.DataFrame] = {}
+        for term, values in zip(self.frame.terms, arrays):
+            frame = pd.DataFrame(values, index=pd.Index(term.levels, name=term.name), columns=term.cnames)
+            if term.name in out:
+                frame = out[term.name].join(frame, how="outer", rsuffix="_")
+                frame = frame.loc[out[term.name].index]
+            out[term.name] = frame
+        return out
+
+    # ------------------------------------------------------------------ tables
+
+    def coef_table(self) -> pd.DataFrame:
+        """Estimate, standard error and t value of every fixed effect; aliased
+        (dropped) columns appear as NaN rows."""
+        self._require_fit()
+        fixed = self.frame.fixed
+        table = pd.DataFrame(
+            np.nan, index=pd.Index(fixed.all_names), columns=["Estimate", "Std. Error", "t value"]
+        )
+        est, se = self.fixef, self.se
+        table.loc[fixed.names, "Estimate"] = est.to_numpy()
+        table.loc[fixed.names, "Std. Error"] = se.to_numpy()
+        table.loc[fixed.names, "t value"] = (est / se).to_numpy()
+        return table
+
+    def tidy(
+        self, effects: str = "fixed", conf_int: bool = False, conf_level: float = 0.95
+    ) -> pd.DataFrame:
+        """A tidy DataFrame of estimates, in broom.mixed's spirit.
+
+        Parameters
+        ----------
+        effects : {"fixed", "ran_pars", "ran_vals"}
+            Fixed effects; variance parameters (``sd__X``, ``cor__X.Y``,
+            ``sd__Observation``); or conditional modes per level.
+        conf_int : bool
+            Add Wald intervals ``conf_low``/``conf_high`` (fixed effects and ran_vals).
+        conf_level : float
+            Coverage of the intervals.
+        """
+        self._require_fit()
+        if effects == "fixed":
+            table = self.coef_table()
+            out = pd.DataFrame(
+                {
+                    "effect": "fixed",
+                    "term": table.index,
+                    "estimate": table["Estimate"].to_numpy(),
+                    "std_error": table["Std. Error"].to_numpy(),
+                    "statistic": table["t value"].to_numpy(),
+                }
+            )
+        elif effects == "ran_pars":
+            return self._tidy_ran_pars()
+        elif effects == "ran_vals":
+            out = self._tidy_ran_vals()
+        else:
+            raise MixedModelsError(
+                f"effects must be 'fixed', 'ran_pars' or 'ran_vals', not {effects!r}"
+            )
+        if conf_int:
+            z = stats.norm.ppf(0.5 + conf_level / 2)
+            out["conf_low"] = out["estimate"] - z * out["std_error"]
+            out["conf_high"] = out["estimate"] + z * out["std_error"]
+        return out
+
+    def _tidy_ran_pars(self) -> pd.DataFrame:
+        rows = []
+        for r in self.varcorr.itertuples(index=False):
+            if r.grp == "Residual":
+                rows.append(("ran_pars", "Residual", "sd__Observation", r.sdcor))
+            elif r.var2 is None:
+                rows.append(("ran_pars", r.grp, f"sd__{r.var1}", r.sdcor))
+            else:
+                rows.append(("ran_pars", r.grp, f"cor__{r.var1}.{r.var2}", r.sdcor))
+        return pd.DataFrame(rows, columns=["effect", "group", "term", "estimate"])
+
+    def _tidy_ran_vals(self) -> pd.DataFrame:
+        frames = []
+        for label, term, b, cv in zip(self._group_labels(), self.frame.terms, self.b, self._condvar_b()):
+            sd = np.sqrt(np.diagonal(cv, axis1=1, axis2=2))
+            for j, name in enumerate(term.cnames):
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "effect": "ran_vals",
+                            "group": term.name,
+                            "level": term.levels,
+                            "term": name,
+                            "estimate": b[:, j],
+                            "std_error": sd[:, j],
+                        }
+                    )
+                )
+        return pd.concat(frames, ignore_index=True)
+
+    def glance(self) -> pd.DataFrame:
+        """One-row model summary: nobs, sigma, loglik, aic, bic, deviance, df_residual."""
+        self._require_fit()
+        row = {
+            "nobs": self.nobs,
+            "sigma": self.sigma,
+            "loglik": self.loglik,
+            "aic": self.aic,
+            "bic": self.bic,
+            "deviance": self.deviance,
+            "df_residual": self.df_residual,
+        }
+        if getattr(self, "reml", False):
+            row["reml_criterion"] = self.reml_criterion
+        return pd.DataFrame([row])
+
+    # ------------------------------------------------------------------ printing
+
+    def summary(self) -> "ModelSummary":
+        """lme4's ``summary()``: printable, with the tables as attributes."""
+        self._require_fit()
+        return ModelSummary(self)
+
+    def __str__(self) -> str:
+        if not self._fitted:
+            return f"<unfitted {type(self).__name__}: {self.formula}>"
+        return _format_print(self)
+
+    def __repr__(self) -> str:
+        return self.__str__()
+
+    def _repr_html_(self) -> str:
+        if not self._fitted:
+            return f"<pre>{html.escape(str(self))}</pre>"
+        return f"<pre>{html.escape(str(self.summary()))}</pre>"
+
+
+class ModelSummary:
+    """The summary of a fitted model; ``str()`` gives lme4's layout.
+
+    Attributes
+    ----------
+    coefficients : DataFrame
+        Estimate, Std. Error, t value.
+    varcorr : DataFrame
+        Variance components (as ``model.varcorr``).
+    """
+
+    def __init__(self, model: MixedModelResults):
+        self.model = model
+        self.coefficients = model.coef_table()
+        self.varcorr = model.varcorr
+
+    def __str__(self) -> str:
+        return _format_summary(self.model)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(str(self))}</pre>"
+
+
+# ---------------------------------------------------------------------- formatting helpers
+
+
+def format_numbers(values: np.ndarray, digits: int = 4) -> list[str]:
+    """Format numbers jointly as R's ``format(x, digits=)``: enough decimals that
+    every finite element shows ``digits`` significant digits (at most 15)."""
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values) & (values != 0)]
+    if finite.size == 0:
+        decimals = 0
+    else:
+        mags = np.floor(np.log10(np.abs(finite)))
+        needed = [_decimals_for(v, digits) for v in finite]
+        decimals = int(min(max(needed), 15)) if needed else 0
+        del mags
+    return ["NaN" if not np.isfinite(v) else f"{v:.{decimals}f}" for v in values]
+
+
+def _decimals_for(value: float, digits: int) -> int:
+    """Decimals R needs to show ``value`` with ``digits`` significant digits, trailing
+    zeros of the rounded value dropped."""
+    mag = math.floor(math.log10(abs(value)))
+    dec = max(digits - 1 - mag, 0)
+    text = f"{value:.{dec}f}"
+    if "." in text:
+        trimmed = text.rstrip("0")
+        dec = len(trimmed.split(".")[1]) if not trimmed.endswith(".") else 0
+    return dec
+
+
+def _align(rows: list[list[str]], left: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append(" " + " ".join(cells).rstrip())
+    return lines
+
+
+def _title(model: Any) -> str:
+    if getattr(model, "reml", False):
+        return "Linear mixed model fit by REML ['lmerMod']"
+    return "Linear mixed model fit by maximum likelihood  ['lmerMod']"
+
+
+def _random_effects_lines(model: Any, with_variance: bool) -> list[str]:
+    header = ["Groups", "Name"] + (["Variance"] if with_variance else []) + ["Std.Dev."]
+    rows: list[list[str]] = []
+    covs = model._covariances()
+    all_var = np.concatenate([np.diag(c) for c in covs] + [[model.sigma**2]])
+    var_txt = iter(format_numbers(all_var, 4))
+    sd_txt = iter(format_numbers(np.sqrt(all_var), 4))
+    any_corr = any(c.shape[0] > 1 for c in covs)
+    for label, term, cov in zip(model._group_labels(), model.frame.terms, covs):
+        sd = np.sqrt(np.diag(cov))
+        for i, name in enumerate(term.cnames):
+            row = [label if i == 0 else "", name]
+            row += [next(var_txt)] if with_variance else []
+            row += [next(sd_txt)]
+            if any_corr:
+                corr = [
+                    f"{cov[i, j] / (sd[i] * sd[j]):.2f}" if sd[i] * sd[j] > 0 else "NaN"
+                    for j in range(i)
+                ]
+                row.append(" ".join(c.rjust(5) for c in corr))
+            rows.append(row)
+    if getattr(model, "has_residual", True):
+        row = ["Residual", ""] + ([next(var_txt)] if with_variance else []) + [next(sd_txt)]
+        rows.append(row + ([""] if any_corr else []))
+    if any_corr:
+        header.append("Corr")
+    return _align([header] + rows, left={0, 1, len(header) - 1} if any_corr else {0, 1})
+
+
+def _groups_line(model: Any) -> str:
+    groups = ", ".join(f"{k}, {v}" for k, v in model.ngroups.items())
+    return f"Number of obs: {model.nobs}, groups:  {groups}"
+
+
+def _fixed_lines(model: Any) -> list[str]:
+    table = model.coef_table()
+    cols = [format_numbers(table[c].to_numpy(), 4 if c != "t value" else 3) for c in table.columns]
+    names = list(table.index)
+    rows = [[""] + list(table.columns)] + [
+        [names[i]] + [c[i] for c in cols] for i in range(len(names))
+    ]
+    return _align(rows, left={0})
+
+
+def _abbreviate(name: str) -> str:
+    if name == "(Intercept)":
+        return "(Intr)"
+    return name if len(name) <= 6 else name[:6]
+
+
+def _correlation_lines(model: Any) -> list[str]:
+    V = model.vcov.to_numpy()
+    names = list(model.vcov.index)
+    if len(names) < 2:
+        return []
+    sd = np.sqrt(np.diag(V))
+    C = V / np.outer(sd, sd)
+    short = [_abbreviate(n) for n in names]
+    rows = [[""] + short[:-1]]
+    for i in range(1, len(names)):
+        rows.append([names[i]] + [f"{C[i, j]:.3f}" for j in range(i)] + [""] * (len(names) - 1 - i))
+    return ["", "Correlation of Fixed Effects:"] + [line[1:] for line in _align(rows, left={0})]
+
+
+def _criterion_lines(model: Any) -> list[str]:
+    if getattr(model, "reml", False):
+        return [f"REML criterion at convergence: {model.reml_criterion:.4f}".rstrip("0").rstrip(".")]
+    names = ["AIC", "BIC", "logLik", "deviance", "df.resid"]
+    vals = [f"{model.aic:.1f}", f"{model.bic:.1f}", f"{model.loglik:.1f}", f"{model.deviance:.1f}", str(model.df_residual)]
+    width = max(len(v) for v in vals + names) + 1
+    return ["".join(n.rjust(width) for n in names), "".join(v.rjust(width) for v in vals)]
+
+
+def _format_summary(model: Any) -> str:
+    lines = [_title(model), f"Formula: {model.formula}"]
+    if getattr(model, "weights_given", False):
+        lines.append(" Weights: given")
+    lines += [""] + _criterion_lines(model) + ["", "Scaled residuals: "]
+    scaled = model._pearson_residuals() / model.sigma
+    q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
+    qt = format_numbers(q, 4)
+    rows = [["Min", "1Q", "Median", "3Q", "Max"], qt]
+    lines += [line[1:] for line in _align(rows, left=set())]
+    lines += ["", "Random effects:"] + _random_effects_lines(model, with_variance=True)
+    lines.append(_groups_line(model))
+    lines += ["", "Fixed effects:"] + [line[1:] for line in _fixed_lines(model)]
+    lines += _correlation_lines(model)
+    lines += _fit_messages(model)
+    return "\n".join(lines)
+
+
+def _fit_messages(model: Any) -> list[str]:
+    out = []
+    dropped = [n for n in model.frame.fixed.all_names if n not in set(model.frame.fixed.names)]
+    if dropped:
+        out += ["", f"fit warnings: fixed-effect model matrix is rank deficient so dropping "
+                f"{len(dropped)} column(s): {', '.join(dropped)}"]
+    if model.is_singular:
+        out += ["", "boundary (singular) fit: see is_singular"]
+    return out
+
+
+def _format_print(model: Any) -> str:
+    lines = [_title(model), f"Formula: {model.formula}"]
+    lines += _criterion_lines(model)
+    lines += ["Random effects:"] + _random_effects_lines(model, with_variance=False)
+    lines.append(_groups_line(model))
+    lines.append("Fixed Effects:")
+    est = model.fixef
+    txt = format_numbers(est.to_numpy(), 4)
+    rows = [list(est.index), txt]
+    lines += [line[1:] for line in _align(rows, left=set())]
+    lines += _fit_messages(model)
+    return "\n".join(lines)
