@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from statistics import NormalDist
 
 from .exceptions import MixedModelsError
 
@@ -196,7 +196,7 @@ class MixedModelResults:
                 f"effects must be 'fixed', 'ran_pars' or 'ran_vals', not {effects!r}"
             )
         if conf_int:
-            z = stats.norm.ppf(0.5 + conf_level / 2)
+            z = NormalDist().inv_cdf(0.5 + conf_level / 2)
             out["conf_low"] = out["estimate"] - z * out["std_error"]
             out["conf_high"] = out["estimate"] + z * out["std_error"]
         return out
@@ -206,7 +206,7 @@ class MixedModelResults:
         for r in self.varcorr.itertuples(index=False):
             if r.grp == "Residual":
                 rows.append(("ran_pars", "Residual", "sd__Observation", r.sdcor))
-            elif r.var2 is None:
+            elif pd.isna(r.var2):
                 rows.append(("ran_pars", r.grp, f"sd__{r.var1}", r.sdcor))
             else:
                 rows.append(("ran_pars", r.grp, f"cor__{r.var1}.{r.var2}", r.sdcor))
