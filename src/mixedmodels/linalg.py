@@ -195,6 +195,15 @@ def _blockdiag_csr(blocks: np.ndarray) -> sp.csr_array:
     return bsr.tocsr()
 
 
+@dataclass
+class RankUpdate:
+    """Sparse linear map from the first term's C_s blocks to the Schur-complement
+    update: ``update[positions] = T @ vec(C)`` on the flattened N x N array."""
+
+    T: sp.csr_array
+    positions: np.ndarray
+
+
 class AugmentedSystem:
     """The cross-products of [Z X y], computed once, and the factorisation for θ.
 
@@ -243,54 +252,46 @@ class AugmentedSystem:
         parts.append(sp.csr_array(self.Axy0))
         return sp.vstack(parts, format="csc")
 
-    def _update_operator(self, max_nnz: int) -> sp.csr_array | None:
+    def _update_operator(self, max_nnz: int) -> "RankUpdate | None":
         """The linear map C -> upper triangle of B blockdiag(C_s) B'.
 
         With C_s = λ0 M_s⁻¹ λ0' for every level s of the first term, the rank
         update of the Schur complement is B blockdiag(C) B' (before scaling by
         Λ of the other terms). It is linear in the entries of C, so the map is
         built once as a sparse matrix T: update = T @ vec(C), one sparse
-        matrix-vector product per evaluation. Entries are stored at the flat
+        matrix-vector product per evaluation, over the touched positions only. Entries are stored at the flat
         position j*N + i (j <= i) of a C-ordered N x N array, the upper triangle,
         so that its transpose is the Fortran-ordered lower triangle LAPACK wants.
         Returns None when T would exceed ``max_nnz`` entries.
         """
         B = self._below_first()
+        B.sort_indices()
         k0, N = self.k0, self.N
-        counts = np.diff(B.indptr)
-        # rows touched by each level (union over its k0 columns)
         nlev = B.shape[1] // k0
-        est = 0
-        for s in range(nlev):
-            r = len(np.unique(B.indices[B.indptr[s * k0] : B.indptr[(s + 1) * k0]]))
-            est += r * (r + 1) // 2 * k0 * k0
-            if est > max_nnz:
-                return None
-        del counts
-        rows_out, cols_out, vals_out = [], [], []
-        tril_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for s in range(nlev):
-            lo, hi = B.indptr[s * k0], B.indptr[(s + 1) * k0]
-            rows = np.unique(B.indices[lo:hi])
-            V = np.zeros((len(rows), k0))
-            for a in range(k0):
-                c0, c1 = B.indptr[s * k0 + a], B.indptr[s * k0 + a + 1]
-                V[np.searchsorted(rows, B.indices[c0:c1]), a] = B.data[c0:c1]
-            if len(rows) not in tril_cache:
-                tril_cache[len(rows)] = np.tril_indices(len(rows))
-            ii, jj = tril_cache[len(rows)]
-            flat = rows[jj] * N + rows[ii]
-            for a in range(k0):
-                for b in range(k0):
-                    rows_out.append(flat)
-                    cols_out.append(np.full(len(flat), s * k0 * k0 + a * k0 + b))
-                    vals_out.append(V[ii, a] * V[jj, b])
+        starts, ends = B.indptr[0:-1:k0], B.indptr[k0::k0]
+        m = (ends - starts).astype(np.int64)
+        if int((m * (m + 1) // 2).sum()) > max_nnz:
+            return None
+        # all ordered pairs (e, f) of stored entries within one level's columns
+        level_of = np.repeat(np.arange(nlev), m)
+        reps = m[level_of]
+        e = np.repeat(np.arange(B.nnz), reps)
+        first = np.cumsum(reps) - reps
+        f = np.repeat(starts[level_of], reps) + (np.arange(len(e)) - np.repeat(first, reps))
+        rows = B.indices.astype(np.int64)
+        keep = rows[e] >= rows[f]
+        e, f = e[keep], f[keep]
+        col_of = np.repeat(np.arange(B.shape[1]), np.diff(B.indptr))
+        lev = col_of[e] // k0
+        cidx = lev * k0 * k0 + (col_of[e] % k0) * k0 + col_of[f] % k0
         T = sp.csr_array(
-            (np.concatenate(vals_out), (np.concatenate(rows_out), np.concatenate(cols_out))),
-            shape=(N * N, nlev * k0 * k0),
+            (B.data[e] * B.data[f], (rows[f] * N + rows[e], cidx)), shape=(N * N, nlev * k0 * k0)
         )
-        T.sum_duplicates()
-        return T
+        # keep only the positions the update touches (the fill of B B' is sparse)
+        touched = np.flatnonzero(np.diff(T.indptr))
+        indptr = np.concatenate([[0], T.indptr[1:][touched]])
+        compact = sp.csr_array((T.data, T.indices, indptr), shape=(len(touched), T.shape[1]))
+        return RankUpdate(compact, touched)
 
     def first_term(self, lam0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cholesky factors of M_s = λ0'A_s λ0 + I per level, and their inverses."""
@@ -349,7 +350,8 @@ class AugmentedSystem:
         """
         lam0 = lams[0]
         C = lam0 @ np.transpose(L00inv, (0, 2, 1)) @ L00inv @ lam0.T  # λ0 M⁻¹ λ0'
-        S = self.Arr - (self._update @ C.ravel()).reshape(self.N, self.N)
+        S = self.Arr.copy()
+        S.ravel()[self._update.positions] -= self._update.T @ C.ravel()
         if not self.scalar_rest:
             S = np.triu(S) + np.triu(S, 1).T
         return self._finish_schur(S, lams[1:])

@@ -301,13 +301,7 @@ def format_numbers(values: np.ndarray, digits: int = 4) -> list[str]:
     every finite element shows ``digits`` significant digits (at most 15)."""
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values) & (values != 0)]
-    if finite.size == 0:
-        decimals = 0
-    else:
-        mags = np.floor(np.log10(np.abs(finite)))
-        needed = [_decimals_for(v, digits) for v in finite]
-        decimals = int(min(max(needed), 15)) if needed else 0
-        del mags
+    decimals = min(max((_decimals_for(v, digits) for v in finite), default=0), 15)
     return ["NaN" if not np.isfinite(v) else f"{v:.{decimals}f}" for v in values]
 
 
@@ -339,32 +333,41 @@ def _title(model: Any) -> str:
 
 
 def _random_effects_lines(model: Any, with_variance: bool) -> list[str]:
+    """lme4's random-effects table: numbers formatted jointly per column (4
+    significant digits), then left-justified under the header as R prints it."""
     header = ["Groups", "Name"] + (["Variance"] if with_variance else []) + ["Std.Dev."]
-    rows: list[list[str]] = []
     covs = model._covariances()
-    all_var = np.concatenate([np.diag(c) for c in covs] + [[model.sigma**2]])
-    var_txt = iter(format_numbers(all_var, 4))
-    sd_txt = iter(format_numbers(np.sqrt(all_var), 4))
+    has_resid = getattr(model, "has_residual", True)
+    all_var = np.concatenate([np.diag(c) for c in covs] + ([[model.sigma**2]] if has_resid else []))
+    var_txt = iter(_pad(format_numbers(all_var, 4)))
+    sd_txt = iter(_pad(format_numbers(np.sqrt(all_var), 4)))
     any_corr = any(c.shape[0] > 1 for c in covs)
+    rows: list[list[str]] = []
     for label, term, cov in zip(model._group_labels(), model.frame.terms, covs):
         sd = np.sqrt(np.diag(cov))
         for i, name in enumerate(term.cnames):
             row = [label if i == 0 else "", name]
             row += [next(var_txt)] if with_variance else []
-            row += [next(sd_txt)]
+            row.append(next(sd_txt))
             if any_corr:
-                corr = [
-                    f"{cov[i, j] / (sd[i] * sd[j]):.2f}" if sd[i] * sd[j] > 0 else "NaN"
-                    for j in range(i)
-                ]
-                row.append(" ".join(c.rjust(5) for c in corr))
+                row.append(" ".join(_corr_text(cov, sd, i, j) for j in range(i)))
             rows.append(row)
-    if getattr(model, "has_residual", True):
+    if has_resid:
         row = ["Residual", ""] + ([next(var_txt)] if with_variance else []) + [next(sd_txt)]
         rows.append(row + ([""] if any_corr else []))
     if any_corr:
         header.append("Corr")
-    return _align([header] + rows, left={0, 1, len(header) - 1} if any_corr else {0, 1})
+    return _align([header] + rows, left=set(range(len(header))))
+
+
+def _pad(texts: list[str]) -> list[str]:
+    width = max((len(t) for t in texts), default=0)
+    return [t.rjust(width) for t in texts]
+
+
+def _corr_text(cov: np.ndarray, sd: np.ndarray, i: int, j: int) -> str:
+    denom = sd[i] * sd[j]
+    return f"{cov[i, j] / denom:5.2f}" if denom > 0 else "  NaN"
 
 
 def _groups_line(model: Any) -> str:
@@ -373,13 +376,26 @@ def _groups_line(model: Any) -> str:
 
 
 def _fixed_lines(model: Any) -> list[str]:
+    """R's printCoefmat: estimates and SEs with the decimals that give the smallest
+    SE four significant digits, t values with three decimals."""
     table = model.coef_table()
-    cols = [format_numbers(table[c].to_numpy(), 4 if c != "t value" else 3) for c in table.columns]
+    se = np.abs(table["Std. Error"].to_numpy())
+    se = se[np.isfinite(se) & (se > 0)]
+    dec = max(1, 3 - math.floor(math.log10(se.min()))) if se.size else 4
+    cols = [
+        _fixed_decimals(table["Estimate"].to_numpy(), dec),
+        _fixed_decimals(table["Std. Error"].to_numpy(), dec),
+        _fixed_decimals(table["t value"].to_numpy(), 3),
+    ]
     names = list(table.index)
     rows = [[""] + list(table.columns)] + [
         [names[i]] + [c[i] for c in cols] for i in range(len(names))
     ]
     return _align(rows, left={0})
+
+
+def _fixed_decimals(values: np.ndarray, decimals: int) -> list[str]:
+    return ["NA" if not np.isfinite(v) else f"{v:.{decimals}f}" for v in values]
 
 
 def _abbreviate(name: str) -> str:
@@ -404,7 +420,7 @@ def _correlation_lines(model: Any) -> list[str]:
 
 def _criterion_lines(model: Any) -> list[str]:
     if getattr(model, "reml", False):
-        return [f"REML criterion at convergence: {model.reml_criterion:.4f}".rstrip("0").rstrip(".")]
+        return [f"REML criterion at convergence: {model.reml_criterion:.1f}"]
     names = ["AIC", "BIC", "logLik", "deviance", "df.resid"]
     vals = [f"{model.aic:.1f}", f"{model.bic:.1f}", f"{model.loglik:.1f}", f"{model.deviance:.1f}", str(model.df_residual)]
     width = max(len(v) for v in vals + names) + 1
@@ -413,12 +429,14 @@ def _criterion_lines(model: Any) -> list[str]:
 
 def _format_summary(model: Any) -> str:
     lines = [_title(model), f"Formula: {model.formula}"]
+    if getattr(model, "data_name", None):
+        lines.append(f"   Data: {model.data_name}")
     if getattr(model, "weights_given", False):
         lines.append(" Weights: given")
     lines += [""] + _criterion_lines(model) + ["", "Scaled residuals: "]
     scaled = model._pearson_residuals() / model.sigma
     q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
-    qt = format_numbers(q, 4)
+    qt = _fixed_decimals(q, 4)
     rows = [["Min", "1Q", "Median", "3Q", "Max"], qt]
     lines += [line[1:] for line in _align(rows, left=set())]
     lines += ["", "Random effects:"] + _random_effects_lines(model, with_variance=True)
