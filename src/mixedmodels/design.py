@@ -306,12 +306,13 @@ def _drop_missing(
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], int]:
     """Drop rows with a missing value in a used column (R's na.omit), or raise (na.fail)."""
     isna = data[used].isna()
-    mask = isna.any(axis=1).to_numpy() if used else np.zeros(len(data), bool)
+    mask = isna.any(axis=1).to_numpy(dtype=bool, copy=True) if used else np.zeros(len(data), bool)
     for arr in extra.values():
         mask |= np.isnan(arr)
     n_dropped = int(mask.sum())
     if n_dropped and fail:
-        cols = [c for c in used if isna[c].any()] or list(extra)
+        cols = [c for c in used if isna[c].any()]
+        cols += [k for k, v in extra.items() if np.isnan(v).any()]
         raise DataError(
             f"{n_dropped} row(s) have missing values (in {', '.join(map(repr, cols))}) "
             "and na_action='fail'"
@@ -460,11 +461,14 @@ def build_model_frame(
     frame = _tidy_categoricals(frame, columns)
 
     y = _response(parsed, frame)
-    w = extra.get("weights", frame[w_col].to_numpy(float) if w_col else None)
+    w = extra["weights"] if "weights" in extra else _numeric_column(frame, w_col, "weights")
     if w is not None:
-        if np.any(w < 0) or not np.all(np.isfinite(w)):
-            raise DataError("weights must be finite and non-negative")
-    off = _total_offset(parsed, frame, extra.get("offset", frame[o_col].to_numpy(float) if o_col else None))
+        _check_weights(w, frame.index, w_col)
+    given_offset = extra["offset"] if "offset" in extra else _numeric_column(frame, o_col, "offset")
+    if given_offset is not None and not np.all(np.isfinite(given_offset)):
+        where = f"column {o_col!r}" if o_col else "offset"
+        raise DataError(f"offset {where} holds infinite values (+-Inf)")
+    off = _total_offset(parsed, frame, given_offset)
     fixed = build_fixed(parsed, frame)
     terms = order_terms([build_term(spec, frame) for spec in parsed.random])
     return ModelFrame(
@@ -478,6 +482,30 @@ def build_model_frame(
         n_dropped=n_dropped,
         response_name=parsed.response or "y",
     )
+
+
+def _numeric_column(frame: pd.DataFrame, col: str | None, what: str) -> np.ndarray | None:
+    """A weights / offset column as floats, or a DataError naming it."""
+    if col is None:
+        return None
+    values = frame[col]
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        raise DataError(f"{what} column {col!r} is not numeric (dtype {values.dtype})")
+    return values.to_numpy(dtype=float)
+
+
+def _check_weights(w: np.ndarray, index: pd.Index, col: str | None) -> None:
+    """Prior weights must be finite, non-negative and not all zero."""
+    where = f"weights column {col!r}" if col else "weights"
+    for bad, what in ((~np.isfinite(w), "infinite"), (w < 0, "negative")):
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{where} must be finite and non-negative: {int(bad.sum())} {what} value(s), "
+                f"the first at row {index[first]} ({float(w[first]):g})"
+            )
+    if not np.any(w > 0):
+        raise DataError(f"{where} are all zero: no observation carries information")
 
 
 def _used_columns(parsed: ParsedFormula) -> set[str]:

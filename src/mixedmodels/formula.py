@@ -345,7 +345,9 @@ def parse_formula(formula: str) -> ParsedFormula:
     tilde = _find_tilde(scan)
     _check_bars(scan, tilde)
     response = scan.span(0, tilde) if tilde > 0 else None
-    terms = _split_terms(scan, tilde + 1, len(scan.tokens), "right-hand side of '~'")
+    terms = _flatten_groups(
+        scan, _split_terms(scan, tilde + 1, len(scan.tokens), "right-hand side of '~'")
+    )
     fixed: list[tuple[str, str]] = []
     offsets: list[str] = []
     random: list[RandomTermSpec] = []
@@ -356,6 +358,7 @@ def parse_formula(formula: str) -> ParsedFormula:
         elif offset is not None:
             offsets.append(offset)
         else:
+            _reject_stray_bar(scan, term)
             fixed.append((term.sign, scan.span(term.lo, term.hi)))
     return ParsedFormula(
         text=formula,
@@ -390,6 +393,60 @@ def require_random(parsed: ParsedFormula) -> ParsedFormula:
             f"got {parsed.text!r} (use an ordinary linear model for fixed effects only)"
         )
     return parsed
+
+
+def _flatten_groups(scan: _Scan, terms: list[_Term]) -> list[_Term]:
+    """Replace a parenthesised sum holding random-effects terms by its terms.
+
+    lme4's ``findbars`` looks inside plain parentheses, so
+    ``y ~ x + ((1 | g) + (0 + x | g))`` (the form R prints after expanding
+    ``||``) means ``y ~ x + (1 | g) + (0 + x | g)``.
+
+    Raises
+    ------
+    FormulaError
+        If such a group is subtracted.
+    """
+    out: list[_Term] = []
+    for term in terms:
+        plain_group = (
+            scan.is_op(term.lo, "(")
+            and scan.pairs.get(term.lo) == term.hi - 1
+            and not _is_call(scan.tokens, term.lo)
+            and term.hi - term.lo > 2
+        )
+        if (
+            not plain_group
+            or _random_term_bar(scan, term.lo, term.hi) is not None
+            or not _has_bar(scan, term.lo + 1, term.hi - 1)
+        ):
+            out.append(term)
+            continue
+        if term.sign != "+":
+            raise scan.error("a random-effects term cannot be subtracted", term.sign_index)
+        inner = _split_terms(scan, term.lo + 1, term.hi - 1, "parenthesised group")
+        out.extend(_flatten_groups(scan, inner))
+    return out
+
+
+def _has_bar(scan: _Scan, lo: int, hi: int) -> bool:
+    """Whether tokens ``lo..hi-1`` hold a bar outside function-call arguments."""
+    return any(
+        scan.is_op(i, *_BARS)
+        and not any(_is_call(scan.tokens, j) for j in _enclosing_openers(scan, i))
+        for i in range(lo, hi)
+    )
+
+
+def _reject_stray_bar(scan: _Scan, term: _Term) -> None:
+    """Raise if a fixed-effects term still holds a random-effects bar."""
+    for i in range(term.lo, term.hi):
+        if scan.is_op(i, *_BARS) and not any(
+            _is_call(scan.tokens, j) for j in _enclosing_openers(scan, i)
+        ):
+            raise scan.error(
+                "a random-effects term (expr | group) must be added with '+'", term.lo
+            )
 
 
 def _find_tilde(scan: _Scan) -> int:
@@ -432,7 +489,7 @@ def _check_bars(scan: _Scan, tilde: int) -> None:
             raise scan.error(
                 f"'{tok.text}' outside parentheses; write random effects as (expr | group)", i
             )
-        if len(openers) > 1 or scan.tokens[openers[0]].text != "(":
+        if any(scan.tokens[j].text != "(" for j in openers):
             raise scan.error(f"'{tok.text}' nested inside another group", i)
 
 

@@ -135,14 +135,15 @@ class MixedModelResults:
         return self._per_group(sds)
 
     def _per_group(self, arrays: list[np.ndarray]) -> dict[str, pd.DataFrame]:
-        out: dict[str, pd.DataFrame] = {}
+        """One DataFrame per grouping factor; terms sharing a factor (``||``) side by side."""
+        parts: dict[str, list[pd.DataFrame]] = {}
         for term, values in zip(self.frame.terms, arrays):
-            frame = pd.DataFrame(values, index=pd.Index(term.levels, name=term.name), columns=term.cnames)
-            if term.name in out:
-                frame = out[term.name].join(frame, how="outer", rsuffix="_")
-                frame = frame.loc[out[term.name].index]
-            out[term.name] = frame
-        return out
+            index = pd.Index(term.levels, name=term.name)
+            parts.setdefault(term.name, []).append(
+                pd.DataFrame(values, index=index, columns=term.cnames)
+            )
+        return {name: pd.concat(frames, axis=1) if len(frames) > 1 else frames[0]
+                for name, frames in parts.items()}
 
     # ------------------------------------------------------------------ tables
 
