@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,16 +52,63 @@ def to_pandas(data: Any) -> pd.DataFrame:
         ) from err
 
 
-def r_column_names(names: Sequence[str]) -> list[str]:
-    """Translate formulaic column names into R's (``Intercept`` -> ``(Intercept)``,
-    ``f[T.b]`` -> ``fb``, ``f[b]`` -> ``fb``)."""
-    out = []
-    for name in names:
-        if name == "Intercept":
-            out.append("(Intercept)")
-        else:
-            out.append(re.sub(r"\[(?:T\.)?([^\]]*)\]", r"\1", name))
+CONTRASTS = ("contr.treatment", "contr.sum", "contr.helmert", "contr.poly")
+
+
+def r_column_names(names: Sequence[str], model_spec: Any = None) -> list[str]:
+    """Translate formulaic column names into R's.
+
+    ``Intercept`` -> ``(Intercept)``; treatment coding ``f[T.b]`` -> ``fb``;
+    full dummy coding ``f[b]`` -> ``fb``; ``C(f, contr.sum)[S.a]`` -> ``f1``
+    (R numbers sum and Helmert columns); ``C(f, contr.poly)[.L]`` -> ``f.L``
+    and ``[^4]`` -> ``f^4``.
+    """
+    levels = _factor_levels(model_spec) if model_spec is not None else {}
+    pattern = re.compile(r"(C\((?P<cvar>[^,()]+)(?:,[^()]*)?\)|(?P<var>[^\[\]:]+))\[(?P<lvl>[^\]]*)\]")
+
+    def replace(match: re.Match) -> str:
+        var = (match.group("cvar") or match.group("var")).strip()
+        lvl = match.group("lvl")
+        known = [str(v) for v in levels.get(var, [])]
+        if lvl.startswith("T."):
+            return var + lvl[2:]
+        if lvl.startswith("S.") and lvl[2:] in known:
+            return f"{var}{known.index(lvl[2:]) + 1}"
+        if lvl.startswith("H.") and lvl[2:] in known:
+            return f"{var}{known.index(lvl[2:])}"
+        if lvl.startswith(".") or lvl.startswith("^"):
+            return var + lvl
+        return var + lvl
+
+    return ["(Intercept)" if n == "Intercept" else pattern.sub(replace, n) for n in names]
+
+
+def factor_contrasts(
+    frame: pd.DataFrame, columns: Sequence[str], user: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Contrast of every factor that needs a non-default one: the user's, and
+    R's ``contr.poly`` for ordered factors."""
+    out = {
+        c: "contr.poly"
+        for c in columns
+        if isinstance(frame[c].dtype, pd.CategoricalDtype) and frame[c].cat.ordered
+    }
+    for col, kind in (user or {}).items():
+        if kind not in CONTRASTS:
+            raise DataError(f"contrast {kind!r} for column {col!r} is not one of {list(CONTRASTS)}")
+        if col not in frame.columns:
+            raise DataError(f"contrasts name column {col!r}, which is not used by the model")
+        out[col] = kind
     return out
+
+
+def with_contrasts(expr: str, contrasts: Mapping[str, str]) -> str:
+    """Wrap bare factor names of a formula side as ``C(f, contr.X)`` for formulaic."""
+    for col, kind in contrasts.items():
+        if not re.fullmatch(r"[A-Za-z_][\w.]*", col):
+            continue
+        expr = re.sub(rf"(?<![\w.`])(?<!C\(){re.escape(col)}(?![\w.`(])", f"C({col}, {kind})", expr)
+    return expr
 
 
 # --------------------------------------------------------------------------- grouping
@@ -371,11 +418,13 @@ def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
     return np.asarray(mm, dtype=float)[:, 0]
 
 
-def build_fixed(parsed: ParsedFormula, data: pd.DataFrame) -> FixedEffects:
+def build_fixed(
+    parsed: ParsedFormula, data: pd.DataFrame, contrasts: Mapping[str, str] | None = None
+) -> FixedEffects:
     """The fixed-effects matrix with aliased columns dropped (and a warning naming them)."""
-    mm = _model_matrix(parsed.fixed, data, "fixed-effects")
+    mm = _model_matrix(with_contrasts(parsed.fixed, contrasts or {}), data, "fixed-effects")
     X = np.asarray(mm, dtype=float)
-    all_names = r_column_names(list(mm.columns))
+    all_names = r_column_names(list(mm.columns), mm.model_spec)
     kept = full_rank_columns(X)
     if len(kept) < X.shape[1]:
         dropped = [all_names[i] for i in range(X.shape[1]) if i not in set(kept.tolist())]
@@ -394,18 +443,23 @@ def build_fixed(parsed: ParsedFormula, data: pd.DataFrame) -> FixedEffects:
     )
 
 
-def build_term(spec: RandomTermSpec, data: pd.DataFrame) -> ReTerm:
+def build_term(
+    spec: RandomTermSpec, data: pd.DataFrame, contrasts: Mapping[str, str] | None = None
+) -> ReTerm:
     """One random-effects term: grouping codes, levels and its model matrix."""
     groups = [data[g] for g in spec.group]
     if len(groups) == 1:
         codes, levels = factor_codes(groups[0])
     else:
         codes, levels = interaction_codes(groups)
-    mm = _model_matrix(spec.expr, data, f"random-effects term {spec.text}")
+    mm = _model_matrix(
+        with_contrasts(spec.expr, contrasts or {}), data, f"random-effects term {spec.text}"
+    )
     z = np.ascontiguousarray(np.asarray(mm, dtype=float))
     if z.shape[1] == 0:
         raise FormulaError(f"random-effects term {spec.text} has no columns")
-    term = ReTerm(spec, codes, levels, z, r_column_names(list(mm.columns)), mm.model_spec)
+    cnames = r_column_names(list(mm.columns), mm.model_spec)
+    term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec)
     _check_term_size(term, len(codes))
     return term
 
@@ -440,6 +494,7 @@ def build_model_frame(
     weights: Any = None,
     offset: Any = None,
     na_action: str = "omit",
+    contrasts: Mapping[str, str] | None = None,
 ) -> ModelFrame:
     """Check the data against the formula, drop incomplete rows, build every matrix.
 
@@ -469,8 +524,9 @@ def build_model_frame(
         where = f"column {o_col!r}" if o_col else "offset"
         raise DataError(f"offset {where} holds infinite values (+-Inf)")
     off = _total_offset(parsed, frame, given_offset)
-    fixed = build_fixed(parsed, frame)
-    terms = order_terms([build_term(spec, frame) for spec in parsed.random])
+    codings = factor_contrasts(frame, columns, contrasts)
+    fixed = build_fixed(parsed, frame, codings)
+    terms = order_terms([build_term(spec, frame, codings) for spec in parsed.random])
     return ModelFrame(
         parsed=parsed,
         data=frame,
@@ -560,6 +616,6 @@ def _factor_levels(model_spec: Any) -> dict[str, list[Any]]:
         return out
     for name, (kind, state) in encoder_state.items():
         if str(kind).endswith("CATEGORICAL") and "categories" in state:
-            base = re.sub(r"^C\((.*)\)$", r"\1", name)
+            base = re.sub(r"^C\(([^,()]+).*\)$", r"\1", name).strip()
             out[base] = list(state["categories"])
     return out

@@ -82,9 +82,9 @@ class LinearMixedModel(MixedModelResults):
         self.formula = formula
         self.reml = bool(reml)
         self.data_name = getattr(data, "name", None) if not isinstance(data, pd.DataFrame) else None
-        parsed = require_random(parse_formula(_apply_contrasts(formula, contrasts)))
+        parsed = require_random(parse_formula(formula))
         self.frame: ModelFrame = build_model_frame(
-            parsed, data, weights=weights, offset=offset, na_action=na_action
+            parsed, data, weights=weights, offset=offset, na_action=na_action, contrasts=contrasts
         )
         self._setup_engine()
         self._fitted = False
@@ -438,37 +438,6 @@ def _slices(sizes: list[int]) -> list[slice]:
         out.append(slice(start, start + size))
         start += size
     return out
-
-
-_CONTRASTS = {
-    "contr.treatment": "contr.treatment",
-    "contr.sum": "contr.sum",
-    "contr.helmert": "contr.helmert",
-    "contr.poly": "contr.poly",
-}
-
-
-def _apply_contrasts(formula: str, contrasts: Mapping[str, str] | None) -> str:
-    """Rewrite bare factor names of the fixed part as ``C(f, contr.X)``."""
-    if not contrasts:
-        return formula
-    import re
-
-    lhs, sep, rhs = formula.partition("~")
-    for col, kind in contrasts.items():
-        if kind not in _CONTRASTS:
-            raise DataError(
-                f"contrast {kind!r} for {col!r} is not one of {sorted(_CONTRASTS)}"
-            )
-        # only outside the random-effects bars: split off parenthesised bar terms
-        pieces = re.split(r"(\([^()]*\|[^()]*\))", rhs)
-        for i, piece in enumerate(pieces):
-            if "|" not in piece:
-                pieces[i] = re.sub(
-                    rf"(?<![\w.]){re.escape(col)}(?![\w.(])", f"C({col}, {kind})", piece
-                )
-        rhs = "".join(pieces)
-    return lhs + sep + rhs
 
 
 def lmer(
