@@ -394,11 +394,28 @@ def _tidy_categoricals(data: pd.DataFrame, used: list[str]) -> pd.DataFrame:
     return frame
 
 
+# R's arithmetic functions that formulaic does not know by these names.
+R_FUNCTIONS = {
+    "sqrt": np.sqrt,
+    "log": np.log,
+    "log2": np.log2,
+    "log10": np.log10,
+    "log1p": np.log1p,
+    "exp": np.exp,
+    "abs": np.abs,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "pi": np.pi,
+    "np": np,
+}
+
+
 def _model_matrix(rhs: str, data: pd.DataFrame, where: str):
     import formulaic
 
     try:
-        return formulaic.model_matrix(rhs, data, na_action="raise")
+        return formulaic.model_matrix(rhs, data, na_action="raise", context=R_FUNCTIONS)
     except Exception as err:  # formulaic raises many kinds; give ours
         raise FormulaError(f"cannot build the {where} model matrix from {rhs!r}: {err}") from err
 
@@ -412,9 +429,14 @@ def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
         if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
             raise DataError(f"response column {lhs!r} is not numeric (dtype {col.dtype})")
         return col.to_numpy(dtype=float)
-    mm = _model_matrix(f"0 + {lhs}", data, "response")
+    return evaluate_expression(lhs, data, "response")
+
+
+def evaluate_expression(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
+    """Evaluate an arithmetic expression of columns (``log(y)``, ``Days * 2``)."""
+    mm = _model_matrix(f"0 + I({expr})", data, what)
     if mm.shape[1] != 1:
-        raise DataError(f"response {lhs!r} does not evaluate to one numeric column")
+        raise DataError(f"{what} {expr!r} does not evaluate to one numeric column")
     return np.asarray(mm, dtype=float)[:, 0]
 
 
@@ -484,8 +506,10 @@ def _check_term_size(term: ReTerm, n: int) -> None:
 
 
 def order_terms(terms: list[ReTerm]) -> list[ReTerm]:
-    """Terms in decreasing number of levels (stable), as lme4 and MixedModels.jl store them."""
-    return sorted(terms, key=lambda t: -t.nlevels)
+    """Terms in decreasing number of random effects (stable), as MixedModels.jl
+    stores them: the largest term becomes the block-diagonal leading block of L,
+    eliminated at no cost, and the dense remainder is as small as it can be."""
+    return sorted(terms, key=lambda t: -t.nranef)
 
 
 def build_model_frame(
@@ -582,8 +606,7 @@ def _total_offset(
 ) -> np.ndarray | None:
     total = None if given is None else np.asarray(given, dtype=float).copy()
     for expr in parsed.offsets:
-        mm = _model_matrix(f"0 + {expr}", frame, "offset")
-        values = np.asarray(mm, dtype=float)[:, 0]
+        values = evaluate_expression(expr, frame, "offset")
         total = values if total is None else total + values
     return total
 

@@ -14,7 +14,13 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .design import ModelFrame, build_model_frame, newdata_fixed_matrix, to_pandas, factor_codes
+from .design import (
+    ModelFrame,
+    build_model_frame,
+    evaluate_expression,
+    newdata_fixed_matrix,
+    to_pandas,
+)
 from .exceptions import (
     ConvergenceWarning,
     DataError,
@@ -81,7 +87,7 @@ class LinearMixedModel(MixedModelResults):
             raise DataError(f"na_action must be 'omit' or 'fail', not {na_action!r}")
         self.formula = formula
         self.reml = bool(reml)
-        self.data_name = getattr(data, "name", None) if not isinstance(data, pd.DataFrame) else None
+        self.data_name: str | None = None  # shown as "Data:" in summaries when set
         parsed = require_random(parse_formula(formula))
         self.frame: ModelFrame = build_model_frame(
             parsed, data, weights=weights, offset=offset, na_action=na_action, contrasts=contrasts
@@ -352,9 +358,7 @@ class LinearMixedModel(MixedModelResults):
     def _newdata_offset(self, nd: pd.DataFrame) -> np.ndarray:
         total = np.zeros(len(nd))
         for expr in self.frame.parsed.offsets:
-            import formulaic
-
-            total += np.asarray(formulaic.model_matrix(f"0 + {expr}", nd), dtype=float)[:, 0]
+            total += evaluate_expression(expr, nd, "offset")
         return total
 
     def _newdata_random(self, nd: pd.DataFrame, new_levels: str) -> np.ndarray:
