@@ -13,7 +13,7 @@ from mixedmodels.exceptions import DataError
 
 DATA_DIR = Path(datasets.__file__).parent / "data"
 CSV_NAMES = sorted((p.stem for p in DATA_DIR.glob("*.csv")), key=str.lower)
-REFERENCE_CASES = Path("/work/shared/reference/cases")
+from _reference import CASES_DIR as REFERENCE_CASES
 
 
 def test_names_match_shipped_csvs():
@@ -155,9 +155,10 @@ def test_builtin_list_not_shadowed_for_callers():
     assert datasets.list is not list
 
 
-@pytest.mark.skipif(not REFERENCE_CASES.is_dir(), reason="reference cases not available")
 def test_levels_agree_with_reference_cases():
-    for path in sorted(REFERENCE_CASES.glob("*.json")):
+    paths = sorted(REFERENCE_CASES.glob("*.json"))
+    assert paths, f"no reference cases under {REFERENCE_CASES}"
+    for path in paths:
         case = json.loads(path.read_text())
         df = datasets.load(Path(case["data"]).stem)
         for col, spec in (case.get("factors") or {}).items():

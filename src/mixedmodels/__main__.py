@@ -1,0 +1,8 @@
+"""``python -m mixedmodels``: the command-line interface (see :mod:`mixedmodels.cli`)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
