@@ -17,6 +17,7 @@ import pandas as pd
 
 from .exceptions import (
     DataError,
+    MixedModelsError,
     FormulaError,
     MissingDataWarning,
     ModelSpecError,
@@ -411,13 +412,83 @@ R_FUNCTIONS = {
 }
 
 
-def _model_matrix(rhs: str, data: pd.DataFrame, where: str):
+@dataclass
+class DesignMatrix:
+    """A model matrix with its column names and the spec that rebuilds it on new data."""
+
+    values: np.ndarray
+    columns: list[str]
+    model_spec: Any = field(repr=False)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.values if dtype is None else self.values.astype(dtype, copy=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape
+
+
+class SimpleSpec:
+    """Model matrix of an optional intercept and plain numeric columns.
+
+    The common random-effects sides (``1``, ``Days``, ``0 + x``) and simple fixed
+    parts need no formula machinery; building them directly keeps the per-fit
+    overhead of small models low. Anything else goes through formulaic.
+    """
+
+    encoder_state: dict = {}
+
+    def __init__(self, intercept: bool, variables: list[str]):
+        self.intercept = intercept
+        self.variables = variables
+        self.column_names = (["Intercept"] if intercept else []) + variables
+
+    @classmethod
+    def parse(cls, rhs: str, data: pd.DataFrame) -> "SimpleSpec | None":
+        tokens = [t.strip() for t in rhs.replace("-", "+-").split("+")]
+        intercept, variables = True, []
+        for token in tokens:
+            if token in ("1", ""):
+                continue
+            if token in ("0", "-1", "- 1"):
+                intercept = False
+            elif (
+                re.fullmatch(r"[A-Za-z_][\w]*", token)
+                and token in data.columns
+                and token not in variables
+                and pd.api.types.is_numeric_dtype(data[token])
+                and not pd.api.types.is_bool_dtype(data[token])
+            ):
+                variables.append(token)
+            else:
+                return None
+        if "" in tokens[1:]:  # dangling operator: let formulaic report it
+            return None
+        return cls(intercept, variables)
+
+    def get_model_matrix(
+        self, data: pd.DataFrame, na_action: str = "raise", context: Any = None
+    ) -> DesignMatrix:
+        cols = [np.ones(len(data))] if self.intercept else []
+        for name in self.variables:
+            if name not in data.columns:
+                raise PredictionError(f"column {name!r} is not in the data")
+            cols.append(data[name].to_numpy(dtype=float))
+        values = np.column_stack(cols) if cols else np.empty((len(data), 0))
+        return DesignMatrix(values, list(self.column_names), self)
+
+
+def _model_matrix(rhs: str, data: pd.DataFrame, where: str) -> DesignMatrix:
+    simple = SimpleSpec.parse(rhs, data)
+    if simple is not None:
+        return simple.get_model_matrix(data)
     import formulaic
 
     try:
-        return formulaic.model_matrix(rhs, data, na_action="raise", context=R_FUNCTIONS)
+        mm = formulaic.model_matrix(rhs, data, na_action="raise", context=R_FUNCTIONS)
     except Exception as err:  # formulaic raises many kinds; give ours
         raise FormulaError(f"cannot build the {where} model matrix from {rhs!r}: {err}") from err
+    return DesignMatrix(np.asarray(mm, dtype=float), list(mm.columns), mm.model_spec)
 
 
 def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
@@ -623,11 +694,19 @@ def newdata_fixed_matrix(fixed: FixedEffects, newdata: pd.DataFrame) -> np.ndarr
                 raise PredictionError(
                     f"newdata column {factor!r} has level(s) {unseen} not seen in the fit"
                 )
+    return apply_spec(fixed.model_spec, newdata, "fixed-effects")[:, fixed.kept]
+
+
+def apply_spec(model_spec: Any, newdata: pd.DataFrame, what: str) -> np.ndarray:
+    """Rebuild a model matrix on new data with the fitted encoding (stateful
+    transforms such as ``scale()`` keep their training state)."""
     try:
-        mm = fixed.model_spec.get_model_matrix(newdata, na_action="ignore")
+        mm = model_spec.get_model_matrix(newdata, na_action="ignore", context=R_FUNCTIONS)
+    except MixedModelsError:
+        raise
     except Exception as err:
-        raise PredictionError(f"cannot build the fixed-effects matrix for newdata: {err}") from err
-    return np.asarray(mm, dtype=float)[:, fixed.kept]
+        raise PredictionError(f"cannot build the {what} matrix for newdata: {err}") from err
+    return np.asarray(mm, dtype=float)
 
 
 def _factor_levels(model_spec: Any) -> dict[str, list[Any]]:

@@ -202,6 +202,8 @@ class RankUpdate:
 
     T: sp.csr_array
     positions: np.ndarray
+    row_block: np.ndarray  # block (term after the first, or [X y]) of each position's row
+    col_block: np.ndarray  # ... and of its column
 
 
 class AugmentedSystem:
@@ -234,7 +236,10 @@ class AugmentedSystem:
         self.Arr = self._rest_crossprod(terms[1:], Xy)
         self.N = self.Arr.shape[0]
         self.scalar_rest = all(k == 1 for _, k in self.rest_sizes)
+        edges = list(self.rest_offsets) + [self.N]
+        self._block_bounds = [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
         self._update = self._update_operator(max_update_nnz)
+        self._work: np.ndarray | None = None  # reused Schur-complement buffer
 
     @staticmethod
     def _rest_crossprod(rest: list[TermData], Xy: np.ndarray) -> np.ndarray:
@@ -259,39 +264,44 @@ class AugmentedSystem:
         update of the Schur complement is B blockdiag(C) B' (before scaling by
         Λ of the other terms). It is linear in the entries of C, so the map is
         built once as a sparse matrix T: update = T @ vec(C), one sparse
-        matrix-vector product per evaluation, over the touched positions only. Entries are stored at the flat
-        position j*N + i (j <= i) of a C-ordered N x N array, the upper triangle,
+        matrix-vector product per evaluation, over the touched positions only.
+        Entries are stored at the flat position j*N + i (j <= i) of a C-ordered
+        N x N array, the upper triangle,
         so that its transpose is the Fortran-ordered lower triangle LAPACK wants.
         Returns None when T would exceed ``max_nnz`` entries.
         """
-        B = self._below_first()
-        B.sort_indices()
+        B = self._below_first().tocoo()
         k0, N = self.k0, self.N
         nlev = B.shape[1] // k0
-        starts, ends = B.indptr[0:-1:k0], B.indptr[k0::k0]
-        m = (ends - starts).astype(np.int64)
+        level = B.col // k0
+        m = np.bincount(level, minlength=nlev).astype(np.int64)
         if int((m * (m + 1) // 2).sum()) > max_nnz:
             return None
-        # all ordered pairs (e, f) of stored entries within one level's columns
-        level_of = np.repeat(np.arange(nlev), m)
-        reps = m[level_of]
-        e = np.repeat(np.arange(B.nnz), reps)
-        first = np.cumsum(reps) - reps
-        f = np.repeat(starts[level_of], reps) + (np.arange(len(e)) - np.repeat(first, reps))
-        rows = B.indices.astype(np.int64)
-        keep = rows[e] >= rows[f]
-        e, f = e[keep], f[keep]
-        col_of = np.repeat(np.arange(B.shape[1]), np.diff(B.indptr))
-        lev = col_of[e] // k0
-        cidx = lev * k0 * k0 + (col_of[e] % k0) * k0 + col_of[f] % k0
-        T = sp.csr_array(
-            (B.data[e] * B.data[f], (rows[f] * N + rows[e], cidx)), shape=(N * N, nlev * k0 * k0)
+        # entries grouped by level and sorted by row inside it: then every pair
+        # (e, f) with f at or before e in its level has row(f) <= row(e)
+        order = np.lexsort((B.col, B.row, level))
+        rows, cols, vals = B.row[order].astype(np.int64), B.col[order] % k0, B.data[order]
+        level_start = np.concatenate([[0], np.cumsum(m)[:-1]])
+        local = np.arange(len(rows)) - np.repeat(level_start, m)
+        reps = local + 1
+        e = np.repeat(np.arange(len(rows)), reps)
+        f = np.repeat(np.repeat(level_start, m), reps) + (
+            np.arange(len(e)) - np.repeat(np.cumsum(reps) - reps, reps)
         )
+        # same row, two columns of the level: the pair stands for (a, b) and (b, a)
+        weight = np.where((rows[e] == rows[f]) & (e != f), 2.0, 1.0)
+        cidx = np.repeat(np.repeat(np.arange(nlev), m), reps) * k0 * k0 + cols[e] * k0 + cols[f]
+        T = sp.csr_array(
+            (vals[e] * vals[f] * weight, (rows[f] * N + rows[e], cidx)),
+            shape=(N * N, nlev * k0 * k0),
+        )
+        T.sum_duplicates()
         # keep only the positions the update touches (the fill of B B' is sparse)
         touched = np.flatnonzero(np.diff(T.indptr))
         indptr = np.concatenate([[0], T.indptr[1:][touched]])
         compact = sp.csr_array((T.data, T.indices, indptr), shape=(len(touched), T.shape[1]))
-        return RankUpdate(compact, touched)
+        block_of = np.searchsorted(self.rest_offsets[1:], np.arange(N), side="right")
+        return RankUpdate(compact, touched, block_of[touched // N], block_of[touched % N])
 
     def first_term(self, lam0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cholesky factors of M_s = λ0'A_s λ0 + I per level, and their inverses."""
@@ -314,12 +324,14 @@ class AugmentedSystem:
         lam0 = lams[0]
         L00, L00inv = self.first_term(lam0)
         if self._update is not None and not full:
+            # the objective's path: one reused workspace (fresh pages of a large
+            # array cost more than the arithmetic), the factor's upper part left as is
             S = self._schur_operator(lams, L00inv)
             Lre0, Lxy0 = None, None
         else:
             Lre0, Lxy0 = self._rows_below(lams, L00inv)
             S = self._schur_products(lams, Lre0, Lxy0)
-        Lt, info = lapack.dpotrf(S.T, lower=1, overwrite_a=1, clean=1)
+        Lt, info = lapack.dpotrf(S.T, lower=1, overwrite_a=1, clean=int(full))
         if info != 0:
             return None
         q0 = self.A00.shape[0] * lam0.shape[0]
@@ -350,11 +362,34 @@ class AugmentedSystem:
         """
         lam0 = lams[0]
         C = lam0 @ np.transpose(L00inv, (0, 2, 1)) @ L00inv @ lam0.T  # λ0 M⁻¹ λ0'
-        S = self.Arr.copy()
-        S.ravel()[self._update.positions] -= self._update.T @ C.ravel()
-        if not self.scalar_rest:
-            S = np.triu(S) + np.triu(S, 1).T
-        return self._finish_schur(S, lams[1:])
+        update = self._update.T @ C.ravel()
+        if self._work is None:
+            self._work = np.empty_like(self.Arr)
+        S = self._work
+        if self.scalar_rest:
+            self._scaled_upper_blocks(S, lams[1:], update)
+        else:
+            np.copyto(S, self.Arr)
+            S.ravel()[self._update.positions] -= update
+            upper = np.triu_indices(self.N, 1)
+            S[upper[1], upper[0]] = S[upper]
+            self._scale_rest(S, lams[1:])
+        idx = np.arange(self.Q1)
+        S[idx, idx] += 1.0
+        return S
+
+    def _scaled_upper_blocks(self, S: np.ndarray, lams: list[np.ndarray], update: np.ndarray) -> None:
+        """S = Λ_r'(A_rr - update)Λ_r on the upper block triangle, when every term
+        after the first is scalar: Λ_r is then one scalar per block, so each block
+        is written in a single pass and the lower blocks are never touched."""
+        scale = np.array([lam[0, 0] for lam in lams] + [1.0])
+        bounds = self._block_bounds
+        for i, (r0, r1) in enumerate(bounds):
+            for j in range(i, len(bounds)):
+                c0, c1 = bounds[j]
+                np.multiply(self.Arr[r0:r1, c0:c1], scale[i] * scale[j], out=S[r0:r1, c0:c1])
+        up = self._update
+        S.ravel()[up.positions] -= update * (scale[up.row_block] * scale[up.col_block])
 
     def _schur_products(self, lams: list[np.ndarray], Lre0, Lxy0: np.ndarray) -> np.ndarray:
         """Λ_r'A_rr Λ_r + I - L_r0 L_r0' from explicit sparse products."""
@@ -367,12 +402,6 @@ class AugmentedSystem:
             S[Q1:, :Q1] -= cross.T
         S[Q1:, Q1:] -= Lxy0 @ Lxy0.T
         idx = np.arange(Q1)
-        S[idx, idx] += 1.0
-        return S
-
-    def _finish_schur(self, S: np.ndarray, lams: list[np.ndarray]) -> np.ndarray:
-        S = self._scale_rest(S, lams)
-        idx = np.arange(self.Q1)
         S[idx, idx] += 1.0
         return S
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .design import (
     ModelFrame,
+    apply_spec,
     build_model_frame,
     evaluate_expression,
     newdata_fixed_matrix,
@@ -140,8 +141,8 @@ class LinearMixedModel(MixedModelResults):
         self,
         start: np.ndarray | None = None,
         *,
-        ftol_abs: float = 1e-10,
-        xtol_abs: float = 1e-9,
+        ftol_rel: float = 1e-12,
+        xtol_rel: float = 1e-8,
         maxeval: int = 100_000,
         keep_history: bool = False,
     ) -> "LinearMixedModel":
@@ -155,8 +156,8 @@ class LinearMixedModel(MixedModelResults):
             self.objective,
             theta0,
             self.theta_lower,
-            ftol_abs=ftol_abs,
-            xtol_abs=xtol_abs,
+            ftol_rel=ftol_rel,
+            xtol_rel=xtol_rel,
             maxeval=maxeval,
             keep_history=keep_history,
         )
@@ -381,7 +382,7 @@ class LinearMixedModel(MixedModelResults):
                         f"newdata has level(s) {bad} of grouping factor {term.name!r} "
                         "not seen in the fit"
                     )
-            z = np.asarray(term.model_spec.get_model_matrix(nd, na_action="ignore"), dtype=float)
+            z = apply_spec(term.model_spec, nd, f"random-effects term {term.spec.text}")
             contrib = np.einsum("nk,nk->n", z, b[np.where(unseen, 0, pos)])
             contrib[unseen] = np.nan if new_levels == "nan" else 0.0
             total += contrib
