@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import lapack, solve_triangular
+from scipy.linalg import blas, lapack, solve_triangular
 
 __all__ = ["TermData", "AugmentedSystem", "Factor"]
 
@@ -202,6 +202,8 @@ class RankUpdate:
 
     T: sp.csr_array
     positions: np.ndarray
+    rows: np.ndarray  # row (<= column) of each position in the N x N array
+    cols: np.ndarray
     row_block: np.ndarray  # block (term after the first, or [X y]) of each position's row
     col_block: np.ndarray  # ... and of its column
 
@@ -238,6 +240,7 @@ class AugmentedSystem:
         self.scalar_rest = all(k == 1 for _, k in self.rest_sizes)
         edges = list(self.rest_offsets) + [self.N]
         self._block_bounds = [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+        self.B = self._below_first()  # [Z_r X y]'Z_0, CSC
         self._update = self._update_operator(max_update_nnz)
         self._work: np.ndarray | None = None  # reused Schur-complement buffer
 
@@ -270,7 +273,7 @@ class AugmentedSystem:
         so that its transpose is the Fortran-ordered lower triangle LAPACK wants.
         Returns None when T would exceed ``max_nnz`` entries.
         """
-        B = self._below_first().tocoo()
+        B = self.B.tocoo()
         k0, N = self.k0, self.N
         nlev = B.shape[1] // k0
         level = B.col // k0
@@ -301,7 +304,8 @@ class AugmentedSystem:
         indptr = np.concatenate([[0], T.indptr[1:][touched]])
         compact = sp.csr_array((T.data, T.indices, indptr), shape=(len(touched), T.shape[1]))
         block_of = np.searchsorted(self.rest_offsets[1:], np.arange(N), side="right")
-        return RankUpdate(compact, touched, block_of[touched // N], block_of[touched % N])
+        rows, cols = touched // N, touched % N
+        return RankUpdate(compact, touched, rows, cols, block_of[rows], block_of[cols])
 
     def first_term(self, lam0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cholesky factors of M_s = λ0'A_s λ0 + I per level, and their inverses."""
@@ -314,28 +318,132 @@ class AugmentedSystem:
         L00 = np.linalg.cholesky(M)
         return L00, np.linalg.inv(L00)
 
-    def factor(self, lams: list[np.ndarray], full: bool = False) -> Factor | None:
+    def factor(
+        self, lams: list[np.ndarray], rows: bool = False, keep: bool = False
+    ) -> Factor | None:
         """L for the relative covariance factors ``lams``; None if not positive definite.
 
-        With ``full=False`` only what the objective needs is computed (the rows below
-        the first term are left out); ``full=True`` adds them, for β, u and the
-        conditional variances.
+        Parameters
+        ----------
+        rows : bool
+            Also compute the rows below the first term (needed for u and the
+            conditional variances, not for the objective).
+        keep : bool
+            Return a factor that owns its arrays. Otherwise the dense block lives
+            in a workspace reused by the next call (fresh pages of a large array
+            cost more than the arithmetic), valid until then.
         """
         lam0 = lams[0]
         L00, L00inv = self.first_term(lam0)
-        if self._update is not None and not full:
-            # the objective's path: one reused workspace (fresh pages of a large
-            # array cost more than the arithmetic), the factor's upper part left as is
+        Lre0, Lxy0 = self._rows_below(lams, L00inv) if (rows or keep) else (None, None)
+        if self._update is not None:
             S = self._schur_operator(lams, L00inv)
-            Lre0, Lxy0 = None, None
+            if keep:
+                S = S.copy()
         else:
-            Lre0, Lxy0 = self._rows_below(lams, L00inv)
+            if Lre0 is None:
+                Lre0, Lxy0 = self._rows_below(lams, L00inv)
             S = self._schur_products(lams, Lre0, Lxy0)
-        Lt, info = lapack.dpotrf(S.T, lower=1, overwrite_a=1, clean=int(full))
+        Lt, info = lapack.dpotrf(S.T, lower=1, overwrite_a=1, clean=int(keep))
         if info != 0:
             return None
         q0 = self.A00.shape[0] * lam0.shape[0]
         return Factor(lams, L00, L00inv, Lre0, Lxy0, Lt, q0, self.Q1, self.p, self.rest_sizes)
+
+    def solve(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
+        """β and the spherical modes u for a factor without its rows below the
+        first term: the dense block gives (u_rest, β); u0 follows from the first
+        term's normal equations M_s u0_s = λ0'(Z0'y - Z0'Xβ - Z0'Z_rΛ_r u_r)_s."""
+        N = self.N
+        e = np.zeros(N)
+        e[-1] = 1.0
+        z = blas.dtrsv(f.Lrr, e, lower=1, trans=1)  # L'z = e_N
+        x = -f.Lrr[-1, -1] * z[:-1]  # solves L1'x = c (c: last row of L)
+        u_rest, beta = x[: self.Q1], x[self.Q1 :]
+        w = np.empty(N)
+        for (start, stop), lam, (q, k) in zip(self._block_bounds, f.lam[1:], self.rest_sizes):
+            w[start:stop] = (u_rest[start:stop].reshape(-1, k) @ lam.T).ravel()
+        w[self.Q1 : N - 1] = beta
+        w[-1] = -1.0
+        rhs = -(self.B.T @ w).reshape(-1, self.k0) @ f.lam[0]  # λ0'(...) per level
+        Minv = np.transpose(f.L00inv, (0, 2, 1)) @ f.L00inv
+        u0 = np.einsum("lab,lb->la", Minv, rhs)
+        return beta, f._split_rest(u0, u_rest)
+
+    def inverse_block_sums(self, f: Factor, sub: int) -> list[np.ndarray]:
+        """Σ over levels of the diagonal k x k blocks of the inverse, per term.
+
+        The inverse is that of the leading part of the system through the first
+        ``sub`` rows of the dense block: ``sub = Q1`` gives M = Λ'Z'ZΛ + I (the ML
+        gradient), ``sub = Q1 + p`` the random-effects block of Ω⁻¹ with X included
+        (REML). The first term's blocks are M_s⁻¹ + M_s⁻¹λ0'H_sλ0 M_s⁻¹ with
+        H_s = B_s'PB_s, P = Λ_r S⁻¹Λ_r', gathered by the adjoint of the rank-update
+        operator; the other terms' blocks are read off S⁻¹ directly.
+        """
+        inv = self._lower_inverse(f.Lrr, sub)  # lower triangle of S_sub⁻¹
+        lam0 = f.lam[0]
+        Minv = np.transpose(f.L00inv, (0, 2, 1)) @ f.L00inv  # (ℓ0, k0, k0)
+        first = Minv.sum(axis=0)
+        if sub:
+            H = self._gather_first_term(inv, f.lam[1:], sub)
+            first = first + np.einsum("lab,bc,lcd,ed,lef->af", Minv, lam0.T, H, lam0.T, Minv)
+        sums = [first]
+        for (start, stop), (q, k) in zip(self._block_bounds, self.rest_sizes):
+            block = inv[start:stop, start:stop].reshape(q // k, k, q // k, k)
+            per_level = np.einsum("lalb->lab", block)
+            lower = np.tril(per_level.sum(axis=0))
+            sums.append(lower + np.tril(lower, -1).T)
+        return sums
+
+    @staticmethod
+    def _lower_inverse(Lrr: np.ndarray, sub: int) -> np.ndarray:
+        """(L L')⁻¹ of the leading ``sub`` rows of the dense factor; lower triangle only."""
+        if sub == 0:
+            return np.zeros((0, 0))
+        inv, info = lapack.dpotri(np.array(Lrr[:sub, :sub], order="F"), lower=1, overwrite_c=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("dpotri failed")
+        return inv
+
+    def _gather_first_term(self, inv: np.ndarray, lams: list[np.ndarray], sub: int) -> np.ndarray:
+        """H_s = B_s'PB_s for every level s of the first term, (ℓ0, k0, k0)."""
+        k0 = self.k0
+        nlev = self.A00.shape[0]
+        up = self._update
+        if up is None or not self.scalar_rest:
+            P = np.zeros((self.N, self.N))
+            P[:sub, :sub] = np.tril(inv) + np.tril(inv, -1).T
+            self._scale_rest(P, [lam.T for lam in lams])  # Λ_r S⁻¹ Λ_r'
+            if up is None:
+                return self._gather_by_products(P)
+            rows, cols = up.rows, up.cols
+            values = P[rows, cols]
+        else:
+            # positions are upper (row <= col); S⁻¹ is symmetric, read its lower triangle
+            rows, cols = up.rows, up.cols
+            inside = cols < sub
+            scale = np.array([lam[0, 0] for lam in lams] + [1.0])
+            values = np.zeros(len(rows))
+            values[inside] = inv[cols[inside], rows[inside]] * (
+                scale[up.row_block[inside]] * scale[up.col_block[inside]]
+            )
+        weight = np.where(rows == cols, 1.0, 2.0)
+        Hhat = (up.T.T @ (values * weight)).reshape(nlev, k0, k0)
+        return 0.5 * (Hhat + np.transpose(Hhat, (0, 2, 1)))
+
+    def _gather_by_products(self, P: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """H_s = B_s'PB_s level by level, in chunks (when no update operator exists)."""
+        k0 = self.k0
+        B = self.B
+        nlev = B.shape[1] // k0
+        out = np.empty((nlev, k0, k0))
+        for s0 in range(0, nlev, chunk):
+            s1 = min(s0 + chunk, nlev)
+            Bc = B[:, s0 * k0 : s1 * k0]
+            Hc = np.asarray(Bc.T @ (Bc.T @ P).T)  # (c k0, c k0) dense
+            Hc = Hc.reshape(s1 - s0, k0, s1 - s0, k0)
+            out[s0:s1] = np.einsum("lalb->lab", Hc)
+        return out
 
     def _rows_below(self, lams: list[np.ndarray], L00inv: np.ndarray):
         lam0 = lams[0]

@@ -30,7 +30,7 @@ from .exceptions import (
 )
 from .formula import parse_formula, require_random
 from .linalg import AugmentedSystem, Factor, TermData
-from .optimize import OptimizerRecord, minimize_theta
+from .optimize import OptimizerRecord, minimize_theta, minimize_theta_gradient
 from .results import MixedModelResults
 
 __all__ = ["lmer", "LinearMixedModel"]
@@ -133,6 +133,58 @@ class LinearMixedModel(MixedModelResults):
             return np.inf
         return self._criterion(f, self.reml)
 
+    def objective_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The objective and its analytic gradient with respect to θ.
+
+        For θ_t the (r, c) element of term j's λ_j, with U_j the (ℓ_j, k_j)
+        spherical modes and B_j the sum over levels of the diagonal blocks of
+        M⁻¹ (ML) or of the random-effects block of Ω⁻¹ (REML)::
+
+            ∂d/∂θ_t = 2[(ℓ_j I - B_j) λ_j⁻¹]_{c,r} - 2 (ν / r²) [λ_j⁻ᵀ U_j'U_j]_{r,c}
+
+        with ν = n (ML) or n - p (REML). It follows from Λ'Z'V⁻¹ZΛ = I - M⁻¹ and
+        the normal equations Λ'Z'(y - Xβ - ZΛu) = u, and needs λ_j invertible;
+        the elements of a term with a (near-)zero diagonal in λ_j are
+        differentiated numerically instead.
+        """
+        theta = np.asarray(theta, dtype=float)
+        lams = self.lambdas(theta)
+        f = self._system.factor(lams)
+        if f is None:
+            return np.inf, np.zeros_like(theta)
+        value = self._criterion(f, self.reml)
+        _, us = self._system.solve(f)
+        n, p = self._n_eff, self.frame.fixed.X.shape[1]
+        nu = n - p if self.reml else n
+        r2 = f.pwrss()
+        sub = self._system.Q1 + (p if self.reml else 0)
+        sums = self._system.inverse_block_sums(f, sub)
+        grad = np.empty_like(theta)
+        numeric: list[int] = []
+        for term, sl, lam, B, U in zip(self.frame.terms, self._theta_slices, lams, sums, us):
+            rows, cols = term.theta_rows_cols()
+            if np.min(np.abs(np.diag(lam))) < 1e-7:
+                numeric.extend(range(sl.start, sl.stop))
+                continue
+            lam_inv = np.linalg.inv(lam)
+            d_logdet = (term.nlevels * np.eye(term.k) - B) @ lam_inv
+            d_rss = lam_inv.T @ (U.T @ U)
+            grad[sl] = 2.0 * d_logdet[cols, rows] - 2.0 * (nu / r2) * d_rss[rows, cols]
+        for i in numeric:
+            grad[i] = self._numeric_partial(theta, i, value)
+        return value, grad
+
+    def _numeric_partial(self, theta: np.ndarray, i: int, value: float) -> float:
+        """One partial derivative by differences, one-sided at a lower bound."""
+        h = 1e-6 * max(1.0, abs(theta[i]))
+        up = theta.copy()
+        up[i] += h
+        if self.theta_lower[i] == 0 and theta[i] - h < 0:
+            return (self.objective(up) - value) / h
+        down = theta.copy()
+        down[i] -= h
+        return (self.objective(up) - self.objective(down)) / (2 * h)
+
     @property
     def theta_lower(self) -> np.ndarray:
         return np.concatenate([t.theta_lower() for t in self.frame.terms])
@@ -141,28 +193,83 @@ class LinearMixedModel(MixedModelResults):
         self,
         start: np.ndarray | None = None,
         *,
+        optimizer: str = "lbfgsb",
         ftol_rel: float = 1e-12,
-        xtol_rel: float = 1e-8,
         maxeval: int = 100_000,
         keep_history: bool = False,
     ) -> "LinearMixedModel":
-        """Minimise the objective over θ and compute every estimate; returns self."""
-        theta0 = (
-            np.concatenate([t.theta_start() for t in self.frame.terms])
-            if start is None
-            else np.asarray(start, dtype=float)
-        )
-        record = minimize_theta(
-            self.objective,
-            theta0,
-            self.theta_lower,
-            ftol_rel=ftol_rel,
-            xtol_rel=xtol_rel,
-            maxeval=maxeval,
-            keep_history=keep_history,
-        )
+        """Minimise the objective over θ and compute every estimate; returns self.
+
+        Parameters
+        ----------
+        start : array-like, optional
+            Initial θ (default: :meth:`initial_theta`).
+        optimizer : {"lbfgsb", "bobyqa"}
+            ``"lbfgsb"`` (default) uses the analytic gradient of the profiled
+            objective; ``"bobyqa"`` is lme4's derivative-free default.
+        ftol_rel : float
+            Relative change of the objective at which the optimizer stops.
+        maxeval : int
+            Maximum number of objective evaluations.
+        keep_history : bool
+            Keep every (θ, objective) evaluated in ``optsum.history``.
+        """
+        theta0 = self.initial_theta() if start is None else np.asarray(start, dtype=float)
+        if optimizer == "lbfgsb":
+            record = minimize_theta_gradient(
+                self.objective_gradient,
+                self.objective,
+                theta0,
+                self.theta_lower,
+                ftol_rel=ftol_rel,
+                maxeval=maxeval,
+                keep_history=keep_history,
+            )
+            if not record.converged:  # a failed line search: finish derivative-free
+                polish = minimize_theta(
+                    self.objective, record.theta_final, self.theta_lower, ftol_rel=ftol_rel
+                )
+                polish.evaluations += record.evaluations
+                polish.optimizer = "L-BFGS-B, then LN_BOBYQA"
+                polish.theta_start, polish.objective_start = theta0, record.objective_start
+                record = polish
+        elif optimizer == "bobyqa":
+            record = minimize_theta(
+                self.objective,
+                theta0,
+                self.theta_lower,
+                ftol_rel=ftol_rel,
+                maxeval=maxeval,
+                keep_history=keep_history,
+            )
+        else:
+            raise DataError(f"optimizer must be 'lbfgsb' or 'bobyqa', not {optimizer!r}")
         self._set_optimum(record)
         return self
+
+    def initial_theta(self) -> np.ndarray:
+        """Starting θ: moment estimates where they are cheap, lme4's λ = I elsewhere.
+
+        For a scalar intercept term (``(1 | g)``) the one-way ANOVA estimator of
+        the between-group variance of the fixed-effects least-squares residuals,
+        relative to the within-group variance, gives θ; it lands near the optimum
+        for crossed and nested variance components alike and saves a third to a
+        half of the evaluations. It is clipped to [0.05, 5] so that the search
+        never starts on the boundary. Other terms start at λ = I.
+        """
+        fr = self.frame
+        w = np.ones(fr.nobs) if fr.weights is None else fr.weights
+        y = fr.y if fr.offset is None else fr.y - fr.offset
+        sw = np.sqrt(w)
+        coef, *_ = np.linalg.lstsq(fr.fixed.X * sw[:, None], y * sw, rcond=None)
+        resid = y - fr.fixed.X @ coef
+        parts = []
+        for term in fr.terms:
+            start = term.theta_start()
+            if term.k == 1 and np.all(term.z[:, 0] == 1.0):
+                start = np.array([_anova_ratio(resid, term.codes, term.nlevels)])
+            parts.append(start)
+        return np.concatenate(parts)
 
     def _set_optimum(self, record: OptimizerRecord) -> None:
         theta = record.theta_final.copy()
@@ -170,7 +277,7 @@ class LinearMixedModel(MixedModelResults):
         theta[(lower == 0) & (theta < 0)] = 0.0
         self.optsum = record
         self._theta = theta
-        f = self._system.factor(self.lambdas(theta), full=True)
+        f = self._system.factor(self.lambdas(theta), keep=True)
         if f is None:
             raise DataError("the model could not be factorised at the optimum")
         self._factor = f
@@ -424,6 +531,25 @@ class LinearMixedModel(MixedModelResults):
             out[:, s] = eta + self._sigma * rng.standard_normal(n) / np.sqrt(w)
         cols = [f"sim_{i + 1}" for i in range(nsim)]
         return pd.DataFrame(out, index=fr.data.index, columns=cols)
+
+
+def _anova_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int) -> float:
+    """sqrt(between / within) variance ratio of the one-way ANOVA moment estimator
+    (unbalanced groups: n0 = (N - Σn_g²/N) / (g - 1))."""
+    counts = np.bincount(codes, minlength=nlevels).astype(float)
+    means = np.bincount(codes, resid, minlength=nlevels) / np.maximum(counts, 1.0)
+    used = counts > 0
+    n, g = counts.sum(), int(used.sum())
+    if g < 2 or n <= g:
+        return 1.0
+    within = np.sum((resid - means[codes]) ** 2) / (n - g)
+    grand = np.sum(counts * means) / n
+    between = np.sum(counts[used] * (means[used] - grand) ** 2) / (g - 1)
+    n0 = (n - np.sum(counts**2) / n) / (g - 1)
+    if within <= 0 or n0 <= 0:
+        return 1.0
+    ratio = max(between - within, 0.0) / n0 / within
+    return float(np.clip(np.sqrt(ratio), 0.05, 5.0))
 
 
 def _include_random(re_form: str | None) -> bool:

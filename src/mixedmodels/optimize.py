@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["OptimizerRecord", "minimize_theta"]
+__all__ = ["OptimizerRecord", "minimize_theta", "minimize_theta_gradient"]
 
 
 @dataclass
@@ -18,15 +18,15 @@ class OptimizerRecord:
     Attributes
     ----------
     optimizer : str
-        Name of the algorithm (``"LN_BOBYQA"``).
+        Name of the algorithm (``"L-BFGS-B"`` or ``"LN_BOBYQA"``).
     theta_start, theta_final : ndarray
         Initial and final θ.
     objective_start, objective_final : float
         The objective at those points.
     evaluations : int
-        Number of objective evaluations.
+        Number of objective evaluations (with the gradient, for L-BFGS-B).
     return_code : str
-        NLopt's return code name (e.g. ``"FTOL_REACHED"``).
+        The optimizer's stopping reason (e.g. ``"FTOL_REACHED"``, ``"CONVERGED"``).
     elapsed : float
         Seconds spent in the optimizer.
     history : list of (theta, objective)
@@ -45,7 +45,13 @@ class OptimizerRecord:
 
     @property
     def converged(self) -> bool:
-        return self.return_code in {"SUCCESS", "FTOL_REACHED", "XTOL_REACHED", "STOPVAL_REACHED"}
+        return self.return_code in {
+            "SUCCESS",
+            "FTOL_REACHED",
+            "XTOL_REACHED",
+            "STOPVAL_REACHED",
+            "CONVERGED",
+        }
 
 
 _RETURN_CODES = {
@@ -136,3 +142,78 @@ def minimize_theta(
 def _initial_step(x0: np.ndarray) -> np.ndarray:
     """Initial trust-region radius per coordinate (0.2 on the θ scale, as lme4)."""
     return np.maximum(0.2 * np.maximum(np.abs(x0), 1.0), 1e-4)
+
+
+def minimize_theta_gradient(
+    objective_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    objective: Callable[[np.ndarray], float],
+    start: np.ndarray,
+    lower: np.ndarray,
+    *,
+    ftol_rel: float = 1e-12,
+    gtol: float = 1e-4,
+    maxeval: int = 10_000,
+    keep_history: bool = False,
+) -> OptimizerRecord:
+    """Minimise over θ >= ``lower`` with L-BFGS-B and the analytic gradient.
+
+    The profiled objective is even in each scalar θ, so its derivative is zero at
+    θ = 0 whether or not that is a minimum: a coordinate that ends on its bound is
+    checked by one evaluation a little inside, and the search resumes from there
+    if that is lower. L-BFGS-B needs three to four times fewer evaluations than
+    BOBYQA; an evaluation with the gradient costs about two and a half without.
+    """
+    from scipy.optimize import minimize
+
+    start = np.asarray(start, dtype=float)
+    count = [0]
+    history: list[tuple[np.ndarray, float]] = []
+    first: list[float] = []
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad = objective_gradient(x)
+        count[0] += 1
+        if not first:
+            first.append(value)
+        if keep_history:
+            history.append((x.copy(), value))
+        if not np.isfinite(value):
+            return 1e300, np.zeros_like(x)
+        return value, grad
+
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    options = {"ftol": ftol_rel, "gtol": gtol, "maxfun": maxeval, "maxls": 40}
+    t0 = time.perf_counter()
+    x, fx = start, np.inf
+    result = None
+    for _ in range(5):  # at most a few restarts off the boundary
+        result = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+        x, fx = result.x, float(result.fun)
+        escape = _off_boundary(objective, x, fx, lower)
+        if escape is None:
+            break
+        count[0] += 1
+        x = escape
+    return OptimizerRecord(
+        optimizer="L-BFGS-B",
+        theta_start=start,
+        theta_final=np.asarray(x, dtype=float),
+        objective_start=first[0] if first else np.nan,
+        objective_final=fx,
+        evaluations=count[0],
+        return_code="CONVERGED" if result is not None and result.success else "FAILURE",
+        elapsed=time.perf_counter() - t0,
+        history=history,
+    )
+
+
+def _off_boundary(
+    objective: Callable[[np.ndarray], float], x: np.ndarray, fx: float, lower: np.ndarray
+) -> np.ndarray | None:
+    """A point a little inside the bounds that is lower than ``x``, if there is one."""
+    at_bound = np.flatnonzero(np.isfinite(lower) & (x <= lower + 1e-10))
+    if at_bound.size == 0:
+        return None
+    trial = x.copy()
+    trial[at_bound] = lower[at_bound] + 1e-3
+    return trial if objective(trial) < fx else None
