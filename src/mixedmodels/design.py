@@ -57,31 +57,79 @@ CONTRASTS = ("contr.treatment", "contr.sum", "contr.helmert", "contr.poly")
 
 
 def r_column_names(names: Sequence[str], model_spec: Any = None) -> list[str]:
-    """Translate formulaic column names into R's.
+    """Translate formulaic column names into R's: the term label as written,
+    then the level suffix.
 
     ``Intercept`` -> ``(Intercept)``; treatment coding ``f[T.b]`` -> ``fb``;
-    full dummy coding ``f[b]`` -> ``fb``; ``C(f, contr.sum)[S.a]`` -> ``f1``
-    (R numbers sum and Helmert columns); ``C(f, contr.poly)[.L]`` -> ``f.L``
-    and ``[^4]`` -> ``f^4``.
+    full dummy coding ``f[b]`` -> ``fb``; the contrasts this package adds,
+    ``C(f, contr.sum)[S.a]`` -> ``f1`` (R numbers sum and Helmert columns) and
+    ``C(f, contr.poly)[.L]`` -> ``f.L`` (``[^4]`` -> ``f^4``); R's ``factor(x)``
+    (rewritten as ``C(x, levels=None)``) -> ``factor(x)1``; a
+    ``C(f)`` the user wrote keeps its label: ``C(f)b``.
     """
     levels = _factor_levels(model_spec) if model_spec is not None else {}
-    pattern = re.compile(r"(C\((?P<cvar>[^,()]+)(?:,[^()]*)?\)|(?P<var>[^\[\]:]+))\[(?P<lvl>[^\]]*)\]")
+    pattern = re.compile(
+        r"(?P<call>C\((?P<cvar>[^,()]+)(?P<args>,[^()]*)?\))(?=\[)|(?P<var>[^\[\]:]+)(?=\[)"
+    )
+    level_part = re.compile(r"\[(?P<lvl>[^\]]*)\]")
 
-    def replace(match: re.Match) -> str:
-        var = (match.group("cvar") or match.group("var")).strip()
-        lvl = match.group("lvl")
+    def label_of(match: re.Match) -> tuple[str, str]:
+        if match.group("var"):
+            var = match.group("var").strip()
+            return var, var
+        var, args = match.group("cvar").strip(), match.group("args") or ""
+        if "levels=None" in args:  # our rewrite of R's factor(x)
+            return var, f"factor({var})"
+        if "contr." in args:
+            return var, var
+        return var, match.group("call")
+
+    def suffix(var: str, lvl: str) -> str:
         known = [str(v) for v in levels.get(var, [])]
         if lvl.startswith("T."):
-            return var + lvl[2:]
+            return lvl[2:]
         if lvl.startswith("S.") and lvl[2:] in known:
-            return f"{var}{known.index(lvl[2:]) + 1}"
+            return str(known.index(lvl[2:]) + 1)
         if lvl.startswith("H.") and lvl[2:] in known:
-            return f"{var}{known.index(lvl[2:])}"
-        if lvl.startswith(".") or lvl.startswith("^"):
-            return var + lvl
-        return var + lvl
+            return str(known.index(lvl[2:]))
+        return lvl
 
-    return ["(Intercept)" if n == "Intercept" else pattern.sub(replace, n) for n in names]
+    def translate(part: str) -> str:
+        match = pattern.match(part)
+        rest = part[match.end():] if match else ""
+        lvl = level_part.match(rest) if match else None
+        if not (match and lvl):
+            return part
+        var, label = label_of(match)
+        return label + suffix(var, lvl.group("lvl")) + rest[lvl.end():]
+
+    return [
+        "(Intercept)" if n == "Intercept" else ":".join(translate(p) for p in _split_colon(n))
+        for n in names
+    ]
+
+
+def _split_colon(name: str) -> list[str]:
+    """Split an interaction column name at the colons outside brackets and parentheses."""
+    parts, depth, current = [], 0, ""
+    for ch in name:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        if ch == ":" and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return parts
+
+
+def rewrite_factor_calls(expr: str) -> str:
+    """R's ``factor(x)`` as formulaic's ``C(x, levels=None)``: the same coding;
+    the (default) ``levels=None`` marks it for :func:`r_column_names`."""
+    return re.sub(r"(?<![\w.])factor\(\s*([A-Za-z_][\w.]*)\s*\)", r"C(\1, levels=None)", expr)
 
 
 def factor_contrasts(
@@ -515,7 +563,8 @@ def build_fixed(
     parsed: ParsedFormula, data: pd.DataFrame, contrasts: Mapping[str, str] | None = None
 ) -> FixedEffects:
     """The fixed-effects matrix with aliased columns dropped (and a warning naming them)."""
-    mm = _model_matrix(with_contrasts(parsed.fixed, contrasts or {}), data, "fixed-effects")
+    rhs = with_contrasts(rewrite_factor_calls(parsed.fixed), contrasts or {})
+    mm = _model_matrix(rhs, data, "fixed-effects")
     X = np.asarray(mm, dtype=float)
     all_names = r_column_names(list(mm.columns), mm.model_spec)
     kept = full_rank_columns(X)
@@ -546,7 +595,9 @@ def build_term(
     else:
         codes, levels = interaction_codes(groups)
     mm = _model_matrix(
-        with_contrasts(spec.expr, contrasts or {}), data, f"random-effects term {spec.text}"
+        with_contrasts(rewrite_factor_calls(spec.expr), contrasts or {}),
+        data,
+        f"random-effects term {spec.text}",
     )
     z = np.ascontiguousarray(np.asarray(mm, dtype=float))
     if z.shape[1] == 0:
