@@ -69,6 +69,48 @@ _RETURN_CODES = {
 }
 
 
+class _EvaluationLog:
+    """Counts evaluations and keeps the start, the best point and (optionally)
+    the whole history; calls ``callback(count, best)`` after each evaluation."""
+
+    def __init__(self, keep_history: bool, callback: Callable[[int, float], None] | None):
+        self.count = 0
+        self.start_value = np.nan
+        self.best_x: np.ndarray | None = None
+        self.best_value = np.inf
+        self.history: list[tuple[np.ndarray, float]] = []
+        self._keep = keep_history
+        self._callback = callback
+
+    def record(self, x: np.ndarray, value: float) -> float:
+        """Log one evaluation; returns the value with non-finite ones made huge."""
+        self.count += 1
+        if self.count == 1:
+            self.start_value = value
+        if not np.isfinite(value):
+            value = 1e300
+        if value < self.best_value:
+            self.best_value, self.best_x = value, np.array(x, dtype=float)
+        if self._keep:
+            self.history.append((np.array(x, dtype=float), value))
+        if self._callback is not None:
+            self._callback(self.count, self.best_value)
+        return value
+
+    def result(self, name: str, start: np.ndarray, code: str, t0: float) -> OptimizerRecord:
+        return OptimizerRecord(
+            optimizer=name,
+            theta_start=start,
+            theta_final=start if self.best_x is None else self.best_x,
+            objective_start=self.start_value,
+            objective_final=self.best_value,
+            evaluations=self.count,
+            return_code=code,
+            elapsed=time.perf_counter() - t0,
+            history=self.history,
+        )
+
+
 def minimize_theta(
     objective: Callable[[np.ndarray], float],
     start: np.ndarray,
@@ -91,29 +133,11 @@ def minimize_theta(
     import nlopt
 
     start = np.asarray(start, dtype=float)
-    best: dict = {"x": start.copy(), "f": np.inf}
-    count = [0]
-    history: list[tuple[np.ndarray, float]] = []
-
-    def wrapped(x: np.ndarray, grad: np.ndarray) -> float:
-        value = float(objective(x))
-        count[0] += 1
-        if count[0] == 1:
-            best["start"] = value
-        if not np.isfinite(value):
-            value = 1e300
-        if value < best["f"]:
-            best["f"], best["x"] = value, x.copy()
-        if keep_history:
-            history.append((x.copy(), value))
-        if callback is not None:
-            callback(count[0], best["f"])
-        return value
-
+    log = _EvaluationLog(keep_history, callback)
     t0 = time.perf_counter()
     opt = nlopt.opt(nlopt.LN_BOBYQA, len(start))
     opt.set_lower_bounds(np.where(np.isfinite(lower), lower, -np.inf))
-    opt.set_min_objective(wrapped)
+    opt.set_min_objective(lambda x, grad: log.record(x, float(objective(x))))
     opt.set_ftol_rel(ftol_rel)
     opt.set_xtol_rel(xtol_rel)
     opt.set_maxeval(maxeval)
@@ -125,18 +149,7 @@ def minimize_theta(
         code = -4
     except (ValueError, RuntimeError):
         code = -1
-    f_start = best.get("start", np.nan)
-    return OptimizerRecord(
-        optimizer="LN_BOBYQA",
-        theta_start=start,
-        theta_final=best["x"],
-        objective_start=f_start,
-        objective_final=best["f"],
-        evaluations=count[0],
-        return_code=_RETURN_CODES.get(code, str(code)),
-        elapsed=time.perf_counter() - t0,
-        history=history,
-    )
+    return log.result("LN_BOBYQA", start, _RETURN_CODES.get(code, str(code)), t0)
 
 
 def _initial_step(x0: np.ndarray) -> np.ndarray:
@@ -154,6 +167,7 @@ def minimize_theta_gradient(
     gtol: float = 1e-4,
     maxeval: int = 10_000,
     keep_history: bool = False,
+    callback: Callable[[int, float], None] | None = None,
 ) -> OptimizerRecord:
     """Minimise over θ >= ``lower`` with L-BFGS-B and the analytic gradient.
 
@@ -166,45 +180,28 @@ def minimize_theta_gradient(
     from scipy.optimize import minimize
 
     start = np.asarray(start, dtype=float)
-    count = [0]
-    history: list[tuple[np.ndarray, float]] = []
-    first: list[float] = []
+    log = _EvaluationLog(keep_history, callback)
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         value, grad = objective_gradient(x)
-        count[0] += 1
-        if not first:
-            first.append(value)
-        if keep_history:
-            history.append((x.copy(), value))
-        if not np.isfinite(value):
-            return 1e300, np.zeros_like(x)
-        return value, grad
+        value = log.record(x, value)
+        return value, (grad if value < 1e300 else np.zeros_like(x))
+
+    def plain(x: np.ndarray) -> float:
+        return log.record(x, float(objective(x)))
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     options = {"ftol": ftol_rel, "gtol": gtol, "maxfun": maxeval, "maxls": 40}
     t0 = time.perf_counter()
-    x, fx = start, np.inf
-    result = None
+    x, result = start, None
     for _ in range(5):  # at most a few restarts off the boundary
         result = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
-        x, fx = result.x, float(result.fun)
-        escape = _off_boundary(objective, x, fx, lower)
+        escape = _off_boundary(plain, result.x, float(result.fun), lower)
         if escape is None:
             break
-        count[0] += 1
         x = escape
-    return OptimizerRecord(
-        optimizer="L-BFGS-B",
-        theta_start=start,
-        theta_final=np.asarray(x, dtype=float),
-        objective_start=first[0] if first else np.nan,
-        objective_final=fx,
-        evaluations=count[0],
-        return_code="CONVERGED" if result is not None and result.success else "FAILURE",
-        elapsed=time.perf_counter() - t0,
-        history=history,
-    )
+    code = "CONVERGED" if result is not None and result.success else "FAILURE"
+    return log.result("L-BFGS-B", start, code, t0)
 
 
 def _off_boundary(
