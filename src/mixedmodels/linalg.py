@@ -38,7 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack, solve_triangular
 
-__all__ = ["TermData", "AugmentedSystem", "Factor"]
+__all__ = ["TermData", "CrossProducts", "AugmentedSystem", "Factor"]
 
 
 @dataclass
@@ -89,13 +89,12 @@ class SparseBlock:
     kc: int
 
     @classmethod
-    def from_product(cls, zi: TermData, z0: TermData) -> "SparseBlock":
-        prod = (zi.sparse().T @ z0.sparse()).tocsr()
-        bsr = sp.bsr_array(prod, blocksize=(zi.k, z0.k))
+    def from_sparse(cls, prod: sp.sparray, kr: int, kc: int) -> "SparseBlock":
+        bsr = sp.bsr_array(sp.csr_array(prod), blocksize=(kr, kc))
         bsr.sort_indices()
-        nbrow = bsr.shape[0] // zi.k
+        nbrow = bsr.shape[0] // kr
         brow = np.repeat(np.arange(nbrow), np.diff(bsr.indptr))
-        return cls(brow, bsr.indices.astype(np.int64), np.asarray(bsr.data), bsr.shape, zi.k, z0.k)
+        return cls(brow, bsr.indices.astype(np.int64), np.asarray(bsr.data), bsr.shape, kr, kc)
 
     def with_data(self, data: np.ndarray) -> sp.csr_array:
         """A CSR matrix with this pattern and new block values."""
@@ -208,34 +207,88 @@ class RankUpdate:
     col_block: np.ndarray  # ... and of its column
 
 
+@dataclass
+class CrossProducts:
+    """Every cross-product of [Z X y] the engine needs, and nothing of size n.
+
+    Sums over rows, so they add: the cross-products of a data set are the sum of
+    those of its row partitions (what a distributed fit accumulates).
+
+    Attributes
+    ----------
+    shapes : list of (nlevels, k)
+        The random-effects terms, largest first.
+    A00 : ndarray (ℓ0, k0, k0)
+        Z_0'Z_0 of the first term, one block per level.
+    Axy0 : ndarray (p + 1, q0)
+        [X y]'Z_0.
+    A_re0 : list of sparse (q_i, q0)
+        Z_i'Z_0 for the other terms.
+    Arr : ndarray (Q1 + p + 1, Q1 + p + 1)
+        [Z_1 .. Z_K X y]'[Z_1 .. Z_K X y], dense.
+    """
+
+    shapes: list[tuple[int, int]]
+    A00: np.ndarray
+    Axy0: np.ndarray
+    A_re0: list[sp.csr_array]
+    Arr: np.ndarray
+
+    @classmethod
+    def from_data(cls, terms: list[TermData], Xy: np.ndarray) -> "CrossProducts":
+        """The cross-products of one block of rows (weights already applied)."""
+        t0, rest = terms[0], terms[1:]
+        Z0 = t0.sparse()
+        if rest:
+            Zr = sp.hstack([t.sparse() for t in rest], format="csr")
+            zz = (Zr.T @ Zr).toarray()
+            zx = np.asarray(Zr.T @ Xy)
+            Arr = np.block([[zz, zx], [zx.T, Xy.T @ Xy]])
+        else:
+            Arr = Xy.T @ Xy
+        return cls(
+            shapes=[(t.nlevels, t.k) for t in terms],
+            A00=block_crossprod(t0),
+            Axy0=np.asarray((Z0.T @ Xy).T),
+            A_re0=[sp.csr_array(t.sparse().T @ Z0) for t in rest],
+            Arr=Arr,
+        )
+
+    def __add__(self, other: "CrossProducts") -> "CrossProducts":
+        if self.shapes != other.shapes:
+            raise ValueError("cross-products of different models cannot be added")
+        return CrossProducts(
+            self.shapes,
+            self.A00 + other.A00,
+            self.Axy0 + other.Axy0,
+            [a + b for a, b in zip(self.A_re0, other.A_re0)],
+            self.Arr + other.Arr,
+        )
+
+
 class AugmentedSystem:
     """The cross-products of [Z X y], computed once, and the factorisation for θ.
 
     Parameters
     ----------
-    terms : list of TermData
-        Random-effects terms, largest first; weights already applied to ``z``.
-    Xy : ndarray, shape (n, p + 1)
-        Weighted fixed-effects matrix with the weighted (offset-corrected) response
-        as last column.
+    cross : CrossProducts
+        The accumulated cross-products (see :meth:`from_terms` for in-memory data).
     max_update_nnz : int
         Size limit of the precomputed rank-update operator (see ``_update_operator``);
         above it the update is a sparse product at every evaluation.
     """
 
-    def __init__(self, terms: list[TermData], Xy: np.ndarray, max_update_nnz: int = 30_000_000):
-        self.terms = terms
-        self.p = Xy.shape[1] - 1
-        t0 = terms[0]
-        self.k0 = t0.k
-        self.A00 = block_crossprod(t0)
-        Z0 = t0.sparse()
-        self.Axy0 = np.asarray((Z0.T @ Xy).T)  # (p+1, q0)
-        self.A_re0 = [SparseBlock.from_product(t, t0) for t in terms[1:]]
-        self.rest_sizes = tuple((t.q, t.k) for t in terms[1:])
-        self.Q1 = sum(t.q for t in terms[1:])
-        self.rest_offsets = np.cumsum([0] + [t.q for t in terms[1:]])
-        self.Arr = self._rest_crossprod(terms[1:], Xy)
+    def __init__(self, cross: CrossProducts, max_update_nnz: int = 30_000_000):
+        (nlev0, k0), rest = cross.shapes[0], cross.shapes[1:]
+        self.p = cross.Axy0.shape[0] - 1
+        self.k0 = k0
+        self.A00 = cross.A00
+        self.Axy0 = cross.Axy0
+        self.A_re0 = [SparseBlock.from_sparse(a, k, k0) for a, (_, k) in zip(cross.A_re0, rest)]
+        self.rest_sizes = tuple((nl * k, k) for nl, k in rest)
+        self.Q1 = sum(q for q, _ in self.rest_sizes)
+        self.rest_offsets = np.cumsum([0] + [q for q, _ in self.rest_sizes])
+        self.Arr = cross.Arr
         self.N = self.Arr.shape[0]
         self.scalar_rest = all(k == 1 for _, k in self.rest_sizes)
         edges = list(self.rest_offsets) + [self.N]
@@ -244,15 +297,12 @@ class AugmentedSystem:
         self._update = self._update_operator(max_update_nnz)
         self._work: np.ndarray | None = None  # reused Schur-complement buffer
 
-    @staticmethod
-    def _rest_crossprod(rest: list[TermData], Xy: np.ndarray) -> np.ndarray:
-        """Dense [Z_1 .. Z_K Xy]'[Z_1 .. Z_K Xy]."""
-        if not rest:
-            return Xy.T @ Xy
-        Zr = sp.hstack([t.sparse() for t in rest], format="csr")
-        zz = (Zr.T @ Zr).toarray()
-        zx = np.asarray(Zr.T @ Xy)
-        return np.block([[zz, zx], [zx.T, Xy.T @ Xy]])
+    @classmethod
+    def from_terms(
+        cls, terms: list[TermData], Xy: np.ndarray, max_update_nnz: int = 30_000_000
+    ) -> "AugmentedSystem":
+        """The system of in-memory data: terms largest first, weights applied."""
+        return cls(CrossProducts.from_data(terms, Xy), max_update_nnz)
 
     def _below_first(self) -> sp.csc_array:
         """B = [Z_1 .. Z_K Xy]'Z_0, unscaled: the rows below the first term."""
