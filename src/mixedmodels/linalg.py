@@ -38,7 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack, solve_triangular
 
-__all__ = ["TermData", "CrossProducts", "AugmentedSystem", "Factor"]
+__all__ = ["TermData", "CrossProducts", "AugmentedSystem", "DenseSystem", "Factor", "make_system"]
 
 
 @dataclass
@@ -580,3 +580,115 @@ class AugmentedSystem:
             rows = np.einsum("kj,lkn->ljn", lam, S[start:stop, :].reshape(-1, k, N))
             S[start:stop, :] = rows.reshape(-1, N)
         return S
+
+
+# --------------------------------------------------------------------------- small models
+
+
+def scale_blocks(S: np.ndarray, bounds: list[tuple[int, int]], lams: list[np.ndarray]) -> None:
+    """S <- Λ'SΛ in place for Λ = blockdiag(I ⊗ λ_j) over the index ranges ``bounds``
+    (indices outside every range are left unscaled)."""
+    N = S.shape[0]
+    for (start, stop), lam in zip(bounds, lams):
+        k = lam.shape[0]
+        if k == 1:
+            S[start:stop, :] *= lam[0, 0]
+            S[:, start:stop] *= lam[0, 0]
+            continue
+        S[:, start:stop] = (S[:, start:stop].reshape(N, -1, k) @ lam).reshape(N, -1)
+        rows = np.einsum("kj,lkn->ljn", lam, S[start:stop, :].reshape(-1, k, N))
+        S[start:stop, :] = rows.reshape(-1, N)
+
+
+@dataclass
+class DenseFactor:
+    """The Cholesky factor of the whole augmented system, one dense block."""
+
+    lam: list[np.ndarray]
+    L: np.ndarray  # lower factor of [Λ'Z'ZΛ + I, ...; X ..., y ...]
+    q: int
+    p: int
+    bounds: list[tuple[int, int]]  # index range of each term
+    ks: list[int]
+
+    def logdet_re(self) -> float:
+        return 2.0 * float(np.log(np.diagonal(self.L)[: self.q]).sum())
+
+    def logdet_x(self) -> float:
+        return 2.0 * float(np.log(np.diagonal(self.L)[self.q : self.q + self.p]).sum())
+
+    def pwrss(self) -> float:
+        return float(self.L[-1, -1] ** 2)
+
+    def LX(self) -> np.ndarray:
+        return self.L[self.q : self.q + self.p, self.q : self.q + self.p]
+
+    def solve(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        e = np.zeros(self.L.shape[0])
+        e[-1] = 1.0
+        z = blas.dtrsv(self.L, e, lower=1, trans=1)  # L'z = e_N
+        x = -self.L[-1, -1] * z[:-1]
+        us = [x[a:b].reshape(-1, k) for (a, b), k in zip(self.bounds, self.ks)]
+        return x[self.q :], us
+
+    def lower_inverse(self, sub: int) -> np.ndarray:
+        if sub == 0:
+            return np.zeros((0, 0))
+        inv, info = lapack.dpotri(np.array(self.L[:sub, :sub], order="F"), lower=1, overwrite_c=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("dpotri failed")
+        return inv
+
+    def diagonal_blocks(self, inv: np.ndarray) -> list[np.ndarray]:
+        """Per-level k x k diagonal blocks of a symmetric matrix stored as its lower triangle."""
+        out = []
+        for (a, b), k in zip(self.bounds, self.ks):
+            block = inv[a:b, a:b].reshape((b - a) // k, k, (b - a) // k, k)
+            low = np.tril(np.einsum("lalb->lab", block))
+            out.append(low + np.transpose(np.tril(low, -1), (0, 2, 1)))
+        return out
+
+    def condvar_u(self) -> list[np.ndarray]:
+        return self.diagonal_blocks(self.lower_inverse(self.q))
+
+
+class DenseSystem:
+    """The whole augmented system as one dense matrix: for small models, where
+    the number of random effects is at most a few hundred and the cost of an
+    evaluation is the number of array operations, not their size."""
+
+    def __init__(self, terms: list[TermData], Xy: np.ndarray):
+        Z = sp.hstack([t.sparse() for t in terms], format="csr")
+        ZtXy = np.asarray(Z.T @ Xy)
+        self.A = np.block([[(Z.T @ Z).toarray(), ZtXy], [ZtXy.T, Xy.T @ Xy]])
+        self.q = Z.shape[1]
+        self.p = Xy.shape[1] - 1
+        self.Q1 = self.q  # the dense block starts at the first random effect
+        edges = np.cumsum([0] + [t.q for t in terms])
+        self.bounds = [(int(edges[i]), int(edges[i + 1])) for i in range(len(terms))]
+        self.ks = [t.k for t in terms]
+        self._diag = np.arange(self.q)
+
+    def factor(self, lams: list[np.ndarray], rows: bool = False, keep: bool = False):
+        S = self.A.copy()
+        scale_blocks(S, self.bounds, lams)
+        S[self._diag, self._diag] += 1.0
+        L, info = lapack.dpotrf(S, lower=1, overwrite_a=1, clean=1)
+        if info != 0:
+            return None
+        return DenseFactor(lams, L, self.q, self.p, self.bounds, self.ks)
+
+    def solve(self, f: DenseFactor) -> tuple[np.ndarray, list[np.ndarray]]:
+        return f.solve()
+
+    def inverse_block_sums(self, f: DenseFactor, sub: int) -> list[np.ndarray]:
+        """Σ over levels of the diagonal blocks of the inverse of the leading
+        ``q + sub - Q1`` rows (``sub = Q1`` for M, ``Q1 + p`` for REML's Ω)."""
+        return [b.sum(axis=0) for b in f.diagonal_blocks(f.lower_inverse(sub))]
+
+
+def make_system(terms: list[TermData], Xy: np.ndarray, dense_limit: int = 160):
+    """The dense system for small models, the blocked one otherwise."""
+    if sum(t.q for t in terms) + Xy.shape[1] <= dense_limit:
+        return DenseSystem(terms, Xy)
+    return AugmentedSystem.from_terms(terms, Xy)

@@ -29,7 +29,7 @@ from .exceptions import (
     SingularFitWarning,
 )
 from .formula import parse_formula, require_random
-from .linalg import AugmentedSystem, Factor, TermData
+from .linalg import Factor, TermData, make_system
 from .optimize import OptimizerRecord, minimize_theta, minimize_theta_gradient
 from .results import MixedModelResults
 
@@ -109,7 +109,7 @@ class LinearMixedModel(MixedModelResults):
         for term in fr.terms:
             z = term.z if sqrtw is None else term.z * sqrtw[:, None]
             tdata.append(TermData(term.codes, z, term.nlevels))
-        self._system = AugmentedSystem.from_terms(tdata, Xy)
+        self._system = make_system(tdata, Xy)
         self._theta_slices = _slices([t.ntheta for t in fr.terms])
         self._ldW = 0.0 if fr.weights is None else float(np.sum(np.log(fr.weights[fr.weights > 0])))
         self._n_eff = fr.nobs if fr.weights is None else int(np.count_nonzero(fr.weights))
