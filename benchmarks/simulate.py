@@ -188,5 +188,6 @@ def ensure_cached(name: str, quick: bool = False) -> dict:
 if __name__ == "__main__":
     import sys
 
-    for name in sys.argv[1:] or list(GENERATORS):
+    names = [a for a in sys.argv[1:] if not a.startswith("--")]
+    for name in names or list(GENERATORS):
         print(name, ensure_cached(name, quick="--quick" in sys.argv))

@@ -663,6 +663,7 @@ class DenseSystem:
         self.A = np.block([[(Z.T @ Z).toarray(), ZtXy], [ZtXy.T, Xy.T @ Xy]])
         self.q = Z.shape[1]
         self.p = Xy.shape[1] - 1
+        self.N = self.A.shape[0]  # size of the dense block
         self.Q1 = self.q  # the dense block starts at the first random effect
         edges = np.cumsum([0] + [t.q for t in terms])
         self.bounds = [(int(edges[i]), int(edges[i + 1])) for i in range(len(terms))]

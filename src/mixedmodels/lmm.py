@@ -8,6 +8,7 @@ Cholesky factor (see :mod:`mixedmodels.linalg`).
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Mapping
 
@@ -197,6 +198,7 @@ class LinearMixedModel(MixedModelResults):
         ftol_rel: float = 1e-12,
         maxeval: int = 100_000,
         keep_history: bool = False,
+        threads: int | str = "auto",
     ) -> "LinearMixedModel":
         """Minimise the objective over θ and compute every estimate; returns self.
 
@@ -213,7 +215,21 @@ class LinearMixedModel(MixedModelResults):
             Maximum number of objective evaluations.
         keep_history : bool
             Keep every (θ, objective) evaluated in ``optsum.history``.
+        threads : int or "auto"
+            BLAS threads during the fit. ``"auto"`` uses one thread unless the
+            dense block of the factor is large (2,000 rows or more): on small
+            blocks extra threads gain little, and OpenBLAS threads that find
+            their cores busy can slow a fit down a hundredfold.
         """
+        with _blas_threads(self._blas_thread_count(threads)):
+            return self._fit(start, optimizer, ftol_rel, maxeval, keep_history)
+
+    def _blas_thread_count(self, threads: int | str) -> int | None:
+        if threads == "auto":
+            return None if self._system.N >= 2000 else 1
+        return int(threads)
+
+    def _fit(self, start, optimizer, ftol_rel, maxeval, keep_history) -> "LinearMixedModel":
         theta0 = self.initial_theta() if start is None else np.asarray(start, dtype=float)
         if optimizer == "lbfgsb":
             record = minimize_theta_gradient(
@@ -533,6 +549,17 @@ class LinearMixedModel(MixedModelResults):
         return pd.DataFrame(out, index=fr.data.index, columns=cols)
 
 
+def _blas_threads(count: int | None):
+    """A context limiting BLAS threads to ``count`` (None: leave as is)."""
+    if count is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=count, user_api="blas")
+
+
 def _anova_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int) -> float:
     """sqrt(between / within) variance ratio of the one-way ANOVA moment estimator
     (unbalanced groups: n0 = (N - Σn_g²/N) / (g - 1))."""
@@ -571,6 +598,13 @@ def _slices(sizes: list[int]) -> list[slice]:
     return out
 
 
+def _is_partitioned(data: Any) -> bool:
+    """A Dask DataFrame (by module name: dask is not imported) or a str / PathLike
+    to a Parquet file or directory: fitted partition by partition."""
+    module = type(data).__module__.split(".")[0]
+    return isinstance(data, (str, os.PathLike)) or module in ("dask", "dask_expr")
+
+
 def lmer(
     formula: str,
     data: Any,
@@ -593,6 +627,19 @@ def lmer(
     >>> m.fixef.round(3).to_dict()
     {'(Intercept)': 251.405, 'Days': 10.467}
     """
+    if _is_partitioned(data):  # Dask DataFrame or Parquet path: mixedmodels.dask
+        from .dask import lmer_dask
+
+        return lmer_dask(
+            formula,
+            data,
+            reml=reml,
+            weights=weights,
+            offset=offset,
+            contrasts=contrasts,
+            na_action=na_action,
+            **fit_kwargs,
+        )
     model = LinearMixedModel(
         formula,
         data,
