@@ -77,6 +77,7 @@ __all__ = [
     "lmer_dask",
     "is_dask_dataframe",
     "is_path",
+    "exact_quantiles",
 ]
 
 
@@ -775,14 +776,12 @@ class DaskLinearMixedModel(LinearMixedModel):
 
     def _pearson_residuals(self) -> np.ndarray:
         """The five-number summary (min, quartiles, max) of the Pearson residuals:
-        all the summary's "Scaled residuals" line needs. Computed by one more pass
-        over the data, on first use; the quartiles are Dask's approximate quantiles
-        (min and max are exact)."""
+        all the summary's "Scaled residuals" line needs (``np.quantile`` of these
+        five values at 0, ¼, ½, ¾, 1 returns them). Exact, computed on first use by
+        three more passes over the data (see :func:`exact_quantiles`)."""
         if "pearson_q" not in self._cache:
-            dask, _ = _import_dask()
             r = self._lazy("pearson")
-            lo, q, hi = dask.compute(r.min(), r.quantile([0.25, 0.5, 0.75]), r.max())
-            self._cache["pearson_q"] = np.concatenate([[lo], np.asarray(q, dtype=float), [hi]])
+            self._cache["pearson_q"] = exact_quantiles(r, [0.0, 0.25, 0.5, 0.75, 1.0])
         return self._cache["pearson_q"]
 
     def simulate(self, *args: Any, **kwargs: Any):
@@ -790,6 +789,67 @@ class DaskLinearMixedModel(LinearMixedModel):
             "simulate() is not supported for Dask or Parquet fits: it would produce one "
             "value per row; fit an in-memory sample with mixedmodels.lmer for simulation"
         )
+
+
+def exact_quantiles(series: Any, probs: Any, bins: int = 65536) -> np.ndarray:
+    """Exact quantiles of a Dask Series (``np.quantile``'s linear interpolation),
+    without gathering it: pass 1 counts and finds the range, pass 2 builds a
+    histogram of ``bins`` equal bins, pass 3 collects only the values in the
+    bins that hold the order statistics needed."""
+    dask, _ = _import_dask()
+    parts = series.to_delayed()
+    probs = np.asarray(probs, dtype=float)
+
+    stats = dask.compute(*[dask.delayed(_range_of)(p) for p in parts])
+    n = sum(c for c, _, _ in stats)
+    if n == 0:
+        return np.full(len(probs), np.nan)
+    lo = min(a for c, a, _ in stats if c)
+    hi = max(b for c, _, b in stats if c)
+    if lo == hi:
+        return np.full(len(probs), lo)
+    edges = (lo, hi, bins)
+    hist = _tree_reduce(dask, [dask.delayed(_histogram)(p, edges) for p in parts], 2).compute()
+    cum = np.cumsum(hist)
+    pos = (n - 1) * probs
+    ranks = np.unique(np.concatenate([np.floor(pos), np.minimum(np.floor(pos) + 1, n - 1)]).astype(np.int64))
+    need = np.unique(np.searchsorted(cum, ranks, side="right"))
+    found = dask.compute(*[dask.delayed(_values_in_bins)(p, edges, need) for p in parts])
+    values = {b: np.sort(np.concatenate([f[b] for f in found])) for b in need}
+    start = np.concatenate([[0], cum[:-1]])
+
+    def order_stat(rank: int) -> float:
+        b = int(np.searchsorted(cum, rank, side="right"))
+        return float(values[b][rank - start[b]])
+
+    out = []
+    for q in pos:
+        k = int(np.floor(q))
+        frac = q - k
+        a = order_stat(k)
+        out.append(a if frac == 0 else a + frac * (order_stat(min(k + 1, n - 1)) - a))
+    return np.asarray(out)
+
+
+def _range_of(s: pd.Series) -> tuple[int, float, float]:
+    v = s.to_numpy(dtype=float)
+    return (len(v), float(v.min()), float(v.max())) if len(v) else (0, np.inf, -np.inf)
+
+
+def _bin_of(v: np.ndarray, edges: tuple[float, float, int]) -> np.ndarray:
+    lo, hi, bins = edges
+    b = np.floor((v - lo) / (hi - lo) * bins).astype(np.int64)
+    return np.clip(b, 0, bins - 1)
+
+
+def _histogram(s: pd.Series, edges: tuple[float, float, int]) -> np.ndarray:
+    return np.bincount(_bin_of(s.to_numpy(dtype=float), edges), minlength=edges[2])
+
+
+def _values_in_bins(s: pd.Series, edges, need: np.ndarray) -> dict[int, np.ndarray]:
+    v = s.to_numpy(dtype=float)
+    b = _bin_of(v, edges)
+    return {int(k): v[b == k] for k in need}
 
 
 def _predict_partition(part: pd.DataFrame, shell: LinearMixedModel, re_form, new_levels) -> pd.Series:

@@ -7,6 +7,7 @@ dropped, matrices built) -> ``linalg`` (the blocked Cholesky) -> model classes.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -201,6 +202,16 @@ def interaction_codes(columns: Sequence[pd.Series]) -> tuple[np.ndarray, list[st
 # --------------------------------------------------------------------------- terms
 
 
+@functools.cache
+def _lower_triangle(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of a k x k lower triangle, column by column (lme4's θ order)."""
+    cols, rows = np.triu_indices(k)
+    rows, cols = rows.astype(np.int64), cols.astype(np.int64)
+    for arr in (rows, cols):
+        arr.setflags(write=False)
+    return rows, cols
+
+
 @dataclass
 class ReTerm:
     """One random-effects term ``(expr | group)``.
@@ -250,12 +261,7 @@ class ReTerm:
 
     def theta_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
         """Row and column of each θ element in λ: lme4's column-wise lower triangle."""
-        rows, cols = [], []
-        for j in range(self.k):
-            for i in range(j, self.k):
-                rows.append(i)
-                cols.append(j)
-        return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)
+        return _lower_triangle(self.k)
 
     def theta_lower(self) -> np.ndarray:
         rows, cols = self.theta_rows_cols()
@@ -397,49 +403,64 @@ def _close_matches(name: str, columns: Sequence[Any]) -> str | None:
     return found[0] if found else None
 
 
+def _column_missing(values: pd.Series) -> np.ndarray:
+    """Missing-value mask of one column, without building a DataFrame."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy() < 0
+    arr = values.to_numpy()
+    if arr.dtype.kind == "f":
+        return np.isnan(arr)
+    if arr.dtype.kind in "iub":
+        return np.zeros(len(arr), dtype=bool)
+    return np.asarray(pd.isna(values), dtype=bool)
+
+
 def _drop_missing(
     data: pd.DataFrame, used: list[str], extra: dict[str, np.ndarray], fail: bool = False
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], int]:
-    """Drop rows with a missing value in a used column (R's na.omit), or raise (na.fail)."""
-    isna = data[used].isna()
-    mask = isna.any(axis=1).to_numpy(dtype=bool, copy=True) if used else np.zeros(len(data), bool)
-    for arr in extra.values():
-        mask |= np.isnan(arr)
+    """The used columns of the rows without a missing value (R's na.omit), or an
+    error naming the columns (na.fail)."""
+    frame = data[used]
+    missing = {c: _column_missing(frame[c]) for c in used}
+    missing.update({k: np.isnan(v) for k, v in extra.items()})
+    mask = np.zeros(len(data), dtype=bool)
+    for m in missing.values():
+        mask |= m
     n_dropped = int(mask.sum())
     if n_dropped and fail:
-        cols = [c for c in used if isna[c].any()]
-        cols += [k for k, v in extra.items() if np.isnan(v).any()]
+        cols = [c for c, m in missing.items() if m.any()]
         raise DataError(
             f"{n_dropped} row(s) have missing values (in {', '.join(map(repr, cols))}) "
             "and na_action='fail'"
         )
     if n_dropped:
         keep = ~mask
-        data = data.loc[keep]
+        frame = frame.loc[keep]
         extra = {k: v[keep] for k, v in extra.items()}
         warnings.warn(
             f"{n_dropped} row(s) with missing values in used columns were dropped",
             MissingDataWarning,
             stacklevel=4,
         )
-    return data, extra, n_dropped
+    return frame, extra, n_dropped
 
 
 def _check_finite(data: pd.DataFrame, used: list[str]) -> None:
     for col in used:
-        values = data[col]
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            arr = values.to_numpy(dtype=float)
-            if np.isinf(arr).any():
-                raise DataError(f"column {col!r} holds infinite values (+-Inf)")
+        arr = data[col].to_numpy()
+        if arr.dtype.kind == "f" and np.isinf(arr).any():
+            raise DataError(f"column {col!r} holds infinite values (+-Inf)")
 
 
-def _tidy_categoricals(data: pd.DataFrame, used: list[str]) -> pd.DataFrame:
-    """Copy of the used columns with unused categorical levels removed."""
-    frame = data[used].copy()
+def _tidy_categoricals(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
+    """The frame with unused categorical levels removed (a new frame only if some are)."""
     for col in used:
-        if isinstance(frame[col].dtype, pd.CategoricalDtype):
-            frame[col] = frame[col].cat.remove_unused_categories()
+        values = frame[col]
+        if not isinstance(values.dtype, pd.CategoricalDtype):
+            continue
+        codes = values.cat.codes.to_numpy()
+        if np.bincount(codes, minlength=len(values.cat.categories)).min() == 0:
+            frame = frame.assign(**{col: values.cat.remove_unused_categories()})
     return frame
 
 

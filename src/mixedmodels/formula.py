@@ -19,6 +19,8 @@ a caret under the offending character.
 
 from __future__ import annotations
 
+import functools
+
 import re
 from dataclasses import dataclass
 
@@ -318,8 +320,8 @@ def _join_terms(pieces: list[tuple[str, str]]) -> str:
 # ---------------------------------------------------------------------------
 
 
-def parse_formula(formula: str) -> ParsedFormula:
-    """Parse an lme4-style mixed-model formula.
+def _parse_formula_uncached(formula: str) -> ParsedFormula:
+    """Parse an lme4-style mixed-model formula (cached: the result is immutable).
 
     Parameters
     ----------
@@ -761,3 +763,18 @@ def _is_q_argument(tokens: list[_Token], i: int) -> bool:
         and tokens[i - 1].text == "("
         and tokens[i + 1].text == ")"
     )
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_cached(formula: str) -> ParsedFormula:
+    return _parse_formula_uncached(formula)
+
+
+def parse_formula(formula: str) -> ParsedFormula:
+    """Parse an lme4-style mixed-model formula; see :func:`_parse_formula_uncached`.
+
+    Refitting the same formula (simulation studies, bootstraps) parses it once.
+    """
+    if not isinstance(formula, str):
+        return _parse_formula_uncached(formula)
+    return _parse_cached(formula)

@@ -9,6 +9,7 @@ Cholesky factor (see :mod:`mixedmodels.linalg`).
 from __future__ import annotations
 
 import os
+import functools
 import warnings
 from typing import Any, Mapping
 
@@ -555,9 +556,16 @@ def _blas_threads(count: int | None):
         import contextlib
 
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
+    return _thread_controller().limit(limits=count, user_api="blas")
 
-    return threadpool_limits(limits=count, user_api="blas")
+
+@functools.cache
+def _thread_controller():
+    """threadpoolctl's view of the loaded BLAS libraries; finding them reads
+    /proc/self/maps, so it is done once per process."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _anova_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int) -> float:
