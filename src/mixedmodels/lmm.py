@@ -33,6 +33,7 @@ from .exceptions import (
 from .formula import parse_formula, require_random
 from .linalg import Factor, TermData, make_system
 from .optimize import OptimizerRecord, minimize_theta, minimize_theta_gradient
+from .progress import FitProgress
 from .results import MixedModelResults
 
 __all__ = ["lmer", "LinearMixedModel"]
@@ -200,6 +201,7 @@ class LinearMixedModel(MixedModelResults):
         maxeval: int = 100_000,
         keep_history: bool = False,
         threads: int | str = "auto",
+        progress: bool = False,
     ) -> "LinearMixedModel":
         """Minimise the objective over θ and compute every estimate; returns self.
 
@@ -221,16 +223,28 @@ class LinearMixedModel(MixedModelResults):
             dense block of the factor is large (2,000 rows or more): on small
             blocks extra threads gain little, and OpenBLAS threads that find
             their cores busy can slow a fit down a hundredfold.
+        progress : bool
+            Show evaluations, objective and elapsed time while a fit runs for more
+            than a second (a notebook cell or a line on standard error).
         """
-        with _blas_threads(self._blas_thread_count(threads)):
-            return self._fit(start, optimizer, ftol_rel, maxeval, keep_history)
+        if optimizer not in ("lbfgsb", "bobyqa"):
+            raise DataError(f"optimizer must be 'lbfgsb' or 'bobyqa', not {optimizer!r}")
+        monitor = FitProgress(f"lmer {self.formula}") if progress else None
+        try:
+            with _blas_threads(self._blas_thread_count(threads)):
+                return self._fit(start, optimizer, ftol_rel, maxeval, keep_history, monitor)
+        finally:
+            if monitor is not None:
+                monitor.close()
 
     def _blas_thread_count(self, threads: int | str) -> int | None:
         if threads == "auto":
             return None if self._system.N >= 2000 else 1
         return int(threads)
 
-    def _fit(self, start, optimizer, ftol_rel, maxeval, keep_history) -> "LinearMixedModel":
+    def _fit(
+        self, start, optimizer, ftol_rel, maxeval, keep_history, monitor
+    ) -> "LinearMixedModel":
         theta0 = self.initial_theta() if start is None else np.asarray(start, dtype=float)
         if optimizer == "lbfgsb":
             record = minimize_theta_gradient(
@@ -241,16 +255,21 @@ class LinearMixedModel(MixedModelResults):
                 ftol_rel=ftol_rel,
                 maxeval=maxeval,
                 keep_history=keep_history,
+                callback=monitor,
             )
             if not record.converged:  # a failed line search: finish derivative-free
                 polish = minimize_theta(
-                    self.objective, record.theta_final, self.theta_lower, ftol_rel=ftol_rel
+                    self.objective,
+                    record.theta_final,
+                    self.theta_lower,
+                    ftol_rel=ftol_rel,
+                    callback=monitor,
                 )
                 polish.evaluations += record.evaluations
                 polish.optimizer = "L-BFGS-B, then LN_BOBYQA"
                 polish.theta_start, polish.objective_start = theta0, record.objective_start
                 record = polish
-        elif optimizer == "bobyqa":
+        else:
             record = minimize_theta(
                 self.objective,
                 theta0,
@@ -258,9 +277,8 @@ class LinearMixedModel(MixedModelResults):
                 ftol_rel=ftol_rel,
                 maxeval=maxeval,
                 keep_history=keep_history,
+                callback=monitor,
             )
-        else:
-            raise DataError(f"optimizer must be 'lbfgsb' or 'bobyqa', not {optimizer!r}")
         self._set_optimum(record)
         return self
 
