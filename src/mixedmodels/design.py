@@ -447,8 +447,11 @@ def _drop_missing(
 
 def _check_finite(data: pd.DataFrame, used: list[str]) -> None:
     for col in used:
-        arr = data[col].to_numpy()
-        if arr.dtype.kind == "f" and np.isinf(arr).any():
+        values = data[col]
+        if values.dtype.kind != "f":
+            continue
+        arr = values.to_numpy()
+        if np.isinf(arr).any():
             raise DataError(f"column {col!r} holds infinite values (+-Inf)")
 
 

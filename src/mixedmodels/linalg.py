@@ -344,15 +344,20 @@ class AugmentedSystem:
         # same row, two columns of the level: the pair stands for (a, b) and (b, a)
         weight = np.where((rows[e] == rows[f]) & (e != f), 2.0, 1.0)
         cidx = np.repeat(np.repeat(np.arange(nlev), m), reps) * k0 * k0 + cols[e] * k0 + cols[f]
-        T = sp.csr_array(
-            (vals[e] * vals[f] * weight, (rows[f] * N + rows[e], cidx)),
-            shape=(N * N, nlev * k0 * k0),
-        )
-        T.sum_duplicates()
-        # keep only the positions the update touches (the fill of B B' is sparse)
-        touched = np.flatnonzero(np.diff(T.indptr))
-        indptr = np.concatenate([[0], T.indptr[1:][touched]])
-        compact = sp.csr_array((T.data, T.indices, indptr), shape=(len(touched), T.shape[1]))
+        # compact row index: one row per touched position of the N x N array;
+        # built column-wise (pairs come level by level) and converted once
+        flat = rows[f] * N + rows[e]
+        mark = np.zeros(N * N, dtype=bool)
+        mark[flat] = True
+        touched = np.flatnonzero(mark)
+        position = (np.cumsum(mark) - 1)[flat]  # rank of each pair's position: no sort
+        values = vals[e] * vals[f] * weight
+        order = np.argsort(cidx, kind="stable") if k0 > 1 else slice(None)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(cidx, minlength=nlev * k0 * k0))])
+        compact = sp.csc_array(
+            (values[order], position[order], indptr), shape=(len(touched), nlev * k0 * k0)
+        ).tocsr()
+        compact.sum_duplicates()
         block_of = np.searchsorted(self.rest_offsets[1:], np.arange(N), side="right")
         rows, cols = touched // N, touched % N
         return RankUpdate(compact, touched, rows, cols, block_of[rows], block_of[cols])
