@@ -556,11 +556,63 @@ def _model_matrix(rhs: str, data: pd.DataFrame, where: str) -> DesignMatrix:
         return simple.get_model_matrix(data)
     import formulaic
 
+    aliases = _reserved_aliases(rhs, data)
+    if aliases:
+        rhs, data = _apply_aliases(rhs, aliases), data.rename(columns=aliases)
     try:
         mm = formulaic.model_matrix(rhs, data, na_action="raise", context=R_FUNCTIONS)
     except Exception as err:  # formulaic raises many kinds; give ours
         raise FormulaError(f"cannot build the {where} model matrix from {rhs!r}: {err}") from err
-    return DesignMatrix(np.asarray(mm, dtype=float), list(mm.columns), mm.model_spec)
+    spec = AliasedSpec(mm.model_spec, aliases) if aliases else mm.model_spec
+    columns = [_unalias(c, aliases) for c in mm.columns]
+    return DesignMatrix(np.asarray(mm, dtype=float), columns, spec)
+
+
+def _reserved_names() -> set[str]:
+    import formulaic.transforms
+
+    return set(formulaic.transforms.TRANSFORMS) | set(R_FUNCTIONS)
+
+
+def _reserved_aliases(rhs: str, data: pd.DataFrame) -> dict[str, str]:
+    """Data columns named like a formula function (a factor ``C``, a column
+    ``log``): formulaic would resolve the name to the function, so they are
+    renamed for it and renamed back in the column names."""
+    reserved = _reserved_names()
+    return {
+        col: f"{col}__column__"
+        for col in data.columns
+        if isinstance(col, str)
+        and col in reserved
+        and re.search(rf"(?<![\w.]){re.escape(col)}(?![\w.(])", rhs)
+    }
+
+
+def _apply_aliases(rhs: str, aliases: dict[str, str]) -> str:
+    for col, alias in aliases.items():
+        rhs = re.sub(rf"(?<![\w.]){re.escape(col)}(?![\w.(])", alias, rhs)
+    return rhs
+
+
+def _unalias(name: str, aliases: dict[str, str]) -> str:
+    for col, alias in aliases.items():
+        name = name.replace(alias, col)
+    return name
+
+
+class AliasedSpec:
+    """A formulaic spec built on renamed columns, applied to new data the same way."""
+
+    def __init__(self, spec: Any, aliases: dict[str, str]):
+        self.spec = spec
+        self.aliases = aliases
+
+    @property
+    def encoder_state(self) -> dict:
+        return {_unalias(k, self.aliases): v for k, v in self.spec.encoder_state.items()}
+
+    def get_model_matrix(self, data: pd.DataFrame, **kwargs: Any) -> Any:
+        return self.spec.get_model_matrix(data.rename(columns=self.aliases), **kwargs)
 
 
 def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
@@ -673,7 +725,7 @@ def build_model_frame(
     data = to_pandas(data)
     if len(data) == 0:
         raise DataError("the data are empty (0 rows)")
-    used = _used_columns(parsed)
+    used = {c for c in _used_columns(parsed) if c in data.columns or c not in R_FUNCTIONS}
     _check_columns(used, data, parsed.text)
     w_arr, w_col = _column_or_array(weights, data, "weights")
     o_arr, o_col = _column_or_array(offset, data, "offset")

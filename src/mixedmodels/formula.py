@@ -706,16 +706,16 @@ def _expand_nesting(levels: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
 # Variables
 # ---------------------------------------------------------------------------
 
+# A bare name (not called) is a column, as in R, even if a function has that
+# name (a factor called C, a column called log); only these never are.
 _NOT_VARIABLES = frozenset(
     {
-        "np", "numpy", "pd", "pandas", "math", "scipy",
-        "log", "log10", "log2", "log1p", "exp", "sqrt", "abs",
-        "I", "C", "Q", "scale", "center", "offset", "poly", "bs", "cr", "cc",
-        "contr", "True", "False", "None", "and", "or", "not", "in", "is",
+        "np", "numpy", "pd", "pandas", "math", "scipy", "contr",
+        "True", "False", "None", "and", "or", "not", "in", "is",
         "if", "else", "lambda",
     }
 )
-_MODULES = frozenset({"np", "numpy", "pd", "pandas", "math", "scipy"})
+_MODULES = frozenset({"np", "numpy", "pd", "pandas", "math", "scipy", "contr"})
 
 
 def variables_in(expr: str) -> set[str]:

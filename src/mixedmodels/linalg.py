@@ -441,7 +441,8 @@ class AugmentedSystem:
         first = Minv.sum(axis=0)
         if sub:
             H = self._gather_first_term(inv, f.lam[1:], sub)
-            first = first + np.einsum("lab,bc,lcd,ed,lef->af", Minv, lam0.T, H, lam0.T, Minv)
+            left = Minv @ lam0.T  # (ℓ0, k0, k0): M_s⁻¹λ0'
+            first = first + (left @ H @ np.transpose(left, (0, 2, 1))).sum(axis=0)
         sums = [first]
         for (start, stop), (q, k) in zip(self._block_bounds, self.rest_sizes):
             block = inv[start:stop, start:stop].reshape(q // k, k, q // k, k)
