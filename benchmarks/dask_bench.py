@@ -10,7 +10,7 @@ Z_g2'Z_g1 is as dense as it gets), writes it as Parquet files chunk by chunk
 ``y ~ x + (1 | g1) + (1 | g2)`` by ML with ``mixedmodels.lmer(path)`` on a
 ``distributed.LocalCluster``. Reports the rows per second of the two passes over
 the data, the optimisation time, the total, and the peak memory (resident set
-size of this process plus its children, sampled every 50 ms with psutil; with
+size of this process plus its children, sampled every 100 ms with psutil; with
 ``--processes`` the workers are child processes).
 """
 
@@ -24,6 +24,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+
+FORMULA = "y ~ x + (1 | g1) + (1 | g2)"
 
 
 def simulate(directory: Path, rows: int, n1: int, n2: int, chunk: int, seed: int) -> None:
@@ -61,8 +64,9 @@ def simulate(directory: Path, rows: int, n1: int, n2: int, chunk: int, seed: int
 class PeakMemory:
     """Peak RSS of this process plus all its children, sampled in a thread."""
 
-    def __init__(self, interval: float = 0.05):
+    def __init__(self, interval: float = 0.1, children: bool = True):
         self.interval = interval
+        self.children = children
         self.peak = 0
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
@@ -76,7 +80,7 @@ class PeakMemory:
 
     def _sample(self) -> int:
         total = self._proc.memory_info().rss
-        for child in self._proc.children(recursive=True):
+        for child in self._proc.children(recursive=True) if self.children else ():
             try:
                 total += child.memory_info().rss
             except Exception:
@@ -118,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="threads per worker")
     ap.add_argument("--processes", action="store_true", help="worker processes (default: threads)")
     ap.add_argument("--split-every", type=int, default=2)
+    ap.add_argument("--no-fit", action="store_true",
+                    help="run the two passes and build the system, then time one objective "
+                    "and one objective-with-gradient evaluation instead of the whole fit")
+    ap.add_argument("--passes-only", action="store_true",
+                    help="with --no-fit: stop after building the system (no evaluation)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
     if args.dir is None:
@@ -137,13 +146,27 @@ def main(argv: list[str] | None = None) -> int:
         n_workers=args.workers,
         threads_per_worker=args.threads,
         processes=args.processes,
-        dashboard_address=None,
+        dashboard_address=":0",
     ) as cluster, distributed.Client(cluster):
-        with PeakMemory() as mem:
+        with PeakMemory(children=args.processes) as mem:
             t0 = time.perf_counter()
-            m = mm.lmer(
-                "y ~ x + (1 | g1) + (1 | g2)", str(args.dir), reml=False, split_every=args.split_every
-            )
+            if args.no_fit or args.passes_only:
+                from mixedmodels.dask import DaskLinearMixedModel
+
+                m = DaskLinearMixedModel(
+                    FORMULA, str(args.dir), reml=False, split_every=args.split_every
+                )
+                t_obj = t_grad = float("nan")
+                if not args.passes_only:
+                    theta = m.initial_theta()
+                    t1 = time.perf_counter()
+                    m.objective(theta)
+                    t_obj = time.perf_counter() - t1
+                    m.objective_gradient(theta)
+                    t_grad = time.perf_counter() - t1 - t_obj
+                m.timings["optimize"] = 0.0
+            else:
+                m = mm.lmer(FORMULA, str(args.dir), reml=False, split_every=args.split_every)
             total = time.perf_counter() - t0
     rusage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     rusage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
@@ -151,9 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     tm = m.timings
     phases = {}
     edge = t0
-    for phase in ("levels_pass", "encodings", "accumulate_pass", "system", "optimize"):
+    for phase in ("levels_pass", "encodings", "accumulate_pass", "system"):
         phases[phase] = round(mem.peak_between(edge, edge + tm[phase]) / 1e9, 2)
         edge += tm[phase]
+    phases["evaluations" if (args.no_fit or args.passes_only) else "optimize"] = round(
+        mem.peak_between(edge, t0 + total) / 1e9, 2
+    )
     out = {
         "rows": m.nobs,
         "levels": m.ngroups,
@@ -169,17 +195,23 @@ def main(argv: list[str] | None = None) -> int:
         "accumulate_rows_per_s": round(m.nobs / tm["accumulate_pass"]),
         "system_s": round(tm["system"], 2),
         "optimize_s": round(tm["optimize"], 2),
-        "evaluations": m.optsum.evaluations,
+        "evaluations": None if (args.no_fit or args.passes_only) else m.optsum.evaluations,
         "total_s": round(total, 1),
         "peak_rss_gb_sampled": round(mem.peak / 1e9, 2) if mem.peak else None,
         "peak_rss_gb_by_phase": phases,
         "peak_rss_gb_self_getrusage": round(rusage_self / 1e9, 2),
         "peak_rss_gb_largest_child_getrusage": round(rusage_children / 1e9, 2),
-        "loglik": m.loglik,
-        "fixef": m.fixef.round(5).to_dict(),
-        "sd": m.varcorr.set_index("grp")["sdcor"].round(5).to_dict(),
         "python": sys.version.split()[0],
     }
+    if args.no_fit or args.passes_only:
+        out["one_objective_s"] = round(t_obj, 2)
+        out["one_objective_gradient_s"] = round(t_grad, 2)
+    else:
+        out.update({
+            "loglik": m.loglik,
+            "fixef": m.fixef.round(5).to_dict(),
+            "sd": m.varcorr.set_index("grp")["sdcor"].round(5).to_dict(),
+        })
     for key, value in out.items():
         print(f"{key:>36}: {value}")
     if args.json:

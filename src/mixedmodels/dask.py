@@ -672,7 +672,8 @@ class DaskLinearMixedModel(LinearMixedModel):
             plan=plan,
         )
         self.weights_given = weights is not None
-        self._cross = cross
+        # what initial_theta needs; Z_i'Z_0 (possibly large) lives on only in the system
+        self._cross = CrossProducts(cross.shapes, cross.A00, cross.Axy0, [], cross.Arr)
         self._system = AugmentedSystem(cross)
         self._theta_slices = _slices([t.ntheta for t in terms])
         self._ldW = float(total.sum_logw)
