@@ -425,6 +425,23 @@ class AugmentedSystem:
         u0 = np.einsum("lab,lb->la", Minv, rhs)
         return beta, f._split_rest(u0, u_rest)
 
+    def gradient_parts(
+        self, f: Factor, sub: int, beta: np.ndarray, us: list[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Per term, K (∂ log det = 2 K[c, r]) and R (∂ r² = -2 R[r, c]) for
+        the θ element at (r, c) of λ; None where λ is singular (this form
+        divides by λ)."""
+        sums = self.inverse_block_sums(f, sub)
+        out: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for lam, B, U in zip(f.lam, sums, us):
+            if np.min(np.abs(np.diag(lam))) < 1e-7:
+                out.append(None)
+                continue
+            lam_inv = np.linalg.inv(lam)
+            K = (U.shape[0] * np.eye(lam.shape[0]) - B) @ lam_inv
+            out.append((K, lam_inv.T @ (U.T @ U)))
+        return out
+
     def inverse_block_sums(self, f: Factor, sub: int) -> list[np.ndarray]:
         """Σ over levels of the diagonal k x k blocks of the inverse, per term.
 
@@ -688,13 +705,37 @@ class DenseSystem:
     def solve(self, f: DenseFactor) -> tuple[np.ndarray, list[np.ndarray]]:
         return f.solve()
 
+    def gradient_parts(
+        self, f: DenseFactor, sub: int, beta: np.ndarray, us: list[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per term K = Σ_l [Ω⁻¹Φ'Z_j]_(l,l) and R = Σ_l (Z_j'r)_l u_l' without
+        inverting λ: Ω is M (``sub = q``, ML) or the system with X (REML),
+        Φ = [ZΛ X] restricted alike, r = y - Xβ - ZΛu."""
+        inv = f.lower_inverse(sub)
+        inv = np.tril(inv) + np.tril(inv, -1).T
+        q = self.q
+        PhiZ = self.A[:sub, :q].copy()  # rows: Λ'Z'Z (then X'Z for REML)
+        for (a, b), lam in zip(self.bounds, f.lam):
+            k = lam.shape[0]
+            PhiZ[a:b] = np.einsum("kj,lkn->ljn", lam, PhiZ[a:b].reshape(-1, k, q)).reshape(b - a, q)
+        b_all = np.concatenate([(U @ lam.T).ravel() for U, lam in zip(us, f.lam)])
+        zres = self.A[:q, -1] - self.A[:q, :q] @ b_all - self.A[:q, q : q + self.p] @ beta
+        out = []
+        for (a, b), k, U in zip(self.bounds, self.ks, us):
+            rows = inv[a:b, :].reshape(-1, k, sub)  # (ℓ, k, sub)
+            cols = PhiZ[:, a:b].reshape(sub, -1, k)  # (sub, ℓ, k)
+            K = np.einsum("lks,slm->km", rows, cols)
+            R = zres[a:b].reshape(-1, k).T @ U
+            out.append((K, R))
+        return out
+
     def inverse_block_sums(self, f: DenseFactor, sub: int) -> list[np.ndarray]:
         """Σ over levels of the diagonal blocks of the inverse of the leading
         ``q + sub - Q1`` rows (``sub = Q1`` for M, ``Q1 + p`` for REML's Ω)."""
         return [b.sum(axis=0) for b in f.diagonal_blocks(f.lower_inverse(sub))]
 
 
-def make_system(terms: list[TermData], Xy: np.ndarray, dense_limit: int = 160):
+def make_system(terms: list[TermData], Xy: np.ndarray, dense_limit: int = 1000):
     """The dense system for small models, the blocked one otherwise."""
     if sum(t.q for t in terms) + Xy.shape[1] <= dense_limit:
         return DenseSystem(terms, Xy)

@@ -146,9 +146,11 @@ class LinearMixedModel(MixedModelResults):
             ∂d/∂θ_t = 2[(ℓ_j I - B_j) λ_j⁻¹]_{c,r} - 2 (ν / r²) [λ_j⁻ᵀ U_j'U_j]_{r,c}
 
         with ν = n (ML) or n - p (REML). It follows from Λ'Z'V⁻¹ZΛ = I - M⁻¹ and
-        the normal equations Λ'Z'(y - Xβ - ZΛu) = u, and needs λ_j invertible;
-        the elements of a term with a (near-)zero diagonal in λ_j are
-        differentiated numerically instead.
+        the normal equations Λ'Z'(y - Xβ - ZΛu) = u. The blocked system uses
+        this form, which needs λ_j invertible (elements of a term with a
+        (near-)zero diagonal in λ_j are then differentiated numerically); the
+        dense system computes the same two k x k matrices without inverting λ_j
+        (see ``gradient_parts``), so singular fits keep an exact gradient.
         """
         theta = np.asarray(theta, dtype=float)
         lams = self.lambdas(theta)
@@ -156,23 +158,21 @@ class LinearMixedModel(MixedModelResults):
         if f is None:
             return np.inf, np.zeros_like(theta)
         value = self._criterion(f, self.reml)
-        _, us = self._system.solve(f)
+        beta, us = self._system.solve(f)
         n, p = self._n_eff, self.frame.fixed.X.shape[1]
         nu = n - p if self.reml else n
         r2 = f.pwrss()
         sub = self._system.Q1 + (p if self.reml else 0)
-        sums = self._system.inverse_block_sums(f, sub)
+        parts = self._system.gradient_parts(f, sub, beta, us)
         grad = np.empty_like(theta)
         numeric: list[int] = []
-        for term, sl, lam, B, U in zip(self.frame.terms, self._theta_slices, lams, sums, us):
-            rows, cols = term.theta_rows_cols()
-            if np.min(np.abs(np.diag(lam))) < 1e-7:
+        for term, sl, part in zip(self.frame.terms, self._theta_slices, parts):
+            if part is None:  # λ singular where only the λ⁻¹ form is available
                 numeric.extend(range(sl.start, sl.stop))
                 continue
-            lam_inv = np.linalg.inv(lam)
-            d_logdet = (term.nlevels * np.eye(term.k) - B) @ lam_inv
-            d_rss = lam_inv.T @ (U.T @ U)
-            grad[sl] = 2.0 * d_logdet[cols, rows] - 2.0 * (nu / r2) * d_rss[rows, cols]
+            K, R = part
+            rows, cols = term.theta_rows_cols()
+            grad[sl] = 2.0 * K[cols, rows] - 2.0 * (nu / r2) * R[rows, cols]
         for i in numeric:
             grad[i] = self._numeric_partial(theta, i, value)
         return value, grad
