@@ -323,13 +323,14 @@ class AugmentedSystem:
         so that its transpose is the Fortran-ordered lower triangle LAPACK wants.
         Returns None when T would exceed ``max_nnz`` entries.
         """
-        B = self.B.tocoo()
         k0, N = self.k0, self.N
-        nlev = B.shape[1] // k0
-        level = B.col // k0
-        m = np.bincount(level, minlength=nlev).astype(np.int64)
+        nlev = self.B.shape[1] // k0
+        # entries per level, from the CSC column pointers: decide before copying B
+        m = np.diff(self.B.indptr[::k0]).astype(np.int64)
         if int((m * (m + 1) // 2).sum()) > max_nnz:
             return None
+        B = self.B.tocoo()
+        level = B.col // k0
         # entries grouped by level and sorted by row inside it: then every pair
         # (e, f) with f at or before e in its level has row(f) <= row(e)
         order = np.lexsort((B.col, B.row, level))
