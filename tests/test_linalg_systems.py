@@ -27,12 +27,17 @@ def _systems(name, formula):
     terms = [TermData(t.codes, t.z, t.nlevels) for t in fr.terms]
     Xy = np.column_stack([fr.fixed.X, fr.y])
     theta = np.where(model.theta_lower == 0, 0.8, 0.3) + 0.05 * np.arange(len(model.theta_lower))
-    return model, AugmentedSystem.from_terms(terms, Xy), DenseSystem(terms, Xy), model.lambdas(theta)
+    return model, terms, Xy, DenseSystem(terms, Xy), model.lambdas(theta)
 
 
+@pytest.mark.parametrize("operator_limit", [30_000_000, 0], ids=["operator", "products"])
 @pytest.mark.parametrize("name, formula", MODELS)
-def test_blocked_and_dense_systems_agree(name, formula):
-    model, blocked, dense, lams = _systems(name, formula)
+def test_blocked_and_dense_systems_agree(name, formula, operator_limit):
+    """With the precomputed rank-update operator and, when it would be too large
+    (limit 0 here), with explicit sparse products."""
+    model, terms, Xy, dense, lams = _systems(name, formula)
+    blocked = AugmentedSystem.from_terms(terms, Xy, max_update_nnz=operator_limit)
+    assert (blocked._update is None) == (operator_limit == 0)
     fb, fd = blocked.factor(lams, keep=True), dense.factor(lams, keep=True)
     assert fb.logdet_re() == pytest.approx(fd.logdet_re(), rel=1e-12)
     assert fb.logdet_x() == pytest.approx(fd.logdet_x(), rel=1e-12)

@@ -279,7 +279,7 @@ class AugmentedSystem:
     """
 
     def __init__(self, cross: CrossProducts, max_update_nnz: int = 30_000_000):
-        (nlev0, k0), rest = cross.shapes[0], cross.shapes[1:]
+        (_, k0), rest = cross.shapes[0], cross.shapes[1:]
         self.p = cross.Axy0.shape[0] - 1
         self.k0 = k0
         self.A00 = cross.A00
