@@ -420,7 +420,8 @@ def _drop_missing(
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], int]:
     """The used columns of the rows without a missing value (R's na.omit), or an
     error naming the columns (na.fail)."""
-    frame = data[used]
+    # take() by position: a list __getitem__ costs several times more in pandas
+    frame = data.take([data.columns.get_loc(c) for c in used], axis=1)
     missing = {c: _column_missing(frame[c]) for c in used}
     missing.update({k: np.isnan(v) for k, v in extra.items()})
     mask = np.zeros(len(data), dtype=bool)

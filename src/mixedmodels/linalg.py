@@ -712,8 +712,9 @@ class DenseSystem:
         """Per term K = Σ_l [Ω⁻¹Φ'Z_j]_(l,l) and R = Σ_l (Z_j'r)_l u_l' without
         inverting λ: Ω is M (``sub = q``, ML) or the system with X (REML),
         Φ = [ZΛ X] restricted alike, r = y - Xβ - ZΛu."""
-        inv = f.lower_inverse(sub)
-        inv = np.tril(inv) + np.tril(inv, -1).T
+        low = f.lower_inverse(sub)  # upper triangle zero: L was factored with clean=1
+        inv = low + low.T
+        inv[np.diag_indices_from(inv)] -= np.diagonal(low)
         q = self.q
         PhiZ = self.A[:sub, :q].copy()  # rows: Λ'Z'Z (then X'Z for REML)
         for (a, b), lam in zip(self.bounds, f.lam):
