@@ -30,14 +30,20 @@ def _systems(name, formula):
     return model, terms, Xy, DenseSystem(terms, Xy), model.lambdas(theta)
 
 
-@pytest.mark.parametrize("operator_limit", [30_000_000, 0], ids=["operator", "products"])
+@pytest.mark.parametrize("path", ["operator", "kernels", "products"])
 @pytest.mark.parametrize("name, formula", MODELS)
-def test_blocked_and_dense_systems_agree(name, formula, operator_limit):
+def test_blocked_and_dense_systems_agree(name, formula, path):
     """With the precomputed rank-update operator and, when it would be too large
-    (limit 0 here), with explicit sparse products."""
+    (limit 0 here), with the compiled loops (Numba) or scipy's sparse products."""
     model, terms, Xy, dense, lams = _systems(name, formula)
-    blocked = AugmentedSystem.from_terms(terms, Xy, max_update_nnz=operator_limit)
-    assert (blocked._update is None) == (operator_limit == 0)
+    blocked = AugmentedSystem.from_terms(
+        terms, Xy, max_update_nnz=30_000_000 if path == "operator" else 0
+    )
+    assert (blocked._update is None) == (path != "operator")
+    if path == "kernels":
+        assert blocked._use_kernels, "numba is in the [test] extra"
+    if path == "products":
+        blocked._use_kernels = False
     fb, fd = blocked.factor(lams, keep=True), dense.factor(lams, keep=True)
     assert fb.logdet_re() == pytest.approx(fd.logdet_re(), rel=1e-12)
     assert fb.logdet_x() == pytest.approx(fd.logdet_x(), rel=1e-12)

@@ -188,6 +188,12 @@ class Factor:
         return out
 
 
+def _kernels_available() -> bool:
+    from . import _kernels
+
+    return _kernels.available()
+
+
 def _blockdiag_csr(blocks: np.ndarray) -> sp.csr_array:
     nl, k, _ = blocks.shape
     bsr = sp.bsr_array((blocks, np.arange(nl), np.arange(nl + 1)), shape=(nl * k, nl * k))
@@ -295,6 +301,7 @@ class AugmentedSystem:
         self._block_bounds = [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
         self.B = self._below_first()  # [Z_r X y]'Z_0, CSC
         self._update = self._update_operator(max_update_nnz)
+        self._use_kernels = self._update is None and _kernels_available()
         self._work: np.ndarray | None = None  # reused Schur-complement buffer
 
     @classmethod
@@ -396,6 +403,10 @@ class AugmentedSystem:
             S = self._schur_operator(lams, L00inv)
             if keep:
                 S = S.copy()
+        elif self._use_kernels:
+            S = self._schur_kernel(lams, L00inv)
+            if keep:
+                S = S.copy()
         else:
             if Lre0 is None:
                 Lre0, Lxy0 = self._rows_below(lams, L00inv)
@@ -489,6 +500,10 @@ class AugmentedSystem:
             P[:sub, :sub] = np.tril(inv) + np.tril(inv, -1).T
             self._scale_rest(P, [lam.T for lam in lams])  # Λ_r S⁻¹ Λ_r'
             if up is None:
+                if self._use_kernels:
+                    from . import _kernels
+
+                    return _kernels.gather_blocks(self.B, k0, P)
                 return self._gather_by_products(P)
             rows, cols = up.rows, up.cols
             values = P[rows, cols]
@@ -572,6 +587,24 @@ class AugmentedSystem:
                 np.multiply(self.Arr[r0:r1, c0:c1], scale[i] * scale[j], out=S[r0:r1, c0:c1])
         up = self._update
         S.ravel()[up.positions] -= update * (scale[up.row_block] * scale[up.col_block])
+
+    def _schur_kernel(self, lams: list[np.ndarray], L00inv: np.ndarray) -> np.ndarray:
+        """Λ_r'(A_rr - B C B')Λ_r + I with the update accumulated by a compiled loop
+        over B's pattern (no pair list: for models too large for the operator)."""
+        from . import _kernels
+
+        lam0 = lams[0]
+        C = lam0 @ np.transpose(L00inv, (0, 2, 1)) @ L00inv @ lam0.T
+        if self._work is None:
+            self._work = np.empty_like(self.Arr)
+        S = self._work
+        np.subtract(self.Arr, _kernels.rank_update(self.B, self.k0, C, self.N), out=S)
+        upper = np.triu_indices(self.N, 1)
+        S[upper[1], upper[0]] = S[upper]
+        self._scale_rest(S, lams[1:])
+        idx = np.arange(self.Q1)
+        S[idx, idx] += 1.0
+        return S
 
     def _schur_products(self, lams: list[np.ndarray], Lre0, Lxy0: np.ndarray) -> np.ndarray:
         """Λ_r'A_rr Λ_r + I - L_r0 L_r0' from explicit sparse products."""
