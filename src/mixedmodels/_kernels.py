@@ -32,33 +32,39 @@ def available() -> bool:
 def _compile():
     import numba
 
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=True, nogil=True, parallel=True)
     def rank_update(indptr, indices, data, k0, C, out):
-        """out[i, j] += Σ_ab C[s, a, b] B[i, (s, a)] B[j, (s, b)] for i <= j (upper).
+        """out[t, i, j] += Σ_ab C[s, a, b] B[i, (s, a)] B[j, (s, b)] for i <= j (upper),
+        levels split into ``out.shape[0]`` chunks run in parallel, one
+        accumulator each (summed by the caller).
 
         Row indices are sorted within a column, so the entries j >= i of column
         (s, b) start at a pointer that only moves forward as i grows."""
         nlev = C.shape[0]
-        for s in range(nlev):
-            for a in range(k0):
-                ca = s * k0 + a
-                for b in range(k0):
-                    cb = s * k0 + b
-                    start, end = indptr[cb], indptr[cb + 1]
-                    for p in range(indptr[ca], indptr[ca + 1]):
-                        i = indices[p]
-                        while start < end and indices[start] < i:
-                            start += 1
-                        cab = C[s, a, b] * data[p]
-                        for r in range(start, end):
-                            out[i, indices[r]] += cab * data[r]
+        nchunks = out.shape[0]
+        for t in numba.prange(nchunks):
+            acc = out[t]
+            for s in range(t * nlev // nchunks, (t + 1) * nlev // nchunks):
+                for a in range(k0):
+                    ca = s * k0 + a
+                    for b in range(k0):
+                        cb = s * k0 + b
+                        start, end = indptr[cb], indptr[cb + 1]
+                        for p in range(indptr[ca], indptr[ca + 1]):
+                            i = indices[p]
+                            while start < end and indices[start] < i:
+                                start += 1
+                            cab = C[s, a, b] * data[p]
+                            for r in range(start, end):
+                                acc[i, indices[r]] += cab * data[r]
 
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=True, nogil=True, parallel=True)
     def gather_blocks(indptr, indices, data, k0, P, out):
         """out[s, a, b] = Σ_ij B[i, (s, a)] P[i, j] B[j, (s, b)] (P symmetric, full);
-        computed for a <= b and mirrored, the diagonal blocks over i <= j only."""
+        computed for a <= b and mirrored, the diagonal blocks over i <= j only;
+        levels in parallel."""
         nlev = out.shape[0]
-        for s in range(nlev):
+        for s in numba.prange(nlev):  # levels are independent: each writes its own block
             for a in range(k0):
                 ca = s * k0 + a
                 for b in range(a, k0):
@@ -88,9 +94,12 @@ def _kernels():
 
 def rank_update(B, k0: int, C: np.ndarray, N: int) -> np.ndarray:
     """Upper triangle (C order) of B blockdiag(C_s) B' as a dense N x N array."""
-    out = np.zeros((N, N))
+    import numba
+
+    chunks = max(1, min(numba.get_num_threads(), C.shape[0]))
+    out = np.zeros((chunks, N, N))
     _kernels()[0](B.indptr, B.indices, B.data, k0, np.ascontiguousarray(C), out)
-    return out
+    return out[0] if chunks == 1 else out.sum(axis=0)
 
 
 def gather_blocks(B, k0: int, P: np.ndarray) -> np.ndarray:
