@@ -188,6 +188,11 @@ class Factor:
         return out
 
 
+def _update_weights(lam0: np.ndarray, L00inv: np.ndarray) -> np.ndarray:
+    """C_s = λ0 M_s⁻¹ λ0' per level of the first term: the rank update is B blockdiag(C) B'."""
+    return lam0 @ np.transpose(L00inv, (0, 2, 1)) @ L00inv @ lam0.T
+
+
 def _kernels_available() -> bool:
     from . import _kernels
 
@@ -557,20 +562,28 @@ class AugmentedSystem:
 
         Only the upper triangle (C order) is correct, which is all LAPACK reads.
         """
-        lam0 = lams[0]
-        C = lam0 @ np.transpose(L00inv, (0, 2, 1)) @ L00inv @ lam0.T  # λ0 M⁻¹ λ0'
-        update = self._update.T @ C.ravel()
-        if self._work is None:
-            self._work = np.empty_like(self.Arr)
-        S = self._work
+        update = self._update.T @ _update_weights(lams[0], L00inv).ravel()
+        S = self._workspace()
         if self.scalar_rest:
             self._scaled_upper_blocks(S, lams[1:], update)
-        else:
-            np.copyto(S, self.Arr)
-            S.ravel()[self._update.positions] -= update
-            upper = np.triu_indices(self.N, 1)
-            S[upper[1], upper[0]] = S[upper]
-            self._scale_rest(S, lams[1:])
+            return self._plus_identity(S)
+        np.copyto(S, self.Arr)
+        S.ravel()[self._update.positions] -= update
+        return self._finish_general(S, lams[1:])
+
+    def _workspace(self) -> np.ndarray:
+        if self._work is None:
+            self._work = np.empty_like(self.Arr)
+        return self._work
+
+    def _finish_general(self, S: np.ndarray, lams: list[np.ndarray]) -> np.ndarray:
+        """From A_rr - update (upper triangle valid) to Λ_r'(...)Λ_r + I, any Λ_r."""
+        upper = np.triu_indices(self.N, 1)
+        S[upper[1], upper[0]] = S[upper]
+        self._scale_rest(S, lams)
+        return self._plus_identity(S)
+
+    def _plus_identity(self, S: np.ndarray) -> np.ndarray:
         idx = np.arange(self.Q1)
         S[idx, idx] += 1.0
         return S
@@ -593,18 +606,10 @@ class AugmentedSystem:
         over B's pattern (no pair list: for models too large for the operator)."""
         from . import _kernels
 
-        lam0 = lams[0]
-        C = lam0 @ np.transpose(L00inv, (0, 2, 1)) @ L00inv @ lam0.T
-        if self._work is None:
-            self._work = np.empty_like(self.Arr)
-        S = self._work
+        C = _update_weights(lams[0], L00inv)
+        S = self._workspace()
         np.subtract(self.Arr, _kernels.rank_update(self.B, self.k0, C, self.N), out=S)
-        upper = np.triu_indices(self.N, 1)
-        S[upper[1], upper[0]] = S[upper]
-        self._scale_rest(S, lams[1:])
-        idx = np.arange(self.Q1)
-        S[idx, idx] += 1.0
-        return S
+        return self._finish_general(S, lams[1:])
 
     def _schur_products(self, lams: list[np.ndarray], Lre0, Lxy0: np.ndarray) -> np.ndarray:
         """Λ_r'A_rr Λ_r + I - L_r0 L_r0' from explicit sparse products."""
