@@ -77,6 +77,17 @@ def block_crossprod(term: TermData) -> np.ndarray:
     return out
 
 
+def term_crossprod(ti: TermData, tj: TermData) -> sp.csr_array:
+    """Z_i'Z_j, (q_i, q_j) sparse; for two scalar terms straight from the level
+    codes (duplicates summed), which is several times faster than a sparse
+    matrix product."""
+    if ti.k == 1 and tj.k == 1:
+        values = ti.z[:, 0] * tj.z[:, 0]
+        coo = sp.coo_array((values, (ti.codes, tj.codes)), shape=(ti.q, tj.q))
+        return sp.csr_array(coo)  # the conversion sums duplicates
+    return sp.csr_array(ti.sparse().T @ tj.sparse())
+
+
 @dataclass
 class SparseBlock:
     """Pattern of Z_i'Z_0 in block-sparse form: (nb, k_i, k_0) values at (brow, bcol)."""
@@ -205,6 +216,62 @@ def _blockdiag_csr(blocks: np.ndarray) -> sp.csr_array:
     return bsr.tocsr()
 
 
+def _pair_index(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (e, f), f <= e, of entries within the same level, for levels
+    of m[s] consecutive entries, level by level and e-major."""
+    level_start = np.concatenate([[0], np.cumsum(m)[:-1]])
+    reps = np.arange(int(m.sum())) - np.repeat(level_start, m) + 1
+    e = np.repeat(np.arange(len(reps)), reps)
+    f = np.repeat(np.repeat(level_start, m), reps) + (
+        np.arange(len(e)) - np.repeat(np.cumsum(reps) - reps, reps)
+    )
+    return e, f
+
+
+def _positions(flat: np.ndarray, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """The touched flat positions in order and the rank of each pair's position
+    among them (a mark and a running count: no sort)."""
+    mark = np.zeros(N * N, dtype=bool)
+    mark[flat] = True
+    return np.flatnonzero(mark), (np.cumsum(mark) - 1)[flat]
+
+
+def _scalar_pairs(B: sp.csc_array, m: np.ndarray, N: int):
+    """The operator for a scalar first term: one column per level, whose entries
+    are already the level's rows in order (sorted CSC)."""
+    B.sort_indices()
+    rows, vals = B.indices.astype(np.int64), B.data
+    e, f = _pair_index(m)
+    touched, position = _positions(rows[f] * N + rows[e], N)
+    indptr = np.concatenate([[0], np.cumsum(m * (m + 1) // 2)])
+    T = sp.csc_array((vals[e] * vals[f], position, indptr), shape=(len(touched), len(m)))
+    return T, touched
+
+
+def _block_pairs(B: sp.csc_array, m: np.ndarray, k0: int, N: int):
+    """The operator for a first term with k0 > 1 columns per level."""
+    nlev = len(m)
+    coo = B.tocoo()
+    level = coo.col // k0
+    # entries grouped by level and sorted by row inside it: then every pair
+    # (e, f) with f at or before e in its level has row(f) <= row(e)
+    order = np.lexsort((coo.col, coo.row, level))
+    rows, cols, vals = coo.row[order].astype(np.int64), coo.col[order] % k0, coo.data[order]
+    e, f = _pair_index(m)
+    # same row, two columns of the level: the pair stands for (a, b) and (b, a)
+    weight = np.where((rows[e] == rows[f]) & (e != f), 2.0, 1.0)
+    reps = np.bincount(e, minlength=len(rows)) if len(e) else np.zeros(len(rows), int)
+    cidx = np.repeat(np.repeat(np.arange(nlev), m), reps) * k0 * k0 + cols[e] * k0 + cols[f]
+    touched, position = _positions(rows[f] * N + rows[e], N)
+    order = np.argsort(cidx, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(cidx, minlength=nlev * k0 * k0))])
+    values = vals[e] * vals[f] * weight
+    T = sp.csc_array(
+        (values[order], position[order], indptr), shape=(len(touched), nlev * k0 * k0)
+    )
+    return T, touched
+
+
 @dataclass
 class RankUpdate:
     """Sparse linear map from the first term's C_s blocks to the Schur-complement
@@ -249,19 +316,28 @@ class CrossProducts:
     def from_data(cls, terms: list[TermData], Xy: np.ndarray) -> "CrossProducts":
         """The cross-products of one block of rows (weights already applied)."""
         t0, rest = terms[0], terms[1:]
-        Z0 = t0.sparse()
-        if rest:
-            Zr = sp.hstack([t.sparse() for t in rest], format="csr")
-            zz = (Zr.T @ Zr).toarray()
-            zx = np.asarray(Zr.T @ Xy)
-            Arr = np.block([[zz, zx], [zx.T, Xy.T @ Xy]])
-        else:
-            Arr = Xy.T @ Xy
+        Q1 = sum(t.q for t in rest)
+        m = Xy.shape[1]
+        Arr = np.zeros((Q1 + m, Q1 + m))
+        Arr[Q1:, Q1:] = Xy.T @ Xy
+        start = 0
+        for i, ti in enumerate(rest):
+            zi = ti.sparse()
+            stop = start + ti.q
+            Arr[start:stop, Q1:] = np.asarray(zi.T @ Xy)
+            Arr[Q1:, start:stop] = Arr[start:stop, Q1:].T
+            inner = start
+            for tj in rest[i:]:
+                block = term_crossprod(ti, tj).toarray()
+                Arr[start:stop, inner : inner + tj.q] = block
+                Arr[inner : inner + tj.q, start:stop] = block.T
+                inner += tj.q
+            start = stop
         return cls(
             shapes=[(t.nlevels, t.k) for t in terms],
             A00=block_crossprod(t0),
-            Axy0=np.asarray((Z0.T @ Xy).T),
-            A_re0=[sp.csr_array(t.sparse().T @ Z0) for t in rest],
+            Axy0=np.asarray((t0.sparse().T @ Xy).T),
+            A_re0=[term_crossprod(t, t0) for t in rest],
             Arr=Arr,
         )
 
@@ -308,6 +384,7 @@ class AugmentedSystem:
         self._update = self._update_operator(max_update_nnz)
         self._use_kernels = self._update is None and _kernels_available()
         self._work: np.ndarray | None = None  # reused Schur-complement buffer
+        self._acc: np.ndarray | None = None  # reused accumulators of the compiled update
 
     @classmethod
     def from_terms(
@@ -323,57 +400,44 @@ class AugmentedSystem:
         return sp.vstack(parts, format="csc")
 
     def _update_operator(self, max_nnz: int) -> "RankUpdate | None":
-        """The linear map C -> upper triangle of B blockdiag(C_s) B'.
+        """The linear map C -> upper triangle of B_re blockdiag(C_s) B_re'.
 
         With C_s = λ0 M_s⁻¹ λ0' for every level s of the first term, the rank
         update of the Schur complement is B blockdiag(C) B' (before scaling by
-        Λ of the other terms). It is linear in the entries of C, so the map is
-        built once as a sparse matrix T: update = T @ vec(C), one sparse
-        matrix-vector product per evaluation, over the touched positions only.
+        Λ of the other terms). Its block over the other random-effects terms is
+        sparse and linear in the entries of C, so that map is built once as a
+        sparse matrix T: update = T @ vec(C), one sparse matrix-vector product
+        per evaluation over the touched positions only. The [X y] rows of B are
+        dense: their part of the update is two dense products (``_xy_update``),
+        so the pairs stored here grow with the random-effects pattern, not with p.
         Entries are stored at the flat position j*N + i (j <= i) of a C-ordered
-        N x N array, the upper triangle,
-        so that its transpose is the Fortran-ordered lower triangle LAPACK wants.
-        Returns None when T would exceed ``max_nnz`` entries.
+        N x N array, the upper triangle, so that its transpose is the
+        Fortran-ordered lower triangle LAPACK wants.
+        Returns None when T would reach ``max_nnz`` entries.
         """
-        k0, N = self.k0, self.N
+        k0, N, Q1 = self.k0, self.N, self.Q1
         nlev = self.B.shape[1] // k0
         # entries per level, from the CSC column pointers: decide before copying B
-        m = np.diff(self.B.indptr[::k0]).astype(np.int64)
-        if int((m * (m + 1) // 2).sum()) > max_nnz:
+        B_re = self.B[:Q1]
+        m = np.diff(B_re.indptr[::k0]).astype(np.int64)
+        if int((m * (m + 1) // 2).sum()) >= max_nnz:
             return None
-        B = self.B.tocoo()
-        level = B.col // k0
-        # entries grouped by level and sorted by row inside it: then every pair
-        # (e, f) with f at or before e in its level has row(f) <= row(e)
-        order = np.lexsort((B.col, B.row, level))
-        rows, cols, vals = B.row[order].astype(np.int64), B.col[order] % k0, B.data[order]
-        level_start = np.concatenate([[0], np.cumsum(m)[:-1]])
-        local = np.arange(len(rows)) - np.repeat(level_start, m)
-        reps = local + 1
-        e = np.repeat(np.arange(len(rows)), reps)
-        f = np.repeat(np.repeat(level_start, m), reps) + (
-            np.arange(len(e)) - np.repeat(np.cumsum(reps) - reps, reps)
-        )
-        # same row, two columns of the level: the pair stands for (a, b) and (b, a)
-        weight = np.where((rows[e] == rows[f]) & (e != f), 2.0, 1.0)
-        cidx = np.repeat(np.repeat(np.arange(nlev), m), reps) * k0 * k0 + cols[e] * k0 + cols[f]
-        # compact row index: one row per touched position of the N x N array;
-        # built column-wise (pairs come level by level) and converted once
-        flat = rows[f] * N + rows[e]
-        mark = np.zeros(N * N, dtype=bool)
-        mark[flat] = True
-        touched = np.flatnonzero(mark)
-        position = (np.cumsum(mark) - 1)[flat]  # rank of each pair's position: no sort
-        values = vals[e] * vals[f] * weight
-        order = np.argsort(cidx, kind="stable") if k0 > 1 else slice(None)
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(cidx, minlength=nlev * k0 * k0))])
-        compact = sp.csc_array(
-            (values[order], position[order], indptr), shape=(len(touched), nlev * k0 * k0)
-        ).tocsr()
-        compact.sum_duplicates()
+        self._B_re = B_re.tocsr()
+        if k0 == 1:
+            T, touched = _scalar_pairs(B_re, m, N)
+        else:
+            T, touched = _block_pairs(B_re, m, k0, N)
         block_of = np.searchsorted(self.rest_offsets[1:], np.arange(N), side="right")
         rows, cols = touched // N, touched % N
-        return RankUpdate(compact, touched, rows, cols, block_of[rows], block_of[cols])
+        return RankUpdate(T, touched, rows, cols, block_of[rows], block_of[cols])
+
+    def _xy_update(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The [X y] columns of the rank update B blockdiag(C) B': the rows of the
+        other terms, (Q1, p + 1), and the [X y] block, (p + 1, p + 1)."""
+        k0, m = self.k0, self.p + 1
+        CB = np.einsum("lab,mlb->lam", C, self.Axy0.reshape(m, -1, k0)).reshape(-1, m)
+        cross = self._B_re @ CB if self.Q1 else np.zeros((0, m))
+        return np.asarray(cross), self.Axy0 @ CB
 
     def first_term(self, lam0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cholesky factors of M_s = λ0'A_s λ0 + I per level, and their inverses."""
@@ -498,8 +562,12 @@ class AugmentedSystem:
     def _gather_first_term(self, inv: np.ndarray, lams: list[np.ndarray], sub: int) -> np.ndarray:
         """H_s = B_s'PB_s for every level s of the first term, (ℓ0, k0, k0)."""
         k0 = self.k0
-        nlev = self.A00.shape[0]
         up = self._update
+        if up is None and self._use_kernels and self.scalar_rest:
+            from . import _kernels
+
+            sc = self._scalar_row_scale(lams)
+            return _kernels.gather_blocks(self.B, k0, inv.T, sc, sub)
         if up is None or not self.scalar_rest:
             P = np.zeros((self.N, self.N))
             P[:sub, :sub] = np.tril(inv) + np.tril(inv, -1).T
@@ -508,22 +576,39 @@ class AugmentedSystem:
                 if self._use_kernels:
                     from . import _kernels
 
-                    return _kernels.gather_blocks(self.B, k0, P)
+                    return _kernels.gather_blocks(self.B, k0, P, np.ones(self.N), self.N)
                 return self._gather_by_products(P)
-            rows, cols = up.rows, up.cols
-            values = P[rows, cols]
+            values = P[up.rows, up.cols]
+            P_rx, P_xx = P[: self.Q1, self.Q1 : sub], P[self.Q1 : sub, self.Q1 : sub]
         else:
             # positions are upper (row <= col); S⁻¹ is symmetric, read its lower triangle
-            rows, cols = up.rows, up.cols
-            inside = cols < sub
             scale = np.array([lam[0, 0] for lam in lams] + [1.0])
-            values = np.zeros(len(rows))
-            values[inside] = inv[cols[inside], rows[inside]] * (
-                scale[up.row_block[inside]] * scale[up.col_block[inside]]
-            )
-        weight = np.where(rows == cols, 1.0, 2.0)
-        Hhat = (up.T.T @ (values * weight)).reshape(nlev, k0, k0)
-        return 0.5 * (Hhat + np.transpose(Hhat, (0, 2, 1)))
+            values = inv[up.cols, up.rows] * (scale[up.row_block] * scale[up.col_block])
+            P_rx, P_xx = self._x_blocks_scalar(inv, scale, sub)
+        weight = np.where(up.rows == up.cols, 1.0, 2.0)
+        H = (up.T.T @ (values * weight)).reshape(-1, k0, k0)
+        if sub > self.Q1:  # REML: the X rows of P
+            H += self._gather_x_rows(P_rx, P_xx)
+        return 0.5 * (H + np.transpose(H, (0, 2, 1)))
+
+    def _x_blocks_scalar(self, inv: np.ndarray, scale: np.ndarray, sub: int):
+        """P's X columns, (Q1, p) and (p, p), from the lower triangle of S⁻¹,
+        when Λ_r is one scalar per term."""
+        Q1 = self.Q1
+        P_rx = inv[Q1:sub, :Q1].T * self._row_scale(scale)[:, None]
+        low = inv[Q1:sub, Q1:sub]
+        return P_rx, np.tril(low) + np.tril(low, -1).T
+
+    def _gather_x_rows(self, P_rx: np.ndarray, P_xx: np.ndarray) -> np.ndarray:
+        """The part of B_s'PB_s through B's dense X rows:
+        B_re,s'P_rx B_x,s (and its transpose, added by the caller's
+        symmetrisation, hence twice here) + B_x,s'P_xx B_x,s."""
+        k0, p = self.k0, P_xx.shape[0]
+        Bx = self.Axy0[:p].reshape(p, -1, k0)  # (p, ℓ, k0)
+        W = np.asarray(self._B_re.T @ P_rx).reshape(-1, k0, p) if self.Q1 else 0.0
+        cross = np.einsum("lam,mlb->lab", W, Bx) if self.Q1 else 0.0
+        PB = np.einsum("mn,nlb->mlb", P_xx, Bx)
+        return 2.0 * cross + np.einsum("mla,mlb->lab", Bx, PB)
 
     def _gather_by_products(self, P: np.ndarray, chunk: int = 256) -> np.ndarray:
         """H_s = B_s'PB_s level by level, in chunks (when no update operator exists)."""
@@ -558,17 +643,23 @@ class AugmentedSystem:
         return parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
 
     def _schur_operator(self, lams: list[np.ndarray], L00inv: np.ndarray) -> np.ndarray:
-        """Λ_r'(A_rr - B C B')Λ_r + I, the update from the precomputed operator.
+        """Λ_r'(A_rr - B C B')Λ_r + I, the update from the precomputed operator
+        (random-effects block) and dense products ([X y] columns).
 
         Only the upper triangle (C order) is correct, which is all LAPACK reads.
         """
-        update = self._update.T @ _update_weights(lams[0], L00inv).ravel()
+        C = _update_weights(lams[0], L00inv)
+        update = self._update.T @ C.ravel()
+        cross, xy = self._xy_update(C)
         S = self._workspace()
         if self.scalar_rest:
-            self._scaled_upper_blocks(S, lams[1:], update)
+            self._scaled_upper_blocks(S, lams[1:], update, cross, xy)
             return self._plus_identity(S)
         np.copyto(S, self.Arr)
         S.ravel()[self._update.positions] -= update
+        Q1 = self.Q1
+        S[:Q1, Q1:] -= cross
+        S[Q1:, Q1:] -= xy
         return self._finish_general(S, lams[1:])
 
     def _workspace(self) -> np.ndarray:
@@ -578,8 +669,8 @@ class AugmentedSystem:
 
     def _finish_general(self, S: np.ndarray, lams: list[np.ndarray]) -> np.ndarray:
         """From A_rr - update (upper triangle valid) to Λ_r'(...)Λ_r + I, any Λ_r."""
-        upper = np.triu_indices(self.N, 1)
-        S[upper[1], upper[0]] = S[upper]
+        lower = np.tri(self.N, k=-1, dtype=bool)
+        np.copyto(S, S.T, where=lower)
         self._scale_rest(S, lams)
         return self._plus_identity(S)
 
@@ -588,28 +679,76 @@ class AugmentedSystem:
         S[idx, idx] += 1.0
         return S
 
-    def _scaled_upper_blocks(self, S: np.ndarray, lams: list[np.ndarray], update: np.ndarray) -> None:
-        """S = Λ_r'(A_rr - update)Λ_r on the upper block triangle, when every term
-        after the first is scalar: Λ_r is then one scalar per block, so each block
-        is written in a single pass and the lower blocks are never touched."""
+    def _scaled_upper_blocks(
+        self,
+        S: np.ndarray,
+        lams: list[np.ndarray],
+        update: np.ndarray,
+        cross: np.ndarray,
+        xy: np.ndarray,
+    ) -> None:
+        """S = Λ_r'(A_rr - update)Λ_r on the upper triangle, when every term after
+        the first is scalar (Λ_r is one scalar per block).
+
+        The random-effects block of A_rr is as sparse as the update (every
+        nonzero of it is a position the operator touches): that block is
+        cleared and written at those positions only; the [X y] columns are dense."""
         scale = np.array([lam[0, 0] for lam in lams] + [1.0])
-        bounds = self._block_bounds
-        for i, (r0, r1) in enumerate(bounds):
-            for j in range(i, len(bounds)):
-                c0, c1 = bounds[j]
-                np.multiply(self.Arr[r0:r1, c0:c1], scale[i] * scale[j], out=S[r0:r1, c0:c1])
         up = self._update
-        S.ravel()[up.positions] -= update * (scale[up.row_block] * scale[up.col_block])
+        Q1 = self.Q1
+        arr = self._arr_at_positions()
+        S[:Q1].fill(0.0)
+        if arr is None:  # some nonzero of A_rr outside the pattern: write blocks
+            for i, (r0, r1) in enumerate(self._block_bounds[:-1]):
+                for j in range(i, len(scale) - 1):
+                    c0, c1 = self._block_bounds[j]
+                    np.multiply(self.Arr[r0:r1, c0:c1], scale[i] * scale[j], out=S[r0:r1, c0:c1])
+            S.ravel()[up.positions] -= update * (scale[up.row_block] * scale[up.col_block])
+        else:
+            S.ravel()[up.positions] = (arr - update) * (scale[up.row_block] * scale[up.col_block])
+        row_scale = self._row_scale(scale)
+        S[:Q1, Q1:] = (self.Arr[:Q1, Q1:] - cross) * row_scale[:, None]
+        S[Q1:, Q1:] = self.Arr[Q1:, Q1:] - xy
+
+    def _arr_at_positions(self) -> np.ndarray | None:
+        """A_rr at the operator's positions, or None if A_rr's random-effects
+        block has a nonzero elsewhere (then it is written block by block)."""
+        if not hasattr(self, "_arr_pos_values"):
+            Q1, up = self.Q1, self._update
+            values = self.Arr.ravel()[up.positions]
+            inside = np.count_nonzero(np.triu(self.Arr[:Q1, :Q1]))
+            self._arr_pos_values = values if np.count_nonzero(values) == inside else None
+        return self._arr_pos_values
+
+    def _row_scale(self, scale: np.ndarray) -> np.ndarray:
+        """One scale per random-effects row from one per term."""
+        sizes = [stop - start for start, stop in self._block_bounds[:-1]]
+        return np.repeat(scale[:-1], sizes)
 
     def _schur_kernel(self, lams: list[np.ndarray], L00inv: np.ndarray) -> np.ndarray:
         """Λ_r'(A_rr - B C B')Λ_r + I with the update accumulated by a compiled loop
-        over B's pattern (no pair list: for models too large for the operator)."""
+        over B's pattern (no pair list: for models too large for the operator).
+        With scalar terms after the first, one more compiled pass scales and
+        finishes the upper triangle, which is all LAPACK reads."""
         from . import _kernels
 
         C = _update_weights(lams[0], L00inv)
+        if self._acc is None:  # kept: fresh pages of large arrays are slow
+            self._acc = _kernels.accumulators(C.shape[0], self.N)
+        acc = _kernels.rank_update(self.B, self.k0, C, self.N, self._acc)
         S = self._workspace()
-        np.subtract(self.Arr, _kernels.rank_update(self.B, self.k0, C, self.N), out=S)
+        if self.scalar_rest:
+            _kernels.finish_scalar(self.Arr, acc, self._scalar_row_scale(lams[1:]), self.Q1, S)
+            return S
+        np.subtract(self.Arr, acc.sum(axis=0), out=S)
+        acc.fill(0.0)
         return self._finish_general(S, lams[1:])
+
+    def _scalar_row_scale(self, lams: list[np.ndarray]) -> np.ndarray:
+        """Λ_r's diagonal (every row of the dense block) when the terms after the
+        first are scalar."""
+        scale = np.array([lam[0, 0] for lam in lams] + [1.0])
+        return np.concatenate([self._row_scale(scale), np.ones(self.N - self.Q1)])
 
     def _schur_products(self, lams: list[np.ndarray], Lre0, Lxy0: np.ndarray) -> np.ndarray:
         """Λ_r'A_rr Λ_r + I - L_r0 L_r0' from explicit sparse products."""
