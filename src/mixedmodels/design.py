@@ -11,7 +11,7 @@ import functools
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -127,6 +127,7 @@ def _split_colon(name: str) -> list[str]:
     return parts
 
 
+@functools.lru_cache(maxsize=1024)
 def rewrite_factor_calls(expr: str) -> str:
     """R's ``factor(x)`` as formulaic's ``C(x, levels=None)``: the same coding;
     the (default) ``levels=None`` marks it for :func:`r_column_names`."""
@@ -134,14 +135,15 @@ def rewrite_factor_calls(expr: str) -> str:
 
 
 def factor_contrasts(
-    frame: pd.DataFrame, columns: Sequence[str], user: Mapping[str, str] | None
+    frame: pd.DataFrame | ArrayColumns, columns: Sequence[str], user: Mapping[str, str] | None
 ) -> dict[str, str]:
     """Contrast of every factor that needs a non-default one: the user's, and
     R's ``contr.poly`` for ordered factors."""
+    dtypes = {c: _dtype_of(frame, c) for c in columns}
     out = {
         c: "contr.poly"
-        for c in columns
-        if isinstance(frame[c].dtype, pd.CategoricalDtype) and frame[c].cat.ordered
+        for c, dtype in dtypes.items()
+        if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered
     }
     for col, kind in (user or {}).items():
         if kind not in CONTRASTS:
@@ -172,9 +174,30 @@ def factor_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
     as R's ``factor()`` does.
     """
     if isinstance(values.dtype, pd.CategoricalDtype):
-        cat = values.cat.remove_unused_categories()
-        return cat.cat.codes.to_numpy(np.int64), [str(c) for c in cat.cat.categories]
-    uniques, codes = np.unique(values.to_numpy(), return_inverse=True)
+        return category_codes(values.array.codes, values.array.categories)
+    return sorted_codes(values.to_numpy())
+
+
+def category_codes(codes: np.ndarray, categories: pd.Index) -> tuple[np.ndarray, list[str]]:
+    """Codes and labels of a categorical with its unused categories dropped.
+
+    The same result as pandas' ``remove_unused_categories`` (category order kept,
+    missing values stay -1), from the codes alone: no new Series is built.
+    """
+    codes = codes.astype(np.int64)
+    counts = np.bincount(codes + 1, minlength=len(categories) + 1)[1:]  # code -1 in bin 0
+    labels = categories.tolist()  # tolist: iterating an Index costs far more
+    if counts.all():
+        return codes, [str(c) for c in labels]
+    used = counts > 0
+    # the new code of every old one; the appended -1 is what code -1 indexes
+    recode = np.append(np.cumsum(used) - 1, -1).astype(np.int64, copy=False)
+    return recode[codes], [str(c) for c, u in zip(labels, used) if u]
+
+
+def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Codes and labels of an array with its sorted unique values as levels."""
+    uniques, codes = np.unique(values, return_inverse=True)
     return codes.astype(np.int64), [str(u) for u in uniques]
 
 
@@ -184,8 +207,14 @@ def interaction_codes(columns: Sequence[pd.Series]) -> tuple[np.ndarray, list[st
     Levels are ordered with the first factor varying slowest and labelled
     ``"a1:b1"``; unobserved combinations are dropped.
     """
-    codes_levels = [factor_codes(c) for c in columns]
-    combined = np.zeros(len(columns[0]), dtype=np.int64)
+    return combine_codes([factor_codes(c) for c in columns])
+
+
+def combine_codes(
+    codes_levels: Sequence[tuple[np.ndarray, list[str]]],
+) -> tuple[np.ndarray, list[str]]:
+    """The interaction of factors given as (codes, levels): see :func:`interaction_codes`."""
+    combined = np.zeros(len(codes_levels[0][0]), dtype=np.int64)
     for codes, levels in codes_levels:
         combined = combined * len(levels) + codes
     used, inverse = np.unique(combined, return_inverse=True)
@@ -323,6 +352,9 @@ def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
     """
     if X.shape[1] == 0:
         return np.arange(0)
+    quick = _few_columns_rank(X, tol)
+    if quick is not None:
+        return quick
     R = np.linalg.qr(X, mode="r")
     norms = np.linalg.norm(R, axis=0)
     kept: list[int] = []
@@ -337,6 +369,39 @@ def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
         if norms[j] > 0 and np.linalg.norm(resid) > tol * norms[j]:
             kept.append(j)
     return np.asarray(kept, dtype=np.int64)
+
+
+# Squared column norms in this range: no under- or overflow on the way.
+_SAFE_SQUARES = (1e-200, 1e200)
+
+
+def _few_columns_rank(X: np.ndarray, tol: float) -> np.ndarray | None:
+    """:func:`full_rank_columns` of one or two non-zero columns without a QR
+    (most small models: an intercept and at most one covariate), or ``None``
+    where the QR must decide.
+
+    In exact arithmetic the test there compares the distance of the second
+    column from the first's span with ``tol`` times its norm, and neither
+    changes under the QR's rotation; computed here and there, they differ by
+    rounding of order ``n * eps`` of the norm, so a test closer to its threshold
+    than a wide bound on that is left to the QR.
+    """
+    n, p = X.shape
+    if p > 2:
+        return None
+    with np.errstate(all="ignore"):  # extreme scales fail the range test: QR
+        squares = [float(X[:, j] @ X[:, j]) for j in range(p)]
+    if not all(_SAFE_SQUARES[0] < sq < _SAFE_SQUARES[1] for sq in squares):
+        return None
+    if p == 1:  # R is the 1 x 1 (+-|x|): kept, as x is not zero
+        return np.zeros(1, dtype=np.int64)
+    x0, x1 = X[:, 0], X[:, 1]
+    norm1 = float(np.sqrt(squares[1]))
+    resid = float(np.linalg.norm(x1 - (x0 @ x1) / squares[0] * x0))
+    margin = (1e-10 + 100 * n * np.finfo(float).eps) * norm1
+    if abs(resid - tol * norm1) <= margin:
+        return None
+    return np.arange(2 if resid > tol * norm1 else 1, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- frame
@@ -359,6 +424,35 @@ class ModelFrame:
     @property
     def nobs(self) -> int:
         return len(self.y)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a deferred frame is built now: a pickle holds the used columns only
+        return {**self.__dict__, "_data": self.data}
+
+
+class _DeferredField:
+    """A dataclass field that accepts a :class:`Deferred` and computes it on first
+    access: ``ModelFrame.data`` is seldom read (fitted values take its index) and
+    building that frame costs more than the rest of a small model's frame."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.slot]
+        if isinstance(value, Deferred):
+            value = obj.__dict__[self.slot] = value.make()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
+# set after the dataclass is made, so that it is not taken for a default value
+ModelFrame.data = _DeferredField()  # type: ignore[assignment]
+ModelFrame.data.__set_name__(ModelFrame, "data")
 
 
 def _column_or_array(
@@ -406,7 +500,7 @@ def _close_matches(name: str, columns: Sequence[Any]) -> str | None:
 def _column_missing(values: pd.Series) -> np.ndarray:
     """Missing-value mask of one column, without building a DataFrame."""
     if isinstance(values.dtype, pd.CategoricalDtype):
-        return values.cat.codes.to_numpy() < 0
+        return values.array.codes < 0  # .array: .cat.codes builds a Series
     arr = values.to_numpy()
     if arr.dtype.kind == "f":
         return np.isnan(arr)
@@ -423,8 +517,25 @@ def _drop_missing(
     # take() by position: a list __getitem__ costs several times more in pandas
     frame = data.take([data.columns.get_loc(c) for c in used], axis=1)
     missing = {c: _column_missing(frame[c]) for c in used}
-    missing.update({k: np.isnan(v) for k, v in extra.items()})
-    mask = np.zeros(len(data), dtype=bool)
+    keep, n_dropped = _complete_rows(missing, extra, len(data), fail)
+    if n_dropped:
+        frame = frame.loc[keep]
+        extra = {k: v[keep] for k, v in extra.items()}
+        warnings.warn(
+            f"{n_dropped} row(s) with missing values in used columns were dropped",
+            MissingDataWarning,
+            stacklevel=4,
+        )
+    return frame, extra, n_dropped
+
+
+def _complete_rows(
+    missing: dict[str, np.ndarray], extra: dict[str, np.ndarray], n: int, fail: bool
+) -> tuple[np.ndarray | None, int]:
+    """Mask of the rows without a missing value (``None`` if that is all of them)
+    and the number of the others; with ``fail``, an error naming the columns."""
+    missing = {**missing, **{k: np.isnan(v) for k, v in extra.items()}}
+    mask = np.zeros(n, dtype=bool)
     for m in missing.values():
         mask |= m
     n_dropped = int(mask.sum())
@@ -434,16 +545,7 @@ def _drop_missing(
             f"{n_dropped} row(s) have missing values (in {', '.join(map(repr, cols))}) "
             "and na_action='fail'"
         )
-    if n_dropped:
-        keep = ~mask
-        frame = frame.loc[keep]
-        extra = {k: v[keep] for k, v in extra.items()}
-        warnings.warn(
-            f"{n_dropped} row(s) with missing values in used columns were dropped",
-            MissingDataWarning,
-            stacklevel=4,
-        )
-    return frame, extra, n_dropped
+    return (~mask if n_dropped else None), n_dropped
 
 
 def _check_finite(data: pd.DataFrame, used: list[str]) -> None:
@@ -466,6 +568,172 @@ def _tidy_categoricals(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
         if np.bincount(codes, minlength=len(values.cat.categories)).min() == 0:
             frame = frame.assign(**{col: values.cat.remove_unused_categories()})
     return frame
+
+
+def _copy_on_write() -> bool:
+    """Whether pandas copies shared data on write (always from pandas 3): only
+    then may the frame of ``ModelFrame.data`` be built after the call returns."""
+    return _PANDAS_MAJOR >= 3 or pd.get_option("mode.copy_on_write") is True
+
+
+_PANDAS_MAJOR = int(pd.__version__.split(".")[0])
+
+# The used columns of an ordinary frame are read once into numpy arrays
+# (:class:`ArrayColumns`); False sends every model through pandas frames and the
+# model-matrix code alone (the reference the tests compare with).
+FAST_PATH = True
+
+
+def _plain_numeric(dtype: Any) -> bool:
+    """A numpy int, unsigned or float dtype: its values need no pandas to read."""
+    return isinstance(dtype, np.dtype) and dtype.kind in "iuf"
+
+
+def _numeric_not_bool(values: Any) -> bool:
+    """Whether a Series or dtype is numeric and not boolean (a model-matrix column)."""
+    dtype = getattr(values, "dtype", values)
+    if _plain_numeric(dtype):  # the common case, without pandas' slower tests
+        return True
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+class ArrayColumns:
+    """The used columns of a DataFrame, each read once, for the complete rows.
+
+    Reading a column of a pandas frame costs microseconds (tens with an Arrow
+    string column index) and building a sub-frame far more; for small models
+    that was most of the cost of a fit. This holds each used column's values as
+    numpy arrays, restricted to the complete rows, and builds the pandas frame
+    of those rows (``ModelFrame.data``, formulaic's input) only when asked.
+
+    Parameters
+    ----------
+    data : DataFrame
+        The caller's data (never modified).
+    names : list of str
+        The used columns, in the order of the frame :meth:`frame` builds.
+    series : dict of str to Series
+        Those columns of ``data``, read once.
+    """
+
+    def __init__(self, data: pd.DataFrame, names: list[str], series: dict[str, pd.Series]):
+        self.columns = names
+        self.dtypes = {c: s.dtype for c, s in series.items()}
+        self.plain = {c: d for c, d in self.dtypes.items() if _plain_numeric(d)}
+        self._data = data
+        self._series = series
+        self.keep: np.ndarray | None = None  # complete rows; None: all of them
+        self._values: dict[str, np.ndarray] = {}
+        self._frame: pd.DataFrame | None = None
+
+    @classmethod
+    def read(cls, data: pd.DataFrame, names: list[str]) -> ArrayColumns | None:
+        """The columns ``names`` of ``data``, or ``None`` for a frame with a
+        repeated column name (left to the general path and its errors)."""
+        series = {c: data[c] for c in names}
+        if not all(isinstance(s, pd.Series) for s in series.values()):
+            return None
+        # under copy-on-write a shallow copy is a snapshot: the caller's later
+        # edits do not reach the frame built from it after the call
+        snapshot = data.copy(deep=False) if _copy_on_write() else data
+        return cls(snapshot, names, series)
+
+    def drop_missing(
+        self, extra: dict[str, np.ndarray], fail: bool = False
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """:func:`_drop_missing`: keep the complete rows only (R's na.omit), or
+        an error naming the columns (na.fail)."""
+        missing = {c: _column_missing(s) for c, s in self._series.items()}
+        self.keep, n_dropped = _complete_rows(missing, extra, len(self._data), fail)
+        if not _copy_on_write():  # the frame must be a copy taken now
+            self.frame()
+        if n_dropped:
+            extra = {k: v[self.keep] for k, v in extra.items()}
+            warnings.warn(
+                f"{n_dropped} row(s) with missing values in used columns were dropped",
+                MissingDataWarning,
+                stacklevel=4,
+            )
+        return extra, n_dropped
+
+    @property
+    def nrows(self) -> int:
+        return len(self._data) if self.keep is None else int(np.count_nonzero(self.keep))
+
+    def row_label(self, i: int) -> Any:
+        """Index label of the ``i``-th complete row."""
+        if self.keep is not None:
+            i = int(np.flatnonzero(self.keep)[i])
+        return self._data.index[i]
+
+    def series(self, name: str) -> pd.Series:
+        """Column ``name`` of the complete rows as a pandas Series."""
+        s = self._series[name]
+        return s if self.keep is None else s[self.keep]
+
+    def values(self, name: str) -> np.ndarray:
+        """Values of column ``name`` in the complete rows (a numpy-backed column)."""
+        if name not in self._values:
+            arr = self._series[name].to_numpy()
+            self._values[name] = arr if self.keep is None else arr[self.keep]
+        return self._values[name]
+
+    def floats(self, name: str) -> np.ndarray:
+        """A plain numeric column as a new float array (never the caller's memory)."""
+        return np.array(self.values(name), dtype=float)
+
+    def check_finite(self) -> None:
+        """:func:`_check_finite` without a frame."""
+        for col in self.columns:
+            dtype = self.dtypes[col]
+            if dtype.kind != "f":
+                continue
+            arr = self.values(col) if isinstance(dtype, np.dtype) else self.series(col).to_numpy()
+            if np.isinf(arr).any():
+                raise DataError(f"column {col!r} holds infinite values (+-Inf)")
+
+    def factor(self, group: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """Codes and levels of a grouping factor (:func:`factor_codes`,
+        :func:`interaction_codes`) from the arrays."""
+        parts = [self._factor(g) for g in group]
+        return parts[0] if len(parts) == 1 else combine_codes(parts)
+
+    def _factor(self, name: str) -> tuple[np.ndarray, list[str]]:
+        dtype = self.dtypes[name]
+        if isinstance(dtype, pd.CategoricalDtype):
+            cat = self._series[name].array
+            codes = cat.codes if self.keep is None else cat.codes[self.keep]
+            return category_codes(codes, cat.categories)
+        if isinstance(dtype, np.dtype):
+            return sorted_codes(self.values(name))
+        # extension dtypes: to_numpy's result may depend on missing values
+        return factor_codes(self.series(name))
+
+    def frame(self) -> pd.DataFrame:
+        """The used columns of the complete rows as a DataFrame, built once."""
+        if self._frame is None:
+            data = self._data
+            frame = data.take([data.columns.get_loc(c) for c in self.columns], axis=1)
+            if self.keep is not None:
+                frame = frame.loc[self.keep]
+            self._frame = _tidy_categoricals(frame, self.columns)
+        return self._frame
+
+    def deferred_frame(self) -> pd.DataFrame | Deferred:
+        """:meth:`frame`, or a promise of it if it has not been needed yet."""
+        return self._frame if self._frame is not None else Deferred(self.frame)
+
+
+class Deferred:
+    """A value computed on first use (see :class:`ModelFrame`)."""
+
+    def __init__(self, make: Any):
+        self.make = make
+
+
+def _dtype_of(data: pd.DataFrame | ArrayColumns, col: str) -> Any:
+    """The dtype of a used column, read from a frame or from the arrays."""
+    return data.dtypes[col] if isinstance(data, ArrayColumns) else data[col].dtype
 
 
 # R's arithmetic functions that formulaic does not know by these names.
@@ -517,27 +785,20 @@ class SimpleSpec:
         self.column_names = (["Intercept"] if intercept else []) + variables
 
     @classmethod
-    def parse(cls, rhs: str, data: pd.DataFrame) -> "SimpleSpec | None":
-        tokens = [t.strip() for t in rhs.replace("-", "+-").split("+")]
-        intercept, variables = True, []
-        for token in tokens:
-            if token in ("1", ""):
-                continue
-            if token in ("0", "-1", "- 1"):
-                intercept = False
-            elif (
-                re.fullmatch(r"[A-Za-z_][\w]*", token)
-                and token in data.columns
-                and token not in variables
-                and pd.api.types.is_numeric_dtype(data[token])
-                and not pd.api.types.is_bool_dtype(data[token])
-            ):
-                variables.append(token)
-            else:
-                return None
-        if "" in tokens[1:]:  # dangling operator: let formulaic report it
+    def parse(cls, rhs: str, data: pd.DataFrame | Mapping[str, Any]) -> SimpleSpec | None:
+        """The spec of ``rhs`` if it is that simple, else ``None``.
+
+        ``data`` is the frame, or a mapping of column names to dtypes.
+        """
+        shape = _simple_shape(rhs)
+        if shape is None:
             return None
-        return cls(intercept, variables)
+        intercept, variables = shape
+        names = data.columns if isinstance(data, pd.DataFrame) else data
+        for name in variables:
+            if name not in names or not _numeric_not_bool(data[name]):
+                return None
+        return cls(intercept, list(variables))
 
     def get_model_matrix(
         self, data: pd.DataFrame, na_action: str = "raise", context: Any = None
@@ -550,8 +811,47 @@ class SimpleSpec:
         values = np.column_stack(cols) if cols else np.empty((len(data), 0))
         return DesignMatrix(values, list(self.column_names), self)
 
+    def from_arrays(self, cols: ArrayColumns) -> DesignMatrix:
+        """:meth:`get_model_matrix` on the complete rows held by ``cols``."""
+        values = np.empty((cols.nrows, len(self.column_names)))
+        if self.intercept:
+            values[:, 0] = 1.0
+        for j, name in enumerate(self.variables, start=int(self.intercept)):
+            values[:, j] = cols.values(name)  # the same cast as to_numpy(dtype=float)
+        return DesignMatrix(values, list(self.column_names), self)
 
-def _model_matrix(rhs: str, data: pd.DataFrame, where: str) -> DesignMatrix:
+    def r_names(self) -> list[str]:
+        """:func:`r_column_names` of the columns: plain names need no translating."""
+        return ["(Intercept)" if n == "Intercept" else n for n in self.column_names]
+
+
+@functools.lru_cache(maxsize=1024)
+def _simple_shape(rhs: str) -> tuple[bool, tuple[str, ...]] | None:
+    """Intercept flag and variable names of a right side that is only an optional
+    intercept and distinct names (whether those are numeric columns is for
+    :meth:`SimpleSpec.parse`), else ``None``."""
+    tokens = [t.strip() for t in rhs.replace("-", "+-").split("+")]
+    intercept, variables = True, []
+    for token in tokens:
+        if token in ("1", ""):
+            continue
+        if token in ("0", "-1", "- 1"):
+            intercept = False
+        elif re.fullmatch(r"[A-Za-z_][\w]*", token) and token not in variables:
+            variables.append(token)
+        else:
+            return None
+    if "" in tokens[1:]:  # dangling operator: let formulaic report it
+        return None
+    return intercept, tuple(variables)
+
+
+def _model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> DesignMatrix:
+    if isinstance(data, ArrayColumns):
+        simple = SimpleSpec.parse(rhs, data.plain)
+        if simple is not None:
+            return simple.from_arrays(data)
+        data = data.frame()
     simple = SimpleSpec.parse(rhs, data)
     if simple is not None:
         return simple.get_model_matrix(data)
@@ -567,6 +867,13 @@ def _model_matrix(rhs: str, data: pd.DataFrame, where: str) -> DesignMatrix:
     spec = AliasedSpec(mm.model_spec, aliases) if aliases else mm.model_spec
     columns = [_unalias(c, aliases) for c in mm.columns]
     return DesignMatrix(np.asarray(mm, dtype=float), columns, spec)
+
+
+def _r_names(mm: DesignMatrix) -> list[str]:
+    """R's names of a model matrix's columns (:func:`r_column_names`)."""
+    if isinstance(mm.model_spec, SimpleSpec):
+        return mm.model_spec.r_names()
+    return r_column_names(list(mm.columns), mm.model_spec)
 
 
 def _reserved_names() -> set[str]:
@@ -616,10 +923,15 @@ class AliasedSpec:
         return self.spec.get_model_matrix(data.rename(columns=self.aliases), **kwargs)
 
 
-def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
+def _response(parsed: ParsedFormula, data: pd.DataFrame | ArrayColumns) -> np.ndarray:
     lhs = parsed.response
     if lhs is None:
         raise FormulaError("the formula has no response: write it as 'y ~ ...'", parsed.text, 0)
+    if isinstance(data, ArrayColumns):
+        if lhs in data.plain:
+            return data.floats(lhs)
+        if lhs in data.columns:  # checked (and an error raised) on the frame
+            data = data.frame()
     if lhs in data.columns:
         col = data[lhs]
         if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
@@ -628,8 +940,10 @@ def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
     return evaluate_expression(lhs, data, "response")
 
 
-def evaluate_expression(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
+def evaluate_expression(expr: str, data: pd.DataFrame | ArrayColumns, what: str) -> np.ndarray:
     """Evaluate an arithmetic expression of columns (``log(y)``, ``Days * 2``)."""
+    if isinstance(data, ArrayColumns) and expr in data.plain:
+        return data.floats(expr)  # what formulaic's I(x) gives for a numeric x
     mm = _model_matrix(f"0 + I({expr})", data, what)
     if mm.shape[1] != 1:
         raise DataError(f"{what} {expr!r} does not evaluate to one numeric column")
@@ -637,13 +951,15 @@ def evaluate_expression(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
 
 
 def build_fixed(
-    parsed: ParsedFormula, data: pd.DataFrame, contrasts: Mapping[str, str] | None = None
+    parsed: ParsedFormula,
+    data: pd.DataFrame | ArrayColumns,
+    contrasts: Mapping[str, str] | None = None,
 ) -> FixedEffects:
     """The fixed-effects matrix with aliased columns dropped (and a warning naming them)."""
     rhs = with_contrasts(rewrite_factor_calls(parsed.fixed), contrasts or {})
     mm = _model_matrix(rhs, data, "fixed-effects")
     X = np.asarray(mm, dtype=float)
-    all_names = r_column_names(list(mm.columns), mm.model_spec)
+    all_names = _r_names(mm)
     kept = full_rank_columns(X)
     if len(kept) < X.shape[1]:
         dropped = [all_names[i] for i in range(X.shape[1]) if i not in set(kept.tolist())]
@@ -663,14 +979,17 @@ def build_fixed(
 
 
 def build_term(
-    spec: RandomTermSpec, data: pd.DataFrame, contrasts: Mapping[str, str] | None = None
+    spec: RandomTermSpec,
+    data: pd.DataFrame | ArrayColumns,
+    contrasts: Mapping[str, str] | None = None,
 ) -> ReTerm:
     """One random-effects term: grouping codes, levels and its model matrix."""
-    groups = [data[g] for g in spec.group]
-    if len(groups) == 1:
-        codes, levels = factor_codes(groups[0])
+    if isinstance(data, ArrayColumns):
+        codes, levels = data.factor(spec.group)
+    elif len(spec.group) == 1:
+        codes, levels = factor_codes(data[spec.group[0]])
     else:
-        codes, levels = interaction_codes(groups)
+        codes, levels = interaction_codes([data[g] for g in spec.group])
     mm = _model_matrix(
         with_contrasts(rewrite_factor_calls(spec.expr), contrasts or {}),
         data,
@@ -679,7 +998,7 @@ def build_term(
     z = np.ascontiguousarray(np.asarray(mm, dtype=float))
     if z.shape[1] == 0:
         raise FormulaError(f"random-effects term {spec.text} has no columns")
-    cnames = r_column_names(list(mm.columns), mm.model_spec)
+    cnames = _r_names(mm)
     term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec)
     _check_term_size(term, len(codes))
     return term
@@ -721,7 +1040,10 @@ def build_model_frame(
 ) -> ModelFrame:
     """Check the data against the formula, drop incomplete rows, build every matrix.
 
-    The caller's DataFrame is never modified.
+    The caller's DataFrame is never modified. The used columns are read once into
+    numpy arrays (:class:`ArrayColumns`); intercepts and plain numeric columns
+    are built from those, anything else by formulaic from the frame of the
+    complete rows, so results do not depend on the path taken.
     """
     data = to_pandas(data)
     if len(data) == 0:
@@ -732,27 +1054,40 @@ def build_model_frame(
     o_arr, o_col = _column_or_array(offset, data, "offset")
     columns = sorted(used | {c for c in (w_col, o_col) if c})
     extra = {k: v for k, v in (("weights", w_arr), ("offset", o_arr)) if v is not None}
-    frame, extra, n_dropped = _drop_missing(data, columns, extra, fail=na_action == "fail")
-    if len(frame) == 0:
-        raise DataError("no complete rows remain after dropping rows with missing values")
-    _check_finite(frame, columns)
-    frame = _tidy_categoricals(frame, columns)
+    fail = na_action == "fail"
+    cols = ArrayColumns.read(data, columns) if FAST_PATH else None
+    if cols is not None:
+        extra, n_dropped = cols.drop_missing(extra, fail=fail)
+        if cols.nrows == 0:
+            raise DataError("no complete rows remain after dropping rows with missing values")
+        cols.check_finite()
+        source: pd.DataFrame | ArrayColumns = cols
+        row_label = cols.row_label
+    else:
+        frame, extra, n_dropped = _drop_missing(data, columns, extra, fail=fail)
+        if len(frame) == 0:
+            raise DataError("no complete rows remain after dropping rows with missing values")
+        _check_finite(frame, columns)
+        source = frame = _tidy_categoricals(frame, columns)
+        row_label = frame.index.__getitem__
 
-    y = _response(parsed, frame)
-    w = extra["weights"] if "weights" in extra else _numeric_column(frame, w_col, "weights")
+    y = _response(parsed, source)
+    w = extra["weights"] if "weights" in extra else _numeric_column(source, w_col, "weights")
     if w is not None:
-        _check_weights(w, frame.index, w_col)
-    given_offset = extra["offset"] if "offset" in extra else _numeric_column(frame, o_col, "offset")
+        _check_weights(w, row_label, w_col)
+    given_offset = (
+        extra["offset"] if "offset" in extra else _numeric_column(source, o_col, "offset")
+    )
     if given_offset is not None and not np.all(np.isfinite(given_offset)):
         where = f"column {o_col!r}" if o_col else "offset"
         raise DataError(f"offset {where} holds infinite values (+-Inf)")
-    off = _total_offset(parsed, frame, given_offset)
-    codings = factor_contrasts(frame, columns, contrasts)
-    fixed = build_fixed(parsed, frame, codings)
-    terms = order_terms([build_term(spec, frame, codings) for spec in parsed.random])
+    off = _total_offset(parsed, source, given_offset)
+    codings = factor_contrasts(source, columns, contrasts)
+    fixed = build_fixed(parsed, source, codings)
+    terms = order_terms([build_term(spec, source, codings) for spec in parsed.random])
     return ModelFrame(
         parsed=parsed,
-        data=frame,
+        data=source.deferred_frame() if isinstance(source, ArrayColumns) else source,
         y=y,
         fixed=fixed,
         terms=terms,
@@ -763,31 +1098,44 @@ def build_model_frame(
     )
 
 
-def _numeric_column(frame: pd.DataFrame, col: str | None, what: str) -> np.ndarray | None:
+def _numeric_column(
+    frame: pd.DataFrame | ArrayColumns, col: str | None, what: str
+) -> np.ndarray | None:
     """A weights / offset column as floats, or a DataError naming it."""
     if col is None:
         return None
+    if isinstance(frame, ArrayColumns):
+        if col in frame.plain:
+            return frame.floats(col)
+        frame = frame.frame()
     values = frame[col]
     if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
         raise DataError(f"{what} column {col!r} is not numeric (dtype {values.dtype})")
     return values.to_numpy(dtype=float)
 
 
-def _check_weights(w: np.ndarray, index: pd.Index, col: str | None) -> None:
-    """Prior weights must be finite, non-negative and not all zero."""
+def _check_weights(w: np.ndarray, row_label: Callable[[int], Any], col: str | None) -> None:
+    """Prior weights must be finite, non-negative and not all zero (``row_label``
+    gives the index label of a row, for the message)."""
     where = f"weights column {col!r}" if col else "weights"
     for bad, what in ((~np.isfinite(w), "infinite"), (w < 0, "negative")):
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise DataError(
                 f"{where} must be finite and non-negative: {int(bad.sum())} {what} value(s), "
-                f"the first at row {index[first]} ({float(w[first]):g})"
+                f"the first at row {row_label(first)} ({float(w[first]):g})"
             )
     if not np.any(w > 0):
         raise DataError(f"{where} are all zero: no observation carries information")
 
 
 def _used_columns(parsed: ParsedFormula) -> set[str]:
+    return set(_used_columns_cached(parsed))
+
+
+@functools.lru_cache(maxsize=512)
+def _used_columns_cached(parsed: ParsedFormula) -> frozenset[str]:
+    """:func:`_used_columns`, once per formula (parsed formulas are immutable)."""
     used: set[str] = set()
     if parsed.response:
         used |= variables_in(parsed.response)
@@ -797,11 +1145,11 @@ def _used_columns(parsed: ParsedFormula) -> set[str]:
     for term in parsed.random:
         used |= variables_in(term.expr)
         used |= set(term.group)
-    return used
+    return frozenset(used)
 
 
 def _total_offset(
-    parsed: ParsedFormula, frame: pd.DataFrame, given: np.ndarray | None
+    parsed: ParsedFormula, frame: pd.DataFrame | ArrayColumns, given: np.ndarray | None
 ) -> np.ndarray | None:
     total = None if given is None else np.asarray(given, dtype=float).copy()
     for expr in parsed.offsets:

@@ -1,0 +1,351 @@
+"""The numpy path of ``build_model_frame`` against the general (pandas) path.
+
+``build_model_frame`` reads the used columns once into numpy arrays and builds
+intercepts, plain numeric columns and grouping codes from them. With
+``design.FAST_PATH = False`` every model goes through pandas frames and the
+model-matrix code (SimpleSpec or formulaic) alone, as before the numpy path
+existed; both must give identical frames, warnings and errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixedmodels as mm
+from mixedmodels import design
+from mixedmodels.design import build_model_frame, full_rank_columns
+from mixedmodels.exceptions import MixedModelsError
+from mixedmodels.formula import parse_formula
+
+
+@pytest.fixture(scope="module")
+def sleep():
+    return mm.datasets.load("sleepstudy")
+
+
+@pytest.fixture(scope="module")
+def datasets(sleep):
+    return {
+        "sleepstudy": sleep,
+        "Dyestuff": mm.datasets.load("Dyestuff"),
+        "Penicillin": mm.datasets.load("Penicillin"),
+        "Pastes": mm.datasets.load("Pastes"),
+    }
+
+
+def build(path, formula, data, **kwargs):
+    """The frame (or the error) and the warnings of one path: ``fast``,
+    ``general`` (pandas frames) or ``formulaic`` (general, no SimpleSpec)."""
+    fast, parse = design.FAST_PATH, design.SimpleSpec.parse
+    design.FAST_PATH = path == "fast"
+    if path == "formulaic":
+        design.SimpleSpec.parse = classmethod(lambda cls, rhs, data: None)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = build_model_frame(parse_formula(formula), data, **kwargs)
+            except MixedModelsError as err:
+                result = err
+    finally:
+        design.FAST_PATH, design.SimpleSpec.parse = fast, parse
+    return result, [(w.category, str(w.message), w.filename, w.lineno) for w in caught]
+
+
+def assert_same_frame(a, b, same_specs=True):
+    """Every array, name and level of two model frames is identical."""
+    np.testing.assert_array_equal(a.y, b.y)
+    assert a.y.dtype == b.y.dtype
+    np.testing.assert_array_equal(a.fixed.X, b.fixed.X)
+    assert a.fixed.names == b.fixed.names
+    assert a.fixed.all_names == b.fixed.all_names
+    np.testing.assert_array_equal(a.fixed.kept, b.fixed.kept)
+    if same_specs:
+        assert type(a.fixed.model_spec) is type(b.fixed.model_spec)
+    assert len(a.terms) == len(b.terms)
+    for s, t in zip(a.terms, b.terms):
+        assert s.spec == t.spec
+        np.testing.assert_array_equal(s.codes, t.codes)
+        assert s.codes.dtype == t.codes.dtype == np.int64
+        assert s.levels == t.levels
+        np.testing.assert_array_equal(s.z, t.z)
+        assert s.z.flags.c_contiguous and t.z.flags.c_contiguous
+        assert s.cnames == t.cnames
+        assert s.theta_names() == t.theta_names()
+    for name in ("weights", "offset"):
+        u, v = getattr(a, name), getattr(b, name)
+        assert (u is None) == (v is None), name
+        if u is not None:
+            np.testing.assert_array_equal(u, v)
+    assert a.n_dropped == b.n_dropped
+    assert a.response_name == b.response_name
+    pd.testing.assert_frame_equal(a.data, b.data)
+    for col in a.data.columns:
+        if isinstance(a.data[col].dtype, pd.CategoricalDtype):
+            assert list(a.data[col].cat.categories) == list(b.data[col].cat.categories)
+
+
+def assert_paths_agree(formula, data, formulaic=True, **kwargs):
+    """The fast path equals the general path (and formulaic, if ``formulaic``):
+    frames or errors, and warnings (with the line they are attributed to)."""
+    polars = not isinstance(data, pd.DataFrame)
+    before = data.clone() if polars else data.copy(deep=True)
+    paths = ["fast", "general"] + (["formulaic"] if formulaic else [])
+    results = {path: build(path, formula, data, **kwargs) for path in paths}
+    if polars:  # the caller's data untouched
+        assert data.equals(before)
+    else:
+        pd.testing.assert_frame_equal(data, before)
+    fast, fast_warnings = results.pop("fast")
+    for path, (other, other_warnings) in results.items():
+        assert fast_warnings == other_warnings, path
+        if isinstance(fast, Exception) or isinstance(other, Exception):
+            assert type(fast) is type(other) and str(fast) == str(other), path
+        else:
+            assert_same_frame(fast, other, same_specs=path == "general")
+    return fast
+
+
+CASES = [
+    ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
+    ("sleepstudy", "Reaction ~ Days + (1 | Subject)"),
+    ("sleepstudy", "Reaction ~ Days + (Days || Subject)"),
+    ("sleepstudy", "Reaction ~ 1 + Days + (0 + Days | Subject) + (1 | Subject)"),
+    ("sleepstudy", "Reaction ~ 0 + Days + (1 | Subject)"),
+    ("sleepstudy", "log(Reaction) ~ Days + (1 | Subject)"),
+    ("sleepstudy", "Reaction ~ Days + I(Days**2) + (Days | Subject)"),
+    ("sleepstudy", "Reaction ~ Days + offset(Days) + (1 | Subject)"),
+    ("sleepstudy", "Reaction ~ Days + I(2 * Days) + (1 | Subject)"),  # rank deficient
+    ("Dyestuff", "Yield ~ 1 + (1 | Batch)"),
+    ("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)"),
+    ("Pastes", "strength ~ 1 + (1 | batch/cask)"),
+    ("Pastes", "strength ~ 1 + (1 | cask:batch)"),
+]
+
+
+@pytest.mark.parametrize("name, formula", CASES)
+def test_bundled_datasets(datasets, name, formula):
+    assert_paths_agree(formula, datasets[name])
+
+
+def with_missing(sleep):
+    data = sleep.copy()
+    data.loc[[3, 50], "Reaction"] = np.nan
+    data["Days"] = data["Days"].astype(float)
+    data.loc[[7, 50, 90], "Days"] = np.nan
+    data.loc[[120], "Subject"] = np.nan
+    data["other"] = np.nan  # not used: must not drop rows
+    return data
+
+
+@pytest.mark.parametrize("formula", [CASES[0][1], CASES[1][1], CASES[5][1]])
+def test_missing_rows(sleep, formula):
+    frame = assert_paths_agree(formula, with_missing(sleep))
+    assert frame.n_dropped == 5
+    assert list(frame.data.index[:8]) == [0, 1, 2, 4, 5, 6, 8, 9]
+
+
+def test_missing_rows_fail(sleep):
+    assert_paths_agree(CASES[0][1], with_missing(sleep), na_action="fail")
+
+
+def test_grouping_factor_as_strings(sleep):
+    for dtype in (str, object):
+        data = sleep.assign(Subject=sleep["Subject"].astype(str).astype(dtype))
+        assert_paths_agree(CASES[0][1], data)
+        data.loc[[0, 5], "Subject"] = None
+        assert_paths_agree(CASES[0][1], data)
+
+
+def test_grouping_factor_as_numbers(sleep):
+    """Integer codes sort as numbers (R's factor()), not as strings."""
+    data = sleep.assign(Subject=sleep["Subject"].astype(int) % 1000 - 300)
+    frame = assert_paths_agree(CASES[0][1], data)
+    assert frame.terms[0].levels[:3] == ["8", "9", "10"]
+    floats = sleep.assign(Subject=sleep["Subject"].astype(float) / 10)
+    assert_paths_agree(CASES[1][1], floats)
+
+
+def test_categorical_with_unused_levels(sleep):
+    cats = ["999", *reversed(sleep["Subject"].cat.categories), "000"]
+    data = sleep.assign(Subject=sleep["Subject"].cat.set_categories(cats))
+    frame = assert_paths_agree(CASES[0][1], data)
+    assert frame.terms[0].levels == [c for c in cats if c not in ("999", "000")]
+    assert list(frame.data["Subject"].cat.categories) == frame.terms[0].levels
+    # a level left unused only by dropping incomplete rows
+    data = data.copy()
+    data.loc[data["Subject"] == "308", "Reaction"] = np.nan
+    frame = assert_paths_agree(CASES[0][1], data)
+    assert "308" not in frame.terms[0].levels
+
+
+def test_ordered_and_factor_fixed_effects(sleep):
+    """A factor in the fixed part goes through formulaic, the terms need not."""
+    data = sleep.assign(
+        week=pd.Categorical(np.where(sleep["Days"] < 5, "early", "late"), ordered=True),
+        grp=np.where(sleep["Days"] % 2 == 0, "even", "odd"),
+    )
+    assert_paths_agree("Reaction ~ Days + week + grp + (Days | Subject)", data)
+    assert_paths_agree(
+        "Reaction ~ Days + grp + (1 | Subject)", data, contrasts={"grp": "contr.sum"}
+    )
+
+
+def test_weights_and_offsets(sleep):
+    rng = np.random.default_rng(0)
+    data = sleep.assign(w=rng.uniform(0.5, 2, len(sleep)), o=rng.normal(size=len(sleep)))
+    for kwargs in (
+        {"weights": "w"},
+        {"weights": data["w"].to_numpy()},
+        {"offset": "o"},
+        {"offset": data["o"].to_numpy(), "weights": "w"},
+    ):
+        assert_paths_agree(CASES[0][1], data, **kwargs)
+    missing = data.copy()
+    missing.loc[[4, 9], "w"] = np.nan
+    missing.loc[[11], "o"] = np.nan
+    frame = assert_paths_agree(CASES[0][1], missing, weights="w", offset="o")
+    assert frame.n_dropped == 3
+
+
+@pytest.mark.parametrize(
+    "change, kwargs",
+    [
+        (lambda d: d.assign(w=-d["Days"] + 3.0), {"weights": "w"}),
+        (lambda d: d.assign(w=np.zeros(len(d))), {"weights": "w"}),
+        (lambda d: d.assign(w=d["Days"] > 3), {"weights": "w"}),
+        (lambda d: d.assign(Reaction=d["Reaction"].where(d["Days"] != 4, np.inf)), {}),
+        (lambda d: d.assign(o=np.where(d["Days"] == 2, -np.inf, 0.0)), {"offset": "o"}),
+        (lambda d: d.assign(Reaction=d["Reaction"] > 250), {}),
+        (lambda d: d.assign(Reaction=d["Subject"]), {}),
+        (lambda d: d, {"contrasts": {"Days": "contr.bogus"}}),
+        (lambda d: d, {"contrasts": {"nope": "contr.sum"}}),
+        (lambda d: d.iloc[:15], {}),
+        (lambda d: d.iloc[:10], {}),
+    ],
+)
+def test_errors_agree(sleep, change, kwargs):
+    data = change(sleep.copy())
+    data.index = data.index + 1000  # row labels in messages
+    assert_paths_agree(CASES[0][1], data, **kwargs)
+
+
+def test_duplicate_column_names(sleep):
+    data = pd.concat([sleep, sleep[["Days"]]], axis=1)
+    with pytest.raises(Exception) as fast:
+        build_model_frame(parse_formula(CASES[0][1]), data)
+    design.FAST_PATH = False
+    try:
+        with pytest.raises(Exception) as general:
+            build_model_frame(parse_formula(CASES[0][1]), data)
+    finally:
+        design.FAST_PATH = True
+    assert type(fast.value) is type(general.value)
+
+
+def test_polars_input(sleep):
+    pl = pytest.importorskip("polars")
+    data = pl.from_pandas(with_missing(sleep))
+    frame = assert_paths_agree(CASES[0][1], data, formulaic=False)
+    assert frame.n_dropped == 5
+    data = data.with_columns(pl.col("Subject").cast(pl.Utf8), pl.col("Days").cast(pl.Float32))
+    assert_paths_agree(CASES[0][1], data, formulaic=False)
+
+
+def test_without_copy_on_write(sleep, monkeypatch):
+    """Where pandas does not copy on write, the frame is built during the call."""
+    monkeypatch.setattr(design, "_copy_on_write", lambda: False)
+    data = with_missing(sleep)
+    frame = assert_paths_agree(CASES[0][1], data, formulaic=False)
+    assert isinstance(frame.__dict__["_data"], pd.DataFrame)
+
+
+@pytest.mark.filterwarnings("ignore::mixedmodels.MissingDataWarning")
+def test_deferred_data_is_a_snapshot(sleep):
+    """The frame of the used rows is built on first access, from the data as
+    they were at the call; pickles and copies hold it, not the caller's frame."""
+    data = with_missing(sleep)
+    frame = build_model_frame(parse_formula(CASES[0][1]), data)
+    expected, _ = build("general", CASES[0][1], data)
+    data.loc[0, "Days"] = 99.0
+    data["Reaction"] = 0.0
+    data.index = data.index + 5
+    pd.testing.assert_frame_equal(frame.data, expected.data)
+    again = build_model_frame(parse_formula(CASES[0][1]), sleep)
+    copied = pickle.loads(pickle.dumps(again))
+    assert "other" not in copied.data.columns
+    pd.testing.assert_frame_equal(copied.data, again.data)
+    pd.testing.assert_frame_equal(copy.deepcopy(again).data, again.data)
+
+
+@pytest.mark.filterwarnings("ignore::mixedmodels.MissingDataWarning")
+def test_fit_results_unchanged(sleep):
+    """A whole fit through either path gives the same numbers."""
+    fits = []
+    for fast in (True, False):
+        design.FAST_PATH = fast
+        try:
+            fits.append(mm.lmer(CASES[0][1], with_missing(sleep)))
+        finally:
+            design.FAST_PATH = True
+    a, b = fits
+    assert a.frame.n_dropped == 5
+    np.testing.assert_array_equal(a.fixef.to_numpy(), b.fixef.to_numpy())
+    np.testing.assert_array_equal(a.theta.to_numpy(), b.theta.to_numpy())
+    pd.testing.assert_series_equal(a.fitted, b.fitted)
+
+
+def reference_rank(X, tol=design.RANK_TOL):
+    """full_rank_columns as it was: QR, then least squares on every column."""
+    R = np.linalg.qr(X, mode="r")
+    norms = np.linalg.norm(R, axis=0)
+    kept = []
+    for j in range(R.shape[1]):
+        col = R[:, j]
+        resid = col
+        if kept:
+            coef, *_ = np.linalg.lstsq(R[:, kept], col, rcond=None)
+            resid = col - R[:, kept] @ coef
+        if norms[j] > 0 and np.linalg.norm(resid) > tol * norms[j]:
+            kept.append(j)
+    return np.asarray(kept, dtype=np.int64)
+
+
+def test_rank_of_one_or_two_columns():
+    """The QR-free test of one or two columns decides as the QR does, also
+    next to its threshold and at extreme scales."""
+    rng = np.random.default_rng(1)
+    with np.errstate(all="ignore"):
+        for _ in range(3000):
+            n, p = int(rng.integers(2, 40)), int(rng.integers(1, 3))
+            X = rng.normal(size=(n, p))
+            X[:, 0] = 1.0 if rng.random() < 0.5 else X[:, 0]
+            if p == 2:
+                scale = 10.0 ** rng.uniform(-8.5, -6)  # around the 1e-7 threshold
+                X[:, 1] = 3 * X[:, 0] + scale * rng.normal(size=n)
+            if rng.random() < 0.1:
+                X[:, rng.integers(p)] = 0.0
+            X *= 10.0 ** rng.choice([0, 0, 0, -150, 150, -99, 99])
+            np.testing.assert_array_equal(full_rank_columns(X), reference_rank(X))
+
+
+def test_category_codes_match_pandas():
+    """Codes and levels of a categorical, unused categories dropped, as pandas'
+    remove_unused_categories gives them (missing values stay -1)."""
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        k = int(rng.integers(1, 140))  # int8 and int16 codes
+        cats = [f"l{i}" for i in rng.permutation(k)]
+        values = rng.choice(cats + [None], size=int(rng.integers(1, 60)))
+        cat = pd.Categorical(values, categories=cats, ordered=bool(rng.integers(2)))
+        expected = pd.Series(cat).cat.remove_unused_categories()
+        codes, levels = design.category_codes(cat.codes, cat.categories)
+        assert codes.dtype == np.int64
+        np.testing.assert_array_equal(codes, expected.cat.codes.to_numpy())
+        assert levels == [str(c) for c in expected.cat.categories]
