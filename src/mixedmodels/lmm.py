@@ -31,7 +31,8 @@ from .exceptions import (
     SingularFitWarning,
 )
 from .formula import parse_formula, require_random
-from .linalg import Factor, TermData, make_system
+from .dense import DenseSystem
+from .linalg import AugmentedSystem, Factor, TermData
 from .optimize import OptimizerRecord, minimize_theta, minimize_theta_gradient
 from .progress import FitProgress
 from .results import MixedModelResults
@@ -112,7 +113,7 @@ class LinearMixedModel(MixedModelResults):
         for term in fr.terms:
             z = term.z if sqrtw is None else term.z * sqrtw[:, None]
             tdata.append(TermData(term.codes, z, term.nlevels))
-        self._system = make_system(tdata, Xy)
+        self._system = _make_system(tdata, Xy)
         self._theta_slices = _slices([t.ntheta for t in fr.terms])
         self._ldW = 0.0 if fr.weights is None else float(np.sum(np.log(fr.weights[fr.weights > 0])))
         self._n_eff = fr.nobs if fr.weights is None else int(np.count_nonzero(fr.weights))
@@ -296,7 +297,9 @@ class LinearMixedModel(MixedModelResults):
         relative to the within-group variance, gives θ; it lands near the optimum
         for crossed and nested variance components alike and saves a third to a
         half of the evaluations. It is clipped to [0.05, 5] so that the search
-        never starts on the boundary. Other terms start at λ = I.
+        never starts on the boundary. Other terms get the two-stage estimate of
+        their covariance from per-level least-squares fits (see
+        ``_regression_start``), and λ = I where that is not available.
         """
         fr = self.frame
         w = np.ones(fr.nobs) if fr.weights is None else fr.weights
@@ -311,6 +314,11 @@ class LinearMixedModel(MixedModelResults):
             start = term.theta_start()
             if term.k == 1 and np.all(term.z[:, 0] == 1.0):
                 start = np.array([_anova_ratio(resid, term.codes, term.nlevels)])
+            else:
+                lam = _regression_start(resid, w, term.z, term.codes, term.nlevels)
+                if lam is not None:
+                    rows, cols = term.theta_rows_cols()
+                    start = lam[rows, cols]
             parts.append(start)
         return np.concatenate(parts)
 
@@ -624,6 +632,17 @@ def _thread_controller():
     return ThreadpoolController()
 
 
+# Models with at most this many random effects + p + 1 are one dense block.
+DENSE_LIMIT = 1000
+
+
+def _make_system(terms: list[TermData], Xy: np.ndarray):
+    """The dense system for small models, the blocked one otherwise."""
+    if sum(t.q for t in terms) + Xy.shape[1] <= DENSE_LIMIT:
+        return DenseSystem(terms, Xy)
+    return AugmentedSystem.from_terms(terms, Xy)
+
+
 # Dense blocks below this size factor as fast on one BLAS thread as on more.
 _THREADED_BLOCK = 500
 
@@ -641,6 +660,45 @@ def _auto_blas_threads(block_size: int) -> int | None:
         return None
     idle = int(cores - max(load - 1.0, 0.0) + 0.5)
     return None if idle >= cores else max(idle, 1)
+
+
+def _regression_start(
+    resid: np.ndarray, w: np.ndarray, z: np.ndarray, codes: np.ndarray, nlevels: int
+) -> np.ndarray | None:
+    """λ from the two-stage (moment) estimate of a term's covariance.
+
+    Within every level with more observations than the term has columns, the
+    residuals are regressed on z: b_l = (Z_l'WZ_l)⁻¹Z_l'Wr_l. The covariance of
+    the b_l overstates Σ by the estimation error σ²(Z_l'WZ_l)⁻¹, whose average is
+    subtracted; relative to the pooled within-level σ², with eigenvalues kept
+    positive, its Cholesky factor is the starting λ. None when there are too few
+    usable levels.
+    """
+    k = z.shape[1]
+    wz = z * w[:, None]
+    zz = np.empty((nlevels, k, k))
+    for a in range(k):
+        for b in range(a, k):
+            zz[:, a, b] = zz[:, b, a] = np.bincount(codes, wz[:, a] * z[:, b], minlength=nlevels)
+    zr = np.stack([np.bincount(codes, wz[:, a] * resid, minlength=nlevels) for a in range(k)], 1)
+    rr = np.bincount(codes, w * resid**2, minlength=nlevels)
+    counts = np.bincount(codes, minlength=nlevels)
+    det = np.linalg.det(zz)
+    scale = np.einsum("lii->l", zz) ** k
+    usable = (counts > k) & (det > 1e-8 * np.maximum(scale, 1e-300))
+    if usable.sum() <= k + 1:
+        return None
+    zz, zr, rr, counts = zz[usable], zr[usable], rr[usable], counts[usable]
+    inv = np.linalg.inv(zz)
+    b = np.einsum("lab,lb->la", inv, zr)
+    sigma2 = (rr - np.einsum("la,la->l", b, zr)).sum() / (counts - k).sum()
+    if not sigma2 > 0:
+        return None
+    rel = np.cov(b, rowvar=False).reshape(k, k) / sigma2 - inv.mean(axis=0)
+    vals, vecs = np.linalg.eigh(rel)
+    vals = np.maximum(vals, 1e-2 * max(vals.max(), 1e-4))  # positive: not on a boundary
+    lam = np.linalg.cholesky((vecs * vals) @ vecs.T)
+    return lam if np.all(np.isfinite(lam)) else None
 
 
 def _anova_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int) -> float:

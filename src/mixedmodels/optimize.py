@@ -165,6 +165,7 @@ def minimize_theta_gradient(
     *,
     ftol_rel: float = 1e-12,
     gtol: float = 1e-4,
+    first_step: float = 0.1,
     maxeval: int = 10_000,
     keep_history: bool = False,
     callback: Callable[[int, float], None] | None = None,
@@ -181,22 +182,28 @@ def minimize_theta_gradient(
 
     start = np.asarray(start, dtype=float)
     log = _EvaluationLog(keep_history, callback)
+    # L-BFGS-B's first trial step has unit length; on θ / s it has length s in
+    # θ, a tenth of the start's size: from moment starts, which are near the
+    # optimum, a unit step overshoots and costs two evaluations to come back.
+    # After the first step the method is invariant to the scaling; gtol is
+    # scaled with it.
+    s = first_step * max(float(np.linalg.norm(start)), 0.1)
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        value, grad = objective_gradient(x)
-        value = log.record(x, value)
-        return value, (grad if value < 1e300 else np.zeros_like(x))
+        value, grad = objective_gradient(s * x)
+        value = log.record(s * x, value)
+        return value, (s * grad if value < 1e300 else np.zeros_like(x))
 
     def plain(x: np.ndarray) -> float:
-        return log.record(x, float(objective(x)))
+        return log.record(s * x, float(objective(s * x)))
 
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    options = {"ftol": ftol_rel, "gtol": gtol, "maxfun": maxeval, "maxls": 40}
+    bounds = [(lo / s if np.isfinite(lo) else None, None) for lo in lower]
+    options = {"ftol": ftol_rel, "gtol": gtol * s, "maxfun": maxeval, "maxls": 40}
     t0 = time.perf_counter()
-    x, result = start, None
+    x, result = start / s, None
     for _ in range(5):  # at most a few restarts off the boundary
         result = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
-        escape = _off_boundary(plain, result.x, float(result.fun), lower)
+        escape = _off_boundary(plain, result.x, float(result.fun), lower / s)
         if escape is None:
             break
         x = escape
