@@ -335,6 +335,29 @@ def test_rank_of_one_or_two_columns():
             np.testing.assert_array_equal(full_rank_columns(X), reference_rank(X))
 
 
+def test_rank_of_long_matrices_through_the_gram_matrix():
+    """For long X the X'X test decides only clearly independent columns, as the
+    QR would; dependent, near-dependent and badly scaled ones go to the QR."""
+    rng = np.random.default_rng(3)
+    with np.errstate(all="ignore"):
+        for _ in range(400):
+            p = int(rng.integers(3, 12))
+            n = int(rng.integers(4 * p, 400))
+            X = rng.normal(size=(n, p))
+            X[:, 0] = 1.0
+            kind = rng.integers(4)
+            j = int(rng.integers(1, p))
+            if kind == 1:  # an exact combination of earlier columns
+                X[:, j] = X[:, :j] @ rng.normal(size=j)
+            elif kind == 2:  # near the 1e-7 threshold
+                X[:, j] = X[:, :j] @ rng.normal(size=j) + 10.0 ** rng.uniform(-9, -5) * rng.normal(size=n)
+            elif kind == 3:  # dummy columns that sum to the intercept
+                groups = rng.integers(0, p - 1, n)
+                X[:, 1:] = np.eye(p - 1)[groups]
+            X *= 10.0 ** rng.choice([0, 0, -100, 100])
+            np.testing.assert_array_equal(full_rank_columns(X), reference_rank(X))
+
+
 def test_category_codes_match_pandas():
     """Codes and levels of a categorical, unused categories dropped, as pandas'
     remove_unused_categories gives them (missing values stay -1)."""
