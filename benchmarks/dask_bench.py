@@ -9,9 +9,11 @@ Z_g2'Z_g1 is as dense as it gets), writes it as Parquet files chunk by chunk
 (never all in memory; reused when present), then fits
 ``y ~ x + (1 | g1) + (1 | g2)`` by ML with ``mixedmodels.lmer(path)`` on a
 ``distributed.LocalCluster``. Reports the rows per second of the two passes over
-the data, the optimisation time, the total, and the peak memory (resident set
-size of this process plus its children, sampled every 100 ms with psutil; with
-``--processes`` the workers are child processes).
+the data, the optimisation time (evaluations, seconds per evaluation), the
+total, and the peak memory overall and per phase (resident set size of this
+process plus its children, sampled every 100 ms with psutil; with
+``--processes`` the workers are child processes; ``--memory-trace`` keeps the
+samples).
 """
 
 from __future__ import annotations
@@ -109,6 +111,17 @@ class PeakMemory:
             self._thread.join()
 
 
+def write_trace(path: Path, samples: list[tuple[float, int]], phases: dict, t0: float) -> None:
+    """The RSS samples as CSV, each with the phase it fell in."""
+    lines = ["seconds,rss_gb,phase"]
+    for t, rss in samples:
+        if t < t0:
+            continue
+        phase = next((name for name, (a, b) in phases.items() if a <= t <= b), "")
+        lines.append(f"{t - t0:.2f},{rss / 1e9:.3f},{phase}")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=lambda s: int(s.replace("_", "")), default=100_000_000)
@@ -122,12 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="threads per worker")
     ap.add_argument("--processes", action="store_true", help="worker processes (default: threads)")
     ap.add_argument("--split-every", type=int, default=2)
+    ap.add_argument("--blas-threads", default="auto",
+                    help="BLAS threads of the optimisation (fit(threads=...)); default auto")
     ap.add_argument("--no-fit", action="store_true",
                     help="run the two passes and build the system, then time one objective "
                     "and one objective-with-gradient evaluation instead of the whole fit")
     ap.add_argument("--passes-only", action="store_true",
                     help="with --no-fit: stop after building the system (no evaluation)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--memory-trace", type=Path, default=None,
+                    help="write the sampled RSS (seconds from the start, GB, phase) as CSV here")
     args = ap.parse_args(argv)
     if args.dir is None:
         args.dir = Path("/tmp/mixedmodels-100m") if args.rows == 100_000_000 else Path(
@@ -166,25 +183,29 @@ def main(argv: list[str] | None = None) -> int:
                     t_grad = time.perf_counter() - t1 - t_obj
                 m.timings["optimize"] = 0.0
             else:
-                m = mm.lmer(FORMULA, str(args.dir), reml=False, split_every=args.split_every)
+                threads = args.blas_threads if args.blas_threads == "auto" else int(args.blas_threads)
+                m = mm.lmer(
+                    FORMULA, str(args.dir), reml=False, split_every=args.split_every, threads=threads
+                )
             total = time.perf_counter() - t0
+    fit_skipped = args.no_fit or args.passes_only
     rusage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     rusage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
     tm = m.timings
-    phases = {}
-    edge = t0
-    for phase in ("levels_pass", "encodings", "accumulate_pass", "system"):
-        phases[phase] = round(mem.peak_between(edge, edge + tm[phase]) / 1e9, 2)
-        edge += tm[phase]
-    phases["evaluations" if (args.no_fit or args.passes_only) else "optimize"] = round(
-        mem.peak_between(edge, t0 + total) / 1e9, 2
-    )
+    if fit_skipped:  # what ran after the system was built
+        m.phases["evaluations"] = (m.phases["system"][1], t0 + total)
+    phases = {
+        phase: round(mem.peak_between(start, stop) / 1e9, 2) for phase, (start, stop) in m.phases.items()
+    }
+    if args.memory_trace:
+        write_trace(args.memory_trace, mem.samples, m.phases, t0)
     out = {
         "rows": m.nobs,
         "levels": m.ngroups,
         "cores": os.cpu_count(),
         "workers": args.workers,
+        "blas_threads": args.blas_threads,
         "threads_per_worker": args.threads,
         "processes": args.processes,
         "partitions": len(list(args.dir.glob("part-*.parquet"))),
@@ -195,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         "accumulate_rows_per_s": round(m.nobs / tm["accumulate_pass"]),
         "system_s": round(tm["system"], 2),
         "optimize_s": round(tm["optimize"], 2),
-        "evaluations": None if (args.no_fit or args.passes_only) else m.optsum.evaluations,
+        "evaluations": None if fit_skipped else m.optsum.evaluations,
+        "optimizer_s": None if fit_skipped else round(m.optsum.elapsed, 2),
+        "seconds_per_evaluation": None
+        if fit_skipped
+        else round(m.optsum.elapsed / max(m.optsum.evaluations, 1), 2),
         "total_s": round(total, 1),
         "peak_rss_gb_sampled": round(mem.peak / 1e9, 2) if mem.peak else None,
         "peak_rss_gb_by_phase": phases,

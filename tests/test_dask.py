@@ -163,6 +163,20 @@ def test_nested_grouping_interaction_and_string_factor():
     assert_same_fit(mm.lmer(f, data), mm.lmer(f, dd.from_pandas(data, npartitions=3)))
 
 
+def test_crossed_factors_dense_b():
+    """Fully crossed factors (every plate meets every sample): the accumulated
+    system stores B's random-effects rows dense and updates by BLAS; the fit,
+    conditional variances included, equals the in-memory one (one dense block)."""
+    pen = mm.datasets.load("Penicillin")
+    f = "diameter ~ 1 + (1 | plate) + (1 | sample)"
+    mem = mm.lmer(f, pen)
+    dsk = mm.lmer(f, dd.from_pandas(pen, npartitions=3))
+    assert dsk._system.dense_b
+    assert_same_fit(mem, dsk)
+    ml = mm.lmer(f, dd.from_pandas(pen, npartitions=3), reml=False)
+    assert_same_fit(mm.lmer(f, pen, reml=False), ml)
+
+
 def test_weights_offset_and_rank_deficiency(sleep):
     data = sleep.copy()
     rng = np.random.default_rng(1)

@@ -5,9 +5,11 @@ must agree to rounding on every structure."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import mixedmodels as mm
-from mixedmodels.linalg import AugmentedSystem, DenseSystem, TermData
+from mixedmodels.dense import DenseSystem
+from mixedmodels.linalg import AugmentedSystem, TermData, _fill_rows, _stack_csc
 
 MODELS = [
     ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
@@ -33,20 +35,28 @@ def _systems(name, formula):
     return model, terms, Xy, DenseSystem(terms, Xy), model.lambdas(theta)
 
 
-@pytest.mark.parametrize("path", ["operator", "kernels", "products"])
+@pytest.mark.parametrize("path", ["operator", "kernels", "products", "dense_b"])
 @pytest.mark.parametrize("name, formula", MODELS)
 def test_blocked_and_dense_systems_agree(name, formula, path):
     """With the precomputed rank-update operator and, when it would be too large
-    (limit 0 here), with the compiled loops (Numba) or scipy's sparse products."""
+    (limit 0 here), with the compiled loops (Numba) or scipy's sparse products;
+    and with B's random-effects rows stored dense (BLAS updates), forced here."""
     model, terms, Xy, dense, lams = _systems(name, formula)
     blocked = AugmentedSystem.from_terms(
-        terms, Xy, max_update_nnz=30_000_000 if path == "operator" else 0
+        terms,
+        Xy,
+        max_update_nnz=30_000_000 if path == "operator" else 0,
+        dense_b=path == "dense_b",
     )
+    assert blocked.dense_b == (path == "dense_b")
     assert (blocked._update is None) == (path != "operator")
     if path == "kernels":
         assert blocked._use_kernels, "numba is in the [test] extra"
     if path == "products":
         blocked._use_kernels = False
+    if path == "dense_b":
+        assert not blocked._use_kernels and blocked._B_re is None
+        blocked._dense.step = 5  # several chunks of levels, the last one partial
     fb, fd = blocked.factor(lams, keep=True), dense.factor(lams, keep=True)
     assert fb.logdet_re() == pytest.approx(fd.logdet_re(), rel=1e-12)
     assert fb.logdet_x() == pytest.approx(fd.logdet_x(), rel=1e-12)
@@ -102,3 +112,32 @@ def test_gradient_exact_at_a_singular_covariance():
         for e in np.eye(3)
     ]
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-4)
+
+
+def test_dense_b_chosen_by_density():
+    """B's random-effects rows are stored dense when most cells are nonzero
+    (fully crossed plate x sample) and stay sparse for nested factors."""
+    _, terms, Xy, _, _ = _systems("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)")
+    assert AugmentedSystem.from_terms(terms, Xy).dense_b
+    assert not AugmentedSystem.from_terms(terms, Xy, max_dense_bytes=100).dense_b
+    _, terms, Xy, _, _ = _systems("Pastes", "strength ~ 1 + (1 | batch/cask)")
+    assert not AugmentedSystem.from_terms(terms, Xy).dense_b
+
+
+def test_stacked_and_dense_copies_of_b():
+    """B's one sparse copy (several terms stacked by column pointers, int32
+    indices) and its dense transpose, filled a few entries at a time."""
+    rng = np.random.default_rng(3)
+    blocks = [
+        sp.random_array((m, 40), density=0.3, format="csc", rng=rng) for m in (7, 1, 12)
+    ]
+    blocks[1] = sp.csc_array((1, 40))  # an empty block
+    stacked = _stack_csc(blocks, 40)
+    expected = np.vstack([b.toarray() for b in blocks])
+    np.testing.assert_array_equal(stacked.toarray(), expected)
+    assert stacked.indices.dtype == np.int32 and stacked.has_canonical_format
+    Bt = np.full((40, 25), np.nan)
+    Bt[:, :20] = 0.0
+    _fill_rows(Bt, stacked, 0, entries=5)
+    np.testing.assert_array_equal(Bt[:, :20], expected.T)
+    assert np.isnan(Bt[:, 20:]).all()  # nothing written outside the block

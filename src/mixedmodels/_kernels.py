@@ -4,10 +4,13 @@ When the first term's levels touch many rows of the dense block (a million
 observations over 20,000 x 1,000 crossed levels), the list of entry pairs that
 the precomputed update operator stores would not fit in memory, and sparse
 matrix products of scipy spend most of their time in bookkeeping. The update
-and the gradient's gather walk the pattern of B = [Z_r X y]'Z_0 level by level
-instead: the same arithmetic, no pair list, no temporary sparse matrices; a
-third loop scales and finishes the dense block in one pass over its upper
-triangle (numpy would make several passes over an array of ~100 MB).
+and the gradient's gather walk the pattern of B's random-effects rows
+(Z_r'Z_0, CSC) level by level instead: the same arithmetic, no pair list, no
+temporary sparse matrices (B's dense [X y] rows are dense products in the
+engine); a third loop scales and finishes the dense block in one pass over its
+upper triangle (numpy would make several passes over an array of ~100 MB).
+When B is dense enough that most pairs exist, the engine uses BLAS instead
+(``linalg.DenseBelow``).
 
 Imported only when such a model is fitted; ``available()`` says whether Numba is
 installed (``pip install 'mixedmodels[fast]'``); without it the engine falls back

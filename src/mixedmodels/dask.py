@@ -19,8 +19,13 @@ its row partitions. So the data are never gathered in one place:
    ``split_every`` inputs per node. The QR factor ``R`` of the unweighted
    fixed-effects matrix is accumulated alongside (``qr([R_a; R_b])``), so
    aliased columns are found exactly as in memory (:func:`design.full_rank_columns`).
-4. The optimisation runs on the small blocks, with the same engine as
+   Sparse blocks carry int32 indices, a partition's Z'[X y] comes from weighted
+   counts (no n-row sparse matrix), and every task hands the heap memory it
+   freed back to the system, so the pass holds little beyond the partial sums.
+4. The optimisation runs on the accumulated blocks, with the same engine as
    :class:`~mixedmodels.lmm.LinearMixedModel` (this module's model is a subclass).
+   Nothing there is of the size of the data; the largest block, Z_i'Z_0, becomes
+   the engine's storage as it is (kept dense when most level pairs occur).
 
 Everything is expressed with ``dask.delayed``; whichever scheduler is active is
 used: a ``distributed.Client`` connected to a multi-machine cluster, a
@@ -32,8 +37,11 @@ only when ``lmer`` is given a Dask DataFrame or a path) needs no dask.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import re
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -375,6 +383,41 @@ def _stack_r(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.qr(both, mode="r")
 
 
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (other C libraries, other systems)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _returning_memory(fn: Any) -> Any:
+    """A task function that hands freed heap memory back to the system when done.
+
+    A partition's arrays (a few MB up to 32 MB) fall below glibc's adaptive mmap
+    threshold once a larger block has been freed, so they come from the worker
+    threads' malloc arenas, which keep their pages after ``free``: over the 50
+    partitions of 100 million rows the process held about 1 GB it no longer
+    used (accumulation peak 3.2 GB without trimming, 2.3 GB with). Dask's
+    documentation gives the same remedy (``malloc_trim``) for worker memory.
+    """
+
+    @functools.wraps(fn)
+    def task(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        finally:
+            trim = _malloc_trim()
+            if trim is not None:
+                trim(0)
+
+    return task
+
+
+@_returning_memory
 def _accumulate(plan: _Plan, part: pd.DataFrame) -> _Partial:
     enc = plan.encode(part)
     X, y, w = enc["X"], enc["y"], enc["w"]
@@ -403,6 +446,7 @@ def _accumulate(plan: _Plan, part: pd.DataFrame) -> _Partial:
     return _Partial(cross, R, len(y), n_eff, slw, enc["ndropped"])
 
 
+@_returning_memory
 def _sum(*parts: Any) -> Any:
     """Sum of partial results, releasing each as soon as it is added."""
     parts = list(parts)
@@ -430,6 +474,7 @@ def _map_reduce(ddf: Any, fn: Any, plan: _Plan, split_every: int) -> Any:
     return _tree_reduce(dask, leaves, max(2, int(split_every))).compute()
 
 
+@_returning_memory
 def _levels_fn(plan: _Plan, part: pd.DataFrame) -> _LevelsResult:
     return plan.levels_of(part)
 
@@ -516,7 +561,8 @@ class DaskLinearMixedModel(LinearMixedModel):
         self.formula = formula
         self.reml = bool(reml)
         self.data_name = os.fspath(data) if is_path(data) else None
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # seconds per phase
+        self.phases: dict[str, tuple[float, float]] = {}  # its (start, stop) perf_counter
         ddf = _read_parquet(data) if is_path(data) else data
         if not is_dask_dataframe(ddf):
             raise DataError(f"data must be a Dask DataFrame or a Parquet path, not {type(data).__name__}")
@@ -525,6 +571,12 @@ class DaskLinearMixedModel(LinearMixedModel):
         self._fitted = False
 
     # ------------------------------------------------------------------ passes
+
+    def _mark(self, phase: str, start: float) -> None:
+        """Record that ``phase`` ran from ``start`` (``time.perf_counter``) until now."""
+        stop = time.perf_counter()
+        self.timings[phase] = stop - start
+        self.phases[phase] = (start, stop)
 
     def _build(self, parsed, ddf, weights, offset, contrasts, na_action, split_every) -> DaskModelFrame:
         for what, value in (("weights", weights), ("offset", offset)):
@@ -567,7 +619,7 @@ class DaskLinearMixedModel(LinearMixedModel):
         # pass 1: levels and counts
         t0 = time.perf_counter()
         lv = _map_reduce(source, _levels_fn, plan, split_every)
-        self.timings["levels_pass"] = time.perf_counter() - t0
+        self._mark("levels_pass", t0)
         if lv.nrows == 0:
             if lv.ndropped:
                 raise DataError("no complete rows remain after dropping rows with missing values")
@@ -625,12 +677,12 @@ class DaskLinearMixedModel(LinearMixedModel):
             )
         terms = order_terms(re_terms)
         plan.terms = [t._plan for t in terms]  # type: ignore[attr-defined]
-        self.timings["encodings"] = time.perf_counter() - t0
+        self._mark("encodings", t0)
 
         # pass 2: cross-products
         t0 = time.perf_counter()
         total: _Partial = _map_reduce(source, _accumulate, plan, split_every)
-        self.timings["accumulate_pass"] = time.perf_counter() - t0
+        self._mark("accumulate_pass", t0)
         if total.n_eff == 0:
             raise DataError("weights are all zero: no observation carries information")
 
@@ -678,7 +730,7 @@ class DaskLinearMixedModel(LinearMixedModel):
         self._theta_slices = _slices([t.ntheta for t in terms])
         self._ldW = float(total.sum_logw)
         self._n_eff = int(total.n_eff) if weights is not None else int(total.n)
-        self.timings["system"] = time.perf_counter() - t0
+        self._mark("system", t0)
         return frame
 
     def _setup_engine(self) -> None:  # the engine is built from the accumulated blocks
@@ -961,5 +1013,5 @@ def lmer_dask(
     )
     t0 = time.perf_counter()
     model.fit(**fit_kwargs)
-    model.timings["optimize"] = time.perf_counter() - t0
+    model._mark("optimize", t0)
     return model
