@@ -241,8 +241,16 @@ class LinearMixedModel(MixedModelResults):
 
     def _blas_thread_count(self, threads: int | str) -> int | None:
         if threads == "auto":
-            return _auto_blas_threads(self._system.N)
+            return _auto_blas_threads(self._system.N, self._background_load())
         return int(threads)
+
+    def _background_load(self) -> float | None:
+        """The load of other work on the machine (1-minute load average; None
+        where the platform has none)."""
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return None
 
     def _fit(
         self, start, optimizer, ftol_rel, maxeval, keep_history, monitor
@@ -647,17 +655,16 @@ def _make_system(terms: list[TermData], Xy: np.ndarray):
 _THREADED_BLOCK = 500
 
 
-def _auto_blas_threads(block_size: int) -> int | None:
+def _auto_blas_threads(block_size: int, load: float | None) -> int | None:
     """BLAS threads for a dense block of ``block_size`` rows: one for small
-    blocks; otherwise one per core not already busy (1-minute load average,
-    counting this process as idle), None (the library default) when all are."""
+    blocks; otherwise one per core not already busy (by ``load``, a load
+    average, counting this process as idle), None (the library default) when
+    all are or the load is unknown."""
     if block_size < _THREADED_BLOCK:
         return 1
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
+    if load is None:
         return None
+    cores = os.cpu_count() or 1
     idle = int(cores - max(load - 1.0, 0.0) + 0.5)
     return None if idle >= cores else max(idle, 1)
 
