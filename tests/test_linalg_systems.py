@@ -17,6 +17,9 @@ MODELS = [
     ("Pastes", "strength ~ 1 + (1 | batch/cask)"),
     ("sleepstudy", "Reaction ~ Days + (1 | Subject) + (Days | DaysF)"),
     ("sleepstudy", "Reaction ~ Days + (Days | Subject) + (Days | DaysF)"),
+    # nested: after the first term the second one's block stays diagonal
+    ("sleepstudy", "Reaction ~ Days + (1 | Subject/DaysF) + (1 | DaysF)"),
+    ("sleepstudy", "Reaction ~ Days + (Days | Subject/DaysF)"),
     # wide X: the dense [X y] rows of the update next to the sparse ones
     ("sleepstudy", "Reaction ~ Days * DaysF + (1 | Subject:DaysF) + (1 | Subject)"),
     ("sleepstudy", "Reaction ~ Days * DaysF + (Days | Subject:DaysF) + (Days | Subject)"),
@@ -141,3 +144,20 @@ def test_stacked_and_dense_copies_of_b():
     _fill_rows(Bt, stacked, 0, entries=5)
     np.testing.assert_array_equal(Bt[:, :20], expected.T)
     assert np.isnan(Bt[:, 20:]).all()  # nothing written outside the block
+
+
+@pytest.mark.parametrize(
+    "name, formula, lead",
+    [
+        ("sleepstudy", "Reaction ~ Days + (1 | Subject/DaysF) + (1 | DaysF)", 18),
+        ("Pastes", "strength ~ 1 + (1 | batch/cask)", 10),
+        ("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", 0),  # crossed
+        ("sleepstudy", "Reaction ~ Days + (Days | Subject/DaysF)", 0),  # not scalar
+    ],
+)
+def test_diagonal_lead_only_for_nested_scalar_terms(name, formula, lead):
+    """The second term is eliminated by square roots only where its block stays
+    diagonal; the factor and inverse sums then agree with the dense system
+    (test_blocked_and_dense_systems_agree runs these models too)."""
+    _, terms, Xy, _, _ = _systems(name, formula)
+    assert AugmentedSystem.from_terms(terms, Xy)._lead == lead

@@ -117,6 +117,10 @@ class DenseSystem:
         self.bounds = [(int(edges[i]), int(edges[i + 1])) for i in range(len(terms))]
         self.ks = [t.k for t in terms]
 
+    @property
+    def dense_size(self) -> int:
+        return self.N
+
     def factor(self, lams: list[np.ndarray], rows: bool = False, keep: bool = False):
         """The factor of Λ̃'AΛ̃ + diag(I_q, 0); None if not positive definite."""
         S = self.A.copy()

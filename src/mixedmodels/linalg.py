@@ -611,6 +611,7 @@ class AugmentedSystem:
             dense_b = bool(cells) and nnz >= dense_density * cells and cells * 8 <= max_dense_bytes
         self.dense_b = dense_b
         self._store_below(cross.A_re0, nl0 * k0, max_update_nnz)
+        self._lead = self._diagonal_lead()
         self._work: np.ndarray | None = None  # reused Schur-complement buffer
         self._acc: np.ndarray | None = None  # reused accumulators of the compiled update
 
@@ -720,9 +721,14 @@ class AugmentedSystem:
                 S = S.copy()
         else:
             S = self._schur_products(lams, L00inv)
-        Lt, info = lapack.dpotrf(S.T, lower=1, overwrite_a=1, clean=int(keep))
-        if info != 0:
-            return None
+        if self._lead:
+            Lt = self._factor_diagonal_lead(S, keep)
+            if Lt is None:
+                return None
+        else:
+            Lt, info = lapack.dpotrf(S.T, lower=1, overwrite_a=1, clean=int(keep))
+            if info != 0:
+                return None
         q0 = self.A00.shape[0] * lam0.shape[0]
         return Factor(lams, L00, L00inv, Lre0, Lxy0, Lt, q0, self.Q1, self.p, self.rest_sizes)
 
@@ -787,14 +793,95 @@ class AugmentedSystem:
             sums.append(lower + np.tril(lower, -1).T)
         return sums
 
-    @staticmethod
-    def _lower_inverse(Lrr: np.ndarray, sub: int) -> np.ndarray:
-        """(L L')⁻¹ of the leading ``sub`` rows of the dense factor; lower triangle only."""
+    @property
+    def dense_size(self) -> int:
+        """Rows of the dense factorisation proper (after a diagonal lead)."""
+        return self.N - self._lead
+
+    def _lower_inverse(self, Lrr: np.ndarray, sub: int) -> np.ndarray:
+        """(L L')⁻¹ of the leading ``sub`` rows of the dense factor; its lower
+        triangle, or (with a diagonal lead) the entries the gradient reads."""
         if sub == 0:
             return np.zeros((0, 0))
+        if self._lead:
+            return self._inverse_diagonal_lead(Lrr, sub)
         inv, info = lapack.dpotri(np.array(Lrr[:sub, :sub], order="F"), lower=1, overwrite_c=1)
         if info != 0:
             raise np.linalg.LinAlgError("dpotri failed")
+        return inv
+
+    # ------------------------------------------------------------ diagonal lead
+
+    def _diagonal_lead(self) -> int:
+        """Rows at the start of the dense block whose block stays diagonal after
+        the first term is eliminated: the second term's, when it is scalar, its
+        own cross-products are diagonal and no level of the first term meets two
+        of its levels (nested factors: A:B after A:B:C). Those rows are
+        eliminated by square roots like the first term's, and only what follows
+        them is a dense factorisation (MixedModels.jl's chain of diagonal
+        blocks for nested terms). 0 when that does not hold or is not known
+        (only the precomputed operator lists the touched positions)."""
+        up = self._update
+        if up is None or not self.rest_sizes or self.rest_sizes[0][1] != 1:
+            return 0
+        q = self.rest_sizes[0][0]
+        inside = (up.row_block == 0) & (up.col_block == 0)
+        if np.any(up.rows[inside] != up.cols[inside]):
+            return 0
+        block = self.Arr[:q, :q]
+        if np.count_nonzero(block) != np.count_nonzero(np.diagonal(block)):
+            return 0
+        return q
+
+    def _factor_diagonal_lead(self, S: np.ndarray, keep: bool) -> np.ndarray | None:
+        """Factor S (valid in its upper triangle, C order) in place when its
+        leading block is diagonal: square roots there, the rows below divided by
+        them, the rest downdated and factored by LAPACK. Returns the lower factor
+        as the Fortran-order view S.T, or None if S is not positive definite."""
+        q, N = self._lead, self.N
+        diag = S.ravel()[: q * (N + 1) : N + 1]  # a view
+        if not np.all(diag > 0):
+            return None
+        root = np.sqrt(diag)
+        S.ravel()[: q * (N + 1) : N + 1] = root
+        top = S[:q, q:]  # L21' in the upper triangle
+        top /= root[:, None]
+        rest = S[q:, q:]
+        rest -= top.T @ top
+        L22, info = lapack.dpotrf(rest.T, lower=1, clean=1)
+        if info != 0:
+            return None
+        rest[...] = L22.T
+        if keep:  # clean: the factor's upper triangle is S's lower one
+            S[q:, :q] = 0.0
+        return S.T
+
+    def _inverse_diagonal_lead(self, Lrr: np.ndarray, sub: int) -> np.ndarray:
+        """S_sub⁻¹ for a factor with a diagonal lead D^½ and L21 below it: with
+        W = (L22 L22')⁻¹ of the rows after it,
+
+            S⁻¹ = [D⁻¹ + D^-½ L21'W L21 D^-½    -D^-½ L21'W]
+                  [-W L21 D^-½                   W         ].
+
+        The leading block's off-diagonal entries are left zero: its term is
+        scalar and its rows never meet in a level of the first term, so neither
+        the gather nor the block sums read them. Both triangles are filled."""
+        q = self._lead
+        root = np.diagonal(Lrr)[: min(q, sub)]
+        inv = np.zeros((sub, sub))
+        if sub <= q:
+            inv.ravel()[:: sub + 1] = 1.0 / root**2
+            return inv
+        L21 = Lrr[q:sub, :q]
+        W, info = lapack.dpotri(np.array(Lrr[q:sub, q:sub], order="F"), lower=1, overwrite_c=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("dpotri failed")
+        W = np.tril(W) + np.tril(W, -1).T
+        WL = W @ L21
+        inv[q:, q:] = W
+        inv[q:, :q] = -WL / root
+        inv[:q, q:] = inv[q:, :q].T
+        inv.ravel()[: q * (sub + 1) : sub + 1] = (1.0 + np.einsum("aj,aj->j", L21, WL)) / root**2
         return inv
 
     def _first_term_correction(

@@ -241,7 +241,7 @@ class LinearMixedModel(MixedModelResults):
 
     def _blas_thread_count(self, threads: int | str) -> int | None:
         if threads == "auto":
-            return _auto_blas_threads(self._system.N, self._background_load())
+            return _auto_blas_threads(self._system.dense_size, self._background_load())
         return int(threads)
 
     def _background_load(self) -> float | None:
