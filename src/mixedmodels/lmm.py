@@ -9,6 +9,7 @@ Cholesky factor (see :mod:`mixedmodels.linalg`).
 from __future__ import annotations
 
 import os
+import time
 import functools
 import warnings
 from typing import Any, Mapping
@@ -241,16 +242,15 @@ class LinearMixedModel(MixedModelResults):
 
     def _blas_thread_count(self, threads: int | str) -> int | None:
         if threads == "auto":
-            return _auto_blas_threads(self._system.dense_size, self._background_load())
+            size = self._system.dense_size
+            if size < _THREADED_BLOCK:  # no load reading for small models
+                return 1
+            return _auto_blas_threads(size, self._background_load())
         return int(threads)
 
     def _background_load(self) -> float | None:
-        """The load of other work on the machine (1-minute load average; None
-        where the platform has none)."""
-        try:
-            return os.getloadavg()[0]
-        except (AttributeError, OSError):
-            return None
+        """The load on the machine, this process included (see ``_current_load``)."""
+        return _current_load()
 
     def _fit(
         self, start, optimizer, ftol_rel, maxeval, keep_history, monitor
@@ -649,6 +649,43 @@ def _make_system(terms: list[TermData], Xy: np.ndarray):
     if sum(t.q for t in terms) + Xy.shape[1] <= DENSE_LIMIT:
         return DenseSystem(terms, Xy)
     return AugmentedSystem.from_terms(terms, Xy)
+
+
+def _current_load(samples: int = 3, interval: float = 0.001) -> float | None:
+    """How many cores are busy now, this process counted as one: on Linux the
+    kernel's count of runnable threads (/proc/loadavg) less this process's own
+    (its BLAS threads spin for a while after each call), the least of a few
+    readings a millisecond apart (a busy process shows in every reading, a
+    passing one in few); elsewhere the 1-minute load average, which lags by a
+    minute; None if neither is available."""
+    try:
+        counts = []
+        for i in range(samples):
+            if i:
+                time.sleep(interval)
+            with open("/proc/loadavg") as fh:
+                running = int(fh.read().split()[3].split("/")[0])
+            counts.append(max(running - _own_running_threads(), 0) + 1)
+        return float(min(counts))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _own_running_threads() -> int:
+    """Threads of this process in the running state (Linux /proc)."""
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):  # the thread ended meanwhile
+            continue
+        count += state == "R"
+    return count
 
 
 # Dense blocks below this size factor as fast on one BLAS thread as on more.
