@@ -795,7 +795,12 @@ class AugmentedSystem:
 
     @property
     def dense_size(self) -> int:
-        """Rows of the dense factorisation proper (after a diagonal lead)."""
+        """The size by which BLAS threads are chosen: the rows of the dense
+        factorisation proper (after a diagonal lead), or, when B is stored
+        dense, its columns if more (an evaluation is then rank-k updates over
+        all of them)."""
+        if self._dense is not None:
+            return max(self.N - self._lead, self.A00.shape[0] * self.k0)
         return self.N - self._lead
 
     def _lower_inverse(self, Lrr: np.ndarray, sub: int) -> np.ndarray:
