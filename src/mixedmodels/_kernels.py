@@ -25,6 +25,7 @@ import numpy as np
 
 __all__ = [
     "available",
+    "warm_up",
     "accumulators",
     "rank_update",
     "finish_scalar",
@@ -138,6 +139,19 @@ def _compile():
 @functools.cache
 def _kernels():
     return _compile()
+
+
+def warm_up() -> None:
+    """Compile (or load from Numba's cache) every loop once, on tiny inputs: the
+    first use in a process otherwise pays about a second for it."""
+    import scipy.sparse as sp
+
+    B = sp.csc_array(np.ones((3, 2)))
+    for k0 in (1, 2):
+        C = np.ones((2 // k0, k0, k0))
+        acc = rank_update(B, k0, C, 3)
+        gather_blocks(B, k0, np.eye(3), np.ones(3), 3)
+    finish_scalar(np.eye(3), acc, np.ones(3), 2, np.empty((3, 3)))
 
 
 def accumulators(nlev: int, N: int) -> np.ndarray:

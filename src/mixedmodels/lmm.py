@@ -304,8 +304,11 @@ class LinearMixedModel(MixedModelResults):
         the between-group variance of the fixed-effects least-squares residuals,
         relative to the within-group variance, gives θ; it lands near the optimum
         for crossed and nested variance components alike and saves a third to a
-        half of the evaluations. It is clipped to [0.05, 5] so that the search
-        never starts on the boundary. Other terms get the two-stage estimate of
+        half of the evaluations. With several such terms each one's estimate
+        comes from the residuals less the others' shrunken group means, in two
+        sweeps (backfitting), so that crossed effects do not inflate each
+        other's within-group variance. It is clipped to [0.05, 5] so that the
+        search never starts on the boundary. Other terms get the two-stage estimate of
         their covariance from per-level least-squares fits (see
         ``_regression_start``), and λ = I where that is not available.
         """
@@ -317,11 +320,13 @@ class LinearMixedModel(MixedModelResults):
         Xw = fr.fixed.X * w[:, None]
         coef, *_ = np.linalg.lstsq(Xw.T @ fr.fixed.X, Xw.T @ y, rcond=None)
         resid = y - fr.fixed.X @ coef
+        intercepts = [t for t in fr.terms if t.k == 1 and np.all(t.z[:, 0] == 1.0)]
+        ratios = _backfitted_ratios(resid, intercepts)
         parts = []
         for term in fr.terms:
             start = term.theta_start()
-            if term.k == 1 and np.all(term.z[:, 0] == 1.0):
-                start = np.array([_anova_ratio(resid, term.codes, term.nlevels)])
+            if any(term is t for t in intercepts):
+                start = np.array([ratios[next(i for i, t in enumerate(intercepts) if t is term)]])
             else:
                 lam = _regression_start(resid, w, term.z, term.codes, term.nlevels)
                 if lam is not None:
@@ -746,6 +751,31 @@ def _regression_start(
     vals = np.maximum(vals, 1e-2 * max(vals.max(), 1e-4))  # positive: not on a boundary
     lam = np.linalg.cholesky((vecs * vals) @ vecs.T)
     return lam if np.all(np.isfinite(lam)) else None
+
+
+def _backfitted_ratios(resid: np.ndarray, terms: list, sweeps: int = 2) -> list[float]:
+    """One-way ANOVA ratios of several intercept terms, each from the residuals
+    less the other terms' group means shrunk as BLUPs (n θ² / (n θ² + 1))."""
+    ratios = [_anova_ratio(resid, t.codes, t.nlevels) for t in terms]
+    if len(terms) < 2:
+        return ratios
+    counts = [np.bincount(t.codes, minlength=t.nlevels).astype(float) for t in terms]
+    fitted = [np.zeros(len(resid)) for _ in terms]
+    total = np.zeros(len(resid))
+    # coarsest first: with nested factors the finest one's group means would
+    # otherwise take up the variation of the coarser ones
+    order = sorted(range(len(terms)), key=lambda j: terms[j].nlevels)
+    for _ in range(sweeps):
+        for j in order:
+            t = terms[j]
+            partial = resid - (total - fitted[j])
+            ratios[j] = _anova_ratio(partial, t.codes, t.nlevels)
+            means = np.bincount(t.codes, partial, minlength=t.nlevels) / np.maximum(counts[j], 1.0)
+            shrink = counts[j] * ratios[j] ** 2 / (counts[j] * ratios[j] ** 2 + 1.0)
+            new = (shrink * means)[t.codes]
+            total += new - fitted[j]
+            fitted[j] = new
+    return ratios
 
 
 def _anova_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int) -> float:
