@@ -193,12 +193,12 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
             for _ in range(5 if name == "sleepstudy" else 1):
                 mm.lmer("Reaction ~ Days + (Days | Subject)", warm)
         del warm
-        # load the compiled loops of the large models as well (Numba's cache):
-        # a one-time cost per process, like R's lazy loading that lme4_bench.R
-        # warms up
+        # the large models' compiled loops too (Numba's cache): a one-time cost
+        # per process, like R's lazy loading that lme4_bench.R warms up; only
+        # where they run, as loading Numba adds ~125 MB to the baseline RSS
         from mixedmodels import _kernels
 
-        if _kernels.available():
+        if spec.get("r_large") and _kernels.available():
             _kernels.warm_up()
         res["baseline_rss"] = _rss_bytes()
         res["peak_before_fit"] = _peak_bytes()
