@@ -1,0 +1,34 @@
+"""Starting values of θ: moment estimates that land near lme4's optimum."""
+
+import numpy as np
+
+import mixedmodels as mm
+from mixedmodels.lmm import _anova_ratio
+
+from _reference import load_case
+
+
+def _theta(case_id):
+    return np.array(list(load_case(case_id)["theta"].values()))
+
+
+def test_two_stage_start_is_the_reml_optimum_on_balanced_data():
+    """sleepstudy is balanced (every subject on days 0-9): the two-stage moment
+    estimate of the 2 x 2 covariance is the REML estimate itself."""
+    m = mm.LinearMixedModel("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"))
+    np.testing.assert_allclose(m.initial_theta(), _theta("lmer_sleepstudy_reml"), rtol=1e-5, atol=1e-6)
+
+
+def test_backfitted_start_improves_on_one_way_anova_for_crossed_terms():
+    """Penicillin's plate and sample are crossed: each term's ANOVA from the
+    residuals less the other's shrunken means lands within 10% of lme4's θ,
+    closer than the plain one-way estimates (whose within-group variance holds
+    the other factor's effects)."""
+    data = mm.datasets.load("Penicillin")
+    m = mm.LinearMixedModel("diameter ~ 1 + (1 | plate) + (1 | sample)", data)
+    ref = _theta("lmer_penicillin")
+    start = m.initial_theta()
+    resid = m.frame.y - m.frame.y.mean()
+    plain = np.array([_anova_ratio(resid, t.codes, t.nlevels) for t in m.frame.terms])
+    np.testing.assert_allclose(start, ref, rtol=0.1)
+    assert np.all(np.abs(start - ref) < np.abs(plain - ref))
