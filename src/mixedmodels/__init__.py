@@ -18,11 +18,13 @@ from typing import Any
 from .exceptions import (
     ConvergenceWarning,
     DataError,
+    FamilyError,
     FormulaError,
     MissingDataWarning,
     MixedModelsError,
     MixedModelsWarning,
     ModelSpecError,
+    NonIntegerResponseWarning,
     PredictionError,
     RankDeficiencyWarning,
     SingularFitWarning,
@@ -34,22 +36,26 @@ _LAZY = {
     "lmer": ("mixedmodels.lmm", "lmer"),
     "LinearMixedModel": ("mixedmodels.lmm", "LinearMixedModel"),
     "datasets": ("mixedmodels.datasets", None),
+    "families": ("mixedmodels.families", None),
 }
 
 __all__ = [
     "lmer",
     "LinearMixedModel",
     "datasets",
+    "families",
     "MixedModelsError",
     "FormulaError",
     "DataError",
     "ModelSpecError",
+    "FamilyError",
     "PredictionError",
     "MixedModelsWarning",
     "SingularFitWarning",
     "RankDeficiencyWarning",
     "MissingDataWarning",
     "ConvergenceWarning",
+    "NonIntegerResponseWarning",
 ]
 
 

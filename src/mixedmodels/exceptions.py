@@ -11,12 +11,14 @@ __all__ = [
     "FormulaError",
     "DataError",
     "ModelSpecError",
+    "FamilyError",
     "PredictionError",
     "MixedModelsWarning",
     "SingularFitWarning",
     "RankDeficiencyWarning",
     "MissingDataWarning",
     "ConvergenceWarning",
+    "NonIntegerResponseWarning",
 ]
 
 
@@ -53,6 +55,10 @@ class ModelSpecError(MixedModelsError):
     """The model is not identifiable as specified (e.g. one level per observation)."""
 
 
+class FamilyError(MixedModelsError):
+    """A family or link is unknown or unsupported, or the response does not fit the family."""
+
+
 class PredictionError(MixedModelsError):
     """``newdata`` for prediction holds something the fitted model cannot handle."""
 
@@ -75,3 +81,12 @@ class MissingDataWarning(MixedModelsWarning):
 
 class ConvergenceWarning(MixedModelsWarning):
     """The optimizer stopped without a clean convergence signal."""
+
+
+class NonIntegerResponseWarning(MixedModelsWarning):
+    """A count response (Poisson counts, binomial successes) is not a whole number.
+
+    R warns "non-integer #successes in a binomial glm!" and fits anyway; its
+    binomial AIC rounds the successes, while ``dpois`` gives a non-integer count
+    zero probability, so a Poisson log-likelihood is ``-inf`` (AIC ``inf``).
+    """

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from scipy import special
 
-from .exceptions import MixedModelsError, MixedModelsWarning
+from .exceptions import FamilyError, NonIntegerResponseWarning
 
 __all__ = [
     "FamilyError",
@@ -63,19 +63,6 @@ _M_2PI = 6.283185307179586476925286766559
 _M_LN_2PI = 1.837877066409345483560659472811
 _M_LN_SQRT_2PI = 0.918938533204672741780329736406
 _M_1_SQRT_2PI = 0.398942280401432677939946059934
-
-
-class FamilyError(MixedModelsError):
-    """A family or link is unknown or unsupported, or the response does not fit the family."""
-
-
-class NonIntegerResponseWarning(MixedModelsWarning):
-    """A count response (Poisson counts, binomial successes) is not a whole number.
-
-    R warns "non-integer #successes in a binomial glm!" and fits anyway; its
-    binomial AIC rounds the successes, while ``dpois`` gives a non-integer count
-    zero probability, so a Poisson log-likelihood is ``-inf`` (AIC ``inf``).
-    """
 
 
 def _f(x: Any) -> np.ndarray:
