@@ -7,25 +7,36 @@ import time
 
 import pytest
 
-from mixedmodels.lmm import _THREADED_BLOCK, _auto_blas_threads, _current_load
+from mixedmodels._threads import current_load as _current_load
+from mixedmodels.lmm import _FACTOR_THREADED_BLOCK, _THREADED_BLOCK, _auto_thread_plan
 
 
 def test_small_blocks_use_one_thread_whatever_the_load():
-    assert _auto_blas_threads(_THREADED_BLOCK - 1, 0.0) == 1
-    assert _auto_blas_threads(10, None) == 1
+    assert _auto_thread_plan(_FACTOR_THREADED_BLOCK - 1, 0.0) == (1, None)
+    assert _auto_thread_plan(10, None) == (1, None)
 
 
-def test_large_blocks_use_the_idle_cores():
+def test_middle_blocks_use_the_idle_cores_in_the_factorisations_only():
+    cores = os.cpu_count() or 1
+    size = _FACTOR_THREADED_BLOCK
+    # idle machine: one thread for the fit, every core inside LAPACK
+    assert _auto_thread_plan(size, 1.0) == (1, cores if cores > 1 else None)
+    assert _auto_thread_plan(size, None) == (1, cores if cores > 1 else None)
+    # every core busy elsewhere: one thread everywhere
+    assert _auto_thread_plan(size, cores + 1.0) == (1, None)
+
+
+def test_large_blocks_use_the_idle_cores_throughout():
     cores = os.cpu_count() or 1
     # an idle machine (or only this process busy): the library default, all cores
-    assert _auto_blas_threads(_THREADED_BLOCK, 0.0) is None
-    assert _auto_blas_threads(_THREADED_BLOCK, 1.0) is None
-    assert _auto_blas_threads(_THREADED_BLOCK, None) is None
+    assert _auto_thread_plan(_THREADED_BLOCK, 0.0) == (None, None)
+    assert _auto_thread_plan(_THREADED_BLOCK, 1.0) == (None, None)
+    assert _auto_thread_plan(_THREADED_BLOCK, None) == (None, None)
     # every core busy with other work: one thread, never none
-    assert _auto_blas_threads(_THREADED_BLOCK, cores + 1.0) == 1
-    assert _auto_blas_threads(_THREADED_BLOCK, 10.0 * cores) == 1
+    assert _auto_thread_plan(_THREADED_BLOCK, cores + 1.0) == (1, None)
+    assert _auto_thread_plan(_THREADED_BLOCK, 10.0 * cores) == (1, None)
     if cores >= 2:  # one core busy elsewhere: one fewer thread than cores
-        assert _auto_blas_threads(5000, 2.0) == cores - 1
+        assert _auto_thread_plan(5000, 2.0) == (cores - 1, None)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="reads Linux's /proc")

@@ -15,6 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack
 
+from ._threads import blas_threads
+
 __all__ = ["DenseSystem", "DenseFactor"]
 
 # Build [Z X y]'[Z X y] from a dense [Z X y] when it has at most this many
@@ -56,6 +58,7 @@ class DenseFactor:
     p: int
     bounds: list[tuple[int, int]]  # index range of each term
     ks: list[int]
+    lapack_threads: int | None = None  # BLAS threads inside the inverse
 
     def logdet_re(self) -> float:
         return 2.0 * float(np.log(np.diagonal(self.L)[: self.q]).sum())
@@ -81,7 +84,8 @@ class DenseFactor:
         """(L L')⁻¹ of the leading ``sub`` rows, both triangles."""
         if sub == 0:
             return np.zeros((0, 0))
-        low, info = lapack.dpotri(self.L[:sub, :sub], lower=1)
+        with blas_threads(self.lapack_threads):
+            low, info = lapack.dpotri(self.L[:sub, :sub], lower=1)
         if info != 0:
             raise np.linalg.LinAlgError("dpotri failed")
         inv = low + low.T  # L was factored with clean=1: its upper triangle is zero
@@ -116,6 +120,7 @@ class DenseSystem:
         edges = np.cumsum([0] + [t.q for t in terms])
         self.bounds = [(int(edges[i]), int(edges[i + 1])) for i in range(len(terms))]
         self.ks = [t.k for t in terms]
+        self.lapack_threads: int | None = None  # BLAS threads inside the factorisations
 
     @property
     def dense_size(self) -> int:
@@ -128,10 +133,11 @@ class DenseSystem:
         PhiA = S[:, : self.q].copy()
         _scale_cols(S, self.bounds, lams)
         S.ravel()[: self.q * (self.N + 1) : self.N + 1] += 1.0
-        L, info = lapack.dpotrf(S, lower=1, overwrite_a=1, clean=1)
+        with blas_threads(self.lapack_threads):
+            L, info = lapack.dpotrf(S, lower=1, overwrite_a=1, clean=1)
         if info != 0:
             return None
-        return DenseFactor(lams, L, PhiA, self.q, self.p, self.bounds, self.ks)
+        return DenseFactor(lams, L, PhiA, self.q, self.p, self.bounds, self.ks, self.lapack_threads)
 
     def solve(self, f: DenseFactor) -> tuple[np.ndarray, list[np.ndarray]]:
         return f.solve()

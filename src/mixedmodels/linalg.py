@@ -45,6 +45,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack, solve_triangular
 
+from ._threads import blas_threads
+
 __all__ = ["TermData", "CrossProducts", "AugmentedSystem", "Factor"]
 
 
@@ -613,6 +615,7 @@ class AugmentedSystem:
         self._store_below(cross.A_re0, nl0 * k0, max_update_nnz)
         self._lead = self._diagonal_lead()
         self._work: np.ndarray | None = None  # reused Schur-complement buffer
+        self.lapack_threads: int | None = None  # BLAS threads inside the factorisations
         self._acc: np.ndarray | None = None  # reused accumulators of the compiled update
 
     def _store_below(self, blocks: list[sp.sparray], q0: int, max_update_nnz: int) -> None:
@@ -726,7 +729,8 @@ class AugmentedSystem:
             if Lt is None:
                 return None
         else:
-            Lt, info = lapack.dpotrf(S.T, lower=1, overwrite_a=1, clean=int(keep))
+            with blas_threads(self.lapack_threads):
+                Lt, info = lapack.dpotrf(S.T, lower=1, overwrite_a=1, clean=int(keep))
             if info != 0:
                 return None
         q0 = self.A00.shape[0] * lam0.shape[0]
@@ -810,7 +814,8 @@ class AugmentedSystem:
             return np.zeros((0, 0))
         if self._lead:
             return self._inverse_diagonal_lead(Lrr, sub)
-        inv, info = lapack.dpotri(np.array(Lrr[:sub, :sub], order="F"), lower=1, overwrite_c=1)
+        with blas_threads(self.lapack_threads):
+            inv, info = lapack.dpotri(np.array(Lrr[:sub, :sub], order="F"), lower=1, overwrite_c=1)
         if info != 0:
             raise np.linalg.LinAlgError("dpotri failed")
         return inv
@@ -853,7 +858,8 @@ class AugmentedSystem:
         top /= root[:, None]
         rest = S[q:, q:]
         rest -= top.T @ top
-        L22, info = lapack.dpotrf(rest.T, lower=1, clean=1)
+        with blas_threads(self.lapack_threads):
+            L22, info = lapack.dpotrf(rest.T, lower=1, clean=1)
         if info != 0:
             return None
         rest[...] = L22.T
@@ -878,7 +884,8 @@ class AugmentedSystem:
             inv.ravel()[:: sub + 1] = 1.0 / root**2
             return inv
         L21 = Lrr[q:sub, :q]
-        W, info = lapack.dpotri(np.array(Lrr[q:sub, q:sub], order="F"), lower=1, overwrite_c=1)
+        with blas_threads(self.lapack_threads):
+            W, info = lapack.dpotri(np.array(Lrr[q:sub, q:sub], order="F"), lower=1, overwrite_c=1)
         if info != 0:
             raise np.linalg.LinAlgError("dpotri failed")
         W = np.tril(W) + np.tril(W, -1).T

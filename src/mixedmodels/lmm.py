@@ -9,8 +9,6 @@ Cholesky factor (see :mod:`mixedmodels.linalg`).
 from __future__ import annotations
 
 import os
-import time
-import functools
 import warnings
 from typing import Any, Mapping
 
@@ -35,6 +33,7 @@ from .formula import parse_formula, require_random
 from .dense import DenseSystem
 from .linalg import AugmentedSystem, Factor, TermData
 from .optimize import OptimizerRecord, minimize_theta, minimize_theta_gradient
+from ._threads import blas_threads, current_load
 from .progress import FitProgress
 from .results import MixedModelResults
 
@@ -233,24 +232,29 @@ class LinearMixedModel(MixedModelResults):
         if optimizer not in ("lbfgsb", "bobyqa"):
             raise DataError(f"optimizer must be 'lbfgsb' or 'bobyqa', not {optimizer!r}")
         monitor = FitProgress(f"lmer {self.formula}") if progress else None
+        everywhere, factorisations = self._blas_thread_plan(threads)
+        self._system.lapack_threads = factorisations
         try:
-            with _blas_threads(self._blas_thread_count(threads)):
+            with blas_threads(everywhere):
                 return self._fit(start, optimizer, ftol_rel, maxeval, keep_history, monitor)
         finally:
+            self._system.lapack_threads = None
             if monitor is not None:
                 monitor.close()
 
-    def _blas_thread_count(self, threads: int | str) -> int | None:
-        if threads == "auto":
-            size = self._system.dense_size
-            if size < _THREADED_BLOCK:  # no load reading for small models
-                return 1
-            return _auto_blas_threads(size, self._background_load())
-        return int(threads)
+    def _blas_thread_plan(self, threads: int | str) -> tuple[int | None, int | None]:
+        """BLAS threads during the fit and, if different, inside the dense
+        factorisations (see ``_auto_thread_plan``)."""
+        if threads != "auto":
+            return int(threads), None
+        size = self._system.dense_size
+        if size < _FACTOR_THREADED_BLOCK:  # no load reading for small models
+            return 1, None
+        return _auto_thread_plan(size, self._background_load())
 
     def _background_load(self) -> float | None:
-        """The load on the machine, this process included (see ``_current_load``)."""
-        return _current_load()
+        """The load on the machine, this process included (see ``current_load``)."""
+        return current_load()
 
     def _fit(
         self, start, optimizer, ftol_rel, maxeval, keep_history, monitor
@@ -627,24 +631,6 @@ class LinearMixedModel(MixedModelResults):
         return pd.DataFrame(out, index=fr.data.index, columns=cols)
 
 
-def _blas_threads(count: int | None):
-    """A context limiting BLAS threads to ``count`` (None: leave as is)."""
-    if count is None:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return _thread_controller().limit(limits=count, user_api="blas")
-
-
-@functools.cache
-def _thread_controller():
-    """threadpoolctl's view of the loaded BLAS libraries; finding them reads
-    /proc/self/maps, so it is done once per process."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 # Models with at most this many random effects + p + 1 are one dense block.
 DENSE_LIMIT = 1000
 
@@ -656,62 +642,30 @@ def _make_system(terms: list[TermData], Xy: np.ndarray):
     return AugmentedSystem.from_terms(terms, Xy)
 
 
-def _current_load(samples: int = 3, interval: float = 0.001) -> float | None:
-    """How many cores are busy now, this process counted as one: on Linux the
-    kernel's count of runnable threads (/proc/loadavg) less this process's own
-    (its BLAS threads spin for a while after each call), the least of a few
-    readings a millisecond apart (a busy process shows in every reading, a
-    passing one in few); elsewhere the 1-minute load average, which lags by a
-    minute; None if neither is available."""
-    try:
-        counts = []
-        for i in range(samples):
-            if i:
-                time.sleep(interval)
-            with open("/proc/loadavg") as fh:
-                running = int(fh.read().split()[3].split("/")[0])
-            counts.append(max(running - _own_running_threads(), 0) + 1)
-        return float(min(counts))
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
+def _auto_thread_plan(block_size: int, load: float | None) -> tuple[int | None, int | None]:
+    """(threads for the whole fit, threads inside the dense factorisations) for
+    a dense block of ``block_size`` rows, given ``load`` (busy cores, this
+    process counted as one; None if unknown). None means the library default.
 
-
-def _own_running_threads() -> int:
-    """Threads of this process in the running state (Linux /proc)."""
-    count = 0
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):  # the thread ended meanwhile
-            continue
-        count += state == "R"
-    return count
-
-
-# Dense blocks below this size use one BLAS thread. Measured on 2 cores: a
-# 1,157-row block's fit took 3x longer with 2 OpenBLAS threads than with one
-# (idle workers spin between the LAPACK calls, against the numpy work in
-# between), a 3,706-row block's evaluations 1.3x less time.
-_THREADED_BLOCK = 2000
-
-
-def _auto_blas_threads(block_size: int, load: float | None) -> int | None:
-    """BLAS threads for a dense block of ``block_size`` rows: one for small
-    blocks; otherwise one per core not already busy (by ``load``, a load
-    average, counting this process as idle), None (the library default) when
-    all are or the load is unknown."""
-    if block_size < _THREADED_BLOCK:
-        return 1
-    if load is None:
-        return None
+    Below 500 rows: one thread throughout. From 500 to 2,000: one thread
+    throughout except in the Cholesky factorisation and inverse, which get the
+    idle cores: measured on 2 cores, two OpenBLAS threads throughout made a
+    1,157-row fit 3x slower (idle workers spin between the LAPACK calls, against
+    the numpy work in between), two threads inside the LAPACK calls only made it
+    15% faster. From 2,000 rows (a 3,706-row block: evaluations 1.3x faster):
+    the idle cores throughout.
+    """
+    if block_size < _FACTOR_THREADED_BLOCK:
+        return 1, None
     cores = os.cpu_count() or 1
-    idle = int(cores - max(load - 1.0, 0.0) + 0.5)
-    return None if idle >= cores else max(idle, 1)
+    idle = cores if load is None else max(int(cores - max(load - 1.0, 0.0) + 0.5), 1)
+    if block_size < _THREADED_BLOCK:
+        return 1, (idle if idle > 1 else None)
+    return (None if idle >= cores else idle), None
+
+
+_FACTOR_THREADED_BLOCK = 500
+_THREADED_BLOCK = 2000
 
 
 def _regression_start(
