@@ -220,11 +220,13 @@ class LinearMixedModel(MixedModelResults):
         keep_history : bool
             Keep every (θ, objective) evaluated in ``optsum.history``.
         threads : int or "auto"
-            BLAS threads during the fit. ``"auto"`` uses one thread for a dense
-            block of the factor under 2,000 rows (threads cost more than they
-            gain there) and, above, one per core not busy with other work (at
-            least one): OpenBLAS threads that find their cores busy can slow a
-            fit down a hundredfold.
+            BLAS threads during the fit. ``"auto"``: one thread for a dense
+            block of the factor under 500 rows; from 500 to 2,000 rows one
+            thread except inside the Cholesky factorisation and its inverse,
+            which get the cores not busy with other work; above, those cores
+            throughout (see ``_auto_thread_plan``). OpenBLAS threads that find
+            their cores busy can slow a fit down a hundredfold. An integer
+            sets the threads for the whole fit.
         progress : bool
             Show evaluations, objective and elapsed time while a fit runs for more
             than a second (a notebook cell or a line on standard error).
