@@ -327,12 +327,12 @@ class LinearMixedModel(MixedModelResults):
         coef, *_ = np.linalg.lstsq(Xw.T @ fr.fixed.X, Xw.T @ y, rcond=None)
         resid = y - fr.fixed.X @ coef
         intercepts = [t for t in fr.terms if t.k == 1 and np.all(t.z[:, 0] == 1.0)]
-        ratios = _backfitted_ratios(resid, intercepts)
+        ratios = dict(zip(map(id, intercepts), _backfitted_ratios(resid, intercepts)))
         parts = []
         for term in fr.terms:
             start = term.theta_start()
-            if any(term is t for t in intercepts):
-                start = np.array([ratios[next(i for i, t in enumerate(intercepts) if t is term)]])
+            if id(term) in ratios:
+                start = np.array([ratios[id(term)]])
             else:
                 lam = _regression_start(resid, w, term.z, term.codes, term.nlevels)
                 if lam is not None:
