@@ -193,12 +193,14 @@ def minimize_theta_gradient(
     # both growing like n, that is ~1e-7 |f|. A smaller gtol cannot be met on
     # large data: the search would end in failing line searches (tens of
     # evaluations at the optimum). 1e-7 |f| still puts θ within ~1e-6 of it.
-    first = objective_gradient(start)
+    t0 = time.perf_counter()
+    x0 = start / s
+    first = objective_gradient(s * x0)
     tol = max(gtol, 1e-7 * abs(first[0])) if np.isfinite(first[0]) else gtol
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         nonlocal first
-        if first is not None and np.array_equal(s * x, start):  # L-BFGS-B's first call
+        if first is not None and np.array_equal(x, x0):  # L-BFGS-B's first call
             value, grad = first
         else:
             value, grad = objective_gradient(s * x)
@@ -211,8 +213,7 @@ def minimize_theta_gradient(
 
     bounds = [(lo / s if np.isfinite(lo) else None, None) for lo in lower]
     options = {"ftol": ftol_rel, "gtol": tol * s, "maxfun": maxeval, "maxls": 40}
-    t0 = time.perf_counter()
-    x, result = start / s, None
+    x, result = x0, None
     for _ in range(5):  # at most a few restarts off the boundary
         result = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
         escape = _off_boundary(plain, result.x, float(result.fun), lower / s)
