@@ -221,6 +221,7 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
             "optimizer": str(opt.optimizer),
             "optimizer_time": float(opt.elapsed),
             "return_code": str(opt.return_code),
+            "blas_threads": list(opt.blas_threads or ()),
             "objective": float(model.reml_criterion if spec["reml"] else model.deviance),
             "theta": [float(t) for t in model.theta],
             "fixef": {k: float(v) for k, v in model.fixef.items()},

@@ -49,3 +49,12 @@ def test_current_load_counts_a_busy_process():
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_the_fit_records_its_threads():
+    import mixedmodels as mm
+
+    sleep = mm.datasets.load("sleepstudy")
+    assert mm.lmer("Reaction ~ Days + (Days | Subject)", sleep).optsum.blas_threads == (1, None)
+    explicit = mm.lmer("Reaction ~ Days + (Days | Subject)", sleep, threads=2)
+    assert explicit.optsum.blas_threads == (2, None)

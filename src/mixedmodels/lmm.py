@@ -238,7 +238,9 @@ class LinearMixedModel(MixedModelResults):
         self._system.lapack_threads = factorisations
         try:
             with blas_threads(everywhere):
-                return self._fit(start, optimizer, ftol_rel, maxeval, keep_history, monitor)
+                self._fit(start, optimizer, ftol_rel, maxeval, keep_history, monitor)
+            self.optsum.blas_threads = (everywhere, factorisations)
+            return self
         finally:
             self._system.lapack_threads = None
             if monitor is not None:

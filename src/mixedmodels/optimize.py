@@ -31,6 +31,8 @@ class OptimizerRecord:
         Seconds spent in the optimizer.
     history : list of (theta, objective)
         Only kept when asked for (``keep_history=True``).
+    blas_threads : (int or None, int or None)
+        BLAS threads the fit used throughout and inside the factorisations.
     """
 
     optimizer: str
@@ -42,6 +44,9 @@ class OptimizerRecord:
     return_code: str
     elapsed: float
     history: list[tuple[np.ndarray, float]] = field(default_factory=list, repr=False)
+    # BLAS threads of the fit: (throughout, inside the factorisations); None is
+    # the library's default (see LinearMixedModel.fit's ``threads``)
+    blas_threads: tuple[int | None, int | None] | None = None
 
     @property
     def converged(self) -> bool:
