@@ -803,26 +803,11 @@ def lmer(
     >>> m.fixef.round(3).to_dict()
     {'(Intercept)': 251.405, 'Days': 10.467}
     """
+    model_kwargs = dict(
+        reml=reml, weights=weights, offset=offset, contrasts=contrasts, na_action=na_action
+    )
     if _is_partitioned(data):  # Dask DataFrame or Parquet path: mixedmodels.dask
         from .dask import lmer_dask
 
-        return lmer_dask(
-            formula,
-            data,
-            reml=reml,
-            weights=weights,
-            offset=offset,
-            contrasts=contrasts,
-            na_action=na_action,
-            **fit_kwargs,
-        )
-    model = LinearMixedModel(
-        formula,
-        data,
-        reml=reml,
-        weights=weights,
-        offset=offset,
-        contrasts=contrasts,
-        na_action=na_action,
-    )
-    return model.fit(**fit_kwargs)
+        return lmer_dask(formula, data, **model_kwargs, **fit_kwargs)
+    return LinearMixedModel(formula, data, **model_kwargs).fit(**fit_kwargs)
