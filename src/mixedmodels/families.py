@@ -22,6 +22,7 @@ R, return ``inf``/``nan`` where R does.
 
 from __future__ import annotations
 
+import abc
 import difflib
 import math
 import warnings
@@ -79,7 +80,7 @@ def _quote_all(names) -> str:
 # ---------------------------------------------------------------------------
 
 
-class Link:
+class Link(abc.ABC):
     """A link function ``eta = g(mu)``, as R's ``make.link(name)``.
 
     Attributes
@@ -101,14 +102,17 @@ class Link:
 
     name: ClassVar[str] = ""
 
+    @abc.abstractmethod
     def linkfun(self, mu: Any) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def linkinv(self, eta: Any) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def mu_eta(self, eta: Any) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
     def valideta(self, eta: Any) -> bool:
         return True
@@ -612,7 +616,7 @@ def _example(values: np.ndarray) -> str:
     return f"{k} value{'s' if k != 1 else ''}, e.g. {values.flat[0]:g}"
 
 
-class Family:
+class Family(abc.ABC):
     """An exponential family with a link, as R's ``family`` objects.
 
     Parameters
@@ -678,14 +682,16 @@ class Family:
 
     # -- the family ------------------------------------------------------------
 
+    @abc.abstractmethod
     def variance(self, mu: Any) -> np.ndarray:
         """The variance function ``V(mu)``."""
-        raise NotImplementedError
+        ...
 
     def valid_mu(self, mu: Any) -> bool:
         """Whether ``mu`` is valid for the family (R's ``family$validmu``)."""
         return True
 
+    @abc.abstractmethod
     def dev_resids(self, y: Any, mu: Any, wt: Any = None) -> np.ndarray:
         """R's ``family$dev.resids``: prior weights times the unit deviances.
 
@@ -701,12 +707,13 @@ class Family:
         numpy.ndarray
             The squared deviance residuals; their sum is the deviance.
         """
-        raise NotImplementedError
+        ...
 
     def deviance(self, y: Any, mu: Any, wt: Any = None) -> float:
         """``sum(dev_resids(y, mu, wt))``."""
         return float(np.sum(self.dev_resids(y, mu, wt)))
 
+    @abc.abstractmethod
     def aic(self, y: Any, n: Any, mu: Any, wt: Any, dev: float) -> float:
         """R's ``family$aic``: ``-2 log-likelihood`` (+2 for an estimated dispersion).
 
@@ -730,7 +737,7 @@ class Family:
             (Gaussian: ``dev / nobs``), plus 2 for that dispersion where R adds
             it. R's ``glm`` adds ``2 * rank`` to get the AIC.
         """
-        raise NotImplementedError
+        ...
 
     def mustart(self, y: Any, wt: Any = None) -> np.ndarray:
         """Starting values of ``mu``, as R's ``family$initialize``."""
@@ -1026,12 +1033,14 @@ class Gamma(Family):
 
     def _check_response(self, y, w, column_name):
         super()._check_response(y, w, column_name)
-        bad = y <= 0
-        if np.any(bad):
-            raise FamilyError(
-                f"non-positive values not allowed for the Gamma family: response {column_name!r} has "
-                f"{_example(y[bad])}"
-            )
+        _require_positive(y, f"non-positive values not allowed for the Gamma family: response {column_name!r}")
+
+
+def _require_positive(y: np.ndarray, message: str) -> None:
+    """FamilyError(``message`` + " has <examples>") if any y <= 0 (R's messages)."""
+    bad = y <= 0
+    if np.any(bad):
+        raise FamilyError(f"{message} has {_example(y[bad])}")
 
 
 class InverseGaussian(Family):
@@ -1061,12 +1070,9 @@ class InverseGaussian(Family):
 
     def _check_response(self, y, w, column_name):
         super()._check_response(y, w, column_name)
-        bad = y <= 0
-        if np.any(bad):
-            raise FamilyError(
-                f"positive values only are allowed for the inverse.gaussian family: response "
-                f"{column_name!r} has {_example(y[bad])}"
-            )
+        _require_positive(
+            y, f"positive values only are allowed for the inverse.gaussian family: response {column_name!r}"
+        )
 
 
 class Gaussian(Family):
