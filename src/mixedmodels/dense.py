@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from scipy.linalg import blas, lapack
 
 from ._threads import blas_threads
+from .linalg import inverse_from_factor
 
 __all__ = ["DenseSystem", "DenseFactor"]
 
@@ -85,9 +86,7 @@ class DenseFactor:
         if sub == 0:
             return np.zeros((0, 0))
         with blas_threads(self.lapack_threads):
-            low, info = lapack.dpotri(self.L[:sub, :sub], lower=1)
-        if info != 0:
-            raise np.linalg.LinAlgError("dpotri failed")
+            low = inverse_from_factor(self.L[:sub, :sub])
         inv = low + low.T  # L was factored with clean=1: its upper triangle is zero
         inv.ravel()[:: sub + 1] *= 0.5
         return inv
