@@ -25,7 +25,7 @@ from .exceptions import (
     PredictionError,
     RankDeficiencyWarning,
 )
-from .formula import ParsedFormula, RandomTermSpec, variables_in
+from .formula import ParsedFormula, RandomTermSpec, _Scan, variables_in
 
 __all__ = [
     "ReTerm",
@@ -455,9 +455,13 @@ class ModelFrame:
     offset: np.ndarray | None
     n_dropped: int
     response_name: str
+    # glmer (``glm_response=True``): the levels of a factor response, whose
+    # first level is coded 0 (failure) and every other 1; None otherwise
+    response_levels: tuple[str, ...] | None = None
 
     @property
     def nobs(self) -> int:
+        """The number of rows used (``y`` is (n,), or (n, 2) for a cbind response)."""
         return len(self.y)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -972,7 +976,161 @@ def _response(parsed: ParsedFormula, data: pd.DataFrame | ArrayColumns) -> np.nd
         if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
             raise DataError(f"response column {lhs!r} is not numeric (dtype {col.dtype})")
         return col.to_numpy(dtype=float)
+    if "cbind" in lhs and _CBIND_CALL.search(lhs):
+        raise FormulaError(
+            f"the response {lhs!r} is a cbind(successes, failures) matrix: "
+            "cbind responses are for glmer (binomial), lmer needs one numeric response",
+            parsed.text,
+            _find_name(parsed.text, "cbind"),
+        )
     return evaluate_expression(lhs, data, "response")
+
+
+_CBIND_CALL = re.compile(r"(?<![\w.])cbind\s*\(")
+
+
+def _glm_response(
+    parsed: ParsedFormula, data: pd.DataFrame | ArrayColumns
+) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """The response of a GLM (R's glm / glmer) and the levels of a factor response.
+
+    ``y`` is a numeric column or expression (floats), a logical column (0/1), a
+    factor (0 for its first level, 1 for every other: R's binomial rule; the
+    levels are returned), or ``cbind(successes, failures)``: an (n, 2) array.
+    Value ranges are for the family to check.
+    """
+    lhs = parsed.response
+    if lhs is None:
+        raise FormulaError("the formula has no response: write it as 'y ~ ...'", parsed.text, 0)
+    if isinstance(data, ArrayColumns) and lhs in data.plain:
+        return data.floats(lhs), None
+    args = cbind_arguments(lhs, parsed.text)
+    if args is not None:
+        parts = [_glm_response_part(arg, data) for arg in args]
+        return np.column_stack(parts), None
+    name = _column_name(lhs)
+    if name in data.columns and _is_factor_dtype(_dtype_of(data, name)):
+        return _factor_response(data, name)
+    return _glm_response_part(lhs, data, "response", "numeric, logical or a factor"), None
+
+
+def _is_factor_dtype(dtype: Any) -> bool:
+    """Categorical, string or object (R's factor() of the values), not logical."""
+    return isinstance(dtype, pd.CategoricalDtype) or (
+        not pd.api.types.is_bool_dtype(dtype)
+        and (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype))
+    )
+
+
+def _glm_response_part(
+    expr: str,
+    data: pd.DataFrame | ArrayColumns,
+    what: str = "cbind argument",
+    kinds: str = "numeric or logical",
+) -> np.ndarray:
+    """A numeric or logical column (floats, logicals as 0/1), or an arithmetic
+    expression of columns: the response or one argument of ``cbind``."""
+    name = _column_name(expr)
+    if name not in data.columns:
+        return evaluate_expression(expr, data, f"{what} {expr!r}" if what != "response" else what)
+    if isinstance(data, ArrayColumns) and name in data.plain:
+        return data.floats(name)
+    values = _response_series(data, name)
+    dtype = values.dtype
+    if not (pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype)):
+        raise DataError(f"{what} column {name!r} is not {kinds} (dtype {dtype})")
+    return values.to_numpy(dtype=float, copy=True)
+
+
+def _response_series(data: pd.DataFrame | ArrayColumns, name: str) -> pd.Series:
+    """Column ``name`` of the complete rows."""
+    return data.series(name) if isinstance(data, ArrayColumns) else data[name]
+
+
+def _factor_response(
+    data: pd.DataFrame | ArrayColumns, name: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A factor response as R's binomial family reads it: 0 for the first level
+    (unused levels dropped: a categorical's order, else the sorted values), 1 else."""
+    try:
+        if isinstance(data, ArrayColumns):
+            codes, levels = data.factor((name,))
+        else:
+            codes, levels = factor_codes(data[name])
+    except TypeError as err:  # unorderable values (e.g. strings mixed with numbers)
+        raise DataError(
+            f"response column {name!r}: its values cannot be sorted as factor levels ({err})"
+        ) from err
+    if len(levels) < 2:
+        raise DataError(
+            f"response column {name!r} is a factor with a single level ({levels[0]!r}): "
+            "a factor response needs at least 2 levels (the first is failure, the others success)"
+        )
+    return (codes != 0).astype(float), tuple(levels)
+
+
+def _column_name(expr: str) -> str:
+    """``expr`` without the backticks of a single backticked name."""
+    if len(expr) > 2 and expr[0] == "`" and expr[-1] == "`" and "`" not in expr[1:-1]:
+        return expr[1:-1]
+    return expr
+
+
+@functools.lru_cache(maxsize=256)
+def cbind_arguments(lhs: str, formula: str | None = None) -> tuple[str, ...] | None:
+    """The two argument texts of a ``cbind(successes, failures)`` left side, or
+    ``None`` if ``lhs`` holds no ``cbind``.
+
+    Arguments are split at the commas outside brackets (``cbind(pmax(a, b), n - a)``);
+    an argument may be named (``cbind(yes = a, no = b)``), as in R.
+
+    Raises
+    ------
+    FormulaError
+        If ``cbind`` is not the whole left side or has other than 2 arguments.
+    """
+    if "cbind" not in lhs:
+        return None
+    scan = _Scan(lhs)
+    tokens = scan.tokens
+    at = _find_name(formula, "cbind") if formula else None
+    where = formula if at is not None else None
+    calls = [
+        i
+        for i, tok in enumerate(tokens[:-1])
+        if tok.kind == "name" and tok.text == "cbind" and scan.is_op(i + 1, "(")
+    ]
+    if not calls:
+        return None
+    if calls != [0] or scan.pairs.get(1) != len(tokens) - 1:
+        raise FormulaError(
+            f"cbind(successes, failures) must be the whole left-hand side, not {lhs!r}",
+            where,
+            at,
+        )
+    bounds, start = [], 2
+    for i in range(2, len(tokens) - 1):
+        if scan.depths[i] == 1 and scan.is_op(i, ","):
+            bounds.append((start, i))
+            start = i + 1
+    bounds.append((start, len(tokens) - 1))
+    if bounds == [(2, 2)]:
+        bounds = []
+    args = []
+    for lo, hi in bounds:
+        if hi - lo >= 2 and tokens[lo].kind == "name" and scan.is_op(lo + 1, "="):
+            lo += 2  # a named argument: R's cbind(yes = a, no = b)
+        if lo >= hi:
+            raise FormulaError(f"{lhs!r} has an empty argument", where, at)
+        args.append(scan.span(lo, hi))
+    if len(args) != 2:
+        raise FormulaError(
+            f"cbind response {lhs!r} has {len(args)} argument(s): it needs exactly 2, "
+            "cbind(successes, failures)",
+            where,
+            at,
+        )
+    return tuple(args)
 
 
 def evaluate_expression(expr: str, data: pd.DataFrame | ArrayColumns, what: str) -> np.ndarray:
@@ -1072,8 +1230,14 @@ def build_model_frame(
     offset: Any = None,
     na_action: str = "omit",
     contrasts: Mapping[str, str] | None = None,
+    glm_response: bool = False,
 ) -> ModelFrame:
     """Check the data against the formula, drop incomplete rows, build every matrix.
+
+    With ``glm_response`` (glmer) the response may also be a logical column
+    (0/1), a factor (0 for its first level, 1 for the others; the levels are
+    kept as ``ModelFrame.response_levels``) or ``cbind(successes, failures)``
+    (``y`` of shape (n, 2)); lmer's (the default) is numeric only.
 
     The caller's DataFrame is never modified. The used columns are read once into
     numpy arrays (:class:`ArrayColumns`); intercepts and plain numeric columns
@@ -1106,7 +1270,10 @@ def build_model_frame(
         source = frame = _tidy_categoricals(frame, columns)
         row_label = frame.index.__getitem__
 
-    y = _response(parsed, source)
+    if glm_response:
+        y, response_levels = _glm_response(parsed, source)
+    else:
+        y, response_levels = _response(parsed, source), None
     w = extra["weights"] if "weights" in extra else _numeric_column(source, w_col, "weights")
     if w is not None:
         _check_weights(w, row_label, w_col)
@@ -1130,6 +1297,7 @@ def build_model_frame(
         offset=off,
         n_dropped=n_dropped,
         response_name=parsed.response or "y",
+        response_levels=response_levels,
     )
 
 
