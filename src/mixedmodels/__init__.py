@@ -27,6 +27,7 @@ from .exceptions import (
     NonIntegerResponseWarning,
     PredictionError,
     RankDeficiencyWarning,
+    SeparationWarning,
     SingularFitWarning,
 )
 
@@ -35,6 +36,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "lmer": ("mixedmodels.lmm", "lmer"),
     "LinearMixedModel": ("mixedmodels.lmm", "LinearMixedModel"),
+    "glmer": ("mixedmodels.glmm", "glmer"),
+    "GeneralizedLinearMixedModel": ("mixedmodels.glmm", "GeneralizedLinearMixedModel"),
     "datasets": ("mixedmodels.datasets", None),
     "families": ("mixedmodels.families", None),
 }
@@ -42,6 +45,8 @@ _LAZY = {
 __all__ = [
     "lmer",
     "LinearMixedModel",
+    "glmer",
+    "GeneralizedLinearMixedModel",
     "datasets",
     "families",
     "MixedModelsError",
@@ -52,6 +57,7 @@ __all__ = [
     "PredictionError",
     "MixedModelsWarning",
     "SingularFitWarning",
+    "SeparationWarning",
     "RankDeficiencyWarning",
     "MissingDataWarning",
     "ConvergenceWarning",

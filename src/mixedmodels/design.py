@@ -1175,8 +1175,10 @@ def build_term(
     spec: RandomTermSpec,
     data: pd.DataFrame | ArrayColumns,
     contrasts: Mapping[str, str] | None = None,
+    residual: bool = True,
 ) -> ReTerm:
-    """One random-effects term: grouping codes, levels and its model matrix."""
+    """One random-effects term: grouping codes, levels and its model matrix
+    (``residual``: the model has a residual, see ``_check_term_size``)."""
     if isinstance(data, ArrayColumns):
         codes, levels = data.factor(spec.group)
     elif len(spec.group) == 1:
@@ -1193,16 +1195,21 @@ def build_term(
         raise FormulaError(f"random-effects term {spec.text} has no columns")
     cnames = _r_names(mm)
     term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec)
-    _check_term_size(term, len(codes))
+    _check_term_size(term, len(codes), residual)
     return term
 
 
-def _check_term_size(term: ReTerm, n: int) -> None:
+def _check_term_size(term: ReTerm, n: int, residual: bool = True) -> None:
+    """At least two levels; with a residual (lmer), fewer levels and random
+    effects than observations (glmer allows as many, as lme4: an
+    observation-level random effect models overdispersion)."""
     if term.nlevels < 2:
         raise ModelSpecError(
             f"grouping factor {term.name!r} of term {term.spec.text} has "
             f"{term.nlevels} level: it needs at least 2"
         )
+    if not residual:
+        return
     if term.nlevels >= n:
         raise ModelSpecError(
             f"grouping factor {term.name!r} has {term.nlevels} levels for {n} observations: "
@@ -1286,7 +1293,9 @@ def build_model_frame(
     off = _total_offset(parsed, source, given_offset)
     codings = factor_contrasts(source, columns, contrasts)
     fixed = build_fixed(parsed, source, codings)
-    terms = order_terms([build_term(spec, source, codings) for spec in parsed.random])
+    terms = order_terms(
+        [build_term(spec, source, codings, residual=not glm_response) for spec in parsed.random]
+    )
     return ModelFrame(
         parsed=parsed,
         data=source.deferred_frame() if isinstance(source, ArrayColumns) else source,

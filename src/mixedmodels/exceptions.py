@@ -7,6 +7,7 @@ itself a :class:`ValueError`, so ``except ValueError`` keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "SeparationWarning",
     "MixedModelsError",
     "FormulaError",
     "DataError",
@@ -81,6 +82,11 @@ class MissingDataWarning(MixedModelsWarning):
 
 class ConvergenceWarning(MixedModelsWarning):
     """The optimizer stopped without a clean convergence signal."""
+
+
+class SeparationWarning(MixedModelsWarning):
+    """Binomial data are (quasi-)completely separated by some fixed effects:
+    their maximum-likelihood estimates are infinite."""
 
 
 class NonIntegerResponseWarning(MixedModelsWarning):

@@ -15,35 +15,22 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .design import (
-    ModelFrame,
-    apply_spec,
-    build_model_frame,
-    evaluate_expression,
-    newdata_fixed_matrix,
-    to_pandas,
-)
-from .exceptions import (
-    ConvergenceWarning,
-    DataError,
-    PredictionError,
-    SingularFitWarning,
-)
+from .design import ModelFrame, build_model_frame
+from .exceptions import ConvergenceWarning, DataError
 from .formula import parse_formula, require_random
 from .dense import DenseSystem
 from .linalg import AugmentedSystem, Factor, TermData
 from .optimize import OptimizerRecord, minimize_theta, minimize_theta_gradient
 from ._threads import blas_threads, current_load
 from .progress import FitProgress
-from .results import MixedModelResults
+from ._model import RandomEffectsModel, include_random as _include_random
 
 __all__ = ["lmer", "LinearMixedModel"]
 
 # lme4's isSingular() tolerance on θ elements with a zero lower bound.
-SINGULAR_TOL = 1e-4
 
 
-class LinearMixedModel(MixedModelResults):
+class LinearMixedModel(RandomEffectsModel):
     """A linear mixed-effects model, lme4's ``lmer``.
 
     Parameters
@@ -118,10 +105,6 @@ class LinearMixedModel(MixedModelResults):
         self._ldW = 0.0 if fr.weights is None else float(np.sum(np.log(fr.weights[fr.weights > 0])))
         self._n_eff = fr.nobs if fr.weights is None else int(np.count_nonzero(fr.weights))
 
-    def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
-        """The relative covariance factors λ of every term for ``theta``."""
-        return [t.lam(theta[s]) for t, s in zip(self.frame.terms, self._theta_slices)]
-
     def _criterion(self, f: Factor, reml: bool) -> float:
         n, p = self._n_eff, self.frame.fixed.X.shape[1]
         r2 = f.pwrss()
@@ -188,10 +171,6 @@ class LinearMixedModel(MixedModelResults):
         down = theta.copy()
         down[i] -= h
         return (self.objective(up) - self.objective(down)) / (2 * h)
-
-    @property
-    def theta_lower(self) -> np.ndarray:
-        return np.concatenate([t.theta_lower() for t in self.frame.terms])
 
     def fit(
         self,
@@ -343,17 +322,6 @@ class LinearMixedModel(MixedModelResults):
             parts.append(start)
         return np.concatenate(parts)
 
-    def _canonical_theta(self, theta: np.ndarray) -> np.ndarray:
-        """θ with every λ column's sign chosen to make its diagonal non-negative
-        (the same covariance, lme4's parametrization)."""
-        out = np.array(theta, dtype=float)
-        for term, sl in zip(self.frame.terms, self._theta_slices):
-            lam = term.lam(out[sl])
-            flip = np.where(np.diag(lam) < 0, -1.0, 1.0)
-            rows, cols = term.theta_rows_cols()
-            out[sl] = (lam * flip[None, :])[rows, cols]
-        return out
-
     def _snap_to_boundary(self, theta: np.ndarray, value: float) -> np.ndarray:
         """Set (near-)zero diagonal elements of λ to exactly zero when that is no
         worse: an unbounded search approaches a zero variance without reaching
@@ -396,57 +364,19 @@ class LinearMixedModel(MixedModelResults):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        if self.is_singular:
-            warnings.warn(
-                "boundary (singular) fit: zero variance or |correlation| = 1 in term(s) "
-                + ", ".join(self._singular_terms()),
-                SingularFitWarning,
-                stacklevel=3,
-            )
+        self._warn_if_singular()
 
     # ------------------------------------------------------------------ protocol
-
-    def _singular_terms(self) -> list[str]:
-        out = []
-        for term, s in zip(self.frame.terms, self._theta_slices):
-            th = self._theta[s]
-            if np.any(th[term.theta_lower() == 0] < SINGULAR_TOL):
-                out.append(term.spec.text)
-        return out
-
-    @property
-    def is_singular(self) -> bool:
-        """lme4's ``isSingular``: a diagonal element of some λ below 1e-4."""
-        self._require_fit()
-        return bool(np.any(self._theta[self.theta_lower == 0] < SINGULAR_TOL))
 
     @property
     def method(self) -> str:
         return "REML" if self.reml else "ML"
 
     @property
-    def beta(self) -> np.ndarray:
-        self._require_fit()
-        return self._beta
-
-    @property
     def sigma(self) -> float:
         """Residual standard deviation."""
         self._require_fit()
         return self._sigma
-
-    @property
-    def theta(self) -> pd.Series:
-        """θ with lme4's names (column-wise lower triangles of the λ factors)."""
-        self._require_fit()
-        names = [n for t in self.frame.terms for n in t.theta_names()]
-        return pd.Series(self._theta, index=names, name="theta")
-
-    @property
-    def loglik(self) -> float:
-        """Log-likelihood (the REML log-likelihood for REML fits, as lme4's logLik)."""
-        self._require_fit()
-        return -0.5 * self._objective
 
     @property
     def reml_criterion(self) -> float:
@@ -547,55 +477,14 @@ class LinearMixedModel(MixedModelResults):
             naming the level, or NaN.
         """
         self._require_fit()
-        if new_levels not in ("population", "error", "nan"):
-            raise PredictionError(
-                f"new_levels must be 'population', 'error' or 'nan', not {new_levels!r}"
-            )
-        include_re = _include_random(re_form)
         if newdata is None:
-            if include_re:
+            if _include_random(re_form):
                 return self.fitted.rename("predicted")
             fr = self.frame
             eta = fr.fixed.X @ self._beta + (0 if fr.offset is None else fr.offset)
             return pd.Series(eta, index=fr.data.index, name="predicted")
-        nd = to_pandas(newdata)
-        eta = newdata_fixed_matrix(self.frame.fixed, nd) @ self._beta
-        eta = eta + self._newdata_offset(nd)
-        if include_re:
-            eta = eta + self._newdata_random(nd, new_levels)
-        return pd.Series(eta, index=nd.index, name="predicted")
-
-    def _newdata_offset(self, nd: pd.DataFrame) -> np.ndarray:
-        total = np.zeros(len(nd))
-        for expr in self.frame.parsed.offsets:
-            total += evaluate_expression(expr, nd, "offset")
-        return total
-
-    def _newdata_random(self, nd: pd.DataFrame, new_levels: str) -> np.ndarray:
-        total = np.zeros(len(nd))
-        for term, b in zip(self.frame.terms, self.b):
-            missing = [g for g in term.spec.group if g not in nd.columns]
-            if missing:
-                raise PredictionError(
-                    f"newdata has no grouping column {missing[0]!r} needed by term "
-                    f"{term.spec.text}; use re_form='~0' for population predictions"
-                )
-            labels = nd[list(term.spec.group)].astype(str).agg(":".join, axis=1)
-            index = pd.Index(term.levels)
-            pos = index.get_indexer(labels)
-            unseen = pos < 0
-            if unseen.any():
-                if new_levels == "error":
-                    bad = sorted(set(labels[unseen]))
-                    raise PredictionError(
-                        f"newdata has level(s) {bad} of grouping factor {term.name!r} "
-                        "not seen in the fit"
-                    )
-            z = apply_spec(term.model_spec, nd, f"random-effects term {term.spec.text}")
-            contrib = np.einsum("nk,nk->n", z, b[np.where(unseen, 0, pos)])
-            contrib[unseen] = np.nan if new_levels == "nan" else 0.0
-            total += contrib
-        return total
+        eta, index = self._newdata_eta(newdata, re_form, new_levels)
+        return pd.Series(eta, index=index, name="predicted")
 
     # ------------------------------------------------------------------ simulation
 
@@ -753,17 +642,6 @@ def _anova_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int) -> float:
         return 1.0
     ratio = max(between - within, 0.0) / n0 / within
     return float(np.clip(np.sqrt(ratio), 0.05, 5.0))
-
-
-def _include_random(re_form: str | None) -> bool:
-    if re_form is None:
-        return True
-    text = str(re_form).replace(" ", "")
-    if text in ("~0", "0", "NA", "~-1"):
-        return False
-    raise PredictionError(
-        f"re_form {re_form!r} is not supported: use None (all random effects) or '~0' (none)"
-    )
 
 
 def _slices(sizes: list[int]) -> list[slice]:

@@ -126,6 +126,7 @@ def minimize_theta(
     maxeval: int = 100_000,
     keep_history: bool = False,
     callback: Callable[[int, float], None] | None = None,
+    initial_step: np.ndarray | None = None,
 ) -> OptimizerRecord:
     """Minimise ``objective`` over θ >= ``lower`` with NLopt's BOBYQA.
 
@@ -146,7 +147,7 @@ def minimize_theta(
     opt.set_ftol_rel(ftol_rel)
     opt.set_xtol_rel(xtol_rel)
     opt.set_maxeval(maxeval)
-    opt.set_initial_step(_initial_step(start))
+    opt.set_initial_step(_initial_step(start) if initial_step is None else initial_step)
     try:
         opt.optimize(start)
         code = opt.last_optimize_result()

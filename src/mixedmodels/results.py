@@ -328,6 +328,8 @@ def _align(rows: list[list[str]], left: set[int]) -> list[str]:
 
 
 def _title(model: Any) -> str:
+    if hasattr(model, "summary_title"):
+        return "\n".join(model.summary_title())
     if getattr(model, "reml", False):
         return "Linear mixed model fit by REML ['lmerMod']"
     return "Linear mixed model fit by maximum likelihood  ['lmerMod']"
@@ -383,16 +385,49 @@ def _fixed_lines(model: Any) -> list[str]:
     se = np.abs(table["Std. Error"].to_numpy())
     se = se[np.isfinite(se) & (se > 0)]
     dec = max(1, 3 - math.floor(math.log10(se.min()))) if se.size else 4
+    stat = table.columns[2]  # "t value" or "z value"
     cols = [
         _fixed_decimals(table["Estimate"].to_numpy(), dec),
         _fixed_decimals(table["Std. Error"].to_numpy(), dec),
-        _fixed_decimals(table["t value"].to_numpy(), 3),
+        _fixed_decimals(table[stat].to_numpy(), 3),
     ]
+    header = [""] + list(table.columns)
+    if "Pr(>|z|)" in table.columns:
+        p = table["Pr(>|z|)"].to_numpy()
+        cols.append(_format_pvalues(p))
+        cols.append([_stars(v) for v in p])
+        header.append("")
     names = list(table.index)
-    rows = [[""] + list(table.columns)] + [
-        [names[i]] + [c[i] for c in cols] for i in range(len(names))
-    ]
-    return _align(rows, left={0})
+    rows = [header] + [[names[i]] + [c[i] for c in cols] for i in range(len(names))]
+    lines = _align(rows, left={0, len(header) - 1} if "Pr(>|z|)" in table.columns else {0})
+    if "Pr(>|z|)" in table.columns:
+        # the caller drops every line's first character (the empty name column)
+        lines += [" ---", " Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"]
+    return lines
+
+
+def _format_pvalues(p: np.ndarray) -> list[str]:
+    """R's format.pval with 3 significant digits: '< 2e-16' below machine precision."""
+    out = []
+    for v in p:
+        if not np.isfinite(v):
+            out.append("NA")
+        elif v < 2.220446e-16:
+            out.append("< 2e-16")
+        elif v < 1e-4:
+            out.append(f"{v:.2e}")
+        else:
+            out.append(f"{v:.3g}")
+    return out
+
+
+def _stars(p: float) -> str:
+    if not np.isfinite(p):
+        return ""
+    for cut, mark in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
+        if p < cut:
+            return mark
+    return ""
 
 
 def _fixed_decimals(values: np.ndarray, decimals: int) -> list[str]:

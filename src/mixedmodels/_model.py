@@ -1,0 +1,147 @@
+"""What the lme4-style models share: θ and the λ factor of every
+random-effects term, singularity, and the random-effects part of predictions
+for new data. The models supply ``frame`` (a :class:`~mixedmodels.design.ModelFrame`),
+``_theta_slices``, and after fitting ``_theta`` and ``b``."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .design import apply_spec, evaluate_expression, newdata_fixed_matrix, to_pandas
+from .exceptions import PredictionError, SingularFitWarning
+from .results import MixedModelResults
+
+__all__ = ["RandomEffectsModel", "SINGULAR_TOL", "include_random"]
+
+# lme4's isSingular tolerance: a diagonal element of some λ below it.
+SINGULAR_TOL = 1e-4
+
+
+def include_random(re_form: str | None) -> bool:
+    """Whether predictions include the random effects (``re_form`` None) or
+    not (``"~0"``, ``"NA"``)."""
+    if re_form is None:
+        return True
+    text = str(re_form).replace(" ", "")
+    if text in ("~0", "0", "NA", "~-1"):
+        return False
+    raise PredictionError(
+        f"re_form {re_form!r} is not supported: use None (all random effects) or '~0' (none)"
+    )
+
+
+class RandomEffectsModel(MixedModelResults):
+    """Base of :class:`~mixedmodels.LinearMixedModel` and
+    :class:`~mixedmodels.GeneralizedLinearMixedModel`."""
+
+    @property
+    def beta(self) -> np.ndarray:
+        """Fixed-effects estimates as an array (see ``fixef`` for names)."""
+        self._require_fit()
+        return self._beta
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood: -½ × the objective at the optimum (the REML
+        log-likelihood for REML fits, the Laplace or quadrature approximation
+        for GLMMs), as lme4's ``logLik``."""
+        self._require_fit()
+        return -0.5 * self._objective
+
+    def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
+        """The relative covariance factors λ of every term for ``theta``."""
+        return [t.lam(theta[s]) for t, s in zip(self.frame.terms, self._theta_slices)]
+
+    @property
+    def theta_lower(self) -> np.ndarray:
+        return np.concatenate([t.theta_lower() for t in self.frame.terms])
+
+    def _canonical_theta(self, theta: np.ndarray) -> np.ndarray:
+        """θ with every λ column's sign chosen to make its diagonal non-negative
+        (the same covariance, lme4's parametrization)."""
+        out = np.array(theta, dtype=float)
+        for term, sl in zip(self.frame.terms, self._theta_slices):
+            lam = term.lam(out[sl])
+            flip = np.where(np.diag(lam) < 0, -1.0, 1.0)
+            rows, cols = term.theta_rows_cols()
+            out[sl] = (lam * flip[None, :])[rows, cols]
+        return out
+
+    def _singular_terms(self) -> list[str]:
+        out = []
+        for term, s in zip(self.frame.terms, self._theta_slices):
+            th = self._theta[s]
+            if np.any(th[term.theta_lower() == 0] < SINGULAR_TOL):
+                out.append(term.spec.text)
+        return out
+
+    @property
+    def is_singular(self) -> bool:
+        """lme4's ``isSingular``: a diagonal element of some λ below 1e-4."""
+        self._require_fit()
+        return bool(np.any(self._theta[self.theta_lower == 0] < SINGULAR_TOL))
+
+    @property
+    def theta(self) -> pd.Series:
+        """θ with lme4's names (column-wise lower triangles of the λ factors)."""
+        self._require_fit()
+        names = [n for t in self.frame.terms for n in t.theta_names()]
+        return pd.Series(self._theta, index=names, name="theta")
+
+    def _newdata_eta(self, newdata, re_form: str | None, new_levels: str):
+        """The linear predictor of new rows (fixed effects, offsets and, unless
+        ``re_form`` excludes them, the random effects) and their index."""
+        if new_levels not in ("population", "error", "nan"):
+            raise PredictionError(
+                f"new_levels must be 'population', 'error' or 'nan', not {new_levels!r}"
+            )
+        include_re = include_random(re_form)
+        nd = to_pandas(newdata)
+        eta = newdata_fixed_matrix(self.frame.fixed, nd) @ self._beta + self._newdata_offset(nd)
+        if include_re:
+            eta = eta + self._newdata_random(nd, new_levels)
+        return eta, nd.index
+
+    def _newdata_offset(self, nd: pd.DataFrame) -> np.ndarray:
+        total = np.zeros(len(nd))
+        for expr in self.frame.parsed.offsets:
+            total += evaluate_expression(expr, nd, "offset")
+        return total
+
+    def _newdata_random(self, nd: pd.DataFrame, new_levels: str) -> np.ndarray:
+        total = np.zeros(len(nd))
+        for term, b in zip(self.frame.terms, self.b):
+            missing = [g for g in term.spec.group if g not in nd.columns]
+            if missing:
+                raise PredictionError(
+                    f"newdata has no grouping column {missing[0]!r} needed by term "
+                    f"{term.spec.text}; use re_form='~0' for population predictions"
+                )
+            labels = nd[list(term.spec.group)].astype(str).agg(":".join, axis=1)
+            index = pd.Index(term.levels)
+            pos = index.get_indexer(labels)
+            unseen = pos < 0
+            if unseen.any():
+                if new_levels == "error":
+                    bad = sorted(set(labels[unseen]))
+                    raise PredictionError(
+                        f"newdata has level(s) {bad} of grouping factor {term.name!r} "
+                        "not seen in the fit"
+                    )
+            z = apply_spec(term.model_spec, nd, f"random-effects term {term.spec.text}")
+            contrib = np.einsum("nk,nk->n", z, b[np.where(unseen, 0, pos)])
+            contrib[unseen] = np.nan if new_levels == "nan" else 0.0
+            total += contrib
+        return total
+
+    def _warn_if_singular(self) -> None:
+        if self.is_singular:
+            warnings.warn(
+                "boundary (singular) fit: zero variance or |correlation| = 1 in term(s) "
+                + ", ".join(self._singular_terms()),
+                SingularFitWarning,
+                stacklevel=4,
+            )

@@ -1,0 +1,1000 @@
+"""Generalized linear mixed models: lme4's ``glmer``.
+
+For a relative covariance factor Λ(θ) and fixed effects β, the conditional
+modes ũ of the spherical random effects minimise the penalised deviance
+
+    pdev(u) = Σ devresid(y, μ(u)) + ‖u‖²,   η = offset + Xβ + ZΛu,  μ = g⁻¹(η),
+
+found by penalised iteratively reweighted least squares (PIRLS): each step
+solves the weighted least-squares problem of the working response with the
+working weights w = prior weight · (dμ/dη)² / V(μ). lme4's Laplace
+approximation of -2 log L is then
+
+    aic(y, μ̃) + ‖ũ‖² + log det(Λ'Z'WZΛ + I),
+
+with R's ``family$aic`` (-2 × the conditional log-likelihood, constants
+included), so numbers compare with R directly. ``nagq = 0`` lets PIRLS find β
+together with u (one optimisation over θ); ``nagq = 1`` (Laplace) optimises
+(θ, β) after that stage, as lme4 does by default; ``nagq > 1`` replaces the
+Laplace approximation by adaptive Gauss-Hermite quadrature, for a single
+scalar random-effects term.
+
+lme4's quadrature deviance drops the saturated log-likelihood that ``aic``
+holds (so its log-likelihood is shifted for binomial counts, lme4 issue 161);
+here it is added back, so that ``nagq = 25`` gives the marginal log-likelihood
+itself, on the same scale as the Laplace one.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.linalg import lapack, solve_triangular
+from statistics import NormalDist
+
+from .dense import _scale_cols, _scale_rows
+from .design import (
+    ModelFrame,
+    build_model_frame,
+)
+from .exceptions import (
+    ConvergenceWarning,
+    DataError,
+    FamilyError,
+    PredictionError,
+    SeparationWarning,
+)
+from .families import Family, get_family
+from .formula import parse_formula, require_random
+from .linalg import _scalar_pairs
+from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random
+from .lmm import _slices
+from .optimize import OptimizerRecord, minimize_theta
+
+__all__ = ["GeneralizedLinearMixedModel", "glmer", "ConvergenceCheck"]
+
+# PIRLS stops when the penalised deviance changes by less than this (relative);
+# lme4 uses 1e-7, a tighter value keeps the objective smooth for the optimizer.
+PIRLS_TOL = 1e-10
+PIRLS_MAXIT = 100
+STEP_HALVINGS = 20
+# lme4's checkConv: a scaled gradient above this draws a convergence warning.
+GRADIENT_TOL = 2e-3
+# lme4's deriv12 step for the finite-difference Hessian over (θ, β).
+HESSIAN_STEP = 1e-4
+# Initial trust-region radius of the second (θ, β) search, relative to the scale.
+POLISH_STEP = 1e-3
+
+
+class PirlsError(DataError):
+    """PIRLS could not find the conditional modes (the model is degenerate there)."""
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+class _WeightedCrossProducts:
+    """[Z X]'W[Z X] for any row weights w by one sparse product.
+
+    Every pair of nonzeros in a row of G = [Z X] touches one position of the
+    upper triangle; the map w -> those sums is a sparse matrix built once (the
+    same construction as the linear model's rank-update operator), so each
+    PIRLS step costs one sparse matrix-vector product over the pairs.
+    """
+
+    def __init__(self, G: sp.csr_array):
+        G = sp.csr_array(G)
+        G.sort_indices()
+        self.m = G.shape[1]
+        columns_of_rows = sp.csc_array((G.data, G.indices, G.indptr), shape=(self.m, G.shape[0]))
+        self.T, self.positions = _scalar_pairs(columns_of_rows, np.diff(G.indptr).astype(np.int64), self.m)
+        self.G = G
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        """The full symmetric m x m matrix G'diag(w)G."""
+        A = np.zeros((self.m, self.m))
+        A.ravel()[self.positions] = self.T @ w
+        upper = np.triu(A, 1)
+        return A + upper.T
+
+    def t_dot(self, v: np.ndarray) -> np.ndarray:
+        return self.G.T @ v
+
+
+@dataclass
+class _Modes:
+    """The state PIRLS leaves at (θ, β): modes, linear predictor, mean, weights
+    and the Cholesky factor of the penalised system at the final weights."""
+
+    u: np.ndarray
+    beta: np.ndarray
+    eta: np.ndarray
+    mu: np.ndarray
+    L: np.ndarray  # lower factor of Λ'Z'WZΛ + I (joint fits: with the X rows below)
+    pdev: float
+    iterations: int
+
+    def ldL2(self, q: int) -> float:
+        return 2.0 * float(np.log(np.diagonal(self.L)[:q]).sum())
+
+
+class _Engine:
+    """PIRLS and the Laplace / quadrature deviance of one model frame."""
+
+    def __init__(self, frame: ModelFrame, family: Family, y, n, prior_weights, offset):
+        self.family = family
+        self.y, self.n, self.wt = y, n, prior_weights
+        self.offset = offset
+        self.X = frame.fixed.X
+        self.p = self.X.shape[1]
+        blocks = [_term_matrix(t) for t in frame.terms]
+        self.Z = sp.hstack(blocks, format="csr") if blocks else sp.csr_array((len(y), 0))
+        self.q = self.Z.shape[1]
+        self.cross = _WeightedCrossProducts(sp.hstack([self.Z, sp.csr_array(self.X)], format="csr"))
+        edges = np.cumsum([0] + [t.nlevels * t.k for t in frame.terms])
+        self.bounds = [(int(edges[i]), int(edges[i + 1])) for i in range(len(frame.terms))]
+        self.ks = [t.k for t in frame.terms]
+        self.codes0 = frame.terms[0].codes if frame.terms else None
+        self.saturated = self._saturated_constant()
+
+    # -- pieces ---------------------------------------------------------------
+
+    def lam_full(self, lams: list[np.ndarray]) -> sp.csr_array:
+        """Λ as a sparse block-diagonal q x q matrix."""
+        blocks = []
+        for (a, b), lam in zip(self.bounds, lams):
+            k = lam.shape[0]
+            blocks.append(sp.kron(sp.identity((b - a) // k, format="csr"), sp.csr_array(lam)))
+        return sp.block_diag(blocks, format="csr") if blocks else sp.csr_array((0, 0))
+
+    def linear_predictor(self, lams, u: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        return self.offset + self.X @ beta + self.Z @ self._lam_times(lams, u)
+
+    def _lam_times(self, lams, u: np.ndarray) -> np.ndarray:
+        out = np.empty_like(u)
+        for (a, b), lam in zip(self.bounds, lams):
+            k = lam.shape[0]
+            out[a:b] = (u[a:b].reshape(-1, k) @ lam.T).ravel()
+        return out
+
+    def penalised_deviance(self, mu: np.ndarray, u: np.ndarray) -> float:
+        return float(np.sum(self.family.dev_resids(self.y, mu, self.wt))) + float(u @ u)
+
+    def working(
+        self, eta: np.ndarray, mu: np.ndarray, offset: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Working weights and working response (η without ``offset``)."""
+        fam = self.family
+        d = fam.mu_eta(eta)
+        w = self.wt * d * d / fam.variance(mu)
+        z = eta - offset + (self.y - mu) / d
+        return w, z
+
+    def _system(self, lams, w: np.ndarray, z: np.ndarray, joint: bool):
+        """The penalised normal equations at weights w: the matrix (Λ'Z'WZΛ + I,
+        with the X rows when ``joint``) and its right-hand side."""
+        q = self.q
+        A = self.cross(w)
+        rhs = self.cross.t_dot(w * z)
+        if joint:
+            S = A
+            _scale_rows(S, self.bounds, lams)
+            _scale_cols(S, self.bounds, lams)
+            r = rhs.copy()
+            r[:q] = self._lam_t_times(lams, r[:q])
+        else:
+            S = A[:q, :q]
+            _scale_rows(S, self.bounds, lams)
+            _scale_cols(S, self.bounds, lams)
+            r = self._lam_t_times(lams, rhs[:q])
+            S = np.ascontiguousarray(S)
+        S.ravel()[: q * (S.shape[0] + 1) : S.shape[0] + 1] += 1.0
+        return S, r
+
+    def _lam_t_times(self, lams, v: np.ndarray) -> np.ndarray:
+        out = np.empty_like(v)
+        for (a, b), lam in zip(self.bounds, lams):
+            k = lam.shape[0]
+            out[a:b] = (v[a:b].reshape(-1, k) @ lam).ravel()
+        return out
+
+    def factor(self, lams, w: np.ndarray, z: np.ndarray, joint: bool, offset=None):
+        S, r = self._system(lams, w, z, joint)
+        L, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            raise PirlsError("the penalised weighted least-squares system is not positive definite")
+        return L, r
+
+    # -- PIRLS -----------------------------------------------------------------
+
+    def pirls(
+        self,
+        lams: list[np.ndarray],
+        eta_start: np.ndarray,
+        offset: np.ndarray,
+        joint: bool,
+        tol: float,
+    ) -> _Modes:
+        """Conditional modes by PIRLS, as lme4's ``pwrssUpdate``.
+
+        Starts from the linear predictor ``eta_start`` (its weights and working
+        response); ``offset`` is the part of η held fixed: the model's offset
+        (``joint``: β is found with u) or the offset plus Xβ. Stops when the
+        penalised deviance changes by less than ``tol`` (relative), halving
+        steps that increase it. The factor kept is that of the last step's
+        system, at the weights it started from, as lme4's: with lme4's
+        tolerance (1e-7) the Laplace deviance then carries a difference of
+        order 1e-4 from the one at the converged weights, which a tighter
+        ``tol`` removes.
+        """
+        eta = eta_start
+        mu = self.family.linkinv(eta)
+        q = self.q
+        old = np.inf
+        u_prev = np.zeros(q)
+        b_prev = np.zeros(self.p)
+        L = None
+        for it in range(1, PIRLS_MAXIT + 1):
+            w, z = self.working(eta, mu, offset)
+            L, r = self.factor(lams, w, z, joint, offset)
+            sol = lapack.dpotrs(L, r, lower=1)[0]
+            u, b = sol[:q], (sol[q:] if joint else np.zeros(0))
+            eta, mu, pdev = self._update(lams, u, b, offset)
+            if abs(old - pdev) < tol * abs(pdev):
+                break
+            halvings = 0
+            while (not np.isfinite(pdev) or pdev > old) and halvings < STEP_HALVINGS:
+                u = 0.5 * (u_prev + u)
+                b = 0.5 * (b_prev + b) if joint else b
+                eta, mu, pdev = self._update(lams, u, b, offset)
+                halvings += 1
+            if not np.isfinite(pdev):
+                raise PirlsError("PIRLS produced a non-finite deviance")
+            if pdev - old > tol:
+                raise PirlsError("PIRLS step halving failed to reduce the deviance")
+            old, u_prev, b_prev = pdev, u, b
+        return _Modes(u, b, eta, mu, L, pdev, it)
+
+    def _update(self, lams, u: np.ndarray, b: np.ndarray, offset: np.ndarray):
+        eta = offset + self.Z @ self._lam_times(lams, u)
+        if len(b):
+            eta = eta + self.X @ b
+        mu = self.family.linkinv(eta)
+        return eta, mu, self.penalised_deviance(mu, u)
+
+    # -- deviances ---------------------------------------------------------------
+
+    def aic_term(self, mu: np.ndarray) -> float:
+        """R's ``family$aic`` at μ (-2 × conditional log-likelihood)."""
+        dev = float(np.sum(self.family.dev_resids(self.y, mu, self.wt)))
+        if self.saturated is not None:
+            return dev + self.saturated
+        return float(self.family.aic(self.y, self.n, mu, self.wt, dev))
+
+    def _saturated_constant(self) -> float | None:
+        """aic - deviance, the same at every μ for the binomial and Poisson
+        families (-2 × the saturated log-likelihood): R's value (Loader's
+        densities) for whole counts; for non-whole counts, where R's densities
+        are zero, the continuous extension with log Γ, so the likelihood stays
+        finite. None for families with an estimated dispersion."""
+        fam, y, n, wt = self.family, self.y, self.n, self.wt
+        if fam.name not in ("binomial", "poisson"):
+            return None
+        mu = np.clip(fam.mustart(y, wt), 1e-3, None) if fam.name == "poisson" else np.full_like(y, 0.5)
+        dev = float(np.sum(fam.dev_resids(y, mu, wt)))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = float(fam.aic(y, n, mu, wt, dev)) - dev
+        if np.isfinite(value):
+            return value
+        return _continuous_saturated(fam.name, y, n, wt)
+
+    def laplace(self, modes: _Modes) -> float:
+        """lme4's Laplace deviance: aic + ‖u‖² + log det(Λ'Z'WZΛ + I)."""
+        return self.aic_term(modes.mu) + float(modes.u @ modes.u) + modes.ldL2(self.q)
+
+    def quadrature(self, modes: _Modes, lams, nodes: np.ndarray, weights: np.ndarray) -> float:
+        """Adaptive Gauss-Hermite deviance for one scalar term (lme4's glmerAGQ
+        with the saturated log-likelihood added back: see the module notes)."""
+        q, fam = self.q, self.family
+        codes = self.codes0
+        sd = 1.0 / np.diagonal(modes.L)[:q]
+        devres0 = fam.dev_resids(self.y, modes.mu, self.wt)
+        devc0 = modes.u**2 + np.bincount(codes, devres0, minlength=q)
+        mult = np.zeros(q)
+        lam = lams[0][0, 0]
+        base = modes.eta - self.Z @ (lam * modes.u)
+        for z, wk in zip(nodes, weights):
+            if z == 0.0:
+                mult += wk
+                continue
+            u = modes.u + z * sd
+            mu = fam.linkinv(base + self.Z @ (lam * u))
+            devc = u**2 + np.bincount(codes, fam.dev_resids(self.y, mu, self.wt), minlength=q)
+            mult += wk * np.exp(0.5 * z * z - 0.5 * (devc - devc0))
+        saturated = self.aic_term(modes.mu) - float(np.sum(devres0))
+        return float(devc0.sum()) + modes.ldL2(q) - 2.0 * float(np.log(mult).sum()) + saturated
+
+
+def _continuous_saturated(family: str, y, n, wt) -> float:
+    """-2 × saturated log-likelihood with log Γ in place of factorials."""
+    from scipy.special import gammaln, xlogy
+
+    if family == "poisson":
+        return float(-2 * np.sum(wt * (xlogy(y, y) - y - gammaln(y + 1))))
+    m = n if np.any(n > 1) else wt
+    share = np.where(m > 0, wt / np.where(m > 0, m, 1), 0.0)
+    k = m * y
+    log_choose = gammaln(m + 1) - gammaln(k + 1) - gammaln(m - k + 1)
+    return float(-2 * np.sum(share * (log_choose + xlogy(k, y) + xlogy(m - k, 1 - y))))
+
+
+def separated_columns(X: np.ndarray, y: np.ndarray, names: list[str]) -> list[str]:
+    """Fixed effects whose estimates are infinite because the binomial data
+    are (quasi-)completely separated (after Konis): a direction d with
+    x_i'd >= 0 for every all-success row, <= 0 for every all-failure row and
+    = 0 for the others, not zero on all of them. The sparsest such direction
+    (least L1 norm, a linear program) names the columns."""
+    from scipy.optimize import linprog
+
+    sign = np.where(y >= 1, 1.0, np.where(y <= 0, -1.0, 0.0))
+    ineq = sign != 0
+    if not ineq.any():
+        return []
+    p = X.shape[1]
+    A = X[ineq] * sign[ineq, None]
+    eq = X[~ineq]
+    zeros = np.zeros((len(A), p))
+    I = np.eye(p)
+    # variables (d, t): minimise Σt with t >= |d|, A d >= 0, Σ A d >= 1, eq d = 0
+    A_ub = np.vstack([
+        np.hstack([-A, zeros]),
+        np.hstack([-A.sum(axis=0)[None, :], np.zeros((1, p))]),
+        np.hstack([I, -I]),
+        np.hstack([-I, -I]),
+    ])
+    b_ub = np.concatenate([np.zeros(len(A)), [-1.0], np.zeros(2 * p)])
+    res = linprog(
+        np.concatenate([np.zeros(p), np.ones(p)]), A_ub=A_ub, b_ub=b_ub,
+        A_eq=np.hstack([eq, np.zeros((len(eq), p))]) if len(eq) else None,
+        b_eq=np.zeros(len(eq)) if len(eq) else None,
+        bounds=[(None, None)] * p + [(0, None)] * p, method="highs",
+    )
+    if res.status != 0:  # infeasible: no separating direction
+        return []
+    d = res.x[:p]
+    return [name for name, v in zip(names, d) if abs(v) > 1e-9 * np.abs(d).max()]
+
+
+def _term_matrix(term) -> sp.csr_array:
+    n, k = term.z.shape
+    rows = np.repeat(np.arange(n), k)
+    cols = (term.codes[:, None] * k + np.arange(k)).ravel()
+    return sp.csr_array((term.z.ravel(), (rows, cols)), shape=(n, term.nlevels * k))
+
+
+def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of the n-point rule for the standard normal density
+    (weights sum to 1), as lme4's ``GHrule``."""
+    z, w = np.polynomial.hermite_e.hermegauss(n)
+    z = (z - z[::-1]) / 2  # exactly symmetric, with an exact zero node for odd n
+    w = (w + w[::-1]) / 2
+    return z, w / w.sum()
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass
+class ConvergenceCheck:
+    """lme4's ``checkConv`` at the optimum over (θ, β).
+
+    Attributes
+    ----------
+    gradient : ndarray
+        Finite-difference gradient of the deviance.
+    hessian : ndarray
+        Finite-difference Hessian of the deviance.
+    scaled_gradient : float
+        max |H⁻¹g| (the Newton step still to go, in parameter units), or the
+        max |g| when H is not positive definite.
+    hessian_eigenvalues : ndarray
+    messages : list of str
+        What is wrong, in words; empty when the optimum looks sound.
+    """
+
+    gradient: np.ndarray
+    hessian: np.ndarray
+    scaled_gradient: float
+    hessian_eigenvalues: np.ndarray
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.messages
+
+
+class GeneralizedLinearMixedModel(RandomEffectsModel):
+    """A generalized linear mixed model (lme4's ``glmer``).
+
+    Parameters
+    ----------
+    formula : str
+        lme4 formula; the response may be numeric, bool, a factor (first level
+        = failure) or ``cbind(successes, failures)`` for the binomial family.
+    data : DataFrame
+        The data (pandas, or anything :func:`mixedmodels.design.to_pandas` takes).
+    family : str or Family
+        ``"binomial"``, ``"poisson"``, ``"gamma"``, ``"inverse_gaussian"``,
+        ``"gaussian"`` or a :mod:`mixedmodels.families` object.
+    link : str, optional
+        Overrides the family's default link.
+    nagq : int
+        0: PIRLS estimates β with the modes (fast, approximate); 1: Laplace
+        (default); > 1: adaptive Gauss-Hermite quadrature with that many
+        nodes (one scalar random-effects term only).
+    weights, offset : column name or array, optional
+        Prior weights (binomial: numbers of trials of a proportion response)
+        and an offset added to the linear predictor (also ``offset(...)`` in
+        the formula).
+    contrasts, na_action
+        As for :class:`mixedmodels.LinearMixedModel`.
+    """
+
+    model_kind = "glmer"
+    has_residual = False
+
+    def __init__(
+        self,
+        formula: str,
+        data: Any,
+        family: str | Family = "binomial",
+        link: str | None = None,
+        nagq: int = 1,
+        weights: Any = None,
+        offset: Any = None,
+        contrasts: Mapping[str, str] | None = None,
+        na_action: str = "omit",
+    ):
+        if na_action not in ("omit", "fail"):
+            raise DataError(f"na_action must be 'omit' or 'fail', not {na_action!r}")
+        self.family = get_family(family, link)
+        self.nagq = _check_nagq(nagq)
+        self.formula = formula
+        self.data_name: str | None = None
+        parsed = require_random(parse_formula(formula))
+        self.frame = build_model_frame(
+            parsed, data, weights=weights, offset=offset, na_action=na_action,
+            contrasts=contrasts, glm_response=True,
+        )
+        fr = self.frame
+        if self.nagq > 1 and not (len(fr.terms) == 1 and fr.terms[0].k == 1):
+            raise DataError(
+                f"nagq = {self.nagq} (adaptive Gauss-Hermite quadrature) needs a single scalar "
+                "random-effects term such as (1 | group); this model has "
+                + ", ".join(t.spec.text for t in fr.terms)
+                + ". Use nagq = 1 (Laplace) or 0."
+            )
+        self._init = self._initialize_response()
+        offset_arr = np.zeros(fr.nobs) if fr.offset is None else np.asarray(fr.offset, float)
+        self._engine = _Engine(fr, self.family, self._init.y, self._init.n, self._init.weights, offset_arr)
+        self._theta_slices = _slices([t.ntheta for t in fr.terms])
+        self.weights_given = weights is not None
+        self._fitted = False
+
+    def _initialize_response(self):
+        fr, fam = self.frame, self.family
+        name = fr.response_name
+        y = np.asarray(fr.y, dtype=float)
+        if y.ndim == 2:
+            if fam.name != "binomial":
+                raise FamilyError(
+                    f"a two-column response {name!r} (cbind) is only meaningful for the "
+                    f"binomial family, not {fam.name}"
+                )
+            return fam.initialize_counts(y[:, 0], y[:, 1], fr.weights, column_name=name)
+        return fam.initialize(y, fr.weights, column_name=name)
+
+    # ------------------------------------------------------------------ parameters
+
+    @property
+    def ntheta(self) -> int:
+        return int(sum(t.ntheta for t in self.frame.terms))
+
+    # ------------------------------------------------------------------ objectives
+
+    def _modes(self, theta: np.ndarray, beta: np.ndarray | None) -> _Modes:
+        """PIRLS at θ (``beta`` None: β found with u, the nAGQ = 0 stage) from
+        the stage's starting linear predictor, as lme4 starts every evaluation."""
+        e = self._engine
+        lams = self.lambdas(np.asarray(theta, float))
+        if beta is None:
+            return e.pirls(lams, self._eta_start, e.offset, True, self.pirls_tol)
+        return e.pirls(lams, self._eta_start, e.offset + e.X @ beta, False, self.pirls_tol)
+
+    def _deviance_at(self, modes: _Modes, theta: np.ndarray) -> float:
+        if self.nagq > 1:
+            z, w = gauss_hermite(self.nagq)
+            return self._engine.quadrature(modes, self.lambdas(theta), z, w)
+        return self._engine.laplace(modes)
+
+    def objective_theta(self, theta: np.ndarray) -> float:
+        """The nAGQ = 0 deviance at θ (β found by PIRLS with the modes)."""
+        try:
+            return self._engine.laplace(self._modes(theta, None))
+        except PirlsError:
+            return np.inf
+
+    def objective(self, params: np.ndarray) -> float:
+        """The deviance (Laplace or quadrature) at (θ, β)."""
+        params = np.asarray(params, float)
+        theta, beta = params[: self.ntheta], params[self.ntheta :]
+        try:
+            return self._deviance_at(self._modes(theta, beta), theta)
+        except PirlsError:
+            return np.inf
+
+    # ------------------------------------------------------------------ fitting
+
+    def initial_theta(self) -> np.ndarray:
+        return np.concatenate([t.theta_start() for t in self.frame.terms])
+
+    def fit(
+        self,
+        start: Mapping[str, Any] | None = None,
+        *,
+        pirls_tol: float = 1e-7,
+        maxeval: int = 100_000,
+        keep_history: bool = False,
+        check_convergence: bool = True,
+    ) -> "GeneralizedLinearMixedModel":
+        """Estimate θ and β as lme4's ``glmer``: the nAGQ = 0 stage over θ, then
+        (nagq >= 1) the Laplace or quadrature deviance over (θ, β) from there.
+
+        Parameters
+        ----------
+        start : dict, optional
+            ``{"theta": ...}`` starting θ.
+        pirls_tol : float
+            PIRLS convergence tolerance (lme4's ``tolPwrss``, default 1e-7,
+            which with lme4's way of iterating gives lme4's numbers; 1e-10 or
+            below gives the Laplace approximation at the exact modes, which
+            can differ from lme4's by ~1e-3 in the deviance and ~1% in SEs).
+        maxeval : int
+            Maximum number of deviance evaluations per stage.
+        keep_history : bool
+            Keep every point evaluated in ``optsum.history``.
+        check_convergence : bool
+            Compute the finite-difference gradient and Hessian at the optimum
+            (they also give the standard errors, as lme4's default).
+        """
+        start = dict(start or {})
+        self.pirls_tol = float(pirls_tol)
+        self._warn_separation()
+        e = self._engine
+        theta0 = np.asarray(start.get("theta", self.initial_theta()), float)
+        # lme4: one joint PIRLS at θ0 from mustart; its η starts every evaluation
+        self._eta_start = e.offset + self.family.linkfun(self._init.mustart)
+        self._eta_start = self._modes(theta0, None).eta
+        stage0 = minimize_theta(
+            self.objective_theta, theta0, self.theta_lower, ftol_rel=1e-12,
+            maxeval=maxeval, keep_history=keep_history,
+        )
+        theta = stage0.theta_final
+        modes0 = self._modes(theta, None)
+        if self.nagq == 0:
+            self._set_optimum(theta, None, stage0, check=False)
+            return self
+        self._eta_start = modes0.eta
+        params0 = np.concatenate([theta, modes0.beta])
+        lower = np.concatenate([self.theta_lower, np.full(e.p, -np.inf)])
+        stage1 = minimize_theta(
+            self.objective, params0, lower, ftol_rel=1e-12, maxeval=maxeval,
+            keep_history=keep_history,
+        )
+        # a second search from the first one's end, with a small trust region:
+        # BOBYQA can stop early in the flat valleys of (θ, β) that GLMMs have
+        polish = minimize_theta(
+            self.objective, stage1.theta_final, lower, ftol_rel=1e-12, maxeval=maxeval,
+            keep_history=keep_history, initial_step=POLISH_STEP * _scale(stage1.theta_final),
+        )
+        if polish.objective_final <= stage1.objective_final:
+            polish.theta_start, polish.objective_start = stage1.theta_start, stage1.objective_start
+            polish.evaluations += stage1.evaluations
+            polish.elapsed += stage1.elapsed
+            stage1 = polish
+        else:
+            stage1.evaluations += polish.evaluations
+        stage1.evaluations += stage0.evaluations
+        stage1.elapsed += stage0.elapsed
+        stage1.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {stage1.optimizer} twice"
+        params = stage1.theta_final
+        self._set_optimum(params[: self.ntheta], params[self.ntheta :], stage1,
+                          check=check_convergence)
+        return self
+
+    def _warn_separation(self) -> None:
+        if self.family.name != "binomial":
+            return
+        X = self.frame.fixed.X
+        keep = self._engine.wt > 0
+        names = separated_columns(X[keep], self._engine.y[keep], self.frame.fixed.names)
+        self.separated = names
+        if names:
+            warnings.warn(
+                "the data are (quasi-)completely separated by fixed effect(s) "
+                + ", ".join(names)
+                + ": their estimates are infinite in truth, the ones reported are only as "
+                "large as the optimizer went, and their standard errors are meaningless; "
+                "consider removing or recoding them (or a penalised fit)",
+                SeparationWarning,
+                stacklevel=3,
+            )
+
+    def _set_optimum(self, theta, beta, record: OptimizerRecord, check: bool) -> None:
+        theta = self._canonical_theta(np.asarray(theta, float))
+        modes = self._modes(theta, None if beta is None else np.asarray(beta, float))
+        self._theta, self._modes_final = theta, modes
+        self._beta = modes.beta if beta is None else np.asarray(beta, float)
+        self._u = [modes.u[a:b].reshape(-1, k) for (a, b), k in zip(self._engine.bounds, self._engine.ks)]
+        self._objective = self._engine.laplace(modes) if beta is None else self._deviance_at(modes, theta)
+        self.optsum = record
+        self._cache: dict[str, Any] = {}
+        self.convergence: ConvergenceCheck | None = None
+        if check:
+            self.convergence = self._check_convergence()
+        self._fitted = True
+        if self.convergence is not None and self.convergence.messages:
+            warnings.warn("; ".join(self.convergence.messages), ConvergenceWarning, stacklevel=3)
+        self._warn_if_singular()
+
+    # ------------------------------------------------------------------ derivatives
+
+    def _derivatives(self, params: np.ndarray, f0: float) -> tuple[np.ndarray, np.ndarray]:
+        """Central-difference gradient and Hessian of the deviance (lme4's
+        ``deriv12``: step 1e-4, one-sided at a lower bound)."""
+        x = np.asarray(params, float)
+        k = len(x)
+        lower = np.concatenate([self.theta_lower, np.full(k - self.ntheta, -np.inf)])
+        h = HESSIAN_STEP
+        down = np.minimum(h, np.where(np.isfinite(lower), x - lower, np.inf))
+        f = self._probe
+        fplus = np.array([f(x, {j: h}) for j in range(k)])
+        fminus = np.array([f(x, {j: -down[j]}) if down[j] > 0 else f0 for j in range(k)])
+        H = np.empty((k, k))
+        g = np.empty(k)
+        for j in range(k):
+            if down[j] > 0:
+                H[j, j] = fplus[j] / h**2 - 2 * f0 / (h * down[j]) + fminus[j] / down[j] ** 2
+                g[j] = (fplus[j] - fminus[j]) / (h + down[j])
+            else:  # at the bound: one-sided
+                H[j, j] = (f(x, {j: 2 * h}) - 2 * fplus[j] + f0) / h**2
+                g[j] = (fplus[j] - f0) / h
+            for i in range(j):
+                fpp = f(x, {i: h, j: h})
+                H[i, j] = H[j, i] = (fpp - fplus[i] - fplus[j] + f0) / (h * h)
+        return g, H
+
+    def _probe(self, x: np.ndarray, shift: dict[int, float]) -> float:
+        y = x.copy()
+        for j, h in shift.items():
+            y[j] += h
+        return self.objective(y)
+
+    def _check_convergence(self) -> ConvergenceCheck:
+        params = np.concatenate([self._theta, self._beta])
+        g, H = self._derivatives(params, self._objective)
+        Hs = 0.5 * (H + H.T)
+        eig = np.linalg.eigvalsh(Hs)
+        messages = []
+        try:
+            c = np.linalg.cholesky(Hs)
+            scaled = float(np.max(np.abs(np.linalg.solve(c.T, np.linalg.solve(c, g)))))
+        except np.linalg.LinAlgError:
+            scaled = float(np.max(np.abs(g)))
+        at_bound = np.zeros(len(params), bool)
+        at_bound[: self.ntheta] = (self.theta_lower == 0) & (self._theta < SINGULAR_TOL)
+        if scaled > GRADIENT_TOL and np.max(np.abs(g[~at_bound]), initial=0.0) > GRADIENT_TOL:
+            messages.append(
+                f"the optimizer may have stopped short of the optimum: the Newton step still to go "
+                f"is {scaled:.3g} (max |gradient| = {np.max(np.abs(g)):.3g}); refit from these "
+                "estimates or check the model"
+            )
+        if not at_bound.any() and eig.min() <= 0:
+            messages.append(
+                f"the Hessian has {int(np.sum(eig <= 0))} non-positive eigenvalue(s): the optimum "
+                "is not a strict minimum, standard errors cannot be trusted"
+            )
+        elif eig.min() > 0 and eig.max() / eig.min() > 1e6:
+            messages.append(
+                f"the Hessian is nearly singular (eigenvalue ratio {eig.max() / eig.min():.3g}): "
+                "the model is nearly unidentifiable; rescale predictors or simplify the model"
+            )
+        return ConvergenceCheck(g, H, scaled, eig, messages)
+
+    # ------------------------------------------------------------------ protocol
+
+    @property
+    def method(self) -> str:
+        if self.nagq == 0:
+            return "nAGQ = 0"
+        return "Laplace" if self.nagq == 1 else f"AGQ-{self.nagq}"
+
+    @property
+    def sigma(self) -> float:
+        """1 for the binomial and Poisson families (no residual scale)."""
+        self._require_fit()
+        return 1.0
+
+    @property
+    def deviance(self) -> float:
+        """-2 × log-likelihood, the ``deviance`` of lme4's summary table."""
+        self._require_fit()
+        return self._objective
+
+    @property
+    def deviance_conditional(self) -> float:
+        """Σ squared deviance residuals at the conditional modes: what R's
+        ``deviance(fit)`` returns for a glmer fit."""
+        self._require_fit()
+        return float(np.sum(self._dev_resids()))
+
+    def _dev_resids(self) -> np.ndarray:
+        e = self._engine
+        return e.family.dev_resids(e.y, self._modes_final.mu, e.wt)
+
+    @property
+    def n_params(self) -> int:
+        return len(self._beta) + len(self._theta)
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance of the fixed effects: from the finite-difference Hessian of
+        the deviance over (θ, β) (lme4's default, ``2 H⁻¹`` restricted to β),
+        or from the PIRLS system when there is none (nAGQ = 0, or the Hessian
+        is not positive definite)."""
+        self._require_fit()
+        if "vcov" not in self._cache:
+            self._cache["vcov"] = self._vcov_matrix()
+        names = self.frame.fixed.names
+        return pd.DataFrame(self._cache["vcov"], index=names, columns=names)
+
+    def _vcov_matrix(self) -> np.ndarray:
+        conv = self.convergence
+        k = self.ntheta
+        if conv is not None:
+            H = 0.5 * (conv.hessian + conv.hessian.T)
+            try:
+                Hinv = np.linalg.inv(H)
+                V = 2.0 * Hinv[k:, k:]
+                if np.all(np.isfinite(V)) and np.linalg.eigvalsh(V).min() > 0:
+                    return V
+            except np.linalg.LinAlgError:
+                pass
+        return self._vcov_pirls()
+
+    def _vcov_pirls(self) -> np.ndarray:
+        """σ²(R_X'R_X)⁻¹ from the joint PIRLS system at the optimum."""
+        e = self._engine
+        lams = self.lambdas(self._theta)
+        m = self._modes_final
+        w, z = e.working(m.eta, m.mu, e.offset)
+        L, _ = e.factor(lams, w, z, True)
+        RX = L[e.q :, e.q :]
+        Linv = solve_triangular(RX, np.eye(e.p), lower=True)
+        return Linv.T @ Linv
+
+    def _covariances(self) -> list[np.ndarray]:
+        return [lam @ lam.T for lam in self.lambdas(self._theta)]
+
+    @property
+    def b(self) -> list[np.ndarray]:
+        self._require_fit()
+        return [u @ lam.T for u, lam in zip(self._u, self.lambdas(self._theta))]
+
+    def _condvar_b(self) -> list[np.ndarray]:
+        """Λ (L L')⁻¹ Λ' per level (lme4's ``condVar``), from the final factor."""
+        if "condvar" not in self._cache:
+            e = self._engine
+            q = e.q
+            Lzz = self._modes_final.L[:q, :q]
+            inv = lapack.dpotri(np.array(Lzz, order="F"), lower=1)[0]
+            inv = np.tril(inv) + np.tril(inv, -1).T
+            out = []
+            for (a, b), k, lam in zip(e.bounds, e.ks, self.lambdas(self._theta)):
+                block = inv[a:b, a:b].reshape((b - a) // k, k, (b - a) // k, k)
+                per_level = np.einsum("lalb->lab", block)
+                out.append(lam @ per_level @ lam.T)
+            self._cache["condvar"] = out
+        return self._cache["condvar"]
+
+    # ------------------------------------------------------------------ fitted values
+
+    @property
+    def linear_predictor(self) -> pd.Series:
+        self._require_fit()
+        return pd.Series(self._modes_final.eta, index=self.frame.data.index, name="eta")
+
+    @property
+    def fitted(self) -> pd.Series:
+        """Fitted means μ (response scale), conditional on the random effects."""
+        self._require_fit()
+        return pd.Series(self._modes_final.mu, index=self.frame.data.index, name="fitted")
+
+    @property
+    def response(self) -> np.ndarray:
+        """The response as the fit uses it (binomial: proportions)."""
+        return self._engine.y
+
+    def residuals_of(self, type: str = "deviance") -> pd.Series:
+        """Residuals: ``"deviance"`` (R's default for glmer), ``"pearson"``,
+        ``"response"`` (y - μ) or ``"working"``."""
+        self._require_fit()
+        e, m = self._engine, self._modes_final
+        y, mu = e.y, m.mu
+        if type == "deviance":
+            r = np.sign(y - mu) * np.sqrt(np.maximum(self._dev_resids(), 0.0))
+        elif type == "pearson":
+            r = (y - mu) * np.sqrt(e.wt / self.family.variance(mu))
+        elif type == "response":
+            r = y - mu
+        elif type == "working":
+            r = (y - mu) / self.family.mu_eta(m.eta)
+        else:
+            raise DataError(
+                f"residual type must be 'deviance', 'pearson', 'response' or 'working', not {type!r}"
+            )
+        return pd.Series(r, index=self.frame.data.index, name=f"{type}_residuals")
+
+    @property
+    def residuals(self) -> pd.Series:
+        """Deviance residuals (R's default for a glmer fit)."""
+        return self.residuals_of("deviance")
+
+    def _pearson_residuals(self) -> np.ndarray:
+        return self.residuals_of("pearson").to_numpy()
+
+    def predict(
+        self,
+        newdata: Any = None,
+        re_form: str | None = None,
+        type: str = "link",
+        new_levels: str = "population",
+    ) -> pd.Series:
+        """Predictions on the link (default, as R) or response scale.
+
+        Parameters
+        ----------
+        newdata : DataFrame, optional
+            New rows; None predicts the fitted data.
+        re_form : None or "~0"
+            None includes every random effect; ``"~0"`` gives population predictions.
+        type : {"link", "response"}
+        new_levels : {"population", "error", "nan"}
+            What an unseen grouping level gets (zero random effects by default).
+        """
+        self._require_fit()
+        if type not in ("link", "response"):
+            raise PredictionError(f"type must be 'link' or 'response', not {type!r}")
+        fr = self.frame
+        if newdata is None:
+            include_re = _include_random(re_form)
+            eta = self._modes_final.eta if include_re else self._engine.offset + fr.fixed.X @ self._beta
+            index = fr.data.index
+        else:
+            eta, index = self._newdata_eta(newdata, re_form, new_levels)
+        values = eta if type == "link" else self.family.linkinv(eta)
+        return pd.Series(np.asarray(values, float), index=index, name="predicted")
+
+    def simulate(
+        self, nsim: int = 1, seed: int | np.random.Generator | None = None, use_u: bool = False
+    ) -> pd.DataFrame:
+        """New responses from the fitted model, one column per simulation
+        (binomial: proportions of the trials, as R's ``simulate`` for a
+        proportion response; counts for cbind are ``proportion × trials``).
+
+        Parameters
+        ----------
+        nsim : int
+        seed : int or Generator, optional
+        use_u : bool
+            Condition on the fitted random effects instead of drawing new ones.
+        """
+        self._require_fit()
+        rng = np.random.default_rng(seed)
+        fr, e = self.frame, self._engine
+        base = e.offset + fr.fixed.X @ self._beta
+        lams = self.lambdas(self._theta)
+        out = np.empty((fr.nobs, nsim))
+        for s in range(nsim):
+            eta = base.copy()
+            for term, lam, b in zip(fr.terms, lams, self.b):
+                bb = b if use_u else rng.standard_normal((term.nlevels, term.k)) @ lam.T
+                eta += np.einsum("nk,nk->n", term.z, bb[term.codes])
+            out[:, s] = self._draw(self.family.linkinv(eta), rng)
+        cols = [f"sim_{i + 1}" for i in range(nsim)]
+        return pd.DataFrame(out, index=fr.data.index, columns=cols)
+
+    def _draw(self, mu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        name = self.family.name
+        e = self._engine
+        if name == "binomial":
+            trials = np.rint(e.wt).astype(np.int64)
+            return rng.binomial(np.maximum(trials, 0), mu) / np.maximum(trials, 1)
+        if name == "poisson":
+            return rng.poisson(mu).astype(float)
+        raise DataError(f"simulate is not available for the {name} family yet")
+
+    # ------------------------------------------------------------------ tables
+
+    def coef_table(self) -> pd.DataFrame:
+        """Estimate, standard error, z value and Pr(>|z|) of every fixed effect."""
+        self._require_fit()
+        fixed = self.frame.fixed
+        table = pd.DataFrame(
+            np.nan,
+            index=pd.Index(fixed.all_names),
+            columns=["Estimate", "Std. Error", "z value", "Pr(>|z|)"],
+        )
+        est, se = self.fixef, self.se
+        z = (est / se).to_numpy()
+        table.loc[fixed.names, "Estimate"] = est.to_numpy()
+        table.loc[fixed.names, "Std. Error"] = se.to_numpy()
+        table.loc[fixed.names, "z value"] = z
+        table.loc[fixed.names, "Pr(>|z|)"] = [2 * NormalDist().cdf(-abs(v)) for v in z]
+        return table
+
+    def summary_title(self) -> list[str]:
+        approx = {0: "Adaptive Gauss-Hermite Quadrature, nAGQ = 0",
+                  1: "Laplace Approximation"}.get(self.nagq, f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.nagq}")
+        return [
+            f"Generalized linear mixed model fit by maximum likelihood ({approx}) ['glmerMod']",
+            f" Family: {self.family.name}  ( {self.family.link.name} )",
+        ]
+
+
+def _scale(x: np.ndarray) -> np.ndarray:
+    return np.maximum(np.abs(x), 1.0)
+
+
+def _check_nagq(nagq: Any) -> int:
+    if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)) or nagq < 0 or nagq > 100:
+        raise DataError(f"nagq must be an integer from 0 to 100, not {nagq!r}")
+    return int(nagq)
+
+
+def glmer(
+    formula: str,
+    data: Any,
+    family: str | Family = "binomial",
+    link: str | None = None,
+    nagq: int = 1,
+    weights: Any = None,
+    offset: Any = None,
+    contrasts: Mapping[str, str] | None = None,
+    na_action: str = "omit",
+    **fit_kwargs: Any,
+) -> GeneralizedLinearMixedModel:
+    """Fit a generalized linear mixed model, as lme4's ``glmer``.
+
+    Parameters are those of :class:`GeneralizedLinearMixedModel`; ``fit_kwargs``
+    go to :meth:`GeneralizedLinearMixedModel.fit`.
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> m = mm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+    ...              mm.datasets.load("cbpp"), family="binomial")
+    >>> round(m.loglik, 2)
+    -92.03
+    """
+    model = GeneralizedLinearMixedModel(
+        formula, data, family=family, link=link, nagq=nagq, weights=weights, offset=offset,
+        contrasts=contrasts, na_action=na_action,
+    )
+    return model.fit(**fit_kwargs)

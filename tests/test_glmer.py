@@ -1,0 +1,258 @@
+"""glmer beyond the reference cases: response forms, offsets, bad input,
+the exact Laplace mode, predictions, simulation, summaries."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixedmodels as mm
+from mixedmodels.exceptions import (
+    DataError,
+    FamilyError,
+    NonIntegerResponseWarning,
+    SeparationWarning,
+)
+from mixedmodels.glmm import gauss_hermite, separated_columns
+
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+
+
+@pytest.fixture(scope="module")
+def cbpp():
+    return mm.datasets.load("cbpp")
+
+
+@pytest.fixture(scope="module")
+def cbpp_fit(cbpp):
+    return mm.glmer(CBPP, cbpp, family="binomial")
+
+
+@pytest.fixture(scope="module")
+def ticks():
+    return mm.datasets.load("grouseticks")
+
+
+def _same_fit(a, b, rtol=1e-9):
+    np.testing.assert_allclose(a.fixef, b.fixef, rtol=rtol)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=rtol)
+    np.testing.assert_allclose(a.loglik, b.loglik, rtol=rtol)
+
+
+# ---------------------------------------------------------------------------- responses
+
+
+def test_proportion_with_trials_as_weights_is_cbind(cbpp, cbpp_fit):
+    data = cbpp.assign(prop=cbpp.incidence / cbpp["size"])
+    fit = mm.glmer("prop ~ period + (1 | herd)", data, weights="size")
+    _same_fit(fit, cbpp_fit)
+
+
+def test_factor_bool_and_numeric_binary_responses_agree():
+    data = mm.datasets.load("VerbAgg").iloc[::4].reset_index(drop=True)
+    f = "{} ~ Anger + btype + (1 | id)"
+    by_factor = mm.glmer(f.format("r2"), data)
+    by_bool = mm.glmer(f.format("yes"), data.assign(yes=data.r2 == "Y"))
+    by_number = mm.glmer(f.format("yes"), data.assign(yes=(data.r2 == "Y").astype(float)))
+    _same_fit(by_factor, by_bool)
+    _same_fit(by_factor, by_number)
+    assert by_factor.frame.response_levels == ("N", "Y")
+
+
+def test_cbind_and_bernoulli_rows_give_the_same_estimates(cbpp, cbpp_fit):
+    """One row per animal: the same likelihood up to the binomial coefficients."""
+    rows = []
+    for r in cbpp.itertuples(index=False):
+        rows += [(r.herd, r.period, 1.0)] * int(r.incidence)
+        rows += [(r.herd, r.period, 0.0)] * int(r.size - r.incidence)
+    long = pd.DataFrame(rows, columns=["herd", "period", "y"])
+    long["period"] = pd.Categorical(long.period, categories=cbpp.period.cat.categories)
+    fit = mm.glmer("y ~ period + (1 | herd)", long, pirls_tol=1e-12)
+    exact = mm.glmer(CBPP, cbpp, pirls_tol=1e-12)
+    np.testing.assert_allclose(fit.fixef, exact.fixef, rtol=1e-5)
+    np.testing.assert_allclose(fit.theta, exact.theta, rtol=1e-5)
+    choose = sum(math.log(math.comb(int(s), int(k))) for s, k in zip(cbpp["size"], cbpp.incidence))
+    np.testing.assert_allclose(fit.loglik + choose, exact.loglik, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- offsets
+
+
+def test_offset_in_formula_equals_offset_argument(ticks):
+    data = ticks.assign(exposure=np.linspace(0.5, 2.0, len(ticks)))
+    a = mm.glmer("TICKS ~ YEAR + offset(log(exposure)) + (1 | BROOD)", data, family="poisson")
+    b = mm.glmer("TICKS ~ YEAR + (1 | BROOD)", data, family="poisson", offset=np.log(data.exposure))
+    _same_fit(a, b)
+    # the offset moves predictions of new rows one for one
+    nd = data.iloc[:3].copy()
+    shift = a.predict(nd.assign(exposure=nd.exposure * np.e)) - a.predict(nd)
+    np.testing.assert_allclose(shift, 1.0, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- exactness
+
+
+def test_tight_pirls_gives_the_exact_laplace_optimum(cbpp):
+    """lme4 1.1-31 with glmerControl(tolPwrss = 1e-10) (R 4.2.2): the Laplace
+    deviance at fully converged modes (lme4's default tolerance leaves its
+    factor at the weights of the last-but-one PIRLS step)."""
+    fit = mm.glmer(CBPP, cbpp, pirls_tol=1e-10)
+    assert fit.deviance == pytest.approx(184.052563749016, abs=1e-6)
+    np.testing.assert_allclose(
+        fit.fixef, [-1.3985320430, -0.9923158809, -1.1286641475, -1.5803155986], rtol=1e-4
+    )
+    assert fit.theta.iloc[0] == pytest.approx(0.6422698853, abs=1e-3)
+    np.testing.assert_allclose(fit.se, [0.23247338, 0.30664156, 0.32663752, 0.42743764], rtol=2e-3)
+
+
+def test_gauss_hermite_rule_integrates_normal_moments():
+    z, w = gauss_hermite(25)
+    assert w.sum() == pytest.approx(1.0)
+    assert np.sum(w * z**2) == pytest.approx(1.0)
+    assert np.sum(w * z**4) == pytest.approx(3.0)
+    assert z[12] == 0.0 and np.all(z + z[::-1] == 0)
+
+
+def test_one_node_quadrature_is_laplace(cbpp, cbpp_fit):
+    m = mm.GeneralizedLinearMixedModel(CBPP, cbpp, nagq=1)
+    m.fit(check_convergence=False)
+    x = np.concatenate([cbpp_fit.theta.to_numpy(), cbpp_fit.fixef.to_numpy()])
+    z, w = gauss_hermite(1)
+    modes = m._modes(x[:1], x[1:])
+    assert m._engine.quadrature(modes, m.lambdas(x[:1]), z, w) == pytest.approx(
+        m._engine.laplace(modes), abs=1e-10
+    )
+
+
+def test_nagq_zero_matches_lme4(cbpp):
+    """lme4 1.1-31: glmer(cbind(incidence, size - incidence) ~ period + (1 | herd),
+    cbpp, binomial, nAGQ = 0): one stage over θ, β from PIRLS, vcov from it."""
+    fit = mm.glmer(CBPP, cbpp, nagq=0)
+    assert fit.method == "nAGQ = 0"
+    assert fit.convergence is None
+    np.testing.assert_allclose(
+        fit.fixef, [-1.360475727626, -0.976173236094, -1.111072783643, -1.559675683773], rtol=1e-4
+    )
+    assert fit.theta.iloc[0] == pytest.approx(0.641838555349, abs=1e-3)
+    assert fit.loglik == pytest.approx(-92.0543465012, abs=1e-3)
+    np.testing.assert_allclose(fit.se, [0.2275790229, 0.3032861750, 0.3235103690, 0.4244519095], rtol=2e-3)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_binomial_response_outside_unit_interval_names_column(cbpp):
+    data = cbpp.assign(p=cbpp.incidence / cbpp["size"] * 3)
+    with pytest.raises(FamilyError, match="'p'"):
+        mm.glmer("p ~ period + (1 | herd)", data)
+
+
+def test_trials_below_successes(cbpp):
+    with pytest.raises(FamilyError, match="cbind"):
+        mm.glmer("cbind(incidence, size - incidence - 20) ~ period + (1 | herd)", cbpp)
+
+
+def test_negative_counts(ticks):
+    data = ticks.copy()
+    data.loc[0, "TICKS"] = -2
+    with pytest.raises(FamilyError, match="'TICKS'"):
+        mm.glmer("TICKS ~ YEAR + (1 | BROOD)", data, family="poisson")
+
+
+def test_non_integer_counts_warn_and_stay_finite(ticks):
+    data = ticks.assign(TICKS=ticks.TICKS + 0.5)
+    with pytest.warns(NonIntegerResponseWarning):
+        fit = mm.glmer("TICKS ~ YEAR + (1 | BROOD)", data, family="poisson")
+    assert np.isfinite(fit.loglik) and np.all(np.isfinite(fit.se))
+
+
+def test_huge_counts_do_not_overflow(ticks):
+    data = ticks.assign(TICKS=ticks.TICKS * 10**7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = mm.glmer("TICKS ~ YEAR + (1 | BROOD)", data, family="poisson")
+    assert np.isfinite(fit.loglik) and np.all(np.isfinite(fit.se))
+    # the intercept's score equation holds: fitted and observed totals agree
+    total = data.TICKS.sum()
+    assert abs(total - fit.fitted.sum()) < 1e-6 * total
+
+
+def test_complete_separation_warns_with_the_term():
+    rng = np.random.default_rng(1)
+    data = pd.DataFrame({"g": rng.integers(0, 20, 400).astype(str), "x": rng.standard_normal(400)})
+    data["y"] = (data.x > 0).astype(float)
+    with pytest.warns(SeparationWarning, match="fixed effect\\(s\\) x:"):
+        fit = mm.glmer("y ~ x + (1 | g)", data)
+    assert np.all(np.isfinite(fit.fixef)) and np.isfinite(fit.loglik)
+
+
+def test_separation_check_sees_none_in_real_data(cbpp_fit):
+    X, y = cbpp_fit.frame.fixed.X, cbpp_fit.response
+    assert separated_columns(X, y, cbpp_fit.frame.fixed.names) == []
+
+
+def test_quadrature_needs_one_scalar_term(ticks):
+    with pytest.raises(DataError, match="single scalar random-effects term"):
+        mm.glmer("TICKS ~ YEAR + (1 | BROOD) + (1 | LOCATION)", ticks, family="poisson", nagq=5)
+
+
+@pytest.mark.parametrize("family, link", [("poisson", "logit"), ("binomial", "inverse"), ("poison", None)])
+def test_unsupported_family_link(ticks, family, link):
+    with pytest.raises(FamilyError):
+        mm.glmer("TICKS ~ YEAR + (1 | BROOD)", ticks, family=family, link=link)
+
+
+def test_cbind_needs_binomial(cbpp):
+    with pytest.raises(FamilyError, match="binomial"):
+        mm.glmer(CBPP, cbpp, family="poisson")
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def test_residual_types(cbpp_fit):
+    m = cbpp_fit
+    y, mu = m.response, m.fitted.to_numpy()
+    np.testing.assert_allclose(m.residuals_of("response"), y - mu)
+    np.testing.assert_allclose(np.sum(m.residuals_of("deviance") ** 2), m.deviance_conditional)
+    w = m._engine.wt
+    np.testing.assert_allclose(m.residuals_of("pearson"), (y - mu) * np.sqrt(w / (mu * (1 - mu))))
+    eta = m.predict().to_numpy()
+    np.testing.assert_allclose(m.residuals_of("working"), (y - mu) / (mu * (1 - mu)), rtol=1e-10)
+    np.testing.assert_allclose(m.predict(type="response"), 1 / (1 + np.exp(-eta)), rtol=1e-12)
+    with pytest.raises(DataError):
+        m.residuals_of("studentized")
+
+
+def test_simulate_is_reproducible_and_valid(cbpp_fit):
+    a = cbpp_fit.simulate(nsim=3, seed=5)
+    b = cbpp_fit.simulate(nsim=3, seed=5)
+    pd.testing.assert_frame_equal(a, b)
+    trials = cbpp_fit._engine.wt
+    counts = a.to_numpy() * trials[:, None]
+    assert np.allclose(counts, np.round(counts)) and a.to_numpy().min() >= 0 and a.to_numpy().max() <= 1
+    # conditional on the modes, the mean of many draws approaches the fitted means
+    many = cbpp_fit.simulate(nsim=4000, seed=1, use_u=True).to_numpy().mean(axis=1)
+    np.testing.assert_allclose(many, cbpp_fit.fitted, atol=0.02)
+
+
+def test_summary_layout(cbpp_fit):
+    text = str(cbpp_fit.summary())
+    assert text.startswith(
+        "Generalized linear mixed model fit by maximum likelihood (Laplace Approximation) ['glmerMod']"
+    )
+    assert " Family: binomial  ( logit )" in text
+    assert "z value Pr(>|z|)" in text and "1.47e-09 ***" in text
+    assert "Residual" not in text
+    table = cbpp_fit.coef_table()
+    assert list(table.columns) == ["Estimate", "Std. Error", "z value", "Pr(>|z|)"]
+
+
+def test_convergence_record(cbpp_fit):
+    conv = cbpp_fit.convergence
+    assert conv.ok and conv.scaled_gradient < 2e-3
+    assert conv.hessian.shape == (5, 5) and np.all(conv.hessian_eigenvalues > 0)
