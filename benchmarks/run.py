@@ -23,13 +23,34 @@ nested       y ~ 1 + (1|A) + (1|A:B) + (1|A:B:C), REML; simulated 50,000 rows,
              50 / 1,000 / 10,000 levels
              target: not slower than lme4
 
+Generalized linear mixed models (``glmer``; binomial, Laplace, nAGQ = 1):
+
+cbpp         cbind(incidence, size - incidence) ~ period + (1 | herd); 56 rows
+             target: >= 10x faster than lme4
+verbagg      r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item);
+             7,584 rows, 316 x 24 crossed levels; r2 is a factor (N, Y):
+             both sides model P(Y)
+             target: >= 30x faster than lme4
+bernoulli_1m y ~ x + (1 | g1) + (1 | g2); simulated 1,000,000 binary responses,
+             10,000 x 500 crossed levels
+             target: <= 60 s and <= 3 GB peak RSS
+
+For the glmer problems the objective is the deviance, -2 log-likelihood
+(``glmer(...).deviance``; lme4: ``-2 * logLik(fit)``), and the ``met`` column's
+note also says whether ours is <= lme4's + 1e-6 (when lme4 ran).  Evaluations:
+ours count every stage (nAGQ = 0 over theta, then the Laplace deviance over
+(theta, beta)); lme4's ``fit@optinfo$feval`` counts stage 2 only, so the table
+shows lme4's as ``stage 1 + stage 2`` (stage 1 read by ``trace()`` on lme4's
+``optimizeGlmer``; results.json has both).
+
 How it measures
 ---------------
 Every problem is fitted by mixedmodels in a fresh Python subprocess (this file
 with ``--worker``): it imports mixedmodels, loads the data (bundled CSV via
 ``mixedmodels.datasets.load``, or the cached Parquet of a simulated set), makes
-one untimed warm-up fit of sleepstudy, records its RSS (the *baseline*), then
-times ``reps`` whole ``lmer()`` calls (model frame and design matrices from the
+one untimed warm-up fit of sleepstudy (plus one ``glmer()`` of cbpp for the
+glmer problems), records its RSS (the *baseline*), then times ``reps`` whole
+``lmer()`` (or ``glmer()``) calls (model frame and design matrices from the
 formula, optimisation, final estimates) and reports their median; the peak is
 the process's ``ru_maxrss`` (absolute, baseline included).  ``setup`` is the
 fit time minus the optimizer's own time (``optsum.elapsed``): formula handling,
@@ -41,8 +62,8 @@ lme4 (``benchmarks/lme4_bench.R``) fits the same CSV the same number of times
 in a subprocess run under ``/usr/bin/time``, whose maximum resident set size is
 lme4's peak (absolute, R itself and the data included); R's own heap high-water
 mark during the fits is kept in results.json too.  lme4 is skipped for
-crossed_1m and ratings_1m unless ``--r-large`` is given (lme4 takes minutes on
-them: about 265 s on crossed_1m per the issue).
+crossed_1m, ratings_1m and bernoulli_1m unless ``--r-large`` is given (lme4
+takes minutes on them: about 265 s on crossed_1m per the issue).
 
 Simulated data (:mod:`simulate`) are drawn with a fixed seed and cached in
 ``benchmarks/.cache/`` as CSV (read by R, with data.table::fread when
@@ -134,8 +155,55 @@ PROBLEMS = [
         "reps": 3,
         "target": ">= 1x lme4",
     },
+    # generalized linear mixed models: fitted by glmer() on both sides
+    {
+        "name": "cbpp",
+        "kind": "glmer",
+        "family": "binomial",
+        "nagq": 1,
+        "data": "bundled:cbpp",
+        "formula": "cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        "reps": 5,
+        "min_ratio": 10,
+        "target": ">= 10x lme4",
+    },
+    {
+        "name": "verbagg",
+        "kind": "glmer",
+        "family": "binomial",
+        "nagq": 1,
+        "data": "bundled:VerbAgg",
+        "formula": "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)",
+        "reps": 3,
+        "min_ratio": 30,
+        "target": ">= 30x lme4",
+    },
+    {
+        "name": "bernoulli_1m",
+        "kind": "glmer",
+        "family": "binomial",
+        "nagq": 1,
+        "data": "sim:bernoulli_1m",
+        "formula": "y ~ x + (1 | g1) + (1 | g2)",
+        "reps": 1,
+        "r_large": True,
+        "max_time": 60.0,
+        "max_peak": 3 * GB,
+        "target": "<= 60 s, <= 3 GB",
+    },
 ]
 BY_NAME = {p["name"]: p for p in PROBLEMS}
+
+
+def is_glmer(spec: dict) -> bool:
+    return spec.get("kind") == "glmer"
+
+
+def method_label(spec: dict) -> str:
+    if is_glmer(spec):
+        nagq = spec.get("nagq", 1)
+        return f"{spec['family']}, " + ("Laplace" if nagq == 1 else f"nAGQ = {nagq}")
+    return "REML" if spec["reml"] else "ML"
 
 
 # ---------------------------------------------------------------- worker side
@@ -187,11 +255,15 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
         t0 = time.perf_counter()
         data = _load(spec, quick)
         res["load_time"] = time.perf_counter() - t0
+        glmm = is_glmer(spec)
         warm = mm.datasets.load("sleepstudy")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for _ in range(5 if name == "sleepstudy" else 1):
                 mm.lmer("Reaction ~ Days + (Days | Subject)", warm)
+            if glmm:  # glmer's own code paths, as lme4_bench.R does
+                mm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+                         mm.datasets.load("cbpp"), family="binomial")
         del warm
         # the large models' compiled loops too (Numba's cache): a one-time cost
         # per process, like R's lazy loading that lme4_bench.R warms up; only
@@ -209,7 +281,10 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
             with warnings.catch_warnings(record=True) as w:
                 warnings.simplefilter("always")
                 t0 = time.perf_counter()
-                model = mm.lmer(formula, data, reml=spec["reml"])
+                if glmm:
+                    model = mm.glmer(formula, data, family=spec["family"], nagq=spec.get("nagq", 1))
+                else:
+                    model = mm.lmer(formula, data, reml=spec["reml"])
                 times.append(time.perf_counter() - t0)
             caught = [f"{x.category.__name__}: {x.message}" for x in w]
         opt = model.optsum
@@ -222,12 +297,15 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
             "optimizer_time": float(opt.elapsed),
             "return_code": str(opt.return_code),
             "blas_threads": list(opt.blas_threads or ()),
-            "objective": float(model.reml_criterion if spec["reml"] else model.deviance),
+            "objective": float(model.deviance if glmm or not spec["reml"] else model.reml_criterion),
             "theta": [float(t) for t in model.theta],
             "fixef": {k: float(v) for k, v in model.fixef.items()},
             "warnings": sorted(set(caught)),
             "nobs": int(len(model.fitted)) if hasattr(model, "fitted") else None,
         })
+        if glmm:
+            res.update({"family": spec["family"], "nagq": int(spec.get("nagq", 1)),
+                        "loglik": float(model.loglik)})
     except BaseException as err:  # noqa: BLE001 - reported, never raised
         res["error"] = f"{type(err).__name__}: {err}"
         res["traceback"] = traceback.format_exc()[-4000:]
@@ -291,7 +369,9 @@ def run_lme4(rscript: str, spec: dict, reps: int, quick: bool, timeout: float) -
 
         csv, meta = simulate.ensure_cached(name, quick)["csv"], "-"
     cmd = [rscript, str(R_SCRIPT), str(csv), str(meta), name, spec["formula"],
-           "TRUE" if spec["reml"] else "FALSE", str(reps)]
+           "TRUE" if spec.get("reml") else "FALSE", str(reps)]
+    if is_glmer(spec):
+        cmd += [spec["family"], str(spec.get("nagq", 1))]
     gnu_time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
     with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as tmp:
         tfile = tmp.name
@@ -325,6 +405,8 @@ def judge(spec: dict, ours: dict, lme4: dict | None) -> tuple[str, str]:
     name = spec["name"]
     have_r = lme4 is not None and "error" not in lme4
     ratio = lme4["time"] / ours["time"] if have_r else None
+    if is_glmer(spec):
+        return _judge_glmer(spec, ours, lme4 if have_r else None, ratio)
     if name == "sleepstudy":
         return ("yes" if ours["time"] <= 0.005 else "NO"), ""
     if name in ("crossed_1m", "ratings_1m"):
@@ -342,6 +424,22 @@ def judge(spec: dict, ours: dict, lme4: dict | None) -> tuple[str, str]:
     if name == "nested":
         return ("yes" if ratio >= 1 else "NO"), ""
     return "n/a", ""
+
+
+def _judge_glmer(spec: dict, ours: dict, lme4: dict | None, ratio: float | None) -> tuple[str, str]:
+    """Targets from the spec (min_ratio, or max_time / max_peak); the note adds
+    whether our deviance is <= lme4's + 1e-6 (only when lme4 ran)."""
+    notes = []
+    if lme4 is not None:
+        diff = ours["objective"] - lme4["objective"]
+        notes.append("obj <= lme4" if diff <= 1e-6 else f"obj > lme4 by {diff:.3g}")
+    if "min_ratio" in spec:
+        if ratio is None:
+            return "n/a", "; ".join(["needs lme4"] + notes)
+        met = ratio >= spec["min_ratio"]
+    else:
+        met = ours["time"] <= spec["max_time"] and ours["peak_rss"] <= spec["max_peak"]
+    return ("yes" if met else "NO"), "; ".join(notes)
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -380,7 +478,10 @@ def table_lines(rows: list[dict]) -> list[list[str]]:
         elif "error" in lme4:
             l4 = ["FAILED", "-", "-", "-"]
         else:
-            l4 = [fmt_time(lme4["time"]), str(lme4["evaluations"]), fmt_mem(lme4.get("peak_rss")),
+            evals = str(lme4["evaluations"])
+            if lme4.get("evaluations_stage1") is not None:  # glmer: stage 1 + stage 2
+                evals = f"{lme4['evaluations_stage1']}+{evals}"
+            l4 = [fmt_time(lme4["time"]), evals, fmt_mem(lme4.get("peak_rss")),
                   f"{lme4['objective']:.4f}"]
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-"
         met = r["met"] + (f" ({r['note']})" if r.get("note") else "")
@@ -472,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated problem names: " + ",".join(BY_NAME))
     parser.add_argument("--no-r", action="store_true", help="skip lme4 even if R is available")
     parser.add_argument("--r-large", action="store_true",
-                        help="also run lme4 on crossed_1m and ratings_1m (minutes each)")
+                        help="also run lme4 on crossed_1m, ratings_1m and bernoulli_1m (minutes each)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: smaller simulated sets, fewer repetitions (targets not meaningful)")
     for p in PROBLEMS:
@@ -522,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "r": rinfo,
         "quick": args.quick,
-        "timing": "median wall time of the whole lmer() call on in-memory data, after a warm-up fit",
+        "timing": "median wall time of the whole lmer() / glmer() call on in-memory data, after a warm-up fit",
         "memory": "peak_rss: the fitting process's maximum RSS (absolute, bytes); "
                   "baseline_rss: ours after imports, data load and warm-up; lme4: /usr/bin/time %M of Rscript",
         "simulated_data": datasets,
@@ -537,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         msg = ours.get("error") or f"{fmt_time(ours['time'])}, {ours['evaluations']} evals"
         print(f"[{name}]   -> {msg.strip().splitlines()[-1][:300]}", file=sys.stderr, flush=True)
         row = {
-            "problem": name, "formula": spec["formula"], "method": "REML" if spec["reml"] else "ML",
+            "problem": name, "formula": spec["formula"], "method": method_label(spec),
             "reps": reps, "target": spec["target"], "mixedmodels": ours,
         }
         if "py_formula" in spec:

@@ -1,4 +1,4 @@
-"""Deterministic simulated data sets for the benchmark (rows 4-7 of the table).
+"""Deterministic simulated data sets for the benchmark (the ``sim:`` problems).
 
 Each generator takes a ``quick`` flag (smaller sizes, for a smoke run) and
 returns a pandas DataFrame; :func:`ensure_cached` writes it once to
@@ -160,11 +160,43 @@ def nested(quick: bool = False) -> tuple[pd.DataFrame, dict]:
     return df, info
 
 
+def bernoulli_1m(quick: bool = False) -> tuple[pd.DataFrame, dict]:
+    """1,000,000 binary responses, g1 (10,000 levels) crossed with g2 (500 levels).
+
+    Uniform assignment to both factors; x ~ N(0, 1) (rounded to 6 decimals, and
+    the rounded value is the one used); y ~ Bernoulli(plogis(-0.5 + 0.8 x +
+    b1[g1] + b2[g2])) with b1 ~ N(0, 0.6^2), b2 ~ N(0, 0.4^2).  Drawn in chunks
+    of 250,000.  Quick: 50,000 rows, 1,000 x 100 levels.
+    """
+    n, n1, n2 = (50_000, 1_000, 100) if quick else (1_000_000, 10_000, 500)
+    rng = np.random.default_rng(SEED + 8)
+    b1 = rng.normal(scale=0.6, size=n1)
+    b2 = rng.normal(scale=0.4, size=n2)
+    parts = []
+    for start in range(0, n, CHUNK):
+        m = min(CHUNK, n - start)
+        g1 = rng.integers(0, n1, size=m)
+        g2 = rng.integers(0, n2, size=m)
+        x = np.round(rng.normal(size=m), 6)
+        eta = -0.5 + 0.8 * x + b1[g1] + b2[g2]
+        y = rng.uniform(size=m) < 1.0 / (1.0 + np.exp(-eta))
+        parts.append(pd.DataFrame({
+            "g1": (g1 + 1).astype(np.int32), "g2": (g2 + 1).astype(np.int32),
+            "x": x, "y": y.astype(np.int8),
+        }))
+    df = pd.concat(parts, ignore_index=True)
+    info = {"rows": n, "g1_levels": int(df.g1.nunique()), "g2_levels": int(df.g2.nunique()),
+            "mean_y": round(float(df.y.mean()), 6),
+            "beta": [-0.5, 0.8], "sd_g1": 0.6, "sd_g2": 0.4}
+    return df, info
+
+
 GENERATORS = {
     "maximal": maximal,
     "crossed_1m": crossed_1m,
     "ratings_1m": ratings_1m,
     "nested": nested,
+    "bernoulli_1m": bernoulli_1m,
 }
 
 
