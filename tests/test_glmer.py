@@ -256,3 +256,14 @@ def test_convergence_record(cbpp_fit):
     conv = cbpp_fit.convergence
     assert conv.ok and conv.scaled_gradient < 2e-3
     assert conv.hessian.shape == (5, 5) and np.all(conv.hessian_eigenvalues > 0)
+
+
+def test_tidy_and_glance(cbpp_fit):
+    fixed = cbpp_fit.tidy()
+    assert list(fixed.columns[:5]) == ["effect", "term", "estimate", "std_error", "statistic"]
+    np.testing.assert_allclose(fixed["statistic"], cbpp_fit.coef_table()["z value"])
+    np.testing.assert_allclose(fixed["p_value"], cbpp_fit.coef_table()["Pr(>|z|)"])
+    pars = cbpp_fit.tidy("ran_pars")
+    assert list(pars.term) == ["sd__(Intercept)"]  # no residual row for the binomial family
+    row = cbpp_fit.glance().iloc[0]
+    assert row["loglik"] == pytest.approx(cbpp_fit.loglik) and row["sigma"] == 1.0

@@ -34,10 +34,10 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.linalg import lapack, solve_triangular
+from scipy import special
+from scipy.linalg import solve_triangular
 from statistics import NormalDist
 
-from .dense import _scale_cols, _scale_rows
 from .design import (
     ModelFrame,
     build_model_frame,
@@ -51,16 +51,15 @@ from .exceptions import (
 )
 from .families import Family, get_family
 from .formula import parse_formula, require_random
-from .linalg import _scalar_pairs
+from .pwls import BlockedFactor, BlockedSystem, term_matrix
 from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random
-from .lmm import _slices
+from ._threads import blas_threads, current_load
+from .lmm import _FACTOR_THREADED_BLOCK, _auto_thread_plan, _slices
 from .optimize import OptimizerRecord, minimize_theta
 
 __all__ = ["GeneralizedLinearMixedModel", "glmer", "ConvergenceCheck"]
 
-# PIRLS stops when the penalised deviance changes by less than this (relative);
-# lme4 uses 1e-7, a tighter value keeps the objective smooth for the optimizer.
-PIRLS_TOL = 1e-10
+# lme4's PIRLS iteration limit and step halvings (its ``maxit``, ``maxstephalfit``).
 PIRLS_MAXIT = 100
 STEP_HALVINGS = 20
 # lme4's checkConv: a scaled gradient above this draws a convergence warning.
@@ -69,6 +68,9 @@ GRADIENT_TOL = 2e-3
 HESSIAN_STEP = 1e-4
 # Initial trust-region radius of the second (θ, β) search, relative to the scale.
 POLISH_STEP = 1e-3
+# Initial trust region of the (θ, β) search: for θ, and per standard error of β.
+STAGE_TWO_THETA_STEP = 0.02
+STAGE_TWO_BETA_STEP = 0.2
 
 
 class PirlsError(DataError):
@@ -78,49 +80,21 @@ class PirlsError(DataError):
 # ---------------------------------------------------------------------------- engine
 
 
-class _WeightedCrossProducts:
-    """[Z X]'W[Z X] for any row weights w by one sparse product.
-
-    Every pair of nonzeros in a row of G = [Z X] touches one position of the
-    upper triangle; the map w -> those sums is a sparse matrix built once (the
-    same construction as the linear model's rank-update operator), so each
-    PIRLS step costs one sparse matrix-vector product over the pairs.
-    """
-
-    def __init__(self, G: sp.csr_array):
-        G = sp.csr_array(G)
-        G.sort_indices()
-        self.m = G.shape[1]
-        columns_of_rows = sp.csc_array((G.data, G.indices, G.indptr), shape=(self.m, G.shape[0]))
-        self.T, self.positions = _scalar_pairs(columns_of_rows, np.diff(G.indptr).astype(np.int64), self.m)
-        self.G = G
-
-    def __call__(self, w: np.ndarray) -> np.ndarray:
-        """The full symmetric m x m matrix G'diag(w)G."""
-        A = np.zeros((self.m, self.m))
-        A.ravel()[self.positions] = self.T @ w
-        upper = np.triu(A, 1)
-        return A + upper.T
-
-    def t_dot(self, v: np.ndarray) -> np.ndarray:
-        return self.G.T @ v
-
-
 @dataclass
 class _Modes:
-    """The state PIRLS leaves at (θ, β): modes, linear predictor, mean, weights
-    and the Cholesky factor of the penalised system at the final weights."""
+    """The state PIRLS leaves at (θ, β): modes, linear predictor, mean and
+    the factor of its last step's penalised system."""
 
     u: np.ndarray
     beta: np.ndarray
     eta: np.ndarray
     mu: np.ndarray
-    L: np.ndarray  # lower factor of Λ'Z'WZΛ + I (joint fits: with the X rows below)
+    factor: BlockedFactor  # of the last PWLS step (at the weights it started from)
     pdev: float
     iterations: int
 
-    def ldL2(self, q: int) -> float:
-        return 2.0 * float(np.log(np.diagonal(self.L)[:q]).sum())
+    def ldL2(self) -> float:
+        return self.factor.ldL2()
 
 
 class _Engine:
@@ -132,28 +106,18 @@ class _Engine:
         self.offset = offset
         self.X = frame.fixed.X
         self.p = self.X.shape[1]
-        blocks = [_term_matrix(t) for t in frame.terms]
-        self.Z = sp.hstack(blocks, format="csr") if blocks else sp.csr_array((len(y), 0))
+        blocks = [term_matrix(t) for t in frame.terms]
+        self.Z = sp.hstack(blocks, format="csr")
         self.q = self.Z.shape[1]
-        self.cross = _WeightedCrossProducts(sp.hstack([self.Z, sp.csr_array(self.X)], format="csr"))
+        self.system = BlockedSystem(frame.terms, self.X)
         edges = np.cumsum([0] + [t.nlevels * t.k for t in frame.terms])
         self.bounds = [(int(edges[i]), int(edges[i + 1])) for i in range(len(frame.terms))]
         self.ks = [t.k for t in frame.terms]
         self.codes0 = frame.terms[0].codes if frame.terms else None
+        self._dev_saturated = self._saturated_deviance()
         self.saturated = self._saturated_constant()
 
     # -- pieces ---------------------------------------------------------------
-
-    def lam_full(self, lams: list[np.ndarray]) -> sp.csr_array:
-        """Λ as a sparse block-diagonal q x q matrix."""
-        blocks = []
-        for (a, b), lam in zip(self.bounds, lams):
-            k = lam.shape[0]
-            blocks.append(sp.kron(sp.identity((b - a) // k, format="csr"), sp.csr_array(lam)))
-        return sp.block_diag(blocks, format="csr") if blocks else sp.csr_array((0, 0))
-
-    def linear_predictor(self, lams, u: np.ndarray, beta: np.ndarray) -> np.ndarray:
-        return self.offset + self.X @ beta + self.Z @ self._lam_times(lams, u)
 
     def _lam_times(self, lams, u: np.ndarray) -> np.ndarray:
         out = np.empty_like(u)
@@ -163,7 +127,29 @@ class _Engine:
         return out
 
     def penalised_deviance(self, mu: np.ndarray, u: np.ndarray) -> float:
-        return float(np.sum(self.family.dev_resids(self.y, mu, self.wt))) + float(u @ u)
+        return self.deviance(mu) + float(u @ u)
+
+    def deviance(self, mu: np.ndarray) -> float:
+        """Σ deviance residuals. For the binomial and Poisson families as the
+        saturated part (computed once) minus the μ-dependent one: two
+        ``xlogy`` calls instead of R's elementwise ``y log(y/μ)`` branches."""
+        fam, y, wt = self.family, self.y, self.wt
+        if fam.name == "binomial":
+            return self._dev_saturated - 2.0 * float(
+                wt @ (special.xlogy(y, mu) + special.xlogy(1.0 - y, 1.0 - mu))
+            )
+        if fam.name == "poisson":
+            return self._dev_saturated - 2.0 * float(wt @ (special.xlogy(y, mu) - mu))
+        return float(np.sum(fam.dev_resids(y, mu, wt)))
+
+    def _saturated_deviance(self) -> float:
+        """The μ-free part of the binomial / Poisson deviance (see ``deviance``)."""
+        y, wt = self.y, self.wt
+        if self.family.name == "binomial":
+            return 2.0 * float(wt @ (special.xlogy(y, y) + special.xlogy(1.0 - y, 1.0 - y)))
+        if self.family.name == "poisson":
+            return 2.0 * float(wt @ (special.xlogy(y, y) - y))
+        return 0.0
 
     def working(
         self, eta: np.ndarray, mu: np.ndarray, offset: np.ndarray
@@ -175,40 +161,12 @@ class _Engine:
         z = eta - offset + (self.y - mu) / d
         return w, z
 
-    def _system(self, lams, w: np.ndarray, z: np.ndarray, joint: bool):
-        """The penalised normal equations at weights w: the matrix (Λ'Z'WZΛ + I,
-        with the X rows when ``joint``) and its right-hand side."""
-        q = self.q
-        A = self.cross(w)
-        rhs = self.cross.t_dot(w * z)
-        if joint:
-            S = A
-            _scale_rows(S, self.bounds, lams)
-            _scale_cols(S, self.bounds, lams)
-            r = rhs.copy()
-            r[:q] = self._lam_t_times(lams, r[:q])
-        else:
-            S = A[:q, :q]
-            _scale_rows(S, self.bounds, lams)
-            _scale_cols(S, self.bounds, lams)
-            r = self._lam_t_times(lams, rhs[:q])
-            S = np.ascontiguousarray(S)
-        S.ravel()[: q * (S.shape[0] + 1) : S.shape[0] + 1] += 1.0
-        return S, r
-
-    def _lam_t_times(self, lams, v: np.ndarray) -> np.ndarray:
-        out = np.empty_like(v)
-        for (a, b), lam in zip(self.bounds, lams):
-            k = lam.shape[0]
-            out[a:b] = (v[a:b].reshape(-1, k) @ lam).ravel()
-        return out
-
-    def factor(self, lams, w: np.ndarray, z: np.ndarray, joint: bool, offset=None):
-        S, r = self._system(lams, w, z, joint)
-        L, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
-        if info != 0:
+    def solve(self, lams, w: np.ndarray, z: np.ndarray, joint: bool):
+        """One PWLS step: (u, β, factor)."""
+        res = self.system.solve(lams, w, z, joint)
+        if res is None:
             raise PirlsError("the penalised weighted least-squares system is not positive definite")
-        return L, r
+        return res
 
     # -- PIRLS -----------------------------------------------------------------
 
@@ -238,12 +196,9 @@ class _Engine:
         old = np.inf
         u_prev = np.zeros(q)
         b_prev = np.zeros(self.p)
-        L = None
         for it in range(1, PIRLS_MAXIT + 1):
             w, z = self.working(eta, mu, offset)
-            L, r = self.factor(lams, w, z, joint, offset)
-            sol = lapack.dpotrs(L, r, lower=1)[0]
-            u, b = sol[:q], (sol[q:] if joint else np.zeros(0))
+            u, b, factor = self.solve(lams, w, z, joint)
             eta, mu, pdev = self._update(lams, u, b, offset)
             if abs(old - pdev) < tol * abs(pdev):
                 break
@@ -258,7 +213,7 @@ class _Engine:
             if pdev - old > tol:
                 raise PirlsError("PIRLS step halving failed to reduce the deviance")
             old, u_prev, b_prev = pdev, u, b
-        return _Modes(u, b, eta, mu, L, pdev, it)
+        return _Modes(u, b, eta, mu, factor, pdev, it)
 
     def _update(self, lams, u: np.ndarray, b: np.ndarray, offset: np.ndarray):
         eta = offset + self.Z @ self._lam_times(lams, u)
@@ -271,7 +226,7 @@ class _Engine:
 
     def aic_term(self, mu: np.ndarray) -> float:
         """R's ``family$aic`` at μ (-2 × conditional log-likelihood)."""
-        dev = float(np.sum(self.family.dev_resids(self.y, mu, self.wt)))
+        dev = self.deviance(mu)
         if self.saturated is not None:
             return dev + self.saturated
         return float(self.family.aic(self.y, self.n, mu, self.wt, dev))
@@ -296,14 +251,14 @@ class _Engine:
 
     def laplace(self, modes: _Modes) -> float:
         """lme4's Laplace deviance: aic + ‖u‖² + log det(Λ'Z'WZΛ + I)."""
-        return self.aic_term(modes.mu) + float(modes.u @ modes.u) + modes.ldL2(self.q)
+        return self.aic_term(modes.mu) + float(modes.u @ modes.u) + modes.ldL2()
 
     def quadrature(self, modes: _Modes, lams, nodes: np.ndarray, weights: np.ndarray) -> float:
         """Adaptive Gauss-Hermite deviance for one scalar term (lme4's glmerAGQ
         with the saturated log-likelihood added back: see the module notes)."""
         q, fam = self.q, self.family
         codes = self.codes0
-        sd = 1.0 / np.diagonal(modes.L)[:q]
+        sd = modes.factor.first_sd()
         devres0 = fam.dev_resids(self.y, modes.mu, self.wt)
         devc0 = modes.u**2 + np.bincount(codes, devres0, minlength=q)
         mult = np.zeros(q)
@@ -318,7 +273,7 @@ class _Engine:
             devc = u**2 + np.bincount(codes, fam.dev_resids(self.y, mu, self.wt), minlength=q)
             mult += wk * np.exp(0.5 * z * z - 0.5 * (devc - devc0))
         saturated = self.aic_term(modes.mu) - float(np.sum(devres0))
-        return float(devc0.sum()) + modes.ldL2(q) - 2.0 * float(np.log(mult).sum()) + saturated
+        return float(devc0.sum()) + modes.ldL2() - 2.0 * float(np.log(mult).sum()) + saturated
 
 
 def _continuous_saturated(family: str, y, n, wt) -> float:
@@ -369,13 +324,6 @@ def separated_columns(X: np.ndarray, y: np.ndarray, names: list[str]) -> list[st
         return []
     d = res.x[:p]
     return [name for name, v in zip(names, d) if abs(v) > 1e-9 * np.abs(d).max()]
-
-
-def _term_matrix(term) -> sp.csr_array:
-    n, k = term.z.shape
-    rows = np.repeat(np.arange(n), k)
-    cols = (term.codes[:, None] * k + np.arange(k)).ravel()
-    return sp.csr_array((term.z.ravel(), (rows, cols)), shape=(n, term.nlevels * k))
 
 
 def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -447,7 +395,6 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
     """
 
     model_kind = "glmer"
-    has_residual = False
 
     def __init__(
         self,
@@ -552,6 +499,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         maxeval: int = 100_000,
         keep_history: bool = False,
         check_convergence: bool = True,
+        threads: int | str = "auto",
     ) -> "GeneralizedLinearMixedModel":
         """Estimate θ and β as lme4's ``glmer``: the nAGQ = 0 stage over θ, then
         (nagq >= 1) the Laplace or quadrature deviance over (θ, β) from there.
@@ -572,30 +520,50 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         check_convergence : bool
             Compute the finite-difference gradient and Hessian at the optimum
             (they also give the standard errors, as lme4's default).
+        threads : int or "auto"
+            BLAS threads during the fit (see ``_blas_threads``).
         """
-        start = dict(start or {})
-        self.pirls_tol = float(pirls_tol)
-        self._warn_separation()
+        everywhere = self._blas_threads(threads)
+        with blas_threads(everywhere):
+            self._fit(dict(start or {}), float(pirls_tol), maxeval, keep_history, check_convergence)
+        self.optsum.blas_threads = (everywhere, None)
+        return self
+
+    def _blas_threads(self, threads: int | str) -> int | None:
+        """BLAS threads for the fit: one for dense blocks under 500 rows (idle
+        OpenBLAS workers spinning between the many small products of PIRLS
+        made a grouseticks fit six times slower), otherwise the idle cores
+        (as for lmer, see ``lmm._auto_thread_plan``)."""
+        if threads != "auto":
+            return int(threads)
+        size = self._engine.system.m
+        if size < _FACTOR_THREADED_BLOCK:
+            return 1
+        everywhere, inside = _auto_thread_plan(size, current_load())
+        return everywhere if inside is None else inside
+
+    def _fit(self, start, pirls_tol, maxeval, keep_history, check_convergence) -> None:
+        self.pirls_tol = pirls_tol
         e = self._engine
         theta0 = np.asarray(start.get("theta", self.initial_theta()), float)
         # lme4: one joint PIRLS at θ0 from mustart; its η starts every evaluation
         self._eta_start = e.offset + self.family.linkfun(self._init.mustart)
         self._eta_start = self._modes(theta0, None).eta
         stage0 = minimize_theta(
-            self.objective_theta, theta0, self.theta_lower, ftol_rel=1e-12,
+            self.objective_theta, theta0, self.theta_lower, ftol_rel=1e-10,
             maxeval=maxeval, keep_history=keep_history,
         )
-        theta = stage0.theta_final
+        theta = self._theta_stage0 = stage0.theta_final
         modes0 = self._modes(theta, None)
         if self.nagq == 0:
             self._set_optimum(theta, None, stage0, check=False)
-            return self
+            return
         self._eta_start = modes0.eta
         params0 = np.concatenate([theta, modes0.beta])
         lower = np.concatenate([self.theta_lower, np.full(e.p, -np.inf)])
         stage1 = minimize_theta(
             self.objective, params0, lower, ftol_rel=1e-12, maxeval=maxeval,
-            keep_history=keep_history,
+            keep_history=keep_history, initial_step=self._stage_two_step(modes0),
         )
         # a second search from the first one's end, with a small trust region:
         # BOBYQA can stop early in the flat valleys of (θ, β) that GLMMs have
@@ -616,10 +584,28 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         params = stage1.theta_final
         self._set_optimum(params[: self.ntheta], params[self.ntheta :], stage1,
                           check=check_convergence)
-        return self
+
+    def _stage_two_step(self, modes0: _Modes) -> np.ndarray:
+        """BOBYQA's initial trust region over (θ, β), as lme4's Nelder-Mead
+        steps: 0.02 for θ, a fifth of each β's standard error from the
+        nAGQ = 0 stage's PIRLS system."""
+        e = self._engine
+        w, z = e.working(modes0.eta, modes0.mu, e.offset)
+        theta = self._theta_stage0
+        _, _, factor = e.solve(self.lambdas(theta), w, z, True)
+        Linv = solve_triangular(factor.RX(), np.eye(e.p), lower=True)
+        se = np.sqrt(np.einsum("ij,ij->j", Linv, Linv))
+        return np.concatenate([np.full(self.ntheta, STAGE_TWO_THETA_STEP), STAGE_TWO_BETA_STEP * np.minimum(se, 10.0)])
 
     def _warn_separation(self) -> None:
+        """After the fit: when some fitted probability is within 1e-6 of 0 or 1
+        (what separation drives them to), find the separating fixed effects
+        (a linear program over the rows, run only then)."""
+        self.separated: list[str] = []
         if self.family.name != "binomial":
+            return
+        mu = self._modes_final.mu
+        if not np.any(np.minimum(mu, 1.0 - mu) < 1e-6):
             return
         X = self.frame.fixed.X
         keep = self._engine.wt > 0
@@ -649,6 +635,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         if check:
             self.convergence = self._check_convergence()
         self._fitted = True
+        self._warn_separation()
         if self.convergence is not None and self.convergence.messages:
             warnings.warn("; ".join(self.convergence.messages), ConvergenceWarning, stacklevel=3)
         self._warn_if_singular()
@@ -726,10 +713,22 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         return "Laplace" if self.nagq == 1 else f"AGQ-{self.nagq}"
 
     @property
+    def has_residual(self) -> bool:
+        """Whether the family has a scale (Gamma, inverse Gaussian, Gaussian)."""
+        return not self.family.dispersion_is_fixed
+
+    @property
     def sigma(self) -> float:
-        """1 for the binomial and Poisson families (no residual scale)."""
+        """The residual scale as lme4's ``sigma``: 1 for the binomial and
+        Poisson families; otherwise √((Σ Pearson residuals² + ‖u‖²) / n) at the
+        optimum (lme4 reports the random effects' variances and conditional
+        variances multiplied by σ² for these families, and so does this)."""
         self._require_fit()
-        return 1.0
+        if self.family.dispersion_is_fixed:
+            return 1.0
+        e, m = self._engine, self._modes_final
+        pearson2 = e.wt * (e.y - m.mu) ** 2 / self.family.variance(m.mu)
+        return float(np.sqrt((pearson2.sum() + m.u @ m.u) / self.nobs))
 
     @property
     def deviance(self) -> float:
@@ -779,18 +778,16 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         return self._vcov_pirls()
 
     def _vcov_pirls(self) -> np.ndarray:
-        """σ²(R_X'R_X)⁻¹ from the joint PIRLS system at the optimum."""
+        """(R_X'R_X)⁻¹ from a joint PWLS step at the optimum's weights."""
         e = self._engine
-        lams = self.lambdas(self._theta)
         m = self._modes_final
         w, z = e.working(m.eta, m.mu, e.offset)
-        L, _ = e.factor(lams, w, z, True)
-        RX = L[e.q :, e.q :]
-        Linv = solve_triangular(RX, np.eye(e.p), lower=True)
-        return Linv.T @ Linv
+        _, _, factor = e.solve(self.lambdas(self._theta), w, z, True)
+        Linv = solve_triangular(factor.RX(), np.eye(e.p), lower=True)
+        return self.sigma**2 * (Linv.T @ Linv)
 
     def _covariances(self) -> list[np.ndarray]:
-        return [lam @ lam.T for lam in self.lambdas(self._theta)]
+        return [self.sigma**2 * lam @ lam.T for lam in self.lambdas(self._theta)]
 
     @property
     def b(self) -> list[np.ndarray]:
@@ -798,19 +795,22 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         return [u @ lam.T for u, lam in zip(self._u, self.lambdas(self._theta))]
 
     def _condvar_b(self) -> list[np.ndarray]:
-        """Λ (L L')⁻¹ Λ' per level (lme4's ``condVar``), from the final factor."""
+        """Λ (L L')⁻¹ Λ' per level (lme4's ``condVar``), from the factor of the
+        last PIRLS step (a step for u alone: after nAGQ = 0, one is taken)."""
         if "condvar" not in self._cache:
-            e = self._engine
-            q = e.q
-            Lzz = self._modes_final.L[:q, :q]
-            inv = lapack.dpotri(np.array(Lzz, order="F"), lower=1)[0]
-            inv = np.tril(inv) + np.tril(inv, -1).T
-            out = []
-            for (a, b), k, lam in zip(e.bounds, e.ks, self.lambdas(self._theta)):
-                block = inv[a:b, a:b].reshape((b - a) // k, k, (b - a) // k, k)
-                per_level = np.einsum("lalb->lab", block)
-                out.append(lam @ per_level @ lam.T)
-            self._cache["condvar"] = out
+            e, m = self._engine, self._modes_final
+            lams = self.lambdas(self._theta)
+            factor = m.factor
+            if factor.LS.shape[0] != e.system.Q1:  # a joint factor: X rows inside
+                w, z = e.working(m.eta, m.mu, e.offset + self.frame.fixed.X @ self._beta)
+                _, _, factor = e.solve(lams, w, z, False)
+            first, rest = factor.condvar_blocks()
+            blocks = [first]
+            for (a, b), k in zip(e.system.rest_bounds, e.ks[1:]):
+                block = rest[a:b, a:b].reshape((b - a) // k, k, (b - a) // k, k)
+                blocks.append(np.einsum("lalb->lab", block))
+            s2 = self.sigma**2
+            self._cache["condvar"] = [s2 * lam @ c @ lam.T for c, lam in zip(blocks, lams)]
         return self._cache["condvar"]
 
     # ------------------------------------------------------------------ fitted values

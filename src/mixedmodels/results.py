@@ -185,9 +185,11 @@ class MixedModelResults:
                     "term": table.index,
                     "estimate": table["Estimate"].to_numpy(),
                     "std_error": table["Std. Error"].to_numpy(),
-                    "statistic": table["t value"].to_numpy(),
+                    "statistic": table.iloc[:, 2].to_numpy(),  # t or z value
                 }
             )
+            if "Pr(>|z|)" in table.columns:
+                out["p_value"] = table["Pr(>|z|)"].to_numpy()
         elif effects == "ran_pars":
             return self._tidy_ran_pars()
         elif effects == "ran_vals":

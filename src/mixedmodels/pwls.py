@@ -1,0 +1,206 @@
+"""Penalised weighted least squares for PIRLS: the blocked system of a GLMM.
+
+Each PIRLS step solves, for working weights w and working response z,
+
+    min ‖W^½(z - Xβ - ZΛu)‖² + ‖u‖²        (over u, and β when ``joint``)
+
+whose matrix is [Λ'Z'WZΛ + I, Λ'Z'WX; X'WZΛ, X'WX]. The weights change at
+every step, so the cross-products are rebuilt each time; their sparsity
+patterns do not, so every position a row touches is found once and each
+rebuild is a few ``bincount``s over the rows. As in the linear model
+(MixedModels.jl's layout), the first (largest) term's block is block-diagonal
+- one k x k block per level, eliminated level by level at no cost - and only
+the Schur complement of the other terms and X is a dense matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import blas, lapack, solve_triangular
+
+from .dense import _scale_cols, _scale_rows
+from .linalg import _scalar_pairs
+
+__all__ = ["BlockedSystem", "BlockedFactor"]
+
+
+class WeightedCrossProducts:
+    """G'diag(w)G for any row weights w by one sparse product: every pair of
+    nonzeros in a row of G touches one position of the upper triangle, and the
+    map w -> those sums is a sparse matrix built once."""
+
+    def __init__(self, G: sp.csr_array):
+        G = sp.csr_array(G)
+        G.sort_indices()
+        self.m = G.shape[1]
+        columns_of_rows = sp.csc_array((G.data, G.indices, G.indptr), shape=(self.m, G.shape[0]))
+        counts = np.diff(G.indptr).astype(np.int64)
+        T, self.positions = _scalar_pairs(columns_of_rows, counts, self.m)
+        self.T = T.tocsr()  # row-wise products: faster than the column-wise CSC
+        self.G = G
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        """The full symmetric m x m matrix G'diag(w)G."""
+        A = np.zeros((self.m, self.m))
+        A.ravel()[self.positions] = self.T @ w
+        return A + np.triu(A, 1).T
+
+
+def term_matrix(term) -> sp.csr_array:
+    """A random-effects term's n x (levels·k) model matrix."""
+    n, k = term.z.shape
+    rows = np.repeat(np.arange(n), k)
+    cols = (term.codes[:, None] * k + np.arange(k)).ravel()
+    return sp.csr_array((term.z.ravel(), (rows, cols)), shape=(n, term.nlevels * k))
+
+
+@dataclass
+class BlockedFactor:
+    """The factor of one PWLS step: per level of the first term the Cholesky
+    factor L0 of M_s = λ0'A_sλ0 + I, the rows R = L0⁻¹B̃' below it, and the
+    dense Cholesky factor LS of the Schur complement of the other terms (and
+    X, for a joint step)."""
+
+    L0: np.ndarray  # (ℓ0, k0, k0) lower
+    R: np.ndarray  # (ℓ0, k0, m)
+    LS: np.ndarray  # (m, m) lower
+    Q1: int  # rows of the other random-effects terms in the Schur block
+
+    def ldL2(self) -> float:
+        """log det(Λ'Z'WZΛ + I), the random-effects block."""
+        d0 = np.log(np.diagonal(self.L0, axis1=1, axis2=2)).sum()
+        return 2.0 * float(d0 + np.log(np.diagonal(self.LS)[: self.Q1]).sum())
+
+    def first_sd(self) -> np.ndarray:
+        """1 / diag(L) of the first term's rows (adaptive quadrature's scale)."""
+        return 1.0 / np.diagonal(self.L0, axis1=1, axis2=2).ravel()
+
+    def RX(self) -> np.ndarray:
+        """The X block of the factor (a joint step): σ²(RX RX')⁻¹ is vcov(β)."""
+        return self.LS[self.Q1 :, self.Q1 :]
+
+    def condvar_blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Diagonal blocks of (Λ'Z'WZΛ + I)⁻¹ (a step without X): the first
+        term's per level, (ℓ0, k0, k0), and the rest's as the full Q1 x Q1
+        inverse (the caller takes its diagonal blocks)."""
+        Q1 = self.Q1
+        L0inv = np.linalg.inv(self.L0)
+        M0inv = np.transpose(L0inv, (0, 2, 1)) @ L0inv
+        if Q1 == 0:
+            return M0inv, np.zeros((0, 0))
+        LS = self.LS[:Q1, :Q1]
+        V = np.transpose(L0inv, (0, 2, 1)) @ self.R[:, :, :Q1]  # M_s⁻¹ B̃_s', (ℓ0, k0, Q1)
+        flat = V.reshape(-1, Q1).T  # (Q1, ℓ0 k0)
+        Y = solve_triangular(LS, flat, lower=True, check_finite=False)
+        k0 = self.L0.shape[1]
+        Yb = Y.T.reshape(-1, k0, Q1)
+        first = M0inv + Yb @ np.transpose(Yb, (0, 2, 1))
+        inv, _ = lapack.dpotri(np.array(LS, order="F"), lower=1)
+        rest = np.tril(inv) + np.tril(inv, -1).T
+        return first, rest
+
+
+class BlockedSystem:
+    """The PWLS system of a GLMM, rebuilt for every set of working weights.
+
+    Parameters
+    ----------
+    terms : list of ReTerm
+        Random-effects terms, largest first (the first one's block is diagonal).
+    X : ndarray
+        Fixed-effects matrix.
+    """
+
+    def __init__(self, terms, X: np.ndarray):
+        t0, rest = terms[0], terms[1:]
+        self.k0, self.l0 = t0.k, t0.nlevels
+        self.q0 = self.k0 * self.l0
+        self.codes0 = t0.codes
+        self.z0 = t0.z
+        self.n, self.p = X.shape
+        self.X = X
+        rest_blocks = [term_matrix(t) for t in rest]
+        self.Q1 = sum(b.shape[1] for b in rest_blocks)
+        edges = np.cumsum([0] + [b.shape[1] for b in rest_blocks])
+        self.rest_bounds = [(int(edges[i]), int(edges[i + 1])) for i in range(len(rest))]
+        # G = [Z_rest X]: its weighted cross-products are the dense block
+        G = sp.hstack(rest_blocks + [sp.csr_array(X)], format="csr")
+        self.G = G
+        self.cross = WeightedCrossProducts(G)
+        self.m = G.shape[1]
+        self._first_positions()
+        self._below_positions(G)
+
+    def _first_positions(self) -> None:
+        """Where each row's products z0_a z0_b land among the first term's blocks."""
+        k0 = self.k0
+        a, b = np.meshgrid(np.arange(k0), np.arange(k0), indexing="ij")
+        self._pos00 = (self.codes0[:, None] * k0 * k0 + (a * k0 + b).ravel()[None, :]).ravel()
+        self._val00 = (self.z0[:, a.ravel()] * self.z0[:, b.ravel()]).ravel()
+        self._pos0 = (self.codes0[:, None] * k0 + np.arange(k0)[None, :]).ravel()
+
+    def _below_positions(self, G: sp.csr_array) -> None:
+        """Where each row's products G_ic z0_ia land in the dense m x q0 array B."""
+        k0, q0 = self.k0, self.q0
+        counts = np.diff(G.indptr)
+        row = np.repeat(np.arange(self.n), counts)
+        col0 = self.codes0[row][:, None] * k0 + np.arange(k0)[None, :]  # (nnz, k0)
+        self._posB = (G.indices[:, None].astype(np.int64) * q0 + col0).ravel()
+        self._valB = (G.data[:, None] * self.z0[row]).ravel()
+        self._rowB = np.repeat(row, k0)
+
+    # -- one step -----------------------------------------------------------
+
+    def solve(self, lams: list[np.ndarray], w: np.ndarray, z: np.ndarray, joint: bool):
+        """(u, β or empty, factor) of the PWLS step at weights w, working response z."""
+        k0, l0, m_all = self.k0, self.l0, self.m
+        m = m_all if joint else self.Q1
+        lam0, lam_rest = lams[0], lams[1:]
+        # first term: M_s = λ0'A_sλ0 + I
+        A00 = np.bincount(self._pos00, w[np.repeat(np.arange(self.n), k0 * k0)] * self._val00,
+                          minlength=l0 * k0 * k0).reshape(l0, k0, k0) if k0 > 1 else \
+            np.bincount(self.codes0, w * self.z0[:, 0] ** 2, minlength=l0).reshape(l0, 1, 1)
+        M = lam0.T @ A00 @ lam0
+        M[:, np.arange(k0), np.arange(k0)] += 1.0
+        L0 = np.sqrt(M) if k0 == 1 else np.linalg.cholesky(M)
+        # B = G'WZ0 (m_all x q0), then B̃ = Λ̃_r'B with λ0 on the level columns
+        B = np.bincount(self._posB, w[self._rowB] * self._valB, minlength=m_all * self.q0)
+        B = B.reshape(m_all, self.q0)[:m]
+        _scale_rows(B, self.rest_bounds, lam_rest)
+        Bt = (B.reshape(m, l0, k0) @ lam0).reshape(m, l0 * k0)  # B̃
+        # R_s = L0_s⁻¹ B̃_s'
+        Bs = np.transpose(Bt.reshape(m, l0, k0), (1, 2, 0))  # (ℓ0, k0, m)
+        R = Bs / L0 if k0 == 1 else np.linalg.solve(L0, Bs)
+        # Schur complement S = Λ̃'AΛ̃ + diag(I_Q1, 0) - Σ R_s'R_s
+        A = np.ascontiguousarray(self.cross(w)[:m, :m])
+        _scale_rows(A, self.rest_bounds, lam_rest)
+        _scale_cols(A, self.rest_bounds, lam_rest)
+        A.ravel()[: self.Q1 * (m + 1) : m + 1] += 1.0
+        Rf = R.reshape(l0 * k0, m)
+        if m:
+            # A - Rf'Rf by one rank-k update (half the flops of a product)
+            S = blas.dsyrk(-1.0, Rf, beta=1.0, c=np.asfortranarray(A), trans=1, lower=1)
+            LS, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+            if info != 0:
+                return None
+        else:
+            LS = np.zeros((0, 0))
+        # right-hand sides
+        wz = w * z
+        c0 = np.bincount(self._pos0, (wz[:, None] * self.z0).ravel(), minlength=self.q0)
+        c0 = (c0.reshape(l0, k0) @ lam0)  # λ0' c0_s per level (row vectors)
+        cr = np.asarray(self.G.T @ wz)[:m]
+        _scale_rows(cr[:, None], self.rest_bounds, lam_rest)
+        # forward: y0 = L0⁻¹ c0; y_r = c_r - Σ R_s' y0_s; solve S x = y_r
+        y0 = c0 / L0[:, :, 0] if k0 == 1 else np.linalg.solve(L0, c0[:, :, None])[:, :, 0]
+        yr = cr - np.einsum("lkm,lk->m", R, y0)
+        x = lapack.dpotrs(LS, yr, lower=1)[0] if m else np.zeros(0)
+        # back: u0_s = L0_s⁻ᵀ(y0_s - R_s x)
+        t = y0 - R @ x if m else y0
+        u0 = t / L0[:, :, 0] if k0 == 1 else np.linalg.solve(np.transpose(L0, (0, 2, 1)), t[:, :, None])[:, :, 0]
+        u = np.concatenate([u0.ravel(), x[: self.Q1]])
+        beta = x[self.Q1 :] if joint else np.zeros(0)
+        return u, beta, BlockedFactor(L0, R, LS, self.Q1)

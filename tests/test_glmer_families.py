@@ -1,0 +1,74 @@
+"""glmer with other families and links than the reference cases', against
+lme4 1.1-31 (R 4.2.2) on a simulated data set (the same numbers are drawn
+here): Gamma and inverse Gaussian with a log link (families with a scale:
+lme4's sigma, and the random effects' variances scaled by sigma²) and Poisson
+with a square-root link. R's calls::
+
+    d <- read.csv("gam.csv", stringsAsFactors = TRUE)
+    glmer(y ~ x + (1 | g) + (1 | h), d, family = Gamma(link = "log"))
+    glmer(y ~ x + (1 | g) + (1 | h), d, family = inverse.gaussian(link = "log"))
+    glmer(round(y) ~ x + (1 | g) + (1 | h), d, family = poisson(link = "sqrt"))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixedmodels as mm
+
+from _reference import assert_close
+
+
+def _data() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    n = 600
+    g, h, x = rng.integers(0, 30, n), rng.integers(0, 8, n), rng.standard_normal(n)
+    b, c = rng.normal(0, 0.4, 30), rng.normal(0, 0.2, 8)
+    mu = np.exp(1 + 0.3 * x + b[g] + c[h])
+    y = rng.gamma(4, mu / 4)
+    return pd.DataFrame({
+        "y": y, "yr": np.round(y), "x": x,
+        "g": "g" + pd.Series(g).astype(str), "h": "h" + pd.Series(h).astype(str),
+    })
+
+
+R = {
+    ("gamma", "log", "y"): dict(
+        deviance=2174.0130740635, fixef=[1.0891505516, 0.3280187142],
+        theta=[0.4811518333, 0.2224855196], sigma=0.5187798655, se=[0.107972010, 0.021026319],
+        vcov=[0.062306092, 0.013322009, 0.269132549], condsd=[0.110587, 0.104884, 0.113038],
+    ),
+    ("inverse_gaussian", "log", "y"): dict(
+        deviance=2270.6534259774, fixef=[1.1354914708, 0.3370385369],
+        theta=[0.6718911285, 0.3229119761], sigma=0.3216348293, se=[0.128725125, 0.024658836],
+        vcov=[0.046700761, 0.010786845, 0.103448963], condsd=[0.0983493, 0.1125054, 0.1050025],
+    ),
+    ("poisson", "sqrt", "yr"): dict(
+        deviance=2365.5733822349, fixef=[1.7970931958, 0.2783526811],
+        theta=[0.3008945897, 0.1356719731], sigma=1.0, se=[0.075859682, 0.020764589],
+        vcov=[0.090537554, 0.018406884], condsd=[0.112091, 0.106150, 0.114692],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _data()
+
+
+@pytest.mark.parametrize("family, link, response", list(R))
+def test_against_lme4(data, family, link, response):
+    ref = R[(family, link, response)]
+    m = mm.glmer(f"{response} ~ x + (1 | g) + (1 | h)", data, family=family, link=link)
+    assert m.deviance <= ref["deviance"] + 1e-6
+    assert_close(m.deviance, ref["deviance"], atol=1e-3, what="deviance")
+    assert_close(m.fixef, ref["fixef"], rtol=1e-4, what="fixef")
+    assert_close(m.theta, ref["theta"], atol=1e-3, what="theta")
+    assert_close(m.sigma, ref["sigma"], rtol=2e-3, what="sigma")
+    assert_close(m.se, ref["se"], rtol=2e-3, what="se")
+    assert_close(m.varcorr["vcov"], ref["vcov"], rtol=4e-3, what="varcorr vcov")
+    assert ("Residual" in set(m.varcorr["grp"])) is (family != "poisson")
+    assert_close(m.ranef_condsd["g"].iloc[:3, 0], ref["condsd"], rtol=2e-3, what="condsd")
+    assert m.convergence.ok
