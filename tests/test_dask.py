@@ -100,7 +100,7 @@ def test_row_level_outputs_are_lazy(inst_fits, inst):
     fitted = dsk.fitted
     assert type(fitted).__module__.split(".")[0] == "dask"
     np.testing.assert_allclose(fitted.compute().sort_index(), mem.fitted, rtol=1e-5)
-    np.testing.assert_allclose(dsk.residuals.compute().sort_index(), mem.residuals, atol=1e-4)
+    np.testing.assert_allclose(dsk.residuals().compute().sort_index(), mem.residuals(), atol=1e-4)
     pop = dsk.predict(re_form="~0").compute().sort_index()
     np.testing.assert_allclose(pop, mem.predict(re_form="~0"), rtol=1e-5)
     new = inst.iloc[:50]

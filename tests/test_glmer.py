@@ -217,15 +217,15 @@ def test_cbind_needs_binomial(cbpp):
 def test_residual_types(cbpp_fit):
     m = cbpp_fit
     y, mu = m.response, m.fitted.to_numpy()
-    np.testing.assert_allclose(m.residuals_of("response"), y - mu)
-    np.testing.assert_allclose(np.sum(m.residuals_of("deviance") ** 2), m.deviance_conditional)
+    np.testing.assert_allclose(m.residuals("response"), y - mu)
+    np.testing.assert_allclose(np.sum(m.residuals("deviance") ** 2), m.deviance_conditional)
     w = m._engine.wt
-    np.testing.assert_allclose(m.residuals_of("pearson"), (y - mu) * np.sqrt(w / (mu * (1 - mu))))
+    np.testing.assert_allclose(m.residuals("pearson"), (y - mu) * np.sqrt(w / (mu * (1 - mu))))
     eta = m.predict().to_numpy()
-    np.testing.assert_allclose(m.residuals_of("working"), (y - mu) / (mu * (1 - mu)), rtol=1e-10)
+    np.testing.assert_allclose(m.residuals("working"), (y - mu) / (mu * (1 - mu)), rtol=1e-10)
     np.testing.assert_allclose(m.predict(type="response"), 1 / (1 + np.exp(-eta)), rtol=1e-12)
     with pytest.raises(DataError):
-        m.residuals_of("studentized")
+        m.residuals("studentized")
 
 
 def test_simulate_is_reproducible_and_valid(cbpp_fit):
@@ -267,3 +267,29 @@ def test_tidy_and_glance(cbpp_fit):
     assert list(pars.term) == ["sd__(Intercept)"]  # no residual row for the binomial family
     row = cbpp_fit.glance().iloc[0]
     assert row["loglik"] == pytest.approx(cbpp_fit.loglik) and row["sigma"] == 1.0
+
+
+def test_gaussian_identity_is_lmer():
+    sleep = mm.datasets.load("sleepstudy")
+    with pytest.warns(UserWarning, match="lmer"):
+        m = mm.glmer("Reaction ~ Days + (Days | Subject)", sleep, family="gaussian")
+    assert isinstance(m, mm.LinearMixedModel)
+    assert m.reml_criterion == pytest.approx(1743.6283, abs=1e-3)
+
+
+def test_offset_shown_in_summary(ticks):
+    data = ticks.assign(exposure=np.linspace(0.5, 2.0, len(ticks)))
+    a = mm.glmer("TICKS ~ YEAR + offset(log(exposure)) + (1 | BROOD)", data, family="poisson")
+    assert " Offset: offset(log(exposure))" in str(a.summary())
+    b = mm.glmer("TICKS ~ YEAR + (1 | BROOD)", data, family="poisson", offset=np.log(data.exposure))
+    assert " Offset: given (offset=)" in str(b.summary())
+
+
+def test_lmer_residual_types():
+    sleep = mm.datasets.load("sleepstudy")
+    m = mm.lmer("Reaction ~ Days + (Days | Subject)", sleep, weights=np.linspace(1, 2, len(sleep)))
+    r = m.residuals()
+    np.testing.assert_allclose(r, sleep.Reaction - m.fitted)
+    np.testing.assert_allclose(m.residuals("pearson"), r * np.sqrt(np.linspace(1, 2, len(sleep))))
+    with pytest.raises(DataError):
+        m.residuals("studentized")

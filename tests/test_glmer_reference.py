@@ -162,7 +162,7 @@ def test_fitted_and_residuals(fit):
     ref = np.asarray(fit.case["fitted_head"], dtype=float)
     assert_close(fit.model.fitted.to_numpy()[: len(ref)], ref, rtol=FITTED_RTOL, what="fitted")
     res = np.asarray(fit.case["residuals_head"], dtype=float)
-    got = fit.model.residuals_of("response").to_numpy()[: len(res)]
+    got = fit.model.residuals("response").to_numpy()[: len(res)]
     assert_close(got, res, rtol=FITTED_RTOL, atol=FITTED_RTOL * np.abs(ref), what="residuals")
 
 

@@ -119,7 +119,7 @@ def test_row_permutation(sleep, sleep_fit, sleep_fit_ml, reml):
         m.fitted.sort_index(), base.fitted.sort_index(), check_exact=False, rtol=1e-6
     )
     pd.testing.assert_series_equal(
-        m.residuals.sort_index(), base.residuals.sort_index(), check_exact=False, rtol=1e-4, atol=1e-6
+        m.residuals().sort_index(), base.residuals().sort_index(), check_exact=False, rtol=1e-4, atol=1e-6
     )
 
 
@@ -231,7 +231,7 @@ def test_nan_in_used_column_drops_rows(sleep):
     dropped = {3, 50, 51, 100}
     assert dropped.isdisjoint(m.fitted.index)
     assert list(m.fitted.index) == [i for i in data.index if i not in dropped]
-    assert list(m.residuals.index) == list(m.fitted.index)
+    assert list(m.residuals().index) == list(m.fitted.index)
 
 
 def test_nan_in_grouping_column_drops_rows(sleep):
@@ -273,7 +273,7 @@ def test_caller_dataframe_not_modified(sleep):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingDataWarning)
         m = mm.lmer("Reaction ~ scale(Days) + (Days | Subject)", data, weights="w")
-    m.fitted, m.residuals, m.ranef, m.varcorr, m.summary(), m.tidy("ran_vals")
+    m.fitted, m.residuals(), m.ranef, m.varcorr, m.summary(), m.tidy("ran_vals")
     m.predict(data.dropna())
     m.simulate(nsim=1, seed=0)
     pd.testing.assert_frame_equal(data, before, check_exact=True)

@@ -263,14 +263,14 @@ def test_fitted_head(fit):
 def test_residuals_head(fit):
     ref = np.asarray(ref_value(fit.case, "residuals_head"), dtype=float)
     fitted_scale = np.max(np.abs(np.asarray(ref_value(fit.case, "fitted_head"), dtype=float)))
-    got = fit.model.residuals.to_numpy()[: len(ref)]
+    got = fit.model.residuals().to_numpy()[: len(ref)]
     assert_close(got, ref, rtol=FITTED_RTOL, atol=FITTED_RTOL * fitted_scale, what="residuals_head")
 
 
 def test_fitted_plus_residuals_is_response(fit):
     m = fit.model
     y = m.frame.y
-    assert_close(m.fitted.to_numpy() + m.residuals.to_numpy(), y, rtol=1e-12, atol=1e-9)
+    assert_close(m.fitted.to_numpy() + m.residuals().to_numpy(), y, rtol=1e-12, atol=1e-9)
 
 
 def _newdata(case) -> pd.DataFrame:

@@ -797,11 +797,17 @@ class DaskLinearMixedModel(LinearMixedModel):
         self._require_fit()
         return self._lazy("fitted")
 
-    @property
-    def residuals(self):
-        """Response residuals as a lazy Dask Series."""
+    def residuals(self, type: str = "response"):
+        """Residuals as a lazy Dask Series: ``"response"`` (or ``"working"``),
+        or ``"pearson"`` (also ``"deviance"``: √weight × response residual)."""
         self._require_fit()
-        return self._lazy("residuals")
+        if type in ("response", "working"):
+            return self._lazy("residuals")
+        if type in ("pearson", "deviance"):
+            return self._lazy("pearson")
+        raise DataError(
+            f"residual type must be 'response', 'pearson', 'deviance' or 'working', not {type!r}"
+        )
 
     def predict(self, newdata: Any = None, re_form: str | None = None, new_levels: str = "population"):
         """As :meth:`LinearMixedModel.predict`; without ``newdata`` a lazy Dask

@@ -432,6 +432,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         self._engine = _Engine(fr, self.family, self._init.y, self._init.n, self._init.weights, offset_arr)
         self._theta_slices = _slices([t.ntheta for t in fr.terms])
         self.weights_given = weights is not None
+        self.offset_given = offset is not None
         self._fitted = False
 
     def _initialize_response(self):
@@ -831,7 +832,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         """The response as the fit uses it (binomial: proportions)."""
         return self._engine.y
 
-    def residuals_of(self, type: str = "deviance") -> pd.Series:
+    def residuals(self, type: str = "deviance") -> pd.Series:
         """Residuals: ``"deviance"`` (R's default for glmer), ``"pearson"``,
         ``"response"`` (y - μ) or ``"working"``."""
         self._require_fit()
@@ -851,13 +852,8 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             )
         return pd.Series(r, index=self.frame.data.index, name=f"{type}_residuals")
 
-    @property
-    def residuals(self) -> pd.Series:
-        """Deviance residuals (R's default for a glmer fit)."""
-        return self.residuals_of("deviance")
-
     def _pearson_residuals(self) -> np.ndarray:
-        return self.residuals_of("pearson").to_numpy()
+        return self.residuals("pearson").to_numpy()
 
     def predict(
         self,
@@ -983,7 +979,9 @@ def glmer(
     """Fit a generalized linear mixed model, as lme4's ``glmer``.
 
     Parameters are those of :class:`GeneralizedLinearMixedModel`; ``fit_kwargs``
-    go to :meth:`GeneralizedLinearMixedModel.fit`.
+    go to :meth:`GeneralizedLinearMixedModel.fit`. As in lme4, the Gaussian
+    family with the identity link is fitted by :func:`mixedmodels.lmer`
+    (with a warning), and that model is returned.
 
     Examples
     --------
@@ -993,8 +991,22 @@ def glmer(
     >>> round(m.loglik, 2)
     -92.03
     """
+    fam = get_family(family, link)
+    if fam.name == "gaussian" and fam.link.name == "identity":
+        # lme4 hands this case to lmer (with a deprecation warning): the
+        # Gaussian GLMM with the identity link is the linear mixed model
+        warnings.warn(
+            "glmer with the Gaussian family and identity link is the linear mixed model: "
+            "fitting it with lmer (REML, as lme4 does); call mixedmodels.lmer directly",
+            UserWarning,
+            stacklevel=2,
+        )
+        from .lmm import lmer
+
+        return lmer(formula, data, weights=weights, offset=offset, contrasts=contrasts,
+                    na_action=na_action)
     model = GeneralizedLinearMixedModel(
-        formula, data, family=family, link=link, nagq=nagq, weights=weights, offset=offset,
+        formula, data, family=fam, nagq=nagq, weights=weights, offset=offset,
         contrasts=contrasts, na_action=na_action,
     )
     return model.fit(**fit_kwargs)

@@ -444,16 +444,24 @@ class LinearMixedModel(RandomEffectsModel):
             mu = mu + fr.offset
         return pd.Series(mu, index=fr.data.index, name="fitted")
 
-    @property
-    def residuals(self) -> pd.Series:
-        """Response residuals y - fitted, indexed like the data."""
+    def residuals(self, type: str = "response") -> pd.Series:
+        """Residuals indexed like the data, as lme4's ``residuals``:
+        ``"response"`` (y - fitted, the default) or ``"working"`` (the same
+        for a linear model); ``"pearson"`` or ``"deviance"`` (both √weight ×
+        (y - fitted) for a Gaussian response)."""
         fit = self.fitted
-        return pd.Series(self.frame.y - fit.to_numpy(), index=fit.index, name="residuals")
+        r = self.frame.y - fit.to_numpy()
+        if type in ("pearson", "deviance"):
+            w = self.frame.weights
+            r = r if w is None else r * np.sqrt(w)
+        elif type not in ("response", "working"):
+            raise DataError(
+                f"residual type must be 'response', 'pearson', 'deviance' or 'working', not {type!r}"
+            )
+        return pd.Series(r, index=fit.index, name="residuals")
 
     def _pearson_residuals(self) -> np.ndarray:
-        r = self.residuals.to_numpy()
-        w = self.frame.weights
-        return r if w is None else r * np.sqrt(w)
+        return self.residuals("pearson").to_numpy()
 
     # ------------------------------------------------------------------ prediction
 

@@ -471,6 +471,9 @@ def _format_summary(model: Any) -> str:
         lines.append(f"   Data: {model.data_name}")
     if getattr(model, "weights_given", False):
         lines.append(" Weights: given")
+    offset_text = _offset_text(model)
+    if offset_text:
+        lines.append(f" Offset: {offset_text}")
     lines += [""] + _criterion_lines(model) + ["", "Scaled residuals: "]
     scaled = model._pearson_residuals() / model.sigma
     q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
@@ -483,6 +486,15 @@ def _format_summary(model: Any) -> str:
     lines += _correlation_lines(model)
     lines += _fit_messages(model)
     return "\n".join(lines)
+
+
+def _offset_text(model: Any) -> str:
+    """The offset terms of the formula, and "given" for an ``offset=`` argument."""
+    frame = model.frame
+    parts = [f"offset({expr})" for expr in frame.parsed.offsets]
+    if getattr(model, "offset_given", False):
+        parts.append("given (offset=)")
+    return " + ".join(parts)
 
 
 def _fit_messages(model: Any) -> list[str]:
