@@ -163,26 +163,33 @@ class BlockedSystem:
         A00 = np.bincount(self._pos00, w[np.repeat(np.arange(self.n), k0 * k0)] * self._val00,
                           minlength=l0 * k0 * k0).reshape(l0, k0, k0) if k0 > 1 else \
             np.bincount(self.codes0, w * self.z0[:, 0] ** 2, minlength=l0).reshape(l0, 1, 1)
-        M = lam0.T @ A00 @ lam0
-        M[:, np.arange(k0), np.arange(k0)] += 1.0
-        L0 = np.sqrt(M) if k0 == 1 else np.linalg.cholesky(M)
+        if k0 == 1:
+            L0 = np.sqrt(lam0[0, 0] ** 2 * A00 + 1.0)
+        else:
+            M = lam0.T @ A00 @ lam0
+            M[:, np.arange(k0), np.arange(k0)] += 1.0
+            L0 = np.linalg.cholesky(M)
         # B = G'WZ0 (m_all x q0), then B̃ = Λ̃_r'B with λ0 on the level columns
         B = np.bincount(self._posB, w[self._rowB] * self._valB, minlength=m_all * self.q0)
         B = B.reshape(m_all, self.q0)[:m]
         _scale_rows(B, self.rest_bounds, lam_rest)
-        Bt = (B.reshape(m, l0, k0) @ lam0).reshape(m, l0 * k0)  # B̃
-        # R_s = L0_s⁻¹ B̃_s'
-        Bs = np.transpose(Bt.reshape(m, l0, k0), (1, 2, 0))  # (ℓ0, k0, m)
-        R = Bs / L0 if k0 == 1 else np.linalg.solve(L0, Bs)
+        # R_s = L0_s⁻¹ B̃_s' with B̃ = B (λ0 per level); kept as an (ℓ0 k0) x m
+        # array F-ordered, so that BLAS takes it and its transpose without copies
+        if k0 == 1:
+            Rt = B * (lam0[0, 0] / L0[:, 0, 0])[None, :]  # (m, ℓ0) = R'
+            R = Rt.T[:, None, :]
+        else:
+            Bs = np.transpose((B.reshape(m, l0, k0) @ lam0), (1, 2, 0))  # (ℓ0, k0, m)
+            R = np.linalg.solve(L0, Bs)
+            Rt = np.ascontiguousarray(R.reshape(l0 * k0, m).T)
         # Schur complement S = Λ̃'AΛ̃ + diag(I_Q1, 0) - Σ R_s'R_s
-        A = np.ascontiguousarray(self.cross(w)[:m, :m])
+        A = np.asfortranarray(self.cross(w)[:m, :m])
         _scale_rows(A, self.rest_bounds, lam_rest)
         _scale_cols(A, self.rest_bounds, lam_rest)
-        A.ravel()[: self.Q1 * (m + 1) : m + 1] += 1.0
-        Rf = R.reshape(l0 * k0, m)
+        A[np.arange(self.Q1), np.arange(self.Q1)] += 1.0
         if m:
-            # A - Rf'Rf by one rank-k update (half the flops of a product)
-            S = blas.dsyrk(-1.0, Rf, beta=1.0, c=np.asfortranarray(A), trans=1, lower=1)
+            # A - R'R by one rank-k update (half the flops of a product)
+            S = blas.dsyrk(-1.0, Rt.T, beta=1.0, c=A, trans=1, lower=1, overwrite_c=1)
             LS, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
             if info != 0:
                 return None
@@ -196,10 +203,10 @@ class BlockedSystem:
         _scale_rows(cr[:, None], self.rest_bounds, lam_rest)
         # forward: y0 = L0⁻¹ c0; y_r = c_r - Σ R_s' y0_s; solve S x = y_r
         y0 = c0 / L0[:, :, 0] if k0 == 1 else np.linalg.solve(L0, c0[:, :, None])[:, :, 0]
-        yr = cr - np.einsum("lkm,lk->m", R, y0)
+        yr = cr - Rt @ y0.ravel()
         x = lapack.dpotrs(LS, yr, lower=1)[0] if m else np.zeros(0)
         # back: u0_s = L0_s⁻ᵀ(y0_s - R_s x)
-        t = y0 - R @ x if m else y0
+        t = y0 - (Rt.T @ x).reshape(l0, k0) if m else y0
         u0 = t / L0[:, :, 0] if k0 == 1 else np.linalg.solve(np.transpose(L0, (0, 2, 1)), t[:, :, None])[:, :, 0]
         u = np.concatenate([u0.ravel(), x[: self.Q1]])
         beta = x[self.Q1 :] if joint else np.zeros(0)
