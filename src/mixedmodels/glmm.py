@@ -115,6 +115,8 @@ class _Engine:
         self.ks = [t.k for t in frame.terms]
         self.codes0 = frame.terms[0].codes if frame.terms else None
         self._dev_saturated = self._saturated_deviance()
+        binary = family.name == "binomial" and bool(np.all((y == 0) | (y == 1)))
+        self._success = (y == 1) if binary else None
         self.saturated = self._saturated_constant()
 
     # -- pieces ---------------------------------------------------------------
@@ -134,6 +136,8 @@ class _Engine:
         saturated part (computed once) minus the μ-dependent one: two
         ``xlogy`` calls instead of R's elementwise ``y log(y/μ)`` branches."""
         fam, y, wt = self.family, self.y, self.wt
+        if self._success is not None:  # 0/1 outcomes: one log per row
+            return -2.0 * float(wt @ np.log(np.where(self._success, mu, 1.0 - mu)))
         if fam.name == "binomial":
             return self._dev_saturated - 2.0 * float(
                 wt @ (special.xlogy(y, mu) + special.xlogy(1.0 - y, 1.0 - mu))

@@ -126,13 +126,14 @@ class BlockedSystem:
         self.Q1 = sum(b.shape[1] for b in rest_blocks)
         edges = np.cumsum([0] + [b.shape[1] for b in rest_blocks])
         self.rest_bounds = [(int(edges[i]), int(edges[i + 1])) for i in range(len(rest))]
-        # G = [Z_rest X]: its weighted cross-products are the dense block
-        G = sp.hstack(rest_blocks + [sp.csr_array(X)], format="csr")
-        self.G = G
-        self.cross = WeightedCrossProducts(G)
-        self.m = G.shape[1]
+        # the dense block is [Z_rest X]'W[Z_rest X]: Z_rest's part from the
+        # pairs of its nonzeros, X's parts by dense and sparse-dense products
+        n = self.n
+        self.Zr = sp.hstack(rest_blocks, format="csr") if rest_blocks else sp.csr_array((n, 0))
+        self.cross = WeightedCrossProducts(self.Zr) if self.Q1 else None
+        self.m = self.Q1 + self.p
         self._first_positions()
-        self._below_positions(G)
+        self._below_positions(self.Zr)
 
     def _first_positions(self) -> None:
         """Where each row's products z0_a z0_b land among the first term's blocks."""
@@ -143,7 +144,8 @@ class BlockedSystem:
         self._pos0 = (self.codes0[:, None] * k0 + np.arange(k0)[None, :]).ravel()
 
     def _below_positions(self, G: sp.csr_array) -> None:
-        """Where each row's products G_ic z0_ia land in the dense m x q0 array B."""
+        """Where each row's products G_ic z0_ia land in the Q1 x q0 array B of
+        the other terms' rows (G = Z_rest)."""
         k0, q0 = self.k0, self.q0
         counts = np.diff(G.indptr)
         row = np.repeat(np.arange(self.n), counts)
@@ -152,12 +154,44 @@ class BlockedSystem:
         self._valB = (G.data[:, None] * self.z0[row]).ravel()
         self._rowB = np.repeat(row, k0)
 
+    # -- cross-products at weights w ------------------------------------------
+
+    def _below(self, w: np.ndarray, m: int) -> np.ndarray:
+        """[Z_rest X]'WZ0, its first ``m`` rows (C order)."""
+        Q1, q0 = self.Q1, self.q0
+        B = np.empty((m, q0))
+        if Q1:
+            B[:Q1] = np.bincount(self._posB, w[self._rowB] * self._valB,
+                                 minlength=Q1 * q0).reshape(Q1, q0)
+        if m > Q1:  # X'WZ0 level by level
+            wz0 = w[:, None] * self.z0
+            for j in range(self.p):
+                for a in range(self.k0):
+                    B[Q1 + j, a::self.k0] = np.bincount(
+                        self.codes0, self.X[:, j] * wz0[:, a], minlength=self.l0
+                    )
+        return B
+
+    def _dense_block(self, w: np.ndarray, m: int) -> np.ndarray:
+        """[Z_rest X]'W[Z_rest X], its leading m x m block (Fortran order)."""
+        Q1 = self.Q1
+        A = np.empty((m, m), order="F")
+        if Q1:
+            A[:Q1, :Q1] = self.cross(w)
+        if m > Q1:
+            WX = self.X * w[:, None]
+            if Q1:
+                A[:Q1, Q1:] = self.Zr.T @ WX
+                A[Q1:, :Q1] = A[:Q1, Q1:].T
+            A[Q1:, Q1:] = self.X.T @ WX
+        return A
+
     # -- one step -----------------------------------------------------------
 
     def solve(self, lams: list[np.ndarray], w: np.ndarray, z: np.ndarray, joint: bool):
         """(u, β or empty, factor) of the PWLS step at weights w, working response z."""
-        k0, l0, m_all = self.k0, self.l0, self.m
-        m = m_all if joint else self.Q1
+        k0, l0 = self.k0, self.l0
+        m = self.m if joint else self.Q1
         lam0, lam_rest = lams[0], lams[1:]
         # first term: M_s = λ0'A_sλ0 + I
         A00 = np.bincount(self._pos00, w[np.repeat(np.arange(self.n), k0 * k0)] * self._val00,
@@ -169,9 +203,8 @@ class BlockedSystem:
             M = lam0.T @ A00 @ lam0
             M[:, np.arange(k0), np.arange(k0)] += 1.0
             L0 = np.linalg.cholesky(M)
-        # B = G'WZ0 (m_all x q0), then B̃ = Λ̃_r'B with λ0 on the level columns
-        B = np.bincount(self._posB, w[self._rowB] * self._valB, minlength=m_all * self.q0)
-        B = B.reshape(m_all, self.q0)[:m]
+        # B = [Z_rest X]'WZ0 (m x q0), then B̃ = Λ̃_r'B with λ0 on the level columns
+        B = self._below(w, m)
         _scale_rows(B, self.rest_bounds, lam_rest)
         # R_s = L0_s⁻¹ B̃_s' with B̃ = B (λ0 per level); kept as an (ℓ0 k0) x m
         # array F-ordered, so that BLAS takes it and its transpose without copies
@@ -183,7 +216,7 @@ class BlockedSystem:
             R = np.linalg.solve(L0, Bs)
             Rt = np.ascontiguousarray(R.reshape(l0 * k0, m).T)
         # Schur complement S = Λ̃'AΛ̃ + diag(I_Q1, 0) - Σ R_s'R_s
-        A = np.asfortranarray(self.cross(w)[:m, :m])
+        A = self._dense_block(w, m)
         _scale_rows(A, self.rest_bounds, lam_rest)
         _scale_cols(A, self.rest_bounds, lam_rest)
         A[np.arange(self.Q1), np.arange(self.Q1)] += 1.0
@@ -199,7 +232,7 @@ class BlockedSystem:
         wz = w * z
         c0 = np.bincount(self._pos0, (wz[:, None] * self.z0).ravel(), minlength=self.q0)
         c0 = (c0.reshape(l0, k0) @ lam0)  # λ0' c0_s per level (row vectors)
-        cr = np.asarray(self.G.T @ wz)[:m]
+        cr = np.concatenate([self.Zr.T @ wz, self.X.T @ wz if m > self.Q1 else []])
         _scale_rows(cr[:, None], self.rest_bounds, lam_rest)
         # forward: y0 = L0⁻¹ c0; y_r = c_r - Σ R_s' y0_s; solve S x = y_r
         y0 = c0 / L0[:, :, 0] if k0 == 1 else np.linalg.solve(L0, c0[:, :, None])[:, :, 0]
