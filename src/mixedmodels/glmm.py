@@ -356,6 +356,8 @@ class ConvergenceCheck:
         max |H⁻¹g| (the Newton step still to go, in parameter units), or the
         max |g| when H is not positive definite.
     hessian_eigenvalues : ndarray
+        Eigenvalues of the Hessian of the parameters off the boundary (a
+        variance at zero is left out, as lme4 does).
     messages : list of str
         What is wrong, in words; empty when the optimum looks sound.
     """
@@ -682,22 +684,23 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         params = np.concatenate([self._theta, self._beta])
         g, H = self._derivatives(params, self._objective)
         Hs = 0.5 * (H + H.T)
-        eig = np.linalg.eigvalsh(Hs)
+        at_bound = np.zeros(len(params), bool)
+        at_bound[: self.ntheta] = (self.theta_lower == 0) & (self._theta < SINGULAR_TOL)
+        # as lme4's checkConv, the Hessian of the parameters off the boundary
+        eig = np.linalg.eigvalsh(Hs[np.ix_(~at_bound, ~at_bound)])
         messages = []
         try:
             c = np.linalg.cholesky(Hs)
             scaled = float(np.max(np.abs(np.linalg.solve(c.T, np.linalg.solve(c, g)))))
         except np.linalg.LinAlgError:
             scaled = float(np.max(np.abs(g)))
-        at_bound = np.zeros(len(params), bool)
-        at_bound[: self.ntheta] = (self.theta_lower == 0) & (self._theta < SINGULAR_TOL)
         if scaled > GRADIENT_TOL and np.max(np.abs(g[~at_bound]), initial=0.0) > GRADIENT_TOL:
             messages.append(
                 f"the optimizer may have stopped short of the optimum: the Newton step still to go "
                 f"is {scaled:.3g} (max |gradient| = {np.max(np.abs(g)):.3g}); refit from these "
                 "estimates or check the model"
             )
-        if not at_bound.any() and eig.min() <= 0:
+        if eig.min() <= 0:
             messages.append(
                 f"the Hessian has {int(np.sum(eig <= 0))} non-positive eigenvalue(s): the optimum "
                 "is not a strict minimum, standard errors cannot be trusted"
