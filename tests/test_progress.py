@@ -38,3 +38,28 @@ def test_fit_with_progress_matches_silent_fit(capsys):
     b = mm.lmer("Reaction ~ Days + (Days | Subject)", d, progress=True)
     assert a.reml_criterion == b.reml_criterion
     assert capsys.readouterr().err == ""  # a fit this short shows nothing
+
+
+def test_glmer_progress_counts_every_stage(monkeypatch):
+    """glmer's stages (nAGQ = 0, then two (θ, β) searches) report one running count."""
+    from mixedmodels import glmm
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, label):
+            self.label = label
+
+        def __call__(self, evaluations, objective):
+            seen.append((evaluations, objective))
+
+        def close(self):
+            seen.append("closed")
+
+    monkeypatch.setattr(glmm, "FitProgress", Recorder)
+    d = mm.datasets.load("cbpp")
+    m = mm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, progress=True)
+    counts = [c for c, _ in seen[:-1]]
+    assert seen[-1] == "closed"
+    assert counts == list(range(1, m.optsum.evaluations + 1))
+    assert seen[-2][1] == min(v for _, v in seen[-20:-1])  # the best value reported last

@@ -54,6 +54,7 @@ from .formula import parse_formula, require_random
 from .pwls import BlockedFactor, BlockedSystem, term_matrix
 from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random
 from ._threads import blas_threads, current_load
+from .progress import FitProgress
 from .lmm import _FACTOR_THREADED_BLOCK, _auto_thread_plan, _slices
 from .optimize import OptimizerRecord, minimize_theta
 
@@ -507,6 +508,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         keep_history: bool = False,
         check_convergence: bool = True,
         threads: int | str = "auto",
+        progress: bool = False,
     ) -> "GeneralizedLinearMixedModel":
         """Estimate θ and β as lme4's ``glmer``: the nAGQ = 0 stage over θ, then
         (nagq >= 1) the Laplace or quadrature deviance over (θ, β) from there.
@@ -529,10 +531,20 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             (they also give the standard errors, as lme4's default).
         threads : int or "auto"
             BLAS threads during the fit (see ``_blas_threads``).
+        progress : bool
+            Show evaluations (all stages), deviance and elapsed time while the
+            fit runs for more than a second.
         """
         everywhere = self._blas_threads(threads)
-        with blas_threads(everywhere):
-            self._fit(dict(start or {}), float(pirls_tol), maxeval, keep_history, check_convergence)
+        monitor = FitProgress(f"glmer {self.formula}") if progress else None
+        self._callback = None if monitor is None else _counting(monitor)
+        try:
+            with blas_threads(everywhere):
+                self._fit(dict(start or {}), float(pirls_tol), maxeval, keep_history,
+                          check_convergence)
+        finally:
+            if monitor is not None:
+                monitor.close()
         self.optsum.blas_threads = (everywhere, None)
         return self
 
@@ -558,7 +570,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         self._eta_start = self._modes(theta0, None).eta
         stage0 = minimize_theta(
             self.objective_theta, theta0, self.theta_lower, ftol_rel=1e-10,
-            maxeval=maxeval, keep_history=keep_history,
+            maxeval=maxeval, keep_history=keep_history, callback=self._callback,
         )
         theta = self._theta_stage0 = stage0.theta_final
         modes0 = self._modes(theta, None)
@@ -571,12 +583,14 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         stage1 = minimize_theta(
             self.objective, params0, lower, ftol_rel=1e-12, maxeval=maxeval,
             keep_history=keep_history, initial_step=self._stage_two_step(modes0),
+            callback=self._callback,
         )
         # a second search from the first one's end, with a small trust region:
         # BOBYQA can stop early in the flat valleys of (θ, β) that GLMMs have
         polish = minimize_theta(
             self.objective, stage1.theta_final, lower, ftol_rel=1e-12, maxeval=maxeval,
             keep_history=keep_history, initial_step=POLISH_STEP * _scale(stage1.theta_final),
+            callback=self._callback,
         )
         if polish.objective_final <= stage1.objective_final:
             polish.theta_start, polish.objective_start = stage1.theta_start, stage1.objective_start
@@ -931,7 +945,13 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             return rng.binomial(np.maximum(trials, 0), mu) / np.maximum(trials, 1)
         if name == "poisson":
             return rng.poisson(mu).astype(float)
-        raise DataError(f"simulate is not available for the {name} family yet")
+        # families with a scale: dispersion φ = σ² (as lme4's sigma), prior weights divide it
+        phi = self.sigma**2 / e.wt
+        if name == "Gamma":  # variance φμ²
+            return rng.gamma(1.0 / phi, mu * phi)
+        if name == "inverse.gaussian":  # variance φμ³
+            return rng.wald(mu, 1.0 / phi)
+        return rng.normal(mu, np.sqrt(phi))  # gaussian with another link
 
     # ------------------------------------------------------------------ tables
 
@@ -959,6 +979,18 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             f"Generalized linear mixed model fit by maximum likelihood ({approx}) ['glmerMod']",
             f" Family: {self.family.name}  ( {self.family.link.name} )",
         ]
+
+
+def _counting(monitor: FitProgress):
+    """The optimizers' callback for a fit of several stages: evaluations
+    counted across them."""
+    count = [0]
+
+    def callback(_: int, best: float) -> None:
+        count[0] += 1
+        monitor(count[0], best)
+
+    return callback
 
 
 def _scale(x: np.ndarray) -> np.ndarray:
