@@ -293,3 +293,14 @@ def test_lmer_residual_types():
     np.testing.assert_allclose(m.residuals("pearson"), r * np.sqrt(np.linspace(1, 2, len(sleep))))
     with pytest.raises(DataError):
         m.residuals("studentized")
+
+
+def test_newton_and_derivative_free_searches_agree(cbpp, cbpp_fit):
+    """The default Newton steps (with lme4's deriv12 derivatives) and the
+    BOBYQA search (the fallback, and the route without the derivative check)
+    reach the same optimum."""
+    assert cbpp_fit.optsum.optimizer.endswith("Newton (deriv12)")
+    m = mm.GeneralizedLinearMixedModel(CBPP, cbpp).fit(check_convergence=False)
+    assert "BOBYQA twice" in m.optsum.optimizer
+    assert m.deviance == pytest.approx(cbpp_fit.deviance, abs=1e-6)
+    np.testing.assert_allclose(m.fixef, cbpp_fit.fixef, rtol=1e-4)

@@ -27,6 +27,7 @@ itself, on the same scale as the Laplace one.
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -69,6 +70,11 @@ GRADIENT_TOL = 2e-3
 HESSIAN_STEP = 1e-4
 # Initial trust-region radius of the second (θ, β) search, relative to the scale.
 POLISH_STEP = 1e-3
+# Newton on (θ, β): at most this many steps, stopping when g'H⁻¹g (twice the
+# decrease still to come) is below 1e-7 or, for large deviances, 1e-12 of it.
+NEWTON_MAXIT = 8
+NEWTON_DECREMENT = 1e-7
+NEWTON_DECREMENT_REL = 1e-12
 # Initial trust region of the (θ, β) search: for θ, and per standard error of β.
 STAGE_TWO_THETA_STEP = 0.02
 STAGE_TWO_BETA_STEP = 0.2
@@ -579,32 +585,103 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             return
         self._eta_start = modes0.eta
         params0 = np.concatenate([theta, modes0.beta])
-        lower = np.concatenate([self.theta_lower, np.full(e.p, -np.inf)])
-        stage1 = minimize_theta(
+        newton = self._newton(params0) if check_convergence else None
+        if newton is not None:
+            params, record, derivs = newton
+            record.evaluations += stage0.evaluations
+            record.elapsed += stage0.elapsed
+            record.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {record.optimizer}"
+            self._set_optimum(params[: self.ntheta], params[self.ntheta :], record,
+                              check=True, derivs=derivs)
+            return
+        record = self._bobyqa_stage(params0, modes0, maxeval, keep_history)
+        record.evaluations += stage0.evaluations
+        record.elapsed += stage0.elapsed
+        record.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {record.optimizer}"
+        params = record.theta_final
+        self._set_optimum(params[: self.ntheta], params[self.ntheta :], record,
+                          check=check_convergence)
+
+    def _newton(self, x0: np.ndarray):
+        """Newton's method on the deviance over (θ, β) from the nAGQ = 0 stage's
+        end, with lme4's finite-difference gradient and Hessian (``deriv12``)
+        and a backtracking line search. Near the optimum (where that stage
+        leaves it) it converges in two or three steps, and the last ``deriv12``
+        is the one the standard errors and the convergence check need.
+        Returns (x, record, (g, H)), or None where it cannot be trusted (a
+        Hessian not positive definite, a bound reached, no descent): the
+        derivative-free search takes over."""
+        t0 = time.perf_counter()
+        count = [0]
+
+        def f(x: np.ndarray) -> float:
+            count[0] += 1
+            value = self.objective(x)
+            if self._callback is not None:
+                self._callback(count[0], value)
+            return value
+
+        lower = np.concatenate([self.theta_lower, np.full(len(x0) - self.ntheta, -np.inf)])
+        x, fx = x0, f(x0)
+        f_start = fx
+        for _ in range(NEWTON_MAXIT):
+            g, H = self._derivatives(x, fx, f)
+            Hs = 0.5 * (H + H.T)
+            try:
+                c = np.linalg.cholesky(Hs)
+            except np.linalg.LinAlgError:
+                return None
+            step = -np.linalg.solve(c.T, np.linalg.solve(c, g))
+            decrement = float(-(g @ step))  # g'H⁻¹g: twice the predicted decrease
+            if decrement < max(NEWTON_DECREMENT, NEWTON_DECREMENT_REL * abs(fx)):
+                # the last step too (one evaluation; g and H are kept from here)
+                trial = x + step
+                if np.all(trial >= lower):
+                    f_trial = f(trial)
+                    if f_trial <= fx:
+                        x, fx = trial, f_trial
+                record = OptimizerRecord(
+                    "Newton (deriv12)", x0, x, f_start, fx, count[0], "CONVERGED",
+                    time.perf_counter() - t0,
+                )
+                return x, record, (g, H)
+            t = 1.0
+            while t >= 1.0 / 64:
+                trial = x + t * step
+                if np.all(trial >= lower):
+                    f_trial = f(trial)
+                    if f_trial <= fx - 1e-4 * t * decrement:
+                        break
+                t /= 2
+            else:
+                return None
+            x, fx = trial, f_trial
+        return None
+
+    def _bobyqa_stage(self, params0: np.ndarray, modes0: _Modes, maxeval: int, keep_history: bool):
+        """The derivative-free search over (θ, β): BOBYQA from the nAGQ = 0
+        stage's end, then once more from its own end with a small trust
+        region (BOBYQA can stop early in the flat valleys GLMMs have)."""
+        lower = np.concatenate([self.theta_lower, np.full(self._engine.p, -np.inf)])
+        first = minimize_theta(
             self.objective, params0, lower, ftol_rel=1e-12, maxeval=maxeval,
             keep_history=keep_history, initial_step=self._stage_two_step(modes0),
             callback=self._callback,
         )
-        # a second search from the first one's end, with a small trust region:
-        # BOBYQA can stop early in the flat valleys of (θ, β) that GLMMs have
         polish = minimize_theta(
-            self.objective, stage1.theta_final, lower, ftol_rel=1e-12, maxeval=maxeval,
-            keep_history=keep_history, initial_step=POLISH_STEP * _scale(stage1.theta_final),
+            self.objective, first.theta_final, lower, ftol_rel=1e-12, maxeval=maxeval,
+            keep_history=keep_history, initial_step=POLISH_STEP * _scale(first.theta_final),
             callback=self._callback,
         )
-        if polish.objective_final <= stage1.objective_final:
-            polish.theta_start, polish.objective_start = stage1.theta_start, stage1.objective_start
-            polish.evaluations += stage1.evaluations
-            polish.elapsed += stage1.elapsed
-            stage1 = polish
-        else:
-            stage1.evaluations += polish.evaluations
-        stage1.evaluations += stage0.evaluations
-        stage1.elapsed += stage0.elapsed
-        stage1.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {stage1.optimizer} twice"
-        params = stage1.theta_final
-        self._set_optimum(params[: self.ntheta], params[self.ntheta :], stage1,
-                          check=check_convergence)
+        if polish.objective_final <= first.objective_final:
+            polish.theta_start, polish.objective_start = first.theta_start, first.objective_start
+            polish.evaluations += first.evaluations
+            polish.elapsed += first.elapsed
+            polish.optimizer = f"{polish.optimizer} twice"
+            return polish
+        first.evaluations += polish.evaluations
+        first.optimizer = f"{first.optimizer} twice"
+        return first
 
     def _stage_two_step(self, modes0: _Modes) -> np.ndarray:
         """BOBYQA's initial trust region over (θ, β), as lme4's Nelder-Mead
@@ -643,7 +720,9 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
                 stacklevel=3,
             )
 
-    def _set_optimum(self, theta, beta, record: OptimizerRecord, check: bool) -> None:
+    def _set_optimum(
+        self, theta, beta, record: OptimizerRecord, check: bool, derivs=None
+    ) -> None:
         theta = self._canonical_theta(np.asarray(theta, float))
         modes = self._modes(theta, None if beta is None else np.asarray(beta, float))
         self._theta, self._modes_final = theta, modes
@@ -654,7 +733,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         self._cache: dict[str, Any] = {}
         self.convergence: ConvergenceCheck | None = None
         if check:
-            self.convergence = self._check_convergence()
+            self.convergence = self._check_convergence(derivs)
         self._fitted = True
         self._warn_separation()
         if self.convergence is not None and self.convergence.messages:
@@ -663,15 +742,19 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     # ------------------------------------------------------------------ derivatives
 
-    def _derivatives(self, params: np.ndarray, f0: float) -> tuple[np.ndarray, np.ndarray]:
+    def _derivatives(self, params: np.ndarray, f0: float, fun=None) -> tuple[np.ndarray, np.ndarray]:
         """Central-difference gradient and Hessian of the deviance (lme4's
-        ``deriv12``: step 1e-4, one-sided at a lower bound)."""
+        ``deriv12``: step 1e-4, one-sided at a lower bound); ``fun`` replaces
+        the objective (to count its evaluations)."""
         x = np.asarray(params, float)
+        objective = self.objective if fun is None else fun
         k = len(x)
         lower = np.concatenate([self.theta_lower, np.full(k - self.ntheta, -np.inf)])
         h = HESSIAN_STEP
         down = np.minimum(h, np.where(np.isfinite(lower), x - lower, np.inf))
-        f = self._probe
+        def f(point: np.ndarray, shift: dict[int, float]) -> float:
+            return self._probe(objective, point, shift)
+
         fplus = np.array([f(x, {j: h}) for j in range(k)])
         fminus = np.array([f(x, {j: -down[j]}) if down[j] > 0 else f0 for j in range(k)])
         H = np.empty((k, k))
@@ -688,15 +771,16 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
                 H[i, j] = H[j, i] = (fpp - fplus[i] - fplus[j] + f0) / (h * h)
         return g, H
 
-    def _probe(self, x: np.ndarray, shift: dict[int, float]) -> float:
+    @staticmethod
+    def _probe(objective, x: np.ndarray, shift: dict[int, float]) -> float:
         y = x.copy()
         for j, h in shift.items():
             y[j] += h
-        return self.objective(y)
+        return objective(y)
 
-    def _check_convergence(self) -> ConvergenceCheck:
+    def _check_convergence(self, derivs=None) -> ConvergenceCheck:
         params = np.concatenate([self._theta, self._beta])
-        g, H = self._derivatives(params, self._objective)
+        g, H = self._derivatives(params, self._objective) if derivs is None else derivs
         Hs = 0.5 * (H + H.T)
         at_bound = np.zeros(len(params), bool)
         at_bound[: self.ntheta] = (self.theta_lower == 0) & (self._theta < SINGULAR_TOL)
