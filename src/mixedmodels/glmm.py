@@ -585,6 +585,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             return
         self._eta_start = modes0.eta
         params0 = np.concatenate([theta, modes0.beta])
+        self._newton_evaluations = 0
         newton = self._newton(params0) if check_convergence else None
         if newton is not None:
             params, record, derivs = newton
@@ -595,7 +596,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
                               check=True, derivs=derivs)
             return
         record = self._bobyqa_stage(params0, modes0, maxeval, keep_history)
-        record.evaluations += stage0.evaluations
+        record.evaluations += stage0.evaluations + self._newton_evaluations
         record.elapsed += stage0.elapsed
         record.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {record.optimizer}"
         params = record.theta_final
@@ -610,12 +611,14 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         is the one the standard errors and the convergence check need.
         Returns (x, record, (g, H)), or None where it cannot be trusted (a
         Hessian not positive definite, a bound reached, no descent): the
-        derivative-free search takes over."""
+        derivative-free search takes over (``_newton_evaluations`` keeps the
+        count spent)."""
         t0 = time.perf_counter()
         count = [0]
 
         def f(x: np.ndarray) -> float:
             count[0] += 1
+            self._newton_evaluations = count[0]
             value = self.objective(x)
             if self._callback is not None:
                 self._callback(count[0], value)
