@@ -159,10 +159,14 @@ class BlockedSystem:
     def _below(self, w: np.ndarray, m: int) -> np.ndarray:
         """[Z_rest X]'WZ0, its first ``m`` rows (C order)."""
         Q1, q0 = self.Q1, self.q0
+        if not Q1:
+            rest = np.zeros(0)
+        else:
+            rest = np.bincount(self._posB, w[self._rowB] * self._valB, minlength=Q1 * q0)
+        if m == Q1:  # no X rows: the bincount's own array, no copy
+            return rest.reshape(Q1, q0)
         B = np.empty((m, q0))
-        if Q1:
-            B[:Q1] = np.bincount(self._posB, w[self._rowB] * self._valB,
-                                 minlength=Q1 * q0).reshape(Q1, q0)
+        B[:Q1] = rest.reshape(Q1, q0)
         if m > Q1:  # X'WZ0 level by level
             wz0 = w[:, None] * self.z0
             for j in range(self.p):
@@ -209,7 +213,8 @@ class BlockedSystem:
         # R_s = L0_s⁻¹ B̃_s' with B̃ = B (λ0 per level); kept as an (ℓ0 k0) x m
         # array F-ordered, so that BLAS takes it and its transpose without copies
         if k0 == 1:
-            Rt = B * (lam0[0, 0] / L0[:, 0, 0])[None, :]  # (m, ℓ0) = R'
+            B *= (lam0[0, 0] / L0[:, 0, 0])[None, :]  # in place: B becomes R'
+            Rt = B
             R = Rt.T[:, None, :]
         else:
             Bs = np.transpose((B.reshape(m, l0, k0) @ lam0), (1, 2, 0))  # (ℓ0, k0, m)
