@@ -214,3 +214,33 @@ def test_cli_import_is_light():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+# lme4 1.1-31, glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp,
+# binomial) (the reference case glmer_cbpp_laplace)
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+
+
+def test_fit_glmm_json(capsys):
+    code, out, err = run(capsys, "fit", CBPP, "--data", "cbpp", "--family", "binomial",
+                         "--format", "json")
+    assert code == 0 and err == ""
+    d = json.loads(out)
+    assert d["method"] == "Laplace" and d["family"] == "binomial" and d["link"] == "logit"
+    assert d["loglik"] == pytest.approx(-92.0265663895303, abs=1e-3)
+    assert d["fixef"]["(Intercept)"] == pytest.approx(-1.39834286447115, rel=1e-4)
+    assert d["deviance_conditional"] == pytest.approx(73.4742835742572, abs=1e-3)
+    assert "reml_criterion" not in d
+
+
+def test_fit_glmm_text_and_quadrature(capsys):
+    code, out, _ = run(capsys, "fit", CBPP, "--data", "cbpp", "--family", "binomial", "--nagq", "25")
+    assert code == 0
+    assert "Adaptive Gauss-Hermite Quadrature, nAGQ = 25" in out and "Pr(>|z|)" in out
+
+
+def test_glmm_options_need_a_family(capsys):
+    code, _, err = run(capsys, "fit", FORMULA, "--data", "sleepstudy", "--nagq", "3")
+    assert code == 2 and "--family" in err
+    code, _, err = run(capsys, "fit", FORMULA, "--data", "sleepstudy", "--family", "poison")
+    assert code == 2 and "did you mean 'poisson'" in err

@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
         "csv: tidy fixed effects with 95%% Wald intervals, then variance parameters",
     )
     fit.add_argument("--weights", metavar="COL", help="column of prior weights")
+    fit.add_argument(
+        "--family",
+        metavar="NAME",
+        help="fit a GLMM (lme4's glmer): binomial, poisson, gamma, inverse_gaussian",
+    )
+    fit.add_argument("--link", metavar="NAME", help="the GLMM's link (default: the family's)")
+    fit.add_argument(
+        "--nagq", type=int, default=1, metavar="N",
+        help="GLMM: 1 Laplace (default), 0 fast approximation, > 1 quadrature nodes",
+    )
     fit.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
 
     ds = sub.add_parser(
@@ -165,7 +175,7 @@ def fit_to_json(m: Any) -> dict[str, Any]:
     vcov = m.vcov
     out: dict[str, Any] = {
         "formula": m.formula,
-        "method": "REML" if m.reml else "ML",
+        "method": m.method,
         "nobs": int(m.nobs),
         "ngroups": {str(k): int(v) for k, v in m.ngroups.items()},
         "fixef": {str(k): _num(v) for k, v in m.fixef.items()},
@@ -191,8 +201,12 @@ def fit_to_json(m: Any) -> dict[str, Any]:
         "bic": _num(m.bic),
         "deviance": _num(m.deviance),
     }
-    if m.reml:
+    if getattr(m, "reml", False):
         out["reml_criterion"] = _num(m.reml_criterion)
+    family = getattr(m, "family", None)
+    if family is not None:
+        out["family"], out["link"] = family.name, family.link.name
+        out["deviance_conditional"] = _num(m.deviance_conditional)
     out["is_singular"] = bool(m.is_singular)
     opt = m.optsum
     out["optimizer"] = {
@@ -255,11 +269,19 @@ def _emit(text: str, output: str | None) -> None:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     data = read_data(args.data)
-    from .lmm import lmer
-
+    if args.family is None and (args.link is not None or args.nagq != 1):
+        raise CLIError("--link and --nagq need --family (a GLMM)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        m = lmer(args.formula, data, reml=not args.ml, weights=args.weights)
+        if args.family is None:
+            from .lmm import lmer
+
+            m = lmer(args.formula, data, reml=not args.ml, weights=args.weights)
+        else:
+            from .glmm import glmer
+
+            m = glmer(args.formula, data, family=args.family, link=args.link, nagq=args.nagq,
+                      weights=args.weights)
         if args.format == "text":
             text = str(m.summary())
         elif args.format == "json":
