@@ -289,8 +289,7 @@ class _Engine:
 
 def _continuous_saturated(family: str, y, n, wt) -> float:
     """-2 × saturated log-likelihood with log Γ in place of factorials."""
-    from scipy.special import gammaln, xlogy
-
+    gammaln, xlogy = special.gammaln, special.xlogy
     if family == "poisson":
         return float(-2 * np.sum(wt * (xlogy(y, y) - y - gammaln(y + 1))))
     m = n if np.any(n > 1) else wt
