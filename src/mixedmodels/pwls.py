@@ -130,6 +130,7 @@ class BlockedSystem:
         # pairs of its nonzeros, X's parts by dense and sparse-dense products
         n = self.n
         self.Zr = sp.hstack(rest_blocks, format="csr") if rest_blocks else sp.csr_array((n, 0))
+        self.ZrT = self.Zr.T.tocsr()  # once: a transpose is a new sparse object per call
         self.cross = WeightedCrossProducts(self.Zr) if self.Q1 else None
         self.m = self.Q1 + self.p
         self._first_positions()
@@ -185,7 +186,7 @@ class BlockedSystem:
         if m > Q1:
             WX = self.X * w[:, None]
             if Q1:
-                A[:Q1, Q1:] = self.Zr.T @ WX
+                A[:Q1, Q1:] = self.ZrT @ WX
                 A[Q1:, :Q1] = A[:Q1, Q1:].T
             A[Q1:, Q1:] = self.X.T @ WX
         return A
@@ -237,7 +238,7 @@ class BlockedSystem:
         wz = w * z
         c0 = np.bincount(self._pos0, (wz[:, None] * self.z0).ravel(), minlength=self.q0)
         c0 = (c0.reshape(l0, k0) @ lam0)  # λ0' c0_s per level (row vectors)
-        cr = np.concatenate([self.Zr.T @ wz, self.X.T @ wz if m > self.Q1 else []])
+        cr = np.concatenate([self.ZrT @ wz, self.X.T @ wz if m > self.Q1 else []])
         _scale_rows(cr[:, None], self.rest_bounds, lam_rest)
         # forward: y0 = L0⁻¹ c0; y_r = c_r - Σ R_s' y0_s; solve S x = y_r
         y0 = c0 / L0[:, :, 0] if k0 == 1 else np.linalg.solve(L0, c0[:, :, None])[:, :, 0]
