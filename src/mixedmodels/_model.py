@@ -5,6 +5,8 @@ for new data. The models supply ``frame`` (a :class:`~mixedmodels.design.ModelFr
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -14,10 +16,22 @@ from .design import apply_spec, evaluate_expression, newdata_fixed_matrix, to_pa
 from .exceptions import PredictionError, SingularFitWarning
 from .results import MixedModelResults
 
-__all__ = ["RandomEffectsModel", "SINGULAR_TOL", "include_random"]
+__all__ = ["RandomEffectsModel", "SINGULAR_TOL", "include_random", "warn_caller"]
 
 # lme4's isSingular tolerance: a diagonal element of some λ below it.
 SINGULAR_TOL = 1e-4
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_caller(message: str, category: type[Warning]) -> None:
+    """Warn with the location of the first caller outside this package, so
+    the warning names the user's line however deep inside the fit it arose."""
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is the frame that called this
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def include_random(re_form: str | None) -> bool:
@@ -139,9 +153,8 @@ class RandomEffectsModel(MixedModelResults):
 
     def _warn_if_singular(self) -> None:
         if self.is_singular:
-            warnings.warn(
+            warn_caller(
                 "boundary (singular) fit: zero variance or |correlation| = 1 in term(s) "
                 + ", ".join(self._singular_terms()),
                 SingularFitWarning,
-                stacklevel=4,
             )

@@ -53,7 +53,7 @@ from .exceptions import (
 from .families import Family, get_family
 from .formula import parse_formula, require_random
 from .pwls import BlockedFactor, BlockedSystem, term_matrix
-from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random
+from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random, warn_caller
 from ._threads import blas_threads, current_load
 from .progress import FitProgress
 from .lmm import _FACTOR_THREADED_BLOCK, _auto_thread_plan, _slices
@@ -712,14 +712,13 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         names = separated_columns(X[keep], self._engine.y[keep], self.frame.fixed.names)
         self.separated = names
         if names:
-            warnings.warn(
+            warn_caller(
                 "the data are (quasi-)completely separated by fixed effect(s) "
                 + ", ".join(names)
                 + ": their estimates are infinite in truth, the ones reported are only as "
                 "large as the optimizer went, and their standard errors are meaningless; "
                 "consider removing or recoding them (or a penalised fit)",
                 SeparationWarning,
-                stacklevel=3,
             )
 
     def _set_optimum(
@@ -739,7 +738,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         self._fitted = True
         self._warn_separation()
         if self.convergence is not None and self.convergence.messages:
-            warnings.warn("; ".join(self.convergence.messages), ConvergenceWarning, stacklevel=3)
+            warn_caller("; ".join(self.convergence.messages), ConvergenceWarning)
         self._warn_if_singular()
 
     # ------------------------------------------------------------------ derivatives
