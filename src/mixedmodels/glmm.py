@@ -515,8 +515,12 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         threads: int | str = "auto",
         progress: bool = False,
     ) -> "GeneralizedLinearMixedModel":
-        """Estimate θ and β as lme4's ``glmer``: the nAGQ = 0 stage over θ, then
-        (nagq >= 1) the Laplace or quadrature deviance over (θ, β) from there.
+        """Estimate θ and β as lme4's ``glmer``: the nAGQ = 0 stage over θ
+        (BOBYQA), then (nagq >= 1) the Laplace or quadrature deviance over
+        (θ, β) from there: Newton steps with lme4's finite-difference gradient
+        and Hessian (``deriv12``), whose last Hessian gives the standard
+        errors; BOBYQA where Newton cannot be trusted (a Hessian not positive
+        definite, a variance at zero, no descent) or without the check.
 
         Parameters
         ----------
@@ -533,7 +537,8 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             Keep every point evaluated in ``optsum.history``.
         check_convergence : bool
             Compute the finite-difference gradient and Hessian at the optimum
-            (they also give the standard errors, as lme4's default).
+            (they also give the standard errors, as lme4's default). False:
+            BOBYQA only, and standard errors from the PIRLS system.
         threads : int or "auto"
             BLAS threads during the fit (see ``_blas_threads``).
         progress : bool
