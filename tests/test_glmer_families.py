@@ -121,3 +121,27 @@ def test_simulate_families_with_a_scale(data, family):
     assert (sims.mean(axis=1) / mu).mean() == pytest.approx(1.0, abs=0.01)
     ratio = sims.var(axis=1).mean() / (m.sigma**2 * (mu**power)).mean()
     assert ratio == pytest.approx(1.0, abs=0.03)
+
+
+# lme4 1.1-31: glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp,
+# binomial(link = ...)): -2 logLik, fixef, theta, SEs
+CBPP_LINKS = {
+    "probit": (185.24248514, [-0.83547493, -0.52803274, -0.61685430, -0.79957260], 0.33798935,
+               [0.126233, 0.160588, 0.169458, 0.204681]),
+    "cloglog": (183.60412933, [-1.52594546, -0.91638990, -1.03522008, -1.48368125], 0.58672620,
+                [0.210923, 0.284890, 0.306311, 0.409046]),
+    "cauchit": (181.60281047, [-1.66110003, -2.29687046, -2.37536176, -5.10128219], 1.14044606,
+                [0.446479, 0.955137, 1.106724, 2.569617]),
+}
+
+
+@pytest.mark.parametrize("link", list(CBPP_LINKS))
+def test_binomial_links_against_lme4(link):
+    deviance, fixef, theta, se = CBPP_LINKS[link]
+    m = mm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+                 mm.datasets.load("cbpp"), family="binomial", link=link)
+    assert m.deviance <= deviance + 1e-6
+    assert_close(m.deviance, deviance, atol=1e-3, what="deviance")
+    assert_close(m.fixef, fixef, rtol=1e-4, what="fixef")
+    assert_close(m.theta, [theta], atol=1e-3, what="theta")
+    assert_close(m.se, se, rtol=2e-3, what="se")
