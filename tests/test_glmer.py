@@ -306,3 +306,15 @@ def test_newton_and_derivative_free_searches_agree(cbpp, cbpp_fit):
     assert "BOBYQA twice" in m.optsum.optimizer
     assert m.deviance == pytest.approx(cbpp_fit.deviance, abs=1e-6)
     np.testing.assert_allclose(m.fixef, cbpp_fit.fixef, rtol=1e-4)
+
+
+def test_start_values(cbpp, cbpp_fit):
+    # another start gives another PIRLS starting point for every evaluation
+    # (as in lme4), so the same optimum only to lme4's PIRLS tolerance
+    m = mm.GeneralizedLinearMixedModel(CBPP, cbpp).fit(start={"theta": [0.3]})
+    assert m.deviance == pytest.approx(cbpp_fit.deviance, abs=1e-3)
+    np.testing.assert_allclose(m.fixef, cbpp_fit.fixef, rtol=1e-4)
+    with pytest.raises(DataError, match="'theta' only"):
+        mm.GeneralizedLinearMixedModel(CBPP, cbpp).fit(start={"beta": [0, 0, 0, 0]})
+    with pytest.raises(DataError, match="needs 1 values"):
+        mm.GeneralizedLinearMixedModel(CBPP, cbpp).fit(start={"theta": [0.3, 0.1]})

@@ -574,7 +574,14 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
     def _fit(self, start, pirls_tol, maxeval, keep_history, check_convergence) -> None:
         self.pirls_tol = pirls_tol
         e = self._engine
+        unknown = set(start) - {"theta"}
+        if unknown:
+            raise DataError(
+                f"start takes 'theta' only (β starts from the nAGQ = 0 stage), not {sorted(unknown)}"
+            )
         theta0 = np.asarray(start.get("theta", self.initial_theta()), float)
+        if theta0.shape != (self.ntheta,):
+            raise DataError(f"start['theta'] needs {self.ntheta} values, got {theta0.size}")
         # lme4: one joint PIRLS at θ0 from mustart; its η starts every evaluation
         self._eta_start = e.offset + self.family.linkfun(self._init.mustart)
         self._eta_start = self._modes(theta0, None).eta
