@@ -283,7 +283,9 @@ class _Engine:
             mu = fam.linkinv(base + self.Z @ (lam * u))
             devc = u**2 + np.bincount(codes, fam.dev_resids(self.y, mu, self.wt), minlength=q)
             mult += wk * np.exp(0.5 * z * z - 0.5 * (devc - devc0))
-        saturated = self.aic_term(modes.mu) - float(np.sum(devres0))
+        saturated = self.saturated
+        if saturated is None:  # families with a scale: it depends on μ
+            saturated = self.aic_term(modes.mu) - float(np.sum(devres0))
         return float(devc0.sum()) + modes.ldL2() - 2.0 * float(np.log(mult).sum()) + saturated
 
 
@@ -424,6 +426,8 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             raise DataError(f"na_action must be 'omit' or 'fail', not {na_action!r}")
         self.family = get_family(family, link)
         self.nagq = _check_nagq(nagq)
+        # the quadrature rule, once (not at every evaluation of the deviance)
+        self._rule = gauss_hermite(self.nagq) if self.nagq > 1 else None
         self.formula = formula
         self.data_name: str | None = None
         parsed = require_random(parse_formula(formula))
@@ -479,7 +483,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     def _deviance_at(self, modes: _Modes, theta: np.ndarray) -> float:
         if self.nagq > 1:
-            z, w = gauss_hermite(self.nagq)
+            z, w = self._rule
             return self._engine.quadrature(modes, self.lambdas(theta), z, w)
         return self._engine.laplace(modes)
 
