@@ -318,3 +318,28 @@ def test_start_values(cbpp, cbpp_fit):
         mm.GeneralizedLinearMixedModel(CBPP, cbpp).fit(start={"beta": [0, 0, 0, 0]})
     with pytest.raises(DataError, match="needs 1 values"):
         mm.GeneralizedLinearMixedModel(CBPP, cbpp).fit(start={"theta": [0.3, 0.1]})
+
+
+def test_refit_equals_a_fresh_fit_to_the_new_response(cbpp, cbpp_fit):
+    sims = cbpp_fit.simulate(2, seed=11)
+    refitted = cbpp_fit.refit(sims["sim_1"])  # starts from cbpp_fit's θ: the same
+    # optimum within the optimizer's tolerance, not to the last digit
+    data = cbpp.copy()
+    data["inc2"] = np.rint(sims["sim_1"] * data["size"]).astype(int)
+    fresh = mm.glmer("cbind(inc2, size - inc2) ~ period + (1 | herd)", data, family="binomial")
+    assert refitted.deviance == pytest.approx(fresh.deviance, abs=1e-5)
+    np.testing.assert_allclose(refitted.fixef, fresh.fixef, rtol=1e-4)
+    np.testing.assert_allclose(refitted.theta, fresh.theta, rtol=1e-4)
+    # the (successes, failures) form is the same response
+    counts = np.column_stack([data["inc2"], data["size"] - data["inc2"]])
+    assert cbpp_fit.refit(counts).deviance == pytest.approx(refitted.deviance, abs=1e-9)
+
+
+def test_refit_leaves_the_model_untouched_and_checks_the_length(cbpp_fit):
+    before = (cbpp_fit.deviance, cbpp_fit.fixef.copy(), cbpp_fit.response.copy())
+    cbpp_fit.refit(cbpp_fit.simulate(1, seed=3)["sim_1"])
+    assert cbpp_fit.deviance == before[0]
+    pd.testing.assert_series_equal(cbpp_fit.fixef, before[1])
+    np.testing.assert_array_equal(cbpp_fit.response, before[2])
+    with pytest.raises(DataError, match="one response value per row"):
+        cbpp_fit.refit(np.zeros(5))

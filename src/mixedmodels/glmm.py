@@ -27,6 +27,7 @@ itself, on the same scale as the Laplace one.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -125,6 +126,17 @@ class _Engine:
         binary = family.name == "binomial" and bool(np.all((y == 0) | (y == 1)))
         self._success = (y == 1) if binary else None
         self.saturated = self._saturated_constant()
+
+    def with_response(self, y: np.ndarray, n: np.ndarray, prior_weights: np.ndarray) -> "_Engine":
+        """The same engine (design, blocked system) for another response:
+        only the response-dependent constants are recomputed."""
+        new = copy.copy(self)
+        new.y, new.n, new.wt = y, n, prior_weights
+        new._dev_saturated = new._saturated_deviance()
+        binary = new.family.name == "binomial" and bool(np.all((y == 0) | (y == 1)))
+        new._success = (y == 1) if binary else None
+        new.saturated = new._saturated_constant()
+        return new
 
     # -- pieces ---------------------------------------------------------------
 
@@ -561,6 +573,52 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
                 monitor.close()
         self.optsum.blas_threads = (everywhere, None)
         return self
+
+    def refit(self, newresp: Any, **fit_kwargs: Any) -> "GeneralizedLinearMixedModel":
+        """The same model fitted to another response (lme4's ``refit``).
+
+        The design, the blocked system and the formula handling are reused;
+        only the response changes, and the fit starts from this fit's θ. This
+        model is left untouched.
+
+        Parameters
+        ----------
+        newresp : array-like
+            One value per row used in the fit, on the scale :meth:`simulate`
+            returns (binomial: proportions of the trials; Poisson: counts), or
+            for the binomial family an (n, 2) array of successes and failures.
+        **fit_kwargs
+            Passed to :meth:`fit` (default: this fit's ``pirls_tol``).
+
+        Returns
+        -------
+        GeneralizedLinearMixedModel
+            A new fitted model.
+        """
+        self._require_fit()
+        e = self._engine
+        y = np.asarray(newresp, dtype=float)
+        name = self.frame.response_name
+        if y.shape not in ((len(e.y),), (len(e.y), 2)):
+            raise DataError(
+                f"refit needs one response value per row used in the fit ({len(e.y)}), "
+                f"got an array of shape {y.shape} for {name!r}"
+            )
+        if y.ndim == 2:
+            init = self.family.initialize_counts(y[:, 0], y[:, 1], self.frame.weights, column_name=name)
+            y, n, wt = init.y, init.n, init.weights
+        else:
+            self.family.validate_response(y, e.wt, column_name=name)
+            n, wt = e.n, e.wt
+            if self.family.name == "binomial":
+                y = np.where(wt == 0, 0.0, y)
+        new = copy.copy(self)
+        new._init = self._init._replace(y=y, n=n, weights=wt, mustart=self.family.mustart(y, wt))
+        new._engine = e.with_response(y, n, wt)
+        new._fitted = False
+        fit_kwargs.setdefault("pirls_tol", self.pirls_tol)
+        start = dict(fit_kwargs.pop("start", None) or {"theta": self._theta})
+        return new.fit(start, **fit_kwargs)
 
     def _blas_threads(self, threads: int | str) -> int | None:
         """BLAS threads for the fit: one for dense blocks under 500 rows (idle
