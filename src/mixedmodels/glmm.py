@@ -28,6 +28,8 @@ itself, on the same scale as the Laplace one.
 from __future__ import annotations
 
 import copy
+import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy import special
-from scipy.linalg import solve_triangular
+from scipy.linalg import lapack, solve_triangular
 from statistics import NormalDist
 
 from .design import (
@@ -79,6 +81,9 @@ NEWTON_DECREMENT_REL = 1e-12
 # Initial trust region of the (θ, β) search: for θ, and per standard error of β.
 STAGE_TWO_THETA_STEP = 0.02
 STAGE_TWO_BETA_STEP = 0.2
+# the finite-difference probes go to worker threads only when an evaluation
+# takes longer than this (cbpp's 0.1 ms evaluations were slower on threads)
+PARALLEL_PROBE_SECONDS = 5e-4
 
 
 class PirlsError(DataError):
@@ -126,6 +131,8 @@ class _Engine:
         binary = family.name == "binomial" and bool(np.all((y == 0) | (y == 1)))
         self._success = (y == 1) if binary else None
         self.saturated = self._saturated_constant()
+        self._compiled = _CompiledTerms.build(frame, family)
+        self._start_cache: tuple[np.ndarray, np.ndarray] | None = None
 
     def with_response(self, y: np.ndarray, n: np.ndarray, prior_weights: np.ndarray) -> "_Engine":
         """The same engine (design, blocked system) for another response:
@@ -136,6 +143,7 @@ class _Engine:
         binary = new.family.name == "binomial" and bool(np.all((y == 0) | (y == 1)))
         new._success = (y == 1) if binary else None
         new.saturated = new._saturated_constant()
+        new._start_cache = None
         return new
 
     # -- pieces ---------------------------------------------------------------
@@ -214,14 +222,13 @@ class _Engine:
         ``tol`` removes.
         """
         eta = eta_start
-        mu = self.family.linkinv(eta)
+        mu = self._start_mean(eta_start)
         q = self.q
         old = np.inf
         u_prev = np.zeros(q)
         b_prev = np.zeros(self.p)
         for it in range(1, PIRLS_MAXIT + 1):
-            w, z = self.working(eta, mu, offset)
-            u, b, factor = self.solve(lams, w, z, joint)
+            u, b, factor = self._step(lams, eta, mu, offset, joint)
             eta, mu, pdev = self._update(lams, u, b, offset)
             if abs(old - pdev) < tol * abs(pdev):
                 break
@@ -238,7 +245,29 @@ class _Engine:
             old, u_prev, b_prev = pdev, u, b
         return _Modes(u, b, eta, mu, factor, pdev, it)
 
+    def _start_mean(self, eta_start: np.ndarray) -> np.ndarray:
+        """μ at PIRLS's starting η: every evaluation of a stage starts from the
+        same η, so it is computed once per stage (η arrays are never changed
+        in place)."""
+        cached = self._start_cache
+        if cached is None or cached[0] is not eta_start:
+            cached = self._start_cache = (eta_start, self.family.linkinv(eta_start))
+        return cached[1]
+
+    def _step(self, lams, eta: np.ndarray, mu: np.ndarray, offset: np.ndarray, joint: bool):
+        """One PWLS step from (η, μ): (u, β or empty, factor)."""
+        if self._compiled is not None:
+            res = self._compiled.solve(self, lams, eta, mu, offset, joint)
+            if res is None:
+                raise PirlsError("the penalised weighted least-squares system is not positive definite")
+            return res
+        w, z = self.working(eta, mu, offset)
+        return self.solve(lams, w, z, joint)
+
     def _update(self, lams, u: np.ndarray, b: np.ndarray, offset: np.ndarray):
+        if self._compiled is not None:
+            eta, mu, dev = self._compiled.update(self, lams, u, b, offset)
+            return eta, mu, dev + self._dev_saturated + float(u @ u)
         eta = offset + self.Z @ self._lam_times(lams, u)
         if len(b):
             eta = eta + self.X @ b
@@ -274,6 +303,8 @@ class _Engine:
 
     def laplace(self, modes: _Modes) -> float:
         """lme4's Laplace deviance: aic + ‖u‖² + log det(Λ'Z'WZΛ + I)."""
+        if self.saturated is not None:  # aic = deviance + constant: PIRLS's pdev has it
+            return modes.pdev + self.saturated + modes.ldL2()
         return self.aic_term(modes.mu) + float(modes.u @ modes.u) + modes.ldL2()
 
     def quadrature(self, modes: _Modes, lams, nodes: np.ndarray, weights: np.ndarray) -> float:
@@ -299,6 +330,81 @@ class _Engine:
         if saturated is None:  # families with a scale: it depends on μ
             saturated = self.aic_term(modes.mu) - float(np.sum(devres0))
         return float(devc0.sum()) + modes.ldL2() - 2.0 * float(np.log(mult).sum()) + saturated
+
+
+class _CompiledTerms:
+    """The compiled PIRLS steps (:mod:`mixedmodels._glmm_kernels`) for a model
+    whose random-effects terms are all scalar, with a family and link they
+    support: each term's codes and z values as rows of two arrays, and where
+    its modes sit in u and in the Schur block."""
+
+    def __init__(self, frame: ModelFrame, family: Family):
+        from . import _glmm_kernels as gk
+
+        terms = frame.terms
+        self.codes = np.ascontiguousarray(np.stack([t.codes for t in terms]).astype(np.int64))
+        self.zv = np.ascontiguousarray(np.stack([t.z[:, 0] for t in terms]).astype(float))
+        sizes = np.array([t.nlevels for t in terms], dtype=np.int64)
+        self.l0 = int(sizes[0])
+        # Schur-block columns of terms 1.. (term 0 has none) and offsets in u
+        self.offs = np.zeros(len(terms), dtype=np.int64)
+        self.offs[1:] = np.cumsum(np.concatenate([[0], sizes[1:-1]]))
+        self.ubase = np.concatenate([[0], self.l0 + self.offs[1:]]).astype(np.int64)
+        self.Q1 = int(sizes[1:].sum())
+        self.link = gk.LINKS[family.link.name]
+        self.fam = gk.VARIANCES[family.name]
+        # C order for every array the kernels take: another layout would make
+        # Numba compile (seconds) another specialisation
+        self.X = np.ascontiguousarray(frame.fixed.X, dtype=float)
+        self.no_x = np.zeros((len(terms[0].codes), 0))
+        self.assemble, self.kernel_update = gk.kernels()
+
+    @classmethod
+    def build(cls, frame: ModelFrame, family: Family) -> "_CompiledTerms | None":
+        from . import _glmm_kernels as gk
+
+        if not frame.terms or any(t.k != 1 for t in frame.terms):
+            return None
+        if not gk.supports(family.name, family.link.name):
+            return None
+        return cls(frame, family)
+
+    def solve(self, e: "_Engine", lams, eta, mu, offset, joint: bool):
+        lam = np.array([float(l[0, 0]) for l in lams])
+        X = self.X if joint else self.no_x
+        L0, R, S, y0, yr = self.assemble(
+            self.codes, self.zv, lam, self.offs, X, _c(eta), _c(mu), _c(e.y), _c(e.wt), _c(offset),
+            self.link, self.fam, self.l0, self.Q1,
+        )
+        Q1 = self.Q1
+        if len(yr):
+            # S holds the upper triangle in C order: S.T is its lower in Fortran order
+            LS, info = lapack.dpotrf(S.T, lower=1, clean=1, overwrite_a=1)
+            if info != 0:
+                return None
+            x = lapack.dpotrs(LS, yr, lower=1)[0]
+            u0 = (y0 - R @ x) / L0
+        else:
+            LS, x, u0 = np.zeros((0, 0)), yr, y0 / L0
+        u = np.concatenate([u0, x[:Q1]])
+        beta = x[Q1:] if joint else np.zeros(0)
+        return u, beta, BlockedFactor(L0[:, None, None], R[:, None, :], LS, Q1)
+
+    def update(self, e: "_Engine", lams, u, b, offset):
+        lam = np.array([float(l[0, 0]) for l in lams])
+        X = self.X if len(b) else self.no_x
+        n = len(e.y)
+        eta, mu = np.empty(n), np.empty(n)
+        dev = self.kernel_update(
+            self.codes, self.zv, lam, self.ubase, X, _c(u), _c(b), _c(offset), _c(e.y), _c(e.wt),
+            self.link, self.fam, eta, mu,
+        )
+        return eta, mu, dev
+
+
+def _c(a: np.ndarray) -> np.ndarray:
+    """A C-ordered float array (no copy when it is one already)."""
+    return np.ascontiguousarray(a, dtype=float)
 
 
 def _continuous_saturated(family: str, y, n, wt) -> float:
@@ -561,7 +667,9 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             Show evaluations (all stages), deviance and elapsed time while the
             fit runs for more than a second.
         """
-        everywhere = self._blas_threads(threads)
+        self._workers = self._derivative_workers(threads)
+        # worker threads each run BLAS: one BLAS thread then, not cores²
+        everywhere = 1 if self._workers > 1 else self._blas_threads(threads)
         monitor = FitProgress(f"glmer {self.formula}") if progress else None
         self._callback = None if monitor is None else _counting(monitor)
         try:
@@ -633,6 +741,18 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         everywhere, inside = _auto_thread_plan(size, current_load())
         return everywhere if inside is None else inside
 
+    def _derivative_workers(self, threads: int | str) -> int:
+        """Threads for the finite-difference probes: only with compiled PIRLS
+        steps (numpy's small operations would hold the GIL) and then the idle
+        cores, or ``threads`` when given."""
+        if self._engine._compiled is None:
+            return 1
+        if threads != "auto":
+            return max(int(threads), 1)
+        load = current_load()
+        cores = os.cpu_count() or 1
+        return cores if load is None else max(int(cores - max(load - 1.0, 0.0) + 0.5), 1)
+
     def _fit(self, start, pirls_tol, maxeval, keep_history, check_convergence) -> None:
         self.pirls_tol = pirls_tol
         e = self._engine
@@ -652,6 +772,8 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             maxeval=maxeval, keep_history=keep_history, callback=self._callback,
         )
         theta = self._theta_stage0 = stage0.theta_final
+        if stage0.elapsed < PARALLEL_PROBE_SECONDS * max(stage0.evaluations, 1):
+            self._workers = 1  # evaluations too quick to share out
         modes0 = self._modes(theta, None)
         if self.nagq == 0:
             self._set_optimum(theta, None, stage0, check=False)
@@ -688,13 +810,15 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         count spent)."""
         t0 = time.perf_counter()
         count = [0]
+        lock = threading.Lock()  # the probes of _derivatives may run on threads
 
         def f(x: np.ndarray) -> float:
-            count[0] += 1
-            self._newton_evaluations = count[0]
             value = self.objective(x)
-            if self._callback is not None:
-                self._callback(count[0], value)
+            with lock:
+                count[0] += 1
+                self._newton_evaluations = count[0]
+                if self._callback is not None:
+                    self._callback(count[0], value)
             return value
 
         lower = np.concatenate([self.theta_lower, np.full(len(x0) - self.ntheta, -np.inf)])
@@ -820,38 +944,49 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
     def _derivatives(self, params: np.ndarray, f0: float, fun=None) -> tuple[np.ndarray, np.ndarray]:
         """Central-difference gradient and Hessian of the deviance (lme4's
         ``deriv12``: step 1e-4, one-sided at a lower bound); ``fun`` replaces
-        the objective (to count its evaluations)."""
+        the objective (to count its evaluations). The probes are independent:
+        with compiled PIRLS steps (which release the GIL) they run on the
+        fit's worker threads."""
         x = np.asarray(params, float)
         objective = self.objective if fun is None else fun
         k = len(x)
         lower = np.concatenate([self.theta_lower, np.full(k - self.ntheta, -np.inf)])
         h = HESSIAN_STEP
         down = np.minimum(h, np.where(np.isfinite(lower), x - lower, np.inf))
-        def f(point: np.ndarray, shift: dict[int, float]) -> float:
-            return self._probe(objective, point, shift)
-
-        fplus = np.array([f(x, {j: h}) for j in range(k)])
-        fminus = np.array([f(x, {j: -down[j]}) if down[j] > 0 else f0 for j in range(k)])
+        shifts: list[dict[int, float]] = [{j: h} for j in range(k)]
+        shifts += [{j: -down[j]} if down[j] > 0 else {j: 2 * h} for j in range(k)]
+        shifts += [{i: h, j: h} for j in range(k) for i in range(j)]
+        values = self._evaluate_all(objective, [self._shifted(x, sh) for sh in shifts])
+        fplus, fother, fpair = values[:k], values[k : 2 * k], iter(values[2 * k :])
         H = np.empty((k, k))
         g = np.empty(k)
         for j in range(k):
             if down[j] > 0:
-                H[j, j] = fplus[j] / h**2 - 2 * f0 / (h * down[j]) + fminus[j] / down[j] ** 2
-                g[j] = (fplus[j] - fminus[j]) / (h + down[j])
-            else:  # at the bound: one-sided
-                H[j, j] = (f(x, {j: 2 * h}) - 2 * fplus[j] + f0) / h**2
+                H[j, j] = fplus[j] / h**2 - 2 * f0 / (h * down[j]) + fother[j] / down[j] ** 2
+                g[j] = (fplus[j] - fother[j]) / (h + down[j])
+            else:  # at the bound: one-sided (fother holds f(x + 2h))
+                H[j, j] = (fother[j] - 2 * fplus[j] + f0) / h**2
                 g[j] = (fplus[j] - f0) / h
             for i in range(j):
-                fpp = f(x, {i: h, j: h})
-                H[i, j] = H[j, i] = (fpp - fplus[i] - fplus[j] + f0) / (h * h)
+                H[i, j] = H[j, i] = (next(fpair) - fplus[i] - fplus[j] + f0) / (h * h)
         return g, H
 
+    def _evaluate_all(self, objective, points: list[np.ndarray]) -> np.ndarray:
+        """objective at every point, in order; on worker threads when the fit has them."""
+        workers = getattr(self, "_workers", 1)
+        if workers > 1 and len(points) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                return np.array(list(pool.map(objective, points)))
+        return np.array([objective(p) for p in points])
+
     @staticmethod
-    def _probe(objective, x: np.ndarray, shift: dict[int, float]) -> float:
+    def _shifted(x: np.ndarray, shift: dict[int, float]) -> np.ndarray:
         y = x.copy()
         for j, h in shift.items():
             y[j] += h
-        return objective(y)
+        return y
 
     def _check_convergence(self, derivs=None) -> ConvergenceCheck:
         params = np.concatenate([self._theta, self._beta])

@@ -1,0 +1,172 @@
+"""The Numba kernels of :mod:`mixedmodels._glmm_kernels` (imported only when
+Numba is installed and a model uses them). Module-level functions, so that
+Numba's on-disk cache finds them again in the next process (functions defined
+inside another function are recompiled every time)."""
+
+import math
+
+import numba
+import numpy as np
+
+EPS = float(np.finfo(float).eps)
+INVEPS = 1.0 / EPS
+PROBIT_THRESH = 8.125890664701906  # R's -qnorm(.Machine$double.eps)
+INV_SQRT_2PI = 0.3989422804014327
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def linkinv(eta, link):
+    if link == 0:  # logit
+        if eta < -30.0:
+            t = EPS
+        elif eta > 30.0:
+            t = INVEPS
+        else:
+            t = math.exp(eta)
+        return t / (1.0 + t)
+    if link == 1:  # log
+        return max(math.exp(eta), EPS)
+    if link == 2:  # probit: pnorm, η clamped
+        e = min(max(eta, -PROBIT_THRESH), PROBIT_THRESH)
+        return 0.5 * math.erfc(-e / math.sqrt(2.0))
+    mu = -math.expm1(-math.exp(eta))  # cloglog
+    return max(min(mu, 1.0 - EPS), EPS)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def mu_eta(eta, link):
+    if link == 0:
+        if eta > 30.0 or eta < -30.0:
+            return EPS
+        e = math.exp(eta)
+        op = 1.0 + e
+        return e / (op * op)
+    if link == 1:
+        return max(math.exp(eta), EPS)
+    if link == 2:
+        return max(INV_SQRT_2PI * math.exp(-0.5 * eta * eta), EPS)
+    e = min(eta, 700.0)
+    return max(math.exp(e) * math.exp(-math.exp(e)), EPS)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def xlogy(x, y):
+    return 0.0 if x == 0.0 else x * math.log(y)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def variance(mu, fam):
+    return mu * (1.0 - mu) if fam == 0 else mu
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def deviance_part(y, mu, wt, fam):
+    """The μ-dependent part of a row's deviance (the saturated part is added by the caller)."""
+    if fam == 0:
+        return -2.0 * wt * (xlogy(y, mu) + xlogy(1.0 - y, 1.0 - mu))
+    return -2.0 * wt * (xlogy(y, mu) - mu)
+
+
+@numba.njit(cache=True, nogil=True)
+def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1):
+    """The PWLS system at the working weights of (η, μ), eliminated level by
+    level of the first term.
+
+    Returns L0 (ℓ0: the first term's diagonal factor), R (ℓ0 x m: the rows
+    L0⁻¹B̃ below it), S (m x m: the Schur complement, upper triangle),
+    y0 (ℓ0) and yr (m): the right-hand side after the forward sweep.
+    """
+    n = y.shape[0]
+    T = codes.shape[0]
+    p = X.shape[1]
+    m = Q1 + p
+    w = np.empty(n)
+    wz = np.empty(n)
+    for i in range(n):
+        d = mu_eta(eta[i], link)
+        w[i] = wt[i] * d * d / variance(mu[i], fam)
+        wz[i] = w[i] * (eta[i] - offset[i] + (y[i] - mu[i]) / d)
+    L0 = np.zeros(l0)
+    c0 = np.zeros(l0)
+    R = np.zeros((l0, m))
+    S = np.zeros((m, m))
+    yr = np.zeros(m)
+    WX = np.empty((n, p))
+    for i in range(n):
+        for j in range(p):
+            WX[i, j] = w[i] * X[i, j]
+    if p:  # the dense X block by BLAS
+        S[Q1:, Q1:] = np.dot(X.T, WX)
+        yr[Q1:] = np.dot(wz, X)
+    idx = np.empty(T, np.int64)
+    val = np.empty(T)
+    for i in range(n):
+        s = codes[0, i]
+        a0 = zv[0, i] * lam[0]
+        wi = w[i]
+        L0[s] += wi * a0 * a0
+        c0[s] += wz[i] * a0
+        for j in range(p):
+            R[s, Q1 + j] += a0 * WX[i, j]
+        for t in range(1, T):  # column indices increase with t
+            ia = offs[t] + codes[t, i]
+            va = zv[t, i] * lam[t]
+            idx[t] = ia
+            val[t] = va
+            R[s, ia] += wi * a0 * va
+            yr[ia] += wz[i] * va
+            for j in range(p):
+                S[ia, Q1 + j] += va * WX[i, j]
+            wva = wi * va
+            for b in range(1, t + 1):
+                S[idx[b], ia] += wva * val[b]
+    y0 = np.empty(l0)
+    nnz = 0
+    for s in range(l0):
+        L0[s] = math.sqrt(L0[s] + 1.0)
+        y0[s] = c0[s] / L0[s]
+        inv = 1.0 / L0[s]
+        for c in range(m):
+            if R[s, c] != 0.0:
+                R[s, c] *= inv
+                nnz += 1
+    for c in range(Q1):
+        S[c, c] += 1.0
+    yr -= np.dot(y0, R)
+    if nnz > 0.25 * l0 * m:  # dense enough for BLAS
+        S -= np.dot(R.T, R)
+        return L0, R, S, y0, yr
+    nz = np.empty(m, np.int64)
+    for s in range(l0):
+        cnt = 0
+        for c in range(m):
+            if R[s, c] != 0.0:
+                nz[cnt] = c
+                cnt += 1
+        for a in range(cnt):
+            ca = nz[a]
+            ra = R[s, ca]
+            for b in range(a, cnt):
+                S[ca, nz[b]] -= ra * R[s, nz[b]]
+    return L0, R, S, y0, yr
+
+
+@numba.njit(cache=True, nogil=True)
+def update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu):
+    """η = offset + ZΛu + Xb and μ into ``eta``/``mu``; returns the
+    μ-dependent part of the deviance."""
+    n = y.shape[0]
+    T = codes.shape[0]
+    p = X.shape[1]
+    dev = 0.0
+    for i in range(n):
+        e = offset[i]
+        for t in range(T):
+            e += zv[t, i] * lam[t] * u[ubase[t] + codes[t, i]]
+        for j in range(p):
+            e += X[i, j] * b[j]
+        eta[i] = e
+        m_i = linkinv(e, link)
+        mu[i] = m_i
+        dev += deviance_part(y[i], m_i, wt[i], fam)
+    return dev

@@ -1,0 +1,73 @@
+"""The compiled PIRLS steps (Numba) give the numpy path's numbers.
+
+Every model here is fitted twice, once with the compiled steps and once with
+``_CompiledTerms.build`` returning None (the numpy path), and the two must
+agree to rounding: same deviance, estimates and modes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixedmodels as mm
+from mixedmodels import glmm
+
+pytest.importorskip("numba")  # the compiled path needs the [fast] extra
+
+
+def _both(monkeypatch, formula, data, **kw):
+    compiled = mm.glmer(formula, data, **kw)
+    assert compiled._engine._compiled is not None
+    with monkeypatch.context() as mp:
+        mp.setattr(glmm._CompiledTerms, "build", classmethod(lambda cls, fr, fam: None))
+        plain = mm.glmer(formula, data, **kw)
+    assert plain._engine._compiled is None
+    return compiled, plain
+
+
+def _same(a, b, rtol=1e-7):
+    assert a.deviance == pytest.approx(b.deviance, abs=1e-8)
+    np.testing.assert_allclose(a.fixef, b.fixef, rtol=rtol, atol=1e-10)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=rtol, atol=1e-10)
+    np.testing.assert_allclose(a.fitted, b.fitted, rtol=1e-7)
+
+
+@pytest.mark.parametrize("link", ["logit", "probit", "cloglog"])
+def test_binomial_links(monkeypatch, link):
+    cbpp = mm.datasets.load("cbpp")
+    a, b = _both(monkeypatch, "cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp,
+                 family="binomial", link=link)
+    _same(a, b)
+
+
+def test_poisson_three_crossed_terms(monkeypatch):
+    ticks = mm.datasets.load("grouseticks")
+    a, b = _both(monkeypatch, "TICKS ~ YEAR + sHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+                 ticks, family="poisson")
+    _same(a, b, rtol=1e-6)
+
+
+def test_covariate_term_weights_zero_rows_and_nagq0(monkeypatch):
+    rng = np.random.default_rng(5)
+    n = 600
+    d = pd.DataFrame({
+        "g": rng.integers(0, 40, n).astype(str),
+        "h": rng.integers(0, 7, n).astype(str),
+        "x": rng.normal(size=n),
+    })
+    eta = -0.3 + 0.8 * d["x"] + rng.normal(size=40)[d["g"].astype(int)]
+    d["y"] = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    w = np.where(np.arange(n) % 50 == 0, 0.0, 1.0)  # rows with zero prior weight
+    for nagq in (0, 1):
+        a, b = _both(monkeypatch, "y ~ x + (1 | g) + (0 + x | h)", d, family="binomial",
+                     weights=w, nagq=nagq)
+        _same(a, b, rtol=1e-6)
+
+
+def test_single_term_without_fixed_effects(monkeypatch):
+    cbpp = mm.datasets.load("cbpp")
+    a, b = _both(monkeypatch, "cbind(incidence, size - incidence) ~ 0 + (1 | herd)", cbpp,
+                 family="binomial", nagq=5)
+    _same(a, b)
