@@ -343,3 +343,34 @@ def test_refit_leaves_the_model_untouched_and_checks_the_length(cbpp_fit):
     np.testing.assert_array_equal(cbpp_fit.response, before[2])
     with pytest.raises(DataError, match="one response value per row"):
         cbpp_fit.refit(np.zeros(5))
+
+
+def test_wald_intervals_are_lme4s(cbpp_fit):
+    # lme4: confint(fit, method = "Wald"): fixef ± qnorm(0.975) se, NA for .sig01
+    from _reference import load_case
+
+    case = load_case("glmer_cbpp_laplace")
+    ci = cbpp_fit.confint(method="wald")
+    assert list(ci.index) == [".sig01", *case["fixef"]]
+    assert ci.loc[".sig01"].isna().all()
+    z = 1.959963984540054
+    for name, est in case["fixef"].items():
+        se = case["se"][name]
+        # SEs agree with lme4's to 2e-3 (the issue's tolerance): the bounds to that times z·se
+        assert ci.loc[name, "lower"] == pytest.approx(est - z * se, abs=2e-3 * z * se + 1e-4 * abs(est))
+        assert ci.loc[name, "upper"] == pytest.approx(est + z * se, abs=2e-3 * z * se + 1e-4 * abs(est))
+
+
+def test_confidence_interval_of_predictions_is_the_fixed_effects_delta(cbpp, cbpp_fit):
+    new = cbpp.head(4)
+    ci = cbpp_fit.predict(new, re_form="~0", interval="confidence", level=0.9)
+    X = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1]], dtype=float)
+    eta = X @ cbpp_fit.fixef.to_numpy()
+    se = np.sqrt(np.einsum("ij,jk,ik->i", X, cbpp_fit.vcov.to_numpy(), X))
+    z = 1.6448536269514722
+    np.testing.assert_allclose(ci["fit"], eta, rtol=1e-12)
+    np.testing.assert_allclose(ci["lower"], eta - z * se, rtol=1e-12)
+    resp = cbpp_fit.predict(new, re_form="~0", interval="confidence", level=0.9, type="response")
+    np.testing.assert_allclose(resp["upper"], 1 / (1 + np.exp(-(eta + z * se))), rtol=1e-12)
+    with pytest.raises(mm.PredictionError, match="response distribution"):
+        cbpp_fit.predict(new, interval="prediction")

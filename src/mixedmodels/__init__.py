@@ -27,6 +27,7 @@ from .exceptions import (
     NonIntegerResponseWarning,
     PredictionError,
     RankDeficiencyWarning,
+    RefitWarning,
     SeparationWarning,
     SingularFitWarning,
 )
@@ -40,6 +41,12 @@ _LAZY = {
     "GeneralizedLinearMixedModel": ("mixedmodels.glmm", "GeneralizedLinearMixedModel"),
     "datasets": ("mixedmodels.datasets", None),
     "families": ("mixedmodels.families", None),
+    "anova": ("mixedmodels.inference.lrt", "anova"),
+    "compare": ("mixedmodels.inference.lrt", "compare"),
+    "r2": ("mixedmodels.inference.r2", "r2"),
+    "icc": ("mixedmodels.inference.r2", "icc"),
+    "rlrt": ("mixedmodels.inference.rlrt", "rlrt"),
+    "emmeans": ("mixedmodels.inference.emmeans", "emmeans"),
 }
 
 __all__ = [
@@ -49,6 +56,12 @@ __all__ = [
     "GeneralizedLinearMixedModel",
     "datasets",
     "families",
+    "anova",
+    "compare",
+    "r2",
+    "icc",
+    "rlrt",
+    "emmeans",
     "MixedModelsError",
     "FormulaError",
     "DataError",
@@ -59,6 +72,7 @@ __all__ = [
     "SingularFitWarning",
     "SeparationWarning",
     "RankDeficiencyWarning",
+    "RefitWarning",
     "MissingDataWarning",
     "ConvergenceWarning",
     "NonIntegerResponseWarning",

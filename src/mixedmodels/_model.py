@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,19 @@ def include_random(re_form: str | None) -> bool:
     raise PredictionError(
         f"re_form {re_form!r} is not supported: use None (all random effects) or '~0' (none)"
     )
+
+
+def level_positions(term, nd: pd.DataFrame) -> tuple[np.ndarray, pd.Series]:
+    """Where each row of ``nd`` falls among ``term``'s levels (-1: unseen),
+    and the rows' level labels; an error names a missing grouping column."""
+    missing = [g for g in term.spec.group if g not in nd.columns]
+    if missing:
+        raise PredictionError(
+            f"newdata has no grouping column {missing[0]!r} needed by term "
+            f"{term.spec.text}; use re_form='~0' for population predictions"
+        )
+    labels = nd[list(term.spec.group)].astype(str).agg(":".join, axis=1)
+    return pd.Index(term.levels).get_indexer(labels), labels
 
 
 class RandomEffectsModel(MixedModelResults):
@@ -128,15 +142,7 @@ class RandomEffectsModel(MixedModelResults):
     def _newdata_random(self, nd: pd.DataFrame, new_levels: str) -> np.ndarray:
         total = np.zeros(len(nd))
         for term, b in zip(self.frame.terms, self.b):
-            missing = [g for g in term.spec.group if g not in nd.columns]
-            if missing:
-                raise PredictionError(
-                    f"newdata has no grouping column {missing[0]!r} needed by term "
-                    f"{term.spec.text}; use re_form='~0' for population predictions"
-                )
-            labels = nd[list(term.spec.group)].astype(str).agg(":".join, axis=1)
-            index = pd.Index(term.levels)
-            pos = index.get_indexer(labels)
+            pos, labels = level_positions(term, nd)
             unseen = pos < 0
             if unseen.any():
                 if new_levels == "error":
@@ -150,6 +156,90 @@ class RandomEffectsModel(MixedModelResults):
             contrib[unseen] = np.nan if new_levels == "nan" else 0.0
             total += contrib
         return total
+
+    def confint(
+        self,
+        parm: Any = None,
+        method: str = "profile",
+        level: float = 0.95,
+        nsim: int = 500,
+        seed: int | np.random.Generator | None = None,
+        names: str = "lme4",
+        boot_type: str = "perc",
+        **kwargs: Any,
+    ) -> pd.DataFrame:
+        """Confidence intervals of all parameters (lme4's ``confint.merMod``).
+
+        Rows, as lme4 names them: the random-effect standard deviations and
+        correlations of every term in θ order (``.sig01``, ``.sig02``, ...; for
+        ``(Days | Subject)``: intercept SD, correlation, slope SD), the residual
+        SD ``.sigma``, then the fixed effects. ``names="readable"`` gives
+        lme4's other names (``sd_(Intercept)|Subject``,
+        ``cor_Days.(Intercept)|Subject``, ``sigma``).
+
+        Parameters
+        ----------
+        parm : None, str, int or list
+            Rows to compute: names (either style), 0-based positions,
+            ``"theta_"`` (variance parameters) or ``"beta_"`` (fixed effects).
+        method : {"profile", "wald", "boot"}
+            Likelihood profile (of the ML deviance, as lme4; see :meth:`profile`),
+            Wald (fixed effects only: β ± z se; NaN for the variance
+            parameters, as lme4) or parametric bootstrap (see :meth:`bootstrap`).
+        level : float
+        nsim, seed : int, int or Generator
+            Bootstrap replicates and seed (``method="boot"``).
+        names : {"lme4", "readable"}
+        boot_type : {"perc", "basic", "norm", "shortest"}
+            Bootstrap interval (lme4's ``boot.type``; ``"shortest"`` is the
+            shortest interval holding ``level`` of the replicates).
+        **kwargs
+            Passed to :meth:`profile` or :meth:`bootstrap` (e.g. ``n_jobs``,
+            ``progress``).
+
+        Returns
+        -------
+        DataFrame
+            Columns ``lower`` and ``upper``, index ``parameter``; the level and
+            the method in ``attrs``.
+        """
+        from .inference.profile import confint
+
+        return confint(self, parm, method, level, nsim, seed, names, boot_type, **kwargs)
+
+    def bootstrap(
+        self,
+        nsim: int = 1000,
+        seed: int | np.random.Generator | None = None,
+        n_jobs: int = 1,
+        progress: bool = False,
+        use_u: bool = False,
+    ):
+        """Parametric bootstrap (lme4's ``bootMer``, type "parametric").
+
+        Responses are simulated from the fit (:meth:`simulate`, all drawn
+        from one Generator seeded with ``seed``) and the model refitted to each
+        (:meth:`refit`). ``n_jobs`` worker processes share the refits; the
+        result does not depend on it.
+
+        Returns
+        -------
+        BootstrapResult
+            ``.replicates`` (θ, σ, β, SDs and correlations per replicate),
+            ``.confint(method, level)``, counts of failed and singular refits.
+        """
+        from .inference.bootstrap import bootstrap
+
+        return bootstrap(self, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress, use_u=use_u)
+
+    def drop1(self, test: str = "none") -> pd.DataFrame:
+        """Single-term deletions of fixed effects (lme4's ``drop1``): the ML AIC
+        of the model without each term that can be dropped respecting
+        marginality, and with ``test="Chisq"`` the likelihood-ratio test.
+        See :func:`mixedmodels.inference.lrt.drop1`."""
+        from .inference.lrt import drop1
+
+        return drop1(self, test=test)
 
     def _warn_if_singular(self) -> None:
         if self.is_singular:

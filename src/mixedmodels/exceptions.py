@@ -96,3 +96,8 @@ class NonIntegerResponseWarning(MixedModelsWarning):
     binomial AIC rounds the successes, while ``dpois`` gives a non-integer count
     zero probability, so a Poisson log-likelihood is ``-inf`` (AIC ``inf``).
     """
+
+
+class RefitWarning(MixedModelsWarning):
+    """REML fits were refitted by maximum likelihood before a likelihood-ratio
+    test (lme4's message "refitting model(s) with ML (instead of REML)")."""

@@ -1176,7 +1176,9 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         re_form: str | None = None,
         type: str = "link",
         new_levels: str = "population",
-    ) -> pd.Series:
+        interval: str = "none",
+        level: float = 0.95,
+    ) -> pd.Series | pd.DataFrame:
         """Predictions on the link (default, as R) or response scale.
 
         Parameters
@@ -1188,10 +1190,24 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         type : {"link", "response"}
         new_levels : {"population", "error", "nan"}
             What an unseen grouping level gets (zero random effects by default).
+        interval : {"none", "confidence"}
+            ``"confidence"``: a DataFrame ``fit, lower, upper`` with the
+            uncertainty of the fixed effects (x'V_β x) on the link scale,
+            mapped through the inverse link for ``type="response"``. Intervals
+            for a new observation need the response distribution: use
+            :meth:`simulate` (or :meth:`bootstrap`) for those.
+        level : float
+            Coverage of the intervals.
         """
         self._require_fit()
         if type not in ("link", "response"):
             raise PredictionError(f"type must be 'link' or 'response', not {type!r}")
+        if interval not in ("none", "confidence"):
+            raise PredictionError(
+                f"interval must be 'none' or 'confidence' for a glmer fit, not {interval!r}: "
+                "a prediction interval of a new observation needs the response distribution "
+                "(see simulate())"
+            )
         fr = self.frame
         if newdata is None:
             include_re = _include_random(re_form)
@@ -1199,6 +1215,13 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             index = fr.data.index
         else:
             eta, index = self._newdata_eta(newdata, re_form, new_levels)
+        if interval == "confidence":
+            from .inference.prediction import interval_frame, prediction_variance
+
+            variance = prediction_variance(self, newdata, re_form, new_levels, residual=False)
+            transform = self.family.linkinv if type == "response" else None
+            return interval_frame(np.asarray(eta, float), variance, interval, level,
+                                  transform=transform, re_form=re_form)
         values = eta if type == "link" else self.family.linkinv(eta)
         return pd.Series(np.asarray(values, float), index=index, name="predicted")
 

@@ -8,22 +8,25 @@ Cholesky factor (see :mod:`mixedmodels.linalg`).
 
 from __future__ import annotations
 
+import copy
 import os
+import time
 import warnings
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.linalg import blas, lapack
 
 from .design import ModelFrame, build_model_frame
 from .exceptions import ConvergenceWarning, DataError
 from .formula import parse_formula, require_random
 from .dense import DenseSystem
-from .linalg import AugmentedSystem, Factor, TermData
+from .linalg import AugmentedSystem, DenseBelow, Factor, TermData
 from .optimize import OptimizerRecord, minimize_theta, minimize_theta_gradient
 from ._threads import blas_threads, current_load
 from .progress import FitProgress
-from ._model import RandomEffectsModel, include_random as _include_random
+from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random
 
 __all__ = ["lmer", "LinearMixedModel"]
 
@@ -110,8 +113,10 @@ class LinearMixedModel(RandomEffectsModel):
         r2 = f.pwrss()
         if reml:
             nmp = n - p
-            return f.logdet_re() + f.logdet_x() + nmp * (1.0 + np.log(2 * np.pi * r2 / nmp)) - self._ldW
-        return f.logdet_re() + n * (1.0 + np.log(2 * np.pi * r2 / n)) - self._ldW
+            return float(
+                f.logdet_re() + f.logdet_x() + nmp * (1.0 + np.log(2 * np.pi * r2 / nmp)) - self._ldW
+            )
+        return float(f.logdet_re() + n * (1.0 + np.log(2 * np.pi * r2 / n)) - self._ldW)
 
     def objective(self, theta: np.ndarray) -> float:
         """The profiled deviance (ML) or REML criterion at ``theta``."""
@@ -121,6 +126,15 @@ class LinearMixedModel(RandomEffectsModel):
         return self._criterion(f, self.reml)
 
     def objective_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The objective and its analytic gradient with respect to θ (see
+        ``_objective_gradient``; refitted copies of small models use
+        :class:`_SmallDenseEvaluator`, the same gradient in fewer operations)."""
+        fast = self.__dict__.get("_fast")
+        if fast is not None:
+            return fast(np.asarray(theta, dtype=float))
+        return self._objective_gradient(theta)
+
+    def _objective_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """The objective and its analytic gradient with respect to θ.
 
         For θ_t the (r, c) element of term j's λ_j, with U_j the (ℓ_j, k_j)
@@ -470,8 +484,10 @@ class LinearMixedModel(RandomEffectsModel):
         newdata: Any = None,
         re_form: str | None = None,
         new_levels: str = "population",
-    ) -> pd.Series:
-        """Predictions for the fitted data or ``newdata``.
+        interval: str = "none",
+        level: float = 0.95,
+    ) -> pd.Series | pd.DataFrame:
+        """Predictions for the fitted data or ``newdata``, optionally with intervals.
 
         Parameters
         ----------
@@ -483,16 +499,244 @@ class LinearMixedModel(RandomEffectsModel):
         new_levels : {"population", "error", "nan"}
             What an unseen grouping level gets: zero random effects, an error
             naming the level, or NaN.
+        interval : {"none", "confidence", "prediction"}
+            ``"none"``: a Series of predictions. Otherwise a DataFrame
+            ``fit, lower, upper``: ``"confidence"`` includes the uncertainty of
+            the fixed effects only (x'V_β x, also when the prediction includes
+            random effects); ``"prediction"`` (a new observation) adds the
+            random effects' variance, z'C z with C the conditional covariance
+            of the level's modes for levels seen in the fit and z'Σz (a new
+            group) for unseen levels and for every term when ``re_form="~0"``,
+            and the residual variance σ² (σ²/w on weighted fitted rows). The
+            components are named in the DataFrame's ``attrs``; covariances of
+            β with the modes and the uncertainty of Σ and σ are not included.
+            See :mod:`mixedmodels.inference.prediction`.
+        level : float
+            Coverage of the intervals.
+
+        Examples
+        --------
+        >>> import mixedmodels as mm
+        >>> m = mm.lmer("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"))
+        >>> new = mm.datasets.load("sleepstudy").head(2)
+        >>> m.predict(new, re_form="~0", interval="confidence").columns.tolist()
+        ['fit', 'lower', 'upper']
         """
         self._require_fit()
+        from .inference.prediction import check_interval, interval_frame, prediction_variance
+
+        check_interval(interval)
         if newdata is None:
             if _include_random(re_form):
-                return self.fitted.rename("predicted")
-            fr = self.frame
-            eta = fr.fixed.X @ self._beta + (0 if fr.offset is None else fr.offset)
-            return pd.Series(eta, index=fr.data.index, name="predicted")
-        eta, index = self._newdata_eta(newdata, re_form, new_levels)
-        return pd.Series(eta, index=index, name="predicted")
+                fit = self.fitted.rename("predicted")
+            else:
+                fr = self.frame
+                eta = fr.fixed.X @ self._beta + (0 if fr.offset is None else fr.offset)
+                fit = pd.Series(eta, index=fr.data.index, name="predicted")
+        else:
+            eta, index = self._newdata_eta(newdata, re_form, new_levels)
+            fit = pd.Series(eta, index=index, name="predicted")
+        if interval == "none":
+            return fit
+        variance = prediction_variance(
+            self, newdata, re_form, new_levels, residual=interval == "prediction"
+        )
+        return interval_frame(fit.to_numpy(), variance, interval, level, re_form=re_form)
+
+    # ------------------------------------------------------------------ inference
+
+    def profile(
+        self, which: Any = None, *, progress: bool = False, names: str = "lme4", **kwargs: Any
+    ):
+        """Likelihood profiles of the parameters (lme4's ``profile.merMod``).
+
+        The ML deviance (REML fits are refitted by ML first, as lme4 does) is
+        minimised over the other parameters on lme4's grid of values of each
+        parameter; see :func:`mixedmodels.inference.profile.profile` for the
+        grid controls (``alphamax``, ``maxpts``, ``delta``, ``maxmult``, ...).
+
+        Parameters
+        ----------
+        which : None, str, int or list
+            Parameters to profile (as ``parm`` of :meth:`confint`).
+        progress : bool
+            Show the parameter being profiled and the points done.
+        names : {"lme4", "readable"}
+
+        Returns
+        -------
+        ProfileResult
+            ``.table`` (parameter, value, zeta and every parameter's value),
+            ``.confint(level)``, ``.plot()``.
+        """
+        from .inference.profile import profile
+
+        return profile(self, which, names=names, progress=progress, **kwargs)
+
+    # ------------------------------------------------------------------ refit
+
+    def refit(self, newresp: Any, **fit_kwargs: Any) -> "LinearMixedModel":
+        """The same model fitted to another response (lme4's ``refit``).
+
+        Nothing is parsed or rebuilt: the new model shares the formula, the
+        model frame (but for the response), the random-effects design and the
+        factor's pattern; only the response column of the augmented system
+        ([Z X y]'y) is recomputed, and the optimizer starts from this fit's θ.
+        This model is left untouched.
+
+        Parameters
+        ----------
+        newresp : array-like or None
+            One value per row used in the fit (``nobs``), on the scale of the
+            response (offsets and prior weights apply as in the original fit);
+            None refits the same response.
+        **fit_kwargs
+            Passed to :meth:`fit` (``start`` defaults to this fit's θ).
+
+        Returns
+        -------
+        LinearMixedModel
+            A new fitted model.
+
+        Examples
+        --------
+        >>> import mixedmodels as mm
+        >>> m = mm.lmer("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"))
+        >>> m2 = m.refit(m.simulate(seed=1).iloc[:, 0])
+        >>> m2.fixef.index.tolist() == m.fixef.index.tolist()
+        True
+        """
+        self._require_fit()
+        self._require_rows("refit")
+        if newresp is None:  # lme4's refit(object): the same response again
+            newresp = self.frame.y
+        y = _new_response(newresp, self.frame.nobs, self.frame.response_name)
+        new = self._clone(y=y)
+        start = self._refit_start()
+        if not fit_kwargs and new._fast is not None and start is self._theta:
+            return new._fit_seeded(self._theta, self._curvature_inverse())
+        fit_kwargs.setdefault("start", start)
+        return new.fit(**fit_kwargs)
+
+    def _prepare_refits(self) -> None:
+        """Compute what many refits share (the starting curvature of the
+        seeded search) once, e.g. before a bootstrap forks its workers."""
+        system = self._system
+        small = isinstance(system, DenseSystem) and system.N <= _SmallDenseEvaluator.MAX_SIZE
+        if small and self._refit_start() is self._theta:
+            self._curvature_inverse()
+
+    def _require_rows(self, what: str) -> None:
+        """Raise unless the model frame holds the rows (a fit from partitions,
+        Dask or Parquet, keeps only their cross-products)."""
+        if len(self.frame.y) != self.frame.nobs:
+            raise DataError(
+                f"{what} needs the rows of the data in memory; this model was fitted from "
+                "partitions (Dask or Parquet): fit it with a pandas DataFrame instead"
+            )
+
+    def _refit_start(self, theta: np.ndarray | None = None) -> np.ndarray:
+        """θ to start a refit from: this fit's (or ``theta``), with zero
+        diagonal elements of λ moved to 0.1. The objective is even in those
+        elements, so a gradient search started exactly at zero never leaves it
+        even when the new optimum is away from the boundary. Returns the same
+        array when nothing is moved."""
+        theta = self._theta if theta is None else theta
+        at_zero = (self.theta_lower == 0) & (np.abs(theta) < SINGULAR_TOL)
+        if not at_zero.any():
+            return theta
+        return np.where(at_zero, 0.1, theta)
+
+    def _curvature_inverse(self) -> np.ndarray:
+        """The inverse Hessian of the objective in θ at this optimum (central
+        differences of the analytic gradient), made positive definite: the
+        starting curvature of refits (see ``_fit_seeded``). Cached."""
+        cache = self._cache
+        if "refit_hinv" not in cache:
+            theta = self._theta
+            fg = self.objective_gradient
+            m = len(theta)
+            H = np.empty((m, m))
+            for i in range(m):
+                h = 1e-4 * max(abs(theta[i]), 0.1)
+                e = np.zeros(m)
+                e[i] = h
+                H[:, i] = (fg(theta + e)[1] - fg(theta - e)[1]) / (2 * h)
+            H = 0.5 * (H + H.T)
+            vals, vecs = np.linalg.eigh(H) if np.all(np.isfinite(H)) else (np.ones(m), np.eye(m))
+            floor = 1e-3 * max(float(np.max(np.abs(vals))), 1e-8)
+            vals = np.maximum(np.abs(vals), floor)
+            cache["refit_hinv"] = (vecs / vals) @ vecs.T
+        return cache["refit_hinv"]
+
+    def _fit_seeded(self, start: np.ndarray, hinv: np.ndarray) -> "LinearMixedModel":
+        """Fit by a quasi-Newton search (BFGS) from ``start`` whose first
+        inverse Hessian is ``hinv``, the curvature at a neighbouring optimum:
+        a refit to a response drawn near the original one then needs four to
+        eight evaluations instead of about twelve. A search that does not
+        converge is finished by the default fit from where it stopped."""
+        with blas_threads(1):  # one thread: these blocks are small (see fit)
+            return self._fit_seeded_now(np.asarray(start, dtype=float), hinv)
+
+    def _fit_seeded_now(self, start: np.ndarray, hinv: np.ndarray) -> "LinearMixedModel":
+        t0 = time.perf_counter()
+        result = _bfgs(self.objective_gradient, start, hinv)
+        if not result["converged"]:
+            self._fit(result["x"], "lbfgsb", 1e-12, 100_000, False, None)
+            self.optsum.evaluations += result["evaluations"]
+            self.optsum.theta_start = start
+            self.optsum.blas_threads = (1, None)
+            return self
+        record = OptimizerRecord(
+            optimizer="BFGS (seeded)",
+            theta_start=start,
+            theta_final=result["x"],
+            objective_start=result["f0"],
+            objective_final=result["f"],
+            evaluations=result["evaluations"],
+            return_code="CONVERGED",
+            elapsed=time.perf_counter() - t0,
+            blas_threads=(1, None),
+        )
+        self._set_optimum(record)
+        return self
+
+    def _clone(
+        self,
+        y: np.ndarray | None = None,
+        reml: bool | None = None,
+        drop_fixed: int | None = None,
+    ) -> "LinearMixedModel":
+        """An unfitted copy sharing the design: with response ``y`` (only the
+        response column of the system recomputed), another criterion (``reml``)
+        or without the fixed-effects column ``drop_fixed`` (system rebuilt)."""
+        new = object.__new__(type(self))
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k not in _FIT_STATE})
+        frame = self.frame
+        if y is not None or drop_fixed is not None:
+            frame = _copy_frame(frame)
+            if y is not None:
+                frame.__dict__["y"] = y
+        if drop_fixed is not None:
+            fixed = copy.copy(frame.fixed)
+            keep = [j for j in range(fixed.X.shape[1]) if j != drop_fixed]
+            fixed.X = np.ascontiguousarray(fixed.X[:, keep])
+            fixed.names = [fixed.names[j] for j in keep]
+            frame.__dict__["fixed"] = fixed
+        new.frame = frame
+        if reml is not None:
+            new.reml = bool(reml)
+        if drop_fixed is not None:
+            new._setup_engine()
+        elif y is not None:
+            new._system = _system_with_response(self._system, frame)
+        else:
+            new._system = _system_copy(self._system)
+        new._fast = _SmallDenseEvaluator.create(new)
+        if new._fast is not None and drop_fixed is None:
+            self.__dict__.setdefault("_fast_pattern", new._fast.pattern)  # for the next clones
+        new._fitted = False
+        return new
 
     # ------------------------------------------------------------------ simulation
 
@@ -530,6 +774,266 @@ class LinearMixedModel(RandomEffectsModel):
             out[:, s] = eta + self._sigma * rng.standard_normal(n) / np.sqrt(w)
         cols = [f"sim_{i + 1}" for i in range(nsim)]
         return pd.DataFrame(out, index=fr.data.index, columns=cols)
+
+
+# What a fit sets; a clone made for a refit starts without it.
+_FIT_STATE = frozenset(
+    {"optsum", "_theta", "_factor", "_beta", "_u", "_sigma", "_objective", "_cache", "_fitted"}
+)
+
+
+def _new_response(newresp: Any, nobs: int, name: str) -> np.ndarray:
+    """A refit's response as a float vector of the fit's length, checked."""
+    if isinstance(newresp, pd.DataFrame):
+        if newresp.shape[1] != 1:
+            raise DataError(
+                f"refit needs one response column for {name!r}, got a DataFrame with "
+                f"{newresp.shape[1]} columns"
+            )
+        newresp = newresp.iloc[:, 0]
+    try:
+        y = np.asarray(newresp, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"the new response for {name!r} is not numeric: {err}") from err
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.ravel()
+    if y.shape != (nobs,):
+        raise DataError(
+            f"refit needs one response value per row used in the fit ({nobs}), "
+            f"got an array of shape {y.shape} for {name!r}"
+        )
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"the new response for {name!r} has missing or infinite values")
+    return y
+
+
+def _copy_frame(frame: ModelFrame) -> ModelFrame:
+    """A shallow copy of a model frame that leaves a deferred ``data`` deferred
+    (``copy.copy`` would build it through ``__getstate__``)."""
+    new = object.__new__(type(frame))
+    new.__dict__.update(frame.__dict__)
+    return new
+
+
+def _weighted_response(frame: ModelFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(W(y - offset), y - offset): the response as the system sees it, times
+    the weights once (so that products with the unweighted z and X give the
+    weighted cross-products)."""
+    y = frame.y if frame.offset is None else frame.y - frame.offset
+    return (y if frame.weights is None else frame.weights * y), y
+
+
+def _response_crossproducts(frame: ModelFrame) -> np.ndarray:
+    """[Z X y]'y of the weighted system, in the system's order (terms, X, y):
+    O(n (q_k + p)) with no n-row matrix."""
+    wy, y = _weighted_response(frame)
+    parts = []
+    for term in frame.terms:
+        k = term.z.shape[1]
+        block = np.empty((term.nlevels, k))
+        for a in range(k):
+            block[:, a] = np.bincount(term.codes, term.z[:, a] * wy, minlength=term.nlevels)
+        parts.append(block.ravel())
+    parts.append(frame.fixed.X.T @ wy)
+    parts.append(np.array([wy @ y]))
+    return np.concatenate(parts)
+
+
+def _system_copy(system):
+    """A copy of an engine system that shares its (read-only) cross-products
+    but none of its workspaces, so two models can use them independently."""
+    new = copy.copy(system)
+    new.lapack_threads = None
+    if isinstance(system, AugmentedSystem):
+        new._work = None
+        new._acc = None
+        below = system._below
+        if isinstance(below, DenseBelow):
+            below = copy.copy(below)
+            below._buf = np.empty_like(system._below._buf)
+            new._below = new._dense = below
+    return new
+
+
+def _system_with_response(system, frame: ModelFrame):
+    """The system of ``frame`` (same design, new response) from ``system``:
+    only the response row and column of the cross-products change."""
+    v = _response_crossproducts(frame)
+    new = _system_copy(system)
+    if isinstance(system, DenseSystem):
+        A = system.A.copy()
+        A[:, -1] = v
+        A[-1, :] = v
+        new.A = A
+        return new
+    q0 = system.Axy0.shape[1]
+    Axy0 = system.Axy0.copy()
+    Axy0[-1] = v[:q0]
+    Arr = system.Arr.copy()
+    Arr[:, -1] = v[q0:]
+    Arr[-1, :] = v[q0:]
+    new.Axy0, new.Arr = Axy0, Arr
+    if isinstance(new._below, DenseBelow):
+        new._below.Bt = new._below.Bt.copy()
+        new._below.Bt[:, -1] = v[:q0]
+    else:
+        new._below = copy.copy(new._below)
+        new._below.Axy0 = Axy0
+    return new
+
+
+def _bfgs(
+    fg, x0: np.ndarray, hinv: np.ndarray, gtol: float = 1e-4, ftol_rel: float = 1e-12,
+    maxeval: int = 200,
+) -> dict[str, Any]:
+    """Minimise by BFGS with a backtracking (Armijo) line search, from ``x0``
+    with the first inverse Hessian ``hinv``.
+
+    Converged when the largest gradient component is below
+    max(gtol, 1e-7 |f|) (the rule of ``minimize_theta_gradient``, whose search
+    L-BFGS-B is too costly per iteration for the many tiny fits of a
+    bootstrap) or when a full step lowers f by less than ``ftol_rel`` |f|.
+    """
+    x = x0.copy()
+    f, g = fg(x)
+    f0, evaluations = f, 1
+    if not np.isfinite(f):
+        return {"x": x, "f": f, "f0": f0, "evaluations": evaluations, "converged": False}
+    tol = max(gtol, 1e-7 * abs(f))
+    H = hinv.copy()
+    while evaluations < maxeval:
+        if abs(g).max() <= tol:
+            return {"x": x, "f": f, "f0": f0, "evaluations": evaluations, "converged": True}
+        d = -H @ g
+        slope = float(g @ d)
+        if not slope < 0:  # not a descent direction: restart from the seed
+            H = hinv.copy()
+            d = -H @ g
+            slope = float(g @ d)
+        step, accepted = 1.0, False
+        while evaluations < maxeval and step > 1e-10:
+            x_new = x + step * d
+            f_new, g_new = fg(x_new)
+            evaluations += 1
+            if np.isfinite(f_new) and f_new <= f + 1e-4 * step * slope:
+                accepted = True
+                break
+            # minimum of the quadratic through f, the slope and f_new, kept in [0.1, 0.5]
+            denom = 2.0 * (f_new - f - step * slope) if np.isfinite(f_new) else 0.0
+            trial = -slope * step * step / denom if denom > 0 else 0.5 * step
+            step = min(max(trial, 0.1 * step), 0.5 * step)
+        if not accepted:
+            break
+        s, yv = x_new - x, g_new - g
+        small_change = f - f_new <= ftol_rel * max(abs(f), 1.0) and step == 1.0
+        x, f, g = x_new, f_new, g_new
+        sy = float(s @ yv)
+        if sy > 1e-12 * np.sqrt(float(s @ s) * float(yv @ yv)):  # curvature condition
+            rho = 1.0 / sy
+            Hy = H @ yv
+            H = H + ((sy + float(yv @ Hy)) * rho * rho) * (s[:, None] * s) - rho * (
+                Hy[:, None] * s + s[:, None] * Hy
+            )
+        if small_change:
+            return {"x": x, "f": f, "f0": f0, "evaluations": evaluations, "converged": True}
+    return {"x": x, "f": f, "f0": f0, "evaluations": evaluations, "converged": False}
+
+
+class _SmallDenseEvaluator:
+    """The objective and its gradient for a model whose system is one small
+    dense block, in a fixed handful of array operations.
+
+    With S = Λ̃'AΛ̃ + diag(I_q, 0) (A = [Z X y]'[Z X y], Λ̃ = blockdiag(Λ, I),
+    formed as a dense matrix: for a small block two matrix products cost less
+    than scaling by terms) and L its Cholesky factor, the criterion is
+    log|S_s| + ν log r² + const, with S_s the leading ``s`` rows (s = q for ML,
+    q + p for REML) and r² = L_NN². Because ∂S/∂θ_t = E_t'AΛ̃ + Λ̃'AE_t
+    (E_t = ∂Λ̃/∂θ_t) and ∂r²/∂θ_t = r² z'(∂S/∂θ_t)z with L'z = e_N,
+
+        ∂f/∂θ_t = 2 ⟨E_t, AΛ̃ Q⟩,  Q = S_s⁻¹ (padded with zeros) + ν z z',
+
+    and only the entries of AΛ̃Q where some E_t is one are formed: S_s⁻¹Λ̃'A
+    by one Cholesky solve, then a gather over the (level, row, column) pairs
+    of every λ. No λ is inverted, so the gradient is exact on the boundary
+    too. Used by the many refits of a bootstrap or a profile: about three
+    times faster than the general code on a 40-row block.
+    """
+
+    MAX_SIZE = 150  # dense blocks up to this size (larger: the general code)
+
+    def __init__(self, model: "LinearMixedModel"):
+        system = model._system
+        self.A = system.A
+        p = system.p
+        pattern = model.__dict__.get("_fast_pattern")
+        if pattern is None or pattern.template.shape[0] != system.N:
+            pattern = model._fast_pattern = _EvaluatorPattern(model)
+        self.pattern = pattern
+        self.q = system.q
+        self.sub = system.q + (p if model.reml else 0)
+        self.nu = float(model._n_eff - p if model.reml else model._n_eff)
+        self.const = self.nu * (1.0 - np.log(self.nu) + np.log(2 * np.pi)) - model._ldW
+
+    @classmethod
+    def create(cls, model: "LinearMixedModel") -> "_SmallDenseEvaluator | None":
+        system = model._system
+        if isinstance(system, DenseSystem) and system.N <= cls.MAX_SIZE:
+            return cls(model)
+        return None
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        pat = self.pattern
+        lam = pat.template.copy()
+        lam.ravel()[pat.flat] = theta[pat.index]
+        LA = lam.T @ self.A
+        S = LA @ lam
+        S.ravel()[pat.diag_q] += 1.0
+        # S is symmetric: its transpose is the Fortran-ordered array LAPACK
+        # factors in place, without the copy a C-ordered argument costs
+        L, info = lapack.dpotrf(S.T, lower=1, overwrite_a=1, clean=0)
+        if info != 0:
+            return np.inf, np.zeros_like(theta)
+        d = np.log(L.ravel(order="K")[pat.diag_all])
+        sub, nu = self.sub, self.nu
+        value = 2.0 * float(d[:sub].sum()) + nu * 2.0 * float(d[-1]) + self.const
+        z = blas.dtrsv(L, pat.e, lower=1, trans=1)
+        Phi = LA[:, : self.q]
+        X, info = lapack.dpotrs(L[:sub, :sub], Phi[:sub], lower=1)
+        pairs = X[pat.cols, pat.rows] + nu * (Phi.T @ z)[pat.rows] * z[pat.cols]
+        grad = 2.0 * np.bincount(pat.index, pairs, minlength=pat.ntheta)
+        return value, grad
+
+
+class _EvaluatorPattern:
+    """What :class:`_SmallDenseEvaluator` needs of a design (not of the
+    response or the criterion): where every λ entry goes in Λ̃ and in the
+    gradient. Shared by a model and its refitted copies."""
+
+    def __init__(self, model: "LinearMixedModel"):
+        system = model._system
+        N, q = system.N, system.q
+        rows, cols, index = [], [], []
+        start, t0 = 0, 0
+        for term in model.frame.terms:
+            k, nl = term.k, term.nlevels
+            r, c = term.theta_rows_cols()
+            base = start + np.arange(nl)[:, None] * k
+            rows.append((base + r[None, :]).ravel())
+            cols.append((base + c[None, :]).ravel())
+            index.append(np.tile(np.arange(t0, t0 + len(r)), nl))
+            start += nl * k
+            t0 += len(r)
+        self.rows = np.concatenate(rows)
+        self.cols = np.concatenate(cols)
+        self.index = np.concatenate(index)
+        self.flat = self.rows * N + self.cols  # λ's entries in Λ̃
+        self.ntheta = t0
+        self.template = np.zeros((N, N))
+        self.template[q:, q:] = np.eye(N - q)
+        self.diag_q = np.arange(q) * (N + 1)
+        self.diag_all = np.arange(N) * (N + 1)
+        self.e = np.zeros(N)
+        self.e[-1] = 1.0
 
 
 # Models with at most this many random effects + p + 1 are one dense block.
