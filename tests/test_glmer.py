@@ -251,7 +251,10 @@ def test_summary_layout(cbpp_fit):
     assert "z value Pr(>|z|)" in text and "1.47e-09 ***" in text
     assert "Residual" not in text
     table = cbpp_fit.coef_table()
-    assert list(table.columns) == ["Estimate", "Std. Error", "z value", "Pr(>|z|)"]
+    assert list(table.columns) == ["estimate", "se", "z", "p_value"]
+    pd.testing.assert_frame_equal(cbpp_fit.coef_table(ddf="asymptotic"), table)
+    with pytest.raises(mm.ModelSpecError):
+        cbpp_fit.coef_table(ddf="satterthwaite")
 
 
 def test_convergence_record(cbpp_fit):
@@ -263,8 +266,8 @@ def test_convergence_record(cbpp_fit):
 def test_tidy_and_glance(cbpp_fit):
     fixed = cbpp_fit.tidy()
     assert list(fixed.columns[:5]) == ["effect", "term", "estimate", "std_error", "statistic"]
-    np.testing.assert_allclose(fixed["statistic"], cbpp_fit.coef_table()["z value"])
-    np.testing.assert_allclose(fixed["p_value"], cbpp_fit.coef_table()["Pr(>|z|)"])
+    np.testing.assert_allclose(fixed["statistic"], cbpp_fit.coef_table()["z"])
+    np.testing.assert_allclose(fixed["p_value"], cbpp_fit.coef_table()["p_value"])
     pars = cbpp_fit.tidy("ran_pars")
     assert list(pars.term) == ["sd__(Intercept)"]  # no residual row for the binomial family
     row = cbpp_fit.glance().iloc[0]

@@ -40,7 +40,6 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import special
 from scipy.linalg import lapack, solve_triangular
-from statistics import NormalDist
 
 from .design import (
     ModelFrame,
@@ -1271,23 +1270,6 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         return rng.normal(mu, np.sqrt(phi))  # gaussian with another link
 
     # ------------------------------------------------------------------ tables
-
-    def coef_table(self) -> pd.DataFrame:
-        """Estimate, standard error, z value and Pr(>|z|) of every fixed effect."""
-        self._require_fit()
-        fixed = self.frame.fixed
-        table = pd.DataFrame(
-            np.nan,
-            index=pd.Index(fixed.all_names),
-            columns=["Estimate", "Std. Error", "z value", "Pr(>|z|)"],
-        )
-        est, se = self.fixef, self.se
-        z = (est / se).to_numpy()
-        table.loc[fixed.names, "Estimate"] = est.to_numpy()
-        table.loc[fixed.names, "Std. Error"] = se.to_numpy()
-        table.loc[fixed.names, "z value"] = z
-        table.loc[fixed.names, "Pr(>|z|)"] = [2 * NormalDist().cdf(-abs(v)) for v in z]
-        return table
 
     def summary_title(self) -> list[str]:
         approx = {0: "Adaptive Gauss-Hermite Quadrature, nAGQ = 0",

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from statistics import NormalDist
 
-from .exceptions import MixedModelsError
+from .exceptions import MixedModelsError, ModelSpecError
 
 __all__ = ["MixedModelResults", "NotFittedError", "ModelSummary"]
 
@@ -147,49 +147,179 @@ class MixedModelResults:
 
     # ------------------------------------------------------------------ tables
 
-    def coef_table(self) -> pd.DataFrame:
-        """Estimate, standard error and t value of every fixed effect; aliased
-        (dropped) columns appear as NaN rows."""
+    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
+        """The fixed-effects table, one row per coefficient (aliased, dropped
+        columns as NaN rows), indexed by ``term``.
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "kenward-roger", "asymptotic", "lme4"}, optional
+            Linear mixed models: t tests with Satterthwaite's (the default, as
+            lmerTest's ``summary``) or Kenward-Roger's denominator degrees of
+            freedom (pbkrtest; a REML fit, standard errors from the adjusted
+            covariance), or ``"asymptotic"`` (df = inf, normal p-values);
+            ``"lme4"`` gives lme4's table without df and p-values. GLMMs have
+            asymptotic z tests only.
+
+        Returns
+        -------
+        DataFrame
+            lmer: columns ``estimate, se, df, t, p_value`` (``"lme4"``:
+            ``estimate, se, t``); glmer: ``estimate, se, z, p_value``.
+
+        Raises
+        ------
+        ModelSpecError
+            A ddf other than "asymptotic" for a GLMM, Kenward-Roger for an ML fit,
+            or an unknown ddf.
+        """
         self._require_fit()
-        fixed = self.frame.fixed
-        table = pd.DataFrame(
-            np.nan, index=pd.Index(fixed.all_names), columns=["Estimate", "Std. Error", "t value"]
-        )
-        est, se = self.fixef, self.se
-        table.loc[fixed.names, "Estimate"] = est.to_numpy()
-        table.loc[fixed.names, "Std. Error"] = se.to_numpy()
-        table.loc[fixed.names, "t value"] = (est / se).to_numpy()
+        method = self._coef_method(ddf)
+        names = self.frame.fixed.names
+        est = np.asarray(self.beta, dtype=float)
+        if method in ("z", "lme4"):
+            se = self.se.to_numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                stat = est / se
+            if method == "lme4":
+                table = pd.DataFrame({"estimate": est, "se": se, "t": stat}, index=names)
+            else:
+                from scipy import stats
+
+                p = 2 * stats.norm.sf(np.abs(stat))  # accurate far in the tail
+                table = pd.DataFrame({"estimate": est, "se": se, "z": stat, "p_value": p}, index=names)
+        else:
+            from .inference.ddf import contrast_df
+
+            table = contrast_df(self, np.eye(len(est)), method)
+            table.index = pd.Index(names)
+        table = table.reindex(self.frame.fixed.all_names)
+        table.index.name = "term"
         return table
 
+    def _coef_method(self, ddf: str | None) -> str:
+        """"z" (GLMMs), "lme4", or the ddf method of a linear mixed model."""
+        from .inference.ddf import normalise_ddf
+
+        if ddf is not None and str(ddf).strip().lower() == "lme4":
+            if self.model_kind != "lmer":
+                raise ModelSpecError(
+                    f"ddf='lme4' is for linear mixed models; a {self.model_kind} model has z tests"
+                )
+            return "lme4"
+        if self.model_kind != "lmer":
+            if ddf is not None and normalise_ddf(ddf) != "asymptotic":
+                raise ModelSpecError(
+                    f"ddf={ddf!r}: denominator degrees of freedom (Satterthwaite, Kenward-Roger) "
+                    f"are for linear mixed models; a {self.model_kind} model has asymptotic "
+                    "z tests only (ddf='asymptotic'); for tests of terms use likelihood-ratio "
+                    "tests (mixedmodels.anova)"
+                )
+            return "z"
+        method = normalise_ddf(ddf, "satterthwaite")
+        if method == "kenward-roger" and not getattr(self, "reml", False):
+            raise ModelSpecError(
+                "Kenward-Roger's method is only available for REML fits (as in lmerTest): "
+                "refit with reml=True, or use ddf='satterthwaite'"
+            )
+        return method
+
+    def anova(self, type: int | str = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """F tests of the fixed-effects terms, lmerTest's ``anova(model, type, ddf)``.
+
+        Parameters
+        ----------
+        type : {3, 2, 1, "III", "II", "I"}
+            The hypotheses, built as lmerTest builds them (details in
+            :mod:`mixedmodels.inference.ftest`):
+
+            * Type I: sequential -- each term adjusted for the terms before it
+              in the formula (rows of the Doolittle factor of X'X).
+            * Type II: each term adjusted for every term that does not contain
+              it (terms contained in no other: their coefficients = 0).
+            * Type III (default): each term adjusted for all others, with the
+              contrasts of a term contained in an interaction orthogonalised
+              against the interaction's cells. They are built on the
+              treatment-coded design and mapped to the model's coding, so the
+              table is the same whichever ``contrasts=`` the model uses
+              (``contr.sum`` or ``contr.treatment`` alike); with ``contr.sum``
+              and balanced data they are "the term's coefficients = 0", i.e.
+              equal marginal means (SAS's Type III), not the simple effects at
+              a reference level that treatment-coded coefficients are.
+
+            Models with a single term use Type I for every type (lmerTest).
+        ddf : {"satterthwaite", "kenward-roger"}
+            Denominator degrees of freedom (Kenward-Roger needs a REML fit).
+
+        Returns
+        -------
+        DataFrame
+            Indexed by formula term (no intercept row); columns ``sum_sq,
+            mean_sq, num_df, den_df, F, p_value``. ``attrs["hypotheses"]``
+            holds every term's contrast matrix.
+
+        Raises
+        ------
+        ModelSpecError
+            For GLMMs (use likelihood-ratio tests: ``mixedmodels.anova(m0, m1)``
+            or ``m.drop1()``) and for Kenward-Roger on ML fits.
+        """
+        self._require_fit()
+        from .inference.ftest import anova_table
+
+        if self.model_kind != "lmer":
+            raise ModelSpecError(
+                f"F tests with denominator degrees of freedom are for linear mixed models; "
+                f"for a {self.model_kind} model use likelihood-ratio tests: "
+                "mixedmodels.anova(smaller_model, model)"
+            )
+        method = self._coef_method(ddf)
+        if method not in ("satterthwaite", "kenward-roger"):
+            raise ModelSpecError(
+                f"anova needs ddf='satterthwaite' or 'kenward-roger', not {ddf!r}"
+            )
+        return anova_table(self, type, method)
+
     def tidy(
-        self, effects: str = "fixed", conf_int: bool = False, conf_level: float = 0.95
+        self,
+        effects: str = "fixed",
+        conf_int: bool = False,
+        conf_level: float = 0.95,
+        ddf: str | None = None,
     ) -> pd.DataFrame:
         """A tidy DataFrame of estimates, in broom.mixed's spirit.
 
         Parameters
         ----------
         effects : {"fixed", "ran_pars", "ran_vals"}
-            Fixed effects; variance parameters (``sd__X``, ``cor__X.Y``,
+            Fixed effects (with ``df`` and ``p_value`` as broom.mixed gives them
+            for lmerTest fits); variance parameters (``sd__X``, ``cor__X.Y``,
             ``sd__Observation``); or conditional modes per level.
         conf_int : bool
             Add Wald intervals ``conf_low``/``conf_high`` (fixed effects and ran_vals).
         conf_level : float
             Coverage of the intervals.
+        ddf : str, optional
+            The fixed-effects tests (see :meth:`coef_table`); default
+            Satterthwaite for lmer fits, z tests for GLMMs.
         """
         self._require_fit()
         if effects == "fixed":
-            table = self.coef_table()
+            table = standard_coef_table(self.coef_table() if ddf is None else self.coef_table(ddf))
+            stat = "t" if "t" in table.columns else "z"
             out = pd.DataFrame(
                 {
                     "effect": "fixed",
-                    "term": table.index,
-                    "estimate": table["Estimate"].to_numpy(),
-                    "std_error": table["Std. Error"].to_numpy(),
-                    "statistic": table.iloc[:, 2].to_numpy(),  # t or z value
+                    "term": list(table.index),
+                    "estimate": table["estimate"].to_numpy(),
+                    "std_error": table["se"].to_numpy(),
+                    "statistic": table[stat].to_numpy(),
                 }
             )
-            if "Pr(>|z|)" in table.columns:
-                out["p_value"] = table["Pr(>|z|)"].to_numpy()
+            if "df" in table.columns:
+                out["df"] = table["df"].to_numpy()
+            if "p_value" in table.columns:
+                out["p_value"] = table["p_value"].to_numpy()
         elif effects == "ran_pars":
             return self._tidy_ran_pars()
         elif effects == "ran_vals":
@@ -252,10 +382,16 @@ class MixedModelResults:
 
     # ------------------------------------------------------------------ printing
 
-    def summary(self) -> "ModelSummary":
-        """lme4's ``summary()``: printable, with the tables as attributes."""
+    def summary(self, ddf: str | None = None) -> "ModelSummary":
+        """The model summary: printable, with the tables as attributes.
+
+        Linear mixed models print lmerTest's layout (t tests with
+        Satterthwaite's df by default, ``ddf="kenward-roger"`` for
+        Kenward-Roger's); ``ddf="lme4"`` prints lme4's (no df, no p-values).
+        GLMMs print lme4's z tests.
+        """
         self._require_fit()
-        return ModelSummary(self)
+        return ModelSummary(self, ddf)
 
     def __str__(self) -> str:
         if not self._fitted:
@@ -272,28 +408,50 @@ class MixedModelResults:
 
 
 class ModelSummary:
-    """The summary of a fitted model; ``str()`` gives lme4's layout.
+    """The summary of a fitted model; ``str()`` gives lme4's layout, or
+    lmerTest's for linear mixed models with denominator degrees of freedom.
 
     Attributes
     ----------
     coefficients : DataFrame
-        Estimate, Std. Error, t value.
+        The fixed-effects table (:meth:`MixedModelResults.coef_table`).
     varcorr : DataFrame
         Variance components (as ``model.varcorr``).
+    ddf : str
+        The method of the tests: "satterthwaite", "kenward-roger", "lme4" or
+        "z" (GLMMs).
     """
 
-    def __init__(self, model: MixedModelResults):
+    def __init__(self, model: MixedModelResults, ddf: str | None = None):
         self.model = model
-        self.coefficients = model.coef_table()
+        self.ddf = model._coef_method(ddf)
+        # (a subclass may define coef_table without the ddf argument)
+        self.coefficients = model.coef_table() if ddf is None else model.coef_table(ddf)
         self.varcorr = model.varcorr
 
     def __str__(self) -> str:
-        return _format_summary(self.model)
+        return _format_summary(self.model, self.coefficients, self.ddf)
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(str(self))}</pre>"
+
+
+_STANDARD_NAMES = {
+    "Estimate": "estimate",
+    "Std. Error": "se",
+    "t value": "t",
+    "z value": "z",
+    "Pr(>|t|)": "p_value",
+    "Pr(>|z|)": "p_value",
+}
+
+
+def standard_coef_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A coefficient table with this package's column names (``estimate, se,
+    [df], t | z, [p_value]``), whichever naming produced it."""
+    return table.rename(columns=_STANDARD_NAMES)
 
 
 # ---------------------------------------------------------------------- formatting helpers
@@ -329,10 +487,17 @@ def _align(rows: list[list[str]], left: set[int]) -> list[str]:
     return lines
 
 
-def _title(model: Any) -> str:
+def _title(model: Any, method: str | None = None) -> str:
     if hasattr(model, "summary_title"):
         return "\n".join(model.summary_title())
-    if getattr(model, "reml", False):
+    reml = getattr(model, "reml", False)
+    if method in ("satterthwaite", "kenward-roger"):
+        # lmerTest's methTitle: lme4's, then the method (R's stray space after
+        # "likelihood" kept), and the class
+        fit = "REML" if reml else "maximum likelihood "
+        name = "Satterthwaite's" if method == "satterthwaite" else "Kenward-Roger's"
+        return f"Linear mixed model fit by {fit}. t-tests use {name} method [lmerModLmerTest]"
+    if reml:
         return "Linear mixed model fit by REML ['lmerMod']"
     return "Linear mixed model fit by maximum likelihood  ['lmerMod']"
 
@@ -380,47 +545,128 @@ def _groups_line(model: Any) -> str:
     return f"Number of obs: {model.nobs}, groups:  {groups}"
 
 
-def _fixed_lines(model: Any) -> list[str]:
-    """R's printCoefmat: estimates and SEs with the decimals that give the smallest
-    SE four significant digits, t values with three decimals."""
-    table = model.coef_table()
-    se = np.abs(table["Std. Error"].to_numpy())
-    se = se[np.isfinite(se) & (se > 0)]
-    dec = max(1, 3 - math.floor(math.log10(se.min()))) if se.size else 4
-    stat = table.columns[2]  # "t value" or "z value"
-    cols = [
-        _fixed_decimals(table["Estimate"].to_numpy(), dec),
-        _fixed_decimals(table["Std. Error"].to_numpy(), dec),
-        _fixed_decimals(table[stat].to_numpy(), 3),
-    ]
+_HEADERS = {
+    "estimate": "Estimate",
+    "se": "Std. Error",
+    "df": "df",
+    "t": "t value",
+    "z": "z value",
+}
+
+_LEGEND = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
+
+
+def _print_table(table: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The coefficient table as printed: R's column names; an lmer's
+    asymptotic table as z tests."""
+    table = standard_coef_table(table)
+    if method == "asymptotic":
+        table = table.drop(columns="df").rename(columns={"t": "z"})
+    stat = "t" if "t" in table.columns else "z"
+    cols = [c for c in ("estimate", "se", "df") if c in table.columns] + [stat]
+    out = table[cols].rename(columns=_HEADERS)
+    if "p_value" in table.columns:
+        out[f"Pr(>|{stat}|)"] = table["p_value"]
+    return out
+
+
+def _fixed_lines(table: pd.DataFrame, method: str = "lme4") -> list[str]:
+    """R's ``printCoefmat`` (digits 4, as lme4's and lmerTest's summaries call
+    it): estimates, SEs (and df) rounded jointly to the decimals that give the
+    smallest of them 4 significant digits, then formatted jointly; test
+    statistics rounded to 3 decimals; p-values by ``format.pval`` (3 digits)
+    with significance stars when some p < 0.1."""
+    table = _print_table(table, method)
+    has_p = table.columns[-1].startswith("Pr(")
+    ncs = len(table.columns) - (2 if has_p else 1)
+    values = table.to_numpy(dtype=float)
+    cs = values[:, :ncs]
+    finite = np.abs(cs[np.isfinite(cs) & (cs != 0)])
+    dec = max(1, 4 - 1 - math.floor(math.log10(finite.min()))) if finite.size else 4
+    cols = _format_joint(np.round(cs, dec), 4)
+    cols.append(_format_joint(np.round(values[:, ncs : ncs + 1], 3), 4)[0])
     header = [""] + list(table.columns)
-    if "Pr(>|z|)" in table.columns:
-        p = table["Pr(>|z|)"].to_numpy()
+    stars = False
+    if has_p:
+        p = values[:, -1]
         cols.append(_format_pvalues(p))
-        cols.append([_stars(v) for v in p])
-        header.append("")
+        stars = bool(np.any(p[np.isfinite(p)] < 0.1))
+        if stars:
+            marks = [_stars(v) for v in p]
+            width = max(len(m) for m in marks)
+            cols.append([m.ljust(width) for m in marks])
+            header.append("")
     names = list(table.index)
     rows = [header] + [[names[i]] + [c[i] for c in cols] for i in range(len(names))]
-    lines = _align(rows, left={0, len(header) - 1} if "Pr(>|z|)" in table.columns else {0})
-    if "Pr(>|z|)" in table.columns:
+    lines = _align(rows, left={0})
+    if stars:
         # the caller drops every line's first character (the empty name column)
-        lines += [" ---", " Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"]
+        lines += [" ---", " " + _LEGEND]
     return lines
 
 
-def _format_pvalues(p: np.ndarray) -> list[str]:
-    """R's format.pval with 3 significant digits: '< 2e-16' below machine precision."""
+def _format_joint(block: np.ndarray, digits: int) -> list[list[str]]:
+    """Columns of ``block`` formatted together as R's ``format(x, digits=)``
+    of a matrix; a non-zero value that would print as zero gets its own
+    formatting with one digit fewer (printCoefmat's rule); NA as "NA"."""
+    flat = block.ravel()
+    finite = np.isfinite(flat)
+    texts = format_numbers(flat, digits) if finite.any() else []
     out = []
-    for v in p:
-        if not np.isfinite(v):
+    for i, v in enumerate(flat):
+        if np.isnan(v):
             out.append("NA")
-        elif v < 2.220446e-16:
-            out.append("< 2e-16")
-        elif v < 1e-4:
-            out.append(f"{v:.2e}")
+        elif np.isinf(v):
+            out.append("Inf" if v > 0 else "-Inf")
         else:
-            out.append(f"{v:.3g}")
+            t = texts[i]
+            if v != 0 and float(t) == 0:
+                t = f"{v:.{max(digits - 2, 0)}e}"
+            out.append(t)
+    width = max((len(t) for t in out), default=0)  # format() pads to a common width
+    out = [t.rjust(width) for t in out]
+    shaped = np.array(out, dtype=object).reshape(block.shape)
+    return [list(shaped[:, j]) for j in range(block.shape[1])]
+
+
+def _format_pvalues(p: np.ndarray) -> list[str]:
+    """R's ``format.pval(p, digits = 3)``: p-values of 1e-4 and above formatted
+    jointly in fixed notation, smaller ones jointly in scientific notation,
+    those below machine precision as "< 2e-16" ("<2e-16" next to short ones)."""
+    p = np.asarray(p, dtype=float)
+    eps = np.finfo(float).eps
+    out = ["NA"] * len(p)
+    ok = np.isfinite(p)
+    tiny = ok & (p < eps)
+    rest = ok & ~tiny
+    with np.errstate(divide="ignore"):
+        expo = np.floor(np.log10(np.where(p > 0, p, 1e-50)))
+    fixp = rest & (expo >= -4)  # R: expo >= -3 | (expo == -4 & digits > 1)
+    sci = rest & ~fixp
+    if fixp.any():
+        for i, t in zip(np.flatnonzero(fixp), format_numbers(p[fixp], 3)):
+            out[i] = t
+    if sci.any():
+        mant = max(_sci_digits(v, 3) for v in p[sci])
+        for i in np.flatnonzero(sci):
+            out[i] = f"{p[i]:.{mant}e}"
+    if tiny.any():
+        widths = [len(out[i]) for i in np.flatnonzero(rest)]
+        sep = "" if widths and max(widths) <= 6 else " "
+        if not widths:
+            sep = ""
+        for i in np.flatnonzero(tiny):
+            out[i] = f"<{sep}2e-16"
     return out
+
+
+def _sci_digits(value: float, digits: int) -> int:
+    """Mantissa decimals R needs for ``value`` with ``digits`` significant
+    digits, trailing zeros dropped."""
+    text = f"{value:.{digits - 1}e}".split("e")[0]
+    if "." not in text:
+        return 0
+    return len(text.split(".")[1].rstrip("0"))
 
 
 def _stars(p: float) -> str:
@@ -465,8 +711,10 @@ def _criterion_lines(model: Any) -> list[str]:
     return ["".join(n.rjust(width) for n in names), "".join(v.rjust(width) for v in vals)]
 
 
-def _format_summary(model: Any) -> str:
-    lines = [_title(model), f"Formula: {model.formula}"]
+def _format_summary(model: Any, table: pd.DataFrame | None = None, method: str = "lme4") -> str:
+    if table is None:
+        table = model.coef_table()
+    lines = [_title(model, method), f"Formula: {model.formula}"]
     if getattr(model, "data_name", None):
         lines.append(f"   Data: {model.data_name}")
     if getattr(model, "weights_given", False):
@@ -482,7 +730,7 @@ def _format_summary(model: Any) -> str:
     lines += [line[1:] for line in _align(rows, left=set())]
     lines += ["", "Random effects:"] + _random_effects_lines(model, with_variance=True)
     lines.append(_groups_line(model))
-    lines += ["", "Fixed effects:"] + [line[1:] for line in _fixed_lines(model)]
+    lines += ["", "Fixed effects:"] + [line[1:] for line in _fixed_lines(table, method)]
     lines += _correlation_lines(model)
     lines += _fit_messages(model)
     return "\n".join(lines)

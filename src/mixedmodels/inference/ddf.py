@@ -1,0 +1,809 @@
+"""Denominator degrees of freedom for linear mixed models: Satterthwaite's
+method as lmerTest 3.1-3 computes it and Kenward-Roger's as pbkrtest 0.5.2
+does, for single contrasts (t tests) and joint hypotheses (F tests).
+
+Satterthwaite (lmerTest ``as_lmerModLT``, ``contest1D``, ``contestMD``)
+    The variance parameters are ``varpar = (θ, σ)``. Their covariance is
+    ``A = 2 H⁻¹`` (Moore-Penrose inverse over eigenvalues above 1e-8), with H
+    the Hessian of lmerTest's ``devfun_vp`` -- the ML deviance, or the REML
+    criterion, as a function of varpar with β profiled out::
+
+        d(θ, σ) = log|L_θ|² + r²_θ / σ² + n log(2πσ²)
+                  [+ log|R_X,θ|² - p log(2πσ²) for REML]
+
+    H comes from numDeriv's ``hessian`` (Richardson extrapolation, d = 0.1,
+    eps = 1e-4, r = 4, v = 2) and the Jacobian of vcov(β)(varpar) =
+    σ² (R_X'R_X)⁻¹ (R_X at θ) from numDeriv's ``jacobian`` (d = 1e-4): both
+    are reproduced step for step (bit for bit on test functions), so the
+    numbers agree with lmerTest's to rounding.
+    A contrast l gets ``df = 2 (l'Cl)² / (g'Ag)`` with ``g_i = l'(∂C/∂varpar_i)l``;
+    a joint test of k rows the eigen-decomposition of L C L' and lmerTest's
+    ``get_Fstat_ddf`` combination of the k t-statistics' df.
+    Only the p x p vcov at perturbed θ is needed: one factorisation of the
+    model's blocked system per distinct θ, cached across the Hessian and the
+    Jacobian (σ enters the deviance in closed form).
+
+Kenward-Roger (pbkrtest ``vcovAdj``, ``Lb_ddf``, ``KRmodcomp``)
+    With V = Σ_i γ_i G_i (G_i = Z_j E_i Z_j' for every element of every
+    term's covariance matrix, and I for the residual), pbkrtest forms the
+    n x n matrices V⁻¹, G_i V⁻¹, ... Here everything goes through the sparse Z
+    (n x q) and the Woodbury form V = σ²(I + UU'), U = ZΛ, M = U'U + I = LL'::
+
+        (I - U M⁻¹ U')ᵏ = I - U R_k U',  R_1 = M⁻¹, R_{k+1} = M⁻¹ + R_k M⁻¹
+
+    so that X'V⁻ᵏX, Z'V⁻ᵏX, Z'V⁻¹Z and the traces tr(G_i V⁻¹ G_j V⁻¹) are q x q
+    and p x p algebra (with tr(V⁻²) = σ⁻⁴(n - q + tr M⁻²)). The adjusted
+    covariance Φ_A = Φ + 2Φ U Φ, the P_i, Q_ij and W = 2 I_E⁻¹ are pbkrtest's.
+    Prior weights are applied as in the fit (rows of X and Z scaled by √w; the
+    residual G is then I), where pbkrtest would ignore them.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import linalg, stats
+
+from ..exceptions import ConvergenceWarning, ModelSpecError
+
+__all__ = [
+    "contrast_df",
+    "kenward_roger_vcov",
+    "f_test",
+    "normalise_ddf",
+    "satterthwaite_info",
+    "kenward_roger_info",
+    "numderiv_hessian",
+    "numderiv_jacobian",
+]
+
+# numDeriv's zero.tol: sqrt(.Machine$double.eps / 7e-7)
+_ZERO_TOL = float(np.sqrt(np.finfo(float).eps / 7e-7))
+
+# Largest number of random effects for which Kenward-Roger's q x q matrices
+# (a handful of dense q x q arrays) are built.
+KR_MAX_RANEF = 8000
+
+_DDF_NAMES = {
+    "satterthwaite": "satterthwaite",
+    "kenward-roger": "kenward-roger",
+    "kenwardroger": "kenward-roger",
+    "kr": "kenward-roger",
+    "asymptotic": "asymptotic",
+}
+
+
+def normalise_ddf(ddf: str | None, default: str = "satterthwaite") -> str:
+    """``"satterthwaite"``, ``"kenward-roger"`` or ``"asymptotic"`` for any of
+    the accepted spellings (case-insensitive; ``"KR"``, ``"Kenward-Roger"``)."""
+    if ddf is None:
+        return default
+    key = str(ddf).strip().lower().replace("_", "-").replace(" ", "-")
+    method = _DDF_NAMES.get(key) or _DDF_NAMES.get(key.replace("-", ""))
+    if method is None:
+        raise ModelSpecError(
+            f"ddf {ddf!r} is not one of 'satterthwaite', 'kenward-roger' (or 'KR'), 'asymptotic'"
+        )
+    return method
+
+
+# ---------------------------------------------------------------------------- numDeriv
+
+
+def numderiv_hessian(
+    func: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    d: float = 0.1,
+    eps: float = 1e-4,
+    r: int = 4,
+) -> np.ndarray:
+    """numDeriv's ``hessian(func, x)`` (method "Richardson", v = 2): ``genD``'s
+    central second differences at steps h, h/2, ..., h/2^(r-1) with
+    h = |d x| + eps (|x| < zero.tol), Richardson-extrapolated, the
+    off-diagonal ones corrected by the diagonal, exactly as numDeriv orders
+    the arithmetic."""
+    x = np.asarray(x, dtype=float)
+    n = x.size
+    f0 = float(func(x))
+    h0 = np.abs(d * x) + eps * (np.abs(x) < _ZERO_TOL)
+    hdiag = np.empty(n)
+    for i in range(n):
+        approx = np.empty(r)
+        h = h0.copy()
+        for k in range(r):
+            f1 = float(func(_shift(x, h, (i,), +1)))
+            f2 = float(func(_shift(x, h, (i,), -1)))
+            approx[k] = (f1 - 2 * f0 + f2) / h[i] ** 2
+            h = h / 2
+        hdiag[i] = _richardson(approx)
+    H = np.diag(hdiag)
+    for i in range(n):
+        for j in range(i):
+            approx = np.empty(r)
+            h = h0.copy()
+            for k in range(r):
+                f1 = float(func(_shift(x, h, (i, j), +1)))
+                f2 = float(func(_shift(x, h, (i, j), -1)))
+                approx[k] = (
+                    f1 - 2 * f0 + f2 - hdiag[i] * h[i] ** 2 - hdiag[j] * h[j] ** 2
+                ) / (2 * h[i] * h[j])
+                h = h / 2
+            H[i, j] = H[j, i] = _richardson(approx)
+    return H
+
+
+def numderiv_jacobian(
+    func: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    d: float = 1e-4,
+    eps: float = 1e-4,
+    r: int = 4,
+) -> np.ndarray:
+    """numDeriv's ``jacobian(func, x)`` (method "Richardson"): (len f, len x)."""
+    x = np.asarray(x, dtype=float)
+    n = x.size
+    h = np.abs(d * x) + eps * (np.abs(x) < _ZERO_TOL)
+    cols: list[list[np.ndarray]] = [[] for _ in range(n)]
+    for _ in range(r):
+        for i in range(n):
+            f1 = np.asarray(func(_shift(x, h, (i,), +1)), dtype=float).ravel()
+            f2 = np.asarray(func(_shift(x, h, (i,), -1)), dtype=float).ravel()
+            cols[i].append((f1 - f2) / (2 * h[i]))
+        h = h / 2
+    return np.column_stack([_richardson(np.array(c)) for c in cols])
+
+
+def _shift(x: np.ndarray, h: np.ndarray, idx: tuple[int, ...], sign: int) -> np.ndarray:
+    """x with h added (sign +1) or subtracted at the positions ``idx``."""
+    out = x.copy()
+    for i in idx:
+        out[i] = x[i] + h[i] if sign > 0 else x[i] - h[i]
+    return out
+
+
+def _richardson(approx: np.ndarray) -> Any:
+    """numDeriv's in-place Richardson table over the first axis (v = 2)."""
+    a = np.array(approx, dtype=float, copy=True)
+    r = a.shape[0]
+    for m in range(1, r):
+        for k in range(r - m):
+            a[k] = (a[k + 1] * 4.0**m - a[k]) / (4.0**m - 1)
+    return a[0]
+
+
+# ---------------------------------------------------------------------------- model checks
+
+
+def _require_lmm(model: Any, what: str) -> None:
+    model._require_fit()
+    if getattr(model, "model_kind", None) != "lmer" or not hasattr(model, "_system"):
+        raise ModelSpecError(
+            f"{what} is defined for linear mixed models (lmer fits), not for a "
+            f"{getattr(model, 'model_kind', type(model).__name__)} model: use "
+            "ddf='asymptotic' (z tests) or likelihood-ratio tests (mixedmodels.anova)"
+        )
+
+
+def _cache(model: Any) -> dict:
+    cache = getattr(model, "_cache", None)
+    if cache is None:
+        cache = {}
+        model._cache = cache
+    return cache
+
+
+def _thread_plan(model: Any) -> tuple[Any, Any]:
+    """The BLAS threads the fit would use (one thread for small dense blocks:
+    OpenBLAS threads spinning on busy cores cost far more than they save)."""
+    plan = getattr(model, "_blas_thread_plan", None)
+    if plan is None:
+        return 1, None
+    try:
+        return plan("auto")
+    except Exception:  # noqa: BLE001 - a thread plan is an optimisation only
+        return 1, None
+
+
+# ---------------------------------------------------------------------------- Satterthwaite
+
+
+@dataclass
+class SatterthwaiteInfo:
+    """What lmerTest stores in an ``lmerModLmerTest`` object.
+
+    Attributes
+    ----------
+    varpar : ndarray
+        (θ, σ) at the fit.
+    hessian : ndarray
+        Hessian of ``devfun_vp`` at ``varpar``.
+    vcov_varpar : ndarray
+        2 H⁻¹ (Moore-Penrose, eigenvalues > 1e-8).
+    jacobian : ndarray, shape (k, p, p)
+        ∂ vcov(β) / ∂ varpar_i.
+    vcov_beta : ndarray
+        vcov(β) at the fit.
+    """
+
+    varpar: np.ndarray
+    hessian: np.ndarray
+    vcov_varpar: np.ndarray
+    jacobian: np.ndarray
+    vcov_beta: np.ndarray
+
+
+class _ThetaStates:
+    """log|L|², r², log|R_X|² and (R_X'R_X)⁻¹ per θ, one factorisation each."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.states: dict[bytes, tuple[float, float, float, np.ndarray]] = {}
+
+    def get(self, theta: np.ndarray) -> tuple[float, float, float, np.ndarray]:
+        key = np.ascontiguousarray(theta, dtype=float).tobytes()
+        state = self.states.get(key)
+        if state is None:
+            state = self._compute(np.asarray(theta, dtype=float))
+            self.states[key] = state
+        return state
+
+    def _compute(self, theta: np.ndarray) -> tuple[float, float, float, np.ndarray]:
+        m = self.model
+        f = m._system.factor(m.lambdas(theta))
+        if f is None:
+            raise ModelSpecError(
+                "Satterthwaite's method: the model could not be factorised at a "
+                f"perturbed θ = {np.round(theta, 6).tolist()}"
+            )
+        # read everything now: the factor's dense block is reused by the next call
+        LX = np.array(f.LX(), dtype=float)
+        p = LX.shape[0]
+        Linv = linalg.solve_triangular(LX, np.eye(p), lower=True, check_finite=False)
+        return f.logdet_re(), f.pwrss(), f.logdet_x(), Linv.T @ Linv
+
+
+def satterthwaite_info(model: Any) -> SatterthwaiteInfo:
+    """lmerTest's variance-parameter covariance and vcov(β) Jacobian (cached
+    on the model)."""
+    _require_lmm(model, "Satterthwaite's method")
+    cache = _cache(model)
+    if "satterthwaite" in cache:
+        return cache["satterthwaite"]
+    from .._threads import blas_threads
+
+    everywhere, factorisations = _thread_plan(model)
+    system = model._system
+    old = getattr(system, "lapack_threads", None)
+    system.lapack_threads = factorisations
+    try:
+        with blas_threads(everywhere):
+            info = _satterthwaite(model)
+    finally:
+        system.lapack_threads = old
+    cache["satterthwaite"] = info
+    return info
+
+
+def _satterthwaite(model: Any) -> SatterthwaiteInfo:
+    states = _ThetaStates(model)
+    n = int(getattr(model, "_n_eff", model.nobs))
+    p = len(model.beta)
+    reml = bool(model.reml)
+    ntheta = len(model._theta)
+
+    def devfun_vp(varpar: np.ndarray) -> float:
+        sigma2 = varpar[-1] ** 2
+        ldl2, r2, ldx, _ = states.get(varpar[:-1])
+        dev = ldl2 + r2 / sigma2 + n * np.log(2 * np.pi * sigma2)
+        if reml:
+            dev += ldx - p * np.log(2 * np.pi * sigma2)
+        return dev
+
+    def covbeta(varpar: np.ndarray) -> np.ndarray:
+        return varpar[-1] ** 2 * states.get(varpar[:-1])[3]
+
+    varpar = np.append(np.asarray(model._theta, dtype=float), float(model.sigma))
+    H = numderiv_hessian(devfun_vp, varpar)
+    vcov_varpar = _pinv_hessian(H, ntheta)
+    J = numderiv_jacobian(covbeta, varpar)  # (p*p, k)
+    jac = np.stack([J[:, i].reshape(p, p) for i in range(J.shape[1])])
+    vcov_beta = np.asarray(model.vcov, dtype=float)
+    return SatterthwaiteInfo(varpar, H, vcov_varpar, jac, vcov_beta)
+
+
+def _pinv_hessian(H: np.ndarray, ntheta: int, tol: float = 1e-8) -> np.ndarray:
+    """2 H⁻¹ over the eigenvalues above ``tol``, warning as lmerTest does about
+    negative and near-zero eigenvalues."""
+    from .._model import warn_caller
+
+    values, vectors = np.linalg.eigh((H + H.T) / 2)
+    neg = values < -tol
+    zero = (values > -tol) & (values < tol)
+    if neg.any():
+        word = "eigenvalues" if neg.sum() > 1 else "eigenvalue"
+        vals = " ".join(f"{v:.1e}" for v in np.sort(values[neg])[::-1])
+        warn_caller(
+            f"Model failed to converge with {int(neg.sum())} negative {word}: {vals}",
+            ConvergenceWarning,
+        )
+    if zero.any():
+        word = "eigenvalues" if zero.sum() > 1 else "eigenvalue"
+        vals = " ".join(f"{v:.1e}" for v in np.sort(values[zero])[::-1])
+        warn_caller(
+            f"Model may not have converged with {int(zero.sum())} {word} close to zero: {vals}",
+            ConvergenceWarning,
+        )
+    pos = values > tol
+    V = vectors[:, pos]
+    return 2.0 * (V / values[pos]) @ V.T
+
+
+def _satterthwaite_df(info: SatterthwaiteInfo, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Variance l'Cl and Satterthwaite df of every row l of ``L``."""
+    C = info.vcov_beta
+    var = np.einsum("kp,pq,kq->k", L, C, L)
+    g = np.einsum("kp,ipq,kq->ki", L, info.jacobian, L)
+    denom = np.einsum("ki,ij,kj->k", g, info.vcov_varpar, g)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = 2.0 * var**2 / denom
+    return var, df
+
+
+def _fstat_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
+    """lmerTest's ``get_Fstat_ddf``: the df of an F built from q t-statistics."""
+    nu = np.asarray(nu, dtype=float)
+    if nu.size == 1:
+        return float(nu[0])
+    if np.all(np.abs(np.diff(nu)) < tol):
+        return float(np.mean(nu))
+    if np.any(nu <= 2):
+        return 2.0
+    E = float(np.sum(nu / (nu - 2)))
+    return 2 * E / (E - nu.size)
+
+
+# ---------------------------------------------------------------------------- Kenward-Roger
+
+
+@dataclass
+class KenwardRogerInfo:
+    """pbkrtest's ``vcovAdj`` result: Φ, Φ_A and the attributes P and W.
+
+    Attributes
+    ----------
+    vcov : ndarray
+        Φ, the unadjusted covariance of β̂ (of the REML fit).
+    vcov_adj : ndarray
+        Φ_A = Φ + 2 Φ U Φ.
+    P : list of ndarray
+        P_i = -X'V⁻¹G_iV⁻¹X per variance parameter (residual last).
+    W : ndarray
+        2 I_E⁻¹, the covariance of the variance parameters.
+    """
+
+    vcov: np.ndarray
+    vcov_adj: np.ndarray
+    P: list[np.ndarray]
+    W: np.ndarray
+
+
+def _reml_version(model: Any) -> Any:
+    """The model itself if fitted by REML, else a REML refit (pbkrtest's
+    ``update(object, REML = TRUE)``) on the same design, started at its θ."""
+    if model.reml:
+        return model
+    cache = _cache(model)
+    if "reml_refit" not in cache:
+        twin = copy.copy(model)
+        twin.reml = True
+        twin._cache = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            twin.fit(start=np.asarray(model._theta, dtype=float))
+        cache["reml_refit"] = twin
+    return cache["reml_refit"]
+
+
+def kenward_roger_info(model: Any) -> KenwardRogerInfo:
+    """pbkrtest's ``vcovAdj`` of the REML fit (cached on the model)."""
+    _require_lmm(model, "Kenward-Roger's method")
+    reml = _reml_version(model)
+    cache = _cache(reml)
+    if "kenward_roger" not in cache:
+        cache["kenward_roger"] = _kenward_roger(reml)
+    return cache["kenward_roger"]
+
+
+def kenward_roger_vcov(model: Any) -> np.ndarray:
+    """The Kenward-Roger adjusted covariance of the fixed effects, pbkrtest's
+    ``vcovAdj`` (p x p, ``model.fixef`` order). An ML fit is refitted by REML
+    first, as pbkrtest does."""
+    return kenward_roger_info(model).vcov_adj.copy()
+
+
+@dataclass
+class _KRParam:
+    """One variance parameter: term index and the (a, b) element of its
+    covariance matrix (a == b for a variance), or the residual (term -1)."""
+
+    term: int
+    a: int = 0
+    b: int = 0
+
+
+def _weighted_terms(model: Any) -> tuple[list, np.ndarray]:
+    """Random-effects terms and X with rows scaled by √weights, as in the fit."""
+    from ..linalg import TermData
+
+    fr = model.frame
+    X = np.asarray(fr.fixed.X, dtype=float)
+    if X.shape[0] != fr.nobs:
+        raise ModelSpecError(
+            "Kenward-Roger's method needs the fixed-effects matrix in memory "
+            "(not available for Dask / Parquet fits): use ddf='satterthwaite'"
+        )
+    sqrtw = None if fr.weights is None else np.sqrt(fr.weights)
+    terms = []
+    for term in fr.terms:
+        z = term.z if sqrtw is None else term.z * sqrtw[:, None]
+        terms.append(TermData(term.codes, z, term.nlevels))
+    if sqrtw is not None:
+        X = X * sqrtw[:, None]
+    return terms, X
+
+
+def _kenward_roger(model: Any) -> KenwardRogerInfo:
+    terms, X = _weighted_terms(model)
+    q = sum(t.q for t in terms)
+    if q > KR_MAX_RANEF:
+        raise ModelSpecError(
+            f"Kenward-Roger's method builds q x q matrices and the model has q = {q} "
+            f"random effects (limit {KR_MAX_RANEF}): use ddf='satterthwaite'"
+        )
+    n = X.shape[0]
+    sigma2 = float(model.sigma) ** 2
+    lams = model.lambdas(model._theta)
+    Z = sp.hstack([t.sparse() for t in terms], format="csc")
+    Lam = sp.block_diag([sp.kron(sp.eye(t.nlevels), lam) for t, lam in zip(terms, lams)], format="csc")
+    A = (Z.T @ Z).toarray()
+    Bx = Z.T @ X  # q x p
+    LamT_A = np.asarray(Lam.T @ A)  # Λ'A, q x q dense
+    M = np.asarray(Lam.T @ LamT_A.T) + np.eye(q)  # Λ'AΛ + I
+    Lc = linalg.cholesky((M + M.T) / 2, lower=True, check_finite=False)
+    W = linalg.solve_triangular(Lc, np.asarray(LamT_A), lower=True, check_finite=False)
+    Y = linalg.solve_triangular(Lc, W, lower=True, trans="T", check_finite=False)
+    T1 = linalg.solve_triangular(Lc, np.asarray(Lam.T @ Bx), lower=True, check_finite=False)
+    T2 = linalg.solve_triangular(Lc, T1, lower=True, trans="T", check_finite=False)
+    T3 = linalg.solve_triangular(Lc, T2, lower=True, check_finite=False)
+    C = X.T @ X
+    K1 = (A - W.T @ W) / sigma2  # Z'V⁻¹Z
+    # per-level diagonal blocks of Z'V⁻²Z = σ⁻⁴(A - W'W - Y'Y): column dot products
+    k2_diag = (np.einsum("ij,ij->j", W, W), np.einsum("ij,ij->j", Y, Y))
+    F1 = (Bx - W.T @ T1) / sigma2  # Z'V⁻¹X
+    F2 = (Bx - W.T @ T1 - Y.T @ T2) / sigma2**2  # Z'V⁻²X
+    XV2X = (C - T1.T @ T1 - T2.T @ T2) / sigma2**2
+    XV3X = (C - T1.T @ T1 - T2.T @ T2 - T3.T @ T3) / sigma2**3
+    Minv = linalg.cho_solve((Lc, True), np.eye(q), check_finite=False)
+    tr_v2 = (n - q + float(np.sum(Minv * Minv))) / sigma2**2
+    del Minv
+
+    edges = np.cumsum([0] + [t.q for t in terms])
+    params = [
+        _KRParam(j, a, b)
+        for j, t in enumerate(terms)
+        for a in range(t.k)
+        for b in range(a, t.k)
+    ] + [_KRParam(-1)]
+    blocks = [slice(int(edges[j]), int(edges[j + 1])) for j in range(len(terms))]
+    ks = [t.k for t in terms]
+
+    def s_rows(par: _KRParam, Mrows: np.ndarray) -> np.ndarray:
+        """E_i ⊗ I applied to the rows of term ``par.term`` of a (q_j, m) matrix."""
+        k = ks[par.term]
+        R = Mrows.reshape(-1, k, Mrows.shape[1])
+        out = np.zeros_like(R)
+        out[:, par.a] = R[:, par.b]
+        if par.a != par.b:
+            out[:, par.b] = R[:, par.a]
+        return out.reshape(Mrows.shape)
+
+    def k2_trace(par: _KRParam) -> float:
+        """tr(G_i V⁻²) = tr(E_i-blocks of Z'V⁻²Z)."""
+        sl, k = blocks[par.term], ks[par.term]
+        idx = np.arange(sl.start, sl.stop).reshape(-1, k)
+        ia, ib = idx[:, par.a], idx[:, par.b]
+        if par.a == par.b:
+            val = A[ia, ia].sum() - k2_diag[0][ia].sum() - k2_diag[1][ia].sum()
+            return val / sigma2**2
+        val = A[ia, ib].sum() - np.einsum("ij,ij->", W[:, ia], W[:, ib]) - np.einsum(
+            "ij,ij->", Y[:, ia], Y[:, ib]
+        )
+        return 2.0 * val / sigma2**2
+
+    SF1 = [None if par.term < 0 else s_rows(par, F1[blocks[par.term]]) for par in params]
+    npar = len(params)
+    P: list[np.ndarray] = []
+    for i, par in enumerate(params):
+        if par.term < 0:
+            P.append(-XV2X)
+        else:
+            P.append(-(F1[blocks[par.term]].T @ SF1[i]))
+    Q: dict[tuple[int, int], np.ndarray] = {}
+    Ktrace = np.empty((npar, npar))
+    for i, pi in enumerate(params):
+        for j in range(i, npar):
+            pj = params[j]
+            if pi.term < 0:  # both residual
+                Q[i, j] = XV3X
+                Ktrace[i, j] = tr_v2
+            elif pj.term < 0:
+                Q[i, j] = SF1[i].T @ F2[blocks[pi.term]]
+                Ktrace[i, j] = k2_trace(pi)
+            else:
+                Kij = K1[blocks[pi.term], blocks[pj.term]]
+                Q[i, j] = SF1[i].T @ (Kij @ SF1[j])
+                left = s_rows(pi, Kij)
+                right = s_rows(pj, Kij.T).T
+                Ktrace[i, j] = float(np.sum(left * right))
+            Ktrace[j, i] = Ktrace[i, j]
+    Phi = np.asarray(model.vcov, dtype=float)
+    return _vcov_adj(Phi, P, Q, Ktrace)
+
+
+def _vcov_adj(
+    Phi: np.ndarray, P: list[np.ndarray], Q: dict[tuple[int, int], np.ndarray], Ktrace: np.ndarray
+) -> KenwardRogerInfo:
+    """pbkrtest's ``vcovAdj_internal`` from the P_i, Q_ij and traces."""
+    npar = len(P)
+    P = [(Pi + Pi.T) / 2 for Pi in P]  # forceSymmetric
+    IE2 = np.empty((npar, npar))
+    for i in range(npar):
+        PhiPi = Phi @ P[i]
+        for j in range(i, npar):
+            IE2[i, j] = IE2[j, i] = (
+                Ktrace[i, j] - 2 * np.sum(Phi * Q[i, j]) + np.sum(PhiPi * (P[j] @ Phi))
+            )
+    eig = np.linalg.eigvalsh((IE2 + IE2.T) / 2)
+    if np.min(np.abs(eig)) > 1e-10:
+        W = 2 * np.linalg.inv(IE2)
+    else:
+        W = 2 * np.linalg.pinv(IE2)
+    W = (W + W.T) / 2
+    p = Phi.shape[0]
+    U = np.zeros((p, p))
+    for i in range(npar - 1):
+        for j in range(i + 1, npar):
+            U += W[i, j] * (Q[i, j] - P[i] @ Phi @ P[j])
+    U = U + U.T
+    for i in range(npar):
+        U += W[i, i] * (Q[i, i] - P[i] @ Phi @ P[i])
+    PhiA = Phi + 2 * Phi @ U @ Phi
+    return KenwardRogerInfo(Phi, PhiA, P, W)
+
+
+def _kr_a1_a2(info: KenwardRogerInfo, Theta: np.ndarray, V0: np.ndarray) -> tuple[float, float]:
+    """pbkrtest's A1 and A2 of Θ (Lb_ddf, .KR_adjust)."""
+    ThetaV0 = Theta @ V0
+    u = [ThetaV0 @ Pi @ V0 for Pi in info.P]
+    W = info.W
+    A1 = A2 = 0.0
+    n = len(u)
+    for i in range(n):
+        for j in range(i, n):
+            e = 1.0 if i == j else 2.0
+            A1 += e * W[i, j] * (np.trace(u[i]) * np.trace(u[j]))
+            A2 += e * W[i, j] * np.sum(u[i] * u[j].T)
+    return A1, A2
+
+
+def _kr_ddf(A1: float, A2: float, q: int) -> tuple[float, float]:
+    """Kenward-Roger's denominator df and F scaling (pbkrtest's formulas)."""
+    B = (1 / (2 * q)) * (A1 + 6 * A2)
+    g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
+    c1 = g / (3 * q + 2 * (1 - g))
+    c2 = (q - g) / (3 * q + 2 * (1 - g))
+    c3 = (q + 2 - g) / (3 * q + 2 * (1 - g))
+    V0 = 1 + c1 * B
+    V1 = 1 - c2 * B
+    V2 = 1 - c3 * B
+    V0 = 0.0 if abs(V0) < 1e-10 else V0
+    x = 1 - A2 / q
+    ratio = 1.0 if (abs(x) < 1e-14 and abs(V1) < 1e-14) else x / V1
+    rho = 1 / q * ratio**2 * V0 / V2
+    df2 = 4 + (q + 2) / (q * rho - 1)
+    scaling = 1.0 if abs(df2 - 2) < 1e-2 else df2 * (1 - A2 / q) / (df2 - 2)
+    return df2, scaling
+
+
+def _lb_ddf(info: KenwardRogerInfo, L: np.ndarray, V0: np.ndarray) -> float:
+    """pbkrtest's ``Lb_ddf(L, V0, Vadj)`` (q = number of rows of L)."""
+    L = np.atleast_2d(L)
+    Theta = L.T @ np.linalg.solve(L @ V0 @ L.T, L)
+    A1, A2 = _kr_a1_a2(info, Theta, V0)
+    return _kr_ddf(A1, A2, L.shape[0])[0]
+
+
+def _rank(L: np.ndarray) -> int:
+    """Matrix::rankMatrix (tolNorm2): singular values above max(dim) eps σ_max."""
+    if L.size == 0:
+        return 0
+    s = np.linalg.svd(L, compute_uv=False)
+    return int(np.sum(s > max(L.shape) * np.finfo(float).eps * s[0]))
+
+
+def _force_full_rank(L: np.ndarray) -> np.ndarray:
+    """pbkrtest's ``force_full_rank``: an orthonormal basis of the row space
+    when L has dependent rows."""
+    q = _rank(L)
+    if q < L.shape[0]:
+        Qm, _ = np.linalg.qr(L.T)
+        return Qm[:, :q].T
+    return L
+
+
+# ---------------------------------------------------------------------------- contract API
+
+
+def _as_contrasts(model: Any, L: Any) -> np.ndarray:
+    p = len(model.beta)
+    L = np.atleast_2d(np.asarray(L, dtype=float))
+    if L.ndim != 2 or L.shape[1] != p:
+        raise ModelSpecError(
+            f"contrast matrix L must have {p} columns (one per fixed effect of "
+            f"{list(model.fixef.index)}), not shape {np.shape(L)}"
+        )
+    return L
+
+
+def _t_pvalue(t: np.ndarray, df: np.ndarray) -> np.ndarray:
+    t, df = np.broadcast_arrays(np.asarray(t, dtype=float), np.asarray(df, dtype=float))
+    out = np.full(t.shape, np.nan)
+    ok = np.isfinite(t) & ~np.isnan(df) & (df > 0)
+    inf = ok & np.isinf(df)
+    fin = ok & ~np.isinf(df)
+    out[fin] = 2 * stats.t.sf(np.abs(t[fin]), df[fin])
+    out[inf] = 2 * stats.norm.sf(np.abs(t[inf]))
+    return out
+
+
+def contrast_df(model: Any, L: np.ndarray, ddf: str = "satterthwaite") -> pd.DataFrame:
+    """t tests of single contrasts l'β, lmerTest's ``contest1D``.
+
+    Parameters
+    ----------
+    model : LinearMixedModel
+        A fitted model (``"asymptotic"`` also accepts GLMMs).
+    L : array-like, shape (k, p)
+        One contrast per row over the fixed effects in ``model.fixef`` order.
+    ddf : {"satterthwaite", "kenward-roger", "asymptotic"}
+        Satterthwaite (lmerTest), Kenward-Roger (pbkrtest ``vcovAdj`` for the
+        standard error, ``Lb_ddf`` for the df; an ML fit uses the adjusted
+        covariance of its REML refit, as pbkrtest does), or df = inf with
+        normal p-values.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``estimate, se, df, t, p_value``, index 0..k-1.
+    """
+    method = normalise_ddf(ddf)
+    model._require_fit()
+    L = _as_contrasts(model, L)
+    beta = np.asarray(model.beta, dtype=float)
+    est = L @ beta
+    if method == "satterthwaite":
+        var, df = _satterthwaite_df(satterthwaite_info(model), L)
+    elif method == "kenward-roger":
+        info = kenward_roger_info(model)
+        V0 = np.asarray(model.vcov, dtype=float)
+        var = np.einsum("kp,pq,kq->k", L, info.vcov_adj, L)
+        df = np.array([_lb_ddf(info, row, V0) for row in L])
+    else:
+        V = np.asarray(model.vcov, dtype=float)
+        var = np.einsum("kp,pq,kq->k", L, V, L)
+        df = np.full(L.shape[0], np.inf)
+    se = np.sqrt(np.maximum(var, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = est / se
+    out = pd.DataFrame(
+        {"estimate": est, "se": se, "df": df, "t": t, "p_value": _t_pvalue(t, df)},
+        index=pd.RangeIndex(L.shape[0]),
+    )
+    out.index.name = "contrast"
+    return out
+
+
+def f_test(model: Any, L: np.ndarray, ddf: str = "satterthwaite") -> dict:
+    """Joint F test of the k rows of ``L`` (H0: Lβ = 0).
+
+    Satterthwaite follows lmerTest's ``contestMD`` (the eigen-decomposition of
+    L C L', rows beyond its rank dropped, ``get_Fstat_ddf``); Kenward-Roger
+    follows ``contestMD``'s use of pbkrtest's ``KRmodcomp`` (F scaled by
+    ``F.scaling``, the mean square from the unscaled Wald statistic with the
+    adjusted covariance); ``"asymptotic"`` gives the Wald F with den_df = inf
+    (a χ²_k / k test).
+
+    Returns
+    -------
+    dict
+        ``sum_sq, mean_sq, num_df, den_df, F, p_value``; sums of squares are
+        lmerTest's ``F σ² num_df``.
+    """
+    method = normalise_ddf(ddf)
+    model._require_fit()
+    L = _as_contrasts(model, L)
+    if L.shape[0] == 0:
+        return _f_row(np.nan, np.nan, np.nan, np.nan, 1.0, np.nan)
+    sigma = float(model.sigma) if getattr(model, "has_residual", True) else 1.0
+    if method == "kenward-roger":
+        return _f_kenward_roger(model, L, sigma)
+    beta = np.asarray(model.beta, dtype=float)
+    V = np.asarray(model.vcov, dtype=float)
+    if method == "satterthwaite":
+        info = satterthwaite_info(model)
+        V = info.vcov_beta
+    if L.shape[0] > 1:
+        d, P = np.linalg.eigh(L @ V @ L.T)
+        order = np.argsort(d)[::-1]
+        d, P = d[order], P[:, order]
+        pos = d > max(np.sqrt(np.finfo(float).eps) * d[0], 0)
+        qr = int(pos.sum())
+        if qr == 0:
+            return _f_row(np.nan, np.nan, np.nan, np.nan, sigma, np.nan)
+        PtL = (P.T @ L)[:qr]
+        d = d[:qr]
+    else:
+        PtL, d = L, np.einsum("kp,pq,kq->k", L, V, L)
+        qr = 1
+    t2 = (PtL @ beta) ** 2 / d
+    F = float(np.mean(t2))
+    if method == "satterthwaite":
+        _, nu = _satterthwaite_df(info, PtL)
+        den = _fstat_ddf(nu)
+    else:
+        den = np.inf
+    return _f_row(F, qr, den, F, sigma, _f_pvalue(F, qr, den))
+
+
+def _f_kenward_roger(model: Any, L: np.ndarray, sigma: float) -> dict:
+    """lmerTest's KR branch of ``contestMD``: pbkrtest ``KRmodcomp(model, L)``."""
+    info = kenward_roger_info(model)
+    reml = _reml_version(model)
+    L = _force_full_rank(L)
+    q = _rank(L)
+    Phi = info.vcov
+    Theta = L.T @ np.linalg.solve(L @ Phi @ L.T, L)
+    A1, A2 = _kr_a1_a2(info, Theta, Phi)
+    den, scaling = _kr_ddf(A1, A2, q)
+    Lb = L @ np.asarray(reml.beta, dtype=float)
+    wald = float(Lb @ np.linalg.solve(L @ info.vcov_adj @ L.T, Lb))
+    FU = wald / q
+    F = scaling * FU
+    return _f_row(FU, q, den, F, float(reml.sigma), _f_pvalue(F, q, den))
+
+
+def _f_pvalue(F: float, num: float, den: float) -> float:
+    if not np.isfinite(F) or not num > 0:
+        return float("nan")
+    if np.isinf(den):
+        return float(stats.chi2.sf(F * num, num))
+    return float(stats.f.sf(F, num, den))
+
+
+def _f_row(F_unscaled: float, num: float, den: float, F: float, sigma: float, p: float) -> dict:
+    mean_sq = F_unscaled * sigma**2
+    return {
+        "sum_sq": mean_sq * num,
+        "mean_sq": mean_sq,
+        "num_df": num,
+        "den_df": den,
+        "F": F,
+        "p_value": p,
+    }
