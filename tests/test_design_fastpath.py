@@ -122,6 +122,9 @@ CASES = [
     ("sleepstudy", "Reaction ~ Days + I(Days**2) + (Days | Subject)"),
     ("sleepstudy", "Reaction ~ Days + offset(Days) + (1 | Subject)"),
     ("sleepstudy", "Reaction ~ Days + I(2 * Days) + (1 | Subject)"),  # rank deficient
+    ("sleepstudy", "Reaction ~ Days + offset(log(Days + 1)) + (1 | Subject)"),
+    ("sleepstudy", "-Reaction / 100 + 2 * Days - 1 ~ Days + (1 | Subject)"),
+    ("sleepstudy", "sqrt(Reaction) - exp(-Days) ~ Days + (1 | Subject)"),
     ("Dyestuff", "Yield ~ 1 + (1 | Batch)"),
     ("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)"),
     ("Pastes", "strength ~ 1 + (1 | batch/cask)"),
@@ -372,3 +375,10 @@ def test_category_codes_match_pandas():
         assert codes.dtype == np.int64
         np.testing.assert_array_equal(codes, expected.cat.codes.to_numpy())
         assert levels == [str(c) for c in expected.cat.categories]
+
+
+@pytest.mark.parametrize("lhs", ["cbind(incidence, size - incidence)", "cbind(incidence, size - incidence + 0)",
+                                 "incidence / size", "log1p(incidence) / sqrt(size)"])
+def test_glm_response_arithmetic(lhs):
+    cbpp = mm.datasets.load("cbpp")
+    assert_paths_agree(f"{lhs} ~ period + (1 | herd)", cbpp, glm_response=True)

@@ -7,6 +7,7 @@ dropped, matrices built) -> ``linalg`` (the blocked Cholesky) -> model classes.
 
 from __future__ import annotations
 
+import ast
 import functools
 import re
 import warnings
@@ -1137,10 +1138,60 @@ def evaluate_expression(expr: str, data: pd.DataFrame | ArrayColumns, what: str)
     """Evaluate an arithmetic expression of columns (``log(y)``, ``Days * 2``)."""
     if isinstance(data, ArrayColumns) and expr in data.plain:
         return data.floats(expr)  # what formulaic's I(x) gives for a numeric x
+    if isinstance(data, ArrayColumns):
+        value = _plain_arithmetic(expr, data)
+        if value is not None:
+            return value
     mm = _model_matrix(f"0 + I({expr})", data, what)
     if mm.shape[1] != 1:
         raise DataError(f"{what} {expr!r} does not evaluate to one numeric column")
     return np.asarray(mm, dtype=float)[:, 0]
+
+
+_ARITHMETIC_OPS = {
+    ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.true_divide,
+}
+_ARITHMETIC_CALLS = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "log1p": np.log1p}
+
+
+def _plain_arithmetic(expr: str, data: ArrayColumns) -> np.ndarray | None:
+    """``expr`` evaluated directly when it is only plain numeric columns,
+    numbers, ``+ - * /``, unary minus and ``log``/``exp``/``sqrt``/``log1p``
+    of those (``size - incidence``, ``log(exposure)``): the same float
+    arithmetic formulaic's ``I()`` does, without its per-call cost; None for
+    anything else (formulaic then evaluates it)."""
+    try:
+        tree = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return None
+
+    def value(node: ast.AST) -> np.ndarray | float | None:
+        if isinstance(node, ast.Name):
+            return data.values(node.id).astype(float) if node.id in data.plain else None
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC_OPS:
+            left, right = value(node.left), value(node.right)
+            if left is None or right is None:
+                return None
+            return _ARITHMETIC_OPS[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            inner = value(node.operand)
+            return None if inner is None else -inner
+        if (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id in _ARITHMETIC_CALLS and node.func.id not in data.columns
+            and len(node.args) == 1 and not node.keywords
+        ):
+            inner = value(node.args[0])
+            return None if inner is None else _ARITHMETIC_CALLS[node.func.id](inner)
+        return None
+
+    with np.errstate(all="ignore"):  # R gives NaN / Inf as numpy does; callers check
+        result = value(tree)
+    if result is None or np.ndim(result) == 0:
+        return None
+    return np.array(result, dtype=float)
 
 
 def build_fixed(
