@@ -71,3 +71,16 @@ def test_single_term_without_fixed_effects(monkeypatch):
     a, b = _both(monkeypatch, "cbind(incidence, size - incidence) ~ 0 + (1 | herd)", cbpp,
                  family="binomial", nagq=5)
     _same(a, b)
+
+
+def test_probes_on_worker_threads_give_the_same_fit(monkeypatch):
+    ticks = mm.datasets.load("grouseticks")
+    formula = "TICKS ~ YEAR + sHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)"
+    monkeypatch.setattr(glmm, "PARALLEL_PROBE_SECONDS", 0.0)  # share out whatever the speed
+    one = mm.GeneralizedLinearMixedModel(formula, ticks, family="poisson").fit(threads=1)
+    two = mm.GeneralizedLinearMixedModel(formula, ticks, family="poisson").fit(threads=2)
+    assert one._workers == 1 and two._workers == 2
+    assert two.deviance == one.deviance
+    np.testing.assert_array_equal(two.fixef, one.fixef)
+    np.testing.assert_array_equal(two.vcov, one.vcov)
+    assert two.optsum.evaluations == one.optsum.evaluations

@@ -661,14 +661,18 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             (they also give the standard errors, as lme4's default). False:
             BOBYQA only, and standard errors from the PIRLS system.
         threads : int or "auto"
-            BLAS threads during the fit (see ``_blas_threads``).
+            Threads: for BLAS (see ``_blas_threads``; one with the compiled
+            PIRLS steps) and, with the compiled steps and evaluations slower
+            than 0.5 ms, for the finite-difference probes of the Newton stage
+            ("auto": the idle cores).
         progress : bool
             Show evaluations (all stages), deviance and elapsed time while the
             fit runs for more than a second.
         """
-        self._workers = self._derivative_workers(threads)
-        # worker threads each run BLAS: one BLAS thread then, not cores²
-        everywhere = 1 if self._workers > 1 else self._blas_threads(threads)
+        self._threads, self._workers = threads, 1  # workers: decided after stage 0
+        # compiled steps leave BLAS little (and its threads would compete with
+        # the probes' worker threads): one BLAS thread then
+        everywhere = 1 if self._engine._compiled is not None else self._blas_threads(threads)
         monitor = FitProgress(f"glmer {self.formula}") if progress else None
         self._callback = None if monitor is None else _counting(monitor)
         try:
@@ -771,8 +775,8 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             maxeval=maxeval, keep_history=keep_history, callback=self._callback,
         )
         theta = self._theta_stage0 = stage0.theta_final
-        if stage0.elapsed < PARALLEL_PROBE_SECONDS * max(stage0.evaluations, 1):
-            self._workers = 1  # evaluations too quick to share out
+        if stage0.elapsed >= PARALLEL_PROBE_SECONDS * max(stage0.evaluations, 1):
+            self._workers = self._derivative_workers(self._threads)  # else too quick to share
         modes0 = self._modes(theta, None)
         if self.nagq == 0:
             self._set_optimum(theta, None, stage0, check=False)
