@@ -12,6 +12,7 @@ EPS = float(np.finfo(float).eps)
 INVEPS = 1.0 / EPS
 PROBIT_THRESH = 8.125890664701906  # R's -qnorm(.Machine$double.eps)
 INV_SQRT_2PI = 0.3989422804014327
+LOG_EPS = math.log(EPS)  # below it the log link's μ is clamped to EPS
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -167,7 +168,20 @@ def update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu):
         for j in range(p):
             e += X[i, j] * b[j]
         eta[i] = e
-        m_i = linkinv(e, link)
-        mu[i] = m_i
-        dev += deviance_part(y[i], m_i, wt[i], fam)
+        if fam == 0 and link == 0 and -30.0 <= e <= 30.0:
+            # logit: with t = exp(η), log μ = η - log(1 + t) and log(1 - μ) =
+            # -log(1 + t), so y log μ + (1 - y) log(1 - μ) = yη - log(1 + t):
+            # one log per row and no branch on y (R's y_log_y has one)
+            t = math.exp(e)
+            mu[i] = t / (1.0 + t)
+            dev += -2.0 * wt[i] * (y[i] * e - math.log(1.0 + t))  # t >= 9e-14: log1p not needed
+        elif fam == 1 and link == 1 and e > LOG_EPS:
+            # Poisson, log link above the clamp: log μ = η, no log at all
+            m_i = math.exp(e)
+            mu[i] = m_i
+            dev += -2.0 * wt[i] * (y[i] * e - m_i)
+        else:
+            m_i = linkinv(e, link)
+            mu[i] = m_i
+            dev += deviance_part(y[i], m_i, wt[i], fam)
     return dev
