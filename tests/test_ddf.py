@@ -398,6 +398,218 @@ def test_kenward_roger_woodbury_equals_dense_algebra(sleep, weighted):
         np.testing.assert_allclose(ours, (theirs + theirs.T) / 2, rtol=1e-8, atol=1e-12)
 
 
+# ---------------------------------------------------------------------------- Hessian from the gradient
+#
+# Above NUMDERIV_MAX_VARPAR variance parameters the Hessian of devfun_vp comes
+# from central differences of its analytic gradient (O(k) factorisations, not
+# numDeriv's ~4k²). Measured agreement of the df with the numDeriv path on the
+# models below: <= 3e-7 relative (the tolerance here is 1e-4; lmerTest's own
+# Hessian is only good to ~1e-7 on these models).
+
+GRADIENT_DF_RTOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def crossed_data() -> pd.DataFrame:
+    """30 subjects x 20 items, random slopes of x (subjects) and z (items)."""
+    rng = np.random.default_rng(7)
+    ns, ni = 30, 20
+    subj = np.repeat(np.arange(ns), ni)
+    item = np.tile(np.arange(ni), ns)
+    x = rng.normal(size=subj.size)
+    z = rng.integers(0, 2, subj.size).astype(float)
+    y = (
+        2 + x + 0.5 * z
+        + rng.normal(size=ns)[subj] + 0.5 * rng.normal(size=ns)[subj] * x
+        + 0.7 * rng.normal(size=ni)[item] + 0.4 * rng.normal(size=ni)[item] * z
+        + rng.normal(size=subj.size)
+    )
+    return pd.DataFrame({"subj": subj, "item": item, "x": x, "z": z, "y": y})
+
+
+def _blocked_fit(formula: str, data: pd.DataFrame, **kwargs) -> mm.LinearMixedModel:
+    """A fit through the blocked system (whose gradient divides by λ), however small."""
+    import mixedmodels.lmm as lmm
+
+    old = lmm.DENSE_LIMIT
+    lmm.DENSE_LIMIT = 0
+    try:
+        m = fit(formula, data, **kwargs)
+    finally:
+        lmm.DENSE_LIMIT = old
+    assert type(m._system).__name__ == "AugmentedSystem"
+    return m
+
+
+def _fresh_info(m: mm.LinearMixedModel, hessian: str) -> ddfmod.SatterthwaiteInfo:
+    m._cache = {}
+    with warnings.catch_warnings():
+        # the crossed 3x3 ML fit is singular: lmerTest's warning about a
+        # slightly negative Hessian eigenvalue (-1.4e-4), from either path
+        warnings.simplefilter("ignore", mm.exceptions.ConvergenceWarning)
+        return ddfmod.satterthwaite_info(m, hessian)
+
+
+def _assert_gradient_matches_numderiv(m: mm.LinearMixedModel, what: str) -> None:
+    exact = _fresh_info(m, "numderiv")
+    fast = _fresh_info(m, "gradient")
+    p = len(m.beta)
+    rng = np.random.default_rng(3)
+    L = np.vstack([np.eye(p), rng.normal(size=(3, p))])
+    df_exact = ddfmod._satterthwaite_df(exact, L)[1]
+    df_fast = ddfmod._satterthwaite_df(fast, L)[1]
+    assert_close(df_fast, df_exact, rtol=GRADIENT_DF_RTOL, what=f"{what} df")
+    # numDeriv's Jacobian step is 1e-4 |x|: below |x| ~ 1e-3 it is rounding
+    # noise (4e-3 relative at dietox's θ5 = -5.4e-5, where ours is stable to
+    # 1e-7 over steps 1e-3..1e-6), so those columns are not compared
+    cols = (np.abs(exact.varpar) >= 1e-3) | (exact.varpar == 0)
+    scale = np.max(np.abs(exact.jacobian))
+    np.testing.assert_allclose(
+        fast.jacobian[cols], exact.jacobian[cols], rtol=0, atol=1e-5 * scale
+    )
+    np.testing.assert_allclose(fast.vcov_beta, exact.vcov_beta, rtol=1e-12)
+    np.testing.assert_array_equal(fast.varpar, exact.varpar)
+    np.testing.assert_allclose(fast.hessian, fast.hessian.T, rtol=0, atol=0)
+
+
+def test_criterion_pieces_gradient_matches_differences(sleep, crossed_data):
+    models = [
+        fit("Reaction ~ Days + (1 + Days + I(Days^2) | Subject)", sleep),
+        fit("Reaction ~ Days + (1 + Days + I(Days^2) | Subject)", sleep, reml=False),
+        _blocked_fit("y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data),
+    ]
+    for m in models:
+        n, p = m._n_eff, len(m.beta)
+        nu = n - p if m.reml else n
+        for theta in (m._theta, 1.2 * m._theta + 0.05):
+            pc = m._criterion_pieces_gradient(theta)
+            # the profiled gradient is assembled from the same two pieces
+            _, grad = m.objective_gradient(theta)
+            np.testing.assert_allclose(
+                pc.d_logdet + nu * pc.d_pwrss / pc.pwrss, grad, rtol=1e-9, atol=1e-9
+            )
+            f = m._system.factor(m.lambdas(theta))
+            ld = f.logdet_re() + (f.logdet_x() if m.reml else 0.0)
+            assert pc.logdet == pytest.approx(ld, rel=1e-13)
+            assert pc.pwrss == pytest.approx(f.pwrss(), rel=1e-13)
+            np.testing.assert_allclose(pc.LX, f.LX(), rtol=1e-13)
+            fd = np.array([_central(m, theta, i) for i in range(theta.size)])
+            np.testing.assert_allclose(pc.d_logdet, fd[:, 0], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(pc.d_pwrss, fd[:, 1], rtol=1e-6, atol=1e-6 * pc.pwrss)
+
+
+def _central(m: mm.LinearMixedModel, theta: np.ndarray, i: int) -> tuple[float, float]:
+    """Richardson-extrapolated central differences of (logdet, pwrss) in θ_i."""
+    def pieces(h: float) -> np.ndarray:
+        up, dn = theta.copy(), theta.copy()
+        up[i] += h
+        dn[i] -= h
+        a, b = m._criterion_pieces_gradient(up), m._criterion_pieces_gradient(dn)
+        return np.array([a.logdet - b.logdet, a.pwrss - b.pwrss]) / (2 * h)
+
+    h = 1e-3 * max(1.0, abs(theta[i]))
+    return tuple((4 * pieces(h / 2) - pieces(h)) / 3)
+
+
+def test_criterion_pieces_singular_lambda_in_blocked_system(crossed_data):
+    m = _blocked_fit("y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data)
+    theta = m._theta.copy()
+    theta[5] = 0.0  # item's λ singular: the blocked gradient has no λ⁻¹ form there
+    exact = m._criterion_pieces_gradient(theta)
+    bare = m._criterion_pieces_gradient(theta, numeric=False)
+    assert np.all(np.isnan(bare.d_logdet[3:])) and np.all(np.isnan(bare.d_pwrss[3:]))
+    np.testing.assert_array_equal(bare.d_logdet[:3], exact.d_logdet[:3])
+    fd = np.array([_central(m, theta, i) for i in range(theta.size)])
+    np.testing.assert_allclose(exact.d_logdet, fd[:, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(exact.d_pwrss, fd[:, 1], rtol=1e-5, atol=1e-6 * exact.pwrss)
+
+
+def test_gradient_hessian_matches_numderiv(sleep, crossed_data):
+    dietox = mm.datasets.load("dietox")
+    cases = {
+        "sleepstudy (k=4)": fit("Reaction ~ Days + (Days | Subject)", sleep),
+        "sleepstudy 3x3 (k=7)": fit("Reaction ~ Days + (1 + Days + I(Days^2) | Subject)", sleep),
+        # singular: θ on the boundary (λ33 = 0)
+        "dietox 3x3 (k=7)": fit(
+            "Weight ~ Evit * Cu + Time + (1 + Time + I(Time^2) | Pig)", dietox
+        ),
+        "crossed slopes (k=7)": fit(
+            "y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data
+        ),
+        "crossed 3x3 ML (k=13)": fit(
+            "y ~ x * z + (1 + x + z | subj) + (1 + x + z | item)", crossed_data, reml=False
+        ),
+        "crossed slopes, blocked (k=7)": _blocked_fit(
+            "y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data
+        ),
+    }
+    assert cases["dietox 3x3 (k=7)"]._theta[-1] == 0.0
+    for what, m in cases.items():
+        _assert_gradient_matches_numderiv(m, what)
+
+
+def test_gradient_hessian_blocks_from_numderiv(crossed_data, monkeypatch):
+    # a term whose λ has a diagonal below LAMBDA_DIAG_TOL gets its θ block from
+    # numDeriv's second differences (here: item's, 0.12, then both terms')
+    m = _blocked_fit("y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data)
+    exact = _fresh_info(m, "numderiv")
+    for tol in (0.3, 0.9):
+        monkeypatch.setattr(ddfmod, "LAMBDA_DIAG_TOL", tol)
+        fast = _fresh_info(m, "gradient")
+        np.testing.assert_allclose(fast.hessian, exact.hessian, rtol=1e-6, atol=1e-6)
+        df = ddfmod._satterthwaite_df(fast, np.eye(3))[1]
+        assert_close(df, ddfmod._satterthwaite_df(exact, np.eye(3))[1], rtol=1e-6, what="df")
+
+
+def test_gradient_hessian_factorisation_count(crossed_data):
+    m = fit("y ~ x * z + (1 + x + z | subj) + (1 + x + z | item)", crossed_data, reml=False)
+    calls = []
+    factor = m._system.factor
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return factor(*args, **kwargs)
+
+    m._system.factor = counting
+    try:
+        _fresh_info(m, "gradient")
+    finally:
+        del m._system.factor
+    # the centre and θ ± h e_i: O(k), where numDeriv needs about 4k² (676 here)
+    assert len(calls) == 2 * len(m._theta) + 1
+
+
+def test_hessian_method_choice(sleep, sleep_fit):
+    assert ddfmod.NUMDERIV_MAX_VARPAR == 6
+    small = _fresh_info(sleep_fit, "auto")  # k = 4: lmerTest's numDeriv, bit for bit
+    np.testing.assert_array_equal(small.hessian, _fresh_info(sleep_fit, "numderiv").hessian)
+    big = fit("Reaction ~ Days + (1 + Days + I(Days^2) | Subject)", sleep)  # k = 7
+    np.testing.assert_array_equal(
+        _fresh_info(big, "auto").hessian, _fresh_info(big, "gradient").hessian
+    )
+    # the default coefficient table is the cached "auto" result
+    table = big.coef_table()
+    info = ddfmod.satterthwaite_info(big)
+    assert info is ddfmod.satterthwaite_info(big, "gradient")
+    np.testing.assert_allclose(
+        table["df"], ddfmod._satterthwaite_df(info, np.eye(len(big.beta)))[1], rtol=1e-12
+    )
+    with pytest.raises(ModelSpecError, match="hessian"):
+        ddfmod.satterthwaite_info(sleep_fit, "bfgs")
+
+
+def test_kenward_roger_two_vector_terms_equals_dense_algebra(crossed_data):
+    # per pair of terms (T Gram matrix, B_i products): two 2 x 2 terms and the
+    # cross pairs between them, against pbkrtest's n x n algebra
+    m = fit("y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data)
+    dense, P, W = _dense_vcov_adj(m)
+    info = ddfmod.kenward_roger_info(m)
+    np.testing.assert_allclose(info.vcov_adj, dense, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(info.W, W, rtol=1e-7)
+    for ours, theirs in zip(info.P, P):
+        np.testing.assert_allclose(ours, (theirs + theirs.T) / 2, rtol=1e-8, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------- printing
 
 

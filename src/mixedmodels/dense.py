@@ -148,14 +148,18 @@ class DenseSystem:
         inverting λ: Ω is M (``sub = q``, ML) or the system with X (REML),
         Φ = [ZΛ X] restricted alike, r = y - Xβ - ZΛu."""
         q = self.q
-        T = f.inverse(sub)[:q] @ f.PhiA[:sub]  # (q, q): Ω⁻¹Φ'Z, rows of the terms
+        inv, Phi = f.inverse(sub)[:q], f.PhiA[:sub]
         b_all = np.concatenate([(U @ lam.T).ravel() for U, lam in zip(us, f.lam)])
         A = self.A
         zres = A[:q, -1] - A[:q, :q] @ b_all - A[:q, q : q + self.p] @ beta
         out = []
         for (a, b), k, U in zip(self.bounds, self.ks, us):
-            K = np.einsum("lalb->ab", T[a:b, a:b].reshape(-1, k, (b - a) // k, k))
-            out.append((K, zres[a:b].reshape(-1, k).T @ U))
+            # only the level-diagonal k x k blocks of (Ω⁻¹Φ'Z)[a:b, a:b], summed:
+            # Σ_l inv_l Φ_l as one (k, ℓ·sub) @ (ℓ·sub, k) product, not the q x q one
+            nlev = (b - a) // k
+            left = inv[a:b].reshape(nlev, k, sub).transpose(1, 0, 2).reshape(k, nlev * sub)
+            right = Phi[:, a:b].reshape(sub, nlev, k).transpose(1, 0, 2).reshape(nlev * sub, k)
+            out.append((left @ right, zres[a:b].reshape(-1, k).T @ U))
         return out
 
     def inverse_block_sums(self, f: DenseFactor, sub: int) -> list[np.ndarray]:

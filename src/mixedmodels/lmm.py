@@ -12,7 +12,7 @@ import copy
 import os
 import time
 import warnings
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -162,18 +162,28 @@ class LinearMixedModel(RandomEffectsModel):
         r2 = f.pwrss()
         sub = self._system.Q1 + (p if self.reml else 0)
         parts = self._system.gradient_parts(f, sub, beta, us)
-        grad = np.empty_like(theta)
-        numeric: list[int] = []
-        for term, sl, part in zip(self.frame.terms, self._theta_slices, parts):
-            if part is None:  # λ singular where only the λ⁻¹ form is available
-                numeric.extend(range(sl.start, sl.stop))
-                continue
-            K, R = part
-            rows, cols = term.theta_rows_cols()
-            grad[sl] = 2.0 * K[cols, rows] - 2.0 * (nu / r2) * R[rows, cols]
+        d_logdet, d_pwrss, numeric = self._gradient_blocks(parts, len(theta))
+        grad = d_logdet + (nu / r2) * d_pwrss
         for i in numeric:
             grad[i] = self._numeric_partial(theta, i, value)
         return value, grad
+
+    def _gradient_blocks(self, parts, ntheta: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """∂logdet/∂θ = 2 K[c, r] and ∂pwrss/∂θ = -2 R[r, c] from the system's
+        per-term (K, R), and the θ elements it could not give (NaN there: a
+        term of the blocked system whose λ is singular)."""
+        d_logdet = np.full(ntheta, np.nan)
+        d_pwrss = np.full(ntheta, np.nan)
+        missing: list[int] = []
+        for term, sl, part in zip(self.frame.terms, self._theta_slices, parts):
+            if part is None:  # λ singular where only the λ⁻¹ form is available
+                missing.extend(range(sl.start, sl.stop))
+                continue
+            K, R = part
+            rows, cols = term.theta_rows_cols()
+            d_logdet[sl] = 2.0 * K[cols, rows]
+            d_pwrss[sl] = -2.0 * R[rows, cols]
+        return d_logdet, d_pwrss, missing
 
     def _numeric_partial(self, theta: np.ndarray, i: int, value: float) -> float:
         """One partial derivative by differences, one-sided at a lower bound."""
@@ -185,6 +195,72 @@ class LinearMixedModel(RandomEffectsModel):
         down = theta.copy()
         down[i] -= h
         return (self.objective(up) - self.objective(down)) / (2 * h)
+
+    def _criterion_pieces_gradient(
+        self, theta: np.ndarray, reml: bool | None = None, numeric: bool = True
+    ) -> "CriterionPieces | None":
+        """The two θ-dependent pieces of the deviance before σ is profiled out,
+        with their analytic gradients.
+
+        With σ kept, the ML deviance is ``logdet + pwrss / σ² + n log(2πσ²)``
+        and the REML criterion ``logdet + pwrss / σ² + (n - p) log(2πσ²)``,
+        where ``logdet = log|L_θ|²`` (ML) or ``log|L_θ|² + log|R_X|²`` (REML)
+        and ``pwrss = r²_θ`` (lmerTest's ``devfun_vp``). These are the two
+        matrices of ``_objective_gradient`` kept apart:
+        ``∂logdet/∂θ_t = 2 K[c, r]`` and ``∂pwrss/∂θ_t = -2 R[r, c]``
+        (its profiled gradient is ``∂logdet + ν ∂pwrss / r²``).
+
+        Parameters
+        ----------
+        theta : ndarray
+            Where to evaluate.
+        reml : bool, optional
+            Whether ``logdet`` includes ``log|R_X|²``; the model's own
+            criterion by default.
+        numeric : bool, default True
+            Elements the system can only differentiate through λ⁻¹ (a term of
+            the blocked system whose λ has a (near-)zero diagonal) are then
+            central differences of each piece (step 1e-6 max(1, |θ_t|));
+            with False they are NaN.
+
+        Returns
+        -------
+        CriterionPieces or None
+            None when the system cannot be factorised at ``theta``.
+        """
+        theta = np.asarray(theta, dtype=float)
+        reml = self.reml if reml is None else bool(reml)
+        f = self._system.factor(self.lambdas(theta))
+        if f is None:
+            return None
+        # read the factor now: the blocked system reuses its buffers on the
+        # next factorisation (numeric partials below)
+        logdet_re, logdet_x, r2 = float(f.logdet_re()), float(f.logdet_x()), float(f.pwrss())
+        LX = np.array(f.LX(), dtype=float)
+        beta, us = self._system.solve(f)
+        p = self.frame.fixed.X.shape[1]
+        sub = self._system.Q1 + (p if reml else 0)
+        parts = self._system.gradient_parts(f, sub, beta, us)
+        d_logdet, d_pwrss, missing = self._gradient_blocks(parts, len(theta))
+        if numeric:
+            for i in missing:
+                d_logdet[i], d_pwrss[i] = self._numeric_pieces_partial(theta, i, reml)
+        logdet = logdet_re + (logdet_x if reml else 0.0)
+        return CriterionPieces(logdet, r2, d_logdet, d_pwrss, logdet_re, logdet_x, LX)
+
+    def _numeric_pieces_partial(self, theta: np.ndarray, i: int, reml: bool) -> tuple[float, float]:
+        """Central differences of (logdet, pwrss) in θ_i (both sides: the
+        pieces are smooth through θ_i = 0)."""
+        h = 1e-6 * max(1.0, abs(theta[i]))
+        vals = []
+        for sign in (1.0, -1.0):
+            x = theta.copy()
+            x[i] += sign * h
+            f = self._system.factor(self.lambdas(x))
+            if f is None:
+                return np.nan, np.nan
+            vals.append((f.logdet_re() + (f.logdet_x() if reml else 0.0), f.pwrss()))
+        return (vals[0][0] - vals[1][0]) / (2 * h), (vals[0][1] - vals[1][1]) / (2 * h)
 
     def fit(
         self,
@@ -780,6 +856,32 @@ class LinearMixedModel(RandomEffectsModel):
 _FIT_STATE = frozenset(
     {"optsum", "_theta", "_factor", "_beta", "_u", "_sigma", "_objective", "_cache", "_fitted"}
 )
+
+
+class CriterionPieces(NamedTuple):
+    """What :meth:`LinearMixedModel._criterion_pieces_gradient` returns at one θ.
+
+    Attributes
+    ----------
+    logdet : float
+        log|L_θ|² (+ log|R_X|² for REML).
+    pwrss : float
+        r²_θ, the penalised weighted residual sum of squares.
+    d_logdet, d_pwrss : ndarray
+        Their gradients with respect to θ (NaN where not available).
+    logdet_re, logdet_x : float
+        log|L_θ|² and log|R_X|² separately.
+    LX : ndarray
+        The fixed-effects factor (a copy): vcov(β) = σ² (L_X L_X')⁻¹.
+    """
+
+    logdet: float
+    pwrss: float
+    d_logdet: np.ndarray
+    d_pwrss: np.ndarray
+    logdet_re: float
+    logdet_x: float
+    LX: np.ndarray
 
 
 def _new_response(newresp: Any, nobs: int, name: str) -> np.ndarray:
