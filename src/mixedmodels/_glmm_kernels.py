@@ -48,7 +48,7 @@ def supports(family_name: str, link_name: str) -> bool:
 
 @functools.cache
 def kernels():
-    """(assemble, update), compiled on first use (or loaded from Numba's cache)."""
+    """(assemble, update, pirls), compiled on first use (or loaded from Numba's cache)."""
     from . import _glmm_numba
 
-    return _glmm_numba.assemble, _glmm_numba.update
+    return _glmm_numba.assemble, _glmm_numba.update, _glmm_numba.pirls

@@ -185,3 +185,103 @@ def update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu):
             mu[i] = m_i
             dev += deviance_part(y[i], m_i, wt[i], fam)
     return dev
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_upper_stored(S):
+    """Lower Cholesky factor of the symmetric matrix whose upper triangle ``S``
+    holds (as ``assemble`` leaves it); ok False where it is not positive
+    definite (LAPACK's dpotrf info > 0). Column by column: for the small
+    Schur blocks the fused PIRLS uses (<= 64 rows), not worth a LAPACK call."""
+    m = S.shape[0]
+    L = np.zeros((m, m))
+    for j in range(m):
+        s = S[j, j]
+        for k in range(j):
+            s -= L[j, k] * L[j, k]
+        if not s > 0.0:
+            return L, False
+        d = math.sqrt(s)
+        L[j, j] = d
+        for i in range(j + 1, m):
+            t = S[j, i]
+            for k in range(j):
+                t -= L[i, k] * L[j, k]
+            L[i, j] = t / d
+    return L, True
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_solve(L, b):
+    """x with L L' x = b."""
+    m = L.shape[0]
+    x = b.copy()
+    for i in range(m):
+        t = x[i]
+        for k in range(i):
+            t -= L[i, k] * x[k]
+        x[i] = t / L[i, i]
+    for i in range(m - 1, -1, -1):
+        t = x[i]
+        for k in range(i + 1, m):
+            t -= L[k, i] * x[k]
+        x[i] = t / L[i, i]
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
+def pirls(codes, zv, lam, offs, ubase, X, y, wt, offset, eta0, mu0, link, fam, l0, Q1,
+          tol, maxit, max_halvings, dev_saturated):
+    """The whole PIRLS loop of ``glmm._Engine.pirls`` (lme4's pwrssUpdate) in
+    one call, for small Schur blocks: the same steps, tests and step halving.
+
+    Returns (status, u, b, eta, mu, pdev, iterations, L0, R, LS); status 0 ok,
+    1 system not positive definite, 2 non-finite deviance, 3 step halving
+    failed. ``eta0``/``mu0`` are never written to.
+    """
+    n = y.shape[0]
+    p = X.shape[1]
+    m = Q1 + p
+    q = l0 + Q1
+    eta, mu = eta0, mu0
+    old = np.inf
+    u_prev, b_prev = np.zeros(q), np.zeros(p)
+    u, b = np.zeros(q), np.zeros(p)
+    L0, R, LS = np.ones(l0), np.zeros((l0, m)), np.zeros((m, m))
+    pdev = np.inf
+    status = 0
+    it = 0
+    while it < maxit:
+        it += 1
+        L0, R, S, y0, yr = assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1)
+        LS, ok = cholesky_upper_stored(S)
+        if not ok:
+            status = 1
+            break
+        x = cholesky_solve(LS, yr)
+        u = np.empty(q)
+        u[:l0] = (y0 - np.dot(R, x)) / L0 if m else y0 / L0
+        u[l0:] = x[:Q1]
+        b = x[Q1:].copy()
+        eta, mu = np.empty(n), np.empty(n)
+        dev = update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu)
+        pdev = (dev + dev_saturated) + np.dot(u, u)  # summed as glmm._Engine._update
+        if abs(old - pdev) < tol * abs(pdev):
+            break
+        halvings = 0
+        while (not np.isfinite(pdev) or pdev > old) and halvings < max_halvings:
+            u = 0.5 * (u_prev + u)
+            b = 0.5 * (b_prev + b)
+            eta, mu = np.empty(n), np.empty(n)
+            dev = update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu)
+            pdev = (dev + dev_saturated) + np.dot(u, u)
+            halvings += 1
+        if not np.isfinite(pdev):
+            status = 2
+            break
+        if pdev - old > tol:
+            status = 3
+            break
+        old = pdev
+        u_prev, b_prev = u, b
+    return status, u, b, eta, mu, pdev, it, L0, R, LS

@@ -89,6 +89,16 @@ class PirlsError(DataError):
     """PIRLS could not find the conditional modes (the model is degenerate there)."""
 
 
+_PIRLS_FAILURES = {
+    1: "the penalised weighted least-squares system is not positive definite",
+    2: "PIRLS produced a non-finite deviance",
+    3: "PIRLS step halving failed to reduce the deviance",
+}
+# compiled PIRLS runs its whole loop in one call when the Schur block has at
+# most this many rows (its Cholesky is then a plain loop, cheaper than LAPACK's call)
+FUSED_MAX_BLOCK = 64
+
+
 # ---------------------------------------------------------------------------- engine
 
 
@@ -195,7 +205,7 @@ class _Engine:
         """One PWLS step: (u, β, factor)."""
         res = self.system.solve(lams, w, z, joint)
         if res is None:
-            raise PirlsError("the penalised weighted least-squares system is not positive definite")
+            raise PirlsError(_PIRLS_FAILURES[1])
         return res
 
     # -- PIRLS -----------------------------------------------------------------
@@ -220,6 +230,9 @@ class _Engine:
         order 1e-4 from the one at the converged weights, which a tighter
         ``tol`` removes.
         """
+        c = self._compiled
+        if c is not None and c.fused(joint):
+            return c.pirls(self, lams, eta_start, self._start_mean(eta_start), offset, joint, tol)
         eta = eta_start
         mu = self._start_mean(eta_start)
         q = self.q
@@ -238,9 +251,9 @@ class _Engine:
                 eta, mu, pdev = self._update(lams, u, b, offset)
                 halvings += 1
             if not np.isfinite(pdev):
-                raise PirlsError("PIRLS produced a non-finite deviance")
+                raise PirlsError(_PIRLS_FAILURES[2])
             if pdev - old > tol:
-                raise PirlsError("PIRLS step halving failed to reduce the deviance")
+                raise PirlsError(_PIRLS_FAILURES[3])
             old, u_prev, b_prev = pdev, u, b
         return _Modes(u, b, eta, mu, factor, pdev, it)
 
@@ -258,7 +271,7 @@ class _Engine:
         if self._compiled is not None:
             res = self._compiled.solve(self, lams, eta, mu, offset, joint)
             if res is None:
-                raise PirlsError("the penalised weighted least-squares system is not positive definite")
+                raise PirlsError(_PIRLS_FAILURES[1])
             return res
         w, z = self.working(eta, mu, offset)
         return self.solve(lams, w, z, joint)
@@ -356,7 +369,7 @@ class _CompiledTerms:
         # Numba compile (seconds) another specialisation
         self.X = np.ascontiguousarray(frame.fixed.X, dtype=float)
         self.no_x = np.zeros((len(terms[0].codes), 0))
-        self.assemble, self.kernel_update = gk.kernels()
+        self.assemble, self.kernel_update, self.kernel_pirls = gk.kernels()
 
     @classmethod
     def build(cls, frame: ModelFrame, family: Family) -> "_CompiledTerms | None":
@@ -388,6 +401,24 @@ class _CompiledTerms:
         u = np.concatenate([u0, x[:Q1]])
         beta = x[Q1:] if joint else np.zeros(0)
         return u, beta, BlockedFactor(L0[:, None, None], R[:, None, :], LS, Q1)
+
+    def fused(self, joint: bool) -> bool:
+        """Whether the whole PIRLS loop runs compiled (a small Schur block)."""
+        return self.Q1 + (self.X.shape[1] if joint else 0) <= FUSED_MAX_BLOCK
+
+    def pirls(self, e: "_Engine", lams, eta_start, mu_start, offset, joint: bool, tol: float) -> "_Modes":
+        """:meth:`_Engine.pirls` in one compiled call (``_glmm_numba.pirls``)."""
+        lam = np.array([float(l[0, 0]) for l in lams])
+        X = self.X if joint else self.no_x
+        status, u, b, eta, mu, pdev, it, L0, R, LS = self.kernel_pirls(
+            self.codes, self.zv, lam, self.offs, self.ubase, X, _c(e.y), _c(e.wt), _c(offset),
+            _c(eta_start), _c(mu_start), self.link, self.fam, self.l0, self.Q1,
+            float(tol), PIRLS_MAXIT, STEP_HALVINGS, float(e._dev_saturated),
+        )
+        if status:
+            raise PirlsError(_PIRLS_FAILURES[status])
+        factor = BlockedFactor(L0[:, None, None], R[:, None, :], LS, self.Q1)
+        return _Modes(u, b, eta, mu, factor, float(pdev), int(it))
 
     def update(self, e: "_Engine", lams, u, b, offset):
         lam = np.array([float(l[0, 0]) for l in lams])
