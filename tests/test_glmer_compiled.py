@@ -90,11 +90,11 @@ def test_probes_on_worker_threads_give_the_same_fit(monkeypatch):
 def test_fused_loop_equals_the_stepwise_compiled_path(monkeypatch, nagq):
     # small Schur blocks run the whole PIRLS loop in one compiled call; larger
     # ones step by step with LAPACK: the same numbers
-    ticks = mm.datasets.load("grouseticks")
-    formula = "TICKS ~ YEAR + sHEIGHT + (1 | BROOD) + (1 | LOCATION)"
-    fused = mm.glmer(formula, ticks, family="poisson", nagq=nagq)
+    verbagg = mm.datasets.load("VerbAgg")
+    formula = "r2 ~ btype + (1 | id) + (1 | item)"  # Schur block: 24 items + 3
+    fused = mm.glmer(formula, verbagg, family="binomial", nagq=nagq)
     assert fused._engine._compiled.fused(True)
     monkeypatch.setattr(glmm, "FUSED_MAX_BLOCK", 0)
-    stepwise = mm.glmer(formula, ticks, family="poisson", nagq=nagq)
+    stepwise = mm.glmer(formula, verbagg, family="binomial", nagq=nagq)
     assert not stepwise._engine._compiled.fused(True)
     _same(fused, stepwise, rtol=1e-6)
