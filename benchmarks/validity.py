@@ -88,6 +88,12 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "validity_results
 # ---------------------------------------------------------------------------- design and data
 
 
+def _set_design_size(subjects: int, items: int) -> None:
+    """Another design size (--subjects, --items) for the whole run."""
+    global SUBJECTS, ITEMS
+    SUBJECTS, ITEMS = subjects, items
+
+
 def make_design() -> pd.DataFrame:
     """The crossed design with its fixed pattern of missing cells."""
     subj = np.repeat(np.arange(SUBJECTS), ITEMS)
@@ -532,8 +538,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="datasets whose refit is checked against a fresh fit")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: 200 / 50 / 20 datasets, 200 bootstrap replicates")
+    ap.add_argument("--subjects", type=int, default=SUBJECTS, help="subjects of the design")
+    ap.add_argument("--items", type=int, default=ITEMS,
+                    help="items of the design (the SD whose intervals are checked has this many groups)")
     ap.add_argument("--out", default=OUT)
     args = ap.parse_args(argv)
+    _set_design_size(args.subjects, args.items)
     if args.quick:
         args.datasets, args.profile_datasets = min(args.datasets, 200), min(args.profile_datasets, 50)
         args.boot_datasets, args.nboot = min(args.boot_datasets, 20), min(args.nboot, 200)
@@ -559,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "elapsed_seconds": {},
     }
-    res["analytic_reference"] = analytic_reference()
+    res["analytic_reference"] = analytic_reference(ITEMS)
     t0 = time.perf_counter()
     res["refit_check"] = check_refits(design, args.seed, args.check_fits)
     res["elapsed_seconds"]["refit_check"] = round(time.perf_counter() - t0, 1)

@@ -207,6 +207,34 @@ class RandomEffectsModel(MixedModelResults):
 
         return confint(self, parm, method, level, nsim, seed, names, boot_type, **kwargs)
 
+    def profile(
+        self, which: Any = None, *, progress: bool = False, names: str = "lme4", **kwargs: Any
+    ):
+        """Likelihood profiles of the parameters (lme4's ``profile.merMod``).
+
+        The ML deviance (lmer: REML fits are refitted by ML first, as lme4
+        does; glmer: the Laplace or quadrature deviance) is minimised over the
+        other parameters on lme4's grid of values of each parameter; see :func:`mixedmodels.inference.profile.profile` for the
+        grid controls (``alphamax``, ``maxpts``, ``delta``, ``maxmult``, ...).
+
+        Parameters
+        ----------
+        which : None, str, int or list
+            Parameters to profile (as ``parm`` of :meth:`confint`).
+        progress : bool
+            Show the parameter being profiled and the points done.
+        names : {"lme4", "readable"}
+
+        Returns
+        -------
+        ProfileResult
+            ``.table`` (parameter, value, zeta and every parameter's value),
+            ``.confint(level)``, ``.plot()``.
+        """
+        from .inference.profile import profile
+
+        return profile(self, which, names=names, progress=progress, **kwargs)
+
     def bootstrap(
         self,
         nsim: int = 1000,

@@ -621,34 +621,6 @@ class LinearMixedModel(RandomEffectsModel):
 
     # ------------------------------------------------------------------ inference
 
-    def profile(
-        self, which: Any = None, *, progress: bool = False, names: str = "lme4", **kwargs: Any
-    ):
-        """Likelihood profiles of the parameters (lme4's ``profile.merMod``).
-
-        The ML deviance (REML fits are refitted by ML first, as lme4 does) is
-        minimised over the other parameters on lme4's grid of values of each
-        parameter; see :func:`mixedmodels.inference.profile.profile` for the
-        grid controls (``alphamax``, ``maxpts``, ``delta``, ``maxmult``, ...).
-
-        Parameters
-        ----------
-        which : None, str, int or list
-            Parameters to profile (as ``parm`` of :meth:`confint`).
-        progress : bool
-            Show the parameter being profiled and the points done.
-        names : {"lme4", "readable"}
-
-        Returns
-        -------
-        ProfileResult
-            ``.table`` (parameter, value, zeta and every parameter's value),
-            ``.confint(level)``, ``.plot()``.
-        """
-        from .inference.profile import profile
-
-        return profile(self, which, names=names, progress=progress, **kwargs)
-
     # ------------------------------------------------------------------ refit
 
     def refit(self, newresp: Any, **fit_kwargs: Any) -> "LinearMixedModel":

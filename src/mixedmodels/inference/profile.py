@@ -1,5 +1,5 @@
-"""Likelihood profiles and confidence intervals of lmer fits, as lme4's
-``profile.merMod`` / ``confint.merMod``.
+"""Likelihood profiles and confidence intervals of lmer and glmer fits, as
+lme4's ``profile.merMod`` / ``confint.merMod``.
 
 The profiled parameters are lme4's: the standard deviations and correlations
 of every random-effects term in θ order (``.sig01, .sig02, ...``: for
@@ -26,15 +26,33 @@ profile ends at a bound before reaching z) the bound is the interval's end:
 The minimisations themselves are exact up to the optimizer tolerances
 (BOBYQA from the previous grid point, as lme4), so the numbers agree with
 lme4's to the accuracy of its own optimizer (about 1e-6 relative).
+
+glmer fits (Laplace or adaptive quadrature; lme4's GLMM branch): there is no
+``.sigma`` (families with a scale are refused, as lme4 refuses them) and
+nothing is profiled out analytically: for every parameter, the fixed effects
+included, the deviance is minimised over *all* the other parameters (SDs,
+correlations and fixed effects) at each grid point, starting from the
+previous point's values, and the first step is 1 % of the estimate for the
+fixed effects too. The deviance is lme4's ``getME(fit, "devfun")``, whose
+PIRLS starts every evaluation from the linear predictor of one joint PIRLS at
+the fitted θ (see :func:`_profile_deviance_model`); zeta is measured from the
+fit's deviance. lme4 minimises with the fit's optimizer (Nelder-Mead, whose
+absolute tolerance is 1e-5 in the deviance); here BOBYQA to ~1e-9, so the
+bounds agree with lme4's to about the accuracy of lme4's own minimisations
+(where a profile has two branches, e.g. a slope SD at 0 or not, Nelder-Mead
+can stay on the higher one and lme4's bound then differs from this one,
+which is the lower deviance).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,16 +61,16 @@ from ..exceptions import MixedModelsError
 from ..progress import FitProgress
 
 __all__ = [
-    "confint",
     "ProfileResult",
     "VarianceParameter",
-    "profile",
-    "variance_parameters",
+    "back_spline",
+    "confint",
     "parameter_names",
+    "profile",
     "sdcor_from_covariances",
     "select_parameters",
+    "variance_parameters",
     "wald_confint",
-    "back_spline",
 ]
 
 
@@ -246,7 +264,8 @@ def confint(
     ``confint.merMod``); the implementation of the models' ``confint``
     methods (see :meth:`mixedmodels.LinearMixedModel.confint`).
 
-    ``method`` is ``"profile"`` (lmer fits only), ``"wald"`` or ``"boot"``;
+    ``method`` is ``"profile"`` (lmer fits and glmer fits with nagq >= 1 and
+    no scale parameter), ``"wald"`` or ``"boot"``;
     ``kwargs`` go to :func:`profile` or to
     :func:`mixedmodels.inference.bootstrap.bootstrap` (``n_jobs``,
     ``progress``, ``use_u``).
@@ -557,26 +576,37 @@ class _Profiler:
     def __init__(self, model: Any, alphamax: float, maxpts: int, delta: float | None,
                  delta_cutoff: float, maxmult: float, devtol: float, names: str,
                  progress: _ProfileProgress | None):
-        from scipy.stats import chi2
-
         self.model = _ml_model(model)
         m = self.model
+        self._setup(m, names)
+        self.opt = np.concatenate([_sdcor(m, m._theta, m.sigma), m.beta])
+        self.base = m._objective  # the ML deviance
+        # the minimisation at a point runs over the variance parameters only
+        # (β is profiled out), and only they have bounds in lme4's result
+        self.nstart = self.nbounded = self.nvp
+        self._grid(alphamax, maxpts, delta, delta_cutoff, maxmult, devtol, progress)
+
+    def _setup(self, m: Any, names: str) -> None:
         self.vpars = variance_parameters(m)
         self.nvp = len(self.vpars)
         self.p = len(m.beta)
         self.names = parameter_names(m, names)
         self.style = names
-        self.opt = np.concatenate([_sdcor(m, m._theta, m.sigma), m.beta])
-        self.base = m._objective  # the ML deviance
         self.se = np.asarray(m.se, dtype=float)
+        self.lower = np.array([v.lower for v in self.vpars] + [-np.inf] * self.p)
+        self.upper = np.array([v.upper for v in self.vpars] + [np.inf] * self.p)
+
+    def _grid(self, alphamax: float, maxpts: int, delta: float | None, delta_cutoff: float,
+              maxmult: float, devtol: float, progress: _ProfileProgress | None) -> None:
+        """lme4's grid controls: the cutoff sqrt(qchisq(1 - alphamax, nptot)) and the zeta step."""
+        from scipy.stats import chi2
+
         nptot = self.nvp + self.p
         self.cutoff = math.sqrt(chi2.ppf(1 - alphamax, nptot))
         self.delta = self.cutoff * delta_cutoff if delta is None else float(delta)
         self.maxpts = maxpts
         self.maxmult = maxmult
         self.devtol = devtol
-        self.lower = np.array([v.lower for v in self.vpars] + [-np.inf] * self.p)
-        self.upper = np.array([v.upper for v in self.vpars] + [np.inf] * self.p)
         self.progress = progress
         self.points = 0
         self.notes: list[str] = []
@@ -605,11 +635,12 @@ class _Profiler:
         return m._system.solve(f)[0]
 
     def _minimise(self, w: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray] | None:
-        """min over the other variance parameters with parameter ``w`` at
-        ``value``: (deviance, all variance parameters); None on failure."""
+        """min over the other parameters of the point (the variance
+        parameters; for glmer fits the fixed effects too) with parameter ``w``
+        at ``value``: (deviance, all those parameters); None on failure."""
         import nlopt
 
-        nvp = self.nvp
+        nvp = self.nstart
         others = [i for i in range(nvp) if i != w]
         full = np.empty(nvp)
         full[w] = value
@@ -632,12 +663,9 @@ class _Profiler:
         opt.set_lower_bounds(lo)
         opt.set_upper_bounds(np.where(np.isfinite(hi), hi, 1e300))
         opt.set_min_objective(objective)
-        opt.set_ftol_abs(1e-11)
-        opt.set_xtol_rel(1e-10)
-        opt.set_maxeval(20_000)
+        self._tolerances(opt)
         span = np.where(np.isfinite(hi), hi - lo, np.inf)
-        step = np.maximum(0.1 * np.abs(x0), 1e-2)
-        step = np.minimum(step, 0.25 * span)
+        step = np.minimum(self._initial_step(others, x0), 0.25 * span)
         opt.set_initial_step(step)
         try:
             opt.optimize(x0)
@@ -649,6 +677,15 @@ class _Profiler:
             return None
         full[others] = best[1]
         return float(best[0]), full.copy()
+
+    def _tolerances(self, opt: Any) -> None:
+        opt.set_ftol_abs(1e-11)
+        opt.set_xtol_rel(1e-10)
+        opt.set_maxeval(20_000)
+
+    def _initial_step(self, others: list[int], x0: np.ndarray) -> np.ndarray:
+        """BOBYQA's initial steps for the parameters ``others`` from ``x0``."""
+        return np.maximum(0.1 * np.abs(x0), 1e-2)
 
     def _zeta_row(self, pw: float, dev: float, x: float) -> float:
         devdiff = dev - self.base
@@ -671,9 +708,13 @@ class _Profiler:
             return row
         dev, values = res
         row[0] = self._zeta_row(self.opt[w], dev, x)
-        row[1 : 1 + self.nvp] = values
-        row[1 + self.nvp :] = self._beta_at(values)
+        row[1:] = self._all_parameters(values)
         return row
+
+    def _all_parameters(self, values: np.ndarray) -> np.ndarray:
+        """Every parameter at a profile point from the minimiser's values:
+        the variance parameters, then β at them (β is profiled out)."""
+        return np.concatenate([values, self._beta_at(values)])
 
     def _tick(self) -> None:
         self.points += 1
@@ -711,7 +752,7 @@ class _Profiler:
             if not (np.isfinite(last[0]) and abs(last[0]) <= self.cutoff):
                 break
             x = self._next(mat, col, lower, upper)
-            mat.append(point(x, last[1 : 1 + self.nvp]))
+            mat.append(point(x, last[1 : 1 + self.nstart]))  # lme4's startmethod "prev"
         return [r for r in mat if np.isfinite(r[0])]
 
     def _opt_row(self) -> np.ndarray:
@@ -725,7 +766,7 @@ class _Profiler:
             return self._variance_point(w, x, np.delete(start, w))
 
         shift = 1e-3 if pw == 0 else pw * 1.01
-        first = point(shift, self.opt[: self.nvp])
+        first = point(shift, self.opt[: self.nstart])
         upper_rows = self._fill([self._opt_row(), first], 1 + w, lowcut, upcut, point)
         if pw > lowcut:
             lower_rows = self._fill([first, self._opt_row()], 1 + w, lowcut, upcut, point)
@@ -767,6 +808,112 @@ class _Profiler:
         return upper_rows + lower_rows
 
 
+def _check_glmer(model: Any) -> None:
+    """The glmer fits that can be profiled: a deviance over (θ, β) (not
+    nagq = 0) and no scale parameter (lme4 refuses those too)."""
+    if getattr(model, "nagq", 1) == 0:
+        raise MixedModelsError(
+            "profile needs the Laplace or quadrature deviance of a glmer fit over (θ, β); "
+            "this is an nagq = 0 fit (β found by PIRLS with the modes). Refit with nagq=1 "
+            "or use confint(method='Wald') or method='boot'"
+        )
+    if model.has_residual:
+        raise MixedModelsError(
+            f"profile cannot handle the {model.family.name} family: glmer families with a "
+            "scale parameter cannot be profiled (neither by lme4); use confint(method='Wald') "
+            "or method='boot'"
+        )
+
+
+def _profile_deviance_model(model: Any) -> Any:
+    """A shallow copy of a glmer fit whose ``objective`` is the deviance lme4's
+    profile minimises (``getME(fit, "devfun")``).
+
+    lme4 builds that function afresh: one joint PIRLS (modes and β, the
+    nAGQ = 0 step) at the *fitted* θ from ``mustart``, whose linear predictor
+    starts every evaluation's PIRLS. The fit's own evaluations start from the
+    end of its nAGQ = 0 stage instead; with lme4's PIRLS tolerance the two
+    differ by ~1e-6 in the deviance, so the copy starts from lme4's."""
+    dev = copy.copy(model)
+    e = model._engine
+    dev._eta_start = e.offset + model.family.linkfun(model._init.mustart)
+    dev._eta_start = dev._modes(model._theta, None).eta
+    return dev
+
+
+class _GlmerProfiler(_Profiler):
+    """lme4's profile.merMod for a glmer fit: every parameter, fixed effects
+    included, is profiled the same way, the deviance minimised over all the
+    other parameters (SDs, correlations and fixed effects) from the previous
+    grid point; the first step is 1 % of the estimate for every parameter."""
+
+    # lme4 stops ("not numerically consistent") when its profile deviance at
+    # the estimates differs from the fit's by more than this (relative)
+    DEVMATCHTOL = 1e-5
+
+    def __init__(self, model: Any, alphamax: float, maxpts: int, delta: float | None,
+                 delta_cutoff: float, maxmult: float, devtol: float, names: str,
+                 progress: _ProfileProgress | None):
+        _check_glmer(model)
+        self.model = m = model
+        self.dev_model = _profile_deviance_model(m)
+        self._setup(m, names)
+        self.opt = np.concatenate([_sdcor(m, m._theta, 1.0)[:-1], m.beta])
+        self.base = float(m.deviance)
+        self.nstart = self.nbounded = self.nvp + self.p
+        self._grid(alphamax, maxpts, delta, delta_cutoff, maxmult, devtol, progress)
+        self._check_base()
+
+    def deviance(self, values: np.ndarray) -> float:
+        """The Laplace (or quadrature) deviance at [SDs and correlations, β]."""
+        theta = _theta_from_sdcor(self.model, np.append(values[: self.nvp], 1.0))
+        if theta is None:
+            return np.inf
+        try:
+            dev = self.dev_model.objective(np.concatenate([theta, values[self.nvp :]]))
+        except (MixedModelsError, ValueError, np.linalg.LinAlgError, FloatingPointError):
+            return np.inf  # PIRLS failed there (the engine's own errors are caught inside)
+        return float(dev) if np.isfinite(dev) else np.inf
+
+    def _check_base(self) -> None:
+        at_opt = self.deviance(self.opt)
+        if not abs(at_opt / self.base - 1) <= self.DEVMATCHTOL:
+            raise MixedModelsError(
+                f"the profile deviance at the estimates ({at_opt:.10g}) does not match the "
+                f"fit's ({self.base:.10g}): the fit has not converged; refit it"
+            )
+
+    def _tolerances(self, opt: Any) -> None:
+        # PIRLS stops at a relative change of 1e-7, so the deviance is only
+        # smooth to ~1e-8: tighter tolerances would only chase that noise
+        opt.set_ftol_abs(1e-9)
+        opt.set_xtol_rel(1e-8)
+        opt.set_maxeval(5_000)
+
+    def _initial_step(self, others: list[int], x0: np.ndarray) -> np.ndarray:
+        """A tenth of a standard error for the fixed effects, 5 % of the value
+        (at least 0.01) for SDs and correlations: from the previous grid point
+        the other parameters move by a fraction of their uncertainty."""
+        idx = np.asarray(others)
+        se = np.concatenate([np.full(self.nvp, np.nan), self.se])[idx]
+        relative = np.maximum(0.05 * np.abs(x0), 1e-2)
+        # no usable standard error (a Hessian not positive definite): relative steps
+        usable = (idx >= self.nvp) & np.isfinite(se) & (se > 0)
+        return np.where(usable, 0.1 * np.where(usable, se, 1.0), relative)
+
+    def _all_parameters(self, values: np.ndarray) -> np.ndarray:
+        """The minimiser's values are already every parameter (β included)."""
+        return values
+        dev, values = res
+        row[0] = self._zeta_row(self.opt[w], dev, x)
+        row[1:] = values
+        return row
+
+    def fixed_profile(self, j: int) -> list[np.ndarray]:
+        """For glmer fits lme4 profiles a fixed effect as a variance parameter."""
+        return self.variance_profile(self.nvp + j)
+
+
 def profile(
     model: Any,
     which: Any = None,
@@ -780,12 +927,15 @@ def profile(
     names: str = "lme4",
     progress: bool = False,
 ) -> ProfileResult:
-    """Profile the ML deviance of an lmer fit (lme4's ``profile.merMod``).
+    """Profile the ML deviance of an lmer fit, or the Laplace / quadrature
+    deviance of a glmer fit (lme4's ``profile.merMod``).
 
     Parameters
     ----------
-    model : LinearMixedModel
-        A fitted lmer model (a REML fit is refitted by ML first, as lme4 does).
+    model : LinearMixedModel or GeneralizedLinearMixedModel
+        A fitted lmer model (a REML fit is refitted by ML first, as lme4 does)
+        or glmer model (nagq >= 1, a family without a scale parameter:
+        binomial, Poisson; others raise :class:`MixedModelsError`).
     which : None, str, int or list
         Parameters to profile (see :func:`select_parameters`): default all.
     alphamax, maxpts, delta, delta_cutoff, maxmult, devtol
@@ -802,20 +952,24 @@ def profile(
     -------
     ProfileResult
     """
-    if getattr(model, "model_kind", "") != "lmer":
+    kind = getattr(model, "model_kind", "")
+    if kind not in ("lmer", "glmer"):
         raise MixedModelsError(
-            f"profile is implemented for lmer fits, not for {type(model).__name__}; "
+            f"profile is implemented for lmer and glmer fits, not for {type(model).__name__}; "
             "use confint(method='Wald') or method='boot'"
         )
     model._require_fit()
     _check_names(names)
+    if kind == "glmer":
+        _check_glmer(model)  # before any work
+    profiler = _GlmerProfiler if kind == "glmer" else _Profiler
     positions = select_parameters(model, which)
     monitor = _ProfileProgress(len(positions)) if progress else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            prof = _Profiler(model, alphamax, maxpts, delta, delta_cutoff, maxmult, devtol,
-                             names, monitor)
+            prof = profiler(model, alphamax, maxpts, delta, delta_cutoff, maxmult, devtol,
+                            names, monitor)
         return _run(prof, positions, monitor)
     finally:
         if monitor is not None:
@@ -844,7 +998,7 @@ def _run(prof: _Profiler, positions: list[int], monitor) -> ProfileResult:
     for note in dict.fromkeys(prof.notes):
         warnings.warn(note, stacklevel=3)
     table = pd.concat(frames, ignore_index=True)
-    bounds = {prof.names[i]: (prof.lower[i], prof.upper[i]) for i in range(prof.nvp)}
+    bounds = {prof.names[i]: (prof.lower[i], prof.upper[i]) for i in range(prof.nbounded)}
     estimates = pd.Series(prof.opt, index=prof.names, name="estimate")
     return ProfileResult(table=table, names=prof.style, estimates=estimates, bounds=bounds)
 
