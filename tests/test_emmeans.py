@@ -404,16 +404,17 @@ class TestLmerSatterthwaite:
 # --------------------------------------------------------------------------- numeric-looking factors
 
 
-class TestOrthodont:
-    @pytest.fixture(scope="class")
-    def mo(self):
-        # o <- read.csv("Orthodont.csv", stringsAsFactors = TRUE)
-        # mo <- lmer(distance ~ factor(age) * Sex + (1 | Subject), data = o)
-        data = mm.datasets.load("Orthodont")
-        # read.csv(stringsAsFactors = TRUE) orders the levels alphabetically
-        data["Sex"] = data["Sex"].astype(str).astype("category")
-        return mm.lmer("distance ~ factor(age) * Sex + (1 | Subject)", data)
+@pytest.fixture(scope="module")
+def mo():
+    # o <- read.csv("Orthodont.csv", stringsAsFactors = TRUE)
+    # mo <- lmer(distance ~ factor(age) * Sex + (1 | Subject), data = o)
+    data = mm.datasets.load("Orthodont")
+    # read.csv(stringsAsFactors = TRUE) orders the levels alphabetically
+    data["Sex"] = data["Sex"].astype(str).astype("category")
+    return mm.lmer("distance ~ factor(age) * Sex + (1 | Subject)", data)
 
+
+class TestOrthodont:
     def test_factor_of_numeric(self, mo):
         # eo <- emmeans(mo, "age"); pairs(eo, adjust = "holm")
         res = mm.emmeans(mo, "age")
@@ -452,14 +453,15 @@ class TestOrthodont:
 # --------------------------------------------------------------------------- estimability
 
 
-class TestMissingCell:
-    @pytest.fixture(scope="class")
-    def m2(self, sim):
-        # d2 <- d[!(d$A == "c" & d$B == "lo"), ]; m2 <- lmer(y ~ A*B + x + (1|subj), d2)
-        data = sim[~((sim.A == "c") & (sim.B == "lo"))]
-        with pytest.warns(mm.RankDeficiencyWarning):
-            return mm.lmer("y ~ A*B + x + (1|subj)", data)
+@pytest.fixture(scope="module")
+def m2(sim):
+    # d2 <- d[!(d$A == "c" & d$B == "lo"), ]; m2 <- lmer(y ~ A*B + x + (1|subj), d2)
+    data = sim[~((sim.A == "c") & (sim.B == "lo"))]
+    with pytest.warns(mm.RankDeficiencyWarning):
+        return mm.lmer("y ~ A*B + x + (1|subj)", data)
 
+
+class TestMissingCell:
     def test_non_estimable_mean_raises(self, m2):
         # R shows the c lo mean as NA (nonEst)
         with pytest.raises(ModelSpecError, match="A=c, B=lo"):
