@@ -269,6 +269,10 @@ class RandomEffectsModel(MixedModelResults):
 
         return drop1(self, test=test)
 
+    def _pearson_residuals(self) -> np.ndarray:
+        """Pearson residuals (the summary's "Scaled residuals" line divides them by σ)."""
+        return self.residuals("pearson").to_numpy()
+
     def _warn_if_singular(self) -> None:
         if self.is_singular:
             warn_caller(

@@ -1201,9 +1201,6 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             )
         return pd.Series(r, index=self.frame.data.index, name=f"{type}_residuals")
 
-    def _pearson_residuals(self) -> np.ndarray:
-        return self.residuals("pearson").to_numpy()
-
     def predict(
         self,
         newdata: Any = None,

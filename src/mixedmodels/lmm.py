@@ -550,9 +550,6 @@ class LinearMixedModel(RandomEffectsModel):
             )
         return pd.Series(r, index=fit.index, name="residuals")
 
-    def _pearson_residuals(self) -> np.ndarray:
-        return self.residuals("pearson").to_numpy()
-
     # ------------------------------------------------------------------ prediction
 
     def predict(
