@@ -598,6 +598,14 @@ def test_hessian_method_choice(sleep, sleep_fit):
         ddfmod.satterthwaite_info(sleep_fit, "bfgs")
 
 
+def test_large_models_take_the_gradient_path(sleep_fit, monkeypatch):
+    # a million-row model's ~4k² numDeriv factorisations would take a minute
+    assert ddfmod._hessian_method(sleep_fit, "auto") == "numderiv"
+    monkeypatch.setattr(ddfmod, "NUMDERIV_MAX_NOBS", sleep_fit.nobs - 1)
+    assert ddfmod._hessian_method(sleep_fit, "auto") == "gradient"
+    assert ddfmod._hessian_method(sleep_fit, "numderiv") == "numderiv"
+
+
 def test_kenward_roger_two_vector_terms_equals_dense_algebra(crossed_data):
     # per pair of terms (T Gram matrix, B_i products): two 2 x 2 terms and the
     # cross pairs between them, against pbkrtest's n x n algebra

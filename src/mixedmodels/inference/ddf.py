@@ -26,7 +26,8 @@ Satterthwaite (lmerTest ``as_lmerModLT``, ``contest1D``, ``contestMD``)
     numDeriv's Hessian costs about 4k² factorisations for k = len(θ) + 1
     variance parameters (minutes for two 8 x 8 covariance terms, k = 73), so
     it is used up to ``NUMDERIV_MAX_VARPAR`` = 6 (every lmerTest reference
-    case: their numbers are kept exact). Above, the θ block of H is the
+    case: their numbers are kept exact) and ``NUMDERIV_MAX_NOBS`` rows. Above,
+    the θ block of H is the
     symmetrised central difference (step 1e-4 max(|θ_i|, 1)) of the analytic
     gradient of ``devfun_vp`` -- ``∂logdet/∂θ + (∂r²/∂θ) / σ²`` from
     ``LinearMixedModel._criterion_pieces_gradient`` -- the σ row is closed
@@ -95,6 +96,9 @@ _ZERO_TOL = float(np.sqrt(np.finfo(float).eps / 7e-7))
 # k = len(θ) + 1, differences of the analytic gradient (2(k - 1) factorisations,
 # 4(k - 1) with the Richardson step) above.
 NUMDERIV_MAX_VARPAR = 6
+# ... and at most this many observations: numDeriv's ~4k² factorisations of a
+# million-row model's system take a minute (a summary() should not)
+NUMDERIV_MAX_NOBS = 100_000
 # Step of those differences: GRADIENT_STEP max(|θ_i|, 1).
 GRADIENT_STEP = 1e-4
 # Whether they are Richardson-extrapolated from steps h and h/2.
@@ -355,7 +359,8 @@ def _hessian_method(model: Any, hessian: str) -> str:
         )
     if key == "auto":
         k = len(model._theta) + 1
-        return "numderiv" if k <= NUMDERIV_MAX_VARPAR else "gradient"
+        small = k <= NUMDERIV_MAX_VARPAR and model.nobs <= NUMDERIV_MAX_NOBS
+        return "numderiv" if small else "gradient"
     return key
 
 
