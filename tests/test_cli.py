@@ -244,3 +244,20 @@ def test_glmm_options_need_a_family(capsys):
     assert code == 2 and "--family" in err
     code, _, err = run(capsys, "fit", FORMULA, "--data", "sleepstudy", "--family", "poison")
     assert code == 2 and "did you mean 'poisson'" in err
+
+
+def test_fit_text_with_kenward_roger(capsys):
+    code, out, err = run(capsys, "fit", FORMULA, "--data", "sleepstudy", "--ddf", "kenward-roger")
+    assert code == 0, err
+    assert "t-tests use Kenward-Roger's method" in out
+    # lmerTest / pbkrtest (reference case lmer_sleepstudy_reml): df 17 for both effects
+    assert "17.000" in out
+    code, out, _ = run(capsys, "fit", FORMULA, "--data", "sleepstudy", "--ddf", "lme4")
+    assert code == 0 and "t value" in out and " df " not in out
+
+
+def test_ddf_for_a_glmm_is_an_input_error(capsys):
+    code, out, err = run(capsys, "fit", "cbind(incidence, size - incidence) ~ period + (1 | herd)",
+                         "--data", "cbpp", "--family", "binomial", "--ddf", "satterthwaite")
+    assert code == 2
+    assert err.startswith("error:") and "Traceback" not in err

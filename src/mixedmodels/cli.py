@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--nagq", type=int, default=1, metavar="N",
         help="GLMM: 1 Laplace (default), 0 fast approximation, > 1 quadrature nodes",
     )
+    fit.add_argument(
+        "--ddf", metavar="METHOD",
+        help="text summary's t tests: satterthwaite (lmer default), kenward-roger, asymptotic, "
+             "or lme4 (lme4's layout, no df)",
+    )
     fit.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
 
     ds = sub.add_parser(
@@ -283,7 +288,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             m = glmer(args.formula, data, family=args.family, link=args.link, nagq=args.nagq,
                       weights=args.weights)
         if args.format == "text":
-            text = str(m.summary())
+            text = str(m.summary(ddf=args.ddf))
         elif args.format == "json":
             text = json.dumps(fit_to_json(m), indent=2, allow_nan=False)
         else:
