@@ -161,3 +161,65 @@ def test_diagonal_lead_only_for_nested_scalar_terms(name, formula, lead):
     (test_blocked_and_dense_systems_agree runs these models too)."""
     _, terms, Xy, _, _ = _systems(name, formula)
     assert AugmentedSystem.from_terms(terms, Xy)._lead == lead
+
+
+def test_compiled_update_operator_equals_numpy():
+    """The scalar first term's update operator built in one compiled pass
+    (Numba) has exactly the entries, positions and order of the numpy build,
+    on a crossed design with weights (values not all 1) and empty levels."""
+    from mixedmodels import _kernels
+    from mixedmodels.linalg import _scalar_pairs
+
+    rng = np.random.default_rng(11)
+    n, l0, l1 = 3000, 400, 150
+    codes0 = rng.integers(0, l0, n)
+    codes0[codes0 == 7] = 8  # level 7 of the first term has no row
+    codes1 = rng.integers(0, l1, n)
+    w = rng.uniform(0.5, 2.0, n)
+    t0 = TermData(codes0, w[:, None], l0)
+    t1 = TermData(codes1, w[:, None], l1)
+    Xy = np.column_stack([np.ones(n), rng.normal(size=n)]) * w[:, None]
+    system = AugmentedSystem.from_terms([t0, t1], Xy)
+    B = system._B_re
+    B.sort_indices()
+    counts = np.diff(B.indptr).astype(np.int64)
+    T_np, touched_np = _scalar_pairs(B, counts, system.N)
+    T_nb, touched_nb = _kernels.scalar_pairs(B, system.N)
+    np.testing.assert_array_equal(touched_nb, touched_np)
+    np.testing.assert_array_equal(T_nb.indptr, T_np.indptr)
+    np.testing.assert_array_equal(T_nb.indices, T_np.indices)
+    np.testing.assert_array_equal(T_nb.data, T_np.data)
+    assert T_nb.indices.dtype == np.int32
+
+
+@pytest.mark.parametrize(
+    "name, formula",
+    [
+        ("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)"),
+        ("Pastes", "strength ~ 1 + (1 | batch/cask)"),
+    ],
+)
+def test_curvature_estimate_near_the_hessian_diagonal(name, formula):
+    """The diagonal curvature that scales the L-BFGS-B search of all-scalar
+    models is within a factor of two of the Hessian's diagonal (central
+    differences of the analytic gradient) at the optimum: 14% high and 14% low
+    on the crossed Penicillin terms, 78% high for the casks nested in batches
+    (few levels, strongly coupled terms); 1-4% on InstEval's crossed terms. It is only a scaling: the search still
+    ends where BOBYQA does."""
+    data = mm.datasets.load(name)
+    model = mm.LinearMixedModel(formula, data).fit()
+    theta = model.theta.values
+    _, _, parts = model._evaluate(theta)
+    estimate = model._curvature_estimate(theta, parts)
+    hessian = np.empty(len(theta))
+    for i in range(len(theta)):
+        h = np.zeros(len(theta))
+        h[i] = 1e-5
+        up = model.objective_gradient(theta + h)[1][i]
+        down = model.objective_gradient(theta - h)[1][i]
+        hessian[i] = (up - down) / 2e-5
+    ratio = estimate / hessian
+    assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
+    bobyqa = mm.LinearMixedModel(formula, data).fit(optimizer="bobyqa")
+    assert model.reml_criterion <= bobyqa.reml_criterion + 1e-8
+    np.testing.assert_allclose(model.theta.values, bobyqa.theta.values, rtol=1e-4)

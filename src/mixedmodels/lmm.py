@@ -150,11 +150,17 @@ class LinearMixedModel(RandomEffectsModel):
         dense system computes the same two k x k matrices without inverting λ_j
         (see ``gradient_parts``), so singular fits keep an exact gradient.
         """
+        value, grad, _ = self._evaluate(theta)
+        return value, grad
+
+    def _evaluate(self, theta: np.ndarray) -> tuple[float, np.ndarray, list | None]:
+        """The objective, its gradient and the system's per-term gradient parts
+        (None where θ cannot be factorised)."""
         theta = np.asarray(theta, dtype=float)
         lams = self.lambdas(theta)
         f = self._system.factor(lams)
         if f is None:
-            return np.inf, np.zeros_like(theta)
+            return np.inf, np.zeros_like(theta), None
         value = self._criterion(f, self.reml)
         beta, us = self._system.solve(f)
         n, p = self._n_eff, self.frame.fixed.X.shape[1]
@@ -166,7 +172,42 @@ class LinearMixedModel(RandomEffectsModel):
         grad = d_logdet + (nu / r2) * d_pwrss
         for i in numeric:
             grad[i] = self._numeric_partial(theta, i, value)
-        return value, grad
+        return value, grad, parts
+
+    def _start_evaluation(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """The objective, its gradient and, when every term is a scalar
+        (``(1 | g)``), estimates of the Hessian's diagonal (see
+        ``_curvature_estimate``) at the start of a search."""
+        if self.__dict__.get("_fast") is not None or any(t.k != 1 for t in self.frame.terms):
+            value, grad = self.objective_gradient(theta)
+            return value, grad, None
+        value, grad, parts = self._evaluate(theta)
+        return value, grad, self._curvature_estimate(theta, parts)
+
+    def _curvature_estimate(self, theta: np.ndarray, parts: list | None) -> np.ndarray | None:
+        """Estimates of the Hessian's diagonal at ``theta`` for a model whose
+        terms are all scalar; None where they are not usable.
+
+        For a scalar term with ℓ levels, g_i = [M⁻¹]_ii over its levels and
+        B = Σ g_i, the expected information of log θ in the one-way model gives
+        ∂²d/∂θ² ≈ 4 Σ (1 - g_i)² / θ² >= 4 (ℓ - B)² / (ℓ θ²) = 4 K² / ℓ with
+        K = (ℓ - B) / θ the gradient part the evaluation already has. Crossed
+        terms hardly interact in the Hessian (off-diagonal entries are a few
+        percent of the diagonal ones on InstEval), so the diagonal is what
+        matters for scaling the search.
+        """
+        if parts is None:
+            return None
+        h = []
+        for term, part in zip(self.frame.terms, parts):
+            if part is None:
+                return None
+            K = float(part[0][0, 0])
+            h.append(4.0 * K * K / term.nlevels)
+        h = np.array(h)
+        if not np.all(np.isfinite(h)) or np.any(h <= 0) or np.any(np.abs(theta) < 1e-3):
+            return None
+        return h
 
     def _gradient_blocks(self, parts, ntheta: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """∂logdet/∂θ = 2 K[c, r] and ∂pwrss/∂θ = -2 R[r, c] from the system's
@@ -348,6 +389,7 @@ class LinearMixedModel(RandomEffectsModel):
                 maxeval=maxeval,
                 keep_history=keep_history,
                 callback=monitor,
+                start_evaluation=self._start_evaluation,
             )
             if not record.converged:  # a failed line search: finish derivative-free
                 polish = minimize_theta(

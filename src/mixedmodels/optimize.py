@@ -163,6 +163,11 @@ def _initial_step(x0: np.ndarray) -> np.ndarray:
     return np.maximum(0.2 * np.maximum(np.abs(x0), 1.0), 1e-4)
 
 
+# Projected-gradient tolerance on curvature-scaled coordinates (see
+# ``minimize_theta_gradient``): θ_t within about 1e-5 / sqrt(H_tt) of the optimum.
+CURVATURE_GTOL = 1e-5
+
+
 def minimize_theta_gradient(
     objective_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]],
     objective: Callable[[np.ndarray], float],
@@ -175,6 +180,8 @@ def minimize_theta_gradient(
     maxeval: int = 10_000,
     keep_history: bool = False,
     callback: Callable[[int, float], None] | None = None,
+    start_evaluation: Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray | None]]
+    | None = None,
 ) -> OptimizerRecord:
     """Minimise over θ >= ``lower`` with L-BFGS-B and the analytic gradient.
 
@@ -183,46 +190,77 @@ def minimize_theta_gradient(
     checked by one evaluation a little inside, and the search resumes from there
     if that is lower. L-BFGS-B needs three to four times fewer evaluations than
     BOBYQA; an evaluation with the gradient costs about two and a half without.
+
+    Parameters
+    ----------
+    start_evaluation : callable, optional
+        ``start_evaluation(θ) -> (value, gradient, curvature)`` for the first
+        point, where ``curvature`` is None or estimates of the Hessian's
+        diagonal there (all > 0). With estimates the search runs on x = θ √curvature: L-BFGS-B starts from a multiple
+        of the identity, so on those coordinates its first steps are close to
+        Newton steps instead of a fixed fraction of ‖θ‖, and its stopping rule
+        on the projected gradient, |∂f/∂x_t| <= tol, puts θ_t within about
+        tol / sqrt(H_tt) of the optimum and the objective within tol²/2 of its
+        minimum, whatever the size of the data. tol is ``CURVATURE_GTOL`` or,
+        on large data, ten times the rounding level of that gradient,
+        sqrt(eps |f|) (below it line searches fail at the optimum).
     """
     from scipy.optimize import minimize
 
     start = np.asarray(start, dtype=float)
     log = _EvaluationLog(keep_history, callback)
-    # L-BFGS-B's first trial step has unit length; on θ / s it has length s in
-    # θ, a tenth of the start's size: from moment starts, which are near the
-    # optimum, a unit step overshoots and costs two evaluations to come back.
-    # After the first step the method is invariant to the scaling; gtol is
-    # scaled with it.
-    s = first_step * max(float(np.linalg.norm(start)), 0.1)
-    # Near the optimum the objective only resolves θ to about sqrt(eps |f| / H),
-    # where the gradient is about sqrt(eps |f| H); with f and the curvature H
-    # both growing like n, that is ~1e-7 |f|. A smaller gtol cannot be met on
-    # large data: the search would end in failing line searches (tens of
-    # evaluations at the optimum). 1e-7 |f| still puts θ within ~1e-6 of it.
     t0 = time.perf_counter()
-    x0 = start / s
-    first = objective_gradient(s * x0)
-    tol = max(gtol, 1e-7 * abs(first[0])) if np.isfinite(first[0]) else gtol
+    if start_evaluation is None:
+        first, curvature = objective_gradient(start), None
+    else:
+        value, grad, curvature = start_evaluation(start)
+        first = (value, grad)
+    if curvature is None:
+        # L-BFGS-B's first trial step has unit length; on θ / s it has length s
+        # in θ, a tenth of the start's size: from moment starts, which are near
+        # the optimum, a unit step overshoots and costs two evaluations to come
+        # back. After the first step the method is invariant to the scaling.
+        # Near the optimum the objective only resolves θ to about
+        # sqrt(eps |f| / H), where the gradient is about sqrt(eps |f| H); with f
+        # and the curvature H both growing like n, that is ~1e-7 |f|. A smaller
+        # gtol cannot be met on large data: the search would end in failing line
+        # searches (tens of evaluations at the optimum). 1e-7 |f| still puts θ
+        # within ~1e-6 of it.
+        s = first_step * max(float(np.linalg.norm(start)), 0.1)
+        scale = np.full(start.shape, 1.0 / s)
+        tol = max(gtol, 1e-7 * abs(first[0])) if np.isfinite(first[0]) else gtol
+        gtol_x = tol * s
+    else:
+        root = np.sqrt(np.asarray(curvature, dtype=float))
+        noise = np.sqrt(np.finfo(float).eps * abs(first[0])) if np.isfinite(first[0]) else 0.0
+        # On x = c θ root the Hessian is about I / c², so the Newton step is
+        # -c² ∂f/∂x, of length c ‖∂f/∂θ / root‖; L-BFGS-B's first trial step has
+        # unit length along -∂f/∂x: the Newton step for c = 1 / ‖∂f/∂θ / root‖.
+        c = 1.0 / max(float(np.linalg.norm(first[1] / root)), 1e-12)
+        scale = root * c
+        gtol_x = max(CURVATURE_GTOL, 10.0 * noise) / c
+    x0 = start * scale
+    pending = (x0, first)
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        nonlocal first
-        if first is not None and np.array_equal(x, x0):  # L-BFGS-B's first call
-            value, grad = first
+        nonlocal pending
+        if pending is not None and np.array_equal(x, pending[0]):  # L-BFGS-B's first call
+            value, grad = pending[1]
         else:
-            value, grad = objective_gradient(s * x)
-        first = None
-        value = log.record(s * x, value)
-        return value, (s * grad if value < 1e300 else np.zeros_like(x))
+            value, grad = objective_gradient(x / scale)
+        pending = None
+        value = log.record(x / scale, value)
+        return value, (grad / scale if value < 1e300 else np.zeros_like(x))
 
     def plain(x: np.ndarray) -> float:
-        return log.record(s * x, float(objective(s * x)))
+        return log.record(x / scale, float(objective(x / scale)))
 
-    bounds = [(lo / s if np.isfinite(lo) else None, None) for lo in lower]
-    options = {"ftol": ftol_rel, "gtol": tol * s, "maxfun": maxeval, "maxls": 40}
+    bounds = [(lo * d if np.isfinite(lo) else None, None) for lo, d in zip(lower, scale)]
+    options = {"ftol": ftol_rel, "gtol": gtol_x, "maxfun": maxeval, "maxls": 40}
     x, result = x0, None
     for _ in range(5):  # at most a few restarts off the boundary
         result = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
-        escape = _off_boundary(plain, result.x, float(result.fun), lower / s)
+        escape = _off_boundary(plain, result.x, float(result.fun), lower * scale)
         if escape is None:
             break
         x = escape
