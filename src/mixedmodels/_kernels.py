@@ -30,6 +30,7 @@ __all__ = [
     "rank_update",
     "finish_scalar",
     "gather_blocks",
+    "scalar_pairs",
 ]
 
 
@@ -41,104 +42,13 @@ def available() -> bool:
     return True
 
 
-def _compile():
-    import numba
-
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def rank_update(indptr, indices, data, k0, C, out):
-        """out[t, i, j] += Σ_ab C[s, a, b] B[i, (s, a)] B[j, (s, b)] for i <= j (upper),
-        levels split into ``out.shape[0]`` chunks run in parallel, one
-        accumulator each (summed by the caller).
-
-        Row indices are sorted within a column, so the entries j >= i of column
-        (s, b) start at a pointer that only moves forward as i grows."""
-        nlev = C.shape[0]
-        nchunks = out.shape[0]
-        for t in numba.prange(nchunks):
-            acc = out[t]
-            for s in range(t * nlev // nchunks, (t + 1) * nlev // nchunks):
-                for a in range(k0):
-                    ca = s * k0 + a
-                    for b in range(k0):
-                        cb = s * k0 + b
-                        start, end = indptr[cb], indptr[cb + 1]
-                        for p in range(indptr[ca], indptr[ca + 1]):
-                            i = indices[p]
-                            while start < end and indices[start] < i:
-                                start += 1
-                            cab = C[s, a, b] * data[p]
-                            for r in range(start, end):
-                                acc[i, indices[r]] += cab * data[r]
-
-    @numba.njit(cache=True, nogil=True)
-    def finish_row(Arr, acc, sc, nq, S, i):
-        N = S.shape[0]
-        for j in range(i, N):
-            u = 0.0
-            for t in range(acc.shape[0]):
-                u += acc[t, i, j]
-                acc[t, i, j] = 0.0
-            S[i, j] = sc[i] * sc[j] * (Arr[i, j] - u)
-        if i < nq:
-            S[i, i] += 1.0
-
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def finish_scalar(Arr, acc, sc, nq, S):
-        """S[i, j] = sc[i] sc[j] (Arr[i, j] - Σ_t acc[t, i, j]) for j >= i, plus 1
-        on the first ``nq`` diagonal entries; the accumulators are cleared for
-        the next update. Rows h and N - 1 - h go to the same thread, so the
-        threads get equal shares of the triangle."""
-        N = S.shape[0]
-        for h in numba.prange((N + 1) // 2):
-            finish_row(Arr, acc, sc, nq, S, h)
-            if N - 1 - h != h:
-                finish_row(Arr, acc, sc, nq, S, N - 1 - h)
-
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def gather_blocks(indptr, indices, data, k0, Pu, sc, sub, out):
-        """out[s, a, b] = Σ_ij B[i, (s, a)] P[i, j] B[j, (s, b)] for
-        P[i, j] = sc[i] sc[j] S⁻¹[i, j] on the leading ``sub`` rows (zero beyond),
-        S⁻¹ given by its upper triangle ``Pu`` (C order): no full P is built."""
-        nlev = out.shape[0]
-        for s in numba.prange(nlev):
-            for a in range(k0):
-                ca = s * k0 + a
-                for b in range(a, k0):
-                    cb = s * k0 + b
-                    acc = 0.0
-                    for p in range(indptr[ca], indptr[ca + 1]):
-                        i = indices[p]
-                        if i >= sub:
-                            break
-                        row = 0.0
-                        if a == b:
-                            for r in range(p + 1, indptr[cb + 1]):
-                                j = indices[r]
-                                if j >= sub:
-                                    break
-                                row += Pu[i, j] * sc[j] * data[r]
-                            acc += data[p] * sc[i] * (2.0 * row + Pu[i, i] * sc[i] * data[p])
-                        else:
-                            for r in range(indptr[cb], indptr[cb + 1]):
-                                j = indices[r]
-                                if j >= sub:
-                                    break
-                                v = Pu[i, j] if i <= j else Pu[j, i]
-                                row += v * sc[j] * data[r]
-                            acc += data[p] * sc[i] * row
-                    out[s, a, b] = acc
-                    out[s, b, a] = acc
-
-    return (
-        rank_update,
-        finish_scalar,
-        gather_blocks,
-    )
-
-
 @functools.cache
 def _kernels():
-    return _compile()
+    """(rank_update, finish_scalar, gather_blocks), compiled on first use or
+    loaded from Numba's cache."""
+    from . import _lmm_numba
+
+    return _lmm_numba.rank_update, _lmm_numba.finish_scalar, _lmm_numba.gather_blocks
 
 
 def warm_up() -> None:
@@ -183,3 +93,20 @@ def gather_blocks(B, k0: int, Pu: np.ndarray, sc: np.ndarray, sub: int) -> np.nd
     out = np.empty((B.shape[1] // k0, k0, k0))
     _kernels()[2](B.indptr, B.indices, B.data, k0, np.ascontiguousarray(Pu), sc, sub, out)
     return out
+
+
+
+
+def scalar_pairs(B, N: int):
+    """The update operator of a scalar first term, (T, touched), from B's
+    sorted CSC pattern in one compiled pass (``linalg._scalar_pairs`` builds the
+    same arrays with numpy, several times slower)."""
+    import scipy.sparse as sp
+
+    from . import _lmm_numba
+
+    ptr, rank, value, touched = _lmm_numba.scalar_pairs(B.indptr, B.indices, B.data, N)
+    if ptr[-1] < 2**31:  # int32 throughout: scipy would otherwise widen the ranks
+        ptr = ptr.astype(np.int32)
+    T = sp.csc_array((value, rank, ptr), shape=(len(touched), B.shape[1]))
+    return T, touched

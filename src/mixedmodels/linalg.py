@@ -548,7 +548,7 @@ class RankUpdate:
     """Sparse linear map from the first term's C_s blocks to the Schur-complement
     update: ``update[positions] = T @ vec(C)`` on the flattened N x N array."""
 
-    T: sp.csr_array
+    T: sp.csc_array
     positions: np.ndarray
     rows: np.ndarray  # row (<= column) of each position in the N x N array
     cols: np.ndarray
@@ -599,9 +599,11 @@ class CrossProducts:
             Arr[Q1:, start:stop] = Arr[start:stop, Q1:].T
             inner = start
             for tj in rest[i:]:
-                block = term_crossprod(ti, tj).toarray()
-                Arr[start:stop, inner : inner + tj.q] = block
-                Arr[inner : inner + tj.q, start:stop] = block.T
+                # written entry by entry: these blocks are sparse (diagonal for
+                # a scalar term with itself), their dense copies as large as Arr
+                block = term_crossprod(ti, tj).tocoo()
+                Arr[start + block.row, inner + block.col] = block.data
+                Arr[inner + block.col, start + block.row] = block.data
                 inner += tj.q
             start = stop
         return cls(
@@ -729,7 +731,12 @@ class AugmentedSystem:
         m = np.diff(B_re.indptr[::k0]).astype(np.int64)
         if int((m * (m + 1) // 2).sum()) >= max_nnz:
             return None
-        if k0 == 1:
+        if k0 == 1 and _kernels_available():
+            from . import _kernels
+
+            B_re.sort_indices()
+            T, touched = _kernels.scalar_pairs(B_re, N)
+        elif k0 == 1:
             T, touched = _scalar_pairs(B_re, m, N)
         else:
             T, touched = _block_pairs(B_re, m, k0, N)

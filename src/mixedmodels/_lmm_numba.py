@@ -1,0 +1,134 @@
+"""The Numba kernels of :mod:`mixedmodels._kernels` (imported only when Numba
+is installed and a model uses them). Module-level functions, so that Numba's
+on-disk cache finds them again in the next process (functions defined inside
+another function are compiled again in every process: about 3 s)."""
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def rank_update(indptr, indices, data, k0, C, out):
+    """out[t, i, j] += Σ_ab C[s, a, b] B[i, (s, a)] B[j, (s, b)] for i <= j (upper),
+    levels split into ``out.shape[0]`` chunks run in parallel, one
+    accumulator each (summed by the caller).
+
+    Row indices are sorted within a column, so the entries j >= i of column
+    (s, b) start at a pointer that only moves forward as i grows."""
+    nlev = C.shape[0]
+    nchunks = out.shape[0]
+    for t in numba.prange(nchunks):
+        acc = out[t]
+        for s in range(t * nlev // nchunks, (t + 1) * nlev // nchunks):
+            for a in range(k0):
+                ca = s * k0 + a
+                for b in range(k0):
+                    cb = s * k0 + b
+                    start, end = indptr[cb], indptr[cb + 1]
+                    for p in range(indptr[ca], indptr[ca + 1]):
+                        i = indices[p]
+                        while start < end and indices[start] < i:
+                            start += 1
+                        cab = C[s, a, b] * data[p]
+                        for r in range(start, end):
+                            acc[i, indices[r]] += cab * data[r]
+
+@numba.njit(cache=True, nogil=True)
+def finish_row(Arr, acc, sc, nq, S, i):
+    N = S.shape[0]
+    for j in range(i, N):
+        u = 0.0
+        for t in range(acc.shape[0]):
+            u += acc[t, i, j]
+            acc[t, i, j] = 0.0
+        S[i, j] = sc[i] * sc[j] * (Arr[i, j] - u)
+    if i < nq:
+        S[i, i] += 1.0
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def finish_scalar(Arr, acc, sc, nq, S):
+    """S[i, j] = sc[i] sc[j] (Arr[i, j] - Σ_t acc[t, i, j]) for j >= i, plus 1
+    on the first ``nq`` diagonal entries; the accumulators are cleared for
+    the next update. Rows h and N - 1 - h go to the same thread, so the
+    threads get equal shares of the triangle."""
+    N = S.shape[0]
+    for h in numba.prange((N + 1) // 2):
+        finish_row(Arr, acc, sc, nq, S, h)
+        if N - 1 - h != h:
+            finish_row(Arr, acc, sc, nq, S, N - 1 - h)
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def gather_blocks(indptr, indices, data, k0, Pu, sc, sub, out):
+    """out[s, a, b] = Σ_ij B[i, (s, a)] P[i, j] B[j, (s, b)] for
+    P[i, j] = sc[i] sc[j] S⁻¹[i, j] on the leading ``sub`` rows (zero beyond),
+    S⁻¹ given by its upper triangle ``Pu`` (C order): no full P is built."""
+    nlev = out.shape[0]
+    for s in numba.prange(nlev):
+        for a in range(k0):
+            ca = s * k0 + a
+            for b in range(a, k0):
+                cb = s * k0 + b
+                acc = 0.0
+                for p in range(indptr[ca], indptr[ca + 1]):
+                    i = indices[p]
+                    if i >= sub:
+                        break
+                    row = 0.0
+                    if a == b:
+                        for r in range(p + 1, indptr[cb + 1]):
+                            j = indices[r]
+                            if j >= sub:
+                                break
+                            row += Pu[i, j] * sc[j] * data[r]
+                        acc += data[p] * sc[i] * (2.0 * row + Pu[i, i] * sc[i] * data[p])
+                    else:
+                        for r in range(indptr[cb], indptr[cb + 1]):
+                            j = indices[r]
+                            if j >= sub:
+                                break
+                            v = Pu[i, j] if i <= j else Pu[j, i]
+                            row += v * sc[j] * data[r]
+                        acc += data[p] * sc[i] * row
+                out[s, a, b] = acc
+                out[s, b, a] = acc
+
+
+@numba.njit(cache=True, nogil=True)
+def scalar_pairs(indptr, indices, data, N):
+    """The update operator of a scalar first term from B's sorted CSC pattern:
+    for every level s and every pair f <= e of its entries (rows r_f <= r_e,
+    level by level, e-major), the value B_f B_e at the rank of the flat
+    position r_f N + r_e among all positions touched. Returns (ptr, rank,
+    value, touched): the operator in CSC form (one column per level) and the
+    touched positions in increasing order."""
+    nlev = len(indptr) - 1
+    ptr = np.zeros(nlev + 1, dtype=np.int64)
+    for s in range(nlev):
+        m = indptr[s + 1] - indptr[s]
+        ptr[s + 1] = ptr[s] + m * (m + 1) // 2
+    mark = np.zeros(N * N, dtype=np.int32)  # first a mark, then rank + 1
+    for s in range(nlev):
+        for e in range(indptr[s], indptr[s + 1]):
+            base = indices[e]
+            for f in range(indptr[s], e + 1):
+                mark[indices[f] * N + base] = 1
+    count = 0
+    for flat in range(N * N):
+        if mark[flat]:
+            count += 1
+            mark[flat] = count
+    touched = np.empty(count, dtype=np.int64)
+    for flat in range(N * N):
+        if mark[flat]:
+            touched[mark[flat] - 1] = flat
+    rank = np.empty(ptr[nlev], dtype=np.int32)
+    value = np.empty(ptr[nlev], dtype=np.float64)
+    k = 0
+    for s in range(nlev):
+        for e in range(indptr[s], indptr[s + 1]):
+            base = indices[e]
+            for f in range(indptr[s], e + 1):
+                rank[k] = mark[indices[f] * N + base] - 1
+                value[k] = data[f] * data[e]
+                k += 1
+    return ptr, rank, value, touched
