@@ -49,7 +49,8 @@ Every problem is fitted by mixedmodels in a fresh Python subprocess (this file
 with ``--worker``): it imports mixedmodels, loads the data (bundled CSV via
 ``mixedmodels.datasets.load``, or the cached Parquet of a simulated set), makes
 one untimed warm-up fit of sleepstudy (plus one ``glmer()`` of cbpp for the
-glmer problems), records its RSS (the *baseline*), then times ``reps`` whole
+glmer problems, and a load of the compiled loops, from Numba's cache, for the
+problems that use them), records its RSS (the *baseline*), then times ``reps`` whole
 ``lmer()`` (or ``glmer()``) calls (model frame and design matrices from the
 formula, optimisation, final estimates) and reports their median; the peak is
 the process's ``ru_maxrss`` (absolute, baseline included).  ``setup`` is the
@@ -107,6 +108,7 @@ PROBLEMS = [
     },
     {
         "name": "insteval",
+        "kernels": True,  # uses the compiled loops (Numba): warmed up first
         "data": "bundled:InstEval",
         "formula": "y ~ 1 + service + (1|s) + (1|d) + (1|dept)",
         "reml": False,
@@ -115,6 +117,7 @@ PROBLEMS = [
     },
     {
         "name": "insteval_wide",
+        "kernels": True,  # uses the compiled loops (Numba): warmed up first
         "data": "bundled:InstEval",
         "formula": "y ~ 1 + service * dept + (1|s) + (1|d)",
         "reml": False,
@@ -149,6 +152,7 @@ PROBLEMS = [
     },
     {
         "name": "nested",
+        "kernels": True,  # uses the compiled loops (Numba): warmed up first
         "data": "sim:nested",
         "formula": "y ~ 1 + (1|A) + (1|A:B) + (1|A:B:C)",
         "reml": True,
@@ -265,12 +269,12 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
                 mm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
                          mm.datasets.load("cbpp"), family="binomial")
         del warm
-        # the large models' compiled loops too (Numba's cache): a one-time cost
-        # per process, like R's lazy loading that lme4_bench.R warms up; only
-        # where they run, as loading Numba adds ~125 MB to the baseline RSS
+        # the compiled loops too (Numba's cache) where the problem uses them: a
+        # one-time cost per process, like R's lazy loading that lme4_bench.R
+        # warms up; only there, as loading Numba adds ~125 MB to the baseline RSS
         from mixedmodels import _kernels
 
-        if spec.get("r_large") and _kernels.available():
+        if (spec.get("r_large") or spec.get("kernels")) and _kernels.available():
             _kernels.warm_up()
         res["baseline_rss"] = _rss_bytes()
         res["peak_before_fit"] = _peak_bytes()

@@ -62,6 +62,8 @@ def warm_up() -> None:
         acc = rank_update(B, k0, C, 3)
         gather_blocks(B, k0, np.eye(3), np.ones(3), 3)
     finish_scalar(np.eye(3), acc, np.ones(3), 2, np.empty((3, 3)))
+    B.sort_indices()
+    scalar_pairs(B, 3)
 
 
 def accumulators(nlev: int, N: int) -> np.ndarray:

@@ -397,6 +397,7 @@ class Factor:
     Q1: int
     p: int
     rest_sizes: tuple[tuple[int, int], ...]  # (q, k) of the terms after the first
+    generation: int = 0  # the system's factorisation count when Lrr is its workspace (else 0)
 
     def logdet_re(self) -> float:
         """log det(Λ'Z'ZΛ + I)."""
@@ -420,9 +421,7 @@ class Factor:
 
     def solve(self) -> tuple[np.ndarray, list[np.ndarray]]:
         """β and the spherical random effects u (one (ℓ, k) array per term)."""
-        m = self.Lrr.shape[0] - 1
-        rhs = self.Lrr[-1, :m]
-        x = solve_triangular(self.Lrr[:m, :m], rhs, lower=True, trans="T", check_finite=False)
+        x = _last_row_solution(self.Lrr)
         u_rest, beta = x[: self.Q1], x[self.Q1 :]
         c0 = self.Lxy0[-1].copy()
         c0 -= self.Lxy0[:-1].T @ beta
@@ -461,6 +460,25 @@ class Factor:
                 out.append(np.einsum("rlj,rlk->ljk", W, W))
                 start += size
         return out
+
+
+def _last_row_solution(L: np.ndarray) -> np.ndarray:
+    """x with L1'x = c, for L = [[L1, 0], [c', d]] lower triangular: from
+    L'z = e_N on the whole of L (x = -d z[:-1]), so that no copy of L1 is made."""
+    e = np.zeros(L.shape[0])
+    e[-1] = 1.0
+    z = blas.dtrsv(L, e, lower=1, trans=1)
+    return -L[-1, -1] * z[:-1]
+
+
+def _zero_upper(L: np.ndarray, block: int = 128) -> None:
+    """Zero the strict upper triangle of a square array in place, a band of
+    columns at a time (no index arrays or masks of its size)."""
+    n = L.shape[0]
+    for j0 in range(0, n, block):
+        j1 = min(j0 + block, n)
+        L[:j0, j0:j1] = 0.0
+        L[j0:j1, j0:j1] = np.tril(L[j0:j1, j0:j1])
 
 
 def _update_weights(lam0: np.ndarray, L00inv: np.ndarray) -> np.ndarray:
@@ -678,6 +696,7 @@ class AugmentedSystem:
         self._store_below(cross.A_re0, nl0 * k0, max_update_nnz)
         self._lead = self._diagonal_lead()
         self._work: np.ndarray | None = None  # reused Schur-complement buffer
+        self._generation = 0  # factorisations so far (a workspace factor is valid until the next)
         self.lapack_threads: int | None = None  # BLAS threads inside the factorisations
         self._acc: np.ndarray | None = None  # reused accumulators of the compiled update
 
@@ -778,6 +797,7 @@ class AugmentedSystem:
             in a workspace reused by the next call (fresh pages of a large array
             cost more than the arithmetic), valid until then.
         """
+        self._generation += 1
         lam0 = lams[0]
         L00, L00inv = self.first_term(lam0)
         Lre0, Lxy0 = self._rows_below(lams, L00inv) if (rows or keep) else (None, None)
@@ -802,17 +822,35 @@ class AugmentedSystem:
             if info != 0:
                 return None
         q0 = self.A00.shape[0] * lam0.shape[0]
-        return Factor(lams, L00, L00inv, Lre0, Lxy0, Lt, q0, self.Q1, self.p, self.rest_sizes)
+        generation = 0 if keep else self._generation
+        return Factor(
+            lams, L00, L00inv, Lre0, Lxy0, Lt, q0, self.Q1, self.p, self.rest_sizes, generation
+        )
+
+    def kept(self, f: Factor) -> Factor | None:
+        """The factor ``factor(..., keep=True)`` would give, from one whose dense
+        block is still this system's workspace (no factorisation since): the
+        workspace becomes the factor's (the next factorisation allocates a new
+        one), its upper triangle is zeroed and the rows below the first term
+        are added. None if the workspace has moved on. The fit keeps its last
+        evaluation this way instead of factorising the optimum again."""
+        if not f.generation or f.generation != self._generation:
+            return None
+        if self._work is None or not np.may_share_memory(f.Lrr, self._work):
+            return None
+        self._work = None
+        _zero_upper(f.Lrr)
+        Lre0, Lxy0 = self._rows_below(f.lam, f.L00inv)
+        return Factor(
+            f.lam, f.L00, f.L00inv, Lre0, Lxy0, f.Lrr, f.q0, self.Q1, self.p, self.rest_sizes
+        )
 
     def solve(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
         """β and the spherical modes u for a factor without its rows below the
         first term: the dense block gives (u_rest, β); u0 follows from the first
         term's normal equations M_s u0_s = λ0'(Z0'y - Z0'Xβ - Z0'Z_rΛ_r u_r)_s."""
         N = self.N
-        e = np.zeros(N)
-        e[-1] = 1.0
-        z = blas.dtrsv(f.Lrr, e, lower=1, trans=1)  # L'z = e_N
-        x = -f.Lrr[-1, -1] * z[:-1]  # solves L1'x = c (c: last row of L)
+        x = _last_row_solution(f.Lrr)  # solves L1'x = c (c: last row of L)
         u_rest, beta = x[: self.Q1], x[self.Q1 :]
         w = np.empty(N)
         for (start, stop), lam, (q, k) in zip(self._block_bounds, f.lam[1:], self.rest_sizes):

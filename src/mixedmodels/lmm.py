@@ -172,6 +172,7 @@ class LinearMixedModel(RandomEffectsModel):
         grad = d_logdet + (nu / r2) * d_pwrss
         for i in numeric:
             grad[i] = self._numeric_partial(theta, i, value)
+        self._last_factor = (theta.copy(), f)  # the optimum is usually the last point
         return value, grad, parts
 
     def _start_evaluation(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
@@ -479,7 +480,7 @@ class LinearMixedModel(RandomEffectsModel):
         theta = self._snap_to_boundary(theta, record.objective_final)
         self.optsum = record
         self._theta = theta
-        f = self._system.factor(self.lambdas(theta), keep=True)
+        f = self._reused_factor(theta) or self._system.factor(self.lambdas(theta), keep=True)
         if f is None:
             raise DataError("the model could not be factorised at the optimum")
         self._factor = f
@@ -497,6 +498,15 @@ class LinearMixedModel(RandomEffectsModel):
                 stacklevel=3,
             )
         self._warn_if_singular()
+
+    def _reused_factor(self, theta: np.ndarray) -> Factor | None:
+        """The factor of the last evaluation with the gradient, if it was at
+        ``theta`` and is still valid (see ``AugmentedSystem.kept``)."""
+        last = self.__dict__.pop("_last_factor", None)
+        kept = getattr(self._system, "kept", None)
+        if last is None or kept is None or not np.array_equal(last[0], theta):
+            return None
+        return kept(last[1])
 
     # ------------------------------------------------------------------ protocol
 
