@@ -36,6 +36,19 @@ def test_ill_conditioned_factor_falls_back_to_double_precision():
     np.testing.assert_array_equal(np.tril(inverse_from_factor(L)), _double(L))
 
 
+@pytest.mark.parametrize("eigen_max", [50.0, 1e9])  # single precision kept / refused
+def test_inverse_of_the_leading_block_of_a_larger_factor(eigen_max):
+    """``sub=``: the inverse of L[:sub, :sub] read from the whole factor (the
+    engine's dense block with its [X y] rows after the random effects), whose
+    upper triangle holds unrelated numbers, equals that of the block alone."""
+    L = _factor(np.geomspace(1.0, eigen_max, 620))
+    sub = 600
+    garbage = np.asfortranarray(L + np.triu(np.full(L.shape, 7.5), 1))
+    expected = np.tril(inverse_from_factor(np.array(L[:sub, :sub])))
+    np.testing.assert_array_equal(np.tril(inverse_from_factor(garbage, sub=sub)), expected)
+    np.testing.assert_allclose(expected, _double(L[:sub, :sub]), rtol=0, atol=1e-6 * np.abs(expected).max())
+
+
 def test_small_factors_stay_in_double_precision():
     L = _factor(np.linspace(1.0, 5.0, 50))
     np.testing.assert_array_equal(np.tril(inverse_from_factor(L)), _double(L))

@@ -57,12 +57,15 @@ SINGLE_PRECISION_INVERSE_ROWS = 500
 SINGLE_PRECISION_RESIDUAL = 1e-5
 
 
-def inverse_from_factor(L: np.ndarray, single_min_rows: int | None = None) -> np.ndarray:
-    """(L L')⁻¹ from the lower Cholesky factor L; its lower triangle, float64
-    (the upper one holds L's).
+def inverse_from_factor(
+    L: np.ndarray, single_min_rows: int | None = None, sub: int | None = None
+) -> np.ndarray:
+    """(L₁L₁')⁻¹ for L₁ = L[:sub, :sub] (all of L by default), L lower
+    triangular (its upper triangle is not read); the inverse's lower triangle,
+    float64, C or Fortran order (its upper triangle holds L's).
 
     Only the gradient of the objective uses this inverse (the objective itself
-    comes from L), so for a large L it is computed in single precision
+    comes from L), so for a large L₁ it is computed in single precision
     (LAPACK spotri, about twice as fast as dpotri) from the double-precision
     factor and kept when its residual along a random direction is below
     ``SINGLE_PRECISION_RESIDUAL`` (one product and two triangular products in
@@ -70,31 +73,35 @@ def inverse_from_factor(L: np.ndarray, single_min_rows: int | None = None) -> np
     below the optimizer's gradient tolerance. ``single_min_rows`` overrides
     ``SINGLE_PRECISION_INVERSE_ROWS``.
     """
-    n = L.shape[0]
+    n = L.shape[0] if sub is None else sub
     threshold = SINGLE_PRECISION_INVERSE_ROWS if single_min_rows is None else single_min_rows
-    L = np.array(L, order="F")  # one contiguous copy for LAPACK and BLAS
     if n and n >= threshold:
         with np.errstate(over="ignore", invalid="ignore"):  # L's unused upper triangle
-            single = L.astype(np.float32)
+            single = np.array(L[:n, :n], dtype=np.float32, order="F")  # one pass
         inv, info = lapack.spotri(single, lower=1, overwrite_c=1)
         if info == 0:
             inv = inv.astype(np.float64)
             if _inverse_residual(L, inv) <= SINGLE_PRECISION_RESIDUAL:
                 return inv
-    inv, info = lapack.dpotri(L, lower=1, overwrite_c=1)
+    inv, info = lapack.dpotri(np.array(L[:n, :n], order="F"), lower=1, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError("dpotri failed")
     return inv
 
 
 def _inverse_residual(L: np.ndarray, inv_lower: np.ndarray) -> float:
-    """‖LL'Zv - v‖/‖v‖ for Z given by its lower triangle and a fixed
-    pseudo-random v: how far Z is from (LL')⁻¹ in practice."""
-    v = np.cos(np.arange(1, L.shape[0] + 1, dtype=float) * 1.618)
-    w = blas.dsymv(1.0, inv_lower, v, lower=1)
-    w = blas.dtrmv(L, w, lower=1, trans=1)
+    """‖L₁L₁'Zv - v‖/‖v‖ for Z = (L₁L₁')⁻¹ given by its lower triangle, L₁ the
+    leading block of L of Z's size, and a fixed pseudo-random v: how far Z is
+    from the inverse in practice. The triangular products run on all of L with
+    v padded by zeros (their leading entries are L₁'s; a contiguous L is not
+    copied)."""
+    n, N = inv_lower.shape[0], L.shape[0]
+    v = np.cos(np.arange(1, n + 1, dtype=float) * 1.618)
+    w = np.zeros(N)
+    w[:n] = blas.dsymv(1.0, inv_lower, v, lower=1)
+    w = blas.dtrmv(L, w, lower=1, trans=1)  # [L₁'w₁; 0]
     w = blas.dtrmv(L, w, lower=1)
-    res = float(np.linalg.norm(w - v) / np.linalg.norm(v))
+    res = float(np.linalg.norm(w[:n] - v) / np.linalg.norm(v))
     return res if np.isfinite(res) else np.inf
 
 
@@ -471,6 +478,14 @@ def _last_row_solution(L: np.ndarray) -> np.ndarray:
     return -L[-1, -1] * z[:-1]
 
 
+def _zero_upper_rows(S: np.ndarray, rows: int, block: int = 64) -> None:
+    """Zero S[i, j] for i < ``rows`` and i <= j < ``rows`` (C order), in
+    bands of rows: the upper triangle of the leading block, about half of
+    the memory a full clear would write (LAPACK reads no other entry)."""
+    for i0 in range(0, rows, block):
+        S[i0 : min(i0 + block, rows), i0:rows] = 0.0
+
+
 def _zero_upper(L: np.ndarray, block: int = 128) -> None:
     """Zero the strict upper triangle of a square array in place, a band of
     columns at a time (no index arrays or masks of its size)."""
@@ -572,6 +587,26 @@ class RankUpdate:
     cols: np.ndarray
     row_block: np.ndarray  # block (term after the first, or [X y]) of each position's row
     col_block: np.ndarray  # ... and of its column
+
+    def __post_init__(self):
+        nblocks = int(max(self.row_block.max(initial=0), self.col_block.max(initial=0))) + 1
+        # the pair of blocks as one index into the outer product of per-block scales
+        self.pair_code = self.row_block * nblocks + self.col_block
+        self.nblocks = nblocks
+        # off-diagonal positions stand for two entries of the symmetric update
+        self.weight = np.where(self.rows == self.cols, 1.0, 2.0)
+
+    def block_scales(self, scale: np.ndarray) -> np.ndarray:
+        """scale[row_block] * scale[col_block] at every position (one gather)."""
+        return np.outer(scale[: self.nblocks], scale[: self.nblocks]).ravel()[self.pair_code]
+
+    def lower_entries(self, A: np.ndarray) -> np.ndarray:
+        """A[cols, rows] (the lower triangle's entries at the transposed
+        positions) by one gather from A's memory, C or Fortran order."""
+        n = A.shape[0]
+        if A.flags.f_contiguous:  # A.T is C-contiguous: A[c, r] = A.T[r, c]
+            return A.T.ravel().take(self.rows * n + self.cols)
+        return A[self.cols, self.rows]
 
 
 @dataclass
@@ -921,7 +956,7 @@ class AugmentedSystem:
         if self._lead:
             return self._inverse_diagonal_lead(Lrr, sub)
         with blas_threads(self.lapack_threads):
-            return inverse_from_factor(Lrr[:sub, :sub])
+            return inverse_from_factor(Lrr, sub=sub)
 
     # ------------------------------------------------------------ diagonal lead
 
@@ -1048,11 +1083,10 @@ class AugmentedSystem:
         if P is None:
             # positions are upper (row <= col); S⁻¹ is symmetric, read its lower triangle
             scale = np.array([lam[0, 0] for lam in lams] + [1.0])
-            values = inv[up.cols, up.rows] * (scale[up.row_block] * scale[up.col_block])
+            values = up.lower_entries(inv) * up.block_scales(scale)
         else:
             values = P[up.rows, up.cols]
-        weight = np.where(up.rows == up.cols, 1.0, 2.0)
-        return (up.T.T @ (values * weight)).reshape(-1, self.k0, self.k0)
+        return (up.T.T @ (values * up.weight)).reshape(-1, self.k0, self.k0)
 
     def _x_blocks_scalar(self, inv: np.ndarray, scale: np.ndarray, sub: int):
         """P's X columns, (Q1, p) and (p, p), from the lower triangle of S⁻¹,
@@ -1186,15 +1220,15 @@ class AugmentedSystem:
         up = self._update
         Q1 = self.Q1
         arr = self._arr_at_positions()
-        S[:Q1].fill(0.0)
+        _zero_upper_rows(S, Q1)
         if arr is None:  # some nonzero of A_rr outside the pattern: write blocks
             for i, (r0, r1) in enumerate(self._block_bounds[:-1]):
                 for j in range(i, len(scale) - 1):
                     c0, c1 = self._block_bounds[j]
                     np.multiply(self.Arr[r0:r1, c0:c1], scale[i] * scale[j], out=S[r0:r1, c0:c1])
-            S.ravel()[up.positions] -= update * (scale[up.row_block] * scale[up.col_block])
+            S.ravel()[up.positions] -= update * up.block_scales(scale)
         else:
-            S.ravel()[up.positions] = (arr - update) * (scale[up.row_block] * scale[up.col_block])
+            S.ravel()[up.positions] = (arr - update) * up.block_scales(scale)
         row_scale = self._row_scale(scale)
         S[:Q1, Q1:] = (self.Arr[:Q1, Q1:] - cross) * row_scale[:, None]
         S[Q1:, Q1:] = self.Arr[Q1:, Q1:] - xy
@@ -1205,7 +1239,8 @@ class AugmentedSystem:
         if not hasattr(self, "_arr_pos_values"):
             Q1, up = self.Q1, self._update
             values = self.Arr.ravel()[up.positions]
-            inside = np.count_nonzero(np.triu(self.Arr[:Q1, :Q1]))
+            block = self.Arr[:Q1, :Q1]  # symmetric: its upper triangle from the total count
+            inside = (np.count_nonzero(block) + np.count_nonzero(np.diagonal(block))) // 2
             self._arr_pos_values = values if np.count_nonzero(values) == inside else None
         return self._arr_pos_values
 
