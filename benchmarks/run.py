@@ -108,7 +108,7 @@ PROBLEMS = [
     },
     {
         "name": "insteval",
-        "kernels": True,  # uses the compiled loops (Numba): warmed up first
+        "kernels": "sequential",  # the update operator's compiled build: warmed up first
         "data": "bundled:InstEval",
         "formula": "y ~ 1 + service + (1|s) + (1|d) + (1|dept)",
         "reml": False,
@@ -117,7 +117,7 @@ PROBLEMS = [
     },
     {
         "name": "insteval_wide",
-        "kernels": True,  # uses the compiled loops (Numba): warmed up first
+        "kernels": "sequential",  # the update operator's compiled build: warmed up first
         "data": "bundled:InstEval",
         "formula": "y ~ 1 + service * dept + (1|s) + (1|d)",
         "reml": False,
@@ -152,7 +152,7 @@ PROBLEMS = [
     },
     {
         "name": "nested",
-        "kernels": True,  # uses the compiled loops (Numba): warmed up first
+        "kernels": "sequential",  # the update operator's compiled build: warmed up first
         "data": "sim:nested",
         "formula": "y ~ 1 + (1|A) + (1|A:B) + (1|A:B:C)",
         "reml": True,
@@ -275,7 +275,7 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
         from mixedmodels import _kernels
 
         if (spec.get("r_large") or spec.get("kernels")) and _kernels.available():
-            _kernels.warm_up()
+            _kernels.warm_up(parallel=spec.get("kernels") != "sequential")
         res["baseline_rss"] = _rss_bytes()
         res["peak_before_fit"] = _peak_bytes()
         formula = spec.get("py_formula", spec["formula"])

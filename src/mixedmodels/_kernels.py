@@ -51,19 +51,24 @@ def _kernels():
     return _lmm_numba.rank_update, _lmm_numba.finish_scalar, _lmm_numba.gather_blocks
 
 
-def warm_up() -> None:
-    """Compile (or load from Numba's cache) every loop once, on tiny inputs: the
-    first use in a process otherwise pays about a second for it."""
+def warm_up(parallel: bool = True) -> None:
+    """Compile (or load from Numba's cache) the loops once, on tiny inputs: the
+    first use in a process otherwise pays about a second for it. With
+    ``parallel=False`` only the sequential one (the update operator's build):
+    running a parallel loop starts Numba's worker threads, which then compete
+    with BLAS for the cores."""
     import scipy.sparse as sp
 
     B = sp.csc_array(np.ones((3, 2)))
+    B.sort_indices()
+    scalar_pairs(B, 3)
+    if not parallel:
+        return
     for k0 in (1, 2):
         C = np.ones((2 // k0, k0, k0))
         acc = rank_update(B, k0, C, 3)
         gather_blocks(B, k0, np.eye(3), np.ones(3), 3)
     finish_scalar(np.eye(3), acc, np.ones(3), 2, np.empty((3, 3)))
-    B.sort_indices()
-    scalar_pairs(B, 3)
 
 
 def accumulators(nlev: int, N: int) -> np.ndarray:
