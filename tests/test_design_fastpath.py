@@ -200,6 +200,75 @@ def test_ordered_and_factor_fixed_effects(sleep):
     )
 
 
+def factor_data(sleep):
+    """sleepstudy with factors of every kind SimpleSpec encodes: an unordered
+    categorical with an unused category and categories out of sorted order,
+    strings, and integer-valued categories."""
+    days = sleep["Days"].to_numpy()
+    return sleep.assign(
+        phase=pd.Categorical(
+            np.where(days < 3, "b", np.where(days < 7, "a", "c")), categories=["c", "zz", "b", "a"]
+        ),
+        grp=np.where(days % 2 == 0, "even", "odd"),
+        block=pd.Categorical(days // 4 * 10),
+    )
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "Reaction ~ phase + (1 | Subject)",
+        "Reaction ~ Days + grp + phase + (Days | Subject)",
+        "Reaction ~ 1 + block + Days + (1 | Subject)",
+        "Reaction ~ grp + (1 + grp | Subject)",  # a factor in a random term too
+        "Reaction ~ 0 + phase + (1 | Subject)",  # no intercept: formulaic's full coding
+    ],
+)
+def test_factor_fixed_effects_match_formulaic(sleep, formula):
+    """Unordered factors in treatment coding are built without formulaic, with
+    its columns, names and levels (the formulaic path is the reference)."""
+    frame = assert_paths_agree(formula, factor_data(sleep))
+    if "0 +" not in formula:
+        assert isinstance(frame.fixed.model_spec, design.SimpleSpec)
+
+
+def test_factor_spec_serves_inference_and_newdata(sleep):
+    """The simple factor spec gives formulaic's anova terms, emmeans, levels
+    and predictions on new data, and the same error for an unseen level."""
+    data = factor_data(sleep)
+    formula = "Reaction ~ Days + grp + phase + (Days | Subject)"
+    fits = {}
+    for path in ("simple", "formulaic"):
+        parse = design.SimpleSpec.parse
+        if path == "formulaic":
+            design.SimpleSpec.parse = classmethod(lambda cls, rhs, data: None)
+        try:
+            fits[path] = mm.lmer(formula, data)
+        finally:
+            design.SimpleSpec.parse = parse
+    a, b = fits["simple"], fits["formulaic"]
+    assert isinstance(a.frame.fixed.model_spec, design.SimpleSpec)
+    assert not isinstance(b.frame.fixed.model_spec, design.SimpleSpec)
+    pd.testing.assert_series_equal(a.fixef, b.fixef)
+    pd.testing.assert_frame_equal(a.anova(type=3), b.anova(type=3))
+    pd.testing.assert_frame_equal(a.anova(type=1), b.anova(type=1))
+    pd.testing.assert_frame_equal(mm.emmeans(a, "phase").table, mm.emmeans(b, "phase").table)
+    pd.testing.assert_frame_equal(
+        mm.emmeans(a, "grp", by="phase").table, mm.emmeans(b, "grp", by="phase").table
+    )
+    new = pd.DataFrame({"Days": [0.0, 4.0, 9.0], "grp": ["odd", "even", "odd"],
+                        "phase": ["a", "b", "c"], "Subject": ["308", "309", "999"]})
+    pd.testing.assert_series_equal(a.predict(new), b.predict(new))
+    pd.testing.assert_series_equal(a.predict(new, re_form="~0"), b.predict(new, re_form="~0"))
+    bad = new.assign(phase=["a", "b", "d"])
+    messages = []
+    for fit in (a, b):
+        with pytest.raises(MixedModelsError) as err:
+            fit.predict(bad)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "'d'" in messages[0]
+
+
 def test_weights_and_offsets(sleep):
     rng = np.random.default_rng(0)
     data = sleep.assign(w=rng.uniform(0.5, 2, len(sleep)), o=rng.normal(size=len(sleep)))

@@ -144,8 +144,10 @@ def design_terms(model_spec: Any, ncols: int) -> list[FixedTerm]:
         if model_spec.intercept:
             out.append(FixedTerm("(Intercept)", [0], ()))
             pos = 1
-        for j, var in enumerate(simple_vars):
-            out.append(FixedTerm(var, [pos + j], (var,), frozenset([var]), var))
+        for var, width in zip(simple_vars, model_spec.widths()):
+            numeric = frozenset() if var in model_spec.levels else frozenset([var])
+            out.append(FixedTerm(var, list(range(pos, pos + width)), (var,), numeric, var))
+            pos += width
         return out
     spec, aliases = _spec_parts(model_spec)
     indices = getattr(spec, "term_indices", None)
