@@ -235,9 +235,11 @@ def pirls(codes, zv, lam, offs, ubase, X, y, wt, offset, eta0, mu0, link, fam, l
     """The whole PIRLS loop of ``glmm._Engine.pirls`` (lme4's pwrssUpdate) in
     one call, for small Schur blocks: the same steps, tests and step halving.
 
-    Returns (status, u, b, eta, mu, pdev, iterations, L0, R, LS); status 0 ok,
-    1 system not positive definite, 2 non-finite deviance, 3 step halving
-    failed. ``eta0``/``mu0`` are never written to.
+    Returns (status, u, b, eta, mu, pdev, iterations, L0, R, LS, ldl2); status
+    0 ok, 1 system not positive definite, 2 non-finite deviance, 3 step
+    halving failed; ldl2 = 2 Σ log diag of the factor's random-effects rows
+    (``BlockedFactor.ldL2``, summed in its order). ``eta0``/``mu0`` are never
+    written to.
     """
     n = y.shape[0]
     p = X.shape[1]
@@ -284,4 +286,10 @@ def pirls(codes, zv, lam, offs, ubase, X, y, wt, offset, eta0, mu0, link, fam, l
             break
         old = pdev
         u_prev, b_prev = u, b
-    return status, u, b, eta, mu, pdev, it, L0, R, LS
+    d0 = 0.0
+    for s in range(l0):
+        d0 += math.log(L0[s])
+    d1 = 0.0
+    for c in range(min(Q1, LS.shape[0])):
+        d1 += math.log(LS[c, c])
+    return status, u, b, eta, mu, pdev, it, L0, R, LS, 2.0 * (d0 + d1)

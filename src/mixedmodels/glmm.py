@@ -28,6 +28,7 @@ itself, on the same scale as the Laplace one.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import threading
 import time
@@ -200,6 +201,12 @@ class _Engine:
         w = self.wt * d * d / fam.variance(mu)
         z = eta - offset + (self.y - mu) / d
         return w, z
+
+    @staticmethod
+    def scalar_lambdas(theta) -> np.ndarray:
+        """λ of a model whose terms are all scalar, for the compiled steps
+        (which are only built for such models): θ as a float array."""
+        return np.asarray(theta, dtype=float)
 
     def solve(self, lams, w: np.ndarray, z: np.ndarray, joint: bool):
         """One PWLS step: (u, β, factor)."""
@@ -382,7 +389,7 @@ class _CompiledTerms:
         return cls(frame, family)
 
     def solve(self, e: "_Engine", lams, eta, mu, offset, joint: bool):
-        lam = np.array([float(l[0, 0]) for l in lams])
+        lam = self.lam_values(lams)
         X = self.X if joint else self.no_x
         L0, R, S, y0, yr = self.assemble(
             self.codes, self.zv, lam, self.offs, X, _c(eta), _c(mu), _c(e.y), _c(e.wt), _c(offset),
@@ -402,26 +409,34 @@ class _CompiledTerms:
         beta = x[Q1:] if joint else np.zeros(0)
         return u, beta, BlockedFactor(L0[:, None, None], R[:, None, :], LS, Q1)
 
+    @staticmethod
+    def lam_values(lams) -> np.ndarray:
+        """λ of every (scalar) term as one array: λ's given as 1 x 1 arrays or,
+        from :meth:`_Engine.scalar_lambdas`, already as that array."""
+        if isinstance(lams, np.ndarray) and lams.ndim == 1:
+            return lams
+        return np.array([float(l[0, 0]) for l in lams])
+
     def fused(self, joint: bool) -> bool:
         """Whether the whole PIRLS loop runs compiled (a small Schur block)."""
         return self.Q1 + (self.X.shape[1] if joint else 0) <= FUSED_MAX_BLOCK
 
     def pirls(self, e: "_Engine", lams, eta_start, mu_start, offset, joint: bool, tol: float) -> "_Modes":
         """:meth:`_Engine.pirls` in one compiled call (``_glmm_numba.pirls``)."""
-        lam = np.array([float(l[0, 0]) for l in lams])
+        lam = self.lam_values(lams)
         X = self.X if joint else self.no_x
-        status, u, b, eta, mu, pdev, it, L0, R, LS = self.kernel_pirls(
+        status, u, b, eta, mu, pdev, it, L0, R, LS, ldl2 = self.kernel_pirls(
             self.codes, self.zv, lam, self.offs, self.ubase, X, _c(e.y), _c(e.wt), _c(offset),
             _c(eta_start), _c(mu_start), self.link, self.fam, self.l0, self.Q1,
             float(tol), PIRLS_MAXIT, STEP_HALVINGS, float(e._dev_saturated),
         )
         if status:
             raise PirlsError(_PIRLS_FAILURES[status])
-        factor = BlockedFactor(L0[:, None, None], R[:, None, :], LS, self.Q1)
+        factor = BlockedFactor(L0[:, None, None], R[:, None, :], LS, self.Q1, float(ldl2))
         return _Modes(u, b, eta, mu, factor, float(pdev), int(it))
 
     def update(self, e: "_Engine", lams, u, b, offset):
-        lam = np.array([float(l[0, 0]) for l in lams])
+        lam = self.lam_values(lams)
         X = self.X if len(b) else self.no_x
         n = len(e.y)
         eta, mu = np.empty(n), np.empty(n)
@@ -614,7 +629,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     # ------------------------------------------------------------------ parameters
 
-    @property
+    @functools.cached_property
     def ntheta(self) -> int:
         return int(sum(t.ntheta for t in self.frame.terms))
 
@@ -624,7 +639,8 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         """PIRLS at θ (``beta`` None: β found with u, the nAGQ = 0 stage) from
         the stage's starting linear predictor, as lme4 starts every evaluation."""
         e = self._engine
-        lams = self.lambdas(np.asarray(theta, float))
+        # the compiled steps take λ of scalar terms as numbers: θ itself
+        lams = e.scalar_lambdas(theta) if e._compiled is not None else self.lambdas(np.asarray(theta, float))
         if beta is None:
             return e.pirls(lams, self._eta_start, e.offset, True, self.pirls_tol)
         return e.pirls(lams, self._eta_start, e.offset + e.X @ beta, False, self.pirls_tol)

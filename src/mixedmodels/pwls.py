@@ -68,9 +68,12 @@ class BlockedFactor:
     R: np.ndarray  # (ℓ0, k0, m)
     LS: np.ndarray  # (m, m) lower
     Q1: int  # rows of the other random-effects terms in the Schur block
+    logdet: float | None = None  # ldL2 when the factorisation computed it already
 
     def ldL2(self) -> float:
         """log det(Λ'Z'WZΛ + I), the random-effects block."""
+        if self.logdet is not None:
+            return self.logdet
         d0 = np.log(np.diagonal(self.L0, axis1=1, axis2=2)).sum()
         return 2.0 * float(d0 + np.log(np.diagonal(self.LS)[: self.Q1]).sum())
 
