@@ -1313,7 +1313,9 @@ def build_fixed(
             stacklevel=4,
         )
     return FixedEffects(
-        X=np.ascontiguousarray(X[:, kept]),
+        # formulaic's matrices are in Fortran order: kept so (a C copy of a long
+        # matrix costs a transposition; numpy and BLAS take either order)
+        X=X if len(kept) == X.shape[1] else X[:, kept],
         names=[all_names[i] for i in kept],
         all_names=all_names,
         kept=kept,

@@ -96,7 +96,10 @@ class LinearMixedModel(RandomEffectsModel):
         fr = self.frame
         sqrtw = None if fr.weights is None else np.sqrt(fr.weights)
         y = fr.y if fr.offset is None else fr.y - fr.offset
-        Xy = np.column_stack([fr.fixed.X, y])
+        X = fr.fixed.X
+        Xy = np.empty((X.shape[0], X.shape[1] + 1), order="F" if X.flags.f_contiguous else "C")
+        Xy[:, :-1] = X
+        Xy[:, -1] = y
         if sqrtw is not None:
             Xy = Xy * sqrtw[:, None]
         tdata = []
