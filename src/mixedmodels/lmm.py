@@ -439,7 +439,7 @@ class LinearMixedModel(RandomEffectsModel):
         y = fr.y if fr.offset is None else fr.y - fr.offset
         # least squares by the normal equations: a starting value needs no more
         # accuracy, and X'WX costs a fraction of a QR of X for long data
-        Xw = fr.fixed.X * w[:, None]
+        Xw = fr.fixed.X if fr.weights is None else fr.fixed.X * w[:, None]
         coef, *_ = np.linalg.lstsq(Xw.T @ fr.fixed.X, Xw.T @ y, rcond=None)
         resid = y - fr.fixed.X @ coef
         intercepts = [t for t in fr.terms if t.k == 1 and np.all(t.z[:, 0] == 1.0)]
