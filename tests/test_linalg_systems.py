@@ -204,8 +204,8 @@ def test_curvature_estimate_near_the_hessian_diagonal(name, formula):
     models is within a factor of two of the Hessian's diagonal (central
     differences of the analytic gradient) at the optimum: 14% high and 14% low
     on the crossed Penicillin terms, 78% high for the casks nested in batches
-    (few levels, strongly coupled terms); 1-4% on InstEval's crossed terms. It is only a scaling: the search still
-    ends where BOBYQA does."""
+    (few levels, strongly coupled terms); 1-7% on InstEval's crossed terms.
+    It is only a scaling: the search still ends where BOBYQA does."""
     data = mm.datasets.load(name)
     model = mm.LinearMixedModel(formula, data).fit()
     theta = model.theta.values
