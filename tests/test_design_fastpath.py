@@ -211,6 +211,7 @@ def factor_data(sleep):
         ),
         grp=np.where(days % 2 == 0, "even", "odd"),
         block=pd.Categorical(days // 4 * 10),
+        Days2=days.astype(float) ** 2,
     )
 
 
@@ -222,21 +223,28 @@ def factor_data(sleep):
         "Reaction ~ 1 + block + Days + (1 | Subject)",
         "Reaction ~ grp + (1 + grp | Subject)",  # a factor in a random term too
         "Reaction ~ 0 + phase + (1 | Subject)",  # no intercept: formulaic's full coding
+        "Reaction ~ phase * grp + (1 | Subject)",
+        "Reaction ~ grp * phase + Days + (Days | Subject)",
+        "Reaction ~ Days * phase + (1 | Subject)",
+        "Reaction ~ phase + Days + Days:phase + (1 | Subject)",
+        "Reaction ~ Days + Days:Days2 + (1 | Subject)",  # numbers only in an interaction
+        "Reaction ~ phase + Days:phase + (1 | Subject)",  # formulaic: phase coded fully there
+        "Reaction ~ phase + phase:grp + (1 | Subject)",  # and grp
     ],
 )
 def test_factor_fixed_effects_match_formulaic(sleep, formula):
     """Unordered factors in treatment coding are built without formulaic, with
     its columns, names and levels (the formulaic path is the reference)."""
     frame = assert_paths_agree(formula, factor_data(sleep))
-    if "0 +" not in formula:
-        assert isinstance(frame.fixed.model_spec, design.SimpleSpec)
+    simple = "0 +" not in formula and "phase + Days:phase" not in formula and "phase:grp" not in formula
+    assert isinstance(frame.fixed.model_spec, design.SimpleSpec) == simple
 
 
 def test_factor_spec_serves_inference_and_newdata(sleep):
     """The simple factor spec gives formulaic's anova terms, emmeans, levels
     and predictions on new data, and the same error for an unseen level."""
     data = factor_data(sleep)
-    formula = "Reaction ~ Days + grp + phase + (Days | Subject)"
+    formula = "Reaction ~ Days * phase + grp + (Days | Subject)"
     fits = {}
     for path in ("simple", "formulaic"):
         parse = design.SimpleSpec.parse

@@ -831,22 +831,43 @@ class SimpleSpec:
         as formulaic's encoder keeps them).
     """
 
-    def __init__(self, intercept: bool, variables: list[str], levels: dict[str, list] | None = None):
+    def __init__(
+        self,
+        intercept: bool,
+        variables: list[str],
+        levels: dict[str, list] | None = None,
+        interactions: list[tuple[str, str]] | None = None,
+    ):
         self.intercept = intercept
         self.variables = variables
         self.levels = dict(levels or {})
+        self.interactions = list(interactions or [])
         self.column_names = (["Intercept"] if intercept else []) + [
-            c for name in variables for c in self._columns_of(name)
+            c for term in self.terms() for c in self._columns_of(term)
         ]
 
-    def _columns_of(self, name: str) -> list[str]:
-        if name not in self.levels:
-            return [name]
-        return [f"{name}[T.{level}]" for level in self.levels[name][1:]]
+    def terms(self) -> list[tuple[str, ...]]:
+        """The terms after the intercept, formulaic's order: main effects,
+        then the two-way interactions."""
+        return [(v,) for v in self.variables] + [tuple(p) for p in self.interactions]
+
+    def _columns_of(self, term: tuple[str, ...] | str) -> list[str]:
+        """formulaic's column names of a term: a factor's treatment columns
+        ``f[T.b]``; in an interaction the first variable's columns vary
+        fastest (``a[T.y]:b[T.q]``, ``a[T.z]:b[T.q]``, ...)."""
+        if isinstance(term, str):
+            term = (term,)
+        names = [""]
+        for var in term:
+            own = [var] if var not in self.levels else [
+                f"{var}[T.{level}]" for level in self.levels[var][1:]
+            ]
+            names = [f"{n}:{o}" if n else o for o in own for n in names]
+        return names
 
     def widths(self) -> list[int]:
-        """Number of columns of each variable, in order."""
-        return [len(self._columns_of(name)) for name in self.variables]
+        """Number of columns of each term (see :meth:`terms`), in order."""
+        return [len(self._columns_of(term)) for term in self.terms()]
 
     @property
     def encoder_state(self) -> dict:
@@ -862,7 +883,7 @@ class SimpleSpec:
         shape = _simple_shape(rhs)
         if shape is None:
             return None
-        intercept, variables = shape
+        intercept, variables, pairs = shape
         levels = {}
         for name in variables:
             if name not in data.columns:
@@ -879,59 +900,86 @@ class SimpleSpec:
             if found is None:
                 return None
             levels[name] = found
-        return cls(intercept, list(variables), levels)
+        for pair in pairs:
+            others = [v for v in pair if v not in variables]
+            if any(not _is_plain_number(data, v) for v in others):
+                return None  # a factor only in an interaction: formulaic codes it fully
+            if others and any(v in levels for v in pair):
+                return None  # f:x without x: f coded fully too
+        return cls(intercept, list(variables), levels, list(pairs))
 
     def get_model_matrix(
         self, data: pd.DataFrame, na_action: str = "raise", context: Any = None
     ) -> DesignMatrix:
-        values = np.empty((len(data), len(self.column_names)))
-        if self.intercept:
-            values[:, 0] = 1.0
-        j = int(self.intercept)
-        for name in self.variables:
+        def columns(name: str) -> np.ndarray:
             if name not in data.columns:
                 raise PredictionError(f"column {name!r} is not in the data")
             if name in self.levels:
-                j = self._fill_dummies(values, j, name, _level_codes(data[name], self.levels[name]))
-            else:
-                values[:, j] = data[name].to_numpy(dtype=float)
-                j += 1
-        return DesignMatrix(values, list(self.column_names), self)
+                return self._dummies(name, _level_codes(data[name], self.levels[name]))
+            return data[name].to_numpy(dtype=float)[:, None]
+
+        return self._build(len(data), columns)
 
     def from_arrays(self, cols: ArrayColumns) -> DesignMatrix:
         """:meth:`get_model_matrix` on the complete rows held by ``cols``."""
-        values = np.empty((cols.nrows, len(self.column_names)))
+
+        def columns(name: str) -> np.ndarray:
+            if name in self.levels:  # codes of the levels parse() found in these rows
+                return self._dummies(name, cols.factor([name])[0])
+            return cols.floats(name)[:, None]  # the same cast as to_numpy(dtype=float)
+
+        return self._build(cols.nrows, columns)
+
+    def _build(self, n: int, columns) -> DesignMatrix:
+        """The matrix from ``columns(name)``, each variable's own columns
+        (read once): intercept, main effects, then interactions as products
+        with the first variable's columns varying fastest."""
+        values = np.empty((n, len(self.column_names)))
         if self.intercept:
             values[:, 0] = 1.0
+        own = {name: columns(name) for term in self.terms() for name in term}
         j = int(self.intercept)
-        for name in self.variables:
-            if name in self.levels:  # codes of the levels parse() found in these rows
-                j = self._fill_dummies(values, j, name, cols.factor([name])[0])
-            else:
-                values[:, j] = cols.values(name)  # the same cast as to_numpy(dtype=float)
-                j += 1
+        for term in self.terms():
+            block = own[term[0]]
+            for name in term[1:]:
+                other = own[name]
+                block = (block[:, None, :] * other[:, :, None]).reshape(n, -1)
+            values[:, j : j + block.shape[1]] = block
+            j += block.shape[1]
         return DesignMatrix(values, list(self.column_names), self)
 
-    def _fill_dummies(self, values: np.ndarray, j: int, name: str, codes: np.ndarray) -> int:
+    def _dummies(self, name: str, codes: np.ndarray) -> np.ndarray:
         """Treatment columns of factor ``name`` from its level codes (-1:
-        missing, a row of NaN) at column ``j``; returns the next column."""
-        width = len(self.levels[name]) - 1
-        block = np.zeros((len(codes), width))
+        missing, a row of NaN)."""
+        block = np.zeros((len(codes), len(self.levels[name]) - 1))
         rows = np.flatnonzero(codes > 0)
         block[rows, codes[rows] - 1] = 1.0
         block[codes < 0] = np.nan
-        values[:, j : j + width] = block
-        return j + width
+        return block
 
     def r_names(self) -> list[str]:
-        """:func:`r_column_names` of the columns: the factor's name and level."""
+        """:func:`r_column_names` of the columns: a factor's name and level,
+        interactions joined by ``:``."""
         out = ["(Intercept)"] if self.intercept else []
-        for name in self.variables:
-            if name in self.levels:
-                out.extend(f"{name}{level}" for level in self.levels[name][1:])
-            else:
-                out.append(name)
+        for term in self.terms():
+            names = [""]
+            for var in term:
+                own = [var] if var not in self.levels else [
+                    f"{var}{level}" for level in self.levels[var][1:]
+                ]
+                names = [f"{n}:{o}" if n else o for o in own for n in names]
+            out.extend(names)
         return out
+
+
+def _is_plain_number(data: pd.DataFrame | ArrayColumns, name: str) -> bool:
+    """Whether ``name`` is a numeric (not boolean) column of ``data`` that
+    the simple spec reads as numbers."""
+    if name not in data.columns:
+        return False
+    if isinstance(data, ArrayColumns):
+        return name in data.plain
+    return _numeric_not_bool(data[name])
 
 
 def _treatment_levels(values: pd.Series) -> list | None:
@@ -965,24 +1013,49 @@ def _level_codes(values: pd.Series, levels: list) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1024)
-def _simple_shape(rhs: str) -> tuple[bool, tuple[str, ...]] | None:
-    """Intercept flag and variable names of a right side that is only an optional
-    intercept and distinct names (whether those are numeric columns is for
-    :meth:`SimpleSpec.parse`), else ``None``."""
+def _simple_shape(
+    rhs: str,
+) -> tuple[bool, tuple[str, ...], tuple[tuple[str, str], ...]] | None:
+    """Intercept flag, main-effect names (in order of appearance) and two-way
+    interactions (in order of appearance, as written) of a right side made of
+    an optional intercept, names, ``a:b`` and ``a*b`` (= a + b + a:b), else
+    ``None``. Whether the names are numeric columns or factors, and whether
+    every factor in an interaction has its main effect, is for
+    :meth:`SimpleSpec.parse`."""
     tokens = [t.strip() for t in rhs.replace("-", "+-").split("+")]
-    intercept, variables = True, []
+    if "" in tokens[1:]:  # dangling operator: let formulaic report it
+        return None
+    name = r"[A-Za-z_]\w*"
+    intercept, variables, pairs = True, [], []
+
+    def add_pair(a: str, b: str) -> bool:
+        if a == b:
+            return False
+        if not any({a, b} == set(p) for p in pairs):
+            pairs.append((a, b))
+        return True
+
     for token in tokens:
         if token in ("1", ""):
             continue
         if token in ("0", "-1", "- 1"):
             intercept = False
-        elif re.fullmatch(r"[A-Za-z_][\w]*", token) and token not in variables:
-            variables.append(token)
-        else:
+            continue
+        if re.fullmatch(name, token):
+            if token not in variables:
+                variables.append(token)
+            continue
+        match = re.fullmatch(rf"({name})\s*([:*])\s*({name})", token)
+        if match is None:
             return None
-    if "" in tokens[1:]:  # dangling operator: let formulaic report it
-        return None
-    return intercept, tuple(variables)
+        a, op, b = match.groups()
+        if op == "*":
+            for v in (a, b):
+                if v not in variables:
+                    variables.append(v)
+        if not add_pair(a, b):
+            return None
+    return intercept, tuple(variables), tuple(pairs)
 
 
 def _model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> DesignMatrix:

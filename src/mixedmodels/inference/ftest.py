@@ -144,9 +144,10 @@ def design_terms(model_spec: Any, ncols: int) -> list[FixedTerm]:
         if model_spec.intercept:
             out.append(FixedTerm("(Intercept)", [0], ()))
             pos = 1
-        for var, width in zip(simple_vars, model_spec.widths()):
-            numeric = frozenset() if var in model_spec.levels else frozenset([var])
-            out.append(FixedTerm(var, list(range(pos, pos + width)), (var,), numeric, var))
+        for term, width in zip(model_spec.terms(), model_spec.widths()):
+            numeric = frozenset(v for v in term if v not in model_spec.levels)
+            label = ":".join(term)
+            out.append(FixedTerm(label, list(range(pos, pos + width)), term, numeric, label))
             pos += width
         return out
     spec, aliases = _spec_parts(model_spec)
