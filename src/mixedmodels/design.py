@@ -954,7 +954,9 @@ class SimpleSpec:
         block = np.zeros((len(codes), len(self.levels[name]) - 1))
         rows = np.flatnonzero(codes > 0)
         block[rows, codes[rows] - 1] = 1.0
-        block[codes < 0] = np.nan
+        missing = codes < 0
+        if missing.any():
+            block[missing] = np.nan
         return block
 
     def r_names(self) -> list[str]:
