@@ -829,6 +829,9 @@ class SimpleSpec:
     levels : dict, optional
         The factors among ``variables`` and their levels (the fitted values,
         as formulaic's encoder keeps them).
+    interactions : list of (str, str), optional
+        Two-way interaction terms, as written (their factors are among the
+        main effects: then formulaic codes them by treatment contrasts too).
     """
 
     def __init__(
@@ -857,11 +860,18 @@ class SimpleSpec:
         fastest (``a[T.y]:b[T.q]``, ``a[T.z]:b[T.q]``, ...)."""
         if isinstance(term, str):
             term = (term,)
+        return self._compose(term, lambda var, level: f"{var}[T.{level}]")
+
+    def _compose(self, term: tuple[str, ...], level_name) -> list[str]:
+        """Names of a term's columns: a number's own name, a factor's
+        ``level_name(var, level)`` for each level after the first, joined by
+        ``:`` with the first variable varying fastest."""
         names = [""]
         for var in term:
-            own = [var] if var not in self.levels else [
-                f"{var}[T.{level}]" for level in self.levels[var][1:]
-            ]
+            if var in self.levels:
+                own = [level_name(var, level) for level in self.levels[var][1:]]
+            else:
+                own = [var]
             names = [f"{n}:{o}" if n else o for o in own for n in names]
         return names
 
@@ -964,13 +974,7 @@ class SimpleSpec:
         interactions joined by ``:``."""
         out = ["(Intercept)"] if self.intercept else []
         for term in self.terms():
-            names = [""]
-            for var in term:
-                own = [var] if var not in self.levels else [
-                    f"{var}{level}" for level in self.levels[var][1:]
-                ]
-                names = [f"{n}:{o}" if n else o for o in own for n in names]
-            out.extend(names)
+            out.extend(self._compose(term, lambda var, level: f"{var}{level}"))
         return out
 
 
