@@ -52,3 +52,11 @@ def kernels():
     from . import _glmm_numba
 
     return _glmm_numba.assemble, _glmm_numba.update, _glmm_numba.pirls
+
+
+@functools.cache
+def sparse_downdate():
+    """``_glmm_numba.sparse_downdate`` (S -= R'R from R's nonzeros)."""
+    from . import _glmm_numba
+
+    return _glmm_numba.sparse_downdate

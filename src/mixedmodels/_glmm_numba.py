@@ -70,13 +70,15 @@ def deviance_part(y, mu, wt, fam):
 
 
 @numba.njit(cache=True, nogil=True)
-def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1):
+def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1, downdate=True):
     """The PWLS system at the working weights of (η, μ), eliminated level by
     level of the first term.
 
     Returns L0 (ℓ0: the first term's diagonal factor), R (ℓ0 x m: the rows
     L0⁻¹B̃ below it), S (m x m: the Schur complement, upper triangle),
     y0 (ℓ0) and yr (m): the right-hand side after the forward sweep.
+    With ``downdate=False`` S is returned before R'R is taken off it (the
+    caller does that, see :func:`sparse_downdate`).
     """
     n = y.shape[0]
     T = codes.shape[0]
@@ -135,9 +137,19 @@ def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1)
     for c in range(Q1):
         S[c, c] += 1.0
     yr -= np.dot(y0, R)
+    if not downdate:
+        return L0, R, S, y0, yr
     if nnz > 0.25 * l0 * m:  # dense enough for BLAS
         S -= np.dot(R.T, R)
         return L0, R, S, y0, yr
+    sparse_downdate(R, S)
+    return L0, R, S, y0, yr
+
+
+@numba.njit(cache=True, nogil=True)
+def sparse_downdate(R, S):
+    """S -= R'R on S's upper triangle, from each row's nonzeros only."""
+    l0, m = R.shape
     nz = np.empty(m, np.int64)
     for s in range(l0):
         cnt = 0
@@ -150,7 +162,6 @@ def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1)
             ra = R[s, ca]
             for b in range(a, cnt):
                 S[ca, nz[b]] -= ra * R[s, nz[b]]
-    return L0, R, S, y0, yr
 
 
 @numba.njit(cache=True, nogil=True)
