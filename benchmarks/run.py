@@ -49,7 +49,8 @@ Every problem is fitted by mixedmodels in a fresh Python subprocess (this file
 with ``--worker``): it imports mixedmodels, loads the data (bundled CSV via
 ``mixedmodels.datasets.load``, or the cached Parquet of a simulated set), makes
 one untimed warm-up fit of sleepstudy (plus one ``glmer()`` of cbpp for the
-glmer problems, and a load of the compiled loops, from Numba's cache, for the
+glmer problems, and one of a small crossed binary model for glmer's stepwise
+compiled path, and a load of the compiled loops, from Numba's cache, for the
 problems that use them), records its RSS (the *baseline*), then times ``reps`` whole
 ``lmer()`` (or ``glmer()``) calls (model frame and design matrices from the
 formula, optimisation, final estimates) and reports their median; the peak is
@@ -247,6 +248,21 @@ def _load(spec: dict, quick: bool):
     return data.rename(columns=spec.get("py_rename", {}))
 
 
+def _small_crossed_binary():
+    """800 Bernoulli rows over 100 x 70 crossed levels (a Schur block of 70
+    rows: glmer's stepwise compiled path)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 800
+    g1, g2 = rng.integers(0, 100, n), rng.integers(0, 70, n)
+    x = rng.normal(size=n)
+    eta = 0.5 * x + rng.normal(size=100)[g1] + 0.5 * rng.normal(size=70)[g2]
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    return pd.DataFrame({"y": y, "x": x, "g1": g1.astype(str), "g2": g2.astype(str)})
+
+
 def worker(name: str, reps: int, quick: bool, out: str) -> None:
     """Fit one problem ``reps`` times in this (fresh) process; write JSON to ``out``."""
     import warnings
@@ -268,6 +284,9 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
             if glmm:  # glmer's own code paths, as lme4_bench.R does
                 mm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
                          mm.datasets.load("cbpp"), family="binomial")
+                # and the stepwise compiled PIRLS of large Schur blocks (loaded
+                # from Numba's cache; compiled there after a code change)
+                mm.glmer("y ~ x + (1 | g1) + (1 | g2)", _small_crossed_binary(), family="binomial")
         del warm
         # the compiled loops too (Numba's cache) where the problem uses them: a
         # one-time cost per process, like R's lazy loading that lme4_bench.R
