@@ -453,17 +453,17 @@ def _bd0(x: np.ndarray, np_: np.ndarray) -> np.ndarray:
             xs, ms = x[series], np_[series]
             v = (xs - ms) / (xs + ms)
             s = (xs - ms) * v
-            ej = 2 * xs * v
+            ej = np.where(np.abs(s) < DBL_MIN, 0.0, 2 * xs * v)  # R returns s at once there
             v = v * v
-            done = np.abs(s) < DBL_MIN
-            j = 1
-            while not np.all(done) and j < 1000:
-                act = ~done
-                ej[act] *= v[act]
-                s_new = s[act] + ej[act] / (2 * j + 1)
-                done[act] = s_new == s[act]
-                s[act] = s_new
-                j += 1
+            # R stops each element at the first term that leaves s unchanged;
+            # the later terms are smaller still (v < 0.01) and leave it
+            # unchanged too, so all elements iterate together until none moves
+            for j in range(1, 1000):
+                ej *= v
+                s_new = s + ej / (2 * j + 1)
+                if np.array_equal(s_new, s):
+                    break
+                s = s_new
             out[series] = s
         bad = ~np.isfinite(x) | ~np.isfinite(np_) | (np_ == 0)
     return np.where(bad, np.nan, out)
