@@ -854,12 +854,10 @@ class SimpleSpec:
         then the two-way interactions."""
         return [(v,) for v in self.variables] + [tuple(p) for p in self.interactions]
 
-    def _columns_of(self, term: tuple[str, ...] | str) -> list[str]:
+    def _columns_of(self, term: tuple[str, ...]) -> list[str]:
         """formulaic's column names of a term: a factor's treatment columns
         ``f[T.b]``; in an interaction the first variable's columns vary
         fastest (``a[T.y]:b[T.q]``, ``a[T.z]:b[T.q]``, ...)."""
-        if isinstance(term, str):
-            term = (term,)
         return self._compose(term, lambda var, level: f"{var}[T.{level}]")
 
     def _compose(self, term: tuple[str, ...], level_name) -> list[str]:
