@@ -133,10 +133,8 @@ class _Engine:
         self.offset = offset
         self.X = frame.fixed.X
         self.p = self.X.shape[1]
-        blocks = [term_matrix(t) for t in frame.terms]
-        self.Z = sp.hstack(blocks, format="csr")
-        self.q = self.Z.shape[1]
-        self.system = BlockedSystem(frame.terms, self.X)
+        self._terms = frame.terms
+        self.q = int(sum(t.nlevels * t.k for t in frame.terms))
         edges = np.cumsum([0] + [t.nlevels * t.k for t in frame.terms])
         self.bounds = [(int(edges[i]), int(edges[i + 1])) for i in range(len(frame.terms))]
         self.ks = [t.k for t in frame.terms]
@@ -147,6 +145,17 @@ class _Engine:
         self.saturated = self._saturated_constant()
         self._compiled = _CompiledTerms.build(frame, family)
         self._start_cache: tuple[np.ndarray, np.ndarray] | None = None
+
+    @functools.cached_property
+    def Z(self) -> sp.csr_matrix:
+        """The random-effects model matrix (built on first use: the compiled
+        steps do not need it)."""
+        return sp.hstack([term_matrix(t) for t in self._terms], format="csr")
+
+    @functools.cached_property
+    def system(self) -> BlockedSystem:
+        """The blocked PWLS system of the numpy steps (built on first use)."""
+        return BlockedSystem(self._terms, self.X)
 
     def with_response(self, y: np.ndarray, n: np.ndarray, prior_weights: np.ndarray) -> "_Engine":
         """The same engine (design, blocked system) for another response:
@@ -315,6 +324,8 @@ class _Engine:
         fam, y, n, wt = self.family, self.y, self.n, self.wt
         if fam.name not in ("binomial", "poisson"):
             return None
+        if self._success is not None:  # 0 or all successes: log C(m, 0) = log C(m, m) = 0
+            return 0.0
         mu = np.clip(fam.mustart(y, wt), 1e-3, None) if fam.name == "poisson" else np.full_like(y, 0.5)
         dev = float(np.sum(fam.dev_resids(y, mu, wt)))
         with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -637,6 +648,8 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         self.weights_given = weights is not None
         self.offset_given = offset is not None
         self._fitted = False
+        # the nAGQ = 0 stage's best point: (deviance, θ, PIRLS modes)
+        self._stage0_best: tuple[float, np.ndarray | None, _Modes | None] = (np.inf, None, None)
 
     def _initialize_response(self):
         fr, fam = self.frame, self.family
@@ -678,9 +691,13 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
     def objective_theta(self, theta: np.ndarray) -> float:
         """The nAGQ = 0 deviance at θ (β found by PIRLS with the modes)."""
         try:
-            return self._engine.laplace(self._modes(theta, None))
+            modes = self._modes(theta, None)
         except PirlsError:
             return np.inf
+        value = self._engine.laplace(modes)
+        if value < self._stage0_best[0]:  # the stage's end is its best point: kept
+            self._stage0_best = (value, np.array(theta, float), modes)
+        return value
 
     def objective(self, params: np.ndarray) -> float:
         """The deviance (Laplace or quadrature) at (θ, β)."""
@@ -841,6 +858,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         # lme4: one joint PIRLS at θ0 from mustart; its η starts every evaluation
         self._eta_start = e.offset + self.family.linkfun(self._init.mustart)
         self._eta_start = self._modes(theta0, None).eta
+        self._stage0_best = (np.inf, None, None)
         stage0 = minimize_theta(
             self.objective_theta, theta0, self.theta_lower, ftol_rel=1e-10,
             maxeval=maxeval, keep_history=keep_history, callback=self._callback,
@@ -848,7 +866,9 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         theta = self._theta_stage0 = stage0.theta_final
         if stage0.elapsed >= PARALLEL_PROBE_SECONDS * max(stage0.evaluations, 1):
             self._workers = self._derivative_workers(self._threads)  # else too quick to share
-        modes0 = self._modes(theta, None)
+        _, best_theta, modes0 = self._stage0_best
+        if best_theta is None or not np.array_equal(best_theta, theta):
+            modes0 = self._modes(theta, None)
         if self.nagq == 0:
             self._set_optimum(theta, None, stage0, check=False)
             return
