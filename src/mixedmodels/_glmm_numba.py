@@ -70,10 +70,11 @@ def deviance_part(y, mu, wt, fam):
 
 
 @numba.njit(cache=True, nogil=True)
-def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1, downdate=True):
+def assemble(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0, Q1, downdate=True):
     """The PWLS system at the working weights of (η, μ), eliminated level by
     level of the first term.
 
+    ``XT`` is X' in C order (p x n), for X'WX (see :func:`weighted_gram`).
     Returns L0 (ℓ0: the first term's diagonal factor), R (ℓ0 x m: the rows
     L0⁻¹B̃ below it), S (m x m: the Schur complement, upper triangle),
     y0 (ℓ0) and yr (m): the right-hand side after the forward sweep.
@@ -99,14 +100,9 @@ def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1,
     c0 = np.zeros(l0)
     S = np.zeros((m, m))
     yr = np.zeros(m)
-    WX = np.empty((n, p))
-    for i in range(n):
-        for j in range(p):
-            WX[i, j] = w[i] * X[i, j]
-    if p:  # the dense X block by BLAS
-        S[Q1:, Q1:] = np.dot(X.T, WX)
-        yr[Q1:] = np.dot(wz, X)
-    R = _accumulate_rows(codes, zv, lam, offs, w, wz, WX, l0, Q1, L0, c0, S, yr)
+    if p:
+        weighted_gram(XT, w, wz, S, yr, Q1)
+    R = _accumulate_rows(codes, zv, lam, offs, w, wz, X, l0, Q1, L0, c0, S, yr)
     y0 = np.empty(l0)
     nnz = 0
     for s in range(l0):
@@ -129,24 +125,46 @@ def assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1,
     return L0, R, S, y0, yr
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def weighted_gram(XT, w, wz, S, yr, Q1):
+    """X'WX (both triangles) and X'Wz into S's and yr's last p rows, from
+    X' (p x n, C order): contiguous columns whose products the compiler may
+    vectorise (reassociating only these sums), twice as fast as a BLAS call
+    on a handful of columns (tall, thin products are BLAS's worst case)."""
+    p, n = XT.shape
+    for j in range(p):
+        a = XT[j]
+        for k in range(j, p):
+            b = XT[k]
+            t = 0.0
+            for i in range(n):
+                t += w[i] * a[i] * b[i]
+            S[Q1 + j, Q1 + k] = t
+            S[Q1 + k, Q1 + j] = t
+        t = 0.0
+        for i in range(n):
+            t += wz[i] * a[i]
+        yr[Q1 + j] = t
+
+
 @numba.njit(cache=True, nogil=True)
-def _accumulate_rows(codes, zv, lam, offs, w, wz, WX, l0, Q1, L0, c0, S, yr):
+def _accumulate_rows(codes, zv, lam, offs, w, wz, X, l0, Q1, L0, c0, S, yr):
     """The rows' sums into L0, c0, S, yr and a new R (ℓ0 x m), returned."""
-    R = np.zeros((l0, Q1 + WX.shape[1]))
+    R = np.zeros((l0, Q1 + X.shape[1]))
     if codes.shape[0] == 2:
-        _accumulate_two(codes, zv, lam, offs[1], w, wz, WX, Q1, L0, c0, S, yr, R)
+        _accumulate_two(codes, zv, lam, offs[1], w, wz, X, Q1, L0, c0, S, yr, R)
     else:
-        _accumulate_general(codes, zv, lam, offs, w, wz, WX, Q1, L0, c0, S, yr, R)
+        _accumulate_general(codes, zv, lam, offs, w, wz, X, Q1, L0, c0, S, yr, R)
     return R
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate_two(codes, zv, lam, off1, w, wz, WX, Q1, L0, c0, S, yr, R):
+def _accumulate_two(codes, zv, lam, off1, w, wz, X, Q1, L0, c0, S, yr, R):
     """:func:`_accumulate_general` for two terms, the common case: the same
     sums in the same order, in a loop without the general one's index
     arrays (30% faster on a million rows, 15% on VerbAgg)."""
     n = w.shape[0]
-    p = WX.shape[1]
+    p = X.shape[1]
     lam0, lam1 = lam[0], lam[1]
     codes0, codes1 = codes[0], codes[1]
     zv0, zv1 = zv[0], zv[1]
@@ -157,25 +175,27 @@ def _accumulate_two(codes, zv, lam, off1, w, wz, WX, Q1, L0, c0, S, yr, R):
         wzi = wz[i]
         L0[s] += wi * a0 * a0
         c0[s] += wzi * a0
+        wa0 = wi * a0
         for j in range(p):
-            R[s, Q1 + j] += a0 * WX[i, j]
+            R[s, Q1 + j] += wa0 * X[i, j]
         ia = off1 + codes1[i]
         va = zv1[i] * lam1
-        R[s, ia] += wi * a0 * va
+        wva = wi * va
+        R[s, ia] += wa0 * va
         yr[ia] += wzi * va
         for j in range(p):
-            S[ia, Q1 + j] += va * WX[i, j]
-        S[ia, ia] += wi * va * va
+            S[ia, Q1 + j] += wva * X[i, j]
+        S[ia, ia] += wva * va
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate_general(codes, zv, lam, offs, w, wz, WX, Q1, L0, c0, S, yr, R):
+def _accumulate_general(codes, zv, lam, offs, w, wz, X, Q1, L0, c0, S, yr, R):
     """The rows' sums for any number of terms: per row its first-term
     level's L0, c0 and row of R, and the Schur block's entries of its other
     terms' levels."""
     n = w.shape[0]
     T = codes.shape[0]
-    p = WX.shape[1]
+    p = X.shape[1]
     idx = np.empty(T, np.int64)
     val = np.empty(T)
     for i in range(n):
@@ -184,8 +204,9 @@ def _accumulate_general(codes, zv, lam, offs, w, wz, WX, Q1, L0, c0, S, yr, R):
         wi = w[i]
         L0[s] += wi * a0 * a0
         c0[s] += wz[i] * a0
+        wa0 = wi * a0
         for j in range(p):
-            R[s, Q1 + j] += a0 * WX[i, j]
+            R[s, Q1 + j] += wa0 * X[i, j]
         for t in range(1, T):  # column indices increase with t
             ia = offs[t] + codes[t, i]
             va = zv[t, i] * lam[t]
@@ -193,9 +214,9 @@ def _accumulate_general(codes, zv, lam, offs, w, wz, WX, Q1, L0, c0, S, yr, R):
             val[t] = va
             R[s, ia] += wi * a0 * va
             yr[ia] += wz[i] * va
-            for j in range(p):
-                S[ia, Q1 + j] += va * WX[i, j]
             wva = wi * va
+            for j in range(p):
+                S[ia, Q1 + j] += wva * X[i, j]
             for b in range(1, t + 1):
                 S[idx[b], ia] += wva * val[b]
 
@@ -318,7 +339,7 @@ def cholesky_solve(L, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def pirls(codes, zv, lam, offs, ubase, X, y, wt, offset, eta0, mu0, link, fam, l0, Q1,
+def pirls(codes, zv, lam, offs, ubase, X, XT, y, wt, offset, eta0, mu0, link, fam, l0, Q1,
           tol, maxit, max_halvings, dev_saturated):
     """The whole PIRLS loop of ``glmm._Engine.pirls`` (lme4's pwrssUpdate) in
     one call, for small Schur blocks: the same steps, tests and step halving.
@@ -343,7 +364,7 @@ def pirls(codes, zv, lam, offs, ubase, X, y, wt, offset, eta0, mu0, link, fam, l
     it = 0
     while it < maxit:
         it += 1
-        L0, R, S, y0, yr = assemble(codes, zv, lam, offs, X, eta, mu, y, wt, offset, link, fam, l0, Q1)
+        L0, R, S, y0, yr = assemble(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0, Q1)
         LS, ok = cholesky_upper_stored(S)
         if not ok:
             status = 1

@@ -390,7 +390,9 @@ class _CompiledTerms:
         # C order for every array the kernels take: another layout would make
         # Numba compile (seconds) another specialisation
         self.X = np.ascontiguousarray(frame.fixed.X, dtype=float)
+        self.XT = np.ascontiguousarray(self.X.T)  # X'WX from contiguous columns
         self.no_x = np.zeros((len(terms[0].codes), 0))
+        self.no_xt = np.zeros((0, len(terms[0].codes)))
         self.assemble, self.kernel_update, self.kernel_pirls = gk.kernels()
 
     @classmethod
@@ -405,9 +407,9 @@ class _CompiledTerms:
 
     def solve(self, e: "_Engine", lams, eta, mu, offset, joint: bool):
         lam = self.lam_values(lams)
-        X = self.X if joint else self.no_x
+        X, XT = (self.X, self.XT) if joint else (self.no_x, self.no_xt)
         L0, R, S, y0, yr = self.assemble(
-            self.codes, self.zv, lam, self.offs, X, _c(eta), _c(mu), _c(e.y), _c(e.wt), _c(offset),
+            self.codes, self.zv, lam, self.offs, X, XT, _c(eta), _c(mu), _c(e.y), _c(e.wt), _c(offset),
             self.link, self.fam, self.l0, self.Q1, False,
         )
         self._downdate(R, S)
@@ -459,9 +461,9 @@ class _CompiledTerms:
     def pirls(self, e: "_Engine", lams, eta_start, mu_start, offset, joint: bool, tol: float) -> "_Modes":
         """:meth:`_Engine.pirls` in one compiled call (``_glmm_numba.pirls``)."""
         lam = self.lam_values(lams)
-        X = self.X if joint else self.no_x
+        X, XT = (self.X, self.XT) if joint else (self.no_x, self.no_xt)
         status, u, b, eta, mu, pdev, it, L0, R, LS, ldl2 = self.kernel_pirls(
-            self.codes, self.zv, lam, self.offs, self.ubase, X, _c(e.y), _c(e.wt), _c(offset),
+            self.codes, self.zv, lam, self.offs, self.ubase, X, XT, _c(e.y), _c(e.wt), _c(offset),
             _c(eta_start), _c(mu_start), self.link, self.fam, self.l0, self.Q1,
             float(tol), PIRLS_MAXIT, STEP_HALVINGS, float(e._dev_saturated),
         )
