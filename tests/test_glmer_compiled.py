@@ -98,3 +98,35 @@ def test_fused_loop_equals_the_stepwise_compiled_path(monkeypatch, nagq):
     stepwise = mm.glmer(formula, verbagg, family="binomial", nagq=nagq)
     assert not stepwise._engine._compiled.fused(True)
     _same(fused, stepwise, rtol=1e-6)
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_first_step_system_rescaled_from_unit_sums(joint):
+    # every sum of the PWLS system is the weights times at most two λ's (and,
+    # for a fixed β, its right-hand side is linear in β): the first step's
+    # system from the sums at unit λ equals the one assembled over the rows
+    from mixedmodels import _glmm_numba as K
+
+    ticks = mm.datasets.load("grouseticks")
+    m = mm.GeneralizedLinearMixedModel(
+        "TICKS ~ YEAR + sHEIGHT + (1 | BROOD) + (0 + sHEIGHT | INDEX) + (1 | LOCATION)", ticks,
+        family="poisson",
+    )
+    e, c = m._engine, m._engine._compiled
+    rng = np.random.default_rng(3)
+    eta = np.log(e.y + 0.5) + 0.1 * rng.normal(size=len(e.y))
+    mu = np.exp(eta)
+    lam = np.array([0.7, 1.9, 0.3])
+    beta = rng.normal(size=c.X.shape[1])
+    unit = c.unit_sums(e, eta, mu)
+    scaled = K.scaled_sums(unit, lam, c.offs, c.Q1, beta, joint)
+    X, XT = (c.X, c.XT) if joint else (c.no_x, c.no_xt)
+    offset = e.offset if joint else e.offset + c.X @ beta
+    direct = K.weighted_sums(c.codes, c.zv, lam, c.offs, X, XT, eta, mu, e.y, e.wt, offset,
+                             c.link, c.fam, c.l0, c.Q1)
+    names = ["L0", "c0", "R", "S", "yr"]
+    for name, got, want in zip(names, scaled, direct):
+        if name == "S":  # the random-effects part is kept as its upper triangle
+            got, want = np.triu(got), np.triu(want)
+        assert got.shape == want.shape, name
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.abs(want).max(), err_msg=name)

@@ -55,6 +55,14 @@ def kernels():
 
 
 @functools.cache
+def weighted_sums():
+    """``_glmm_numba.weighted_sums`` (the PWLS system's sums before elimination)."""
+    from . import _glmm_numba
+
+    return _glmm_numba.weighted_sums
+
+
+@functools.cache
 def sparse_downdate():
     """``_glmm_numba.sparse_downdate`` (S -= R'R from R's nonzeros)."""
     from . import _glmm_numba

@@ -81,6 +81,17 @@ def assemble(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0,
     With ``downdate=False`` S is returned before R'R is taken off it (the
     caller does that, see :func:`sparse_downdate`).
     """
+    L0, c0, R, S, yr = weighted_sums(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0, Q1)
+    return eliminate(L0, c0, R, S, yr, Q1, downdate)
+
+
+@numba.njit(cache=True, nogil=True)
+def weighted_sums(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0, Q1):
+    """The sums of the PWLS system at the working weights of (η, μ), before
+    the first term's levels are eliminated: (L0, c0, R, S, yr) with L0 the
+    first term's diagonal of Λ'Z'WZΛ (without the identity), c0 and yr the
+    right-hand side, R the first term's rows of the off-diagonal block and S
+    the rest (upper triangle; the X block whole)."""
     n = y.shape[0]
     p = X.shape[1]
     m = Q1 + p
@@ -103,6 +114,59 @@ def assemble(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0,
     if p:
         weighted_gram(XT, w, wz, S, yr, Q1)
     R = _accumulate_rows(codes, zv, lam, offs, w, wz, X, l0, Q1, L0, c0, S, yr)
+    return L0, c0, R, S, yr
+
+
+@numba.njit(cache=True, nogil=True)
+def scaled_sums(unit, lam, offs, Q1, beta, joint):
+    """:func:`weighted_sums` at λ from ``unit``, its result at unit λ with X
+    and the same weights: every sum is a product of the weights with at most
+    two λ's, so this costs O(ℓ0 m) instead of a pass over the rows. Fixed β
+    (``joint`` False): the system without X, its right-hand side at the
+    offset plus Xβ (the working response's η - offset loses Xβ, and the
+    unit sums hold Z'WX)."""
+    L0u, c0u, Ru, Su, yru = unit
+    l0 = L0u.shape[0]
+    mu_ = Su.shape[0]
+    T = offs.shape[0]
+    sc = np.ones(mu_)  # λ of each Schur column's term (1 for X's columns)
+    for t in range(1, T):
+        end = offs[t + 1] if t + 1 < T else Q1
+        for c in range(offs[t], end):
+            sc[c] = lam[t]
+    m = mu_ if joint else Q1
+    lam0 = lam[0]
+    L0 = L0u * (lam0 * lam0)
+    c0 = np.empty(l0)
+    R = np.empty((l0, m))
+    for s in range(l0):
+        t = c0u[s]
+        if not joint:
+            for j in range(beta.shape[0]):
+                t -= Ru[s, Q1 + j] * beta[j]
+        c0[s] = lam0 * t
+        for c in range(m):
+            R[s, c] = (lam0 * sc[c]) * Ru[s, c]
+    S = np.empty((m, m))
+    yr = np.empty(m)
+    for a in range(m):
+        t = yru[a]
+        if not joint:
+            for j in range(beta.shape[0]):
+                t -= Su[a, Q1 + j] * beta[j]
+        yr[a] = sc[a] * t
+        for b in range(m):
+            S[a, b] = (sc[a] * sc[b]) * Su[a, b]
+    return L0, c0, R, S, yr
+
+
+@numba.njit(cache=True, nogil=True)
+def eliminate(L0, c0, R, S, yr, Q1, downdate):
+    """The first term's levels eliminated from :func:`weighted_sums`' system
+    (in place): L0 its diagonal factor, R scaled by it, y0 the forward sweep,
+    S and yr the Schur complement's (S's downdate left to the caller when
+    ``downdate`` is False). Returns (L0, R, S, y0, yr)."""
+    l0, m = R.shape
     y0 = np.empty(l0)
     nnz = 0
     for s in range(l0):
@@ -340,7 +404,7 @@ def cholesky_solve(L, b):
 
 @numba.njit(cache=True, nogil=True)
 def pirls(codes, zv, lam, offs, ubase, X, XT, y, wt, offset, eta0, mu0, link, fam, l0, Q1,
-          tol, maxit, max_halvings, dev_saturated):
+          tol, maxit, max_halvings, dev_saturated, unit, beta):
     """The whole PIRLS loop of ``glmm._Engine.pirls`` (lme4's pwrssUpdate) in
     one call, for small Schur blocks: the same steps, tests and step halving.
 
@@ -348,7 +412,9 @@ def pirls(codes, zv, lam, offs, ubase, X, XT, y, wt, offset, eta0, mu0, link, fa
     0 ok, 1 system not positive definite, 2 non-finite deviance, 3 step
     halving failed; ldl2 = 2 Σ log diag of the factor's random-effects rows
     (``BlockedFactor.ldL2``, summed in its order). ``eta0``/``mu0`` are never
-    written to.
+    written to. ``unit``: :func:`weighted_sums` at (η0, μ0) with unit λ, X and
+    the model's offset, for the first step (see :func:`scaled_sums`; empty
+    arrays: assemble it), with ``beta`` the fixed β that ``offset`` holds.
     """
     n = y.shape[0]
     p = X.shape[1]
@@ -364,7 +430,11 @@ def pirls(codes, zv, lam, offs, ubase, X, XT, y, wt, offset, eta0, mu0, link, fa
     it = 0
     while it < maxit:
         it += 1
-        L0, R, S, y0, yr = assemble(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0, Q1)
+        if it == 1 and unit[0].shape[0] == l0:  # the start's sums at unit λ are given
+            L0, c0, R, S, yr = scaled_sums(unit, lam, offs, Q1, beta, p > 0)
+            L0, R, S, y0, yr = eliminate(L0, c0, R, S, yr, Q1, True)
+        else:
+            L0, R, S, y0, yr = assemble(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0, Q1)
         LS, ok = cholesky_upper_stored(S)
         if not ok:
             status = 1

@@ -145,6 +145,7 @@ class _Engine:
         self.saturated = self._saturated_constant()
         self._compiled = _CompiledTerms.build(frame, family)
         self._start_cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._sums_cache: tuple[np.ndarray, tuple] | None = None
 
     @functools.cached_property
     def Z(self) -> sp.csr_matrix:
@@ -167,6 +168,7 @@ class _Engine:
         new._success = (y == 1) if binary else None
         new.saturated = new._saturated_constant()
         new._start_cache = None
+        new._sums_cache = None
         return new
 
     # -- pieces ---------------------------------------------------------------
@@ -237,12 +239,15 @@ class _Engine:
         offset: np.ndarray,
         joint: bool,
         tol: float,
+        beta: np.ndarray | None = None,
     ) -> _Modes:
         """Conditional modes by PIRLS, as lme4's ``pwrssUpdate``.
 
         Starts from the linear predictor ``eta_start`` (its weights and working
         response); ``offset`` is the part of η held fixed: the model's offset
-        (``joint``: β is found with u) or the offset plus Xβ. Stops when the
+        (``joint``: β is found with u) or the offset plus Xβ (``beta``, when
+        given, is that β: the compiled steps then scale the first step's
+        system from sums kept for ``eta_start``). Stops when the
         penalised deviance changes by less than ``tol`` (relative), halving
         steps that increase it. The factor kept is that of the last step's
         system, at the weights it started from, as lme4's: with lme4's
@@ -252,7 +257,9 @@ class _Engine:
         """
         c = self._compiled
         if c is not None and c.fused(joint):
-            return c.pirls(self, lams, eta_start, self._start_mean(eta_start), offset, joint, tol)
+            mu_start = self._start_mean(eta_start)
+            unit = self._start_sums(eta_start, mu_start) if joint or beta is not None else None
+            return c.pirls(self, lams, eta_start, mu_start, offset, joint, tol, unit, beta)
         eta = eta_start
         mu = self._start_mean(eta_start)
         q = self.q
@@ -284,6 +291,14 @@ class _Engine:
         cached = self._start_cache
         if cached is None or cached[0] is not eta_start:
             cached = self._start_cache = (eta_start, self.family.linkinv(eta_start))
+        return cached[1]
+
+    def _start_sums(self, eta_start: np.ndarray, mu_start: np.ndarray) -> tuple:
+        """The compiled steps' system sums at PIRLS's starting η with unit λ
+        (``_glmm_numba.scaled_sums``), once per stage like ``_start_mean``."""
+        cached = self._sums_cache
+        if cached is None or cached[0] is not eta_start:
+            cached = self._sums_cache = (eta_start, self._compiled.unit_sums(self, eta_start, mu_start))
         return cached[1]
 
     def _step(self, lams, eta: np.ndarray, mu: np.ndarray, offset: np.ndarray, joint: bool):
@@ -394,6 +409,10 @@ class _CompiledTerms:
         self.no_x = np.zeros((len(terms[0].codes), 0))
         self.no_xt = np.zeros((0, len(terms[0].codes)))
         self.assemble, self.kernel_update, self.kernel_pirls = gk.kernels()
+        self.kernel_sums = gk.weighted_sums()
+        # the kernel's "no sums given" (the same array types, so no other specialisation)
+        self._no_sums = (np.zeros(0), np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0))
+        self._no_beta = np.zeros(0)
 
     @classmethod
     def build(cls, frame: ModelFrame, family: Family) -> "_CompiledTerms | None":
@@ -458,14 +477,31 @@ class _CompiledTerms:
         """Whether the whole PIRLS loop runs compiled (a small Schur block)."""
         return self.Q1 + (self.X.shape[1] if joint else 0) <= FUSED_MAX_BLOCK
 
-    def pirls(self, e: "_Engine", lams, eta_start, mu_start, offset, joint: bool, tol: float) -> "_Modes":
-        """:meth:`_Engine.pirls` in one compiled call (``_glmm_numba.pirls``)."""
+    def unit_sums(self, e: "_Engine", eta_start, mu_start) -> tuple:
+        """``_glmm_numba.weighted_sums`` at (η, μ) with unit λ, X and the
+        model's offset: the first PIRLS step's system at any λ (and β) from a
+        rescaling (``_glmm_numba.scaled_sums``)."""
+        return self.kernel_sums(
+            self.codes, self.zv, np.ones(len(self.codes)), self.offs, self.X, self.XT, _c(eta_start),
+            _c(mu_start), _c(e.y), _c(e.wt), _c(e.offset), self.link, self.fam, self.l0, self.Q1,
+        )
+
+    def pirls(
+        self, e: "_Engine", lams, eta_start, mu_start, offset, joint: bool, tol: float,
+        unit: tuple | None = None, beta: np.ndarray | None = None,
+    ) -> "_Modes":
+        """:meth:`_Engine.pirls` in one compiled call (``_glmm_numba.pirls``);
+        ``unit``: :meth:`unit_sums` at ``eta_start`` for the first step, with
+        ``beta`` the fixed β that ``offset`` holds (when not ``joint``)."""
         lam = self.lam_values(lams)
         X, XT = (self.X, self.XT) if joint else (self.no_x, self.no_xt)
+        if unit is None:
+            unit, beta = self._no_sums, None
         status, u, b, eta, mu, pdev, it, L0, R, LS, ldl2 = self.kernel_pirls(
             self.codes, self.zv, lam, self.offs, self.ubase, X, XT, _c(e.y), _c(e.wt), _c(offset),
             _c(eta_start), _c(mu_start), self.link, self.fam, self.l0, self.Q1,
             float(tol), PIRLS_MAXIT, STEP_HALVINGS, float(e._dev_saturated),
+            unit, self._no_beta if joint or beta is None else _c(beta),
         )
         if status:
             raise PirlsError(_PIRLS_FAILURES[status])
@@ -682,7 +718,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         lams = e.scalar_lambdas(theta) if e._compiled is not None else self.lambdas(np.asarray(theta, float))
         if beta is None:
             return e.pirls(lams, self._eta_start, e.offset, True, self.pirls_tol)
-        return e.pirls(lams, self._eta_start, e.offset + e.X @ beta, False, self.pirls_tol)
+        return e.pirls(lams, self._eta_start, e.offset + e.X @ beta, False, self.pirls_tol, beta)
 
     def _deviance_at(self, modes: _Modes, theta: np.ndarray) -> float:
         if self.nagq > 1:
