@@ -93,6 +93,21 @@ def gather_blocks(indptr, indices, data, k0, Pu, sc, sub, out):
                 out[s, b, a] = acc
 
 
+_M1 = np.uint64(0x5555555555555555)
+_M2 = np.uint64(0x3333333333333333)
+_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+_H01 = np.uint64(0x0101010101010101)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _popcount(x):
+    """Set bits of a uint64 (the SWAR count: no intrinsic needed)."""
+    x = x - ((x >> np.uint64(1)) & _M1)
+    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
+    x = (x + (x >> np.uint64(4))) & _M4
+    return np.int64((x * _H01) >> np.uint64(56))
+
+
 @numba.njit(cache=True, nogil=True)
 def scalar_pairs(indptr, indices, data, N):
     """The update operator of a scalar first term from B's sorted CSC pattern:
@@ -100,27 +115,38 @@ def scalar_pairs(indptr, indices, data, N):
     level by level, e-major), the value B_f B_e at the rank of the flat
     position r_f N + r_e among all positions touched. Returns (ptr, rank,
     value, touched): the operator in CSC form (one column per level) and the
-    touched positions in increasing order."""
+    touched positions in increasing order.
+
+    The touched positions are bits of an N² bitmap (N²/8 bytes: it stays in
+    cache where an array of N² counters did not), a position's rank the set
+    bits before it: a running count per 64-bit word plus the word's own."""
     nlev = len(indptr) - 1
     ptr = np.zeros(nlev + 1, dtype=np.int64)
     for s in range(nlev):
         m = indptr[s + 1] - indptr[s]
         ptr[s + 1] = ptr[s] + m * (m + 1) // 2
-    mark = np.zeros(N * N, dtype=np.int32)  # first a mark, then rank + 1
+    one = np.uint64(1)
+    words = (N * N + 63) // 64
+    bits = np.zeros(words, dtype=np.uint64)
     for s in range(nlev):
         for e in range(indptr[s], indptr[s + 1]):
             base = indices[e]
             for f in range(indptr[s], e + 1):
-                mark[indices[f] * N + base] = 1
-    count = 0
-    for flat in range(N * N):
-        if mark[flat]:
-            count += 1
-            mark[flat] = count
-    touched = np.empty(count, dtype=np.int64)
-    for flat in range(N * N):
-        if mark[flat]:
-            touched[mark[flat] - 1] = flat
+                flat = indices[f] * N + base
+                bits[flat >> 6] |= one << np.uint64(flat & 63)
+    before = np.empty(words + 1, dtype=np.int64)  # set bits in the words before
+    before[0] = 0
+    for w in range(words):
+        before[w + 1] = before[w] + _popcount(bits[w])
+    touched = np.empty(before[words], dtype=np.int64)
+    k = 0
+    for w in range(words):
+        b = bits[w]
+        while b:
+            low = b & (~b + one)  # the lowest set bit
+            touched[k] = w * 64 + _popcount(low - one)
+            k += 1
+            b ^= low
     rank = np.empty(ptr[nlev], dtype=np.int32)
     value = np.empty(ptr[nlev], dtype=np.float64)
     k = 0
@@ -128,7 +154,9 @@ def scalar_pairs(indptr, indices, data, N):
         for e in range(indptr[s], indptr[s + 1]):
             base = indices[e]
             for f in range(indptr[s], e + 1):
-                rank[k] = mark[indices[f] * N + base] - 1
+                flat = indices[f] * N + base
+                w = flat >> 6
+                rank[k] = before[w] + _popcount(bits[w] & ((one << np.uint64(flat & 63)) - one))
                 value[k] = data[f] * data[e]
                 k += 1
     return ptr, rank, value, touched
