@@ -130,3 +130,18 @@ def test_first_step_system_rescaled_from_unit_sums(joint):
             got, want = np.triu(got), np.triu(want)
         assert got.shape == want.shape, name
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.abs(want).max(), err_msg=name)
+
+
+def test_vectorised_exp_within_one_ulp_of_libm():
+    from mixedmodels import _glmm_numba as K
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.uniform(-708, 709, 100_000), rng.uniform(-30, 30, 100_000),
+                        [0.0, -708.0, 709.0, 1e-300, -1e-300, np.log(2) / 2, -np.log(2) / 2]])
+    out = np.empty_like(x)
+    K.exp_into(x, out, -708.0, 709.0)
+    want = np.exp(x)
+    assert np.max(np.abs(out - want) / np.spacing(want)) <= 1.0
+    # outside [lo, hi] the argument is clamped (callers handle those rows)
+    K.exp_into(np.array([-50.0, 50.0]), out[:2], -30.0, 30.0)
+    np.testing.assert_allclose(out[:2], np.exp([-30.0, 30.0]), rtol=3e-16)

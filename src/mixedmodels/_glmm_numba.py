@@ -317,11 +317,6 @@ def update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu):
     n = y.shape[0]
     T = codes.shape[0]
     p = X.shape[1]
-    dev = 0.0
-    # logit rows of unit weight: Σ log(1 + t) as the log of products of LOG_BATCH
-    # factors (a log costs more than the exp and the division together)
-    prod = 1.0
-    batched = 0
     for i in range(n):
         e = offset[i]
         for t in range(T):
@@ -329,11 +324,36 @@ def update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu):
         for j in range(p):
             e += X[i, j] * b[j]
         eta[i] = e
-        if fam == 0 and link == 0 and -30.0 <= e <= 30.0:
-            # logit: with t = exp(η), log μ = η - log(1 + t) and log(1 - μ) =
-            # -log(1 + t), so y log μ + (1 - y) log(1 - μ) = yη - log(1 + t):
-            # no branch on y (R's y_log_y has one)
-            t = math.exp(e)
+    if fam == 0 and link == 0:
+        return _logit_deviance(eta, y, wt, mu)
+    if fam == 1 and link == 1:
+        return _log_deviance(eta, y, wt, mu)
+    dev = 0.0
+    for i in range(n):
+        m_i = linkinv(eta[i], link)
+        mu[i] = m_i
+        dev += deviance_part(y[i], m_i, wt[i], fam)
+    return dev
+
+
+@numba.njit(cache=True, nogil=True)
+def _logit_deviance(eta, y, wt, mu):
+    """μ = logit⁻¹(η) into ``mu`` and the binomial deviance's μ-dependent part.
+
+    With t = exp(η), log μ = η - log(1 + t) and log(1 - μ) = -log(1 + t), so
+    y log μ + (1 - y) log(1 - μ) = yη - log(1 + t): no branch on y (R's
+    y_log_y has one). Rows of unit weight take Σ log(1 + t) as the log of
+    products of LOG_BATCH factors (a log costs more than the exp and the
+    division together); |η| > 30 as R's clamped logit.
+    """
+    exp_into(eta, mu, -30.0, 30.0)  # t, then μ in place
+    dev = 0.0
+    prod = 1.0
+    batched = 0
+    for i in range(eta.shape[0]):
+        e = eta[i]
+        if -30.0 <= e <= 30.0:
+            t = mu[i]
             s = 1.0 + t
             mu[i] = t / s
             if wt[i] == 1.0:
@@ -346,18 +366,72 @@ def update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu):
                     batched = 0
             else:
                 dev += -2.0 * wt[i] * (y[i] * e - math.log(s))  # t >= 9e-14: log1p not needed
-        elif fam == 1 and link == 1 and e > LOG_EPS:
-            # Poisson, log link above the clamp: log μ = η, no log at all
-            m_i = math.exp(e)
-            mu[i] = m_i
-            dev += -2.0 * wt[i] * (y[i] * e - m_i)
         else:
-            m_i = linkinv(e, link)
+            m_i = linkinv(e, 0)
             mu[i] = m_i
-            dev += deviance_part(y[i], m_i, wt[i], fam)
+            dev += deviance_part(y[i], m_i, wt[i], 0)
     if batched:
         dev += 2.0 * math.log(prod)
     return dev
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_deviance(eta, y, wt, mu):
+    """μ = exp(η) into ``mu`` and the Poisson deviance's μ-dependent part:
+    log μ = η, no log at all (below R's clamp at ε, and far up, as
+    ``linkinv``)."""
+    exp_into(eta, mu, LOG_EPS, EXP_MAX)
+    dev = 0.0
+    for i in range(eta.shape[0]):
+        e = eta[i]
+        if LOG_EPS < e <= EXP_MAX:
+            dev += -2.0 * wt[i] * (y[i] * e - mu[i])
+        else:
+            m_i = linkinv(e, 1)
+            mu[i] = m_i
+            dev += deviance_part(y[i], m_i, wt[i], 1)
+    return dev
+
+
+# exp by Cody and Waite's reduction x = n log 2 + r, |r| <= log(2)/2, and
+# r's Taylor polynomial to degree 13 (truncation below 2e-16 relative): within
+# 1 ulp of libm's exp, and branch-free, so the compiler vectorises it (3x
+# faster than a call per element)
+LN2_HI = 6.93147180369123816490e-01  # trailing zero bits: n LN2_HI is exact
+LN2_LO = 1.90821492927058770002e-10
+INV_LN2 = 1.44269504088896338700e00
+ROUND = 6755399441055744.0  # 1.5 * 2**52: adding and subtracting it rounds to an integer
+EXP_MAX = 709.0  # n <= 1023: 2**n is a normal number
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def exp_into(x, out, lo, hi):
+    """out = exp(x) for x in [lo, hi] (x clamped to it: callers use other
+    formulas outside), lo >= -708 and hi <= EXP_MAX."""
+    n = x.shape[0]
+    scale_bits = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        xi = min(max(x[i], lo), hi)
+        k = (xi * INV_LN2 + ROUND) - ROUND
+        r = (xi - k * LN2_HI) - k * LN2_LO
+        q = 1.0 / 6227020800.0
+        q = q * r + 1.0 / 479001600.0
+        q = q * r + 1.0 / 39916800.0
+        q = q * r + 1.0 / 3628800.0
+        q = q * r + 1.0 / 362880.0
+        q = q * r + 1.0 / 40320.0
+        q = q * r + 1.0 / 5040.0
+        q = q * r + 1.0 / 720.0
+        q = q * r + 1.0 / 120.0
+        q = q * r + 1.0 / 24.0
+        q = q * r + 1.0 / 6.0
+        q = q * r + 0.5
+        q = q * r + 1.0
+        out[i] = q * r + 1.0
+        scale_bits[i] = (np.int64(k) + 1023) << 52  # 2**k's bits
+    scale = scale_bits.view(np.float64)
+    for i in range(n):
+        out[i] *= scale[i]
 
 
 @numba.njit(cache=True, nogil=True)
