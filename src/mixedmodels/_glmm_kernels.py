@@ -63,6 +63,15 @@ def weighted_sums():
 
 
 @functools.cache
+def rescaling():
+    """(``scaled_sums``, ``eliminate``) of ``_glmm_numba``: a PWLS system
+    from its sums at unit λ."""
+    from . import _glmm_numba
+
+    return _glmm_numba.scaled_sums, _glmm_numba.eliminate
+
+
+@functools.cache
 def sparse_downdate():
     """``_glmm_numba.sparse_downdate`` (S -= R'R from R's nonzeros)."""
     from . import _glmm_numba

@@ -266,18 +266,22 @@ class _Engine:
         ``tol`` removes.
         """
         c = self._compiled
+        mu_start = self._start_mean(eta_start)
+        unit = None
+        if c is not None and (joint or beta is not None):
+            unit = self._start_sums(eta_start, mu_start)
         if c is not None and c.fused(joint):
-            mu_start = self._start_mean(eta_start)
-            unit = self._start_sums(eta_start, mu_start) if joint or beta is not None else None
             return c.pirls(self, lams, eta_start, mu_start, offset, joint, tol, unit, beta)
-        eta = eta_start
-        mu = self._start_mean(eta_start)
+        eta, mu = eta_start, mu_start
         q = self.q
         old = np.inf
         u_prev = np.zeros(q)
         b_prev = np.zeros(self.p)
         for it in range(1, PIRLS_MAXIT + 1):
-            u, b, factor = self._step(lams, eta, mu, offset, joint)
+            if it == 1 and unit is not None:  # the start's system, rescaled
+                u, b, factor = self._compiled_result(c.solve_scaled(unit, lams, beta, joint))
+            else:
+                u, b, factor = self._step(lams, eta, mu, offset, joint)
             eta, mu, pdev = self._update(lams, u, b, offset)
             if abs(old - pdev) < tol * abs(pdev):
                 break
@@ -314,12 +318,15 @@ class _Engine:
     def _step(self, lams, eta: np.ndarray, mu: np.ndarray, offset: np.ndarray, joint: bool):
         """One PWLS step from (η, μ): (u, β or empty, factor)."""
         if self._compiled is not None:
-            res = self._compiled.solve(self, lams, eta, mu, offset, joint)
-            if res is None:
-                raise PirlsError(_PIRLS_FAILURES[1])
-            return res
+            return self._compiled_result(self._compiled.solve(self, lams, eta, mu, offset, joint))
         w, z = self.working(eta, mu, offset)
         return self.solve(lams, w, z, joint)
+
+    @staticmethod
+    def _compiled_result(res):
+        if res is None:
+            raise PirlsError(_PIRLS_FAILURES[1])
+        return res
 
     def _update(self, lams, u: np.ndarray, b: np.ndarray, offset: np.ndarray):
         if self._compiled is not None:
@@ -435,12 +442,30 @@ class _CompiledTerms:
         return cls(frame, family)
 
     def solve(self, e: "_Engine", lams, eta, mu, offset, joint: bool):
+        """One PWLS step at the working weights of (η, μ): (u, β, factor),
+        or None where the system is not positive definite."""
         lam = self.lam_values(lams)
         X, XT = (self.X, self.XT) if joint else (self.no_x, self.no_xt)
         L0, R, S, y0, yr = self.assemble(
             self.codes, self.zv, lam, self.offs, X, XT, _c(eta), _c(mu), _c(e.y), _c(e.wt), _c(offset),
             self.link, self.fam, self.l0, self.Q1, False,
         )
+        return self._solve_eliminated(L0, R, S, y0, yr, joint)
+
+    def solve_scaled(self, unit: tuple, lams, beta: np.ndarray | None, joint: bool):
+        """:meth:`solve` at the weights :meth:`unit_sums` was computed at
+        (the stage's start), from those sums (``beta``: the fixed β of the
+        offset, when not ``joint``)."""
+        from . import _glmm_kernels as gk
+
+        scaled, eliminate = gk.rescaling()
+        beta_arr = self._no_beta if joint or beta is None else _c(beta)
+        L0, c0, R, S, yr = scaled(unit, self.lam_values(lams), self.offs, self.Q1, beta_arr, joint)
+        return self._solve_eliminated(*eliminate(L0, c0, R, S, yr, self.Q1, False), joint)
+
+    def _solve_eliminated(self, L0, R, S, y0, yr, joint: bool):
+        """The step's solution from the system with the first term eliminated
+        (S not yet downdated by R'R)."""
         self._downdate(R, S)
         Q1 = self.Q1
         if len(yr):
