@@ -438,9 +438,9 @@ class LinearMixedModel(RandomEffectsModel):
         w = np.ones(fr.nobs) if fr.weights is None else fr.weights
         y = fr.y if fr.offset is None else fr.y - fr.offset
         # least squares by the normal equations: a starting value needs no more
-        # accuracy, and X'WX costs a fraction of a QR of X for long data
-        Xw = fr.fixed.X if fr.weights is None else fr.fixed.X * w[:, None]
-        coef, *_ = np.linalg.lstsq(Xw.T @ fr.fixed.X, Xw.T @ y, rcond=None)
+        # accuracy, and the system holds X'WX and X'Wy already
+        gram, xty = self._fixed_cross_products(w, y)
+        coef, *_ = np.linalg.lstsq(gram, xty, rcond=None)
         resid = y - fr.fixed.X @ coef
         intercepts = [t for t in fr.terms if t.k == 1 and np.all(t.z[:, 0] == 1.0)]
         ratios = dict(zip(map(id, intercepts), _backfitted_ratios(resid, intercepts)))
@@ -456,6 +456,18 @@ class LinearMixedModel(RandomEffectsModel):
                     start = lam[rows, cols]
             parts.append(start)
         return np.concatenate(parts)
+
+    def _fixed_cross_products(self, w: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """X'WX and X'Wy: from the augmented system's cross-products of [X y]
+        (its last rows) when it has them, else from the data."""
+        X = self.frame.fixed.X
+        p = X.shape[1]
+        system = self.__dict__.get("_system")
+        if isinstance(system, AugmentedSystem):  # Arr ends with [X y]'W[X y]
+            xy = system.Arr[-(p + 1):, -(p + 1):]
+            return xy[:p, :p], xy[:p, p]
+        Xw = X if self.frame.weights is None else X * w[:, None]
+        return Xw.T @ X, Xw.T @ y
 
     def _snap_to_boundary(self, theta: np.ndarray, value: float) -> np.ndarray:
         """Set (near-)zero diagonal elements of λ to exactly zero when that is no
