@@ -145,3 +145,38 @@ def test_vectorised_exp_within_one_ulp_of_libm():
     # outside [lo, hi] the argument is clamped (callers handle those rows)
     K.exp_into(np.array([-50.0, 50.0]), out[:2], -30.0, 30.0)
     np.testing.assert_allclose(out[:2], np.exp([-30.0, 30.0]), rtol=3e-16)
+
+
+@pytest.mark.parametrize("order", ["item", "id", "shuffled"])
+def test_system_sums_do_not_depend_on_the_row_order(order):
+    # rows sorted by a term take that term's sums in running registers; the
+    # sums are the same whatever the order (to rounding)
+    from mixedmodels import _glmm_numba as K
+
+    verbagg = mm.datasets.load("VerbAgg")
+    rng = np.random.default_rng(2)
+    rows = {"item": np.lexsort((verbagg["id"], verbagg["item"])),
+            "id": np.lexsort((verbagg["item"], verbagg["id"])),
+            "shuffled": rng.permutation(len(verbagg))}[order]
+
+    def sums(perm):
+        data = verbagg.iloc[perm].reset_index(drop=True)
+        m = mm.GeneralizedLinearMixedModel("r2 ~ Anger + btype + (1 | id) + (1 | item)", data,
+                                           family="binomial")
+        e, c = m._engine, m._engine._compiled
+        eta = 0.3 * np.sin(perm) + c.X @ [0.2, 0.05, -1.0, -2.0]  # each row's own η
+        mu = 1 / (1 + np.exp(-eta))
+        lam = np.array([1.3, 0.5])
+        out = {}
+        for joint in (True, False):
+            X, XT = (c.X, c.XT) if joint else (c.no_x, c.no_xt)
+            out[joint] = K.weighted_sums(c.codes, c.zv, lam, c.offs, X, XT, eta, mu, e.y, e.wt,
+                                         e.offset, c.link, c.fam, c.l0, c.Q1)
+        return out
+
+    base, other = sums(np.arange(len(verbagg))), sums(rows)
+    for joint in (True, False):
+        for name, a, b in zip(["L0", "c0", "R", "S", "yr"], base[joint], other[joint]):
+            if name == "S":
+                a, b = np.triu(a), np.triu(b)
+            np.testing.assert_allclose(b, a, rtol=1e-11, atol=1e-11 * np.abs(a).max(), err_msg=name)

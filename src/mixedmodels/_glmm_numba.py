@@ -224,32 +224,99 @@ def _accumulate_rows(codes, zv, lam, offs, w, wz, X, l0, Q1, L0, c0, S, yr):
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate_two(codes, zv, lam, off1, w, wz, X, Q1, L0, c0, S, yr, R):
-    """:func:`_accumulate_general` for two terms, the common case: the same
-    sums in the same order, in a loop without the general one's index
-    arrays (30% faster on a million rows, 15% on VerbAgg)."""
+    """:func:`_accumulate_general` for two terms, the common case, in a loop
+    without the general one's index arrays. Rows sorted by a term (as data
+    usually are) make that term's sums chains of dependent read-modify-writes
+    of the same entries: for a term whose level mostly stays the same from
+    row to row, the sums run in registers (and a small array for X's columns)
+    and are added when the level changes (VerbAgg, sorted by item: 35% less
+    time)."""
     n = w.shape[0]
     p = X.shape[1]
     lam0, lam1 = lam[0], lam[1]
     codes0, codes1 = codes[0], codes[1]
     zv0, zv1 = zv[0], zv[1]
+    # (without X columns the first term's running sums cost no more than the
+    # direct update even when its level changes every row: measured faster)
+    run0 = p == 0 or _mostly_repeated(codes0)
+    run1 = _mostly_repeated(codes1)
+    s_prev, l0_run, c0_run = -1, 0.0, 0.0
+    r_run = np.zeros(p)  # R[s, Q1 + j] of the current first-term level
+    a_prev, yr_run, d_run = -1, 0.0, 0.0
+    x_run = np.zeros(p)  # S[ia, Q1 + j] of the current second-term level
     for i in range(n):
         s = codes0[i]
+        ia = off1 + codes1[i]
         a0 = zv0[i] * lam0
+        va = zv1[i] * lam1
         wi = w[i]
         wzi = wz[i]
-        L0[s] += wi * a0 * a0
-        c0[s] += wzi * a0
         wa0 = wi * a0
-        for j in range(p):
-            R[s, Q1 + j] += wa0 * X[i, j]
-        ia = off1 + codes1[i]
-        va = zv1[i] * lam1
         wva = wi * va
         R[s, ia] += wa0 * va
-        yr[ia] += wzi * va
-        for j in range(p):
-            S[ia, Q1 + j] += wva * X[i, j]
-        S[ia, ia] += wva * va
+        if run0:
+            if s != s_prev:
+                if s_prev >= 0:
+                    _flush_first(L0, c0, R, s_prev, l0_run, c0_run, r_run, Q1)
+                s_prev, l0_run, c0_run = s, 0.0, 0.0
+            l0_run += wa0 * a0
+            c0_run += wzi * a0
+            for j in range(p):
+                r_run[j] += wa0 * X[i, j]
+        else:
+            L0[s] += wa0 * a0
+            c0[s] += wzi * a0
+            for j in range(p):
+                R[s, Q1 + j] += wa0 * X[i, j]
+        if run1:
+            if ia != a_prev:
+                if a_prev >= 0:
+                    _flush_second(S, yr, a_prev, d_run, yr_run, x_run, Q1)
+                a_prev, yr_run, d_run = ia, 0.0, 0.0
+            yr_run += wzi * va
+            d_run += wva * va
+            for j in range(p):
+                x_run[j] += wva * X[i, j]
+        else:
+            yr[ia] += wzi * va
+            S[ia, ia] += wva * va
+            for j in range(p):
+                S[ia, Q1 + j] += wva * X[i, j]
+    if s_prev >= 0:
+        _flush_first(L0, c0, R, s_prev, l0_run, c0_run, r_run, Q1)
+    if a_prev >= 0:
+        _flush_second(S, yr, a_prev, d_run, yr_run, x_run, Q1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _mostly_repeated(codes):
+    """Whether most of the first 1,024 rows repeat the previous row's level."""
+    m = min(codes.shape[0], 1025)
+    same = 0
+    for i in range(1, m):
+        if codes[i] == codes[i - 1]:
+            same += 1
+    return 2 * same > m - 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _flush_first(L0, c0, R, s, l0_run, c0_run, r_run, Q1):
+    """A first-term level's running sums added to its entries (and reset)."""
+    L0[s] += l0_run
+    c0[s] += c0_run
+    for j in range(r_run.shape[0]):
+        R[s, Q1 + j] += r_run[j]
+        r_run[j] = 0.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _flush_second(S, yr, ia, d_run, yr_run, x_run, Q1):
+    """A second-term level's running sums added to its entries (and reset)."""
+    S[ia, ia] += d_run
+    yr[ia] += yr_run
+    for j in range(x_run.shape[0]):
+        S[ia, Q1 + j] += x_run[j]
+        x_run[j] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
