@@ -257,7 +257,7 @@ def _accumulate_two(codes, zv, lam, off1, w, wz, X, Q1, L0, c0, S, yr, R):
         if run0:
             if s != s_prev:
                 if s_prev >= 0:
-                    _flush_first(L0, c0, R, s_prev, l0_run, c0_run, r_run, Q1)
+                    _flush(L0[s_prev:], l0_run, c0[s_prev:], c0_run, R[s_prev], Q1, r_run)
                 s_prev, l0_run, c0_run = s, 0.0, 0.0
             l0_run += wa0 * a0
             c0_run += wzi * a0
@@ -271,7 +271,7 @@ def _accumulate_two(codes, zv, lam, off1, w, wz, X, Q1, L0, c0, S, yr, R):
         if run1:
             if ia != a_prev:
                 if a_prev >= 0:
-                    _flush_second(S, yr, a_prev, d_run, yr_run, x_run, Q1)
+                    _flush(S[a_prev, a_prev:], d_run, yr[a_prev:], yr_run, S[a_prev], Q1, x_run)
                 a_prev, yr_run, d_run = ia, 0.0, 0.0
             yr_run += wzi * va
             d_run += wva * va
@@ -283,9 +283,9 @@ def _accumulate_two(codes, zv, lam, off1, w, wz, X, Q1, L0, c0, S, yr, R):
             for j in range(p):
                 S[ia, Q1 + j] += wva * X[i, j]
     if s_prev >= 0:
-        _flush_first(L0, c0, R, s_prev, l0_run, c0_run, r_run, Q1)
+        _flush(L0[s_prev:], l0_run, c0[s_prev:], c0_run, R[s_prev], Q1, r_run)
     if a_prev >= 0:
-        _flush_second(S, yr, a_prev, d_run, yr_run, x_run, Q1)
+        _flush(S[a_prev, a_prev:], d_run, yr[a_prev:], yr_run, S[a_prev], Q1, x_run)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -300,23 +300,15 @@ def _mostly_repeated(codes):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _flush_first(L0, c0, R, s, l0_run, c0_run, r_run, Q1):
-    """A first-term level's running sums added to its entries (and reset)."""
-    L0[s] += l0_run
-    c0[s] += c0_run
-    for j in range(r_run.shape[0]):
-        R[s, Q1 + j] += r_run[j]
-        r_run[j] = 0.0
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _flush_second(S, yr, ia, d_run, yr_run, x_run, Q1):
-    """A second-term level's running sums added to its entries (and reset)."""
-    S[ia, ia] += d_run
-    yr[ia] += yr_run
-    for j in range(x_run.shape[0]):
-        S[ia, Q1 + j] += x_run[j]
-        x_run[j] = 0.0
+def _flush(diag, d, vec, v, row, Q1, run):
+    """A level's running sums added to its entries: ``d`` to its diagonal
+    entry ``diag[0]``, ``v`` to its right-hand side ``vec[0]`` (one-element
+    views) and ``run`` to X's columns of its ``row`` (``run`` then reset)."""
+    diag[0] += d
+    vec[0] += v
+    for j in range(run.shape[0]):
+        row[Q1 + j] += run[j]
+        run[j] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
