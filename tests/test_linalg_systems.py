@@ -223,3 +223,20 @@ def test_curvature_estimate_near_the_hessian_diagonal(name, formula):
     bobyqa = mm.LinearMixedModel(formula, data).fit(optimizer="bobyqa")
     assert model.reml_criterion <= bobyqa.reml_criterion + 1e-8
     np.testing.assert_allclose(model.theta.values, bobyqa.theta.values, rtol=1e-4)
+
+
+def test_rank_check_gram_reused_by_the_cross_products():
+    # the rank check's X'X goes into the cross-products instead of a second
+    # product: the same Arr (to rounding), and the same fit
+    from mixedmodels.linalg import CrossProducts
+
+    d = mm.datasets.load("InstEval")
+    m = mm.LinearMixedModel("y ~ 1 + service * dept + (1 | s) + (1 | d)", d, reml=False)
+    fr = m.frame
+    assert fr.fixed.gram is not None and fr.fixed.gram.shape == (28, 28)
+    Xy = np.column_stack([fr.fixed.X, fr.y])
+    terms = [TermData(t.codes, t.z, t.nlevels) for t in fr.terms]
+    with_gram = CrossProducts.from_data(terms, Xy, fr.fixed.gram).Arr
+    without = CrossProducts.from_data(terms, Xy).Arr
+    np.testing.assert_allclose(with_gram, without, rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(m._system.Arr, with_gram)

@@ -336,6 +336,8 @@ class FixedEffects:
         Positions of ``names`` within ``all_names``.
     model_spec : formulaic ModelSpec
         Re-applies the fixed part (stateful transforms included) to new data.
+    gram : ndarray or None
+        X'X when the rank check computed it (None otherwise).
     """
 
     X: np.ndarray
@@ -343,6 +345,7 @@ class FixedEffects:
     all_names: list[str]
     kept: np.ndarray
     model_spec: Any = field(repr=False)
+    gram: np.ndarray | None = field(default=None, repr=False)
 
 
 def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
@@ -351,13 +354,20 @@ def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
     Mirrors R's ``qr()`` with limited pivoting: a column is dropped only if it is
     (numerically) a combination of the columns kept before it.
     """
+    return _rank_and_gram(X, tol)[0]
+
+
+def _rank_and_gram(X: np.ndarray, tol: float = RANK_TOL) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`full_rank_columns`, and X'X when the check computed it (every
+    column kept: the engine's cross-products take it instead of recomputing)."""
     if X.shape[1] == 0:
-        return np.arange(0)
+        return np.arange(0), None
     quick = _few_columns_rank(X, tol)
-    if quick is None:
-        quick = _well_conditioned_rank(X)
     if quick is not None:
-        return quick
+        return quick, None
+    quick, gram = _well_conditioned_rank(X)
+    if quick is not None:
+        return quick, gram
     R = np.linalg.qr(X, mode="r")
     norms = np.linalg.norm(R, axis=0)
     kept: list[int] = []
@@ -371,7 +381,7 @@ def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
             resid = col
         if norms[j] > 0 and np.linalg.norm(resid) > tol * norms[j]:
             kept.append(j)
-    return np.asarray(kept, dtype=np.int64)
+    return np.asarray(kept, dtype=np.int64), None
 
 
 # Squared column norms in this range: no under- or overflow on the way.
@@ -412,8 +422,8 @@ def _few_columns_rank(X: np.ndarray, tol: float) -> np.ndarray | None:
 _GRAM_MIN_RATIO = 1e-3
 
 
-def _well_conditioned_rank(X: np.ndarray) -> np.ndarray | None:
-    """All columns, when X'X shows them clearly independent; else ``None``.
+def _well_conditioned_rank(X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """All columns and X'X, when X'X shows them clearly independent; else ``None``s.
 
     The diagonal of the Cholesky factor of X'X scaled to unit diagonal is, for
     each column, its distance from the span of the columns before it relative to
@@ -425,19 +435,19 @@ def _well_conditioned_rank(X: np.ndarray) -> np.ndarray | None:
     """
     n, p = X.shape
     if n < 4 * p:  # short: the QR is as cheap
-        return None
+        return None, None
     with np.errstate(all="ignore"):
         G = X.T @ X
         d = np.sqrt(np.diagonal(G))
         if not (np.all(np.isfinite(G)) and np.all(d > 0)):
-            return None
+            return None, None
         try:
             L = np.linalg.cholesky(G / np.outer(d, d))
         except np.linalg.LinAlgError:
-            return None
+            return None, None
     if not np.all(np.diagonal(L) >= _GRAM_MIN_RATIO):
-        return None
-    return np.arange(p, dtype=np.int64)
+        return None, None
+    return np.arange(p, dtype=np.int64), G
 
 
 # --------------------------------------------------------------------------- frame
@@ -1380,7 +1390,7 @@ def build_fixed(
     mm = _model_matrix(rhs, data, "fixed-effects")
     X = np.asarray(mm, dtype=float)
     all_names = _r_names(mm)
-    kept = full_rank_columns(X)
+    kept, gram = _rank_and_gram(X)
     if len(kept) < X.shape[1]:
         dropped = [all_names[i] for i in range(X.shape[1]) if i not in set(kept.tolist())]
         warnings.warn(
@@ -1397,6 +1407,7 @@ def build_fixed(
         all_names=all_names,
         kept=kept,
         model_spec=mm.model_spec,
+        gram=gram,
     )
 
 

@@ -638,13 +638,23 @@ class CrossProducts:
     Arr: np.ndarray
 
     @classmethod
-    def from_data(cls, terms: list[TermData], Xy: np.ndarray) -> "CrossProducts":
-        """The cross-products of one block of rows (weights already applied)."""
+    def from_data(
+        cls, terms: list[TermData], Xy: np.ndarray, xtx: np.ndarray | None = None
+    ) -> "CrossProducts":
+        """The cross-products of one block of rows (weights already applied);
+        ``xtx``: X'X when already computed (then only X'y and y'y are)."""
         t0, rest = terms[0], terms[1:]
         Q1 = sum(t.q for t in rest)
         m = Xy.shape[1]
         Arr = np.zeros((Q1 + m, Q1 + m))
-        Arr[Q1:, Q1:] = Xy.T @ Xy
+        if xtx is None:
+            Arr[Q1:, Q1:] = Xy.T @ Xy
+        else:
+            y = Xy[:, -1]
+            xty = y @ Xy
+            Arr[Q1:-1, Q1:-1] = xtx
+            Arr[-1, Q1:] = xty
+            Arr[Q1:, -1] = xty
         start = 0
         for i, ti in enumerate(rest):
             stop = start + ti.q
@@ -753,11 +763,13 @@ class AugmentedSystem:
 
     @classmethod
     def from_terms(
-        cls, terms: list[TermData], Xy: np.ndarray, max_update_nnz: int = 30_000_000, **options
+        cls, terms: list[TermData], Xy: np.ndarray, max_update_nnz: int = 30_000_000,
+        xtx: np.ndarray | None = None, **options,
     ) -> "AugmentedSystem":
         """The system of in-memory data: terms largest first, weights applied;
-        ``options`` as for the constructor."""
-        return cls(CrossProducts.from_data(terms, Xy), max_update_nnz, **options)
+        ``xtx`` X'X if known (see ``CrossProducts.from_data``); ``options`` as
+        for the constructor."""
+        return cls(CrossProducts.from_data(terms, Xy, xtx), max_update_nnz, **options)
 
     def _bt_dot(self, w: np.ndarray) -> np.ndarray:
         """B'w for w of length N (B = [Z_r X y]'Z_0)."""

@@ -105,7 +105,9 @@ class LinearMixedModel(RandomEffectsModel):
         for term in fr.terms:
             z = term.z if sqrtw is None else term.z * sqrtw[:, None]
             tdata.append(TermData(term.codes, z, term.nlevels))
-        self._system = _make_system(tdata, Xy)
+        # the rank check's X'X (unweighted) saves the cross-products' largest product
+        xtx = fr.fixed.gram if sqrtw is None else None
+        self._system = _make_system(tdata, Xy, xtx)
         self._theta_slices = _slices([t.ntheta for t in fr.terms])
         self._ldW = 0.0 if fr.weights is None else float(np.sum(np.log(fr.weights[fr.weights > 0])))
         self._n_eff = fr.nobs if fr.weights is None else int(np.count_nonzero(fr.weights))
@@ -1177,11 +1179,12 @@ class _EvaluatorPattern:
 DENSE_LIMIT = 1000
 
 
-def _make_system(terms: list[TermData], Xy: np.ndarray):
-    """The dense system for small models, the blocked one otherwise."""
+def _make_system(terms: list[TermData], Xy: np.ndarray, xtx: np.ndarray | None = None):
+    """The dense system for small models, the blocked one otherwise (``xtx``:
+    X'X if known, which the blocked one takes instead of recomputing it)."""
     if sum(t.q for t in terms) + Xy.shape[1] <= DENSE_LIMIT:
         return DenseSystem(terms, Xy)
-    return AugmentedSystem.from_terms(terms, Xy)
+    return AugmentedSystem.from_terms(terms, Xy, xtx=xtx)
 
 
 def _auto_thread_plan(block_size: int, load: float | None) -> tuple[int | None, int | None]:
