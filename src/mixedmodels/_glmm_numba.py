@@ -127,14 +127,14 @@ def scaled_sums(unit, lam, offs, Q1, beta, joint):
     unit sums hold Z'WX)."""
     L0u, c0u, Ru, Su, yru = unit
     l0 = L0u.shape[0]
-    mu_ = Su.shape[0]
+    m_unit = Su.shape[0]
     T = offs.shape[0]
-    sc = np.ones(mu_)  # λ of each Schur column's term (1 for X's columns)
+    sc = np.ones(m_unit)  # λ of each Schur column's term (1 for X's columns)
     for t in range(1, T):
         end = offs[t + 1] if t + 1 < T else Q1
         for c in range(offs[t], end):
             sc[c] = lam[t]
-    m = mu_ if joint else Q1
+    m = m_unit if joint else Q1
     lam0 = lam[0]
     L0 = L0u * (lam0 * lam0)
     c0 = np.empty(l0)
