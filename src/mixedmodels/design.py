@@ -933,7 +933,7 @@ class SimpleSpec:
             if name not in data.columns:
                 raise PredictionError(f"column {name!r} is not in the data")
             if name in self.levels:
-                return self._dummies(name, _level_codes(data[name], self.levels[name]))
+                return _level_codes(data[name], self.levels[name])
             return data[name].to_numpy(dtype=float)[:, None]
 
         return self._build(len(data), columns)
@@ -943,28 +943,60 @@ class SimpleSpec:
 
         def columns(name: str) -> np.ndarray:
             if name in self.levels:  # codes of the levels parse() found in these rows
-                return self._dummies(name, cols.factor([name])[0])
+                return cols.factor([name])[0]
             return cols.floats(name)[:, None]  # the same cast as to_numpy(dtype=float)
 
         return self._build(cols.nrows, columns)
 
     def _build(self, n: int, columns) -> DesignMatrix:
-        """The matrix from ``columns(name)``, each variable's own columns
-        (read once): intercept, main effects, then interactions as products
-        with the first variable's columns varying fastest."""
-        values = np.empty((n, len(self.column_names)))
+        """The matrix from ``columns(name)`` (a factor's level codes, a
+        number's (n, 1) column), each variable read once: intercept, main
+        effects, then interactions as products with the first variable's
+        columns varying fastest. Terms of factors only are written as the
+        ones they are (no dummy blocks and products of them)."""
+        values = np.zeros((n, len(self.column_names)))
         if self.intercept:
             values[:, 0] = 1.0
         own = {name: columns(name) for term in self.terms() for name in term}
         j = int(self.intercept)
         for term in self.terms():
-            block = own[term[0]]
+            if all(name in self.levels for name in term):
+                j += self._put_dummies(values, j, [own[name] for name in term],
+                                       [len(self.levels[name]) - 1 for name in term])
+                continue
+            block = self._block(term[0], own[term[0]])
             for name in term[1:]:
-                other = own[name]
+                other = self._block(name, own[name])
                 block = (block[:, None, :] * other[:, :, None]).reshape(n, -1)
             values[:, j : j + block.shape[1]] = block
             j += block.shape[1]
         return DesignMatrix(values, list(self.column_names), self)
+
+    def _block(self, name: str, own: np.ndarray) -> np.ndarray:
+        """A variable's columns: a factor's treatment dummies, a number itself."""
+        return self._dummies(name, own) if name in self.levels else own
+
+    @staticmethod
+    def _put_dummies(values: np.ndarray, j: int, codes: list[np.ndarray], widths: list[int]) -> int:
+        """A term of factors (a main effect or their interaction) into the
+        zeroed ``values`` from column ``j``: a one where every factor is at a
+        level after its first, in the column the product of their dummies
+        puts it (the first factor's varying fastest); rows with a missing
+        level all NaN, as the dummies' product. Returns the term's width."""
+        col = np.zeros(len(values), dtype=np.intp)
+        present = np.ones(len(values), dtype=bool)
+        missing = np.zeros(len(values), dtype=bool)
+        stride = 1
+        for c, width in zip(codes, widths):
+            missing |= c < 0
+            present &= c > 0
+            col += (c - 1) * stride
+            stride *= width
+        rows = np.flatnonzero(present & ~missing)
+        values[rows, j + col[rows]] = 1.0
+        if missing.any():
+            values[missing, j : j + stride] = np.nan
+        return stride
 
     def _dummies(self, name: str, codes: np.ndarray) -> np.ndarray:
         """Treatment columns of factor ``name`` from its level codes (-1:
