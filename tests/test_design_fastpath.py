@@ -459,3 +459,24 @@ def test_category_codes_match_pandas():
 def test_glm_response_arithmetic(lhs):
     cbpp = mm.datasets.load("cbpp")
     assert_paths_agree(f"{lhs} ~ period + (1 | herd)", cbpp, glm_response=True)
+
+
+def test_factor_terms_on_newdata_with_a_missing_level(sleep):
+    """Terms of factors are written as their ones: on new data a missing level
+    gives NaN in exactly the columns of the terms holding that factor (as the
+    product of its dummy columns would), the other rows formulaic's matrix."""
+    data = factor_data(sleep)
+    m = mm.LinearMixedModel("Reaction ~ Days + phase * grp + (1 | Subject)", data)
+    spec = m.frame.fixed.model_spec
+    assert isinstance(spec, design.SimpleSpec)
+    new = data.head(4).astype({"phase": object, "grp": object})
+    new.loc[new.index[1], "phase"] = np.nan
+    new.loc[new.index[2], "grp"] = np.nan
+    X = np.asarray(spec.get_model_matrix(new, na_action="ignore").values)
+    names = m.frame.fixed.names
+    holds = {f: np.array([f in name for name in names]) for f in ("phase", "grp")}
+    np.testing.assert_array_equal(np.isnan(X[1]), holds["phase"])
+    np.testing.assert_array_equal(np.isnan(X[2]), holds["grp"])
+    reference, _ = build("formulaic", "Reaction ~ Days + phase * grp + (1 | Subject)", data)
+    want = design.apply_spec(reference.fixed.model_spec, new.iloc[[0, 3]], "fixed-effects")
+    np.testing.assert_array_equal(X[[0, 3]], want)
