@@ -26,13 +26,15 @@ def _thread_controller():
     return ThreadpoolController()
 
 
-def current_load(samples: int = 3, interval: float = 0.001) -> float | None:
+def current_load(samples: int = 2, interval: float = 3e-4) -> float | None:
     """How many cores are busy now, this process counted as one: on Linux the
     kernel's count of runnable threads (/proc/loadavg) less this process's own
     (its BLAS threads spin for a while after each call), the least of a few
-    readings a millisecond apart (a busy process shows in every reading, a
-    passing one in few); elsewhere the 1-minute load average, which lags by a
-    minute; None if neither is available."""
+    readings ``interval`` seconds apart (a busy process shows in every reading,
+    a passing one rarely in two; the default sleeps 0.3 ms, where three
+    readings a millisecond apart slept 2 ms, a tenth of a 20 ms fit); elsewhere
+    the 1-minute load average, which lags by a minute; None if neither is
+    available."""
     try:
         counts = []
         for i in range(samples):

@@ -913,9 +913,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             return 1
         if threads != "auto":
             return max(int(threads), 1)
-        # two readings 0.3 ms apart (the default sleeps 2 ms, ~2% of a VerbAgg
-        # fit): a process that only passes through is still rarely in both
-        load = current_load(samples=2, interval=3e-4)
+        load = current_load()
         cores = os.cpu_count() or 1
         return cores if load is None else max(int(cores - max(load - 1.0, 0.0) + 0.5), 1)
 
