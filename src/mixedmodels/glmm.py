@@ -144,8 +144,7 @@ class _Engine:
         self._success = (y == 1) if binary else None
         self.saturated = self._saturated_constant()
         self._compiled = _CompiledTerms.build(frame, family)
-        self._start_cache: tuple[np.ndarray, np.ndarray] | None = None
-        self._sums_cache: tuple[np.ndarray, tuple] | None = None
+        self._start_cache: list | None = None  # [η, μ, unit sums or None] of a stage's start
 
     @functools.cached_property
     def Z(self) -> sp.csr_matrix:
@@ -178,7 +177,6 @@ class _Engine:
         new._success = (y == 1) if binary else None
         new.saturated = new._saturated_constant()
         new._start_cache = None
-        new._sums_cache = None
         return new
 
     # -- pieces ---------------------------------------------------------------
@@ -266,10 +264,7 @@ class _Engine:
         ``tol`` removes.
         """
         c = self._compiled
-        mu_start = self._start_mean(eta_start)
-        unit = None
-        if c is not None and (joint or beta is not None):
-            unit = self._start_sums(eta_start, mu_start)
+        mu_start, unit = self._start_state(eta_start, c is not None and (joint or beta is not None))
         if c is not None and c.fused(joint):
             return c.pirls(self, lams, eta_start, mu_start, offset, joint, tol, unit, beta)
         eta, mu = eta_start, mu_start
@@ -298,22 +293,17 @@ class _Engine:
             old, u_prev, b_prev = pdev, u, b
         return _Modes(u, b, eta, mu, factor, pdev, it)
 
-    def _start_mean(self, eta_start: np.ndarray) -> np.ndarray:
-        """μ at PIRLS's starting η: every evaluation of a stage starts from the
-        same η, so it is computed once per stage (η arrays are never changed
-        in place)."""
+    def _start_state(self, eta_start: np.ndarray, sums: bool) -> tuple[np.ndarray, tuple | None]:
+        """μ at PIRLS's starting η and (``sums``) the compiled steps' system
+        sums there at unit λ (see ``_CompiledTerms.unit_sums``), else None.
+        Every evaluation of a stage starts from the same η, so both are
+        computed once per stage (η arrays are never changed in place)."""
         cached = self._start_cache
         if cached is None or cached[0] is not eta_start:
-            cached = self._start_cache = (eta_start, self.family.linkinv(eta_start))
-        return cached[1]
-
-    def _start_sums(self, eta_start: np.ndarray, mu_start: np.ndarray) -> tuple:
-        """The compiled steps' system sums at PIRLS's starting η with unit λ
-        (``_glmm_numba.scaled_sums``), once per stage like ``_start_mean``."""
-        cached = self._sums_cache
-        if cached is None or cached[0] is not eta_start:
-            cached = self._sums_cache = (eta_start, self._compiled.unit_sums(self, eta_start, mu_start))
-        return cached[1]
+            cached = self._start_cache = [eta_start, self.family.linkinv(eta_start), None]
+        if sums and cached[2] is None:
+            cached[2] = self._compiled.unit_sums(self, eta_start, cached[1])
+        return cached[1], cached[2] if sums else None
 
     def _step(self, lams, eta: np.ndarray, mu: np.ndarray, offset: np.ndarray, joint: bool):
         """One PWLS step from (η, μ): (u, β or empty, factor)."""
@@ -427,6 +417,7 @@ class _CompiledTerms:
         self.no_xt = np.zeros((0, len(terms[0].codes)))
         self.assemble, self.kernel_update, self.kernel_pirls = gk.kernels()
         self.kernel_sums = gk.weighted_sums()
+        self.kernel_scaled, self.kernel_eliminate = gk.rescaling()
         # the kernel's "no sums given" (the same array types, so no other specialisation)
         self._no_sums = (np.zeros(0), np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0))
         self._no_beta = np.zeros(0)
@@ -456,12 +447,9 @@ class _CompiledTerms:
         """:meth:`solve` at the weights :meth:`unit_sums` was computed at
         (the stage's start), from those sums (``beta``: the fixed β of the
         offset, when not ``joint``)."""
-        from . import _glmm_kernels as gk
-
-        scaled, eliminate = gk.rescaling()
         beta_arr = self._no_beta if joint or beta is None else _c(beta)
-        L0, c0, R, S, yr = scaled(unit, self.lam_values(lams), self.offs, self.Q1, beta_arr, joint)
-        return self._solve_eliminated(*eliminate(L0, c0, R, S, yr, self.Q1, False), joint)
+        L0, c0, R, S, yr = self.kernel_scaled(unit, self.lam_values(lams), self.offs, self.Q1, beta_arr, joint)
+        return self._solve_eliminated(*self.kernel_eliminate(L0, c0, R, S, yr, self.Q1, False), joint)
 
     def _solve_eliminated(self, L0, R, S, y0, yr, joint: bool):
         """The step's solution from the system with the first term eliminated
