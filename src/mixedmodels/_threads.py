@@ -7,7 +7,7 @@ import functools
 import os
 import time
 
-__all__ = ["blas_threads", "current_load"]
+__all__ = ["blas_threads", "current_load", "thin_product_threads"]
 
 
 def blas_threads(count: int | None):
@@ -15,6 +15,21 @@ def blas_threads(count: int | None):
     if count is None:
         return contextlib.nullcontext()
     return _thread_controller().limit(limits=count, user_api="blas")
+
+
+# Products over the rows of the data with at most this many columns (X'X, X'y)
+# are bound by memory, not arithmetic: a second BLAS thread gains little, and it
+# may wait long for a core. numpy and scipy each load their own OpenBLAS, whose
+# workers spin for a while after a call, so after a factorisation in one a
+# two-thread call in the other competes with the spinning worker: on 2 cores a
+# 73,421 x 28 X'X took 4-6 ms on one thread and up to 78 ms on two.
+THIN_COLUMNS = 64
+
+
+def thin_product_threads(ncols: int) -> int | None:
+    """BLAS threads for a product over the data's rows with ``ncols`` columns:
+    one for thin ones (see ``THIN_COLUMNS``), the library's default otherwise."""
+    return 1 if ncols <= THIN_COLUMNS else None
 
 
 @functools.cache

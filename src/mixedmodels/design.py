@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ._threads import blas_threads, thin_product_threads
 from .exceptions import (
     DataError,
     MixedModelsError,
@@ -437,7 +438,8 @@ def _well_conditioned_rank(X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray
     if n < 4 * p:  # short: the QR is as cheap
         return None, None
     with np.errstate(all="ignore"):
-        G = X.T @ X
+        with blas_threads(thin_product_threads(p)):
+            G = X.T @ X
         d = np.sqrt(np.diagonal(G))
         if not (np.all(np.isfinite(G)) and np.all(d > 0)):
             return None, None

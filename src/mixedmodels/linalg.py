@@ -45,7 +45,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack, solve_triangular
 
-from ._threads import blas_threads
+from ._threads import blas_threads, thin_product_threads
 
 __all__ = ["TermData", "CrossProducts", "AugmentedSystem", "Factor"]
 
@@ -648,10 +648,12 @@ class CrossProducts:
         m = Xy.shape[1]
         Arr = np.zeros((Q1 + m, Q1 + m))
         if xtx is None:
-            Arr[Q1:, Q1:] = Xy.T @ Xy
+            with blas_threads(thin_product_threads(m)):
+                Arr[Q1:, Q1:] = Xy.T @ Xy
         else:
             y = Xy[:, -1]
-            xty = y @ Xy
+            with blas_threads(thin_product_threads(m)):
+                xty = y @ Xy
             Arr[Q1:-1, Q1:-1] = xtx
             Arr[-1, Q1:] = xty
             Arr[Q1:, -1] = xty
