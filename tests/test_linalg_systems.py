@@ -47,7 +47,8 @@ def test_blocked_and_dense_systems_agree(name, formula, path):
     model, terms, Xy, dense, lams = _systems(name, formula)
     blocked = AugmentedSystem.from_terms(
         terms,
-        Xy,
+        np.ascontiguousarray(Xy[:, :-1]),
+        Xy[:, -1],
         max_update_nnz=30_000_000 if path == "operator" else 0,
         dense_b=path == "dense_b",
     )
@@ -121,10 +122,10 @@ def test_dense_b_chosen_by_density():
     """B's random-effects rows are stored dense when most cells are nonzero
     (fully crossed plate x sample) and stay sparse for nested factors."""
     _, terms, Xy, _, _ = _systems("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)")
-    assert AugmentedSystem.from_terms(terms, Xy).dense_b
-    assert not AugmentedSystem.from_terms(terms, Xy, max_dense_bytes=100).dense_b
+    assert AugmentedSystem.from_terms(terms, Xy[:, :-1], Xy[:, -1]).dense_b
+    assert not AugmentedSystem.from_terms(terms, Xy[:, :-1], Xy[:, -1], max_dense_bytes=100).dense_b
     _, terms, Xy, _, _ = _systems("Pastes", "strength ~ 1 + (1 | batch/cask)")
-    assert not AugmentedSystem.from_terms(terms, Xy).dense_b
+    assert not AugmentedSystem.from_terms(terms, Xy[:, :-1], Xy[:, -1]).dense_b
 
 
 def test_stacked_and_dense_copies_of_b():
@@ -160,7 +161,7 @@ def test_diagonal_lead_only_for_nested_scalar_terms(name, formula, lead):
     diagonal; the factor and inverse sums then agree with the dense system
     (test_blocked_and_dense_systems_agree runs these models too)."""
     _, terms, Xy, _, _ = _systems(name, formula)
-    assert AugmentedSystem.from_terms(terms, Xy)._lead == lead
+    assert AugmentedSystem.from_terms(terms, Xy[:, :-1], Xy[:, -1])._lead == lead
 
 
 def test_compiled_update_operator_equals_numpy():
@@ -179,7 +180,7 @@ def test_compiled_update_operator_equals_numpy():
     t0 = TermData(codes0, w[:, None], l0)
     t1 = TermData(codes1, w[:, None], l1)
     Xy = np.column_stack([np.ones(n), rng.normal(size=n)]) * w[:, None]
-    system = AugmentedSystem.from_terms([t0, t1], Xy)
+    system = AugmentedSystem.from_terms([t0, t1], Xy[:, :-1], Xy[:, -1])
     B = system._B_re
     B.sort_indices()
     counts = np.diff(B.indptr).astype(np.int64)
@@ -234,9 +235,8 @@ def test_rank_check_gram_reused_by_the_cross_products():
     m = mm.LinearMixedModel("y ~ 1 + service * dept + (1 | s) + (1 | d)", d, reml=False)
     fr = m.frame
     assert fr.fixed.gram is not None and fr.fixed.gram.shape == (28, 28)
-    Xy = np.column_stack([fr.fixed.X, fr.y])
     terms = [TermData(t.codes, t.z, t.nlevels) for t in fr.terms]
-    with_gram = CrossProducts.from_data(terms, Xy, fr.fixed.gram).Arr
-    without = CrossProducts.from_data(terms, Xy).Arr
+    with_gram = CrossProducts.from_data(terms, fr.fixed.X, fr.y, fr.fixed.gram).Arr
+    without = CrossProducts.from_data(terms, fr.fixed.X, fr.y).Arr
     np.testing.assert_allclose(with_gram, without, rtol=1e-12, atol=1e-9)
     np.testing.assert_array_equal(m._system.Arr, with_gram)

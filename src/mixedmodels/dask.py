@@ -427,17 +427,16 @@ def _accumulate(plan: _Plan, part: pd.DataFrame) -> _Partial:
         return _Partial(None, R, 0, 0, 0.0, enc["ndropped"])
     if enc["offset"] is not None:
         y = y - enc["offset"]
-    Xy = np.column_stack([X, y])
     sqrtw = None if w is None else np.sqrt(w)
     if sqrtw is not None:
-        Xy *= sqrtw[:, None]
+        X, y = X * sqrtw[:, None], y * sqrtw
     tdata = []
     for (codes, z), tp in zip(enc["terms"], plan.terms):
         nlevels = len(tp.raw_levels[0]) if tp.used_combined is None else len(tp.used_combined)
         if sqrtw is not None:
             z = z * sqrtw[:, None]
         tdata.append(TermData(codes, z, nlevels))
-    cross = CrossProducts.from_data(tdata, Xy)
+    cross = CrossProducts.from_data(tdata, np.ascontiguousarray(X), y)
     if w is None:
         n_eff, slw = len(y), 0.0
     else:

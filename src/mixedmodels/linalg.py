@@ -141,21 +141,24 @@ def block_crossprod(term: TermData) -> np.ndarray:
     return out
 
 
-def term_times(term: TermData, M: np.ndarray) -> np.ndarray:
-    """Z_j'M, (q_j, m): for each column a of the term, the (levels x n) matrix
-    with z_a in row ``code`` of column i, built directly in CSC form (its
-    column pointers are 0..n: no sorting, ~8 bytes a row beyond the arrays it
-    wraps) and multiplied into M in one pass over the rows -- the sums of the
-    former per-column ``bincount``s, in the same order, 5-8x faster with
-    [X y] of many columns."""
-    n, m = M.shape
+def term_times(term: TermData, X: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+    """Z_j'[X y], (q_j, p + 1), or Z_j'X without ``y``: for each column a of the
+    term, the (levels x n) matrix with z_a in row ``code`` of column i, built
+    directly in CSC form (its column pointers are 0..n: no sorting, ~8 bytes a
+    row beyond the arrays it wraps) and multiplied into X (C order: 5x faster
+    than Fortran) and y in one pass over the rows each -- the sums of per-column
+    ``bincount``s, in the same order, 5-8x faster with many columns."""
+    n, p = X.shape
     k = term.k
+    m = p + (y is not None)
     out = np.empty((term.nlevels, k, m))
     indptr = np.arange(n + 1, dtype=np.int64)
     codes = term.codes.astype(np.int64, copy=False)
     for a in range(k):
         Zt = sp.csc_array((term.z[:, a], codes, indptr), shape=(term.nlevels, n))
-        out[:, a, :] = Zt @ M
+        out[:, a, :p] = Zt @ X
+        if y is not None:
+            out[:, a, p] = Zt @ y
     return out.reshape(term.q, m)
 
 
@@ -639,28 +642,25 @@ class CrossProducts:
 
     @classmethod
     def from_data(
-        cls, terms: list[TermData], Xy: np.ndarray, xtx: np.ndarray | None = None
+        cls, terms: list[TermData], X: np.ndarray, y: np.ndarray, xtx: np.ndarray | None = None
     ) -> "CrossProducts":
-        """The cross-products of one block of rows (weights already applied);
-        ``xtx``: X'X when already computed (then only X'y and y'y are)."""
+        """The cross-products of one block of rows (weights already applied to
+        the terms' z, X and y; X best in C order); ``xtx``: X'X when already
+        computed. X and y stay apart: [X y] would be a copy of X's size."""
         t0, rest = terms[0], terms[1:]
         Q1 = sum(t.q for t in rest)
-        m = Xy.shape[1]
-        Arr = np.zeros((Q1 + m, Q1 + m))
-        if xtx is None:
-            with blas_threads(thin_product_threads(m)):
-                Arr[Q1:, Q1:] = Xy.T @ Xy
-        else:
-            y = Xy[:, -1]
-            with blas_threads(thin_product_threads(m)):
-                xty = y @ Xy
-            Arr[Q1:-1, Q1:-1] = xtx
-            Arr[-1, Q1:] = xty
-            Arr[Q1:, -1] = xty
+        p = X.shape[1]
+        Arr = np.zeros((Q1 + p + 1, Q1 + p + 1))
+        with blas_threads(thin_product_threads(p)):
+            Arr[Q1:-1, Q1:-1] = X.T @ X if xtx is None else xtx
+            xty = X.T @ y
+        Arr[-1, Q1:-1] = xty
+        Arr[Q1:-1, -1] = xty
+        Arr[-1, -1] = y @ y
         start = 0
         for i, ti in enumerate(rest):
             stop = start + ti.q
-            Arr[start:stop, Q1:] = term_times(ti, Xy)
+            Arr[start:stop, Q1:] = term_times(ti, X, y)
             Arr[Q1:, start:stop] = Arr[start:stop, Q1:].T
             inner = start
             for tj in rest[i:]:
@@ -674,7 +674,7 @@ class CrossProducts:
         return cls(
             shapes=[(t.nlevels, t.k) for t in terms],
             A00=block_crossprod(t0),
-            Axy0=np.ascontiguousarray(term_times(t0, Xy).T),
+            Axy0=np.ascontiguousarray(term_times(t0, X, y).T),
             A_re0=[term_crossprod(t, t0) for t in rest],
             Arr=Arr,
         )
@@ -765,13 +765,13 @@ class AugmentedSystem:
 
     @classmethod
     def from_terms(
-        cls, terms: list[TermData], Xy: np.ndarray, max_update_nnz: int = 30_000_000,
-        xtx: np.ndarray | None = None, **options,
+        cls, terms: list[TermData], X: np.ndarray, y: np.ndarray,
+        max_update_nnz: int = 30_000_000, xtx: np.ndarray | None = None, **options,
     ) -> "AugmentedSystem":
-        """The system of in-memory data: terms largest first, weights applied;
-        ``xtx`` X'X if known (see ``CrossProducts.from_data``); ``options`` as
-        for the constructor."""
-        return cls(CrossProducts.from_data(terms, Xy, xtx), max_update_nnz, **options)
+        """The system of in-memory data: terms largest first, weights applied to
+        z, X and y; ``xtx`` X'X if known (see ``CrossProducts.from_data``);
+        ``options`` as for the constructor."""
+        return cls(CrossProducts.from_data(terms, X, y, xtx), max_update_nnz, **options)
 
     def _bt_dot(self, w: np.ndarray) -> np.ndarray:
         """B'w for w of length N (B = [Z_r X y]'Z_0)."""

@@ -97,17 +97,17 @@ class LinearMixedModel(RandomEffectsModel):
         sqrtw = None if fr.weights is None else np.sqrt(fr.weights)
         y = fr.y if fr.offset is None else fr.y - fr.offset
         # C order (one transposing copy of formulaic's Fortran-order X): the
-        # products Z_j'[X y] of the cross-products are 5x faster on it
-        Xy = np.column_stack([fr.fixed.X, y])
+        # products Z_j'X of the cross-products are 5x faster on it
+        X = np.ascontiguousarray(fr.fixed.X)
         if sqrtw is not None:
-            Xy = Xy * sqrtw[:, None]
+            X, y = X * sqrtw[:, None], y * sqrtw
         tdata = []
         for term in fr.terms:
             z = term.z if sqrtw is None else term.z * sqrtw[:, None]
             tdata.append(TermData(term.codes, z, term.nlevels))
         # the rank check's X'X (unweighted) saves the cross-products' largest product
         xtx = fr.fixed.gram if sqrtw is None else None
-        self._system = _make_system(tdata, Xy, xtx)
+        self._system = _make_system(tdata, X, y, xtx)
         self._theta_slices = _slices([t.ntheta for t in fr.terms])
         self._ldW = 0.0 if fr.weights is None else float(np.sum(np.log(fr.weights[fr.weights > 0])))
         self._n_eff = fr.nobs if fr.weights is None else int(np.count_nonzero(fr.weights))
@@ -1179,12 +1179,14 @@ class _EvaluatorPattern:
 DENSE_LIMIT = 1000
 
 
-def _make_system(terms: list[TermData], Xy: np.ndarray, xtx: np.ndarray | None = None):
+def _make_system(
+    terms: list[TermData], X: np.ndarray, y: np.ndarray, xtx: np.ndarray | None = None
+):
     """The dense system for small models, the blocked one otherwise (``xtx``:
     X'X if known, which the blocked one takes instead of recomputing it)."""
-    if sum(t.q for t in terms) + Xy.shape[1] <= DENSE_LIMIT:
-        return DenseSystem(terms, Xy)
-    return AugmentedSystem.from_terms(terms, Xy, xtx=xtx)
+    if sum(t.q for t in terms) + X.shape[1] + 1 <= DENSE_LIMIT:
+        return DenseSystem(terms, np.column_stack([X, y]))
+    return AugmentedSystem.from_terms(terms, X, y, xtx=xtx)
 
 
 def _auto_thread_plan(block_size: int, load: float | None) -> tuple[int | None, int | None]:
