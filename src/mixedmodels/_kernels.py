@@ -31,6 +31,8 @@ __all__ = [
     "finish_scalar",
     "gather_blocks",
     "scalar_pairs",
+    "scatter_upper",
+    "gather_lower",
 ]
 
 
@@ -54,7 +56,8 @@ def _kernels():
 def warm_up(parallel: bool = True) -> None:
     """Compile (or load from Numba's cache) the loops once, on tiny inputs: the
     first use in a process otherwise pays about a second for it. With
-    ``parallel=False`` only the sequential one (the update operator's build):
+    ``parallel=False`` only the sequential ones (the update operator's build
+    and its scatter and gather):
     running a parallel loop starts Numba's worker threads, which then compete
     with BLAS for the cores."""
     import scipy.sparse as sp
@@ -62,6 +65,10 @@ def warm_up(parallel: bool = True) -> None:
     B = sp.csc_array(np.ones((3, 2)))
     B.sort_indices()
     scalar_pairs(B, 3)
+    rowptr, positions = np.array([0, 2, 2]), np.array([0, 1])
+    S, one = np.zeros((3, 3)), np.ones(2)
+    scatter_upper(S, 2, rowptr, positions, one, 0.5 * one, np.ones(3))
+    gather_lower(np.asfortranarray(S), 2, rowptr, positions, 3, np.ones(3))
     if not parallel:
         return
     for k0 in (1, 2):
@@ -102,6 +109,30 @@ def gather_blocks(B, k0: int, Pu: np.ndarray, sc: np.ndarray, sub: int) -> np.nd
     return out
 
 
+def scatter_upper(
+    S: np.ndarray, nrows: int, rowptr: np.ndarray, positions: np.ndarray,
+    arr: np.ndarray, update: np.ndarray, sc: np.ndarray,
+) -> None:
+    """S's leading ``nrows`` x ``nrows`` upper triangle (C order): diag(sc)(arr -
+    update)diag(sc) at the sorted flat ``positions`` (row i's from ``rowptr[i]``),
+    zero elsewhere."""
+    from . import _lmm_numba
+
+    _lmm_numba.scatter_upper(S, nrows, rowptr, positions, arr, update, sc)
+
+
+def gather_lower(
+    inv: np.ndarray, nrows: int, rowptr: np.ndarray, positions: np.ndarray, N: int,
+    sc: np.ndarray,
+) -> np.ndarray:
+    """w sc[i] sc[j] inv[j, i] at the positions (i, j) of an N x N C-ordered
+    array (see :func:`scatter_upper`), from the lower triangle of the
+    Fortran-ordered ``inv``; w = 2 off the diagonal, 1 on it."""
+    from . import _lmm_numba
+
+    out = np.empty(len(positions))
+    _lmm_numba.gather_lower(inv, nrows, rowptr, positions, N, sc, out)
+    return out
 
 
 def scalar_pairs(B, N: int):

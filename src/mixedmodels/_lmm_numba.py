@@ -160,3 +160,38 @@ def scalar_pairs(indptr, indices, data, N):
                 value[k] = data[f] * data[e]
                 k += 1
     return ptr, rank, value, touched
+
+
+@numba.njit(cache=True, nogil=True)
+def scatter_upper(S, nrows, rowptr, positions, arr, update, sc):
+    """S[i, j] = (arr[p] - update[p]) sc[i] sc[j] at the update operator's
+    positions p (flat i N + j of the C-ordered S, sorted; ``rowptr`` the first
+    position of each row), zero elsewhere in the upper triangle of the leading
+    ``nrows`` x ``nrows`` block: one pass over it, no temporaries."""
+    N = S.shape[1]
+    flat = S.reshape(-1)
+    for i in range(nrows):
+        base = i * N
+        for j in range(base + i, base + nrows):
+            flat[j] = 0.0
+        si = sc[i]
+        for p in range(rowptr[i], rowptr[i + 1]):
+            pos = positions[p]
+            flat[pos] = (arr[p] - update[p]) * (si * sc[pos - base])
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_lower(inv, nrows, rowptr, positions, N, sc, out):
+    """out[p] = w sc[i] sc[j] inv[j, i] at the update operator's positions p =
+    (i, j), i <= j (see ``scatter_upper``), from the lower triangle of ``inv``
+    (Fortran order: inv[j, i] at flat i n + j); w = 1 on the diagonal, 2 off it
+    (an off-diagonal position stands for two entries of the symmetric array)."""
+    n = inv.shape[0]
+    flat = inv.T.reshape(-1)  # inv.T is C-ordered: flat[i n + j] = inv[j, i]
+    for i in range(nrows):
+        base = i * N
+        si = sc[i]
+        for p in range(rowptr[i], rowptr[i + 1]):
+            j = positions[p] - base
+            v = flat[i * n + j] * (si * sc[j])
+            out[p] = v if j == i else 2.0 * v

@@ -599,6 +599,14 @@ class RankUpdate:
         # off-diagonal positions stand for two entries of the symmetric update
         self.weight = np.where(self.rows == self.cols, 1.0, 2.0)
 
+    def row_pointers(self, nrows: int) -> np.ndarray:
+        """The first position of each of the leading ``nrows`` rows (positions
+        are sorted flat indices i N + j of the N x N array), ``nrows + 1`` long."""
+        ptr = self.__dict__.get("_rowptr")
+        if ptr is None or len(ptr) != nrows + 1:
+            ptr = self._rowptr = np.searchsorted(self.rows, np.arange(nrows + 1))
+        return ptr
+
     def block_scales(self, scale: np.ndarray) -> np.ndarray:
         """scale[row_block] * scale[col_block] at every position (one gather)."""
         return np.outer(scale[: self.nblocks], scale[: self.nblocks]).ravel()[self.pair_code]
@@ -1097,10 +1105,18 @@ class AugmentedSystem:
         if P is None:
             # positions are upper (row <= col); S⁻¹ is symmetric, read its lower triangle
             scale = np.array([lam[0, 0] for lam in lams] + [1.0])
-            values = up.lower_entries(inv) * up.block_scales(scale)
+            if inv.flags.f_contiguous and _kernels_available():  # one compiled pass
+                from . import _kernels
+
+                Q1 = self.Q1
+                weighted = _kernels.gather_lower(
+                    inv, Q1, up.row_pointers(Q1), up.positions, self.N, self._row_scale(scale)
+                )
+            else:
+                weighted = up.lower_entries(inv) * up.block_scales(scale) * up.weight
         else:
-            values = P[up.rows, up.cols]
-        return (up.T.T @ (values * up.weight)).reshape(-1, self.k0, self.k0)
+            weighted = P[up.rows, up.cols] * up.weight
+        return (up.T.T @ weighted).reshape(-1, self.k0, self.k0)
 
     def _x_blocks_scalar(self, inv: np.ndarray, scale: np.ndarray, sub: int):
         """P's X columns, (Q1, p) and (p, p), from the lower triangle of S⁻¹,
@@ -1234,16 +1250,21 @@ class AugmentedSystem:
         up = self._update
         Q1 = self.Q1
         arr = self._arr_at_positions()
-        _zero_upper_rows(S, Q1)
-        if arr is None:  # some nonzero of A_rr outside the pattern: write blocks
+        row_scale = self._row_scale(scale)
+        if arr is not None and _kernels_available():  # one compiled pass, no temporaries
+            from . import _kernels
+
+            _kernels.scatter_upper(S, Q1, up.row_pointers(Q1), up.positions, arr, update, row_scale)
+        elif arr is not None:
+            _zero_upper_rows(S, Q1)
+            S.ravel()[up.positions] = (arr - update) * up.block_scales(scale)
+        else:  # some nonzero of A_rr outside the pattern: write blocks
+            _zero_upper_rows(S, Q1)
             for i, (r0, r1) in enumerate(self._block_bounds[:-1]):
                 for j in range(i, len(scale) - 1):
                     c0, c1 = self._block_bounds[j]
                     np.multiply(self.Arr[r0:r1, c0:c1], scale[i] * scale[j], out=S[r0:r1, c0:c1])
             S.ravel()[up.positions] -= update * up.block_scales(scale)
-        else:
-            S.ravel()[up.positions] = (arr - update) * up.block_scales(scale)
-        row_scale = self._row_scale(scale)
         S[:Q1, Q1:] = (self.Arr[:Q1, Q1:] - cross) * row_scale[:, None]
         S[Q1:, Q1:] = self.Arr[Q1:, Q1:] - xy
 
@@ -1253,8 +1274,11 @@ class AugmentedSystem:
         if not hasattr(self, "_arr_pos_values"):
             Q1, up = self.Q1, self._update
             values = self.Arr.ravel()[up.positions]
-            block = self.Arr[:Q1, :Q1]  # symmetric: its upper triangle from the total count
-            inside = (np.count_nonzero(block) + np.count_nonzero(np.diagonal(block))) // 2
+            # the block is symmetric: its upper triangle from the total count,
+            # counted over whole rows (contiguous: 8x faster than the block view)
+            rows = self.Arr[:Q1]
+            total = np.count_nonzero(rows) - np.count_nonzero(rows[:, Q1:])
+            inside = (total + np.count_nonzero(np.diagonal(rows))) // 2
             self._arr_pos_values = values if np.count_nonzero(values) == inside else None
         return self._arr_pos_values
 
