@@ -185,12 +185,37 @@ def test_compiled_update_operator_equals_numpy():
     B.sort_indices()
     counts = np.diff(B.indptr).astype(np.int64)
     T_np, touched_np = _scalar_pairs(B, counts, system.N)
-    T_nb, touched_nb = _kernels.scalar_pairs(B, system.N)
+    ptr, rank, value, touched_nb = _kernels.scalar_pairs(B, system.N)
     np.testing.assert_array_equal(touched_nb, touched_np)
-    np.testing.assert_array_equal(T_nb.indptr, T_np.indptr)
-    np.testing.assert_array_equal(T_nb.indices, T_np.indices)
-    np.testing.assert_array_equal(T_nb.data, T_np.data)
-    assert T_nb.indices.dtype == np.int32
+    np.testing.assert_array_equal(ptr, T_np.indptr)
+    np.testing.assert_array_equal(rank, T_np.indices)
+    np.testing.assert_array_equal(value, T_np.data)
+    assert rank.dtype == np.int32
+
+
+def test_unit_operator_kept_as_its_pattern():
+    """Unweighted rows whose first-term levels meet each other level at most
+    once give B entries of 1, so every value of the operator is 1: it is kept as
+    its pattern, without values, and applied by compiled loops whose results
+    equal scipy's products with the explicit matrix of ones, bit for bit."""
+    from mixedmodels import _kernels
+
+    rng = np.random.default_rng(12)
+    l0, l1 = 200, 80
+    cells = rng.choice(l0 * l1, size=3000, replace=False)  # each pair at most once
+    t0 = TermData(cells // l1, np.ones((3000, 1)), l0)
+    t1 = TermData(cells % l1, np.ones((3000, 1)), l1)
+    X = np.ones((3000, 1))
+    system = AugmentedSystem.from_terms([t0, t1], X, rng.normal(size=3000), dense_b=False)
+    up = system._update
+    assert up.T is None and up.pattern is not None
+    ptr, rank = up.pattern
+    ones = sp.csc_array((np.ones(len(rank)), rank, ptr), shape=(len(up.positions), l0))
+    c, w = rng.normal(size=l0), rng.normal(size=len(up.positions))
+    np.testing.assert_array_equal(up.apply(c), ones @ c)
+    np.testing.assert_array_equal(up.adjoint(w), ones.T @ w)
+    _, _, value, _ = _kernels.scalar_pairs(system._B_re, system.N)
+    assert value is None
 
 
 def test_compiled_scatter_and_gather_equal_numpy(monkeypatch):

@@ -31,6 +31,8 @@ __all__ = [
     "finish_scalar",
     "gather_blocks",
     "scalar_pairs",
+    "pattern_apply",
+    "pattern_adjoint",
     "scatter_upper",
     "gather_lower",
 ]
@@ -64,7 +66,8 @@ def warm_up(parallel: bool = True) -> None:
 
     B = sp.csc_array(np.ones((3, 2)))
     B.sort_indices()
-    scalar_pairs(B, 3)
+    ptr, rank, _, touched = scalar_pairs(B, 3)
+    pattern_adjoint(ptr, rank, pattern_apply(ptr, rank, np.ones(2), len(touched)))
     rowptr, positions = np.array([0, 2, 2]), np.array([0, 1])
     S, one = np.zeros((3, 3)), np.ones(2)
     scatter_upper(S, 2, rowptr, positions, one, 0.5 * one, np.ones(3))
@@ -136,15 +139,37 @@ def gather_lower(
 
 
 def scalar_pairs(B, N: int):
-    """The update operator of a scalar first term, (T, touched), from B's
-    sorted CSC pattern in one compiled pass (``linalg._scalar_pairs`` builds the
-    same arrays with numpy, several times slower)."""
-    import scipy.sparse as sp
-
+    """The update operator of a scalar first term from B's sorted CSC pattern in
+    one compiled pass: (ptr, rank, value, touched), the operator's CSC arrays
+    (int32 where they fit) and the touched flat positions (``linalg._scalar_pairs``
+    builds the same with numpy, several times slower). ``value`` is None when
+    every entry of B is 1 (unweighted rows, each pair of levels met at most
+    once): then every value is 1, and :func:`pattern_apply` and
+    :func:`pattern_adjoint` apply the operator without an array as long as the
+    pairs."""
     from . import _lmm_numba
 
-    ptr, rank, value, touched = _lmm_numba.scalar_pairs(B.indptr, B.indices, B.data, N)
+    unit = bool(np.all(B.data == 1.0))
+    ptr, rank, value, touched = _lmm_numba.scalar_pairs(B.indptr, B.indices, B.data, N, not unit)
     if ptr[-1] < 2**31:  # int32 throughout: scipy would otherwise widen the ranks
         ptr = ptr.astype(np.int32)
-    T = sp.csc_array((value, rank, ptr), shape=(len(touched), B.shape[1]))
-    return T, touched
+    return ptr, rank, (None if unit else value), touched
+
+
+def pattern_apply(ptr: np.ndarray, rank: np.ndarray, c: np.ndarray, nrows: int) -> np.ndarray:
+    """T c for the (nrows x len(c)) operator whose values are all 1 (see
+    :func:`scalar_pairs`)."""
+    from . import _lmm_numba
+
+    out = np.empty(nrows)
+    _lmm_numba.pattern_apply(ptr, rank, np.ascontiguousarray(c, dtype=float), out)
+    return out
+
+
+def pattern_adjoint(ptr: np.ndarray, rank: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """T'w for the operator of :func:`pattern_apply`."""
+    from . import _lmm_numba
+
+    out = np.empty(len(ptr) - 1)
+    _lmm_numba.pattern_adjoint(ptr, rank, np.ascontiguousarray(w, dtype=float), out)
+    return out

@@ -109,13 +109,14 @@ def _popcount(x):
 
 
 @numba.njit(cache=True, nogil=True)
-def scalar_pairs(indptr, indices, data, N):
+def scalar_pairs(indptr, indices, data, N, with_values):
     """The update operator of a scalar first term from B's sorted CSC pattern:
     for every level s and every pair f <= e of its entries (rows r_f <= r_e,
     level by level, e-major), the value B_f B_e at the rank of the flat
     position r_f N + r_e among all positions touched. Returns (ptr, rank,
     value, touched): the operator in CSC form (one column per level) and the
-    touched positions in increasing order.
+    touched positions in increasing order; ``value`` is empty unless
+    ``with_values``.
 
     The touched positions are bits of an N² bitmap (N²/8 bytes: it stays in
     cache where an array of N² counters did not), a position's rank the set
@@ -148,7 +149,7 @@ def scalar_pairs(indptr, indices, data, N):
             k += 1
             b ^= low
     rank = np.empty(ptr[nlev], dtype=np.int32)
-    value = np.empty(ptr[nlev], dtype=np.float64)
+    value = np.empty(ptr[nlev] if with_values else 0, dtype=np.float64)
     k = 0
     for s in range(nlev):
         for e in range(indptr[s], indptr[s + 1]):
@@ -157,9 +158,32 @@ def scalar_pairs(indptr, indices, data, N):
                 flat = indices[f] * N + base
                 w = flat >> 6
                 rank[k] = before[w] + _popcount(bits[w] & ((one << np.uint64(flat & 63)) - one))
-                value[k] = data[f] * data[e]
+                if with_values:
+                    value[k] = data[f] * data[e]
                 k += 1
     return ptr, rank, value, touched
+
+
+@numba.njit(cache=True, nogil=True)
+def pattern_apply(ptr, rank, c, out):
+    """out = T c for T given by its CSC pattern (column pointers ``ptr``, row
+    ``rank``s) with every value 1: the order of scipy's csc_matvec."""
+    out[:] = 0.0
+    for s in range(len(ptr) - 1):
+        cs = c[s]
+        for k in range(ptr[s], ptr[s + 1]):
+            out[rank[k]] += cs
+
+
+@numba.njit(cache=True, nogil=True)
+def pattern_adjoint(ptr, rank, w, out):
+    """out = T'w for T as in ``pattern_apply``: the order of scipy's csr_matvec
+    on T' (CSR)."""
+    for s in range(len(ptr) - 1):
+        acc = 0.0
+        for k in range(ptr[s], ptr[s + 1]):
+            acc += w[rank[k]]
+        out[s] = acc
 
 
 @numba.njit(cache=True, nogil=True)

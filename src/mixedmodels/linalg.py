@@ -39,6 +39,7 @@ effects, never of the number of observations.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -579,32 +580,86 @@ def _block_pairs(B: sp.csc_array, m: np.ndarray, k0: int, N: int):
     return T, touched
 
 
-@dataclass
 class RankUpdate:
     """Sparse linear map from the first term's C_s blocks to the Schur-complement
-    update: ``update[positions] = T @ vec(C)`` on the flattened N x N array."""
+    update: ``update[positions] = T @ vec(C)`` on the flattened N x N array.
 
-    T: sp.csc_array
-    positions: np.ndarray
-    rows: np.ndarray  # row (<= column) of each position in the N x N array
-    cols: np.ndarray
-    row_block: np.ndarray  # block (term after the first, or [X y]) of each position's row
-    col_block: np.ndarray  # ... and of its column
+    ``positions`` are the touched flat indices i N + j (i <= j), sorted. T is a
+    CSC matrix, or only its pattern ``(ptr, rank)`` when every value is 1 (a
+    scalar first term whose levels meet each other level once, unweighted:
+    InstEval's students and lecturers); the compiled loops then apply it with
+    no array of values as long as the pairs. What only some paths read (the
+    rows, columns and blocks of the positions) is derived on first use.
+    """
 
-    def __post_init__(self):
-        nblocks = int(max(self.row_block.max(initial=0), self.col_block.max(initial=0))) + 1
-        # the pair of blocks as one index into the outer product of per-block scales
-        self.pair_code = self.row_block * nblocks + self.col_block
-        self.nblocks = nblocks
-        # off-diagonal positions stand for two entries of the symmetric update
-        self.weight = np.where(self.rows == self.cols, 1.0, 2.0)
+    def __init__(
+        self,
+        T: sp.csc_array | None,
+        positions: np.ndarray,
+        N: int,
+        block_edges: np.ndarray,
+        pattern: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
+        self.T = T
+        self.pattern = pattern
+        self.positions = positions
+        self.N = N
+        self._edges = block_edges  # first row of each block after the first
+
+    def apply(self, c: np.ndarray) -> np.ndarray:
+        """T c: the update at the positions."""
+        if self.T is not None:
+            return self.T @ c
+        from . import _kernels
+
+        return _kernels.pattern_apply(*self.pattern, c, len(self.positions))
+
+    def adjoint(self, w: np.ndarray) -> np.ndarray:
+        """T'w: per entry of C, the weighted sum over its positions."""
+        if self.T is not None:
+            return self.T.T @ w
+        from . import _kernels
+
+        return _kernels.pattern_adjoint(*self.pattern, w)
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """Row (<= column) of each position in the N x N array."""
+        return self.positions // self.N
+
+    @functools.cached_property
+    def cols(self) -> np.ndarray:
+        return self.positions % self.N
+
+    @functools.cached_property
+    def row_block(self) -> np.ndarray:
+        """Block (term after the first, or [X y]) of each position's row."""
+        return np.searchsorted(self._edges, self.rows, side="right")
+
+    @functools.cached_property
+    def col_block(self) -> np.ndarray:
+        return np.searchsorted(self._edges, self.cols, side="right")
+
+    @property
+    def nblocks(self) -> int:
+        return len(self._edges) + 1
+
+    @functools.cached_property
+    def pair_code(self) -> np.ndarray:
+        """The pair of blocks as one index into the outer product of per-block scales."""
+        return self.row_block * self.nblocks + self.col_block
+
+    @functools.cached_property
+    def weight(self) -> np.ndarray:
+        """Off-diagonal positions stand for two entries of the symmetric update."""
+        return np.where(self.rows == self.cols, 1.0, 2.0)
 
     def row_pointers(self, nrows: int) -> np.ndarray:
-        """The first position of each of the leading ``nrows`` rows (positions
-        are sorted flat indices i N + j of the N x N array), ``nrows + 1`` long."""
+        """The first position of each of the leading ``nrows`` rows, ``nrows + 1`` long."""
         ptr = self.__dict__.get("_rowptr")
         if ptr is None or len(ptr) != nrows + 1:
-            ptr = self._rowptr = np.searchsorted(self.rows, np.arange(nrows + 1))
+            bounds = np.arange(nrows + 1, dtype=np.int64) * self.N
+            ptr = self._rowptr = np.searchsorted(self.positions, bounds)
         return ptr
 
     def block_scales(self, scale: np.ndarray) -> np.ndarray:
@@ -807,18 +862,20 @@ class AugmentedSystem:
         m = np.diff(B_re.indptr[::k0]).astype(np.int64)
         if int((m * (m + 1) // 2).sum()) >= max_nnz:
             return None
+        edges = self.rest_offsets[1:]
         if k0 == 1 and _kernels_available():
             from . import _kernels
 
             B_re.sort_indices()
-            T, touched = _kernels.scalar_pairs(B_re, N)
+            ptr, rank, value, touched = _kernels.scalar_pairs(B_re, N)
+            if value is None:  # every value 1: the pattern is the operator
+                return RankUpdate(None, touched, N, edges, pattern=(ptr, rank))
+            T = sp.csc_array((value, rank, ptr), shape=(len(touched), B_re.shape[1]))
         elif k0 == 1:
             T, touched = _scalar_pairs(B_re, m, N)
         else:
             T, touched = _block_pairs(B_re, m, k0, N)
-        block_of = np.searchsorted(self.rest_offsets[1:], np.arange(N), side="right")
-        rows, cols = touched // N, touched % N
-        return RankUpdate(T, touched, rows, cols, block_of[rows], block_of[cols])
+        return RankUpdate(T, touched, N, edges)
 
     def _xy_update(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The [X y] columns of the rank update B blockdiag(C) B': the rows of the
@@ -1116,7 +1173,7 @@ class AugmentedSystem:
                 weighted = up.lower_entries(inv) * up.block_scales(scale) * up.weight
         else:
             weighted = P[up.rows, up.cols] * up.weight
-        return (up.T.T @ weighted).reshape(-1, self.k0, self.k0)
+        return up.adjoint(weighted).reshape(-1, self.k0, self.k0)
 
     def _x_blocks_scalar(self, inv: np.ndarray, scale: np.ndarray, sub: int):
         """P's X columns, (Q1, p) and (p, p), from the lower triangle of S⁻¹,
@@ -1202,7 +1259,7 @@ class AugmentedSystem:
         Only the upper triangle (C order) is correct, which is all LAPACK reads.
         """
         C = _update_weights(lams[0], L00inv)
-        update = self._update.T @ C.ravel()
+        update = self._update.apply(C.ravel())
         cross, xy = self._xy_update(C)
         S = self._workspace()
         if self.scalar_rest:
