@@ -296,3 +296,20 @@ def test_rank_check_gram_reused_by_the_cross_products():
     without = CrossProducts.from_data(terms, fr.fixed.X, fr.y).Arr
     np.testing.assert_allclose(with_gram, without, rtol=1e-12, atol=1e-9)
     np.testing.assert_array_equal(m._system.Arr, with_gram)
+
+
+def test_clone_without_a_fixed_column_drops_it_from_the_gram():
+    # profile intervals of β refit the model without one column of X: the
+    # rank check's X'X that the cross-products take must lose that row and
+    # column too (it raised a shape error before)
+    from mixedmodels.linalg import CrossProducts
+
+    d = mm.datasets.load("InstEval").iloc[:20000]
+    m = mm.LinearMixedModel("y ~ 1 + service * studage + (1 | s) + (1 | d)", d, reml=False)
+    assert m.frame.fixed.gram is not None
+    reduced = m._clone(drop_fixed=2)
+    fr = reduced.frame
+    assert fr.fixed.X.shape[1] == fr.fixed.gram.shape[0] == m.frame.fixed.X.shape[1] - 1
+    terms = [TermData(t.codes, t.z, t.nlevels) for t in fr.terms]
+    direct = CrossProducts.from_data(terms, np.ascontiguousarray(fr.fixed.X), fr.y).Arr
+    np.testing.assert_allclose(reduced._system.Arr, direct, rtol=1e-12, atol=1e-9)

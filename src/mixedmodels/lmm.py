@@ -835,6 +835,8 @@ class LinearMixedModel(RandomEffectsModel):
             keep = [j for j in range(fixed.X.shape[1]) if j != drop_fixed]
             fixed.X = np.ascontiguousarray(fixed.X[:, keep])
             fixed.names = [fixed.names[j] for j in keep]
+            if fixed.gram is not None:  # the rank check's X'X, taken by the cross-products
+                fixed.gram = fixed.gram[np.ix_(keep, keep)]
             frame.__dict__["fixed"] = fixed
         new.frame = frame
         if reml is not None:
