@@ -480,3 +480,41 @@ def test_factor_terms_on_newdata_with_a_missing_level(sleep):
     reference, _ = build("formulaic", "Reaction ~ Days + phase * grp + (1 | Subject)", data)
     want = design.apply_spec(reference.fixed.model_spec, new.iloc[[0, 3]], "fixed-effects")
     np.testing.assert_array_equal(X[[0, 3]], want)
+
+
+@pytest.mark.parametrize("rows", [None, 8000])
+def test_factor_only_fixed_effects_kept_as_cells(monkeypatch, rows):
+    """A fixed part of factors only (main effects and their interaction) is
+    kept as its cells: the fit never builds X, its cross-products are sums over
+    (level, cell) pairs (all InstEval rows) or, where a term has too many
+    levels for that (8,000 rows), products with X built from the cells; the
+    same X on demand, the same Gram matrix and the same fit as with X."""
+    d = mm.datasets.load("InstEval")
+    d = d if rows is None else d.iloc[:rows]
+    f = "y ~ 1 + service * dept + (1 | s) + (1 | d)"
+    m = mm.lmer(f, d, reml=False)
+    fx = m.frame.fixed
+    assert fx.cells is not None and fx._X is None
+    monkeypatch.setattr(design, "_fixed_by_cells", lambda *args: None)
+    ref = mm.lmer(f, d, reml=False)
+    assert ref.frame.fixed.cells is None
+    assert fx.names == ref.frame.fixed.names and fx.p == ref.frame.fixed.X.shape[1]
+    np.testing.assert_array_equal(fx.X, ref.frame.fixed.X)
+    np.testing.assert_allclose(fx.gram, ref.frame.fixed.gram, rtol=1e-13)
+    np.testing.assert_allclose(m._system.Arr, ref._system.Arr, rtol=1e-12, atol=1e-9)
+    assert m.deviance == pytest.approx(ref.deviance, rel=1e-12)
+    np.testing.assert_allclose(m.fixef, ref.fixef, rtol=1e-9)
+
+
+def test_cells_only_for_factors_and_few_cells(monkeypatch):
+    d = mm.datasets.load("InstEval").iloc[:8000].copy()
+    d["x"] = np.linspace(0, 1, len(d))
+
+    def cells(formula):
+        return mm.LinearMixedModel(formula, d).frame.fixed.cells
+
+    assert cells("y ~ 1 + service * dept + (1 | s)") is not None
+    assert cells("y ~ 1 + service * x + (1 | s)") is None
+    # more cells than that fraction of the rows (28 of 8,000 here): X as usual
+    monkeypatch.setattr(design.SimpleSpec, "MAX_CELLS_PER_ROW", 27 / 8000)
+    assert cells("y ~ 1 + service * dept + (1 | s)") is None

@@ -321,14 +321,14 @@ class ReTerm:
         return names
 
 
-@dataclass
 class FixedEffects:
     """The fixed-effects model matrix after rank-deficiency checks.
 
     Attributes
     ----------
     X : ndarray, shape (n, p)
-        The full-rank matrix actually fitted.
+        The full-rank matrix actually fitted. With ``cells`` it is built on
+        first use.
     names : list of str
         R-style names of the kept columns.
     all_names : list of str
@@ -339,14 +339,64 @@ class FixedEffects:
         Re-applies the fixed part (stateful transforms included) to new data.
     gram : ndarray or None
         X'X when the rank check computed it (None otherwise).
+    cells : (ndarray, ndarray) or None
+        For a matrix of factors only (their treatment dummies and
+        interactions): each row's cell, the combination of its levels, and the
+        matrix's row for every cell, so that X = E[cell]. Products with X are
+        then sums over far fewer cells than rows (see :func:`cell_sums`).
     """
 
-    X: np.ndarray
-    names: list[str]
-    all_names: list[str]
-    kept: np.ndarray
-    model_spec: Any = field(repr=False)
-    gram: np.ndarray | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        X: np.ndarray | None,
+        names: list[str],
+        all_names: list[str],
+        kept: np.ndarray,
+        model_spec: Any,
+        gram: np.ndarray | None = None,
+        cells: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
+        if X is None and cells is None:
+            raise ValueError("FixedEffects needs X or its cells")
+        self._X = X
+        self.names = names
+        self.all_names = all_names
+        self.kept = kept
+        self.model_spec = model_spec
+        self.gram = gram
+        self.cells = cells
+
+    @property
+    def X(self) -> np.ndarray:
+        if self._X is None:
+            cell, E = self.cells
+            self._X = E[cell]
+        return self._X
+
+    @X.setter
+    def X(self, value: np.ndarray) -> None:
+        self._X = value
+        self.cells = None
+
+    @property
+    def p(self) -> int:
+        """The number of columns of X (without building it)."""
+        return self.cells[1].shape[1] if self._X is None else self._X.shape[1]
+
+    def dot(self, beta: np.ndarray) -> np.ndarray:
+        """X β, from the cells when X is kept as them (X is not built)."""
+        if self._X is None:
+            cell, E = self.cells
+            return (E @ beta)[cell]
+        return self._X @ beta
+
+    def __repr__(self) -> str:
+        return f"FixedEffects(names={self.names!r})"
+
+
+def cell_sums(cell: np.ndarray, ncells: int, values: np.ndarray | None = None) -> np.ndarray:
+    """Per cell, the number of rows (``values`` None) or the sum of ``values``."""
+    return np.bincount(cell, weights=values, minlength=ncells).astype(float, copy=False)
 
 
 def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
@@ -437,9 +487,16 @@ def _well_conditioned_rank(X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray
     n, p = X.shape
     if n < 4 * p:  # short: the QR is as cheap
         return None, None
+    with np.errstate(all="ignore"), blas_threads(thin_product_threads(p)):
+        G = X.T @ X
+    return _gram_rank(G)
+
+
+def _gram_rank(G: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """All columns and ``G`` when the Gram matrix X'X shows the columns clearly
+    independent (see ``_well_conditioned_rank``); else ``None``s."""
+    p = G.shape[0]
     with np.errstate(all="ignore"):
-        with blas_threads(thin_product_threads(p)):
-            G = X.T @ X
         d = np.sqrt(np.diagonal(G))
         if not (np.all(np.isfinite(G)) and np.all(d > 0)):
             return None, None
@@ -974,6 +1031,36 @@ class SimpleSpec:
             j += block.shape[1]
         return DesignMatrix(values, list(self.column_names), self)
 
+    # Cells are used when there are at most this fraction of the rows of them.
+    MAX_CELLS_PER_ROW = 0.25
+
+    def cells(self, cols: ArrayColumns) -> tuple[np.ndarray, np.ndarray] | None:
+        """(cell, E) with X = E[cell] when every term holds factors only (the
+        wide matrix of a factorial design is then a few distinct rows): a row's
+        cell is the mixed-radix number of its factors' level codes, E the matrix
+        of every combination of levels, built by the same code as X (so its
+        rows are X's exactly). None for other terms, or more cells than
+        ``MAX_CELLS_PER_ROW`` of the rows."""
+        names = [name for term in self.terms() for name in term]
+        if not names or any(name not in self.levels for name in names):
+            return None
+        names = list(dict.fromkeys(names))
+        sizes = [len(self.levels[name]) for name in names]
+        ncells = int(np.prod(sizes))
+        if ncells > self.MAX_CELLS_PER_ROW * cols.nrows:
+            return None
+        cell = np.zeros(cols.nrows, dtype=np.intp)
+        grid, stride = {}, 1
+        for name, size in zip(names, sizes):
+            codes = cols.factor([name])[0]
+            if np.any(codes < 0):
+                return None
+            cell += codes * stride
+            grid[name] = (np.arange(ncells) // stride) % size
+            stride *= size
+        E = self._build(ncells, lambda name: grid[name]).values
+        return cell, E
+
     def _block(self, name: str, own: np.ndarray) -> np.ndarray:
         """A variable's columns: a factor's treatment dummies, a number itself."""
         return self._dummies(name, own) if name in self.levels else own
@@ -1421,6 +1508,9 @@ def build_fixed(
 ) -> FixedEffects:
     """The fixed-effects matrix with aliased columns dropped (and a warning naming them)."""
     rhs = with_contrasts(rewrite_factor_calls(parsed.fixed), contrasts or {})
+    by_cells = _fixed_by_cells(rhs, data)
+    if by_cells is not None:
+        return by_cells
     mm = _model_matrix(rhs, data, "fixed-effects")
     X = np.asarray(mm, dtype=float)
     all_names = _r_names(mm)
@@ -1443,6 +1533,28 @@ def build_fixed(
         model_spec=mm.model_spec,
         gram=gram,
     )
+
+
+def _fixed_by_cells(rhs: str, data: pd.DataFrame | ArrayColumns) -> FixedEffects | None:
+    """The fixed effects of a matrix of factors only, kept as its cells (see
+    ``FixedEffects.cells``) when the Gram test shows every column independent:
+    X'X = E' diag(counts) E without X. None where that does not apply (then X
+    is built and checked as usual)."""
+    if not isinstance(data, ArrayColumns):
+        return None
+    simple = SimpleSpec.parse(rhs, data)
+    if simple is None or len(simple.column_names) <= 2:
+        return None
+    cells = simple.cells(data)
+    if cells is None or data.nrows < 4 * len(simple.column_names):
+        return None
+    cell, E = cells
+    counts = cell_sums(cell, E.shape[0])
+    kept, gram = _gram_rank((E.T * counts) @ E)
+    if kept is None:
+        return None
+    names = simple.r_names()
+    return FixedEffects(None, names, names, kept, simple, gram=gram, cells=cells)
 
 
 def build_term(

@@ -142,6 +142,24 @@ def block_crossprod(term: TermData) -> np.ndarray:
     return out
 
 
+def term_times_cells(
+    term: TermData, cell: np.ndarray, E: np.ndarray, y: np.ndarray
+) -> np.ndarray:
+    """Z_j'[X y] for X = E[cell] (see ``FixedEffects.cells``): the term's sums
+    over (level, cell) pairs times E, and Z_j'y; one pass over the rows per
+    column of the term instead of products with X's n x p entries."""
+    ncells, p = E.shape
+    k = term.k
+    out = np.empty((term.nlevels, k, p + 1))
+    index = term.codes.astype(np.intp, copy=False) * ncells + cell
+    for a in range(k):
+        z = term.z[:, a]
+        sums = np.bincount(index, weights=z, minlength=term.nlevels * ncells)
+        out[:, a, :p] = sums.reshape(term.nlevels, ncells) @ E
+        out[:, a, p] = np.bincount(term.codes, weights=z * y, minlength=term.nlevels)
+    return out.reshape(term.q, p + 1)
+
+
 def term_times(term: TermData, X: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
     """Z_j'[X y], (q_j, p + 1), or Z_j'X without ``y``: for each column a of the
     term, the (levels x n) matrix with z_a in row ``code`` of column i, built
@@ -705,25 +723,51 @@ class CrossProducts:
 
     @classmethod
     def from_data(
-        cls, terms: list[TermData], X: np.ndarray, y: np.ndarray, xtx: np.ndarray | None = None
+        cls,
+        terms: list[TermData],
+        X: np.ndarray | None,
+        y: np.ndarray,
+        xtx: np.ndarray | None = None,
+        cells: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> "CrossProducts":
         """The cross-products of one block of rows (weights already applied to
         the terms' z, X and y; X best in C order); ``xtx``: X'X when already
-        computed. X and y stay apart: [X y] would be a copy of X's size."""
+        computed. X and y stay apart: [X y] would be a copy of X's size. With
+        ``cells`` (cell, E), unweighted, X = E[cell] is not needed (None): the
+        products with it are sums over cells (see :func:`term_times_cells`)."""
         t0, rest = terms[0], terms[1:]
         Q1 = sum(t.q for t in rest)
-        p = X.shape[1]
+        p = X.shape[1] if cells is None else cells[1].shape[1]
         Arr = np.zeros((Q1 + p + 1, Q1 + p + 1))
-        with blas_threads(thin_product_threads(p)):
-            Arr[Q1:-1, Q1:-1] = X.T @ X if xtx is None else xtx
-            xty = X.T @ y
+        if cells is not None:
+            cell, E = cells
+            ncells = E.shape[0]
+            xty = E.T @ np.bincount(cell, weights=y, minlength=ncells)
+            if xtx is None:
+                xtx = (E.T * np.bincount(cell, minlength=ncells)) @ E
+            Arr[Q1:-1, Q1:-1] = xtx
+            built: list[np.ndarray] = []
+
+            def times(term: TermData) -> np.ndarray:
+                if term.nlevels * ncells <= 2 * len(cell):  # the sums stay small
+                    return term_times_cells(term, cell, E, y)
+                if not built:  # a term of many levels: products with X after all
+                    built.append(E[cell])
+                return term_times(term, built[0], y)
+        else:
+            with blas_threads(thin_product_threads(p)):
+                Arr[Q1:-1, Q1:-1] = X.T @ X if xtx is None else xtx
+                xty = X.T @ y
+
+            def times(term: TermData) -> np.ndarray:
+                return term_times(term, X, y)
         Arr[-1, Q1:-1] = xty
         Arr[Q1:-1, -1] = xty
         Arr[-1, -1] = y @ y
         start = 0
         for i, ti in enumerate(rest):
             stop = start + ti.q
-            Arr[start:stop, Q1:] = term_times(ti, X, y)
+            Arr[start:stop, Q1:] = times(ti)
             Arr[Q1:, start:stop] = Arr[start:stop, Q1:].T
             inner = start
             for tj in rest[i:]:
@@ -737,7 +781,7 @@ class CrossProducts:
         return cls(
             shapes=[(t.nlevels, t.k) for t in terms],
             A00=block_crossprod(t0),
-            Axy0=np.ascontiguousarray(term_times(t0, X, y).T),
+            Axy0=np.ascontiguousarray(times(t0).T),
             A_re0=[term_crossprod(t, t0) for t in rest],
             Arr=Arr,
         )
@@ -828,13 +872,15 @@ class AugmentedSystem:
 
     @classmethod
     def from_terms(
-        cls, terms: list[TermData], X: np.ndarray, y: np.ndarray,
-        max_update_nnz: int = 30_000_000, xtx: np.ndarray | None = None, **options,
+        cls, terms: list[TermData], X: np.ndarray | None, y: np.ndarray,
+        max_update_nnz: int = 30_000_000, xtx: np.ndarray | None = None,
+        cells: tuple[np.ndarray, np.ndarray] | None = None, **options,
     ) -> "AugmentedSystem":
         """The system of in-memory data: terms largest first, weights applied to
-        z, X and y; ``xtx`` X'X if known (see ``CrossProducts.from_data``);
-        ``options`` as for the constructor."""
-        return cls(CrossProducts.from_data(terms, X, y, xtx), max_update_nnz, **options)
+        z, X and y; ``xtx`` X'X if known, ``cells`` X as its cells (see
+        ``CrossProducts.from_data``); ``options`` as for the constructor."""
+        cross = CrossProducts.from_data(terms, X, y, xtx, cells)
+        return cls(cross, max_update_nnz, **options)
 
     def _bt_dot(self, w: np.ndarray) -> np.ndarray:
         """B'w for w of length N (B = [Z_r X y]'Z_0)."""

@@ -96,9 +96,12 @@ class LinearMixedModel(RandomEffectsModel):
         fr = self.frame
         sqrtw = None if fr.weights is None else np.sqrt(fr.weights)
         y = fr.y if fr.offset is None else fr.y - fr.offset
-        # C order (one transposing copy of formulaic's Fortran-order X): the
-        # products Z_j'X of the cross-products are 5x faster on it
-        X = np.ascontiguousarray(fr.fixed.X)
+        # a matrix of factors only is kept as its cells (X = E[cell]) and the
+        # cross-products are sums over cells; else C order (one transposing
+        # copy of formulaic's Fortran-order X): the products Z_j'X are 5x
+        # faster on it
+        cells = fr.fixed.cells if sqrtw is None else None
+        X = None if cells is not None else np.ascontiguousarray(fr.fixed.X)
         if sqrtw is not None:
             X, y = X * sqrtw[:, None], y * sqrtw
         tdata = []
@@ -107,13 +110,13 @@ class LinearMixedModel(RandomEffectsModel):
             tdata.append(TermData(term.codes, z, term.nlevels))
         # the rank check's X'X (unweighted) saves the cross-products' largest product
         xtx = fr.fixed.gram if sqrtw is None else None
-        self._system = _make_system(tdata, X, y, xtx)
+        self._system = _make_system(tdata, X, y, xtx, cells)
         self._theta_slices = _slices([t.ntheta for t in fr.terms])
         self._ldW = 0.0 if fr.weights is None else float(np.sum(np.log(fr.weights[fr.weights > 0])))
         self._n_eff = fr.nobs if fr.weights is None else int(np.count_nonzero(fr.weights))
 
     def _criterion(self, f: Factor, reml: bool) -> float:
-        n, p = self._n_eff, self.frame.fixed.X.shape[1]
+        n, p = self._n_eff, self.frame.fixed.p
         r2 = f.pwrss()
         if reml:
             nmp = n - p
@@ -167,7 +170,7 @@ class LinearMixedModel(RandomEffectsModel):
             return np.inf, np.zeros_like(theta), None
         value = self._criterion(f, self.reml)
         beta, us = self._system.solve(f)
-        n, p = self._n_eff, self.frame.fixed.X.shape[1]
+        n, p = self._n_eff, self.frame.fixed.p
         nu = n - p if self.reml else n
         r2 = f.pwrss()
         sub = self._system.Q1 + (p if self.reml else 0)
@@ -284,7 +287,7 @@ class LinearMixedModel(RandomEffectsModel):
         logdet_re, logdet_x, r2 = float(f.logdet_re()), float(f.logdet_x()), float(f.pwrss())
         LX = np.array(f.LX(), dtype=float)
         beta, us = self._system.solve(f)
-        p = self.frame.fixed.X.shape[1]
+        p = self.frame.fixed.p
         sub = self._system.Q1 + (p if reml else 0)
         parts = self._system.gradient_parts(f, sub, beta, us)
         d_logdet, d_pwrss, missing = self._gradient_blocks(parts, len(theta))
@@ -443,7 +446,7 @@ class LinearMixedModel(RandomEffectsModel):
         # accuracy, and the system holds X'WX and X'Wy already
         gram, xty = self._fixed_cross_products(w, y)
         coef, *_ = np.linalg.lstsq(gram, xty, rcond=None)
-        resid = y - fr.fixed.X @ coef
+        resid = y - fr.fixed.dot(coef)
         intercepts = [t for t in fr.terms if t.k == 1 and np.all(t.z[:, 0] == 1.0)]
         ratios = dict(zip(map(id, intercepts), _backfitted_ratios(resid, intercepts)))
         parts = []
@@ -462,12 +465,12 @@ class LinearMixedModel(RandomEffectsModel):
     def _fixed_cross_products(self, w: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """X'WX and X'Wy: from the augmented system's cross-products of [X y]
         (its last rows) when it has them, else from the data."""
-        X = self.frame.fixed.X
-        p = X.shape[1]
+        p = self.frame.fixed.p
         system = self.__dict__.get("_system")
         if isinstance(system, AugmentedSystem):  # Arr ends with [X y]'W[X y]
             xy = system.Arr[-(p + 1):, -(p + 1):]
             return xy[:p, :p], xy[:p, p]
+        X = self.frame.fixed.X
         Xw = X if self.frame.weights is None else X * w[:, None]
         return Xw.T @ X, Xw.T @ y
 
@@ -597,7 +600,7 @@ class LinearMixedModel(RandomEffectsModel):
         """Fitted values (conditional on the random effects), indexed like the data."""
         self._require_fit()
         fr = self.frame
-        mu = fr.fixed.X @ self._beta + self._linear_predictor_re()
+        mu = fr.fixed.dot(self._beta) + self._linear_predictor_re()
         if fr.offset is not None:
             mu = mu + fr.offset
         return pd.Series(mu, index=fr.data.index, name="fitted")
@@ -1182,13 +1185,21 @@ DENSE_LIMIT = 1000
 
 
 def _make_system(
-    terms: list[TermData], X: np.ndarray, y: np.ndarray, xtx: np.ndarray | None = None
+    terms: list[TermData],
+    X: np.ndarray | None,
+    y: np.ndarray,
+    xtx: np.ndarray | None = None,
+    cells: tuple[np.ndarray, np.ndarray] | None = None,
 ):
     """The dense system for small models, the blocked one otherwise (``xtx``:
-    X'X if known, which the blocked one takes instead of recomputing it)."""
-    if sum(t.q for t in terms) + X.shape[1] + 1 <= DENSE_LIMIT:
+    X'X if known, which the blocked one takes instead of recomputing it;
+    ``cells``: X as its cells, then ``X`` is None)."""
+    p = X.shape[1] if cells is None else cells[1].shape[1]
+    if sum(t.q for t in terms) + p + 1 <= DENSE_LIMIT:
+        if cells is not None:
+            X = cells[1][cells[0]]
         return DenseSystem(terms, np.column_stack([X, y]))
-    return AugmentedSystem.from_terms(terms, X, y, xtx=xtx)
+    return AugmentedSystem.from_terms(terms, X, y, xtx=xtx, cells=cells)
 
 
 def _auto_thread_plan(block_size: int, load: float | None) -> tuple[int | None, int | None]:
