@@ -3,7 +3,7 @@
 import numpy as np
 
 import mixedmodels as mm
-from mixedmodels.lmm import _anova_ratio
+from mixedmodels.lmm import _one_way_ratio
 
 from _reference import load_case
 
@@ -29,6 +29,21 @@ def test_backfitted_start_improves_on_one_way_anova_for_crossed_terms():
     ref = _theta("lmer_penicillin")
     start = m.initial_theta()
     resid = m.frame.y - m.frame.y.mean()
-    plain = np.array([_anova_ratio(resid, t.codes, t.nlevels) for t in m.frame.terms])
+    plain = np.array([_one_way_ratio(resid, t.codes, t.nlevels, False) for t in m.frame.terms])
     np.testing.assert_allclose(start, ref, rtol=0.1)
     assert np.all(np.abs(start - ref) < np.abs(plain - ref))
+
+
+def test_ml_start_is_the_one_way_ml_estimate():
+    """An ML fit starts from each grouping's one-way ML ratio (Newton steps on
+    its profiled deviance from the ANOVA one): on the balanced one-way
+    Dyestuff that is the optimum itself, where the ANOVA start (the REML
+    estimate) is 11% off, and the search ends at its first point."""
+    data = mm.datasets.load("Dyestuff")
+    ml = mm.LinearMixedModel("Yield ~ 1 + (1 | Batch)", data, reml=False)
+    start = ml.initial_theta()
+    ml.fit()
+    np.testing.assert_allclose(start, ml.theta.values, rtol=1e-6)
+    assert ml.optsum.evaluations == 1
+    reml = mm.LinearMixedModel("Yield ~ 1 + (1 | Batch)", data)
+    assert abs(reml.initial_theta()[0] / start[0] - 1) > 0.1

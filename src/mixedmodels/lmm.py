@@ -448,7 +448,8 @@ class LinearMixedModel(RandomEffectsModel):
         coef, *_ = np.linalg.lstsq(gram, xty, rcond=None)
         resid = y - fr.fixed.dot(coef)
         intercepts = [t for t in fr.terms if t.k == 1 and np.all(t.z[:, 0] == 1.0)]
-        ratios = dict(zip(map(id, intercepts), _backfitted_ratios(resid, intercepts)))
+        ratios = _backfitted_ratios(resid, intercepts, ml=not self.reml)
+        ratios = dict(zip(map(id, intercepts), ratios))
         parts = []
         for term in fr.terms:
             start = term.theta_start()
@@ -1267,10 +1268,13 @@ def _regression_start(
     return lam if np.all(np.isfinite(lam)) else None
 
 
-def _backfitted_ratios(resid: np.ndarray, terms: list, sweeps: int = 2) -> list[float]:
-    """One-way ANOVA ratios of several intercept terms, each from the residuals
-    less the other terms' group means shrunk as BLUPs (n θ² / (n θ² + 1))."""
-    ratios = [_anova_ratio(resid, t.codes, t.nlevels) for t in terms]
+def _backfitted_ratios(
+    resid: np.ndarray, terms: list, sweeps: int = 2, ml: bool = False
+) -> list[float]:
+    """One-way ratios of several intercept terms (ANOVA, or ML with ``ml``:
+    see ``_one_way_ratio``), each from the residuals less the other terms'
+    group means shrunk as BLUPs (n θ² / (n θ² + 1))."""
+    ratios = [_one_way_ratio(resid, t.codes, t.nlevels, ml) for t in terms]
     if len(terms) < 2:
         return ratios
     counts = [np.bincount(t.codes, minlength=t.nlevels).astype(float) for t in terms]
@@ -1283,7 +1287,7 @@ def _backfitted_ratios(resid: np.ndarray, terms: list, sweeps: int = 2) -> list[
         for j in order:
             t = terms[j]
             partial = resid - (total - fitted[j])
-            ratios[j] = _anova_ratio(partial, t.codes, t.nlevels)
+            ratios[j] = _one_way_ratio(partial, t.codes, t.nlevels, ml)
             means = np.bincount(t.codes, partial, minlength=t.nlevels) / np.maximum(counts[j], 1.0)
             shrink = counts[j] * ratios[j] ** 2 / (counts[j] * ratios[j] ** 2 + 1.0)
             new = (shrink * means)[t.codes]
@@ -1292,11 +1296,30 @@ def _backfitted_ratios(resid: np.ndarray, terms: list, sweeps: int = 2) -> list[
     return ratios
 
 
-def _anova_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int) -> float:
+# Bounds of a starting ratio: a search never starts on the boundary.
+_RATIO_BOUNDS = (0.05, 5.0)
+
+
+def _one_way_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int, ml: bool) -> float:
+    """The between / within standard-deviation ratio of one grouping of the
+    residuals: the ANOVA moment estimate, which is the REML estimate of a
+    balanced one-way model; with ``ml`` the one-way maximum-likelihood
+    estimate, from Newton steps on its profiled deviance starting there (the
+    start of an ML fit then sits at its optimum for a one-way model)."""
+    counts = np.bincount(codes, minlength=nlevels).astype(float)
+    sums = np.bincount(codes, resid, minlength=nlevels)
+    ratio = _anova_ratio(resid, codes, counts, sums)
+    if not ml:
+        return ratio
+    used = counts > 0
+    n_g = counts[used]
+    return _one_way_ml_ratio(n_g, sums[used] ** 2 / n_g, float(resid @ resid), ratio)
+
+
+def _anova_ratio(resid: np.ndarray, codes: np.ndarray, counts: np.ndarray, sums: np.ndarray) -> float:
     """sqrt(between / within) variance ratio of the one-way ANOVA moment estimator
     (unbalanced groups: n0 = (N - Σn_g²/N) / (g - 1))."""
-    counts = np.bincount(codes, minlength=nlevels).astype(float)
-    means = np.bincount(codes, resid, minlength=nlevels) / np.maximum(counts, 1.0)
+    means = sums / np.maximum(counts, 1.0)
     used = counts > 0
     n, g = counts.sum(), int(used.sum())
     if g < 2 or n <= g:
@@ -1308,9 +1331,32 @@ def _anova_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int) -> float:
     if within <= 0 or n0 <= 0:
         return 1.0
     ratio = max(between - within, 0.0) / n0 / within
-    return float(np.clip(np.sqrt(ratio), 0.05, 5.0))
+    return float(np.clip(np.sqrt(ratio), *_RATIO_BOUNDS))
 
 
+def _one_way_ml_ratio(n_g: np.ndarray, a_g: np.ndarray, rss: float, start: float) -> float:
+    """Minimiser over ρ = ratio² of the one-way profiled ML deviance of
+    zero-mean residuals, N log σ²(ρ) + Σ log(1 + n_g ρ) with N σ²(ρ) = rss -
+    Σ a_g + Σ a_g / (1 + n_g ρ) (a_g = n_g ȳ_g²): Newton steps from ``start``
+    while the deviance is convex there; ``start`` if they do not settle."""
+    N = n_g.sum()
+    ssw = rss - a_g.sum()
+    lo, hi = _RATIO_BOUNDS[0] ** 2, _RATIO_BOUNDS[1] ** 2
+    rho = start**2
+    for _ in range(20):
+        d = 1.0 / (1.0 + n_g * rho)
+        s2 = ssw + np.sum(a_g * d)
+        s1 = -np.sum(a_g * n_g * d * d)  # N σ²' and N σ²''
+        s11 = 2.0 * np.sum(a_g * n_g * n_g * d**3)
+        grad = N * s1 / s2 + np.sum(n_g * d)
+        curv = N * (s11 / s2 - (s1 / s2) ** 2) - np.sum((n_g * d) ** 2)
+        if not (s2 > 0 and np.isfinite(curv) and curv > 0):
+            return start
+        new = min(max(rho - grad / curv, lo), hi)
+        if abs(new - rho) <= 1e-6 * max(rho, lo):
+            return float(np.sqrt(new))
+        rho = new
+    return start
 def _slices(sizes: list[int]) -> list[slice]:
     out, start = [], 0
     for size in sizes:
