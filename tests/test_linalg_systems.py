@@ -313,3 +313,34 @@ def test_clone_without_a_fixed_column_drops_it_from_the_gram():
     terms = [TermData(t.codes, t.z, t.nlevels) for t in fr.terms]
     direct = CrossProducts.from_data(terms, np.ascontiguousarray(fr.fixed.X), fr.y).Arr
     np.testing.assert_allclose(reduced._system.Arr, direct, rtol=1e-12, atol=1e-9)
+
+
+def test_single_precision_inverse_kept_for_the_operator_gather():
+    """Above 500 rows the gradient's inverse is computed in single precision;
+    where only the compiled gather reads it (update operator, scalar terms after
+    the first) it stays float32 instead of being copied to double, and what the
+    gradient takes from it is the same, bit for bit (ML and REML blocks)."""
+    rng = np.random.default_rng(8)
+    n, sizes = 8000, (700, 450, 120)
+    codes = [rng.integers(0, m, n) for m in sizes]
+    terms = [TermData(c, np.ones((n, 1)), m) for c, m in zip(codes, sizes)]
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    system = AugmentedSystem.from_terms(terms, X, rng.normal(size=n), dense_b=False)
+    assert system._update is not None and system.scalar_rest and system.Q1 >= 500
+    lams = [np.array([[t]]) for t in (0.6, 0.9, 0.3)]
+    f = system.factor(lams, keep=True)
+    for sub in (system.Q1, system.Q1 + 2):
+        single = system._lower_inverse(f.Lrr, sub, keep_single=True)
+        double = system._lower_inverse(f.Lrr, sub)
+        assert single.dtype == np.float32 and double.dtype == np.float64
+        low = np.tril(np.ones((sub, sub), dtype=bool))
+        np.testing.assert_array_equal(single[low].astype(float), double[low])
+        Minv = np.transpose(f.L00inv, (0, 2, 1)) @ f.L00inv
+        np.testing.assert_array_equal(
+            system._first_term_correction(single, f.lam, Minv, sub),
+            system._first_term_correction(double, f.lam, Minv, sub),
+        )
+    # the second term's sum of diagonal entries, from the float32 inverse
+    sums = system.inverse_block_sums(f, system.Q1)
+    diag = np.diagonal(system._lower_inverse(f.Lrr, system.Q1))
+    np.testing.assert_allclose(sums[1][0, 0], diag[:450].sum(), rtol=1e-15)

@@ -35,6 +35,7 @@ __all__ = [
     "pattern_adjoint",
     "scatter_upper",
     "gather_lower",
+    "symv_lower",
 ]
 
 
@@ -72,6 +73,9 @@ def warm_up(parallel: bool = True) -> None:
     S, one = np.zeros((3, 3)), np.ones(2)
     scatter_upper(S, 2, rowptr, positions, one, 0.5 * one, np.ones(3))
     gather_lower(np.asfortranarray(S), 2, rowptr, positions, 3, np.ones(3))
+    single = np.asfortranarray(S, dtype=np.float32)  # the inverse kept in single precision
+    gather_lower(single, 2, rowptr, positions, 3, np.ones(3))
+    symv_lower(single, np.ones(3))
     if not parallel:
         return
     for k0 in (1, 2):
@@ -135,6 +139,16 @@ def gather_lower(
 
     out = np.empty(len(positions))
     _lmm_numba.gather_lower(inv, nrows, rowptr, positions, N, sc, out)
+    return out
+
+
+def symv_lower(Z: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Z v in double precision, Z symmetric given by the lower triangle of a
+    Fortran-ordered array (float32 or float64)."""
+    from . import _lmm_numba
+
+    out = np.empty(len(v))
+    _lmm_numba.symv_lower(Z, np.ascontiguousarray(v, dtype=float), out)
     return out
 
 

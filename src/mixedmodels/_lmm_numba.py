@@ -219,3 +219,21 @@ def gather_lower(inv, nrows, rowptr, positions, N, sc, out):
             j = positions[p] - base
             v = flat[i * n + j] * (si * sc[j])
             out[p] = v if j == i else 2.0 * v
+
+
+@numba.njit(cache=True, nogil=True)
+def symv_lower(Z, v, out):
+    """out = Z v in double precision for a symmetric Z given by the lower
+    triangle of a Fortran-ordered array of any float type (the
+    single-precision inverse: no double copy of it)."""
+    n = v.shape[0]
+    out[:] = 0.0
+    for j in range(n):
+        col = Z[:, j]
+        vj = v[j]
+        acc = np.float64(col[j]) * vj
+        for i in range(j + 1, n):
+            z = np.float64(col[i])
+            out[i] += z * vj
+            acc += z * v[i]
+        out[j] += acc

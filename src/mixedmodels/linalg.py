@@ -59,7 +59,10 @@ SINGLE_PRECISION_RESIDUAL = 1e-5
 
 
 def inverse_from_factor(
-    L: np.ndarray, single_min_rows: int | None = None, sub: int | None = None
+    L: np.ndarray,
+    single_min_rows: int | None = None,
+    sub: int | None = None,
+    keep_single: bool = False,
 ) -> np.ndarray:
     """(L₁L₁')⁻¹ for L₁ = L[:sub, :sub] (all of L by default), L lower
     triangular (its upper triangle is not read); the inverse's lower triangle,
@@ -72,7 +75,10 @@ def inverse_from_factor(
     ``SINGLE_PRECISION_RESIDUAL`` (one product and two triangular products in
     double precision): the gradient then has a relative error near 1e-6, far
     below the optimizer's gradient tolerance. ``single_min_rows`` overrides
-    ``SINGLE_PRECISION_INVERSE_ROWS``.
+    ``SINGLE_PRECISION_INVERSE_ROWS``. With ``keep_single`` (and Numba for the
+    residual's product) an accepted single-precision inverse is returned as
+    it is, float32, for callers that read it through compiled loops: no double
+    copy of its size.
     """
     n = L.shape[0] if sub is None else sub
     threshold = SINGLE_PRECISION_INVERSE_ROWS if single_min_rows is None else single_min_rows
@@ -81,7 +87,8 @@ def inverse_from_factor(
             single = np.array(L[:n, :n], dtype=np.float32, order="F")  # one pass
         inv, info = lapack.spotri(single, lower=1, overwrite_c=1)
         if info == 0:
-            inv = inv.astype(np.float64)
+            if not (keep_single and _kernels_available()):
+                inv = inv.astype(np.float64)
             if _inverse_residual(L, inv) <= SINGLE_PRECISION_RESIDUAL:
                 return inv
     inv, info = lapack.dpotri(np.array(L[:n, :n], order="F"), lower=1, overwrite_c=1)
@@ -99,7 +106,12 @@ def _inverse_residual(L: np.ndarray, inv_lower: np.ndarray) -> float:
     n, N = inv_lower.shape[0], L.shape[0]
     v = np.cos(np.arange(1, n + 1, dtype=float) * 1.618)
     w = np.zeros(N)
-    w[:n] = blas.dsymv(1.0, inv_lower, v, lower=1)
+    if inv_lower.dtype == np.float64:
+        w[:n] = blas.dsymv(1.0, inv_lower, v, lower=1)
+    else:  # the kept single-precision inverse, multiplied in double
+        from . import _kernels
+
+        w[:n] = _kernels.symv_lower(inv_lower, v)
     w = blas.dtrmv(L, w, lower=1, trans=1)  # [L₁'w₁; 0]
     w = blas.dtrmv(L, w, lower=1)
     res = float(np.linalg.norm(w[:n] - v) / np.linalg.norm(v))
@@ -1050,7 +1062,10 @@ class AugmentedSystem:
         ``_first_term_correction``); the other terms' blocks are read off S⁻¹
         directly.
         """
-        inv = self._lower_inverse(f.Lrr, sub)  # lower triangle of S_sub⁻¹
+        # single precision kept where compiled loops alone read it (the
+        # operator's gather, scalar terms after the first)
+        single = self._update is not None and self.scalar_rest and not self._lead
+        inv = self._lower_inverse(f.Lrr, sub, keep_single=single)  # lower triangle of S_sub⁻¹
         Minv = np.transpose(f.L00inv, (0, 2, 1)) @ f.L00inv  # (ℓ0, k0, k0)
         first = Minv.sum(axis=0)
         if sub:
@@ -1058,7 +1073,7 @@ class AugmentedSystem:
         sums = [first]
         for (start, stop), (q, k) in zip(self._block_bounds, self.rest_sizes):
             block = inv[start:stop, start:stop].reshape(q // k, k, q // k, k)
-            per_level = np.einsum("lalb->lab", block)
+            per_level = np.einsum("lalb->lab", block).astype(float, copy=False)
             lower = np.tril(per_level.sum(axis=0))
             sums.append(lower + np.tril(lower, -1).T)
         return sums
@@ -1073,15 +1088,16 @@ class AugmentedSystem:
             return max(self.N - self._lead, self.A00.shape[0] * self.k0)
         return self.N - self._lead
 
-    def _lower_inverse(self, Lrr: np.ndarray, sub: int) -> np.ndarray:
+    def _lower_inverse(self, Lrr: np.ndarray, sub: int, keep_single: bool = False) -> np.ndarray:
         """(L L')⁻¹ of the leading ``sub`` rows of the dense factor; its lower
-        triangle, or (with a diagonal lead) the entries the gradient reads."""
+        triangle, or (with a diagonal lead) the entries the gradient reads;
+        ``keep_single``: see ``inverse_from_factor``."""
         if sub == 0:
             return np.zeros((0, 0))
         if self._lead:
             return self._inverse_diagonal_lead(Lrr, sub)
         with blas_threads(self.lapack_threads):
-            return inverse_from_factor(Lrr, sub=sub)
+            return inverse_from_factor(Lrr, sub=sub, keep_single=keep_single)
 
     # ------------------------------------------------------------ diagonal lead
 
