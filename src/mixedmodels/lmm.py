@@ -1274,25 +1274,28 @@ def _backfitted_ratios(
     """One-way ratios of several intercept terms (ANOVA, or ML with ``ml``:
     see ``_one_way_ratio``), each from the residuals less the other terms'
     group means shrunk as BLUPs (n θ² / (n θ² + 1))."""
-    ratios = [_one_way_ratio(resid, t.codes, t.nlevels, ml) for t in terms]
+    n = len(resid)
+    counts = [np.bincount(t.codes, minlength=t.nlevels).astype(float) for t in terms]
+    work = np.empty(n)  # the same arithmetic in a few reused arrays of n: fresh pages cost
+    ratios = [_one_way_ratio(resid, t.codes, t.nlevels, ml, c, work) for t, c in zip(terms, counts)]
     if len(terms) < 2:
         return ratios
-    counts = [np.bincount(t.codes, minlength=t.nlevels).astype(float) for t in terms]
-    fitted = [np.zeros(len(resid)) for _ in terms]
-    total = np.zeros(len(resid))
+    fitted = [np.zeros(n) for _ in terms]
+    total, partial, new = np.zeros(n), np.empty(n), np.empty(n)
     # coarsest first: with nested factors the finest one's group means would
     # otherwise take up the variation of the coarser ones
     order = sorted(range(len(terms)), key=lambda j: terms[j].nlevels)
     for _ in range(sweeps):
         for j in order:
             t = terms[j]
-            partial = resid - (total - fitted[j])
-            ratios[j] = _one_way_ratio(partial, t.codes, t.nlevels, ml)
+            np.subtract(total, fitted[j], out=partial)
+            np.subtract(resid, partial, out=partial)  # resid - (total - fitted[j])
+            ratios[j] = _one_way_ratio(partial, t.codes, t.nlevels, ml, counts[j], work)
             means = np.bincount(t.codes, partial, minlength=t.nlevels) / np.maximum(counts[j], 1.0)
             shrink = counts[j] * ratios[j] ** 2 / (counts[j] * ratios[j] ** 2 + 1.0)
-            new = (shrink * means)[t.codes]
-            total += new - fitted[j]
-            fitted[j] = new
+            np.take(shrink * means, t.codes, out=new)
+            total += np.subtract(new, fitted[j], out=work)
+            fitted[j], new = new, fitted[j]
     return ratios
 
 
@@ -1300,15 +1303,25 @@ def _backfitted_ratios(
 _RATIO_BOUNDS = (0.05, 5.0)
 
 
-def _one_way_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int, ml: bool) -> float:
+def _one_way_ratio(
+    resid: np.ndarray,
+    codes: np.ndarray,
+    nlevels: int,
+    ml: bool,
+    counts: np.ndarray | None = None,
+    work: np.ndarray | None = None,
+) -> float:
     """The between / within standard-deviation ratio of one grouping of the
     residuals: the ANOVA moment estimate, which is the REML estimate of a
     balanced one-way model; with ``ml`` the one-way maximum-likelihood
     estimate, from Newton steps on its profiled deviance starting there (the
-    start of an ML fit then sits at its optimum for a one-way model)."""
-    counts = np.bincount(codes, minlength=nlevels).astype(float)
+    start of an ML fit then sits at its optimum for a one-way model).
+    ``counts``: the groups' sizes if known; ``work``: an array like ``resid``
+    to compute in."""
+    if counts is None:
+        counts = np.bincount(codes, minlength=nlevels).astype(float)
     sums = np.bincount(codes, resid, minlength=nlevels)
-    ratio = _anova_ratio(resid, codes, counts, sums)
+    ratio = _anova_ratio(resid, codes, counts, sums, work)
     if not ml:
         return ratio
     used = counts > 0
@@ -1316,7 +1329,13 @@ def _one_way_ratio(resid: np.ndarray, codes: np.ndarray, nlevels: int, ml: bool)
     return _one_way_ml_ratio(n_g, sums[used] ** 2 / n_g, float(resid @ resid), ratio)
 
 
-def _anova_ratio(resid: np.ndarray, codes: np.ndarray, counts: np.ndarray, sums: np.ndarray) -> float:
+def _anova_ratio(
+    resid: np.ndarray,
+    codes: np.ndarray,
+    counts: np.ndarray,
+    sums: np.ndarray,
+    work: np.ndarray | None = None,
+) -> float:
     """sqrt(between / within) variance ratio of the one-way ANOVA moment estimator
     (unbalanced groups: n0 = (N - Σn_g²/N) / (g - 1))."""
     means = sums / np.maximum(counts, 1.0)
@@ -1324,7 +1343,9 @@ def _anova_ratio(resid: np.ndarray, codes: np.ndarray, counts: np.ndarray, sums:
     n, g = counts.sum(), int(used.sum())
     if g < 2 or n <= g:
         return 1.0
-    within = np.sum((resid - means[codes]) ** 2) / (n - g)
+    work = np.take(means, codes, out=work)
+    np.subtract(resid, work, out=work)
+    within = np.sum(np.square(work, out=work)) / (n - g)
     grand = np.sum(counts * means) / n
     between = np.sum(counts[used] * (means[used] - grand) ** 2) / (g - 1)
     n0 = (n - np.sum(counts**2) / n) / (g - 1)
