@@ -26,10 +26,16 @@ def blas_threads(count: int | None):
 THIN_COLUMNS = 64
 
 
-def thin_product_threads(ncols: int) -> int | None:
-    """BLAS threads for a product over the data's rows with ``ncols`` columns:
-    one for thin ones (see ``THIN_COLUMNS``), the library's default otherwise."""
-    return 1 if ncols <= THIN_COLUMNS else None
+# Below this many entries a product runs on one thread anyway (no limit set:
+# setting one costs ~20 us, a tenth of a small model's whole fit).
+SMALL_PRODUCT = 100_000
+
+
+def thin_product_threads(ncols: int, nrows: int) -> int | None:
+    """BLAS threads for a product over the data's ``nrows`` rows with ``ncols``
+    columns: one for thin ones (see ``THIN_COLUMNS``), the library's default
+    (no limit) otherwise and for small ones."""
+    return 1 if ncols <= THIN_COLUMNS and nrows * ncols >= SMALL_PRODUCT else None
 
 
 @functools.cache

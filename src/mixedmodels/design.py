@@ -487,7 +487,7 @@ def _well_conditioned_rank(X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray
     n, p = X.shape
     if n < 4 * p:  # short: the QR is as cheap
         return None, None
-    with np.errstate(all="ignore"), blas_threads(thin_product_threads(p)):
+    with np.errstate(all="ignore"), blas_threads(thin_product_threads(p, n)):
         G = X.T @ X
     return _gram_rank(G)
 
@@ -1031,23 +1031,25 @@ class SimpleSpec:
             j += block.shape[1]
         return DesignMatrix(values, list(self.column_names), self)
 
-    # Cells are used when there are at most this fraction of the rows of them.
+    # Cells are used when there are at most this fraction of the rows of them,
+    # and at least this many rows (below, X costs less than setting them up).
     MAX_CELLS_PER_ROW = 0.25
+    MIN_CELL_ROWS = 5000
 
     def cells(self, cols: ArrayColumns) -> tuple[np.ndarray, np.ndarray] | None:
         """(cell, E) with X = E[cell] when every term holds factors only (the
         wide matrix of a factorial design is then a few distinct rows): a row's
         cell is the mixed-radix number of its factors' level codes, E the matrix
         of every combination of levels, built by the same code as X (so its
-        rows are X's exactly). None for other terms, or more cells than
-        ``MAX_CELLS_PER_ROW`` of the rows."""
+        rows are X's exactly). None for other terms, more cells than
+        ``MAX_CELLS_PER_ROW`` of the rows or fewer rows than ``MIN_CELL_ROWS``."""
         names = [name for term in self.terms() for name in term]
         if not names or any(name not in self.levels for name in names):
             return None
         names = list(dict.fromkeys(names))
         sizes = [len(self.levels[name]) for name in names]
         ncells = int(np.prod(sizes))
-        if ncells > self.MAX_CELLS_PER_ROW * cols.nrows:
+        if ncells > self.MAX_CELLS_PER_ROW * cols.nrows or cols.nrows < self.MIN_CELL_ROWS:
             return None
         cell = np.zeros(cols.nrows, dtype=np.intp)
         grid, stride = {}, 1
@@ -1541,6 +1543,8 @@ def _fixed_by_cells(rhs: str, data: pd.DataFrame | ArrayColumns) -> FixedEffects
     X'X = E' diag(counts) E without X. None where that does not apply (then X
     is built and checked as usual)."""
     if not isinstance(data, ArrayColumns):
+        return None
+    if data.nrows < SimpleSpec.MIN_CELL_ROWS:
         return None
     simple = SimpleSpec.parse(rhs, data)
     if simple is None or len(simple.column_names) <= 2:

@@ -767,7 +767,7 @@ class CrossProducts:
                     built.append(E[cell])
                 return term_times(term, built[0], y)
         else:
-            with blas_threads(thin_product_threads(p)):
+            with blas_threads(thin_product_threads(p, len(y))):
                 Arr[Q1:-1, Q1:-1] = X.T @ X if xtx is None else xtx
                 xty = X.T @ y
 
