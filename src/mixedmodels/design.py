@@ -343,7 +343,7 @@ class FixedEffects:
         For a matrix of factors only (their treatment dummies and
         interactions): each row's cell, the combination of its levels, and the
         matrix's row for every cell, so that X = E[cell]. Products with X are
-        then sums over far fewer cells than rows (see :func:`cell_sums`).
+        then sums over far fewer cells than rows (``linalg.term_times_cells``).
     """
 
     def __init__(
@@ -392,11 +392,6 @@ class FixedEffects:
 
     def __repr__(self) -> str:
         return f"FixedEffects(names={self.names!r})"
-
-
-def cell_sums(cell: np.ndarray, ncells: int, values: np.ndarray | None = None) -> np.ndarray:
-    """Per cell, the number of rows (``values`` None) or the sum of ``values``."""
-    return np.bincount(cell, weights=values, minlength=ncells).astype(float, copy=False)
 
 
 def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
@@ -1553,7 +1548,7 @@ def _fixed_by_cells(rhs: str, data: pd.DataFrame | ArrayColumns) -> FixedEffects
     if cells is None or data.nrows < 4 * len(simple.column_names):
         return None
     cell, E = cells
-    counts = cell_sums(cell, E.shape[0])
+    counts = np.bincount(cell, minlength=E.shape[0])
     kept, gram = _gram_rank((E.T * counts) @ E)
     if kept is None:
         return None
