@@ -1,8 +1,9 @@
-"""Access to the R reference results in ``shared/reference`` for the tests.
+"""Access to the R reference results for the tests.
 
-The reference directory lives beside the repository (``<repo>/../shared/reference``;
-CI clones the repository next to ``shared/``).  It must exist: tests that need it
-fail loudly, they never skip.
+The tests read the copies kept in the repository (``tests/reference``: the
+numbers are R's, the files are data), so a fresh clone passes on its own.
+``tests/reference/sync.py`` refreshes them from the shared reference folder and
+``tests/reference/make.R`` regenerates them from R (see tests/reference/README.md).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 CASES_DIR = REFERENCE_DIR / "cases"
 
 #: The public lmer cases the issue lists; all must be present.
@@ -38,7 +39,7 @@ def require_reference_dir() -> None:
     if not CASES_DIR.is_dir():
         pytest.fail(
             f"R reference directory not found at {REFERENCE_DIR} "
-            "(expected shared/reference beside the repository checkout)",
+            "(tests/reference of the repository)",
             pytrace=False,
         )
 

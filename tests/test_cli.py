@@ -17,7 +17,7 @@ from mixedmodels.cli import main
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 
-# lme4 1.1-31 (the reference cases lmer_sleepstudy*.json of shared/reference)
+# lme4 1.1-31 (the reference cases tests/reference/cases/lmer_sleepstudy*.json)
 LME4_INTERCEPT = 251.405104848485
 LME4_REML_CRITERION = 1743.62827
 LME4_ML_DEVIANCE = 1751.93934480795
