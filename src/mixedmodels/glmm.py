@@ -1223,7 +1223,9 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     @property
     def n_params(self) -> int:
-        return len(self._beta) + len(self._theta)
+        """Fixed effects, θ and, for families with a scale (Gamma, inverse
+        Gaussian), the scale: lme4's ``npar`` (its ``useSc``)."""
+        return len(self._beta) + len(self._theta) + int(self.has_residual)
 
     @property
     def vcov(self) -> pd.DataFrame:
