@@ -18,7 +18,7 @@ from statistics import NormalDist
 
 from .exceptions import MixedModelsError, ModelSpecError
 
-__all__ = ["MixedModelResults", "NotFittedError", "ModelSummary"]
+__all__ = ["MixedModelResults", "NotFittedError", "ModelSummary", "abbreviate"]
 
 
 class NotFittedError(MixedModelsError):
@@ -682,24 +682,171 @@ def _fixed_decimals(values: np.ndarray, decimals: int) -> list[str]:
     return ["NA" if not np.isfinite(v) else f"{v:.{decimals}f}" for v in values]
 
 
-def _abbreviate(name: str) -> str:
-    if name == "(Intercept)":
-        return "(Intr)"
-    return name if len(name) <= 6 else name[:6]
+# ---------------------------------------------------------------------- R's abbreviate
+
+_C_SPACE = frozenset(" \t\n\v\f\r")  # C's isspace in the C locale
+_LOWER_VOWELS = frozenset("aeiou")
+
+
+def _strip_chars(text: str, minlength: int, use_classes: bool) -> str:
+    """R's C routine ``stripchars`` (src/main/character.c): drop characters
+    from the end until ``minlength`` is reached: lower-case vowels ending a
+    word, then lower-case vowels not starting one, then lower-case letters
+    likewise, then anything but a word's first character. The first
+    character is never dropped; spaces count as word boundaries and are
+    removed at the end when the result is still longer than ``minlength``."""
+    s = list(text)
+    nspace = 0
+
+    def char(i: int) -> str:
+        return s[i] if 0 <= i < len(s) else "\0"
+
+    def first_of_word(i: int) -> bool:
+        return char(i - 1) in _C_SPACE
+
+    def last_of_word(i: int) -> bool:
+        return char(i - 1) not in _C_SPACE and (char(i + 1) == "\0" or char(i + 1) in _C_SPACE)
+
+    def short_enough() -> bool:
+        return len(s) - nspace <= minlength
+
+    def strip(drop) -> bool:
+        """One right-to-left pass deleting where ``drop(i)``; True when short enough."""
+        for i in range(len(s) - 1, 0, -1):
+            if drop(i):
+                del s[i]
+            if short_enough():
+                return True
+        return False
+
+    done = len(s) < minlength
+    if not done:
+        trailing = True
+        for i in range(len(s) - 1, 0, -1):
+            if s[i] in _C_SPACE:
+                if trailing:
+                    del s[i:]
+                else:
+                    nspace += 1
+            else:
+                trailing = False
+            if short_enough():
+                done = True
+                break
+    passes = []
+    if use_classes:
+        passes = [
+            lambda i: char(i) in _LOWER_VOWELS and last_of_word(i),
+            lambda i: char(i) in _LOWER_VOWELS and not first_of_word(i),
+            lambda i: "a" <= char(i) <= "z" and last_of_word(i),
+            lambda i: "a" <= char(i) <= "z" and not first_of_word(i),
+        ]
+    passes.append(lambda i: not first_of_word(i) and char(i) not in _C_SPACE)
+    for drop in passes:
+        if done:
+            break
+        done = strip(drop)
+    if len(s) > minlength:
+        s = s[:1] + [c for c in s[1:] if c not in _C_SPACE]
+    return "".join(s)
+
+
+def abbreviate(
+    names: list[str], minlength: int = 4, use_classes: bool = True, strict: bool = False
+) -> list[str]:
+    """R's ``abbreviate(names, minlength)`` (method "left.kept"), as lme4's
+    summary uses it for the headers of the correlation of fixed effects.
+
+    Names longer than ``minlength`` lose characters from the end (see
+    :func:`_strip_chars`); unless ``strict``, names whose abbreviations
+    collide are abbreviated again with ``minlength`` one larger until all
+    differ. Exact for ASCII names; others follow the same rules with
+    ASCII's lower-case letters and vowels.
+
+    Examples
+    --------
+    >>> abbreviate(["(Intercept)", "period2", "period3"], 6)
+    ['(Intr)', 'perid2', 'perid3']
+    """
+    if minlength <= 0:
+        return ["" for _ in names]
+    old = [str(n).lstrip(" ").rstrip(" ") for n in names]
+    unique = list(dict.fromkeys(old))
+
+    def shorten(items: list[str], length: int) -> list[str]:
+        return [_strip_chars(t, length, use_classes) if len(t) > length else t for t in items]
+
+    result = shorten(unique, minlength)
+    if not strict:
+        redo = _duplicated(result)
+        while any(redo):
+            minlength += 1
+            clashing = {r for r, d in zip(result, redo) if d}
+            redo = [d or r in clashing for r, d in zip(result, redo)]
+            again = iter(shorten([u for u, d in zip(unique, redo) if d], minlength))
+            result = [next(again) if d else r for r, d in zip(result, redo)]
+            redo = _duplicated(result)
+    lookup = dict(zip(unique, result))
+    return [lookup[t] for t in old]
+
+
+def _duplicated(values: list[str]) -> list[bool]:
+    """R's ``duplicated``: True for every repeat of an earlier value."""
+    seen: set[str] = set()
+    out = []
+    for v in values:
+        out.append(v in seen)
+        seen.add(v)
+    return out
+
+
+# R's print width (getOption("width")): wider matrices are printed in blocks of columns
+_PRINT_WIDTH = 80
 
 
 def _correlation_lines(model: Any) -> list[str]:
+    """lme4's "Correlation of Fixed Effects": the lower triangle of the
+    correlations rounded to 3 decimals and formatted jointly, rows named by
+    ``abbreviate(names, 11)`` and columns by ``abbreviate(names, 6)``, printed
+    as R prints a character matrix (left-aligned, in blocks of columns that
+    fit 80 characters)."""
     V = model.vcov.to_numpy()
     names = list(model.vcov.index)
-    if len(names) < 2:
+    p = len(names)
+    if p < 2:
         return []
     sd = np.sqrt(np.diag(V))
-    C = V / np.outer(sd, sd)
-    short = [_abbreviate(n) for n in names]
-    rows = [[""] + short[:-1]]
-    for i in range(1, len(names)):
-        rows.append([names[i]] + [f"{C[i, j]:.3f}" for j in range(i)] + [""] * (len(names) - 1 - i))
-    return ["", "Correlation of Fixed Effects:"] + [line[1:] for line in _align(rows, left={0})]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        C = np.round(V / np.outer(sd, sd), 3) + 0.0  # + 0.0: no "-0.000"
+    texts = ["NaN" if np.isnan(v) else f"{v:.3f}" for v in C.ravel()]
+    width = max(len(t) for t in texts)
+    cells = np.array([t.rjust(width) for t in texts], dtype=object).reshape(p, p)
+    row_names = abbreviate(names, 11)[1:]
+    col_names = abbreviate(names, 6)[:-1]
+    columns = [[col_names[j]] + [cells[i, j] if i > j else "" for i in range(1, p)]
+               for j in range(p - 1)]
+    return ["", "Correlation of Fixed Effects:"] + _character_matrix_lines(row_names, columns)
+
+
+def _character_matrix_lines(row_names: list[str], columns: list[list[str]]) -> list[str]:
+    """R's print of a character matrix with ``quote = FALSE``: row names and
+    cells left-aligned, one space between columns; columns that do not fit
+    the print width go to a further block below."""
+    label_width = max(len(r) for r in row_names)
+    widths = [max(len(c) for c in col) for col in columns]
+    lines, start = [], 0
+    while start < len(columns):
+        stop, used = start + 1, label_width + widths[start] + 1
+        while stop < len(columns) and used + widths[stop] + 1 < _PRINT_WIDTH:
+            used += widths[stop] + 1
+            stop += 1
+        labels = [""] + row_names
+        for r, label in enumerate(labels):
+            parts = [label.ljust(label_width)]
+            parts += [columns[j][r].ljust(widths[j]) for j in range(start, stop)]
+            lines.append(" ".join(parts).rstrip())
+        start = stop
+    return lines
 
 
 def _criterion_lines(model: Any) -> list[str]:
