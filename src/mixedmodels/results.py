@@ -286,6 +286,8 @@ class MixedModelResults:
         conf_int: bool = False,
         conf_level: float = 0.95,
         ddf: str | None = None,
+        conf_method: str | None = None,
+        **confint_options: Any,
     ) -> pd.DataFrame:
         """A tidy DataFrame of estimates, in broom.mixed's spirit.
 
@@ -296,14 +298,35 @@ class MixedModelResults:
             for lmerTest fits); variance parameters (``sd__X``, ``cor__X.Y``,
             ``sd__Observation``); or conditional modes per level.
         conf_int : bool
-            Add Wald intervals ``conf_low``/``conf_high`` (fixed effects and ran_vals).
+            Add the intervals ``conf_low``/``conf_high``.
         conf_level : float
             Coverage of the intervals.
         ddf : str, optional
             The fixed-effects tests (see :meth:`coef_table`); default
             Satterthwaite for lmer fits, z tests for GLMMs.
+        conf_method : {"Wald", "profile", "boot"}, optional
+            How the intervals are computed. Default: Wald (estimate ± z se)
+            for the fixed effects and the conditional modes, and the
+            likelihood profile (lme4's ``confint(method = "profile")``, the
+            ML deviance profiled as :meth:`profile` does) for the variance
+            parameters, which have no Wald intervals (broom.mixed's default
+            ``conf.method = "Wald"`` gives NA there; here that combination is
+            refused). ``"profile"`` and ``"boot"`` (parametric bootstrap,
+            percentile intervals) go through :meth:`confint`; the conditional
+            modes have Wald intervals only, as in broom.mixed.
+        **confint_options
+            Passed to :meth:`confint` with ``conf_method`` "profile" or
+            "boot" (e.g. ``nsim``, ``seed``, ``boot_type``, ``progress``).
+
+        Raises
+        ------
+        ModelSpecError
+            Wald intervals for ``ran_pars``, intervals other than Wald for
+            ``ran_vals``, an unknown ``conf_method``, or interval options
+            without ``conf_int``.
         """
         self._require_fit()
+        method = _interval_method(effects, conf_method, conf_int, confint_options)
         if effects == "fixed":
             table = standard_coef_table(self.coef_table() if ddf is None else self.coef_table(ddf))
             stat = "t" if "t" in table.columns else "z"
@@ -321,17 +344,46 @@ class MixedModelResults:
             if "p_value" in table.columns:
                 out["p_value"] = table["p_value"].to_numpy()
         elif effects == "ran_pars":
-            return self._tidy_ran_pars()
+            out = self._tidy_ran_pars()
         elif effects == "ran_vals":
             out = self._tidy_ran_vals()
         else:
             raise MixedModelsError(
                 f"effects must be 'fixed', 'ran_pars' or 'ran_vals', not {effects!r}"
             )
-        if conf_int:
+        if not conf_int:
+            return out
+        if method == "Wald":
             z = NormalDist().inv_cdf(0.5 + conf_level / 2)
             out["conf_low"] = out["estimate"] - z * out["std_error"]
             out["conf_high"] = out["estimate"] + z * out["std_error"]
+            return out
+        parm = "beta_" if effects == "fixed" else "theta_"
+        ci = self.confint(parm=parm, method=method, level=conf_level, **confint_options)
+        if effects == "fixed":
+            # aliased (dropped) columns have no interval, as no estimate
+            bounds = ci.reindex(out["term"])
+        else:
+            bounds = ci.reindex(self._ran_pars_parameter_names())
+        out["conf_low"] = bounds["lower"].to_numpy()
+        out["conf_high"] = bounds["upper"].to_numpy()
+        out.attrs["conf_method"] = method
+        return out
+
+    def _ran_pars_parameter_names(self) -> list[str]:
+        """lme4's parameter name (``.sig01`` ... ``.sigma``) of every row of
+        ``tidy("ran_pars")``, whose rows follow ``varcorr``: per term the
+        standard deviations, then the correlations, then the residual."""
+        from .inference.profile import variance_parameters
+
+        lme4 = {(v.term, v.row, v.col): v.lme4 for v in variance_parameters(self)}
+        out = []
+        for j, term in enumerate(self.frame.terms):
+            out += [lme4[(j, i, i)] for i in range(term.k)]
+            # θ holds the lower triangle: the correlation of columns i < l is (l, i)
+            out += [lme4[(j, l, i)] for i in range(term.k) for l in range(i + 1, term.k)]
+        if (-1, 0, 0) in lme4:
+            out.append(lme4[(-1, 0, 0)])
         return out
 
     def _tidy_ran_pars(self) -> pd.DataFrame:
@@ -436,6 +488,48 @@ class ModelSummary:
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(str(self))}</pre>"
+
+
+_CONF_METHODS = {"wald": "Wald", "profile": "profile", "boot": "boot"}
+
+
+def _interval_method(
+    effects: str, conf_method: str | None, conf_int: bool, options: dict[str, Any]
+) -> str:
+    """The interval method of ``tidy``: the default for ``effects``, or the
+    one asked for when the effects have it."""
+    if options and not conf_int:
+        raise ModelSpecError(
+            f"interval options {sorted(options)} are only used with conf_int=True"
+        )
+    if conf_method is None:
+        conf_method = "profile" if effects == "ran_pars" else "Wald"
+    method = _CONF_METHODS.get(str(conf_method).strip().lower())
+    if method is None:
+        raise ModelSpecError(
+            f"conf_method must be 'Wald', 'profile' or 'boot', not {conf_method!r}"
+        )
+    if effects == "ran_pars" and method == "Wald":
+        raise ModelSpecError(
+            "the variance parameters have no Wald intervals (lme4's confint(method = "
+            "'Wald') gives NA for them): use conf_method='profile' (the default) or 'boot'"
+        )
+    if effects == "ran_vals" and method != "Wald":
+        raise ModelSpecError(
+            "only Wald intervals are available for the conditional modes (as in "
+            "broom.mixed): use conf_method='Wald' (the default)"
+        )
+    if method == "Wald" and options:
+        raise ModelSpecError(
+            f"interval options {sorted(options)} are for conf_method 'profile' or 'boot'"
+        )
+    # confint takes the bootstrap's options whatever its method: not silently ignored here
+    bootstrap_only = sorted(set(options) & {"nsim", "seed", "boot_type"})
+    if method == "profile" and bootstrap_only:
+        raise ModelSpecError(
+            f"{bootstrap_only} are options of bootstrap intervals: add conf_method='boot'"
+        )
+    return method
 
 
 _STANDARD_NAMES = {
