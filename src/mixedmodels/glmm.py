@@ -42,6 +42,7 @@ import scipy.sparse as sp
 from scipy import special
 from scipy.linalg import blas, lapack, solve_triangular
 
+from .arguments import check_na_action, r_argument_hints
 from .design import (
     ModelFrame,
     build_model_frame,
@@ -672,6 +673,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     model_kind = "glmer"
 
+    @r_argument_hints()
     def __init__(
         self,
         formula: str,
@@ -684,8 +686,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         contrasts: Mapping[str, str] | None = None,
         na_action: str = "omit",
     ):
-        if na_action not in ("omit", "fail"):
-            raise DataError(f"na_action must be 'omit' or 'fail', not {na_action!r}")
+        check_na_action(na_action)
         self.family = get_family(family, link)
         self.nagq = _check_nagq(nagq)
         # the quadrature rule, once (not at every evaluation of the deviance)
@@ -777,6 +778,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
     def initial_theta(self) -> np.ndarray:
         return np.concatenate([t.theta_start() for t in self.frame.terms])
 
+    @r_argument_hints()
     def fit(
         self,
         start: Mapping[str, Any] | None = None,
@@ -1460,6 +1462,7 @@ def _check_nagq(nagq: Any) -> int:
     return int(nagq)
 
 
+@r_argument_hints(GeneralizedLinearMixedModel.fit)
 def glmer(
     formula: str,
     data: Any,
