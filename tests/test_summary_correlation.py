@@ -91,3 +91,18 @@ def test_wide_matrix_in_blocks_of_80_characters():
     assert second.split() == ["cvr__7", "cvr__8"]
     assert block[p - 1].startswith("cvrt_nmbr_9")
     assert max(len(line) for line in block[: 2 * p]) < 80
+
+
+def test_correlation_shown_by_default_up_to_twelve_fixed_effects():
+    # lme4: getOption("lme4.summary.cor.max") is 12; above, a note instead
+    sleep = mm.datasets.load("sleepstudy")
+    rng = np.random.default_rng(2)
+    names = [f"z{k}" for k in range(11)]
+    d = sleep.assign(**{n: rng.normal(size=len(sleep)) for n in names})
+    m = mm.lmer("Reaction ~ Days + " + " + ".join(names) + " + (1 | Subject)", d)
+    text = str(m.summary())
+    assert "Correlation of Fixed Effects" not in text
+    assert "Correlation matrix not shown by default, as p = 13 > 12." in text
+    assert "Correlation of Fixed Effects" in str(m.summary(correlation=True))
+    small = mm.lmer("Reaction ~ Days + (1 | Subject)", sleep)
+    assert "Correlation" not in str(small.summary(correlation=False))

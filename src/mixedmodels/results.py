@@ -434,16 +434,17 @@ class MixedModelResults:
 
     # ------------------------------------------------------------------ printing
 
-    def summary(self, ddf: str | None = None) -> "ModelSummary":
+    def summary(self, ddf: str | None = None, correlation: bool | None = None) -> "ModelSummary":
         """The model summary: printable, with the tables as attributes.
 
         Linear mixed models print lmerTest's layout (t tests with
         Satterthwaite's df by default, ``ddf="kenward-roger"`` for
         Kenward-Roger's); ``ddf="lme4"`` prints lme4's (no df, no p-values).
-        GLMMs print lme4's z tests.
+        GLMMs print lme4's z tests. ``correlation``: print the correlation of
+        the fixed effects (default, as lme4: when there are at most 12).
         """
         self._require_fit()
-        return ModelSummary(self, ddf)
+        return ModelSummary(self, ddf, correlation)
 
     def __str__(self) -> str:
         if not self._fitted:
@@ -474,15 +475,18 @@ class ModelSummary:
         "z" (GLMMs).
     """
 
-    def __init__(self, model: MixedModelResults, ddf: str | None = None):
+    def __init__(
+        self, model: MixedModelResults, ddf: str | None = None, correlation: bool | None = None
+    ):
         self.model = model
+        self.correlation = correlation
         self.ddf = model._coef_method(ddf)
         # (a subclass may define coef_table without the ddf argument)
         self.coefficients = model.coef_table() if ddf is None else model.coef_table(ddf)
         self.varcorr = model.varcorr
 
     def __str__(self) -> str:
-        return _format_summary(self.model, self.coefficients, self.ddf)
+        return _format_summary(self.model, self.coefficients, self.ddf, self.correlation)
 
     __repr__ = __str__
 
@@ -896,18 +900,24 @@ def _duplicated(values: list[str]) -> list[bool]:
 
 # R's print width (getOption("width")): wider matrices are printed in blocks of columns
 _PRINT_WIDTH = 80
+# lme4's option lme4.summary.cor.max: more fixed effects, no correlations by default
+_COR_MAX = 12
 
 
-def _correlation_lines(model: Any) -> list[str]:
+def _correlation_lines(model: Any, correlation: bool | None = None) -> list[str]:
     """lme4's "Correlation of Fixed Effects": the lower triangle of the
     correlations rounded to 3 decimals and formatted jointly, rows named by
     ``abbreviate(names, 11)`` and columns by ``abbreviate(names, 6)``, printed
     as R prints a character matrix (left-aligned, in blocks of columns that
-    fit 80 characters)."""
+    fit 80 characters). ``correlation`` None: shown for at most 12 fixed
+    effects, else a note (lme4's message)."""
     V = model.vcov.to_numpy()
     names = list(model.vcov.index)
     p = len(names)
-    if p < 2:
+    if correlation is None and p > _COR_MAX:
+        return ["", f"Correlation matrix not shown by default, as p = {p} > {_COR_MAX}.",
+                "Use summary(correlation=True) or model.vcov if you need it"]
+    if p < 2 or correlation is False:
         return []
     sd = np.sqrt(np.diag(V))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -952,7 +962,12 @@ def _criterion_lines(model: Any) -> list[str]:
     return ["".join(n.rjust(width) for n in names), "".join(v.rjust(width) for v in vals)]
 
 
-def _format_summary(model: Any, table: pd.DataFrame | None = None, method: str = "lme4") -> str:
+def _format_summary(
+    model: Any,
+    table: pd.DataFrame | None = None,
+    method: str = "lme4",
+    correlation: bool | None = None,
+) -> str:
     if table is None:
         table = model.coef_table()
     lines = [_title(model, method), f"Formula: {model.formula}"]
@@ -972,7 +987,7 @@ def _format_summary(model: Any, table: pd.DataFrame | None = None, method: str =
     lines += ["", "Random effects:"] + _random_effects_lines(model, with_variance=True)
     lines.append(_groups_line(model))
     lines += ["", "Fixed effects:"] + [line[1:] for line in _fixed_lines(table, method)]
-    lines += _correlation_lines(model)
+    lines += _correlation_lines(model, correlation)
     lines += _fit_messages(model)
     return "\n".join(lines)
 
