@@ -73,14 +73,18 @@ def test_lmer_header_and_left_alignment():
     assert block[1].startswith("x -0.") or block[1].startswith("x  0.")
 
 
+def _model_with_covariates(names: list[str]):
+    """sleepstudy's intercept model with Days and random normal covariates ``names``."""
+    sleep = mm.datasets.load("sleepstudy")
+    rng = np.random.default_rng(1)
+    d = sleep.assign(**{n: rng.normal(size=len(sleep)) for n in names})
+    return mm.lmer("Reaction ~ " + " + ".join(["Days", *names]) + " + (1 | Subject)", d)
+
+
 def test_wide_matrix_in_blocks_of_80_characters():
     # R prints a character matrix in blocks of columns: the row labels (11
     # wide here) and the columns (6 wide, 1 apart) while the width stays < 80
-    sleep = mm.datasets.load("sleepstudy")
-    rng = np.random.default_rng(1)
-    names = [f"covariate_number_{k}" for k in range(10)]
-    d = sleep.assign(**{n: rng.normal(size=len(sleep)) for n in names})
-    m = mm.lmer("Reaction ~ Days + " + " + ".join(names) + " + (1 | Subject)", d)
+    m = _model_with_covariates([f"covariate_number_{k}" for k in range(10)])
     block = _correlation_block(m)
     p = 12
     first = block[0].split()
@@ -95,14 +99,10 @@ def test_wide_matrix_in_blocks_of_80_characters():
 
 def test_correlation_shown_by_default_up_to_twelve_fixed_effects():
     # lme4: getOption("lme4.summary.cor.max") is 12; above, a note instead
-    sleep = mm.datasets.load("sleepstudy")
-    rng = np.random.default_rng(2)
-    names = [f"z{k}" for k in range(11)]
-    d = sleep.assign(**{n: rng.normal(size=len(sleep)) for n in names})
-    m = mm.lmer("Reaction ~ Days + " + " + ".join(names) + " + (1 | Subject)", d)
+    m = _model_with_covariates([f"z{k}" for k in range(11)])
     text = str(m.summary())
     assert "Correlation of Fixed Effects" not in text
     assert "Correlation matrix not shown by default, as p = 13 > 12." in text
     assert "Correlation of Fixed Effects" in str(m.summary(correlation=True))
-    small = mm.lmer("Reaction ~ Days + (1 | Subject)", sleep)
+    small = _model_with_covariates([])
     assert "Correlation" not in str(small.summary(correlation=False))
