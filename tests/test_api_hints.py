@@ -124,3 +124,12 @@ def test_family_object_of_another_package():
 
     with pytest.raises(FamilyError, match=r"family='binomial' with link=.*families.Binomial\(\)"):
         get_family(Binomial())
+
+
+def test_gaussian_glmer_passes_its_fit_options_to_lmer(sleep):
+    # lme4 hands glmer(family = gaussian) to lmer; main dropped the fit options silently
+    with pytest.warns(UserWarning, match="fitting it with lmer"):
+        m = mm.glmer(SLEEP, sleep, family="gaussian", keep_history=True)
+    assert len(m.optsum.history) > 0  # kept only when asked for
+    with pytest.warns(UserWarning), pytest.raises(ArgumentError, match="lmer\\(\\) has no argument 'pirls_tol'"):
+        mm.glmer(SLEEP, sleep, family="gaussian", pirls_tol=1e-9)

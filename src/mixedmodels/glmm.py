@@ -1502,8 +1502,9 @@ def glmer(
         )
         from .lmm import lmer
 
+        # the fit options go along (lmer names any it does not take)
         return lmer(formula, data, weights=weights, offset=offset, contrasts=contrasts,
-                    na_action=na_action)
+                    na_action=na_action, **fit_kwargs)
     model = GeneralizedLinearMixedModel(
         formula, data, family=fam, nagq=nagq, weights=weights, offset=offset,
         contrasts=contrasts, na_action=na_action,
