@@ -63,3 +63,10 @@ def test_interval_requests_that_cannot_be_met(fm1):
         fm1.tidy("ran_pars", conf_int=True, nsim=100)
     with pytest.raises(ModelSpecError, match="only used with conf_int=True"):
         fm1.tidy("ran_pars", nsim=100)
+
+
+def test_profile_refused_by_the_model_points_at_tidy_options():
+    sleep = mm.datasets.load("sleepstudy")
+    gamma = mm.glmer("Reaction ~ Days + (1 | Subject)", sleep, family="Gamma")
+    with pytest.raises(ModelSpecError, match="scale parameter.*in tidy: conf_method='boot'"):
+        gamma.tidy("ran_pars", conf_int=True)

@@ -359,7 +359,15 @@ class MixedModelResults:
             out["conf_high"] = out["estimate"] + z * out["std_error"]
             return out
         parm = "beta_" if effects == "fixed" else "theta_"
-        ci = self.confint(parm=parm, method=method, level=conf_level, **confint_options)
+        try:
+            ci = self.confint(parm=parm, method=method, level=conf_level, **confint_options)
+        except MixedModelsError as err:
+            if method != "profile":
+                raise
+            # the profile's own advice names confint's methods; say tidy's
+            raise ModelSpecError(
+                f"{err} (in tidy: conf_method='boot', or 'Wald' for fixed effects)"
+            ) from err
         if effects == "fixed":
             # aliased (dropped) columns have no interval, as no estimate
             bounds = ci.reindex(out["term"])
