@@ -35,7 +35,8 @@ def test_argument_error_is_both_a_type_error_and_a_model_spec_error():
     [
         (lambda d: mm.lmer(SLEEP, d, REML=False), r"lmer\(\) has no argument 'REML': did you mean reml=False\?"),
         (lambda d: mm.LinearMixedModel(SLEEP, d, REML=False), r"LinearMixedModel\(\) .*reml=False"),
-        (lambda d: mm.lmer(SLEEP, d, **{"na.action": "omit"}), r"did you mean na_action='omit'"),
+        (lambda d: mm.lmer(SLEEP, d, **{"na.action": "na.omit"}), r"did you mean na_action='omit'"),
+        (lambda d: mm.lmer(SLEEP, d, REML="FALSE"), r"did you mean reml=False\?"),
         (lambda d: mm.lmer(SLEEP, d, verbose=1), r"progress=True"),
         (lambda d: mm.lmer(SLEEP, d, subset="Days > 2"), r"select the rows before fitting"),
         (lambda d: mm.lmer(SLEEP, d, family="poisson"), r"mixedmodels.glmer"),

@@ -24,6 +24,7 @@ from .exceptions import ArgumentError, DataError, ModelSpecError
 __all__ = [
     "CONTROL_EQUIVALENTS",
     "R_ARGUMENTS",
+    "R_VALUES",
     "check_na_action",
     "check_optimizer",
     "r_argument_hints",
@@ -50,6 +51,18 @@ R_ARGUMENTS: dict[str, str] = {
     "mustart": "starting means are not supported; start= takes θ",
     "etastart": "starting linear predictors are not supported; start= takes θ",
 }
+
+# R's values of arguments that have a counterpart here, by our argument name
+R_VALUES: dict[str, dict[str, Any]] = {
+    "na_action": {"na.omit": "omit", "na.exclude": "omit", "na.fail": "fail"},
+    "reml": {"TRUE": True, "FALSE": False, "T": True, "F": False},
+}
+
+
+def _value_name(value: Any) -> str:
+    """How a value reads in R: a string as it is, a function by its name."""
+    return str(getattr(value, "__name__", value))
+
 
 # (lmerControl / glmerControl option, the argument here that does the same)
 CONTROL_EQUIVALENTS: tuple[tuple[str, str], ...] = (
@@ -92,6 +105,7 @@ def unknown_argument_message(
     head = f"{function}() has no argument {name!r}"
     same = [a for a in accepted if _normalised(a) == _normalised(name)]
     if same:
+        value = R_VALUES.get(same[0], {}).get(_value_name(value), value)
         shown = repr(value) if len(repr(value)) <= 40 else "..."
         return (
             f"{head}: did you mean {same[0]}={shown}? (arguments are spelled in lower "
@@ -161,14 +175,11 @@ def check_optimizer(optimizer: Any, available: dict[str, str]) -> str:
     raise ModelSpecError(f"{head}. The optimizers are {listing}")
 
 
-_R_NA_ACTIONS = {"na.omit": "omit", "na.exclude": "omit", "na.fail": "fail"}
-
-
 def check_na_action(na_action: Any) -> str:
     """``na_action`` if it is "omit" or "fail"; R's ``na.omit`` / ``na.fail``
     spellings get a hint."""
     if na_action in ("omit", "fail"):
         return na_action
-    ours = _R_NA_ACTIONS.get(str(getattr(na_action, "__name__", na_action)))
+    ours = R_VALUES["na_action"].get(_value_name(na_action))
     hint = f" (R's {na_action!r} is na_action={ours!r} here)" if ours else ""
     raise DataError(f"na_action must be 'omit' or 'fail', not {na_action!r}{hint}")
