@@ -16,6 +16,7 @@ import importlib
 from typing import Any
 
 from .exceptions import (
+    ArgumentError,
     ConvergenceWarning,
     DataError,
     FamilyError,
@@ -66,6 +67,7 @@ __all__ = [
     "FormulaError",
     "DataError",
     "ModelSpecError",
+    "ArgumentError",
     "FamilyError",
     "PredictionError",
     "MixedModelsWarning",

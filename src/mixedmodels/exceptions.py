@@ -12,6 +12,7 @@ __all__ = [
     "FormulaError",
     "DataError",
     "ModelSpecError",
+    "ArgumentError",
     "FamilyError",
     "PredictionError",
     "MixedModelsWarning",
@@ -54,6 +55,12 @@ class DataError(MixedModelsError):
 
 class ModelSpecError(MixedModelsError):
     """The model is not identifiable as specified (e.g. one level per observation)."""
+
+
+class ArgumentError(ModelSpecError, TypeError):
+    """A function was called with an argument it does not take (often lme4's
+    spelling, e.g. ``REML=``); the message says what to write instead. Also a
+    :class:`TypeError`, what Python raises for an unexpected keyword."""
 
 
 class FamilyError(MixedModelsError):

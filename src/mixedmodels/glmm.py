@@ -42,6 +42,7 @@ import scipy.sparse as sp
 from scipy import special
 from scipy.linalg import blas, lapack, solve_triangular
 
+from .arguments import check_na_action, r_argument_hints
 from .design import (
     ModelFrame,
     build_model_frame,
@@ -672,6 +673,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     model_kind = "glmer"
 
+    @r_argument_hints()
     def __init__(
         self,
         formula: str,
@@ -684,8 +686,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         contrasts: Mapping[str, str] | None = None,
         na_action: str = "omit",
     ):
-        if na_action not in ("omit", "fail"):
-            raise DataError(f"na_action must be 'omit' or 'fail', not {na_action!r}")
+        check_na_action(na_action)
         self.family = get_family(family, link)
         self.nagq = _check_nagq(nagq)
         # the quadrature rule, once (not at every evaluation of the deviance)
@@ -777,6 +778,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
     def initial_theta(self) -> np.ndarray:
         return np.concatenate([t.theta_start() for t in self.frame.terms])
 
+    @r_argument_hints()
     def fit(
         self,
         start: Mapping[str, Any] | None = None,
@@ -1223,7 +1225,9 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     @property
     def n_params(self) -> int:
-        return len(self._beta) + len(self._theta)
+        """Fixed effects, θ and, for families with a scale (Gamma, inverse
+        Gaussian), the scale: lme4's ``npar`` (its ``useSc``)."""
+        return len(self._beta) + len(self._theta) + int(self.has_residual)
 
     @property
     def vcov(self) -> pd.DataFrame:
@@ -1458,6 +1462,7 @@ def _check_nagq(nagq: Any) -> int:
     return int(nagq)
 
 
+@r_argument_hints(GeneralizedLinearMixedModel.fit)
 def glmer(
     formula: str,
     data: Any,
@@ -1497,8 +1502,9 @@ def glmer(
         )
         from .lmm import lmer
 
+        # the fit options go along (lmer names any it does not take)
         return lmer(formula, data, weights=weights, offset=offset, contrasts=contrasts,
-                    na_action=na_action)
+                    na_action=na_action, **fit_kwargs)
     model = GeneralizedLinearMixedModel(
         formula, data, family=fam, nagq=nagq, weights=weights, offset=offset,
         contrasts=contrasts, na_action=na_action,

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import blas, lapack
 
+from .arguments import check_na_action, check_optimizer, r_argument_hints
 from .design import ModelFrame, build_model_frame
 from .exceptions import ConvergenceWarning, DataError
 from .formula import parse_formula, require_random
@@ -29,6 +30,11 @@ from .progress import FitProgress
 from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random
 
 __all__ = ["lmer", "LinearMixedModel"]
+
+_OPTIMIZERS = {
+    "lbfgsb": "default: L-BFGS-B with the analytic gradient",
+    "bobyqa": "derivative-free, lme4's default",
+}
 
 # lme4's isSingular() tolerance on θ elements with a zero lower bound.
 
@@ -68,6 +74,7 @@ class LinearMixedModel(RandomEffectsModel):
 
     model_kind = "lmer"
 
+    @r_argument_hints()
     def __init__(
         self,
         formula: str,
@@ -78,8 +85,7 @@ class LinearMixedModel(RandomEffectsModel):
         contrasts: Mapping[str, str] | None = None,
         na_action: str = "omit",
     ):
-        if na_action not in ("omit", "fail"):
-            raise DataError(f"na_action must be 'omit' or 'fail', not {na_action!r}")
+        check_na_action(na_action)
         self.formula = formula
         self.reml = bool(reml)
         self.data_name: str | None = None  # shown as "Data:" in summaries when set
@@ -311,6 +317,7 @@ class LinearMixedModel(RandomEffectsModel):
             vals.append((f.logdet_re() + (f.logdet_x() if reml else 0.0), f.pwrss()))
         return (vals[0][0] - vals[1][0]) / (2 * h), (vals[0][1] - vals[1][1]) / (2 * h)
 
+    @r_argument_hints()
     def fit(
         self,
         start: np.ndarray | None = None,
@@ -349,8 +356,7 @@ class LinearMixedModel(RandomEffectsModel):
             Show evaluations, objective and elapsed time while a fit runs for more
             than a second (a notebook cell or a line on standard error).
         """
-        if optimizer not in ("lbfgsb", "bobyqa"):
-            raise DataError(f"optimizer must be 'lbfgsb' or 'bobyqa', not {optimizer!r}")
+        check_optimizer(optimizer, _OPTIMIZERS)
         monitor = FitProgress(f"lmer {self.formula}") if progress else None
         everywhere, factorisations = self._blas_thread_plan(threads)
         self._system.lapack_threads = factorisations
@@ -1393,6 +1399,8 @@ def _is_partitioned(data: Any) -> bool:
     return isinstance(data, (str, os.PathLike)) or module in ("dask", "dask_expr")
 
 
+# split_every: an argument of mixedmodels.dask.lmer_dask, for partitioned data
+@r_argument_hints(LinearMixedModel.fit, also=("split_every",))
 def lmer(
     formula: str,
     data: Any,

@@ -18,7 +18,7 @@ from statistics import NormalDist
 
 from .exceptions import MixedModelsError, ModelSpecError
 
-__all__ = ["MixedModelResults", "NotFittedError", "ModelSummary"]
+__all__ = ["MixedModelResults", "NotFittedError", "ModelSummary", "abbreviate"]
 
 
 class NotFittedError(MixedModelsError):
@@ -286,6 +286,8 @@ class MixedModelResults:
         conf_int: bool = False,
         conf_level: float = 0.95,
         ddf: str | None = None,
+        conf_method: str | None = None,
+        **confint_options: Any,
     ) -> pd.DataFrame:
         """A tidy DataFrame of estimates, in broom.mixed's spirit.
 
@@ -296,14 +298,35 @@ class MixedModelResults:
             for lmerTest fits); variance parameters (``sd__X``, ``cor__X.Y``,
             ``sd__Observation``); or conditional modes per level.
         conf_int : bool
-            Add Wald intervals ``conf_low``/``conf_high`` (fixed effects and ran_vals).
+            Add the intervals ``conf_low``/``conf_high``.
         conf_level : float
             Coverage of the intervals.
         ddf : str, optional
             The fixed-effects tests (see :meth:`coef_table`); default
             Satterthwaite for lmer fits, z tests for GLMMs.
+        conf_method : {"Wald", "profile", "boot"}, optional
+            How the intervals are computed. Default: Wald (estimate ± z se)
+            for the fixed effects and the conditional modes, and the
+            likelihood profile (lme4's ``confint(method = "profile")``, the
+            ML deviance profiled as :meth:`profile` does) for the variance
+            parameters, which have no Wald intervals (broom.mixed's default
+            ``conf.method = "Wald"`` gives NA there; here that combination is
+            refused). ``"profile"`` and ``"boot"`` (parametric bootstrap,
+            percentile intervals) go through :meth:`confint`; the conditional
+            modes have Wald intervals only, as in broom.mixed.
+        **confint_options
+            Passed to :meth:`confint` with ``conf_method`` "profile" or
+            "boot" (e.g. ``nsim``, ``seed``, ``boot_type``, ``progress``).
+
+        Raises
+        ------
+        ModelSpecError
+            Wald intervals for ``ran_pars``, intervals other than Wald for
+            ``ran_vals``, an unknown ``conf_method``, or interval options
+            without ``conf_int``.
         """
         self._require_fit()
+        method = _interval_method(effects, conf_method, conf_int, confint_options)
         if effects == "fixed":
             table = standard_coef_table(self.coef_table() if ddf is None else self.coef_table(ddf))
             stat = "t" if "t" in table.columns else "z"
@@ -321,17 +344,54 @@ class MixedModelResults:
             if "p_value" in table.columns:
                 out["p_value"] = table["p_value"].to_numpy()
         elif effects == "ran_pars":
-            return self._tidy_ran_pars()
+            out = self._tidy_ran_pars()
         elif effects == "ran_vals":
             out = self._tidy_ran_vals()
         else:
             raise MixedModelsError(
                 f"effects must be 'fixed', 'ran_pars' or 'ran_vals', not {effects!r}"
             )
-        if conf_int:
+        if not conf_int:
+            return out
+        if method == "Wald":
             z = NormalDist().inv_cdf(0.5 + conf_level / 2)
             out["conf_low"] = out["estimate"] - z * out["std_error"]
             out["conf_high"] = out["estimate"] + z * out["std_error"]
+            return out
+        parm = "beta_" if effects == "fixed" else "theta_"
+        try:
+            ci = self.confint(parm=parm, method=method, level=conf_level, **confint_options)
+        except MixedModelsError as err:
+            if method != "profile":
+                raise
+            # the profile's own advice names confint's methods; say tidy's
+            raise ModelSpecError(
+                f"{err} (in tidy: conf_method='boot', or 'Wald' for fixed effects)"
+            ) from err
+        if effects == "fixed":
+            # aliased (dropped) columns have no interval, as no estimate
+            bounds = ci.reindex(out["term"])
+        else:
+            bounds = ci.reindex(self._ran_pars_parameter_names())
+        out["conf_low"] = bounds["lower"].to_numpy()
+        out["conf_high"] = bounds["upper"].to_numpy()
+        out.attrs["conf_method"] = method
+        return out
+
+    def _ran_pars_parameter_names(self) -> list[str]:
+        """lme4's parameter name (``.sig01`` ... ``.sigma``) of every row of
+        ``tidy("ran_pars")``, whose rows follow ``varcorr``: per term the
+        standard deviations, then the correlations, then the residual."""
+        from .inference.profile import variance_parameters
+
+        lme4 = {(v.term, v.row, v.col): v.lme4 for v in variance_parameters(self)}
+        out = []
+        for j, term in enumerate(self.frame.terms):
+            out += [lme4[(j, i, i)] for i in range(term.k)]
+            # θ holds the lower triangle: the correlation of columns i < l is (l, i)
+            out += [lme4[(j, l, i)] for i in range(term.k) for l in range(i + 1, term.k)]
+        if (-1, 0, 0) in lme4:
+            out.append(lme4[(-1, 0, 0)])
         return out
 
     def _tidy_ran_pars(self) -> pd.DataFrame:
@@ -382,16 +442,17 @@ class MixedModelResults:
 
     # ------------------------------------------------------------------ printing
 
-    def summary(self, ddf: str | None = None) -> "ModelSummary":
+    def summary(self, ddf: str | None = None, correlation: bool | None = None) -> "ModelSummary":
         """The model summary: printable, with the tables as attributes.
 
         Linear mixed models print lmerTest's layout (t tests with
         Satterthwaite's df by default, ``ddf="kenward-roger"`` for
         Kenward-Roger's); ``ddf="lme4"`` prints lme4's (no df, no p-values).
-        GLMMs print lme4's z tests.
+        GLMMs print lme4's z tests. ``correlation``: print the correlation of
+        the fixed effects (default, as lme4: when there are at most 12).
         """
         self._require_fit()
-        return ModelSummary(self, ddf)
+        return ModelSummary(self, ddf, correlation)
 
     def __str__(self) -> str:
         if not self._fitted:
@@ -422,20 +483,65 @@ class ModelSummary:
         "z" (GLMMs).
     """
 
-    def __init__(self, model: MixedModelResults, ddf: str | None = None):
+    def __init__(
+        self, model: MixedModelResults, ddf: str | None = None, correlation: bool | None = None
+    ):
         self.model = model
+        self.correlation = correlation
         self.ddf = model._coef_method(ddf)
         # (a subclass may define coef_table without the ddf argument)
         self.coefficients = model.coef_table() if ddf is None else model.coef_table(ddf)
         self.varcorr = model.varcorr
 
     def __str__(self) -> str:
-        return _format_summary(self.model, self.coefficients, self.ddf)
+        return _format_summary(self.model, self.coefficients, self.ddf, self.correlation)
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(str(self))}</pre>"
+
+
+_CONF_METHODS = {"wald": "Wald", "profile": "profile", "boot": "boot"}
+
+
+def _interval_method(
+    effects: str, conf_method: str | None, conf_int: bool, options: dict[str, Any]
+) -> str:
+    """The interval method of ``tidy``: the default for ``effects``, or the
+    one asked for when the effects have it."""
+    if options and not conf_int:
+        raise ModelSpecError(
+            f"interval options {sorted(options)} are only used with conf_int=True"
+        )
+    if conf_method is None:
+        conf_method = "profile" if effects == "ran_pars" else "Wald"
+    method = _CONF_METHODS.get(str(conf_method).strip().lower())
+    if method is None:
+        raise ModelSpecError(
+            f"conf_method must be 'Wald', 'profile' or 'boot', not {conf_method!r}"
+        )
+    if effects == "ran_pars" and method == "Wald":
+        raise ModelSpecError(
+            "the variance parameters have no Wald intervals (lme4's confint(method = "
+            "'Wald') gives NA for them): use conf_method='profile' (the default) or 'boot'"
+        )
+    if effects == "ran_vals" and method != "Wald":
+        raise ModelSpecError(
+            "only Wald intervals are available for the conditional modes (as in "
+            "broom.mixed): use conf_method='Wald' (the default)"
+        )
+    if method == "Wald" and options:
+        raise ModelSpecError(
+            f"interval options {sorted(options)} are for conf_method 'profile' or 'boot'"
+        )
+    # confint takes the bootstrap's options whatever its method: not silently ignored here
+    bootstrap_only = sorted(set(options) & {"nsim", "seed", "boot_type"})
+    if method == "profile" and bootstrap_only:
+        raise ModelSpecError(
+            f"{bootstrap_only} are options of bootstrap intervals: add conf_method='boot'"
+        )
+    return method
 
 
 _STANDARD_NAMES = {
@@ -682,24 +788,177 @@ def _fixed_decimals(values: np.ndarray, decimals: int) -> list[str]:
     return ["NA" if not np.isfinite(v) else f"{v:.{decimals}f}" for v in values]
 
 
-def _abbreviate(name: str) -> str:
-    if name == "(Intercept)":
-        return "(Intr)"
-    return name if len(name) <= 6 else name[:6]
+# ---------------------------------------------------------------------- R's abbreviate
+
+_C_SPACE = frozenset(" \t\n\v\f\r")  # C's isspace in the C locale
+_LOWER_VOWELS = frozenset("aeiou")
 
 
-def _correlation_lines(model: Any) -> list[str]:
+def _strip_chars(text: str, minlength: int, use_classes: bool) -> str:
+    """R's C routine ``stripchars`` (src/main/character.c): drop characters
+    from the end until ``minlength`` is reached: lower-case vowels ending a
+    word, then lower-case vowels not starting one, then lower-case letters
+    likewise, then anything but a word's first character. The first
+    character is never dropped; spaces count as word boundaries and are
+    removed at the end when the result is still longer than ``minlength``."""
+    s = list(text)
+    nspace = 0
+
+    def char(i: int) -> str:
+        return s[i] if 0 <= i < len(s) else "\0"
+
+    def first_of_word(i: int) -> bool:
+        return char(i - 1) in _C_SPACE
+
+    def last_of_word(i: int) -> bool:
+        return char(i - 1) not in _C_SPACE and (char(i + 1) == "\0" or char(i + 1) in _C_SPACE)
+
+    def short_enough() -> bool:
+        return len(s) - nspace <= minlength
+
+    def strip(drop) -> bool:
+        """One right-to-left pass deleting where ``drop(i)``; True when short enough."""
+        for i in range(len(s) - 1, 0, -1):
+            if drop(i):
+                del s[i]
+            if short_enough():
+                return True
+        return False
+
+    done = len(s) < minlength
+    if not done:
+        trailing = True
+        for i in range(len(s) - 1, 0, -1):
+            if s[i] in _C_SPACE:
+                if trailing:
+                    del s[i:]
+                else:
+                    nspace += 1
+            else:
+                trailing = False
+            if short_enough():
+                done = True
+                break
+    passes = []
+    if use_classes:
+        passes = [
+            lambda i: char(i) in _LOWER_VOWELS and last_of_word(i),
+            lambda i: char(i) in _LOWER_VOWELS and not first_of_word(i),
+            lambda i: "a" <= char(i) <= "z" and last_of_word(i),
+            lambda i: "a" <= char(i) <= "z" and not first_of_word(i),
+        ]
+    passes.append(lambda i: not first_of_word(i) and char(i) not in _C_SPACE)
+    for drop in passes:
+        if done:
+            break
+        done = strip(drop)
+    if len(s) > minlength:
+        s = s[:1] + [c for c in s[1:] if c not in _C_SPACE]
+    return "".join(s)
+
+
+def abbreviate(
+    names: list[str], minlength: int = 4, use_classes: bool = True, strict: bool = False
+) -> list[str]:
+    """R's ``abbreviate(names, minlength)`` (method "left.kept"), as lme4's
+    summary uses it for the headers of the correlation of fixed effects.
+
+    Names longer than ``minlength`` lose characters from the end (see
+    :func:`_strip_chars`); unless ``strict``, names whose abbreviations
+    collide are abbreviated again with ``minlength`` one larger until all
+    differ. Exact for ASCII names; others follow the same rules with
+    ASCII's lower-case letters and vowels.
+
+    Examples
+    --------
+    >>> abbreviate(["(Intercept)", "period2", "period3"], 6)
+    ['(Intr)', 'perid2', 'perid3']
+    """
+    if minlength <= 0:
+        return ["" for _ in names]
+    old = [str(n).lstrip(" ").rstrip(" ") for n in names]
+    unique = list(dict.fromkeys(old))
+
+    def shorten(items: list[str], length: int) -> list[str]:
+        return [_strip_chars(t, length, use_classes) if len(t) > length else t for t in items]
+
+    result = shorten(unique, minlength)
+    if not strict:
+        redo = _duplicated(result)
+        while any(redo):
+            minlength += 1
+            clashing = {r for r, d in zip(result, redo) if d}
+            redo = [d or r in clashing for r, d in zip(result, redo)]
+            again = iter(shorten([u for u, d in zip(unique, redo) if d], minlength))
+            result = [next(again) if d else r for r, d in zip(result, redo)]
+            redo = _duplicated(result)
+    lookup = dict(zip(unique, result))
+    return [lookup[t] for t in old]
+
+
+def _duplicated(values: list[str]) -> list[bool]:
+    """R's ``duplicated``: True for every repeat of an earlier value."""
+    seen: set[str] = set()
+    out = []
+    for v in values:
+        out.append(v in seen)
+        seen.add(v)
+    return out
+
+
+# R's print width (getOption("width")): wider matrices are printed in blocks of columns
+_PRINT_WIDTH = 80
+# lme4's option lme4.summary.cor.max: more fixed effects, no correlations by default
+_COR_MAX = 12
+
+
+def _correlation_lines(model: Any, correlation: bool | None = None) -> list[str]:
+    """lme4's "Correlation of Fixed Effects": the lower triangle of the
+    correlations rounded to 3 decimals and formatted jointly, rows named by
+    ``abbreviate(names, 11)`` and columns by ``abbreviate(names, 6)``, printed
+    as R prints a character matrix (left-aligned, in blocks of columns that
+    fit 80 characters). ``correlation`` None: shown for at most 12 fixed
+    effects, else a note (lme4's message)."""
     V = model.vcov.to_numpy()
     names = list(model.vcov.index)
-    if len(names) < 2:
+    p = len(names)
+    if correlation is None and p > _COR_MAX:
+        return ["", f"Correlation matrix not shown by default, as p = {p} > {_COR_MAX}.",
+                "Use summary(correlation=True) or model.vcov if you need it"]
+    if p < 2 or correlation is False:
         return []
     sd = np.sqrt(np.diag(V))
-    C = V / np.outer(sd, sd)
-    short = [_abbreviate(n) for n in names]
-    rows = [[""] + short[:-1]]
-    for i in range(1, len(names)):
-        rows.append([names[i]] + [f"{C[i, j]:.3f}" for j in range(i)] + [""] * (len(names) - 1 - i))
-    return ["", "Correlation of Fixed Effects:"] + [line[1:] for line in _align(rows, left={0})]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        C = np.round(V / np.outer(sd, sd), 3) + 0.0  # + 0.0: no "-0.000"
+    texts = ["NaN" if np.isnan(v) else f"{v:.3f}" for v in C.ravel()]
+    width = max(len(t) for t in texts)
+    cells = np.array([t.rjust(width) for t in texts], dtype=object).reshape(p, p)
+    row_names = abbreviate(names, 11)[1:]
+    col_names = abbreviate(names, 6)[:-1]
+    columns = [[col_names[j]] + [cells[i, j] if i > j else "" for i in range(1, p)]
+               for j in range(p - 1)]
+    return ["", "Correlation of Fixed Effects:"] + _character_matrix_lines(row_names, columns)
+
+
+def _character_matrix_lines(row_names: list[str], columns: list[list[str]]) -> list[str]:
+    """R's print of a character matrix with ``quote = FALSE``: row names and
+    cells left-aligned, one space between columns; columns that do not fit
+    the print width go to a further block below."""
+    label_width = max(len(r) for r in row_names)
+    widths = [max(len(c) for c in col) for col in columns]
+    lines, start = [], 0
+    while start < len(columns):
+        stop, used = start + 1, label_width + widths[start] + 1
+        while stop < len(columns) and used + widths[stop] + 1 < _PRINT_WIDTH:
+            used += widths[stop] + 1
+            stop += 1
+        labels = [""] + row_names
+        for r, label in enumerate(labels):
+            parts = [label.ljust(label_width)]
+            parts += [columns[j][r].ljust(widths[j]) for j in range(start, stop)]
+            lines.append(" ".join(parts).rstrip())
+        start = stop
+    return lines
 
 
 def _criterion_lines(model: Any) -> list[str]:
@@ -711,7 +970,12 @@ def _criterion_lines(model: Any) -> list[str]:
     return ["".join(n.rjust(width) for n in names), "".join(v.rjust(width) for v in vals)]
 
 
-def _format_summary(model: Any, table: pd.DataFrame | None = None, method: str = "lme4") -> str:
+def _format_summary(
+    model: Any,
+    table: pd.DataFrame | None = None,
+    method: str = "lme4",
+    correlation: bool | None = None,
+) -> str:
     if table is None:
         table = model.coef_table()
     lines = [_title(model, method), f"Formula: {model.formula}"]
@@ -731,7 +995,7 @@ def _format_summary(model: Any, table: pd.DataFrame | None = None, method: str =
     lines += ["", "Random effects:"] + _random_effects_lines(model, with_variance=True)
     lines.append(_groups_line(model))
     lines += ["", "Fixed effects:"] + [line[1:] for line in _fixed_lines(table, method)]
-    lines += _correlation_lines(model)
+    lines += _correlation_lines(model, correlation)
     lines += _fit_messages(model)
     return "\n".join(lines)
 

@@ -27,7 +27,9 @@ from scipy import stats
 from ..exceptions import MixedModelsWarning, ModelSpecError, RefitWarning
 from ..formula import variables_in
 
-__all__ = ["RefitWarning", "anova", "compare", "drop1", "fixed_term_labels", "ml_fit"]
+__all__ = [
+    "RefitWarning", "anova", "compare", "drop1", "family_name", "fixed_term_labels", "ml_fit",
+]
 
 
 # ---------------------------------------------------------------------------- checks
@@ -80,6 +82,54 @@ def _check_same_rows(models: Sequence[Any], names: Sequence[str]) -> None:
                 f"models {name0!r} and {name!r} have different responses "
                 f"({first.frame.response_name!r} and {m.frame.response_name!r}): their "
                 "likelihoods cannot be compared"
+            )
+        column = _differing_column(first.frame.data, m.frame.data)
+        if column is not None:
+            # lme4 refuses models whose calls name different data objects; the
+            # values are what matters: a variable both models use must agree
+            raise ModelSpecError(
+                f"models {name0!r} and {name!r} were fitted to different data: column "
+                f"{column!r} has different values in the two fits (all models must be "
+                "fitted to the same data)"
+            )
+
+
+def _differing_column(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
+    """The first column both frames hold whose values differ (rows aligned by
+    the caller), or None."""
+    for column in a.columns.intersection(b.columns):
+        left, right = a[column], b[column]
+        if left.equals(right):
+            continue
+        # the same values read with another dtype (a column made categorical
+        # by one formula) are the same data
+        if not left.astype(str).reset_index(drop=True).equals(
+            right.astype(str).reset_index(drop=True)
+        ):
+            return str(column)
+    return None
+
+
+def family_name(model: Any) -> str:
+    """The name of the response distribution of a fitted model: its family's
+    (glmer), Gaussian for a linear mixed model."""
+    family = getattr(model, "family", None)
+    return "gaussian" if family is None else str(family.name)
+
+
+def _check_same_family(models: Sequence[Any], names: Sequence[str]) -> None:
+    """Refuse a likelihood-ratio test between models of different response
+    distributions: they are never nested, and the chi-square reference
+    distribution of the statistic does not apply."""
+    first = family_name(models[0])
+    for name, m in zip(names[1:], models[1:]):
+        other = family_name(m)
+        if other != first:
+            raise ModelSpecError(
+                f"models {names[0]!r} ({first} family, {models[0].model_kind}) and {name!r} "
+                f"({other} family, {m.model_kind}) assume different response distributions: "
+                "they are not nested, so a likelihood-ratio test between them is not valid; "
+                "compare their information criteria with mixedmodels.compare instead"
             )
 
 
@@ -136,7 +186,11 @@ def anova(*models: Any, names: Sequence[str] | None = None, refit: bool = True) 
     Raises
     ------
     ModelSpecError
-        Fewer than two models, or models fitted to different observations.
+        Fewer than two models; models fitted to different observations, to
+        different responses or to different values of a variable they share
+        (lme4: "models were not all fitted to the same size of dataset", "all
+        models must be fit to the same data object"); models of different
+        families (a linear mixed model is Gaussian), which are not nested.
 
     Examples
     --------
@@ -148,6 +202,7 @@ def anova(*models: Any, names: Sequence[str] | None = None, refit: bool = True) 
     42.14
     """
     names = _check_models(models, names, least=2)
+    _check_same_family(models, names)
     reml = [_is_reml(m) for m in models]
     if refit and any(reml):
         warnings.warn("refitting model(s) with ML (instead of REML)", RefitWarning, stacklevel=2)

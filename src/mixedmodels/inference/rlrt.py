@@ -45,24 +45,51 @@ class RLRTResult:
         The restricted likelihood-ratio statistic, 2 (REML loglik alt - null), >= 0.
     p_value : float
         Share of the simulated null distribution above the statistic (1 without
-        simulation when the statistic is 0).
+        simulation when the statistic is 0). When no simulated value exceeds
+        the statistic the share is 0, which is not the p-value: ``p_value`` is
+        then the resolution of the simulation, ``1 / nsim``, an upper bound
+        (``p_is_bound`` True; printed ``p < 1/nsim``). RLRsim reports 0 there.
     nsim : int
         Number of simulated values (0 when the statistic is 0).
     sample : ndarray
         The simulated null distribution (empty when ``nsim`` is 0).
+    p_is_bound : bool
+        True when the p-value is below ``1 / nsim`` and ``p_value`` holds that bound.
     """
 
     statistic: float
     p_value: float
     nsim: int
     sample: np.ndarray = field(repr=False, compare=False)
+    p_is_bound: bool = False
+
+    @property
+    def p_text(self) -> str:
+        """The p-value as printed: ``"< 1e-04"`` for a bound, else its value."""
+        if self.p_is_bound:
+            return f"< {self.p_value:.3g}"
+        return f"{self.p_value:.4g}"
+
+    def __str__(self) -> str:
+        if self.nsim == 0:
+            return f"exact restricted LRT: RLRT = {self.statistic:.4g}, p-value = 1 (no simulation)"
+        if self.p_is_bound:
+            detail = f"none of {self.nsim} simulated values exceeds the statistic"
+            return f"exact restricted LRT: RLRT = {self.statistic:.4g}, p-value {self.p_text} ({detail})"
+        return (
+            f"exact restricted LRT: RLRT = {self.statistic:.4g}, p-value = {self.p_text} "
+            f"({self.nsim} simulated values)"
+        )
 
     def to_series(self) -> pd.Series:
-        """``statistic``, ``p_value`` and ``nsim`` as a Series."""
-        return pd.Series(
+        """``statistic``, ``p_value`` and ``nsim`` as a Series; ``attrs["p_is_bound"]``
+        says whether ``p_value`` is the upper bound ``1 / nsim``."""
+        out = pd.Series(
             {"statistic": self.statistic, "p_value": self.p_value, "nsim": float(self.nsim)},
             name="rlrt",
         )
+        out.attrs["p_is_bound"] = self.p_is_bound
+        return out
 
 
 # ---------------------------------------------------------------------------- checks
@@ -251,7 +278,8 @@ def rlrt(
     -------
     RLRTResult
         ``statistic`` (2 × the REML log-likelihood difference, at least 0),
-        ``p_value`` (share of draws above the statistic), ``nsim``.
+        ``p_value`` (share of draws above the statistic; when no draw is
+        above, the bound ``1 / nsim`` with ``p_is_bound`` True), ``nsim``.
 
     Raises
     ------
@@ -309,4 +337,14 @@ def rlrt(
             MixedModelsWarning,
             stacklevel=2,
         )
-    return RLRTResult(float(statistic), float(np.mean(statistic < sample)), int(nsim), sample)
+    return _result(float(statistic), sample)
+
+
+def _result(statistic: float, sample: np.ndarray) -> RLRTResult:
+    """The test's result from the statistic and the simulated null sample:
+    the share of the sample above the statistic, or when there is none the
+    bound 1 / nsim."""
+    exceed = int(np.count_nonzero(statistic < sample))
+    if exceed == 0:
+        return RLRTResult(statistic, 1.0 / sample.size, sample.size, sample, p_is_bound=True)
+    return RLRTResult(statistic, exceed / sample.size, sample.size, sample)
