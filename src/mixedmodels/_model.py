@@ -48,17 +48,17 @@ def include_random(re_form: str | None) -> bool:
     )
 
 
-def level_positions(term, nd: pd.DataFrame) -> tuple[np.ndarray, pd.Series]:
-    """Where each row of ``nd`` falls among ``term``'s levels (-1: unseen),
-    and the rows' level labels; an error names a missing grouping column."""
+def level_positions(term, nd: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Where each row of ``nd`` falls among ``term``'s levels (-1: unseen or
+    missing; ``ReTerm.level_positions``) and the rows' level labels; an error
+    names a missing grouping column."""
     missing = [g for g in term.spec.group if g not in nd.columns]
     if missing:
         raise PredictionError(
             f"newdata has no grouping column {missing[0]!r} needed by term "
             f"{term.spec.text}; use re_form='~0' for population predictions"
         )
-    labels = nd[list(term.spec.group)].astype(str).agg(":".join, axis=1)
-    return pd.Index(term.levels).get_indexer(labels), labels
+    return term.level_positions(nd)
 
 
 class RandomEffectsModel(MixedModelResults):

@@ -230,6 +230,108 @@ def combine_codes(
     return inverse.astype(np.int64), labels
 
 
+# --------------------------------------------------------------------------- levels of new data
+#
+# One rule for every factor met again in new data (grouping factors and fixed
+# factors alike), R's: ``factor(new, levels = fitted)`` compares values as text.
+# A new value equal to a fitted level is that level; otherwise, when the types
+# differ, its text decides: numbers given to a factor of text levels are
+# written as R writes them (1 and 1.0 as "1"), text given to a factor of number
+# levels is read as a number ("2" is 2).
+
+
+def level_kind(dtype: Any) -> np.dtype | None:
+    """What a factor's fitted levels are: the numeric dtype of number levels
+    (a categorical's categories count), ``None`` for text (strings, booleans
+    and anything else)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = dtype.categories.dtype
+    if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+        return None
+    return np.dtype(getattr(dtype, "numpy_dtype", dtype))
+
+
+def level_labels(values: pd.Series, kind: np.dtype | None) -> np.ndarray:
+    """The labels new ``values`` get as levels of a factor whose fitted levels
+    are of ``kind`` (:func:`level_kind`): the text the fit gave each level
+    (``str`` of the level), ``None`` where a value is missing. A value that
+    cannot be such a level keeps its own text (an unseen level)."""
+    arr = np.asarray(values, dtype=object)
+    missing = np.asarray(pd.isna(values), dtype=bool)
+    if kind is None and pd.api.types.infer_dtype(values, skipna=True) == "string":
+        return np.where(missing, None, arr)  # text for text levels: as it is
+    label = _text_label if kind is None else functools.partial(_number_label, kind)
+    return np.array([None if m else label(v) for v, m in zip(arr, missing)], dtype=object)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _text_label(value: Any) -> str:
+    """A value as a text level: numbers as R writes them (whole numbers without
+    a decimal point), anything else as ``str`` gives it."""
+    if _is_number(value) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _number_label(kind: np.dtype, value: Any) -> str:
+    """A value as a level of a factor of numbers of dtype ``kind``: the text
+    of that number as the fit labels it; text is read as a number first."""
+    number = value
+    if isinstance(value, str):
+        number = pd.to_numeric(value.strip(), errors="coerce")
+    if not _is_number(number) or not np.isfinite(number):
+        return str(value)
+    if kind.kind in "iu":
+        return str(int(number)) if float(number).is_integer() else str(value)
+    return str(kind.type(number))
+
+
+def match_levels(
+    values: pd.Series, levels: Sequence[Any], kind: np.dtype | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Position of every new value among a factor's fitted ``levels`` by the
+    rule above (-1 where missing or unseen), and the mask of the unseen ones.
+
+    ``levels`` are the level values, or their labels (``str`` of the values);
+    values equal to a level are matched directly, the others by their label.
+    """
+    codes = np.asarray(pd.Index(levels).get_indexer(values), dtype=np.int64)
+    left = (codes < 0) & np.asarray(pd.notna(values), dtype=bool)
+    if left.any():
+        labels = level_labels(values[left], kind)
+        codes[left] = pd.Index([str(v) for v in levels]).get_indexer(labels)
+    return codes, (codes < 0) & left
+
+
+def factor_level_codes(values: pd.Series, levels: Sequence[Any], name: str | None = None) -> np.ndarray:
+    """Codes of new ``values`` of a fixed factor among its fitted ``levels``
+    (-1 where missing); a value that is no level is a :class:`PredictionError`
+    naming the column, the values, their type and the fitted levels."""
+    kind = level_kind(pd.Index(levels).dtype)
+    codes, unseen = match_levels(values, levels, kind)
+    if unseen.any():
+        raise unseen_levels_error(name or values.name, values, unseen, levels)
+    return codes
+
+
+def unseen_levels_error(
+    name: Any, values: pd.Series, unseen: np.ndarray, levels: Sequence[Any]
+) -> PredictionError:
+    """The error for new values of factor column ``name`` that match none of its
+    fitted ``levels``."""
+    bad = sorted({str(v) for v in np.asarray(values, dtype=object)[unseen]})
+    shown = [str(v) for v in levels[:20]] + (["..."] if len(levels) > 20 else [])
+    return PredictionError(
+        f"newdata column {name!r} (dtype {values.dtype}) has level(s) {bad} not seen in the "
+        f"fit; the fitted levels ({pd.Index(levels).dtype}) are {shown}"
+    )
+
+
 # --------------------------------------------------------------------------- terms
 
 
@@ -261,6 +363,9 @@ class ReTerm:
         Column names of ``z`` in R's spelling.
     model_spec : formulaic ModelSpec
         Re-applies the term's left side to new data.
+    group_kinds : tuple
+        :func:`level_kind` of every grouping column (how new data are matched
+        to the levels); empty: text levels.
     """
 
     spec: RandomTermSpec
@@ -269,6 +374,22 @@ class ReTerm:
     z: np.ndarray
     cnames: list[str]
     model_spec: Any = field(repr=False)
+    group_kinds: tuple = ()
+
+    def level_positions(self, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Where each row of ``newdata`` falls among the levels (-1: unseen or
+        missing, see :func:`match_levels`) and each row's level label
+        (``"NA"`` where missing)."""
+        kinds = self.group_kinds or (None,) * len(self.spec.group)
+        parts = [level_labels(newdata[g], k) for g, k in zip(self.spec.group, kinds)]
+        if len(parts) == 1:
+            labels = parts[0]
+        else:
+            labels = np.array(
+                [None if None in row else ":".join(row) for row in zip(*parts)], dtype=object
+            )
+        positions = pd.Index(self.levels).get_indexer(labels)
+        return positions, np.where(pd.isna(labels), "NA", labels)
 
     @property
     def name(self) -> str:
@@ -987,7 +1108,7 @@ class SimpleSpec:
             if name not in data.columns:
                 raise PredictionError(f"column {name!r} is not in the data")
             if name in self.levels:
-                return _level_codes(data[name], self.levels[name])
+                return factor_level_codes(data[name], self.levels[name])
             return data[name].to_numpy(dtype=float)[:, None]
 
         return self._build(len(data), columns)
@@ -1129,19 +1250,6 @@ def _treatment_levels(values: pd.Series) -> list | None:
         return None
     levels = np.unique(values.to_numpy(dtype=object).astype(str)).tolist()
     return levels or None
-
-
-def _level_codes(values: pd.Series, levels: list) -> np.ndarray:
-    """Codes of ``values`` among the fitted ``levels`` (-1 where missing); a
-    value that is not a level is an error naming it."""
-    codes = np.asarray(pd.Categorical(values, categories=levels).codes, dtype=np.int64)
-    unseen = (codes < 0) & np.asarray(pd.notna(values))
-    if unseen.any():
-        bad = sorted({str(v) for v in np.asarray(values, dtype=object)[unseen]})
-        raise PredictionError(
-            f"column {values.name!r} has level(s) {bad} not seen in the fit"
-        )
-    return codes
 
 
 @functools.lru_cache(maxsize=1024)
@@ -1579,7 +1687,8 @@ def build_term(
     if z.shape[1] == 0:
         raise FormulaError(f"random-effects term {spec.text} has no columns")
     cnames = _r_names(mm)
-    term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec)
+    kinds = tuple(level_kind(_dtype_of(data, g)) for g in spec.group)
+    term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec, kinds)
     _check_term_size(term, len(codes), residual)
     return term
 
@@ -1760,26 +1869,55 @@ def _total_offset(
 
 def newdata_fixed_matrix(fixed: FixedEffects, newdata: pd.DataFrame) -> np.ndarray:
     """The fixed-effects matrix for new data, with the fitted model's encoding."""
-    for factor, levels in _factor_levels(fixed.model_spec).items():
-        if factor in newdata.columns:
-            unseen = sorted(set(map(str, newdata[factor].dropna().unique())) - set(map(str, levels)))
-            if unseen:
-                raise PredictionError(
-                    f"newdata column {factor!r} has level(s) {unseen} not seen in the fit"
-                )
     return apply_spec(fixed.model_spec, newdata, "fixed-effects")[:, fixed.kept]
 
 
 def apply_spec(model_spec: Any, newdata: pd.DataFrame, what: str) -> np.ndarray:
     """Rebuild a model matrix on new data with the fitted encoding (stateful
-    transforms such as ``scale()`` keep their training state)."""
+    transforms such as ``scale()`` keep their training state). Factor columns
+    are matched to the fitted levels first (:func:`match_levels`): formulaic
+    would turn a value of another type into NaN dummies without an error."""
+    missing = None
+    if not isinstance(model_spec, SimpleSpec):  # it matches its own levels
+        newdata, missing = with_fitted_levels(model_spec, newdata)
     try:
-        mm = model_spec.get_model_matrix(newdata, na_action="ignore", context=R_FUNCTIONS)
+        with warnings.catch_warnings():
+            # every value was matched to a level above: what formulaic reports
+            # here is a missing one, made a missing row below
+            warnings.filterwarnings("ignore", "Data has categories outside")
+            mm = model_spec.get_model_matrix(newdata, na_action="ignore", context=R_FUNCTIONS)
     except MixedModelsError:
         raise
     except Exception as err:
         raise PredictionError(f"cannot build the {what} matrix for newdata: {err}") from err
-    return np.asarray(mm, dtype=float)
+    values = np.array(mm, dtype=float)
+    if missing is not None:
+        values[missing] = np.nan  # formulaic codes a missing factor value as the reference level
+    return values
+
+
+def with_fitted_levels(
+    model_spec: Any, newdata: pd.DataFrame
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """``newdata`` with every factor column of the spec holding the fitted
+    level values themselves (a new frame if any changes), and the mask of the
+    rows where a factor value is missing (``None`` if none is); a value that
+    is no level is a :class:`PredictionError` naming it."""
+    replaced, missing = {}, None
+    for name, levels in _factor_levels(model_spec).items():
+        if name not in newdata.columns or not isinstance(newdata[name], pd.Series):
+            continue
+        values = newdata[name]
+        codes = factor_level_codes(values, levels, name)
+        if (codes < 0).any():
+            missing = (codes < 0) if missing is None else missing | (codes < 0)
+        fitted = pd.Index(levels)
+        if (fitted.get_indexer(values) == codes).all():
+            continue  # the values are the levels already
+        matched = np.asarray(fitted, dtype=object).take(np.maximum(codes, 0))
+        matched[codes < 0] = np.nan
+        replaced[name] = pd.Series(matched, index=newdata.index).infer_objects()
+    return (newdata.assign(**replaced) if replaced else newdata), missing
 
 
 def _factor_levels(model_spec: Any) -> dict[str, list[Any]]:
