@@ -201,6 +201,8 @@ class _LevelsResult:
     combos: dict[tuple[str, ...], pd.DataFrame]
 
     def __add__(self, other: "_LevelsResult") -> "_LevelsResult":
+        for k in self.levels:
+            _check_same_kind(k, self.levels[k], other.levels[k])
         levels = {k: self.levels[k] + other.levels[k] for k in self.levels}
         combos = {
             k: pd.concat([self.combos[k], other.combos[k]], ignore_index=True).drop_duplicates(
@@ -209,6 +211,21 @@ class _LevelsResult:
             for k in self.combos
         }
         return _LevelsResult(self.nrows + other.nrows, self.ndropped + other.ndropped, levels, combos)
+
+
+def _check_same_kind(name: str, a: _Levels, b: _Levels) -> None:
+    """A factor column must hold numbers in every partition or text in every
+    one (its levels could not be ordered, nor new values matched, otherwise)."""
+    if len(a.values) == 0 or len(b.values) == 0:
+        return
+    numbers = ("integer", "floating", "mixed-integer-float", "decimal")
+    kinds = [pd.api.types.infer_dtype(x.values, skipna=True) in numbers for x in (a, b)]
+    if kinds[0] != kinds[1]:
+        raise DataError(
+            f"column {name!r} holds numbers in some partitions and text in others: "
+            "give it one type in every partition (e.g. convert it with astype(str) "
+            "before writing the files)"
+        )
 
 
 # --------------------------------------------------------------------------- plan
@@ -471,7 +488,13 @@ def _map_reduce(ddf: Any, fn: Any, plan: _Plan, split_every: int) -> Any:
     dask, _ = _import_dask()
     plan_d = dask.delayed(plan)  # one key: shipped once, not once per task
     leaves = [dask.delayed(fn)(plan_d, part) for part in ddf.to_delayed()]
-    return _tree_reduce(dask, leaves, max(2, int(split_every))).compute()
+    try:
+        return _tree_reduce(dask, leaves, max(2, int(split_every))).compute()
+    except KeyError as err:  # selecting the used columns of a partition without them
+        raise DataError(
+            f"a partition of the data lacks column(s) {err}: every partition (every "
+            f"Parquet file) must hold the columns the model uses ({', '.join(plan.columns)})"
+        ) from err
 
 
 @_returning_memory

@@ -736,13 +736,14 @@ def _column_missing(values: pd.Series) -> np.ndarray:
 
 def _drop_missing(
     data: pd.DataFrame, used: list[str], extra: dict[str, np.ndarray], fail: bool = False
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], int]:
-    """The used columns of the rows without a missing value (R's na.omit), or an
-    error naming the columns (na.fail)."""
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], int, np.ndarray]:
+    """The used columns of the rows without a missing value (R's na.omit) and
+    their positions in ``data``, or an error naming the columns (na.fail)."""
     # take() by position: a list __getitem__ costs several times more in pandas
     frame = data.take([data.columns.get_loc(c) for c in used], axis=1)
     missing = {c: _column_missing(frame[c]) for c in used}
     keep, n_dropped = _complete_rows(missing, extra, len(data), fail)
+    rows = np.arange(len(data)) if keep is None else np.flatnonzero(keep)
     if n_dropped:
         frame = frame.loc[keep]
         extra = {k: v[keep] for k, v in extra.items()}
@@ -751,7 +752,7 @@ def _drop_missing(
             MissingDataWarning,
             stacklevel=4,
         )
-    return frame, extra, n_dropped
+    return frame, extra, n_dropped, rows
 
 
 def _complete_rows(
@@ -1313,7 +1314,10 @@ def _model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> De
     if aliases:
         rhs, data = _apply_aliases(rhs, aliases), data.rename(columns=aliases)
     try:
-        mm = formulaic.model_matrix(rhs, data, na_action="raise", context=R_FUNCTIONS)
+        # missing values were dropped before: NaN or Inf here come from
+        # transforms (log of 0 ...), checked by build_model_frame
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            mm = formulaic.model_matrix(rhs, data, na_action="ignore", context=R_FUNCTIONS)
     except Exception as err:  # formulaic raises many kinds; give ours
         raise FormulaError(f"cannot build the {where} model matrix from {rhs!r}: {err}") from err
     spec = AliasedSpec(mm.model_spec, aliases) if aliases else mm.model_spec
@@ -1619,6 +1623,10 @@ def build_fixed(
     mm = _model_matrix(rhs, data, "fixed-effects")
     X = np.asarray(mm, dtype=float)
     all_names = _r_names(mm)
+    if not isinstance(mm.model_spec, SimpleSpec) and not np.isfinite(X).all():
+        # an error or a frame without the NaN rows follows (build_model_frame):
+        # a rank test would take NaN or Inf columns for aliased ones
+        return FixedEffects(X, all_names, all_names, np.arange(X.shape[1]), mm.model_spec)
     kept, gram = _rank_and_gram(X)
     if len(kept) < X.shape[1]:
         dropped = [all_names[i] for i in range(X.shape[1]) if i not in set(kept.tolist())]
@@ -1672,12 +1680,7 @@ def build_term(
 ) -> ReTerm:
     """One random-effects term: grouping codes, levels and its model matrix
     (``residual``: the model has a residual, see ``_check_term_size``)."""
-    if isinstance(data, ArrayColumns):
-        codes, levels = data.factor(spec.group)
-    elif len(spec.group) == 1:
-        codes, levels = factor_codes(data[spec.group[0]])
-    else:
-        codes, levels = interaction_codes([data[g] for g in spec.group])
+    codes, levels = _grouping_codes(spec, data)
     mm = _model_matrix(
         with_contrasts(rewrite_factor_calls(spec.expr), contrasts or {}),
         data,
@@ -1691,6 +1694,32 @@ def build_term(
     term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec, kinds)
     _check_term_size(term, len(codes), residual)
     return term
+
+
+def _grouping_codes(
+    spec: RandomTermSpec, data: pd.DataFrame | ArrayColumns
+) -> tuple[np.ndarray, list[str]]:
+    """Codes and levels of a term's grouping factor, or a :class:`DataError`
+    naming a column whose values cannot be ordered as levels (numbers mixed
+    with text in an object column)."""
+    try:
+        if isinstance(data, ArrayColumns):
+            return data.factor(spec.group)
+        if len(spec.group) == 1:
+            return factor_codes(data[spec.group[0]])
+        return interaction_codes([data[g] for g in spec.group])
+    except TypeError as err:
+        series = [data.series(g) if isinstance(data, ArrayColumns) else data[g] for g in spec.group]
+        name = next((g for g, v in zip(spec.group, series) if _mixed_types(v)), spec.group[0])
+        kinds = sorted({type(v).__name__ for v in _response_series(data, name)})
+        raise DataError(
+            f"grouping column {name!r} mixes values of types {', '.join(kinds)}, which "
+            "cannot be ordered as levels: convert it to one type (numbers or text) first"
+        ) from err
+
+
+def _mixed_types(values: pd.Series) -> bool:
+    return pd.api.types.infer_dtype(values, skipna=True).startswith("mixed")
 
 
 def _check_term_size(term: ReTerm, n: int, residual: bool = True) -> None:
@@ -1750,6 +1779,7 @@ def build_model_frame(
         raise DataError("the data are empty (0 rows)")
     used = {c for c in _used_columns(parsed) if c in data.columns or c not in R_FUNCTIONS}
     _check_columns(used, data, parsed.text)
+    _check_column_kinds(data, used, parsed)
     w_arr, w_col = _column_or_array(weights, data, "weights")
     o_arr, o_col = _column_or_array(offset, data, "offset")
     columns = sorted(used | {c for c in (w_col, o_col) if c})
@@ -1763,8 +1793,9 @@ def build_model_frame(
         cols.check_finite()
         source: pd.DataFrame | ArrayColumns = cols
         row_label = cols.row_label
+        rows = np.arange(len(data)) if cols.keep is None else np.flatnonzero(cols.keep)
     else:
-        frame, extra, n_dropped = _drop_missing(data, columns, extra, fail=fail)
+        frame, extra, n_dropped, rows = _drop_missing(data, columns, extra, fail=fail)
         if len(frame) == 0:
             raise DataError("no complete rows remain after dropping rows with missing values")
         _check_finite(frame, columns)
@@ -1790,6 +1821,25 @@ def build_model_frame(
     terms = order_terms(
         [build_term(spec, source, codings, residual=not glm_response) for spec in parsed.random]
     )
+    nan_rows, nan_names = _nonfinite_rows(_evaluated_parts(parsed, y, off, fixed, terms), row_label)
+    if nan_rows is not None:
+        # R's model frame holds the evaluated terms, and na.omit drops their
+        # NaN rows too: the frame is built again on the rows left
+        _refuse_or_warn_nan(nan_rows, nan_names, fail)
+        keep = rows[~nan_rows]
+        frame = build_model_frame(
+            parsed,
+            data.iloc[keep],
+            weights=w_col if w_arr is None else w_arr[keep],
+            offset=o_col if o_arr is None else o_arr[keep],
+            na_action=na_action,
+            contrasts=contrasts,
+            glm_response=glm_response,
+        )
+        frame.n_dropped += n_dropped + int(nan_rows.sum())
+        return frame
+    if not glm_response:
+        _check_response_varies(y, off, parsed.response)
     return ModelFrame(
         parsed=parsed,
         data=source.deferred_frame() if isinstance(source, ArrayColumns) else source,
@@ -1833,6 +1883,123 @@ def _check_weights(w: np.ndarray, row_label: Callable[[int], Any], col: str | No
             )
     if not np.any(w > 0):
         raise DataError(f"{where} are all zero: no observation carries information")
+
+
+def _check_column_kinds(data: pd.DataFrame, used: set[str], parsed: ParsedFormula) -> None:
+    """A used column must be one column of the data, and a covariate (not the
+    response, not a grouping factor) no date or duration: their arithmetic is not a
+    model's (a :class:`DataError` naming the column and a conversion)."""
+    if not data.columns.is_unique:
+        repeated = sorted({str(c) for c in data.columns[data.columns.duplicated()]} & used)
+        if repeated:
+            count = int((data.columns == repeated[0]).sum())
+            raise DataError(
+                f"column {repeated[0]!r} appears {count} times in the data: "
+                "give the columns distinct names"
+            )
+    for col in sorted(_covariates(parsed) & used):
+        dtype = data[col].dtype
+        if isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype)) or (
+            isinstance(dtype, np.dtype) and dtype.kind in "mM"
+        ):
+            what = "durations" if dtype.kind == "m" else "dates"
+            raise DataError(
+                f"column {col!r} holds {what} (dtype {dtype}), which cannot enter a model "
+                f"as a covariate: convert it to numbers first, e.g. "
+                + (
+                    f"data[{col!r}].dt.total_seconds() / 86400 (days)"
+                    if what == "durations"
+                    else f"(data[{col!r}] - data[{col!r}].min()).dt.days"
+                )
+            )
+
+
+def _covariates(parsed: ParsedFormula) -> set[str]:
+    """The columns a formula's right side uses other than as grouping factors
+    (the response is checked as such)."""
+    used: set[str] = set()
+    for expr in [parsed.fixed, *parsed.offsets, *(t.expr for t in parsed.random)]:
+        used |= variables_in(expr) if expr else set()
+    return used
+
+
+def _evaluated_parts(
+    parsed: ParsedFormula,
+    y: np.ndarray,
+    offset: np.ndarray | None,
+    fixed: FixedEffects,
+    terms: list[ReTerm],
+) -> list[tuple[list[str], np.ndarray]]:
+    """What the formula evaluated, as (names of its columns, values): the
+    response, the offset and every model matrix that transforms may have made
+    non-finite (a simple spec's columns are checked data)."""
+    lhs = parsed.response or "y"
+    names = list(cbind_arguments(lhs) or [lhs]) if y.ndim == 2 else [lhs]
+    parts = [([f"response {n!r}" for n in names], y)]
+    if offset is not None:
+        label = " + ".join(parsed.offsets) if parsed.offsets else "given"
+        parts.append(([f"offset {label!r}"], offset))
+    if fixed.cells is None and not isinstance(fixed.model_spec, SimpleSpec):
+        parts.append(([f"fixed-effects column {n!r}" for n in fixed.names], fixed.X))
+    for term in terms:
+        if not isinstance(term.model_spec, SimpleSpec):
+            parts.append(([f"column {n!r} of term {term.spec.text}" for n in term.cnames], term.z))
+    return parts
+
+
+def _nonfinite_rows(
+    parts: list[tuple[list[str], np.ndarray]], row_label: Callable[[int], Any]
+) -> tuple[np.ndarray | None, list[str]]:
+    """The rows where some part is NaN (``None`` if none is) and the names of
+    those parts; a :class:`DataError` naming a part that is infinite."""
+    nan_rows, nan_names = None, []
+    for names, values in parts:
+        values = values.reshape(len(values), -1)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values)
+        if not bad.any():
+            continue
+        for j in np.flatnonzero(bad.any(axis=0)):
+            column = values[:, j]
+            inf = np.isinf(column)
+            if inf.any():
+                first = int(np.flatnonzero(inf)[0])
+                raise DataError(
+                    f"{names[j]} is infinite in {int(inf.sum())} row(s), the first at row "
+                    f"{row_label(first)} ({column[first]:g}): a model needs finite values "
+                    "(transform the data so that it is finite, or drop those rows)"
+                )
+            nan_names.append(names[j])
+            nan_rows = np.isnan(column) if nan_rows is None else nan_rows | np.isnan(column)
+    return nan_rows, nan_names
+
+
+def _refuse_or_warn_nan(nan_rows: np.ndarray, names: list[str], fail: bool) -> None:
+    """Report the rows dropped because the formula made them NaN (as
+    :func:`_complete_rows` does for missing values), or refuse them (na.fail)."""
+    count = int(nan_rows.sum())
+    where = ", ".join(names)
+    if fail:
+        raise DataError(f"{count} row(s) evaluate to NaN (in {where}) and na_action='fail'")
+    if count == len(nan_rows):
+        raise DataError(f"every row evaluates to NaN (in {where}): no rows remain")
+    warnings.warn(
+        f"{count} row(s) where the formula evaluates to NaN (in {where}) were dropped",
+        MissingDataWarning,
+        stacklevel=4,
+    )
+
+
+def _check_response_varies(y: np.ndarray, offset: np.ndarray | None, name: str | None) -> None:
+    """A linear mixed model of a constant response (after the offset) has no
+    residual variance to estimate: a :class:`DataError` saying so."""
+    modelled = y if offset is None else y - offset
+    if len(y) and modelled.min() == modelled.max():
+        after = " after the offset" if offset is not None else ""
+        raise DataError(
+            f"the response {name or 'y'!r} is constant{after} (every value is "
+            f"{modelled[0]:g}): a linear mixed model needs a response that varies"
+        )
 
 
 def _used_columns(parsed: ParsedFormula) -> set[str]:
