@@ -154,10 +154,15 @@ def test_repeated_column_name(sleep, fast_path):
     )
 
 
-def test_grouping_column_of_mixed_types(sleep, fast_path):
+@pytest.mark.parametrize(
+    "formula", ["Reaction ~ Days + (1|g)", "Reaction ~ g + Days + (1|Subject)"]
+)
+def test_column_of_mixed_types(sleep, fast_path, formula):
+    """A TypeError from sorting as a grouping factor; as a fixed factor 1 and
+    "1" were two levels."""
     data = sleep.assign(g=pd.Series([1, "1", 1.0, 2] * 45, dtype=object))
-    with pytest.raises(DataError, match="grouping column 'g' mixes values of types float, int, str"):
-        mm.lmer("Reaction ~ Days + (1|g)", data)
+    with pytest.raises(DataError, match="column 'g' mixes values of types float, int, str"):
+        mm.lmer(formula, data)
 
 
 @pytest.mark.parametrize(

@@ -116,3 +116,18 @@ def test_grouping_factor_of_integers_predicted_from_text(sleep):
     np.testing.assert_array_equal(
         interval.to_numpy(), fit.predict(ints, interval="prediction").to_numpy()
     )
+
+
+def test_newdata_with_a_repeated_used_column(sleep, factor_days):
+    """It was "could not broadcast input array from shape (3,1,2)"."""
+    fit = mm.lmer("Reaction ~ Days + (1|Subject)", sleep)
+    newdata = pd.concat([sleep.head(3), sleep.head(3)[["Days"]]], axis=1)
+    for model in (fit, factor_days):
+        with pytest.raises(PredictionError, match="newdata column 'Days' appears 2 times"):
+            model.predict(newdata)
+        with pytest.raises(PredictionError, match="newdata column 'Days' appears 2 times"):
+            model.predict(newdata, interval="confidence")
+    unused = pd.concat([sleep.head(3), sleep.head(3)[["Reaction"]]], axis=1)  # not used by predict
+    np.testing.assert_array_equal(
+        _predict_quietly(fit, unused), _predict_quietly(fit, sleep.head(3))
+    )

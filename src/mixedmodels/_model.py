@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .design import apply_spec, evaluate_expression, newdata_fixed_matrix, to_pandas
+from .design import apply_spec, evaluate_expression, newdata_fixed_matrix, newdata_frame
 from .exceptions import PredictionError, SingularFitWarning
 from .results import MixedModelResults
 
@@ -127,7 +127,7 @@ class RandomEffectsModel(MixedModelResults):
                 f"new_levels must be 'population', 'error' or 'nan', not {new_levels!r}"
             )
         include_re = include_random(re_form)
-        nd = to_pandas(newdata)
+        nd = newdata_frame(newdata, self.frame.parsed)
         eta = newdata_fixed_matrix(self.frame.fixed, nd) @ self._beta + self._newdata_offset(nd)
         if include_re:
             eta = eta + self._newdata_random(nd, new_levels)

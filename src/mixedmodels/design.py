@@ -1680,7 +1680,12 @@ def build_term(
 ) -> ReTerm:
     """One random-effects term: grouping codes, levels and its model matrix
     (``residual``: the model has a residual, see ``_check_term_size``)."""
-    codes, levels = _grouping_codes(spec, data)
+    if isinstance(data, ArrayColumns):
+        codes, levels = data.factor(spec.group)
+    elif len(spec.group) == 1:
+        codes, levels = factor_codes(data[spec.group[0]])
+    else:
+        codes, levels = interaction_codes([data[g] for g in spec.group])
     mm = _model_matrix(
         with_contrasts(rewrite_factor_calls(spec.expr), contrasts or {}),
         data,
@@ -1694,32 +1699,6 @@ def build_term(
     term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec, kinds)
     _check_term_size(term, len(codes), residual)
     return term
-
-
-def _grouping_codes(
-    spec: RandomTermSpec, data: pd.DataFrame | ArrayColumns
-) -> tuple[np.ndarray, list[str]]:
-    """Codes and levels of a term's grouping factor, or a :class:`DataError`
-    naming a column whose values cannot be ordered as levels (numbers mixed
-    with text in an object column)."""
-    try:
-        if isinstance(data, ArrayColumns):
-            return data.factor(spec.group)
-        if len(spec.group) == 1:
-            return factor_codes(data[spec.group[0]])
-        return interaction_codes([data[g] for g in spec.group])
-    except TypeError as err:
-        series = [data.series(g) if isinstance(data, ArrayColumns) else data[g] for g in spec.group]
-        name = next((g for g, v in zip(spec.group, series) if _mixed_types(v)), spec.group[0])
-        kinds = sorted({type(v).__name__ for v in _response_series(data, name)})
-        raise DataError(
-            f"grouping column {name!r} mixes values of types {', '.join(kinds)}, which "
-            "cannot be ordered as levels: convert it to one type (numbers or text) first"
-        ) from err
-
-
-def _mixed_types(values: pd.Series) -> bool:
-    return pd.api.types.infer_dtype(values, skipna=True).startswith("mixed")
 
 
 def _check_term_size(term: ReTerm, n: int, residual: bool = True) -> None:
@@ -1886,8 +1865,9 @@ def _check_weights(w: np.ndarray, row_label: Callable[[int], Any], col: str | No
 
 
 def _check_column_kinds(data: pd.DataFrame, used: set[str], parsed: ParsedFormula) -> None:
-    """A used column must be one column of the data, and a covariate (not the
-    response, not a grouping factor) no date or duration: their arithmetic is not a
+    """A used column must be one column of the data, a predictor of one type
+    (not numbers mixed with text), and a covariate (not the response, not a
+    grouping factor) no date or duration: their arithmetic is not a
     model's (a :class:`DataError` naming the column and a conversion)."""
     if not data.columns.is_unique:
         repeated = sorted({str(c) for c in data.columns[data.columns.duplicated()]} & used)
@@ -1897,6 +1877,8 @@ def _check_column_kinds(data: pd.DataFrame, used: set[str], parsed: ParsedFormul
                 f"column {repeated[0]!r} appears {count} times in the data: "
                 "give the columns distinct names"
             )
+    for col in sorted(_predictors(parsed) & used):  # the response has its own checks
+        _check_one_type(col, data[col])
     for col in sorted(_covariates(parsed) & used):
         dtype = data[col].dtype
         if isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype)) or (
@@ -1912,6 +1894,27 @@ def _check_column_kinds(data: pd.DataFrame, used: set[str], parsed: ParsedFormul
                     else f"(data[{col!r}] - data[{col!r}].min()).dt.days"
                 )
             )
+
+
+def _check_one_type(name: str, values: pd.Series) -> None:
+    """An object column mixing numbers and text (``1``, ``"1"``, ``1.0``)
+    cannot be ordered into levels, and R's rule would merge what pandas keeps
+    apart: a :class:`DataError` asking for one type."""
+    if values.dtype != object:
+        return
+    inferred = pd.api.types.infer_dtype(values, skipna=True)
+    if not inferred.startswith("mixed") or inferred == "mixed-integer-float":
+        return
+    kinds = sorted({type(v).__name__ for v in values.dropna()})
+    raise DataError(
+        f"column {name!r} mixes values of types {', '.join(kinds)}: convert it to one "
+        "type (numbers or text) first"
+    )
+
+
+def _predictors(parsed: ParsedFormula) -> set[str]:
+    """The columns of a formula's right side: covariates and grouping factors."""
+    return _covariates(parsed) | {g for term in parsed.random for g in term.group}
 
 
 def _covariates(parsed: ParsedFormula) -> set[str]:
@@ -2032,6 +2035,21 @@ def _total_offset(
 
 
 # --------------------------------------------------------------------------- newdata
+
+
+def newdata_frame(newdata: Any, parsed: ParsedFormula) -> pd.DataFrame:
+    """``newdata`` as a pandas frame, or a :class:`PredictionError` naming a
+    column predictions read (not the response) that appears more than once."""
+    frame = to_pandas(newdata)
+    if not frame.columns.is_unique:
+        repeated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        used = [c for c in repeated if c in _predictors(parsed)]
+        if used:
+            raise PredictionError(
+                f"newdata column {used[0]!r} appears {int((frame.columns == used[0]).sum())} "
+                "times: give the columns distinct names"
+            )
+    return frame
 
 
 def newdata_fixed_matrix(fixed: FixedEffects, newdata: pd.DataFrame) -> np.ndarray:
