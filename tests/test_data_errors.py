@@ -216,3 +216,17 @@ def test_dask_grouping_of_numbers_and_text_across_partitions(sleep, tmp_path):
     data = dd.concat([dd.from_pandas(first, npartitions=1), dd.from_pandas(second, npartitions=1)])
     with pytest.raises(DataError, match="column 'Subject' holds numbers in some partitions and text"):
         mm.lmer("Reaction ~ Days + (1|Subject)", data)
+
+
+@pytest.mark.parametrize(
+    "formula, message",
+    [  # were NaN estimates and a dropped "rank deficient" column, as in memory
+        ("log(Reaction - 300) ~ Days + (1|Subject)", r"row\(s\) of a partition evaluate to NaN "
+         r"\(in response 'log\(Reaction - 300\)'\).*filter them out"),
+        ("Reaction ~ log(Days) + (1|Subject)", r"fixed-effects column 'log\(Days\)' is infinite"),
+    ],
+)
+def test_dask_nonfinite_transforms(sleep, formula, message):
+    dd = pytest.importorskip("dask.dataframe")
+    with pytest.raises(DataError, match=message):
+        mm.lmer(formula, dd.from_pandas(sleep, npartitions=2))

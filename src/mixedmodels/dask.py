@@ -65,6 +65,7 @@ from .design import (
     factor_contrasts,
     full_rank_columns,
     level_kind,
+    nonfinite_rows,
     order_terms,
     r_column_names,
     rewrite_factor_calls,
@@ -335,6 +336,7 @@ class _Plan:
         for tp in self.terms:
             z = _matrix(tp.model_spec, frame, "random-effects")
             terms.append((self.codes(frame, part, tp), z))
+        self.check_evaluated(part, y, off, X, [z for _, z in terms])
         return {
             "index": part.index,
             "ndropped": ndropped,
@@ -344,6 +346,33 @@ class _Plan:
             "X": X,
             "terms": terms,
         }
+
+
+    def check_evaluated(
+        self, part: pd.DataFrame, y: np.ndarray, off: np.ndarray | None, X: np.ndarray, zs: list
+    ) -> None:
+        """What the formula evaluated must be finite: an infinite value is an
+        error naming its term (``design.nonfinite_rows``), and so is a NaN one,
+        as the rows of partitions are counted before they are evaluated."""
+        arrays = [y, X, *zs] + ([] if off is None else [off])
+        if all(np.isfinite(a).all() for a in arrays):
+            return
+        spec_names = [(self.fixed_spec, "fixed-effects column {!r}")] + [
+            (tp.model_spec, "column {!r} of the term grouped by " + ":".join(tp.group))
+            for tp in self.terms
+        ]
+        parts = [([f"response {self.parsed.response!r}"], y)]
+        for (spec, label), values in zip(spec_names, [X, *zs]):
+            names = r_column_names(list(spec.column_names), spec)
+            parts.append(([label.format(n) for n in names], values))
+        if off is not None:
+            parts.append(([f"offset {' + '.join(self.parsed.offsets) or self.offset_col!r}"], off))
+        nan_rows, names = nonfinite_rows(parts, part.index.__getitem__)
+        raise DataError(
+            f"{int(nan_rows.sum())} row(s) of a partition evaluate to NaN (in {', '.join(names)}): "
+            "rows of Dask or Parquet data are counted before the formula is evaluated, so "
+            "they cannot be dropped here: filter them out of the data first"
+        )
 
 
 def _numeric(frame: pd.DataFrame, col: str, what: str) -> np.ndarray:

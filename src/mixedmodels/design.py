@@ -1800,7 +1800,7 @@ def build_model_frame(
     terms = order_terms(
         [build_term(spec, source, codings, residual=not glm_response) for spec in parsed.random]
     )
-    nan_rows, nan_names = _nonfinite_rows(_evaluated_parts(parsed, y, off, fixed, terms), row_label)
+    nan_rows, nan_names = nonfinite_rows(_evaluated_parts(parsed, y, off, fixed, terms), row_label)
     if nan_rows is not None:
         # R's model frame holds the evaluated terms, and na.omit drops their
         # NaN rows too: the frame is built again on the rows left
@@ -1950,7 +1950,7 @@ def _evaluated_parts(
     return parts
 
 
-def _nonfinite_rows(
+def nonfinite_rows(
     parts: list[tuple[list[str], np.ndarray]], row_label: Callable[[int], Any]
 ) -> tuple[np.ndarray | None, list[str]]:
     """The rows where some part is NaN (``None`` if none is) and the names of
