@@ -300,7 +300,10 @@ def match_levels(
     ``levels`` are the level values, or their labels (``str`` of the values);
     values equal to a level are matched directly, the others by their label.
     """
-    codes = np.asarray(pd.Index(levels).get_indexer(values), dtype=np.int64)
+    if pd.api.types.is_bool_dtype(values):  # True == 1 in Python, not as text
+        codes = np.full(len(values), -1, dtype=np.int64)
+    else:
+        codes = np.asarray(pd.Index(levels).get_indexer(values), dtype=np.int64)
     left = (codes < 0) & np.asarray(pd.notna(values), dtype=bool)
     if left.any():
         labels = level_labels(values[left], kind)
@@ -1939,9 +1942,8 @@ def _evaluated_parts(
     lhs = parsed.response or "y"
     names = list(cbind_arguments(lhs) or [lhs]) if y.ndim == 2 else [lhs]
     parts = [([f"response {n!r}" for n in names], y)]
-    if offset is not None:
-        label = " + ".join(parsed.offsets) if parsed.offsets else "given"
-        parts.append(([f"offset {label!r}"], offset))
+    if parsed.offsets:  # a given offset was checked as data
+        parts.append(([f"offset {' + '.join(parsed.offsets)!r}"], offset))
     if fixed.cells is None and not isinstance(fixed.model_spec, SimpleSpec):
         parts.append(([f"fixed-effects column {n!r}" for n in fixed.names], fixed.X))
     for term in terms:
