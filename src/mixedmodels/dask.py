@@ -64,7 +64,6 @@ from .design import (
     _used_columns,
     factor_contrasts,
     full_rank_columns,
-    level_kind,
     nonfinite_rows,
     order_terms,
     r_column_names,
@@ -724,7 +723,7 @@ class DaskLinearMixedModel(LinearMixedModel):
                 np.empty((0, k)),
                 r_column_names(list(mm.columns), mm.model_spec),
                 mm.model_spec,
-                tuple(level_kind(dtypes[g]) for g in spec.group),
+                tuple(dtypes[g] for g in spec.group),
             )
             term._plan = tp  # type: ignore[attr-defined]
             _check_term_size(term, lv.nrows)

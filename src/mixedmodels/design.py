@@ -366,9 +366,9 @@ class ReTerm:
         Column names of ``z`` in R's spelling.
     model_spec : formulaic ModelSpec
         Re-applies the term's left side to new data.
-    group_kinds : tuple
-        :func:`level_kind` of every grouping column (how new data are matched
-        to the levels); empty: text levels.
+    group_dtypes : tuple
+        The dtype of every grouping column: their :func:`level_kind` tells
+        how new data are matched to the levels (empty: as text levels).
     """
 
     spec: RandomTermSpec
@@ -377,13 +377,13 @@ class ReTerm:
     z: np.ndarray
     cnames: list[str]
     model_spec: Any = field(repr=False)
-    group_kinds: tuple = ()
+    group_dtypes: tuple = ()
 
     def level_positions(self, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Where each row of ``newdata`` falls among the levels (-1: unseen or
         missing, see :func:`match_levels`) and each row's level label
         (``"NA"`` where missing)."""
-        kinds = self.group_kinds or (None,) * len(self.spec.group)
+        kinds = [level_kind(d) for d in self.group_dtypes] or [None] * len(self.spec.group)
         parts = [level_labels(newdata[g], k) for g, k in zip(self.spec.group, kinds)]
         if len(parts) == 1:
             labels = parts[0]
@@ -1698,8 +1698,8 @@ def build_term(
     if z.shape[1] == 0:
         raise FormulaError(f"random-effects term {spec.text} has no columns")
     cnames = _r_names(mm)
-    kinds = tuple(level_kind(_dtype_of(data, g)) for g in spec.group)
-    term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec, kinds)
+    dtypes = tuple(_dtype_of(data, g) for g in spec.group)
+    term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec, dtypes)
     _check_term_size(term, len(codes), residual)
     return term
 
@@ -1761,7 +1761,7 @@ def build_model_frame(
         raise DataError("the data are empty (0 rows)")
     used = {c for c in _used_columns(parsed) if c in data.columns or c not in R_FUNCTIONS}
     _check_columns(used, data, parsed.text)
-    _check_column_kinds(data, used, parsed)
+    _check_unique_columns(data, used)
     w_arr, w_col = _column_or_array(weights, data, "weights")
     o_arr, o_col = _column_or_array(offset, data, "offset")
     columns = sorted(used | {c for c in (w_col, o_col) if c})
@@ -1773,6 +1773,7 @@ def build_model_frame(
         if cols.nrows == 0:
             raise DataError("no complete rows remain after dropping rows with missing values")
         cols.check_finite()
+        _check_predictor_kinds(parsed, cols.dtypes, cols.series)
         source: pd.DataFrame | ArrayColumns = cols
         row_label = cols.row_label
         rows = np.arange(len(data)) if cols.keep is None else np.flatnonzero(cols.keep)
@@ -1781,6 +1782,7 @@ def build_model_frame(
         if len(frame) == 0:
             raise DataError("no complete rows remain after dropping rows with missing values")
         _check_finite(frame, columns)
+        _check_predictor_kinds(parsed, frame.dtypes.to_dict(), frame.__getitem__)
         source = frame = _tidy_categoricals(frame, columns)
         row_label = frame.index.__getitem__
 
@@ -1867,44 +1869,61 @@ def _check_weights(w: np.ndarray, row_label: Callable[[int], Any], col: str | No
         raise DataError(f"{where} are all zero: no observation carries information")
 
 
-def _check_column_kinds(data: pd.DataFrame, used: set[str], parsed: ParsedFormula) -> None:
-    """A used column must be one column of the data, a predictor of one type
-    (not numbers mixed with text), and a covariate (not the response, not a
-    grouping factor) no date or duration: their arithmetic is not a
-    model's (a :class:`DataError` naming the column and a conversion)."""
-    if not data.columns.is_unique:
-        repeated = sorted({str(c) for c in data.columns[data.columns.duplicated()]} & used)
-        if repeated:
-            count = int((data.columns == repeated[0]).sum())
-            raise DataError(
-                f"column {repeated[0]!r} appears {count} times in the data: "
-                "give the columns distinct names"
-            )
-    for col in sorted(_predictors(parsed) & used):  # the response has its own checks
-        _check_one_type(col, data[col])
-    for col in sorted(_covariates(parsed) & used):
-        dtype = data[col].dtype
-        if isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype)) or (
-            isinstance(dtype, np.dtype) and dtype.kind in "mM"
-        ):
-            what = "durations" if dtype.kind == "m" else "dates"
-            raise DataError(
-                f"column {col!r} holds {what} (dtype {dtype}), which cannot enter a model "
-                f"as a covariate: convert it to numbers first, e.g. "
-                + (
-                    f"data[{col!r}].dt.total_seconds() / 86400 (days)"
-                    if what == "durations"
-                    else f"(data[{col!r}] - data[{col!r}].min()).dt.days"
-                )
-            )
+def _check_unique_columns(data: pd.DataFrame, used: set[str]) -> None:
+    """A used column must be one column of the data (a :class:`DataError`
+    naming a repeated one; unused repeats are harmless)."""
+    if data.columns.is_unique:
+        return
+    repeated = sorted({str(c) for c in data.columns[data.columns.duplicated()]} & used)
+    if repeated:
+        count = int((data.columns == repeated[0]).sum())
+        raise DataError(
+            f"column {repeated[0]!r} appears {count} times in the data: "
+            "give the columns distinct names"
+        )
+
+
+def _check_predictor_kinds(
+    parsed: ParsedFormula, dtypes: Mapping[str, Any], series: Callable[[str], pd.Series]
+) -> None:
+    """Every predictor of one type (not numbers mixed with text), and no
+    covariate (a predictor other than a grouping factor) a date or duration,
+    whose arithmetic is not a model's: a :class:`DataError` naming the column
+    and a conversion. ``dtypes`` and ``series`` give the used columns (the
+    response has its own checks)."""
+    covariates, predictors = _predictor_columns(parsed)
+    for col in sorted(predictors & dtypes.keys()):
+        dtype = dtypes[col]
+        if isinstance(dtype, np.dtype) and dtype.kind == "O":
+            _check_one_type(col, series(col))
+        elif col in covariates and _is_time(dtype):
+            raise DataError(_time_message(col, dtype))
+
+
+def _is_time(dtype: Any) -> bool:
+    """Dates, durations and periods (numpy's or pandas')."""
+    return isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype)) or (
+        isinstance(dtype, np.dtype) and dtype.kind in "mM"
+    )
+
+
+def _time_message(col: str, dtype: Any) -> str:
+    if getattr(dtype, "kind", "") == "m":
+        return (
+            f"column {col!r} holds durations (dtype {dtype}), which cannot enter a model as "
+            f"a covariate: convert it to numbers first, e.g. "
+            f"data[{col!r}].dt.total_seconds() / 86400 (days)"
+        )
+    return (
+        f"column {col!r} holds dates (dtype {dtype}), which cannot enter a model as a "
+        f"covariate: convert it to numbers first, e.g. (data[{col!r}] - data[{col!r}].min()).dt.days"
+    )
 
 
 def _check_one_type(name: str, values: pd.Series) -> None:
     """An object column mixing numbers and text (``1``, ``"1"``, ``1.0``)
     cannot be ordered into levels, and R's rule would merge what pandas keeps
     apart: a :class:`DataError` asking for one type."""
-    if values.dtype != object:
-        return
     inferred = pd.api.types.infer_dtype(values, skipna=True)
     if not inferred.startswith("mixed") or inferred == "mixed-integer-float":
         return
@@ -1915,18 +1934,15 @@ def _check_one_type(name: str, values: pd.Series) -> None:
     )
 
 
-def _predictors(parsed: ParsedFormula) -> set[str]:
-    """The columns of a formula's right side: covariates and grouping factors."""
-    return _covariates(parsed) | {g for term in parsed.random for g in term.group}
-
-
-def _covariates(parsed: ParsedFormula) -> set[str]:
-    """The columns a formula's right side uses other than as grouping factors
-    (the response is checked as such)."""
-    used: set[str] = set()
+@functools.lru_cache(maxsize=512)
+def _predictor_columns(parsed: ParsedFormula) -> tuple[frozenset[str], frozenset[str]]:
+    """The columns of a formula's right side other than grouping factors
+    (covariates), and all of them (with the grouping factors): once per formula."""
+    covariates: set[str] = set()
     for expr in [parsed.fixed, *parsed.offsets, *(t.expr for t in parsed.random)]:
-        used |= variables_in(expr) if expr else set()
-    return used
+        covariates |= variables_in(expr) if expr else set()
+    groups = {g for term in parsed.random for g in term.group}
+    return frozenset(covariates), frozenset(covariates | groups)
 
 
 def _evaluated_parts(
@@ -1959,11 +1975,10 @@ def nonfinite_rows(
     those parts; a :class:`DataError` naming a part that is infinite."""
     nan_rows, nan_names = None, []
     for names, values in parts:
-        values = values.reshape(len(values), -1)
-        with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(values)
-        if not bad.any():
+        if np.isfinite(values).all():  # the common case, in one pass
             continue
+        values = values.reshape(len(values), -1)
+        bad = ~np.isfinite(values)
         for j in np.flatnonzero(bad.any(axis=0)):
             column = values[:, j]
             inf = np.isinf(column)
@@ -1999,7 +2014,7 @@ def _check_response_varies(y: np.ndarray, offset: np.ndarray | None, name: str |
     """A linear mixed model of a constant response (after the offset) has no
     residual variance to estimate: a :class:`DataError` saying so."""
     modelled = y if offset is None else y - offset
-    if len(y) and modelled.min() == modelled.max():
+    if len(y) and not (modelled != modelled[0]).any():
         after = " after the offset" if offset is not None else ""
         raise DataError(
             f"the response {name or 'y'!r} is constant{after} (every value is "
@@ -2045,7 +2060,7 @@ def newdata_frame(newdata: Any, parsed: ParsedFormula) -> pd.DataFrame:
     frame = to_pandas(newdata)
     if not frame.columns.is_unique:
         repeated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
-        used = [c for c in repeated if c in _predictors(parsed)]
+        used = [c for c in repeated if c in _predictor_columns(parsed)[1]]
         if used:
             raise PredictionError(
                 f"newdata column {used[0]!r} appears {int((frame.columns == used[0]).sum())} "
