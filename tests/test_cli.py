@@ -109,6 +109,25 @@ def test_fit_parquet_path(capsys, tmp_path):
     assert json.loads(out)["reml_criterion"] == pytest.approx(LME4_REML_CRITERION, abs=1e-3)
 
 
+def test_fit_parquet_directory(capsys, tmp_path):
+    """A directory of Parquet files is one data set (it was "unknown dataset")."""
+    pytest.importorskip("pyarrow")
+    sleep = mixedmodels.datasets.load("sleepstudy")
+    sleep.iloc[:90].to_parquet(tmp_path / "part0.parquet")
+    sleep.iloc[90:].to_parquet(tmp_path / "part1.parquet")
+    code, out, _ = run(capsys, "fit", FORMULA, "--data", str(tmp_path), "--format", "json")
+    assert code == 0
+    assert json.loads(out)["reml_criterion"] == pytest.approx(LME4_REML_CRITERION, abs=1e-3)
+
+
+def test_directory_without_parquet_files_is_an_error(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("no data here")
+    code, out, err = run(capsys, "fit", FORMULA, "--data", str(tmp_path))
+    assert code == 2 and out == ""
+    assert err.startswith("error:") and "is a directory without .parquet files" in err
+    assert str(tmp_path) in err and "unknown dataset" not in err
+
+
 def test_fit_weights(capsys, tmp_path):
     data = mixedmodels.datasets.load("sleepstudy")
     data["w"] = 1.0

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .design import apply_spec, evaluate_expression, newdata_fixed_matrix, to_pandas
+from .design import apply_spec, evaluate_expression, newdata_fixed_matrix, newdata_frame
 from .exceptions import PredictionError, SingularFitWarning
 from .results import MixedModelResults
 
@@ -48,17 +48,17 @@ def include_random(re_form: str | None) -> bool:
     )
 
 
-def level_positions(term, nd: pd.DataFrame) -> tuple[np.ndarray, pd.Series]:
-    """Where each row of ``nd`` falls among ``term``'s levels (-1: unseen),
-    and the rows' level labels; an error names a missing grouping column."""
+def level_positions(term, nd: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Where each row of ``nd`` falls among ``term``'s levels (-1: unseen or
+    missing; ``ReTerm.level_positions``) and the rows' level labels; an error
+    names a missing grouping column."""
     missing = [g for g in term.spec.group if g not in nd.columns]
     if missing:
         raise PredictionError(
             f"newdata has no grouping column {missing[0]!r} needed by term "
             f"{term.spec.text}; use re_form='~0' for population predictions"
         )
-    labels = nd[list(term.spec.group)].astype(str).agg(":".join, axis=1)
-    return pd.Index(term.levels).get_indexer(labels), labels
+    return term.level_positions(nd)
 
 
 class RandomEffectsModel(MixedModelResults):
@@ -127,7 +127,7 @@ class RandomEffectsModel(MixedModelResults):
                 f"new_levels must be 'population', 'error' or 'nan', not {new_levels!r}"
             )
         include_re = include_random(re_form)
-        nd = to_pandas(newdata)
+        nd = newdata_frame(newdata, self.frame.parsed)
         eta = newdata_fixed_matrix(self.frame.fixed, nd) @ self._beta + self._newdata_offset(nd)
         if include_re:
             eta = eta + self._newdata_random(nd, new_levels)

@@ -111,29 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_data(name_or_path: str) -> Any:
-    """A bundled dataset (by name, case-insensitive) or a .csv / .parquet file."""
+    """A bundled dataset (by name, case-insensitive), a .csv / .parquet file or
+    a directory of .parquet files (read as one data set)."""
     lower = name_or_path.lower()
+    if os.path.isdir(name_or_path):
+        return _read_parquet_directory(name_or_path)
     is_file_like = lower.endswith((".csv", ".parquet", ".pq")) or os.sep in name_or_path or (
         os.altsep is not None and os.altsep in name_or_path
     )
     if os.path.isfile(name_or_path) or is_file_like:
         if not os.path.isfile(name_or_path):
             raise CLIError(f"data file {name_or_path!r} does not exist")
-        import pandas as pd
-
         if lower.endswith((".parquet", ".pq")):
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise CLIError(
-                    "reading parquet files needs pyarrow: pip install pyarrow "
-                    "(or pip install 'mixedmodels[parquet]')"
-                ) from None
-            try:
-                return pd.read_parquet(name_or_path)
-            except Exception as exc:  # noqa: BLE001 - any reader failure is an input error
-                raise CLIError(f"cannot read parquet file {name_or_path!r}: {exc}") from None
+            return _read_parquet(name_or_path, "parquet file")
         if lower.endswith(".csv"):
+            import pandas as pd
+
             try:
                 return pd.read_csv(name_or_path)
             except Exception as exc:  # noqa: BLE001
@@ -144,6 +137,34 @@ def read_data(name_or_path: str) -> Any:
     from . import datasets
 
     return datasets.load(name_or_path)
+
+
+def _read_parquet_directory(path: str) -> Any:
+    """A directory of Parquet files as one data set, or an error saying what
+    a directory must hold."""
+    if not any(f.lower().endswith((".parquet", ".pq")) for f in os.listdir(path)):
+        raise CLIError(
+            f"data path {path!r} is a directory without .parquet files: give a .csv or "
+            ".parquet file, a directory of .parquet files, or a bundled dataset's name"
+        )
+    return _read_parquet(path, "parquet directory")
+
+
+def _read_parquet(path: str, what: str) -> Any:
+    """``pd.read_parquet`` of a file or directory, with errors as CLIError."""
+    import pandas as pd
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise CLIError(
+            "reading parquet files needs pyarrow: pip install pyarrow "
+            "(or pip install 'mixedmodels[parquet]')"
+        ) from None
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is an input error
+        raise CLIError(f"cannot read {what} {path!r}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- output

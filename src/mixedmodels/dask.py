@@ -64,6 +64,7 @@ from .design import (
     _used_columns,
     factor_contrasts,
     full_rank_columns,
+    nonfinite_rows,
     order_terms,
     r_column_names,
     rewrite_factor_calls,
@@ -200,6 +201,8 @@ class _LevelsResult:
     combos: dict[tuple[str, ...], pd.DataFrame]
 
     def __add__(self, other: "_LevelsResult") -> "_LevelsResult":
+        for k in self.levels:
+            _check_same_kind(k, self.levels[k], other.levels[k])
         levels = {k: self.levels[k] + other.levels[k] for k in self.levels}
         combos = {
             k: pd.concat([self.combos[k], other.combos[k]], ignore_index=True).drop_duplicates(
@@ -208,6 +211,21 @@ class _LevelsResult:
             for k in self.combos
         }
         return _LevelsResult(self.nrows + other.nrows, self.ndropped + other.ndropped, levels, combos)
+
+
+def _check_same_kind(name: str, a: _Levels, b: _Levels) -> None:
+    """A factor column must hold numbers in every partition or text in every
+    one (its levels could not be ordered, nor new values matched, otherwise)."""
+    if len(a.values) == 0 or len(b.values) == 0:
+        return
+    numbers = ("integer", "floating", "mixed-integer-float", "decimal")
+    kinds = [pd.api.types.infer_dtype(x.values, skipna=True) in numbers for x in (a, b)]
+    if kinds[0] != kinds[1]:
+        raise DataError(
+            f"column {name!r} holds numbers in some partitions and text in others: "
+            "give it one type in every partition (e.g. convert it with astype(str) "
+            "before writing the files)"
+        )
 
 
 # --------------------------------------------------------------------------- plan
@@ -317,6 +335,7 @@ class _Plan:
         for tp in self.terms:
             z = _matrix(tp.model_spec, frame, "random-effects")
             terms.append((self.codes(frame, part, tp), z))
+        self.check_evaluated(part, y, off, X, [z for _, z in terms])
         return {
             "index": part.index,
             "ndropped": ndropped,
@@ -326,6 +345,33 @@ class _Plan:
             "X": X,
             "terms": terms,
         }
+
+
+    def check_evaluated(
+        self, part: pd.DataFrame, y: np.ndarray, off: np.ndarray | None, X: np.ndarray, zs: list
+    ) -> None:
+        """What the formula evaluated must be finite: an infinite value is an
+        error naming its term (``design.nonfinite_rows``), and so is a NaN one,
+        as the rows of partitions are counted before they are evaluated."""
+        arrays = [y, X, *zs] + ([] if off is None else [off])
+        if all(np.isfinite(a).all() for a in arrays):
+            return
+        spec_names = [(self.fixed_spec, "fixed-effects column {!r}")] + [
+            (tp.model_spec, "column {!r} of the term grouped by " + ":".join(tp.group))
+            for tp in self.terms
+        ]
+        parts = [([f"response {self.parsed.response!r}"], y)]
+        for (spec, label), values in zip(spec_names, [X, *zs]):
+            names = r_column_names(list(spec.column_names), spec)
+            parts.append(([label.format(n) for n in names], values))
+        if off is not None:
+            parts.append(([f"offset {' + '.join(self.parsed.offsets) or self.offset_col!r}"], off))
+        nan_rows, names = nonfinite_rows(parts, part.index.__getitem__)
+        raise DataError(
+            f"{int(nan_rows.sum())} row(s) of a partition evaluate to NaN (in {', '.join(names)}): "
+            "rows of Dask or Parquet data are counted before the formula is evaluated, so "
+            "they cannot be dropped here: filter them out of the data first"
+        )
 
 
 def _numeric(frame: pd.DataFrame, col: str, what: str) -> np.ndarray:
@@ -470,7 +516,13 @@ def _map_reduce(ddf: Any, fn: Any, plan: _Plan, split_every: int) -> Any:
     dask, _ = _import_dask()
     plan_d = dask.delayed(plan)  # one key: shipped once, not once per task
     leaves = [dask.delayed(fn)(plan_d, part) for part in ddf.to_delayed()]
-    return _tree_reduce(dask, leaves, max(2, int(split_every))).compute()
+    try:
+        return _tree_reduce(dask, leaves, max(2, int(split_every))).compute()
+    except KeyError as err:  # selecting the used columns of a partition without them
+        raise DataError(
+            f"a partition of the data lacks column(s) {err}: every partition (every "
+            f"Parquet file) must hold the columns the model uses ({', '.join(plan.columns)})"
+        ) from err
 
 
 @_returning_memory
@@ -671,6 +723,7 @@ class DaskLinearMixedModel(LinearMixedModel):
                 np.empty((0, k)),
                 r_column_names(list(mm.columns), mm.model_spec),
                 mm.model_spec,
+                tuple(dtypes[g] for g in spec.group),
             )
             term._plan = tp  # type: ignore[attr-defined]
             _check_term_size(term, lv.nrows)

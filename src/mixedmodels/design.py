@@ -230,6 +230,111 @@ def combine_codes(
     return inverse.astype(np.int64), labels
 
 
+# --------------------------------------------------------------------------- levels of new data
+#
+# One rule for every factor met again in new data (grouping factors and fixed
+# factors alike), R's: ``factor(new, levels = fitted)`` compares values as text.
+# A new value equal to a fitted level is that level; otherwise, when the types
+# differ, its text decides: numbers given to a factor of text levels are
+# written as R writes them (1 and 1.0 as "1"), text given to a factor of number
+# levels is read as a number ("2" is 2).
+
+
+def level_kind(dtype: Any) -> np.dtype | None:
+    """What a factor's fitted levels are: the numeric dtype of number levels
+    (a categorical's categories count), ``None`` for text (strings, booleans
+    and anything else)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = dtype.categories.dtype
+    if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+        return None
+    return np.dtype(getattr(dtype, "numpy_dtype", dtype))
+
+
+def level_labels(values: pd.Series, kind: np.dtype | None) -> np.ndarray:
+    """The labels new ``values`` get as levels of a factor whose fitted levels
+    are of ``kind`` (:func:`level_kind`): the text the fit gave each level
+    (``str`` of the level), ``None`` where a value is missing. A value that
+    cannot be such a level keeps its own text (an unseen level)."""
+    arr = np.asarray(values, dtype=object)
+    missing = np.asarray(pd.isna(values), dtype=bool)
+    if kind is None and pd.api.types.infer_dtype(values, skipna=True) == "string":
+        return np.where(missing, None, arr)  # text for text levels: as it is
+    label = _text_label if kind is None else functools.partial(_number_label, kind)
+    return np.array([None if m else label(v) for v, m in zip(arr, missing)], dtype=object)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _text_label(value: Any) -> str:
+    """A value as a text level: numbers as R writes them (whole numbers without
+    a decimal point), anything else as ``str`` gives it."""
+    if _is_number(value) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _number_label(kind: np.dtype, value: Any) -> str:
+    """A value as a level of a factor of numbers of dtype ``kind``: the text
+    of that number as the fit labels it; text is read as a number first."""
+    number = value
+    if isinstance(value, str):
+        number = pd.to_numeric(value.strip(), errors="coerce")
+    if not _is_number(number) or not np.isfinite(number):
+        return str(value)
+    if kind.kind in "iu":
+        return str(int(number)) if float(number).is_integer() else str(value)
+    return str(kind.type(number))
+
+
+def match_levels(
+    values: pd.Series, levels: Sequence[Any], kind: np.dtype | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Position of every new value among a factor's fitted ``levels`` by the
+    rule above (-1 where missing or unseen), and the mask of the unseen ones.
+
+    ``levels`` are the level values, or their labels (``str`` of the values);
+    values equal to a level are matched directly, the others by their label.
+    """
+    if pd.api.types.is_bool_dtype(values):  # True == 1 in Python, not as text
+        codes = np.full(len(values), -1, dtype=np.int64)
+    else:
+        codes = np.asarray(pd.Index(levels).get_indexer(values), dtype=np.int64)
+    left = (codes < 0) & np.asarray(pd.notna(values), dtype=bool)
+    if left.any():
+        labels = level_labels(values[left], kind)
+        codes[left] = pd.Index([str(v) for v in levels]).get_indexer(labels)
+    return codes, (codes < 0) & left
+
+
+def factor_level_codes(values: pd.Series, levels: Sequence[Any], name: str | None = None) -> np.ndarray:
+    """Codes of new ``values`` of a fixed factor among its fitted ``levels``
+    (-1 where missing); a value that is no level is a :class:`PredictionError`
+    naming the column, the values, their type and the fitted levels."""
+    kind = level_kind(pd.Index(levels).dtype)
+    codes, unseen = match_levels(values, levels, kind)
+    if unseen.any():
+        raise unseen_levels_error(name or values.name, values, unseen, levels)
+    return codes
+
+
+def unseen_levels_error(
+    name: Any, values: pd.Series, unseen: np.ndarray, levels: Sequence[Any]
+) -> PredictionError:
+    """The error for new values of factor column ``name`` that match none of its
+    fitted ``levels``."""
+    bad = sorted({str(v) for v in np.asarray(values, dtype=object)[unseen]})
+    shown = [str(v) for v in levels[:20]] + (["..."] if len(levels) > 20 else [])
+    return PredictionError(
+        f"newdata column {name!r} (dtype {values.dtype}) has level(s) {bad} not seen in the "
+        f"fit; the fitted levels ({pd.Index(levels).dtype}) are {shown}"
+    )
+
+
 # --------------------------------------------------------------------------- terms
 
 
@@ -261,6 +366,9 @@ class ReTerm:
         Column names of ``z`` in R's spelling.
     model_spec : formulaic ModelSpec
         Re-applies the term's left side to new data.
+    group_dtypes : tuple
+        The dtype of every grouping column: their :func:`level_kind` tells
+        how new data are matched to the levels (empty: as text levels).
     """
 
     spec: RandomTermSpec
@@ -269,6 +377,22 @@ class ReTerm:
     z: np.ndarray
     cnames: list[str]
     model_spec: Any = field(repr=False)
+    group_dtypes: tuple = ()
+
+    def level_positions(self, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Where each row of ``newdata`` falls among the levels (-1: unseen or
+        missing, see :func:`match_levels`) and each row's level label
+        (``"NA"`` where missing)."""
+        kinds = [level_kind(d) for d in self.group_dtypes] or [None] * len(self.spec.group)
+        parts = [level_labels(newdata[g], k) for g, k in zip(self.spec.group, kinds)]
+        if len(parts) == 1:
+            labels = parts[0]
+        else:
+            labels = np.array(
+                [None if None in row else ":".join(row) for row in zip(*parts)], dtype=object
+            )
+        positions = pd.Index(self.levels).get_indexer(labels)
+        return positions, np.where(pd.isna(labels), "NA", labels)
 
     @property
     def name(self) -> str:
@@ -615,13 +739,14 @@ def _column_missing(values: pd.Series) -> np.ndarray:
 
 def _drop_missing(
     data: pd.DataFrame, used: list[str], extra: dict[str, np.ndarray], fail: bool = False
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], int]:
-    """The used columns of the rows without a missing value (R's na.omit), or an
-    error naming the columns (na.fail)."""
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], int, np.ndarray]:
+    """The used columns of the rows without a missing value (R's na.omit) and
+    their positions in ``data``, or an error naming the columns (na.fail)."""
     # take() by position: a list __getitem__ costs several times more in pandas
     frame = data.take([data.columns.get_loc(c) for c in used], axis=1)
     missing = {c: _column_missing(frame[c]) for c in used}
     keep, n_dropped = _complete_rows(missing, extra, len(data), fail)
+    rows = np.arange(len(data)) if keep is None else np.flatnonzero(keep)
     if n_dropped:
         frame = frame.loc[keep]
         extra = {k: v[keep] for k, v in extra.items()}
@@ -630,7 +755,7 @@ def _drop_missing(
             MissingDataWarning,
             stacklevel=4,
         )
-    return frame, extra, n_dropped
+    return frame, extra, n_dropped, rows
 
 
 def _complete_rows(
@@ -987,7 +1112,7 @@ class SimpleSpec:
             if name not in data.columns:
                 raise PredictionError(f"column {name!r} is not in the data")
             if name in self.levels:
-                return _level_codes(data[name], self.levels[name])
+                return factor_level_codes(data[name], self.levels[name])
             return data[name].to_numpy(dtype=float)[:, None]
 
         return self._build(len(data), columns)
@@ -1131,19 +1256,6 @@ def _treatment_levels(values: pd.Series) -> list | None:
     return levels or None
 
 
-def _level_codes(values: pd.Series, levels: list) -> np.ndarray:
-    """Codes of ``values`` among the fitted ``levels`` (-1 where missing); a
-    value that is not a level is an error naming it."""
-    codes = np.asarray(pd.Categorical(values, categories=levels).codes, dtype=np.int64)
-    unseen = (codes < 0) & np.asarray(pd.notna(values))
-    if unseen.any():
-        bad = sorted({str(v) for v in np.asarray(values, dtype=object)[unseen]})
-        raise PredictionError(
-            f"column {values.name!r} has level(s) {bad} not seen in the fit"
-        )
-    return codes
-
-
 @functools.lru_cache(maxsize=1024)
 def _simple_shape(
     rhs: str,
@@ -1205,7 +1317,10 @@ def _model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> De
     if aliases:
         rhs, data = _apply_aliases(rhs, aliases), data.rename(columns=aliases)
     try:
-        mm = formulaic.model_matrix(rhs, data, na_action="raise", context=R_FUNCTIONS)
+        # missing values were dropped before: NaN or Inf here come from
+        # transforms (log of 0 ...), checked by build_model_frame
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            mm = formulaic.model_matrix(rhs, data, na_action="ignore", context=R_FUNCTIONS)
     except Exception as err:  # formulaic raises many kinds; give ours
         raise FormulaError(f"cannot build the {where} model matrix from {rhs!r}: {err}") from err
     spec = AliasedSpec(mm.model_spec, aliases) if aliases else mm.model_spec
@@ -1511,6 +1626,10 @@ def build_fixed(
     mm = _model_matrix(rhs, data, "fixed-effects")
     X = np.asarray(mm, dtype=float)
     all_names = _r_names(mm)
+    if not isinstance(mm.model_spec, SimpleSpec) and not np.isfinite(X).all():
+        # an error or a frame without the NaN rows follows (build_model_frame):
+        # a rank test would take NaN or Inf columns for aliased ones
+        return FixedEffects(X, all_names, all_names, np.arange(X.shape[1]), mm.model_spec)
     kept, gram = _rank_and_gram(X)
     if len(kept) < X.shape[1]:
         dropped = [all_names[i] for i in range(X.shape[1]) if i not in set(kept.tolist())]
@@ -1579,7 +1698,8 @@ def build_term(
     if z.shape[1] == 0:
         raise FormulaError(f"random-effects term {spec.text} has no columns")
     cnames = _r_names(mm)
-    term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec)
+    dtypes = tuple(_dtype_of(data, g) for g in spec.group)
+    term = ReTerm(spec, codes, levels, z, cnames, mm.model_spec, dtypes)
     _check_term_size(term, len(codes), residual)
     return term
 
@@ -1641,6 +1761,7 @@ def build_model_frame(
         raise DataError("the data are empty (0 rows)")
     used = {c for c in _used_columns(parsed) if c in data.columns or c not in R_FUNCTIONS}
     _check_columns(used, data, parsed.text)
+    _check_unique_columns(data, used)
     w_arr, w_col = _column_or_array(weights, data, "weights")
     o_arr, o_col = _column_or_array(offset, data, "offset")
     columns = sorted(used | {c for c in (w_col, o_col) if c})
@@ -1652,13 +1773,16 @@ def build_model_frame(
         if cols.nrows == 0:
             raise DataError("no complete rows remain after dropping rows with missing values")
         cols.check_finite()
+        _check_predictor_kinds(parsed, cols.dtypes, cols.series)
         source: pd.DataFrame | ArrayColumns = cols
         row_label = cols.row_label
+        rows = np.arange(len(data)) if cols.keep is None else np.flatnonzero(cols.keep)
     else:
-        frame, extra, n_dropped = _drop_missing(data, columns, extra, fail=fail)
+        frame, extra, n_dropped, rows = _drop_missing(data, columns, extra, fail=fail)
         if len(frame) == 0:
             raise DataError("no complete rows remain after dropping rows with missing values")
         _check_finite(frame, columns)
+        _check_predictor_kinds(parsed, frame.dtypes.to_dict(), frame.__getitem__)
         source = frame = _tidy_categoricals(frame, columns)
         row_label = frame.index.__getitem__
 
@@ -1681,6 +1805,25 @@ def build_model_frame(
     terms = order_terms(
         [build_term(spec, source, codings, residual=not glm_response) for spec in parsed.random]
     )
+    nan_rows, nan_names = nonfinite_rows(_evaluated_parts(parsed, y, off, fixed, terms), row_label)
+    if nan_rows is not None:
+        # R's model frame holds the evaluated terms, and na.omit drops their
+        # NaN rows too: the frame is built again on the rows left
+        _refuse_or_warn_nan(nan_rows, nan_names, fail)
+        keep = rows[~nan_rows]
+        frame = build_model_frame(
+            parsed,
+            data.iloc[keep],
+            weights=w_col if w_arr is None else w_arr[keep],
+            offset=o_col if o_arr is None else o_arr[keep],
+            na_action=na_action,
+            contrasts=contrasts,
+            glm_response=glm_response,
+        )
+        frame.n_dropped += n_dropped + int(nan_rows.sum())
+        return frame
+    if not glm_response:
+        _check_response_varies(y, off, parsed.response)
     return ModelFrame(
         parsed=parsed,
         data=source.deferred_frame() if isinstance(source, ArrayColumns) else source,
@@ -1726,6 +1869,159 @@ def _check_weights(w: np.ndarray, row_label: Callable[[int], Any], col: str | No
         raise DataError(f"{where} are all zero: no observation carries information")
 
 
+def _check_unique_columns(data: pd.DataFrame, used: set[str]) -> None:
+    """A used column must be one column of the data (a :class:`DataError`
+    naming a repeated one; unused repeats are harmless)."""
+    if data.columns.is_unique:
+        return
+    repeated = sorted({str(c) for c in data.columns[data.columns.duplicated()]} & used)
+    if repeated:
+        count = int((data.columns == repeated[0]).sum())
+        raise DataError(
+            f"column {repeated[0]!r} appears {count} times in the data: "
+            "give the columns distinct names"
+        )
+
+
+def _check_predictor_kinds(
+    parsed: ParsedFormula, dtypes: Mapping[str, Any], series: Callable[[str], pd.Series]
+) -> None:
+    """Every predictor of one type (not numbers mixed with text), and no
+    covariate (a predictor other than a grouping factor) a date or duration,
+    whose arithmetic is not a model's: a :class:`DataError` naming the column
+    and a conversion. ``dtypes`` and ``series`` give the used columns (the
+    response has its own checks)."""
+    covariates, predictors = _predictor_columns(parsed)
+    for col in sorted(predictors & dtypes.keys()):
+        dtype = dtypes[col]
+        if isinstance(dtype, np.dtype) and dtype.kind == "O":
+            _check_one_type(col, series(col))
+        elif col in covariates and _is_time(dtype):
+            raise DataError(_time_message(col, dtype))
+
+
+def _is_time(dtype: Any) -> bool:
+    """Dates, durations and periods (numpy's or pandas')."""
+    return isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype)) or (
+        isinstance(dtype, np.dtype) and dtype.kind in "mM"
+    )
+
+
+def _time_message(col: str, dtype: Any) -> str:
+    if getattr(dtype, "kind", "") == "m":
+        return (
+            f"column {col!r} holds durations (dtype {dtype}), which cannot enter a model as "
+            f"a covariate: convert it to numbers first, e.g. "
+            f"data[{col!r}].dt.total_seconds() / 86400 (days)"
+        )
+    return (
+        f"column {col!r} holds dates (dtype {dtype}), which cannot enter a model as a "
+        f"covariate: convert it to numbers first, e.g. (data[{col!r}] - data[{col!r}].min()).dt.days"
+    )
+
+
+def _check_one_type(name: str, values: pd.Series) -> None:
+    """An object column mixing numbers and text (``1``, ``"1"``, ``1.0``)
+    cannot be ordered into levels, and R's rule would merge what pandas keeps
+    apart: a :class:`DataError` asking for one type."""
+    inferred = pd.api.types.infer_dtype(values, skipna=True)
+    if not inferred.startswith("mixed") or inferred == "mixed-integer-float":
+        return
+    kinds = sorted({type(v).__name__ for v in values.dropna()})
+    raise DataError(
+        f"column {name!r} mixes values of types {', '.join(kinds)}: convert it to one "
+        "type (numbers or text) first"
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _predictor_columns(parsed: ParsedFormula) -> tuple[frozenset[str], frozenset[str]]:
+    """The columns of a formula's right side other than grouping factors
+    (covariates), and all of them (with the grouping factors): once per formula."""
+    covariates: set[str] = set()
+    for expr in [parsed.fixed, *parsed.offsets, *(t.expr for t in parsed.random)]:
+        covariates |= variables_in(expr) if expr else set()
+    groups = {g for term in parsed.random for g in term.group}
+    return frozenset(covariates), frozenset(covariates | groups)
+
+
+def _evaluated_parts(
+    parsed: ParsedFormula,
+    y: np.ndarray,
+    offset: np.ndarray | None,
+    fixed: FixedEffects,
+    terms: list[ReTerm],
+) -> list[tuple[list[str], np.ndarray]]:
+    """What the formula evaluated, as (names of its columns, values): the
+    response, the offset and every model matrix that transforms may have made
+    non-finite (a simple spec's columns are checked data)."""
+    lhs = parsed.response or "y"
+    names = list(cbind_arguments(lhs) or [lhs]) if y.ndim == 2 else [lhs]
+    parts = [([f"response {n!r}" for n in names], y)]
+    if parsed.offsets:  # a given offset was checked as data
+        parts.append(([f"offset {' + '.join(parsed.offsets)!r}"], offset))
+    if fixed.cells is None and not isinstance(fixed.model_spec, SimpleSpec):
+        parts.append(([f"fixed-effects column {n!r}" for n in fixed.names], fixed.X))
+    for term in terms:
+        if not isinstance(term.model_spec, SimpleSpec):
+            parts.append(([f"column {n!r} of term {term.spec.text}" for n in term.cnames], term.z))
+    return parts
+
+
+def nonfinite_rows(
+    parts: list[tuple[list[str], np.ndarray]], row_label: Callable[[int], Any]
+) -> tuple[np.ndarray | None, list[str]]:
+    """The rows where some part is NaN (``None`` if none is) and the names of
+    those parts; a :class:`DataError` naming a part that is infinite."""
+    nan_rows, nan_names = None, []
+    for names, values in parts:
+        if np.isfinite(values).all():  # the common case, in one pass
+            continue
+        values = values.reshape(len(values), -1)
+        bad = ~np.isfinite(values)
+        for j in np.flatnonzero(bad.any(axis=0)):
+            column = values[:, j]
+            inf = np.isinf(column)
+            if inf.any():
+                first = int(np.flatnonzero(inf)[0])
+                raise DataError(
+                    f"{names[j]} is infinite in {int(inf.sum())} row(s), the first at row "
+                    f"{row_label(first)} ({column[first]:g}): a model needs finite values "
+                    "(transform the data so that it is finite, or drop those rows)"
+                )
+            nan_names.append(names[j])
+            nan_rows = np.isnan(column) if nan_rows is None else nan_rows | np.isnan(column)
+    return nan_rows, nan_names
+
+
+def _refuse_or_warn_nan(nan_rows: np.ndarray, names: list[str], fail: bool) -> None:
+    """Report the rows dropped because the formula made them NaN (as
+    :func:`_complete_rows` does for missing values), or refuse them (na.fail)."""
+    count = int(nan_rows.sum())
+    where = ", ".join(names)
+    if fail:
+        raise DataError(f"{count} row(s) evaluate to NaN (in {where}) and na_action='fail'")
+    if count == len(nan_rows):
+        raise DataError(f"every row evaluates to NaN (in {where}): no rows remain")
+    warnings.warn(
+        f"{count} row(s) where the formula evaluates to NaN (in {where}) were dropped",
+        MissingDataWarning,
+        stacklevel=4,
+    )
+
+
+def _check_response_varies(y: np.ndarray, offset: np.ndarray | None, name: str | None) -> None:
+    """A linear mixed model of a constant response (after the offset) has no
+    residual variance to estimate: a :class:`DataError` saying so."""
+    modelled = y if offset is None else y - offset
+    if len(y) and not (modelled != modelled[0]).any():
+        after = " after the offset" if offset is not None else ""
+        raise DataError(
+            f"the response {name or 'y'!r} is constant{after} (every value is "
+            f"{modelled[0]:g}): a linear mixed model needs a response that varies"
+        )
+
+
 def _used_columns(parsed: ParsedFormula) -> set[str]:
     return set(_used_columns_cached(parsed))
 
@@ -1758,28 +2054,72 @@ def _total_offset(
 # --------------------------------------------------------------------------- newdata
 
 
+def newdata_frame(newdata: Any, parsed: ParsedFormula) -> pd.DataFrame:
+    """``newdata`` as a pandas frame, or a :class:`PredictionError` naming a
+    column predictions read (not the response) that appears more than once."""
+    frame = to_pandas(newdata)
+    if not frame.columns.is_unique:
+        repeated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        used = [c for c in repeated if c in _predictor_columns(parsed)[1]]
+        if used:
+            raise PredictionError(
+                f"newdata column {used[0]!r} appears {int((frame.columns == used[0]).sum())} "
+                "times: give the columns distinct names"
+            )
+    return frame
+
+
 def newdata_fixed_matrix(fixed: FixedEffects, newdata: pd.DataFrame) -> np.ndarray:
     """The fixed-effects matrix for new data, with the fitted model's encoding."""
-    for factor, levels in _factor_levels(fixed.model_spec).items():
-        if factor in newdata.columns:
-            unseen = sorted(set(map(str, newdata[factor].dropna().unique())) - set(map(str, levels)))
-            if unseen:
-                raise PredictionError(
-                    f"newdata column {factor!r} has level(s) {unseen} not seen in the fit"
-                )
     return apply_spec(fixed.model_spec, newdata, "fixed-effects")[:, fixed.kept]
 
 
 def apply_spec(model_spec: Any, newdata: pd.DataFrame, what: str) -> np.ndarray:
     """Rebuild a model matrix on new data with the fitted encoding (stateful
-    transforms such as ``scale()`` keep their training state)."""
+    transforms such as ``scale()`` keep their training state). Factor columns
+    are matched to the fitted levels first (:func:`match_levels`): formulaic
+    would turn a value of another type into NaN dummies without an error."""
+    missing = None
+    if not isinstance(model_spec, SimpleSpec):  # it matches its own levels
+        newdata, missing = with_fitted_levels(model_spec, newdata)
     try:
-        mm = model_spec.get_model_matrix(newdata, na_action="ignore", context=R_FUNCTIONS)
+        with warnings.catch_warnings():
+            # every value was matched to a level above: what formulaic reports
+            # here is a missing one, made a missing row below
+            warnings.filterwarnings("ignore", "Data has categories outside")
+            mm = model_spec.get_model_matrix(newdata, na_action="ignore", context=R_FUNCTIONS)
     except MixedModelsError:
         raise
     except Exception as err:
         raise PredictionError(f"cannot build the {what} matrix for newdata: {err}") from err
-    return np.asarray(mm, dtype=float)
+    values = np.array(mm, dtype=float)
+    if missing is not None:
+        values[missing] = np.nan  # formulaic codes a missing factor value as the reference level
+    return values
+
+
+def with_fitted_levels(
+    model_spec: Any, newdata: pd.DataFrame
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """``newdata`` with every factor column of the spec holding the fitted
+    level values themselves (a new frame if any changes), and the mask of the
+    rows where a factor value is missing (``None`` if none is); a value that
+    is no level is a :class:`PredictionError` naming it."""
+    replaced, missing = {}, None
+    for name, levels in _factor_levels(model_spec).items():
+        if name not in newdata.columns or not isinstance(newdata[name], pd.Series):
+            continue
+        values = newdata[name]
+        codes = factor_level_codes(values, levels, name)
+        if (codes < 0).any():
+            missing = (codes < 0) if missing is None else missing | (codes < 0)
+        fitted = pd.Index(levels)
+        if (fitted.get_indexer(values) == codes).all():
+            continue  # the values are the levels already
+        matched = np.asarray(fitted, dtype=object).take(np.maximum(codes, 0))
+        matched[codes < 0] = np.nan
+        replaced[name] = pd.Series(matched, index=newdata.index).infer_objects()
+    return (newdata.assign(**replaced) if replaced else newdata), missing
 
 
 def _factor_levels(model_spec: Any) -> dict[str, list[Any]]:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .._model import include_random, level_positions
-from ..design import apply_spec, newdata_fixed_matrix, to_pandas
+from ..design import apply_spec, newdata_fixed_matrix, newdata_frame
 from ..exceptions import PredictionError
 
 __all__ = ["prediction_variance", "interval_frame", "INTERVALS"]
@@ -100,7 +100,7 @@ def prediction_variance(
     if newdata is None:
         nd, X, index = None, fr.fixed.X, fr.data.index
     else:
-        nd = to_pandas(newdata)
+        nd = newdata_frame(newdata, fr.parsed)
         X, index = newdata_fixed_matrix(fr.fixed, nd), nd.index
     V = np.asarray(model.vcov, dtype=float)
     fixed = np.einsum("ij,jk,ik->i", X, V, X)
