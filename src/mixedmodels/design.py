@@ -243,6 +243,13 @@ def _lower_triangle(k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
+# Columns of a random-effects model matrix whose root mean square lies in this
+# range are fitted as they are (lme4's parametrisation, and its singularity
+# rule); others are searched as if brought to the nearer end of it (see
+# ReTerm.column_scales).
+MODERATE_COLUMN_SCALE = (0.1, 10.0)
+
+
 @dataclass
 class ReTerm:
     """One random-effects term ``(expr | group)``.
@@ -299,8 +306,40 @@ class ReTerm:
         return np.where(rows == cols, 0.0, -np.inf)
 
     def theta_start(self) -> np.ndarray:
+        """lme4's start λ = I, for the unit-scale columns (see ``theta_scale``)."""
         rows, cols = self.theta_rows_cols()
-        return np.where(rows == cols, 1.0, 0.0)
+        return np.where(rows == cols, 1.0, 0.0) / self.theta_scale()
+
+    @functools.cached_property
+    def column_scales(self) -> np.ndarray:
+        """Per column of ``z``, the factor by which the searches divide it:
+        its root mean square over the nearer end of ``MODERATE_COLUMN_SCALE``
+        where that lies outside the range (a covariate in tiny or huge units),
+        else 1 (an intercept, indicators, covariates in ordinary units).
+
+        Multiplying a column of ``z`` by c divides row r of λ, hence the θ
+        elements in it, by c: the same model in other units. Searches,
+        boundary snapping and the singularity rule run on θ for the scaled
+        columns (see ``theta_scale``): outside the range they give the same
+        fit whatever the units, and the factor is continuous in the units.
+        """
+        low, high = MODERATE_COLUMN_SCALE
+        scales = np.ones(self.k)
+        if self.z.shape[0] > 0:  # (a term of a partitioned (Dask) design has no rows here)
+            rms = np.sqrt(np.einsum("nk,nk->k", self.z, self.z) / self.z.shape[0])
+            if not low <= rms.min() <= rms.max() <= high:
+                usable = np.isfinite(rms) & (rms > 0)
+                rms = np.where(usable, rms, 1.0)
+                scales = rms / np.clip(rms, low, high)
+        scales.setflags(write=False)
+        return scales
+
+    def theta_scale(self) -> np.ndarray:
+        """Per θ element, the factor giving θ in unit-scale columns: θ ×
+        ``theta_scale()`` is θ for ``z / column_scales`` (row r of λ times
+        the scale of column r)."""
+        rows, _ = self.theta_rows_cols()
+        return self.column_scales[rows]
 
     def lam(self, theta: np.ndarray) -> np.ndarray:
         """The k x k lower-triangular relative covariance factor λ for this θ slice."""

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["OptimizerRecord", "minimize_theta", "minimize_theta_gradient"]
+__all__ = ["OptimizerRecord", "ThetaScaling", "minimize_theta", "minimize_theta_gradient"]
 
 
 @dataclass
@@ -57,6 +57,63 @@ class OptimizerRecord:
             "STOPVAL_REACHED",
             "CONVERGED",
         }
+
+
+@dataclass(frozen=True)
+class ThetaScaling:
+    """A search on x = θ × ``scale`` (positive, per element) instead of θ.
+
+    The model supplies the scale (θ in units where every random-effects column
+    is moderate, see ``RandomEffectsModel.theta_scale``); the optimizers stay
+    generic. The bounds 0 and -inf are the same on both scales. With a scale of
+    all ones every method hands back what it was given, at no cost.
+    """
+
+    scale: np.ndarray
+
+    @property
+    def identity(self) -> bool:
+        return bool(np.all(self.scale == 1.0))
+
+    def to_search(self, theta: np.ndarray) -> np.ndarray:
+        return np.asarray(theta, dtype=float) * self.scale
+
+    def objective(self, objective: Callable[[np.ndarray], float]) -> Callable[[np.ndarray], float]:
+        if self.identity:
+            return objective
+        return lambda x: objective(x / self.scale)
+
+    def objective_gradient(
+        self, objective_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]]
+    ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+        if self.identity:
+            return objective_gradient
+
+        def scaled(x: np.ndarray) -> tuple[float, np.ndarray]:
+            value, grad = objective_gradient(x / self.scale)
+            return value, grad / self.scale
+
+        return scaled
+
+    def start_evaluation(self, start_evaluation: Callable | None) -> Callable | None:
+        """``start_evaluation`` (value, gradient, Hessian diagonal or None) on x."""
+        if self.identity or start_evaluation is None:
+            return start_evaluation
+
+        def scaled(x: np.ndarray):
+            value, grad, curvature = start_evaluation(x / self.scale)
+            return value, grad / self.scale, None if curvature is None else curvature / self.scale**2
+
+        return scaled
+
+    def to_theta(self, record: "OptimizerRecord") -> "OptimizerRecord":
+        """The record of a search on x, with every point mapped back to θ."""
+        if self.identity:
+            return record
+        record.theta_start = record.theta_start / self.scale
+        record.theta_final = record.theta_final / self.scale
+        record.history = [(x / self.scale, value) for x, value in record.history]
+        return record
 
 
 _RETURN_CODES = {
