@@ -216,6 +216,11 @@ class LinearMixedModel(RandomEffectsModel):
         near_zero = np.abs(theta) * self.theta_scale < 1e-3
         if not np.all(np.isfinite(h)) or np.any(h <= 0) or np.any(near_zero):
             return None
+        # a term the objective hardly depends on (its grouping aliased with fixed
+        # effects: K ~ 0) would get a step scale of ~1/sqrt(h), far outside
+        # anything factorisable: that search cannot be scaled by these estimates
+        if h.min() < 1e-10 * h.max():
+            return None
         return h
 
     def _gradient_blocks(self, parts, ntheta: int) -> tuple[np.ndarray, np.ndarray, list[int]]:

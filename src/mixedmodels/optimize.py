@@ -316,13 +316,56 @@ def minimize_theta_gradient(
     options = {"ftol": ftol_rel, "gtol": gtol_x, "maxfun": maxeval, "maxls": 40}
     x, result = x0, None
     for _ in range(5):  # at most a few restarts off the boundary
+        before = log.count
         result = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
         escape = _off_boundary(plain, result.x, float(result.fun), lower * scale)
+        # a zero gradient need not be a minimum: probe the coordinates where it
+        # vanishes by symmetry (θ exactly 0: the objective is even there; a
+        # search only stays on 0 from a start on it) and, when the search failed
+        # every step from its start, every coordinate
+        stuck = np.array_equal(result.x, x) and log.count - before > 1
+        suspect = (result.x == 0) | stuck
+        if escape is None and suspect.any():
+            escape = _probe_coordinates(plain, result.x, float(result.fun), result.jac, scale, suspect)
         if escape is None:
             break
         x = escape
     code = "CONVERGED" if result is not None and result.success else "FAILURE"
     return log.result("L-BFGS-B", start, code, t0)
+
+
+# Step of the probes around a search's start: a hundredth of each θ (at least 1e-3)
+PROBE_STEP = 1e-2
+
+
+def _probe_coordinates(
+    objective: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    fx: float,
+    grad: np.ndarray,
+    scale: np.ndarray,
+    which: np.ndarray,
+) -> np.ndarray | None:
+    """A point lower than ``x`` one step along some coordinate (of those
+    ``which`` marks), if there is one.
+
+    L-BFGS-B accepts its start when the gradient there is below its tolerance,
+    which it is also at a saddle or a maximum (θ = 0 of a variance, where the
+    objective is even) and along directions it barely depends on. One
+    evaluation per coordinate, downhill by the gradient's sign (the side is
+    immaterial where the gradient vanishes: the change is then quadratic),
+    a step of ``PROBE_STEP`` of θ; lower means by more than the objective's
+    rounding. Coordinates are x = θ × ``scale``.
+    """
+    theta = x / scale
+    noise = 1e-10 * max(abs(fx), 1.0)
+    for i in np.flatnonzero(which):
+        trial = x.copy()
+        sign = -1.0 if grad is not None and grad[i] > 0 else 1.0
+        trial[i] += sign * PROBE_STEP * max(abs(theta[i]), 0.1) * scale[i]
+        if objective(trial) < fx - noise:
+            return trial
+    return None
 
 
 def _off_boundary(
