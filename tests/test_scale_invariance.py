@@ -78,3 +78,22 @@ def test_singularity_rule_reads_unit_scale_theta(sleep):
         with pytest.warns(mm.SingularFitWarning):
             m = mm.lmer("y ~ x + (x | Subject)", d)
         assert m.is_singular
+
+
+@pytest.mark.parametrize("c", [1e-5, 1e5, 1e12])
+def test_glmer_covariate_in_huge_or_tiny_units(c):
+    """grouseticks with HEIGHT × c: was a raw LinAlgError ("Eigenvalues did
+    not converge": lme4's Hessian step 1e-4 on a β of a covariate in huge
+    units overflowed the linear predictor). The search and the finite
+    differences now run on unit-scale columns: the same optimum; the
+    standard error comes from a finite-difference Hessian of a column nearly
+    collinear with the intercept, so agrees to its accuracy."""
+    g = mm.datasets.load("grouseticks")
+    formula = "TICKS ~ YEAR + HEIGHT + (1 | BROOD)"
+    base = mm.glmer(formula, g, family="poisson")
+    m = mm.glmer(formula, g.assign(HEIGHT=g["HEIGHT"] * c), family="poisson")
+    assert m.loglik == pytest.approx(base.loglik, abs=1e-6)
+    np.testing.assert_allclose(m.fixef["HEIGHT"] * c, base.fixef["HEIGHT"], rtol=1e-6)
+    np.testing.assert_allclose(m.theta.to_numpy(), base.theta.to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(m.se["HEIGHT"] * c, base.se["HEIGHT"], rtol=1e-2)
+    assert not m.convergence.messages

@@ -243,11 +243,28 @@ def _lower_triangle(k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-# Columns of a random-effects model matrix whose root mean square lies in this
-# range are fitted as they are (lme4's parametrisation, and its singularity
-# rule); others are searched as if brought to the nearer end of it (see
-# ReTerm.column_scales).
+# Columns of a model matrix whose root mean square lies in this range are
+# searched as they are (lme4's parametrisation, and its singularity rule);
+# others at unit root mean square (see search_scales).
 MODERATE_COLUMN_SCALE = (0.1, 10.0)
+
+
+def search_scales(matrix: np.ndarray) -> np.ndarray:
+    """Per column, its root mean square where that lies outside
+    ``MODERATE_COLUMN_SCALE``, else 1 (read-only): the factor by which
+    searches and finite differences divide a column so that their steps and
+    rules do not depend on the units of a covariate. Columns in moderate
+    units keep lme4's own scale (and its numbers); the others are all
+    brought to unit root mean square, so a fit is the same whatever their units."""
+    low, high = MODERATE_COLUMN_SCALE
+    scales = np.ones(matrix.shape[1])
+    if matrix.shape[0] > 0:
+        rms = np.sqrt(np.einsum("nk,nk->k", matrix, matrix) / matrix.shape[0])
+        if not low <= rms.min(initial=1.0) <= rms.max(initial=1.0) <= high:
+            usable = np.isfinite(rms) & (rms > 0)
+            scales = np.where(usable & ((rms < low) | (rms > high)), rms, 1.0)
+    scales.setflags(write=False)
+    return scales
 
 
 @dataclass
@@ -312,27 +329,16 @@ class ReTerm:
 
     @functools.cached_property
     def column_scales(self) -> np.ndarray:
-        """Per column of ``z``, the factor by which the searches divide it:
-        its root mean square over the nearer end of ``MODERATE_COLUMN_SCALE``
-        where that lies outside the range (a covariate in tiny or huge units),
-        else 1 (an intercept, indicators, covariates in ordinary units).
+        """Per column of ``z``, the factor by which the searches divide it
+        (see ``search_scales``).
 
         Multiplying a column of ``z`` by c divides row r of λ, hence the θ
         elements in it, by c: the same model in other units. Searches,
         boundary snapping and the singularity rule run on θ for the scaled
-        columns (see ``theta_scale``): outside the range they give the same
-        fit whatever the units, and the factor is continuous in the units.
+        columns (see ``theta_scale``), so they give the same fit whatever the
+        units of a covariate outside the moderate range.
         """
-        low, high = MODERATE_COLUMN_SCALE
-        scales = np.ones(self.k)
-        if self.z.shape[0] > 0:  # (a term of a partitioned (Dask) design has no rows here)
-            rms = np.sqrt(np.einsum("nk,nk->k", self.z, self.z) / self.z.shape[0])
-            if not low <= rms.min() <= rms.max() <= high:
-                usable = np.isfinite(rms) & (rms > 0)
-                rms = np.where(usable, rms, 1.0)
-                scales = rms / np.clip(rms, low, high)
-        scales.setflags(write=False)
-        return scales
+        return search_scales(self.z)  # ones for a Dask term (no rows here)
 
     def theta_scale(self) -> np.ndarray:
         """Per θ element, the factor giving θ in unit-scale columns: θ ×
