@@ -80,20 +80,122 @@ def test_singularity_rule_reads_unit_scale_theta(sleep):
         assert m.is_singular
 
 
-@pytest.mark.parametrize("c", [1e-5, 1e5, 1e12])
-def test_glmer_covariate_in_huge_or_tiny_units(c):
-    """grouseticks with HEIGHT × c: was a raw LinAlgError ("Eigenvalues did
-    not converge": lme4's Hessian step 1e-4 on a β of a covariate in huge
-    units overflowed the linear predictor). The search and the finite
-    differences now run on unit-scale columns: the same optimum; the
-    standard error comes from a finite-difference Hessian of a column nearly
-    collinear with the intercept, so agrees to its accuracy."""
+GLMER_CASES = {
+    # a covariate nearly collinear with the intercept (HEIGHT: mean 462, sd 36)
+    "grouseticks": ("TICKS ~ YEAR + HEIGHT + (1 | BROOD)", "grouseticks", "HEIGHT", "poisson"),
+    "cbpp": ("cbind(incidence, size - incidence) ~ period + sz + (1 | herd)", "cbpp", "sz", "binomial"),
+    # a random slope: θ of its row of λ scales with 1/c
+    "slope": (
+        "TICKS ~ YEAR + cHEIGHT + (1 + cHEIGHT | LOCATION) + (1 | BROOD)",
+        "grouseticks",
+        "cHEIGHT",
+        "poisson",
+    ),
+}
+
+
+def glmer_data(name):
+    data = mm.datasets.load(name)
+    return data.assign(sz=data["size"]) if name == "cbpp" else data
+
+
+def scaled_glmer(case, c, **kwargs):
+    formula, dataset, column, family = GLMER_CASES[case]
+    data = glmer_data(dataset)
+    return mm.glmer(formula, data.assign(**{column: data[column] * c}), family=family, **kwargs)
+
+
+def in_original_units(values, column, c):
+    """Estimates (or SEs) of a fit with ``column`` × c, in the column's units."""
+    return values.to_numpy() * np.where(values.index == column, c, 1.0)
+
+
+@pytest.mark.parametrize("case", sorted(GLMER_CASES))
+def test_glmer_covariate_in_huge_or_tiny_units(case):
+    """Was a raw LinAlgError ("Eigenvalues did not converge": lme4's Hessian
+    step 1e-4 on a β of a covariate in huge units overflowed the linear
+    predictor), "matrix is not positive definite", a PIRLS failure, or a fit
+    1.1 off in the log-likelihood. The searches, finite differences and
+    checks now run on unit-scale columns: the same optimum in any units (to
+    the optimizer's precision in the flat valley of the singular slope fit)."""
+    column = GLMER_CASES[case][2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mm.SingularFitWarning)  # the slope fit is on a boundary
+        base = scaled_glmer(case, 1.0)
+        is_slope = np.array([column in name for name in base.theta.index])
+        for c in (1e-9, 1e-5, 1e5, 1e12):
+            m = scaled_glmer(case, c)
+            assert m.loglik == pytest.approx(base.loglik, abs=1e-6), c
+            np.testing.assert_allclose(
+                in_original_units(m.fixef, column, c), base.fixef, rtol=1e-4, err_msg=str(c)
+            )
+            theta = m.theta.to_numpy() * np.where(is_slope, c, 1.0)
+            np.testing.assert_allclose(theta, base.theta.to_numpy(), rtol=1e-4, atol=2e-3, err_msg=str(c))
+
+
+@pytest.mark.parametrize("case", ["cbpp", "slope"])
+def test_glmer_standard_errors_free_of_units(case):
+    """With a tight PIRLS tolerance (at the default the finite-difference
+    Hessian carries PIRLS's noise, in any units) the standard errors agree."""
+    column = GLMER_CASES[case][2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mm.SingularFitWarning)
+        base = scaled_glmer(case, 1.0, pirls_tol=1e-12)
+        for c in (1e-9, 1e12):
+            se = in_original_units(scaled_glmer(case, c, pirls_tol=1e-12).se, column, c)
+            np.testing.assert_allclose(se, base.se.to_numpy(), rtol=1e-4, err_msg=str(c))
+
+
+def test_glmer_standard_error_of_uncentred_covariate_in_any_units():
+    """HEIGHT (mean 462, sd 36) is nearly collinear with the intercept; its
+    standard error must still be the centred model's (the same model
+    reparametrised), 0.00301. Before: 0.00599 in its own units and a
+    LinAlgError × 1e5. The finite-difference Hessian on so ill-conditioned a
+    pair of columns is good to about 1 % (0.00298 ... 0.00304 here; centring
+    the columns for the differences would do better: not done)."""
     g = mm.datasets.load("grouseticks")
-    formula = "TICKS ~ YEAR + HEIGHT + (1 | BROOD)"
-    base = mm.glmer(formula, g, family="poisson")
-    m = mm.glmer(formula, g.assign(HEIGHT=g["HEIGHT"] * c), family="poisson")
-    assert m.loglik == pytest.approx(base.loglik, abs=1e-6)
-    np.testing.assert_allclose(m.fixef["HEIGHT"] * c, base.fixef["HEIGHT"], rtol=1e-6)
-    np.testing.assert_allclose(m.theta.to_numpy(), base.theta.to_numpy(), rtol=1e-5)
-    np.testing.assert_allclose(m.se["HEIGHT"] * c, base.se["HEIGHT"], rtol=1e-2)
-    assert not m.convergence.messages
+    centred = mm.glmer("TICKS ~ YEAR + cHEIGHT + (1 | BROOD)", g, family="poisson", pirls_tol=1e-12)
+    for c in (1e-9, 1.0, 1e5, 1e12):
+        m = scaled_glmer("grouseticks", c, pirls_tol=1e-12)
+        assert m.se["HEIGHT"] * c == pytest.approx(centred.se["cHEIGHT"], rel=2e-2), c
+
+
+@pytest.fixture(scope="module")
+def sleep_fits(sleep):
+    """(Days | Subject) REML fits with Days in its units, × 1e6 and × 1e-6."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {c: mm.lmer(FORMULA, sleep.assign(Days=sleep["Days"] * c)) for c in (1.0, 1e6, 1e-6)}
+
+
+@pytest.mark.parametrize("ddf", ["Satterthwaite", "Kenward-Roger"])
+def test_denominator_df_free_of_units(sleep_fits, ddf):
+    """numDeriv's steps (absolute 1e-4 below |θ| ~ 1e-5) gave Satterthwaite
+    df 0.028 (× 1e6) and 161 (× 1e-6) for 17; pbkrtest's inverse-or-pseudo-
+    inverse rule on the information (eigenvalue cutoff 1e-10) gave KR df 4244."""
+    base = sleep_fits[1.0].coef_table(ddf=ddf)
+    for c in (1e6, 1e-6):
+        table = sleep_fits[c].coef_table(ddf=ddf)
+        np.testing.assert_allclose(table["df"], base["df"], rtol=1e-6, err_msg=str(c))
+        np.testing.assert_allclose(table["t"], base["t"], rtol=1e-6, err_msg=str(c))
+        np.testing.assert_allclose(table["p_value"], base["p_value"], rtol=1e-5, err_msg=str(c))
+
+
+def test_profile_confint_free_of_units(sleep_fits):
+    """BOBYQA's absolute step floor (1e-2 on a slope SD of ~6e-6) and the
+    refit start's absolute zero rule made the × 1e6 profile NaN or wrong."""
+    base = sleep_fits[1.0].confint(method="profile")
+    for c in (1e6, 1e-6):
+        ci = sleep_fits[c].confint(method="profile")
+        units = np.array([1, 1, c, 1, 1, c])[:, None]  # .sig03 (slope SD) and Days
+        np.testing.assert_allclose(ci.to_numpy() * units, base.to_numpy(), rtol=1e-4, err_msg=str(c))
+
+
+def test_bootstrap_free_of_units(sleep_fits):
+    """The seeded refits search on unit-scale columns' θ: the same replicates
+    (they were stuck near the start, or at a zero slope SD, before)."""
+    cols = ["sd_(Intercept)|Subject", "sd_Days|Subject", "cor_Days.(Intercept)|Subject", "sigma"]
+    base = sleep_fits[1.0].bootstrap(nsim=20, seed=1).replicates[cols].to_numpy()
+    for c in (1e6, 1e-6):
+        reps = sleep_fits[c].bootstrap(nsim=20, seed=1).replicates[cols].to_numpy()
+        np.testing.assert_allclose(reps * [1, c, 1, 1], base, rtol=1e-4, atol=1e-4, err_msg=str(c))

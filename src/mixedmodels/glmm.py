@@ -1041,7 +1041,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         first = scaling.to_theta(minimize_theta(
             objective, scaling.to_search(params0), lower, ftol_rel=1e-12, maxeval=maxeval,
             keep_history=keep_history,
-            initial_step=scaling.to_search(self._stage_two_step(modes0)),
+            initial_step=self._stage_two_step(modes0, scaling.scale),
             callback=self._callback,
         ))
         x1 = scaling.to_search(first.theta_final)
@@ -1060,17 +1060,19 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         first.optimizer = f"{first.optimizer} twice"
         return first
 
-    def _stage_two_step(self, modes0: _Modes) -> np.ndarray:
-        """BOBYQA's initial trust region over (θ, β), as lme4's Nelder-Mead
-        steps: 0.02 for θ, a fifth of each β's standard error from the
-        nAGQ = 0 stage's PIRLS system."""
+    def _stage_two_step(self, modes0: _Modes, scale: np.ndarray) -> np.ndarray:
+        """BOBYQA's initial trust region over (θ, β) × ``scale`` (the search's
+        coordinates, see ``param_scale``), as lme4's Nelder-Mead steps: 0.02
+        for θ (of unit-scale columns), a fifth of each β's standard error
+        from the nAGQ = 0 stage's PIRLS system."""
         e = self._engine
         w, z = e.working(modes0.eta, modes0.mu, e.offset)
         theta = self._theta_stage0
         _, _, factor = e.solve(self.lambdas(theta), w, z, True)
         Linv = solve_triangular(factor.RX(), np.eye(e.p), lower=True)
         se = np.sqrt(np.einsum("ij,ij->j", Linv, Linv))
-        return np.concatenate([np.full(self.ntheta, STAGE_TWO_THETA_STEP), STAGE_TWO_BETA_STEP * np.minimum(se, 10.0)])
+        beta_step = STAGE_TWO_BETA_STEP * np.minimum(se * scale[self.ntheta :], 10.0)
+        return np.concatenate([np.full(self.ntheta, STAGE_TWO_THETA_STEP), beta_step])
 
     def _warn_separation(self) -> None:
         """After the fit: when some fitted probability is within 1e-6 of 0 or 1

@@ -772,15 +772,17 @@ class LinearMixedModel(RandomEffectsModel):
 
     def _refit_start(self, theta: np.ndarray | None = None) -> np.ndarray:
         """θ to start a refit from: this fit's (or ``theta``), with zero
-        diagonal elements of λ moved to 0.1. The objective is even in those
+        diagonal elements of λ moved to 0.1 (for unit-scale columns, see
+        ``theta_scale``). The objective is even in those
         elements, so a gradient search started exactly at zero never leaves it
         even when the new optimum is away from the boundary. Returns the same
         array when nothing is moved."""
         theta = self._theta if theta is None else theta
-        at_zero = (self.theta_lower == 0) & (np.abs(theta) < SINGULAR_TOL)
+        scale = self.theta_scale  # both rules on θ for unit-scale columns
+        at_zero = (self.theta_lower == 0) & (np.abs(theta) * scale < SINGULAR_TOL)
         if not at_zero.any():
             return theta
-        return np.where(at_zero, 0.1, theta)
+        return np.where(at_zero, 0.1 / scale, theta)
 
     def _curvature_inverse(self) -> np.ndarray:
         """The inverse Hessian of the objective in θ at this optimum (central
@@ -792,16 +794,19 @@ class LinearMixedModel(RandomEffectsModel):
             fg = self.objective_gradient
             m = len(theta)
             H = np.empty((m, m))
+            scale = self.theta_scale  # steps for unit-scale columns
             for i in range(m):
-                h = 1e-4 * max(abs(theta[i]), 0.1)
+                h = 1e-4 * max(abs(theta[i]) * scale[i], 0.1) / scale[i]
                 e = np.zeros(m)
                 e[i] = h
                 H[:, i] = (fg(theta + e)[1] - fg(theta - e)[1]) / (2 * h)
-            H = 0.5 * (H + H.T)
+            # made positive definite on θ for unit-scale columns (the floor is
+            # relative to the largest eigenvalue), then back to θ
+            H = 0.5 * (H + H.T) / np.outer(scale, scale)
             vals, vecs = np.linalg.eigh(H) if np.all(np.isfinite(H)) else (np.ones(m), np.eye(m))
             floor = 1e-3 * max(float(np.max(np.abs(vals))), 1e-8)
             vals = np.maximum(np.abs(vals), floor)
-            cache["refit_hinv"] = (vecs / vals) @ vecs.T
+            cache["refit_hinv"] = ((vecs / vals) @ vecs.T) / np.outer(scale, scale)
         return cache["refit_hinv"]
 
     def _fit_seeded(self, start: np.ndarray, hinv: np.ndarray) -> "LinearMixedModel":
@@ -815,7 +820,13 @@ class LinearMixedModel(RandomEffectsModel):
 
     def _fit_seeded_now(self, start: np.ndarray, hinv: np.ndarray) -> "LinearMixedModel":
         t0 = time.perf_counter()
-        result = _bfgs(self.objective_gradient, start, hinv)
+        scaling = ThetaScaling(self.theta_scale)  # the search on unit-scale columns' θ
+        result = _bfgs(
+            scaling.objective_gradient(self.objective_gradient),
+            scaling.to_search(start),
+            hinv * np.outer(self.theta_scale, self.theta_scale),
+        )
+        result["x"] = result["x"] / self.theta_scale
         if not result["converged"]:
             self._fit(result["x"], "lbfgsb", 1e-12, 100_000, False, None)
             self.optsum.evaluations += result["evaluations"]
