@@ -1417,6 +1417,8 @@ def _one_way_ml_ratio(n_g: np.ndarray, a_g: np.ndarray, rss: float, start: float
             return float(np.sqrt(new))
         rho = new
     return start
+
+
 def _difference_step(theta: np.ndarray, i: int, theta_scale: np.ndarray) -> float:
     """Step for differences in θ_i: 1e-6 max(1, |θ_i|) on the unit-scale
     columns' θ (see ``RandomEffectsModel.theta_scale``), in θ's own units."""

@@ -320,11 +320,12 @@ def minimize_theta_gradient(
         result = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
         escape = _off_boundary(plain, result.x, float(result.fun), lower * scale)
         # a zero gradient need not be a minimum: probe the coordinates where it
-        # vanishes by symmetry (θ exactly 0: the objective is even there; a
-        # search only stays on 0 from a start on it) and, when the search failed
-        # every step from its start, every coordinate
+        # vanishes by symmetry (θ exactly 0 off a bound, which _off_boundary
+        # covers: the objective is even there; a search only stays on 0 from a
+        # start on it) and, when the search failed every step from its start,
+        # every coordinate
         stuck = np.array_equal(result.x, x) and log.count - before > 1
-        suspect = (result.x == 0) | stuck
+        suspect = ((result.x == 0) & ~np.isfinite(lower)) | stuck
         if escape is None and suspect.any():
             escape = _probe_coordinates(plain, result.x, float(result.fun), result.jac, scale, suspect)
         if escape is None:
