@@ -91,6 +91,13 @@ def test_start_on_zero_variance_is_not_taken_for_the_optimum(formula, start):
         ("sleepstudy REML", "Reaction ~ Days + (Days | Subject)", "sleepstudy", {}, 1),
         ("sleepstudy ML", "Reaction ~ Days + (Days | Subject)", "sleepstudy", {"reml": False}, 11),
         ("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", "Penicillin", {}, 5),
+        (
+            "InstEval ML",
+            "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept)",
+            "InstEval",
+            {"reml": False},
+            6,
+        ),
     ],
 )
 def test_check_costs_no_evaluations_on_ordinary_fits(name, formula, data, kwargs, evaluations):
