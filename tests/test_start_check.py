@@ -105,3 +105,44 @@ def test_check_costs_no_evaluations_on_ordinary_fits(name, formula, data, kwargs
     reference fits take as many evaluations as before the check."""
     m = mm.lmer(formula, mm.datasets.load(data), **kwargs)
     assert m.optsum.evaluations == evaluations, name
+
+
+def test_search_whose_every_step_fails_is_not_reported_converged():
+    """A degenerate scaling (here a curvature estimate of 1e-31, as an aliased
+    term gave) sends every trial step into non-finite values: L-BFGS-B then
+    reported convergence at its start."""
+    from mixedmodels.optimize import minimize_theta_gradient
+
+    def value_gradient(x):
+        if np.any(np.abs(x) > 1e6):
+            return np.inf, np.zeros(2)
+        return float((x[0] - 1.0) ** 2 + 1e-3 * x[1] ** 2), np.array([2 * (x[0] - 1.0), 2e-3 * x[1]])
+
+    def start_evaluation(x):
+        return (*value_gradient(x), np.array([2.0, 1e-31]))
+
+    record = minimize_theta_gradient(
+        value_gradient,
+        lambda x: value_gradient(x)[0],
+        np.array([0.5, 0.05]),
+        np.full(2, -np.inf),
+        start_evaluation=start_evaluation,
+    )
+    assert not record.converged
+
+
+def test_lmer_finishes_a_stalled_search_derivative_free(aliased, monkeypatch):
+    """With the aliased term's degenerate curvature estimate forced back in,
+    the stalled gradient search is finished by BOBYQA: the optimum is reached
+    all the same."""
+    formula = "y ~ f + (1 | f2) + (1 | g) + (1 | h)"
+    bobyqa = fit(formula, aliased, optimizer="bobyqa")
+    aliased_term = np.array([name.startswith("f2") for name in bobyqa.theta.index])
+
+    def degenerate(self, theta, parts):
+        return np.where(aliased_term, 1e-31, 50.0)
+
+    monkeypatch.setattr(mm.LinearMixedModel, "_curvature_estimate", degenerate)
+    ours = fit(formula, aliased)
+    assert ours._objective <= bobyqa._objective + 1e-6
+    assert "BOBYQA" in ours.optsum.optimizer
