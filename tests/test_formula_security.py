@@ -114,6 +114,16 @@ def test_error_points_at_the_offending_text(sleep, tmp_path):
     assert "subscripts" in str(err) and err.position == formula.index("I(") + 2
 
 
+def test_caret_of_a_multiline_formula_is_under_its_line(sleep):
+    err = refused(mm.lmer, 'Reaction ~ Days  # slope\n + I(open("x")) + (1 | Subject)', sleep)
+    assert str(err).endswith('\n   + I(open("x")) + (1 | Subject)\n       ^')
+
+
+def test_backticked_callee_is_named_as_written():
+    with pytest.raises(FormulaError, match="calling '`eval`' is not allowed"):
+        check_expression('`eval`("1")')
+
+
 @pytest.mark.parametrize(
     "expr, what",
     [
@@ -135,6 +145,8 @@ def test_error_points_at_the_offending_text(sleep, tmp_path):
         ("I(x in y)", "comparison In"),
         ("hashed(x, 3)", "calling 'hashed'"),
         ("Q(x)", "quoted column name"),
+        ("I(np)", "the module 'np'"),
+        ("I(x; y)", "not a valid expression"),
     ],
 )
 def test_each_kind_of_disallowed_node_is_named(expr, what):

@@ -233,7 +233,7 @@ class _Checker:
 
     def __init__(self, source: str, text: str):
         self.source = source
-        self.text = text
+        self.written = f"({text}\n)"  # ``source`` before masking: the same offsets
         self.line_starts = [0]
         for line in source.splitlines(keepends=True):
             self.line_starts.append(self.line_starts[-1] + len(line))
@@ -248,7 +248,8 @@ class _Checker:
         return max(line_start + column - 1, 0)  # - 1: the added "("
 
     def segment(self, node: ast.AST) -> str:
-        return (ast.get_source_segment(self.source, node) or "").strip()
+        """The text of ``node`` as written (backticked names unmasked)."""
+        return (ast.get_source_segment(self.written, node) or "").strip()
 
     def reject(self, node: ast.AST, message: str) -> None:
         raise _Rejected(message, self.offset(node))
@@ -289,6 +290,9 @@ class _Checker:
             self.reject(node, f"dunder name {node.id!r} is not allowed in a formula")
         if node.id == "cbind":
             self.reject(node, "cbind(successes, failures) must be the whole left-hand side")
+        if node.id in _MODULES:
+            self.reject(node, f"the module {node.id!r} is not allowed in a formula (only its "
+                              "functions listed in docs/formulas.md can be called)")
 
     def number(self, node: ast.Constant) -> None:
         if isinstance(node.value, str):
