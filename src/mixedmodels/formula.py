@@ -874,7 +874,7 @@ def variables_in(expr: str) -> set[str]:
         if tok.kind == "backtick":
             names.add(tok.text[1:-1])
         elif tok.kind == "string" and _is_q_argument(tokens, i):
-            names.add(tok.text[1:-1])
+            names.add(_string_value(tok))
         elif tok.kind == "name" and nxt not in ("(", "=") and _is_variable(tok.text):
             names.add(tok.text)
     return names
@@ -887,13 +887,7 @@ def _is_variable(name: str) -> bool:
 
 def _is_q_argument(tokens: list[_Token], i: int) -> bool:
     """Whether the string token ``i`` is the sole argument of ``Q(...)``."""
-    return (
-        i >= 2
-        and i + 1 < len(tokens)
-        and tokens[i - 2].text == "Q"
-        and tokens[i - 1].text == "("
-        and tokens[i + 1].text == ")"
-    )
+    return i >= 2 and _is_q_call(tokens, i - 2)
 
 
 @functools.lru_cache(maxsize=512)

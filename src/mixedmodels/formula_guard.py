@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import functools
 from dataclasses import dataclass
+from typing import NoReturn
 
 from .exceptions import FormulaError
 
@@ -251,7 +252,7 @@ class _Checker:
         """The text of ``node`` as written (backticked names unmasked)."""
         return (ast.get_source_segment(self.written, node) or "").strip()
 
-    def reject(self, node: ast.AST, message: str) -> None:
+    def reject(self, node: ast.AST, message: str) -> NoReturn:
         raise _Rejected(message, self.offset(node))
 
     # ----------------------------------------------------------- data expressions
@@ -336,8 +337,7 @@ class _Checker:
     # ----------------------------------------------------------- calls
 
     def call(self, node: ast.Call) -> None:
-        rule = self.rule(node)
-        self.arguments(node, rule)
+        self.arguments(node, self.rule(node))
 
     def rule(self, node: ast.Call) -> FunctionRule:
         """The rule of the called function, or a rejection naming it."""
@@ -357,7 +357,6 @@ class _Checker:
             f"calling {callee!r} is not allowed in a formula; the functions are "
             f"{', '.join(sorted(FUNCTIONS))} (see docs/formulas.md)",
         )
-        raise AssertionError  # not reached
 
     def arguments(self, node: ast.Call, rule: FunctionRule) -> None:
         name = self.segment(node.func)
@@ -386,17 +385,15 @@ class _Checker:
 
     def setting(self, call: ast.Call, setting: str, node: ast.AST) -> None:
         """A literal: a number, string, bool, None, a list or tuple of those; in
-        C()'s contrasts also a contrast (``contr.sum``, ``Treatment('b')``)."""
-        if self.is_call_of(call, "Q"):
+        C()'s contrasts also a contrast (``contr.sum``, ``Treatment('b')``); Q()'s
+        name a string."""
+        if setting == "name":
             if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
                 self.reject(node, 'Q() takes one quoted column name, e.g. Q("my column")')
             return
         if setting == "contrasts" and self.contrast(node):
             return
         self.literal(node)
-
-    def is_call_of(self, call: ast.Call, name: str) -> bool:
-        return isinstance(call.func, ast.Name) and call.func.id == name
 
     def literal(self, node: ast.AST) -> None:
         if isinstance(node, ast.Constant) and not isinstance(node.value, bytes):
@@ -414,21 +411,20 @@ class _Checker:
 
     def contrast(self, node: ast.AST) -> bool:
         """Whether ``node`` is ``contr.<name>``, ``contr.<name>(literals)`` or a
-        contrast class called with literals."""
-        target = node.func if isinstance(node, ast.Call) else node
-        parts = self.dotted(target)
+        contrast class called with literals (``Treatment("b")``)."""
+        called = isinstance(node, ast.Call)
+        parts = self.dotted(node.func if called else node)
         known = parts is not None and (
             (len(parts) == 2 and parts[0] == "contr" and parts[1] in _CONTRAST_NAMES)
-            or (isinstance(node, ast.Call) and parts == [parts[0]] and parts[0] in _CONTRAST_CLASSES)
+            or (called and len(parts) == 1 and parts[0] in _CONTRAST_CLASSES)
         )
-        if not known:
-            return False
-        if isinstance(node, ast.Call):
+        if known and called:
+            for keyword in node.keywords:
+                if keyword.arg is None:
+                    self.reject(keyword.value, "**keyword arguments are not allowed in a formula")
             for arg in [*node.args, *(k.value for k in node.keywords)]:
                 self.literal(arg)
-            if any(k.arg is None or k.arg.startswith("_") for k in node.keywords):
-                self.reject(node, "**keyword arguments are not allowed in a formula")
-        return True
+        return known
 
     # ----------------------------------------------------------- cbind
 
