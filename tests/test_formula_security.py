@@ -251,6 +251,18 @@ def test_columns_named_like_functions_still_work(sleep):
     np.testing.assert_array_equal(a.fixef.to_numpy(), b.fixef.to_numpy())
 
 
+def test_dotted_and_module_like_column_names_are_columns(sleep):
+    """R-style dotted names, and names such as pd or sys (blood pressure, anyone),
+    are data columns; only np and contr (the modules formulas use) are not."""
+    plain = mm.lmer("Reaction ~ Days + (1 | Subject)", sleep)
+    for name in ("sys.bp", "pd", "sys", "my.days"):
+        data = sleep.rename(columns={"Days": name})
+        fit = mm.lmer(f"Reaction ~ {name} + (1 | Subject)", data)
+        # dotted names take formulaic's path: the same numbers to rounding
+        np.testing.assert_allclose(fit.fixef.to_numpy(), plain.fixef.to_numpy(), rtol=1e-12)
+        assert list(fit.fixef.index) == ["(Intercept)", name]
+
+
 def test_a_bare_function_name_is_a_column_not_the_function(sleep):
     with pytest.raises(FormulaError, match="column 'log' named in the formula is not in the data"):
         mm.lmer("Reaction ~ Days + I(log) + (1 | Subject)", sleep)

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 from .exceptions import FormulaError
-from .formula_guard import check_expression
+from .formula_guard import NAMESPACES, check_expression
 
 __all__ = [
     "RandomTermSpec",
@@ -838,15 +838,12 @@ def _expand_nesting(levels: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
 # ---------------------------------------------------------------------------
 
 # A bare name (not called) is a column, as in R, even if a function has that
-# name (a factor called C, a column called log); only these never are.
+# name (a factor called C, a column called log); only these never are, nor the
+# members of the modules formulas know (np.pi, contr.sum).
 _NOT_VARIABLES = frozenset(
-    {
-        "np", "numpy", "pd", "pandas", "math", "scipy", "contr",
-        "True", "False", "None", "and", "or", "not", "in", "is",
-        "if", "else", "lambda",
-    }
+    {"True", "False", "None", "and", "or", "not", "in", "is", "if", "else", "lambda"}
+    | NAMESPACES
 )
-_MODULES = frozenset({"np", "numpy", "pd", "pandas", "math", "scipy", "contr"})
 
 
 def variables_in(expr: str) -> set[str]:
@@ -882,7 +879,7 @@ def variables_in(expr: str) -> set[str]:
 
 def _is_variable(name: str) -> bool:
     """Whether a bare name token can be a data column."""
-    return name not in _NOT_VARIABLES and name.split(".")[0] not in _MODULES
+    return name not in _NOT_VARIABLES and name.split(".")[0] not in NAMESPACES
 
 
 def _is_q_argument(tokens: list[_Token], i: int) -> bool:

@@ -35,6 +35,7 @@ from .exceptions import FormulaError
 
 __all__ = [
     "CONSTANTS",
+    "NAMESPACES",
     "FUNCTIONS",
     "NUMPY_FUNCTIONS",
     "FunctionRule",
@@ -99,15 +100,15 @@ NUMPY_FUNCTIONS: dict[str, FunctionRule] = {
 # have a column of that name.
 CONSTANTS = frozenset({"pi"})
 _NUMPY_CONSTANTS = frozenset({"pi", "e"})
-_NUMPY_MODULES = frozenset({"np", "numpy"})
+
+# The modules formula evaluation knows (numpy as ``np``; formulaic's contrasts as
+# ``contr``): never data columns, and only their allowed members may be used.
+NAMESPACES = frozenset({"np", "contr"})
 
 # Contrasts C() takes as its second argument: ``contr.sum`` or ``contr.sum()``,
 # and formulaic's classes ``Sum()``, ``Treatment("b")``, ...
 _CONTRAST_NAMES = frozenset({"treatment", "sum", "helmert", "poly", "diff"})
 _CONTRAST_CLASSES = frozenset({"Treatment", "Sum", "Helmert", "Poly", "Diff"})
-
-# Modules a dotted name must not start with (they are never data columns).
-_MODULES = frozenset({"np", "numpy", "pd", "pandas", "math", "scipy", "os", "sys", "contr"})
 
 _BINARY_OPS = (
     ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
@@ -291,9 +292,9 @@ class _Checker:
             self.reject(node, f"dunder name {node.id!r} is not allowed in a formula")
         if node.id == "cbind":
             self.reject(node, "cbind(successes, failures) must be the whole left-hand side")
-        if node.id in _MODULES:
+        if node.id in NAMESPACES:
             self.reject(node, f"the module {node.id!r} is not allowed in a formula (only its "
-                              "functions listed in docs/formulas.md can be called)")
+                              "members listed in docs/formulas.md can be used)")
 
     def number(self, node: ast.Constant) -> None:
         if isinstance(node.value, str):
@@ -324,14 +325,14 @@ class _Checker:
         return [node.id, *reversed(parts)]
 
     def dotted_value(self, node: ast.Attribute) -> None:
-        """``np.pi`` and ``np.e``, or an R-style dotted column name (``my.var``);
-        any other attribute access is refused."""
+        """``np.pi`` and ``np.e``, or an R-style dotted column name (``my.var``,
+        checked against the data later); any other attribute access is refused."""
         parts = self.dotted(node)
         if parts is None or any(p.startswith("__") for p in parts):
             self.reject(node, f"attribute access is not allowed in a formula: {self.segment(node)!r}")
-        if parts[0] in _NUMPY_MODULES and len(parts) == 2 and parts[1] in _NUMPY_CONSTANTS:
+        if parts == ["np", parts[-1]] and parts[-1] in _NUMPY_CONSTANTS:
             return
-        if parts[0] in _MODULES:
+        if parts[0] in NAMESPACES:
             self.reject(node, f"attribute access is not allowed in a formula: {self.segment(node)!r}")
 
     # ----------------------------------------------------------- calls
@@ -345,7 +346,7 @@ class _Checker:
         if isinstance(func, ast.Name) and func.id in FUNCTIONS:
             return FUNCTIONS[func.id]
         parts = self.dotted(func)
-        if parts and len(parts) == 2 and parts[0] in _NUMPY_MODULES and parts[1] in NUMPY_FUNCTIONS:
+        if parts and len(parts) == 2 and parts[0] == "np" and parts[1] in NUMPY_FUNCTIONS:
             return NUMPY_FUNCTIONS[parts[1]]
         callee = self.segment(func)
         if isinstance(func, ast.Name) and func.id == "cbind":
