@@ -74,6 +74,9 @@ LMER_INJECTIONS = [
     "Reaction ~ Days + C(Days, levels={p}) + (1 | Subject)",
     "Reaction ~ Days + poly(Days, degree={p}) + (1 | Subject)",
     "Reaction ~ Days + C(Days, contr.sum({p})) + (1 | Subject)",
+    # strings that a tokenizer without escapes or triple quotes would cut elsewhere
+    'Reaction ~ Days + Q("a\\") + I({p}) + Q(\\"b") + (1 | Subject)',
+    'Reaction ~ Days + Q("""a") + I({p}) + Q("b""") + (1 | Subject)',
 ]
 
 
@@ -146,6 +149,8 @@ def test_backticked_callee_is_named_as_written():
         ("hashed(x, 3)", "calling 'hashed'"),
         ("Q(x)", "quoted column name"),
         ("I(np)", "the module 'np'"),
+        (r'Q("a\") + I(1) + Q(\"b")', "backslashes"),
+        ('C(f, levels=["""a"""])', "triple-quoted strings"),
         ("I(x; y)", "not a valid expression"),
     ],
 )

@@ -177,6 +177,12 @@ def check_expression(
 def _problem(text: str, response: bool) -> tuple[str, int] | None:
     """``(message, offset in text)`` of the first disallowed part, or ``None``."""
     masked = _mask_backticks(text)
+    # Python's and formulaic's tokenizers must cut the text the same way: no
+    # escapes or triple quotes, which a simpler tokenizer could read differently
+    for tricky, what in (("\\", "backslashes"), ('"""', "triple-quoted strings"),
+                         ("'''", "triple-quoted strings")):
+        if tricky in masked:
+            return f"{what} are not allowed in a formula", masked.index(tricky)
     source = f"({masked}\n)"  # parentheses: the text may span lines
     try:
         tree = ast.parse(source, mode="eval").body
