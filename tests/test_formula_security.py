@@ -182,6 +182,21 @@ def test_glmer_injection_is_refused_and_runs_nothing(template, cbpp, tmp_path):
     refused(mm.glmer, template.format(p=touch(target)), cbpp, family="binomial", target=target)
 
 
+def test_dask_injection_is_refused_and_runs_nothing(sleep, tmp_path):
+    dd = pytest.importorskip("dask.dataframe")
+    target = tmp_path / "pwned"
+    formula = f"Reaction ~ Days + I({touch(target)}) + (1 | Subject)"
+    refused(mm.lmer, formula, dd.from_pandas(sleep, npartitions=2), target=target)
+
+
+def test_integer_columns_in_dask_partitions(sleep):
+    dd = pytest.importorskip("dask.dataframe")
+    data = small_integers(sleep, np.int8)
+    fit = mm.lmer("Reaction ~ I(x * x) + (1 | Subject)", dd.from_pandas(data, npartitions=3))
+    ref = mm.lmer("Reaction ~ I(xf * xf) + (1 | Subject)", data)
+    np.testing.assert_allclose(fit.fixef.to_numpy(), ref.fixef.to_numpy(), rtol=1e-9)
+
+
 # --------------------------------------------------------------------------- predict
 
 
