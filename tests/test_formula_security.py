@@ -122,6 +122,22 @@ def test_caret_of_a_multiline_formula_is_under_its_line(sleep):
     assert str(err).endswith('\n   + I(open("x")) + (1 | Subject)\n       ^')
 
 
+@pytest.mark.parametrize(
+    "formula, what",
+    [
+        ("y ~ (1 | g) + .", "'.' (all other columns) is not supported"),
+        ("y ~ {x + 1} + (1 | g)", "'{' is not formula syntax"),
+        ("y ~ x == 1 + (1 | g)", "'==' is not formula syntax"),
+        ("y ~ 'x' + (1 | g)", "a string is not a term"),
+        ("y ~ x; import os", "';' is not formula syntax"),
+    ],
+)
+def test_what_is_not_formula_syntax_is_named(formula, what):
+    with pytest.raises(FormulaError, match=re.escape(what)) as info:
+        parse_formula(formula)
+    assert formula[info.value.position] in ".{=';"
+
+
 def test_backticked_callee_is_named_as_written():
     with pytest.raises(FormulaError, match="calling '`eval`' is not allowed"):
         check_expression('`eval`("1")')

@@ -597,6 +597,8 @@ def _check_terms(scan: _Scan, lo: int, hi: int) -> None:
             raise scan.error(
                 'a string is not a term: write a column name plainly, `backticked` or as Q("name")', i
             )
+        elif scan.is_op(i, "."):
+            raise scan.error("'.' (all other columns) is not supported: name the columns", i)
         elif tok.kind == "op" and tok.text not in _FORMULA_OPS:
             raise scan.error(
                 f"'{tok.text}' is not formula syntax; write arithmetic inside I(...)", i
