@@ -64,10 +64,12 @@ from .design import (
     _used_columns,
     factor_contrasts,
     full_rank_columns,
+    integers_as_floats,
     nonfinite_rows,
     order_terms,
     r_column_names,
     rewrite_factor_calls,
+    spec_factors,
     with_contrasts,
 )
 from .exceptions import (
@@ -382,6 +384,7 @@ def _numeric(frame: pd.DataFrame, col: str, what: str) -> np.ndarray:
 
 
 def _matrix(spec: Any, frame: pd.DataFrame, what: str) -> np.ndarray:
+    frame = integers_as_floats(frame, spec_factors(spec))
     try:
         mm = spec.get_model_matrix(frame, na_action="ignore", context=R_FUNCTIONS)
     except MixedModelsError:

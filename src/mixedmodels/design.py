@@ -12,7 +12,7 @@ import functools
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,8 @@ from .exceptions import (
     PredictionError,
     RankDeficiencyWarning,
 )
-from .formula import ParsedFormula, RandomTermSpec, _Scan, variables_in
+from .formula import ParsedFormula, RandomTermSpec, _Scan, check_formula_side, variables_in
+from .formula_guard import CONSTANTS, check_expression
 
 __all__ = [
     "ReTerm",
@@ -133,7 +134,7 @@ def _split_colon(name: str) -> list[str]:
 def rewrite_factor_calls(expr: str) -> str:
     """R's ``factor(x)`` as formulaic's ``C(x, levels=None)``: the same coding;
     the (default) ``levels=None`` marks it for :func:`r_column_names`."""
-    return re.sub(r"(?<![\w.])factor\(\s*([A-Za-z_][\w.]*)\s*\)", r"C(\1, levels=None)", expr)
+    return re.sub(r"(?<![\w.])factor\(\s*([^\W\d][\w.]*)\s*\)", r"C(\1, levels=None)", expr)
 
 
 def factor_contrasts(
@@ -159,7 +160,7 @@ def factor_contrasts(
 def with_contrasts(expr: str, contrasts: Mapping[str, str]) -> str:
     """Wrap bare factor names of a formula side as ``C(f, contr.X)`` for formulaic."""
     for col, kind in contrasts.items():
-        if not re.fullmatch(r"[A-Za-z_][\w.]*", col):
+        if not re.fullmatch(r"[^\W\d][\w.]*", col):
             continue
         expr = re.sub(rf"(?<![\w.`])(?<!C\(){re.escape(col)}(?![\w.`(])", f"C({col}, {kind})", expr)
     return expr
@@ -1018,6 +1019,7 @@ R_FUNCTIONS = {
     "log10": np.log10,
     "log1p": np.log1p,
     "exp": np.exp,
+    "expm1": np.expm1,
     "abs": np.abs,
     "sin": np.sin,
     "cos": np.cos,
@@ -1314,7 +1316,7 @@ def _simple_shape(
     tokens = [t.strip() for t in rhs.replace("-", "+-").split("+")]
     if "" in tokens[1:]:  # dangling operator: let formulaic report it
         return None
-    name = r"[A-Za-z_]\w*"
+    name = r"[^\W\d]\w*"
     intercept, variables, pairs = True, [], []
 
     def add_pair(a: str, b: str) -> bool:
@@ -1358,6 +1360,8 @@ def _model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> De
         return simple.get_model_matrix(data)
     import formulaic
 
+    check_formula_side(rhs)  # nothing outside the allow-list reaches formulaic's eval
+    data = integers_as_floats(data, factor_arguments(rhs))
     aliases = _reserved_aliases(rhs, data)
     if aliases:
         rhs, data = _apply_aliases(rhs, aliases), data.rename(columns=aliases)
@@ -1371,6 +1375,40 @@ def _model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> De
     spec = AliasedSpec(mm.model_spec, aliases) if aliases else mm.model_spec
     columns = [_unalias(c, aliases) for c in mm.columns]
     return DesignMatrix(np.asarray(mm, dtype=float), columns, spec)
+
+
+def integers_as_floats(frame: pd.DataFrame, factors: Collection[str] = ()) -> pd.DataFrame:
+    """``frame`` with its integer columns narrower than 64 bits, and its
+    unsigned ones, as float64, for evaluating formula terms.
+
+    numpy computes in a column's own dtype: ``I(x * x)`` of an int8 column
+    holding 100 wraps around to 16, and ``I(a - b)`` of unsigned columns to
+    large numbers. Columns in ``factors`` (used as ``C(x)``/``factor(x)``)
+    become int64 instead, so that their level labels stay ``1``, not ``1.0``.
+    int64 columns are left as they are. Returns ``frame`` itself when nothing
+    changes (the caller's frame is never modified).
+    """
+    changes: dict[Any, Any] = {}
+    for col, dtype in frame.dtypes.items():
+        if not pd.api.types.is_integer_dtype(dtype) or dtype == np.int64:
+            continue
+        if col not in factors:
+            changes[col] = np.float64
+        elif isinstance(dtype, np.dtype) and dtype.itemsize < 8:
+            changes[col] = np.int64
+    if not changes or frame.columns.has_duplicates:
+        return frame
+    return frame.astype(changes)
+
+
+_FACTOR_ARGUMENT = re.compile(r"(?<![\w.])(?:C|factor)\(\s*(`[^`]*`|[^\W\d][\w.]*)\s*[,)]")
+
+
+@functools.lru_cache(maxsize=1024)
+def factor_arguments(rhs: str) -> frozenset[str]:
+    """The columns a formula side codes as factors: ``x`` of ``C(x, ...)`` and
+    ``factor(x)``."""
+    return frozenset(m.strip("`") for m in _FACTOR_ARGUMENT.findall(rhs))
 
 
 def _r_names(mm: DesignMatrix) -> list[str]:
@@ -1599,7 +1637,9 @@ def cbind_arguments(lhs: str, formula: str | None = None) -> tuple[str, ...] | N
 
 
 def evaluate_expression(expr: str, data: pd.DataFrame | ArrayColumns, what: str) -> np.ndarray:
-    """Evaluate an arithmetic expression of columns (``log(y)``, ``Days * 2``)."""
+    """Evaluate an arithmetic expression of columns (``log(y)``, ``Days * 2``)
+    that passes the formula allow-list (:func:`~mixedmodels.formula_guard.check_expression`)."""
+    check_expression(expr)
     if isinstance(data, ArrayColumns) and expr in data.plain:
         return data.floats(expr)  # what formulaic's I(x) gives for a numeric x
     if isinstance(data, ArrayColumns):
@@ -1804,7 +1844,7 @@ def build_model_frame(
     data = to_pandas(data)
     if len(data) == 0:
         raise DataError("the data are empty (0 rows)")
-    used = {c for c in _used_columns(parsed) if c in data.columns or c not in R_FUNCTIONS}
+    used = {c for c in _used_columns(parsed) if c in data.columns or c not in CONSTANTS}
     _check_columns(used, data, parsed.text)
     _check_unique_columns(data, used)
     w_arr, w_col = _column_or_array(weights, data, "weights")
@@ -2123,10 +2163,12 @@ def apply_spec(model_spec: Any, newdata: pd.DataFrame, what: str) -> np.ndarray:
     """Rebuild a model matrix on new data with the fitted encoding (stateful
     transforms such as ``scale()`` keep their training state). Factor columns
     are matched to the fitted levels first (:func:`match_levels`): formulaic
-    would turn a value of another type into NaN dummies without an error."""
+    would turn a value of another type into NaN dummies without an error; small
+    integer columns are evaluated as floats (:func:`integers_as_floats`)."""
     missing = None
     if not isinstance(model_spec, SimpleSpec):  # it matches its own levels
         newdata, missing = with_fitted_levels(model_spec, newdata)
+    newdata = integers_as_floats(newdata, spec_factors(model_spec))
     try:
         with warnings.catch_warnings():
             # every value was matched to a level above: what formulaic reports
@@ -2165,6 +2207,11 @@ def with_fitted_levels(
         matched[codes < 0] = np.nan
         replaced[name] = pd.Series(matched, index=newdata.index).infer_objects()
     return (newdata.assign(**replaced) if replaced else newdata), missing
+
+
+def spec_factors(model_spec: Any) -> set[str]:
+    """The columns a fitted spec codes as factors (see :func:`integers_as_floats`)."""
+    return set(_factor_levels(model_spec))
 
 
 def _factor_levels(model_spec: Any) -> dict[str, list[Any]]:

@@ -45,7 +45,11 @@ class FormulaError(MixedModelsError):
         self.formula = formula
         self.position = position
         if formula is not None and position is not None:
-            message = f"{message}\n  {formula}\n  {' ' * position}^"
+            # a formula written over several lines: show the line holding the caret
+            line_start = formula.rfind("\n", 0, position) + 1
+            line_end = formula.find("\n", position)
+            line = formula[line_start : len(formula) if line_end < 0 else line_end]
+            message = f"{message}\n  {line}\n  {' ' * (position - line_start)}^"
         super().__init__(message)
 
 

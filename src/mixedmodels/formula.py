@@ -19,16 +19,18 @@ a caret under the offending character.
 
 from __future__ import annotations
 
+import ast
 import functools
-
 import re
 from dataclasses import dataclass
 
 from .exceptions import FormulaError
+from .formula_guard import NAMESPACES, check_expression
 
 __all__ = [
     "RandomTermSpec",
     "ParsedFormula",
+    "check_formula_side",
     "parse_formula",
     "require_random",
     "variables_in",
@@ -105,7 +107,8 @@ class _Token:
     end: int
 
 
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+# Identifiers are Unicode, as in Python and R (``réaction``); R-style dots allowed.
+_NAME_RE = re.compile(r"[^\W\d][\w.]*")
 _NUMBER_RE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[jJ]?")
 _OPERATORS = ("||", "**", "//", "==", "!=", "<=", ">=", "<<", ">>")
 _BARS = ("|", "||")
@@ -125,7 +128,8 @@ def _tokenize(text: str) -> list[_Token]:
     Returns
     -------
     list of _Token
-        Tokens in order; whitespace (including newlines) is skipped.
+        Tokens in order; whitespace (including newlines) is skipped, and so
+        is a comment from ``#`` to the end of its line, as R's parser does.
 
     Raises
     ------
@@ -137,6 +141,10 @@ def _tokenize(text: str) -> list[_Token]:
     while pos < len(text):
         if text[pos].isspace():
             pos += 1
+            continue
+        if text[pos] == "#":
+            newline = text.find("\n", pos)
+            pos = len(text) if newline < 0 else newline
             continue
         token = _next_token(text, pos)
         tokens.append(token)
@@ -346,6 +354,8 @@ def _parse_formula_uncached(formula: str) -> ParsedFormula:
     scan = _Scan(formula)
     tilde = _find_tilde(scan)
     _check_bars(scan, tilde)
+    if tilde > 0:
+        _check_python(scan, 0, tilde, response=True)
     response = scan.span(0, tilde) if tilde > 0 else None
     terms = _flatten_groups(
         scan, _split_terms(scan, tilde + 1, len(scan.tokens), "right-hand side of '~'")
@@ -361,6 +371,7 @@ def _parse_formula_uncached(formula: str) -> ParsedFormula:
             offsets.append(offset)
         else:
             _reject_stray_bar(scan, term)
+            _check_terms(scan, term.lo, term.hi)
             fixed.append((term.sign, scan.span(term.lo, term.hi)))
     return ParsedFormula(
         text=formula,
@@ -546,7 +557,96 @@ def _offset_inner(scan: _Scan, term: _Term) -> str | None:
         raise scan.error("an offset cannot be subtracted", term.sign_index)
     if term.hi - term.lo == 3:
         raise scan.error("offset() needs an expression", term.lo)
+    _check_python(scan, term.lo + 2, term.hi - 1)
     return scan.span(term.lo + 2, term.hi - 1)
+
+
+# ---------------------------------------------------------------------------
+# The allow-list: formula syntax between Python parts checked by formula_guard
+# ---------------------------------------------------------------------------
+
+# Formula operators (not Python) that may join the terms' names and calls.
+_FORMULA_OPS = frozenset({"+", "-", "*", "/", ":", "^", "**", "(", ")"})
+
+
+def _check_terms(scan: _Scan, lo: int, hi: int) -> None:
+    """Check tokens ``lo..hi-1`` of formula syntax (a fixed-effects term, the
+    left side of a bar): formula operators, numbers and names, and calls
+    whose Python text passes :func:`~mixedmodels.formula_guard.check_expression`.
+
+    Raises
+    ------
+    FormulaError
+        At a string, an operator that is not formula syntax, or a Python part
+        outside the allow-list.
+    """
+    i = lo
+    while i < hi:
+        tok = scan.tokens[i]
+        if tok.kind in ("name", "backtick") and i + 1 < hi and scan.is_op(i + 1, "("):
+            close = scan.pairs[i + 1]
+            _check_python(scan, i, close + 1)
+            i = close + 1
+            continue
+        if _is_in_operator(scan, i, hi):
+            i += 3
+            continue
+        if tok.kind == "name":
+            _check_python(scan, i, i + 1)
+        elif tok.kind == "string":
+            raise scan.error(
+                'a string is not a term: write a column name plainly, `backticked` or as Q("name")', i
+            )
+        elif scan.is_op(i, "."):
+            raise scan.error("'.' (all other columns) is not supported: name the columns", i)
+        elif tok.kind == "op" and tok.text not in _FORMULA_OPS:
+            raise scan.error(
+                f"'{tok.text}' is not formula syntax; write arithmetic inside I(...)", i
+            )
+        i += 1
+
+
+def _is_in_operator(scan: _Scan, i: int, hi: int) -> bool:
+    """Whether tokens ``i..i+2`` are the nesting operator ``%in%``."""
+    return (
+        i + 2 < hi
+        and scan.is_op(i, "%")
+        and scan.tokens[i + 1].text == "in"
+        and scan.is_op(i + 2, "%")
+    )
+
+
+def _check_python(scan: _Scan, lo: int, hi: int, response: bool = False) -> None:
+    """Check the text of tokens ``lo..hi-1`` as a Python expression (caret in
+    the whole formula)."""
+    start, end = scan.tokens[lo].start, scan.tokens[hi - 1].end
+    check_expression(scan.text[start:end], scan.text, start, response)
+
+
+@functools.lru_cache(maxsize=1024)
+def check_formula_side(text: str) -> str:
+    """Check a formula side (``"0 + I(x ** 2)"``, ``"C(f, contr.sum) + x"``)
+    against the allow-list before it is evaluated; see :func:`_check_terms`.
+
+    Parameters
+    ----------
+    text : str
+        Right-hand-side text without ``~``.
+
+    Returns
+    -------
+    str
+        ``text`` itself.
+
+    Raises
+    ------
+    FormulaError
+        At the first part outside the allow-list.
+    """
+    scan = _Scan(text)
+    if scan.tokens:
+        _check_terms(scan, 0, len(scan.tokens))
+    return text
 
 
 # ---------------------------------------------------------------------------
@@ -571,6 +671,7 @@ def _parse_random(scan: _Scan, term: _Term) -> list[RandomTermSpec]:
     if bar == close - 1:
         raise scan.error(f"nothing after '{scan.tokens[bar].text}' in random-effects term", bar)
     levels = _grouping_levels(scan, bar + 1, close)
+    _check_terms(scan, open_ + 1, bar)
     double = scan.tokens[bar].text == "||"
     exprs = _double_vert_exprs(scan, open_ + 1, bar) if double else [_lhs_expr(scan, open_ + 1, bar)]
     return [
@@ -659,6 +760,8 @@ def _term_labels(text: str) -> list[str]:
 def _grouping_levels(scan: _Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
     """Parse a grouping side ``a``, ``a:b`` or ``a/b/c`` into nesting levels.
 
+    A name is plain, backticked (```my group```) or quoted as ``Q("my group")``.
+
     Returns
     -------
     list of tuple of str
@@ -672,16 +775,17 @@ def _grouping_levels(scan: _Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
     levels: list[tuple[str, ...]] = []
     current: list[str] = []
     expect_name = True
-    for i in range(lo, hi):
+    i = lo
+    while i < hi:
         tok = scan.tokens[i]
         if expect_name:
-            if tok.kind not in ("name", "backtick"):
-                raise scan.error("grouping factor must be a variable name", i)
-            current.append(tok.text[1:-1] if tok.kind == "backtick" else tok.text)
+            name, i = _grouping_name(scan, i, hi)
+            current.append(name)
         elif scan.is_op(i, ":", "/"):
             if tok.text == "/":
                 levels.append(tuple(current))
                 current = []
+            i += 1
         else:
             raise scan.error("grouping side may only join names with ':' or '/'", i)
         expect_name = not expect_name
@@ -689,6 +793,35 @@ def _grouping_levels(scan: _Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
         raise scan.error("grouping side ends with an operator", hi - 1)
     levels.append(tuple(current))
     return levels
+
+
+def _grouping_name(scan: _Scan, i: int, hi: int) -> tuple[str, int]:
+    """The grouping variable's name at token ``i`` and the index after it."""
+    tok = scan.tokens[i]
+    if tok.kind == "backtick":
+        return tok.text[1:-1], i + 1
+    if tok.kind == "name" and not (i + 1 < hi and scan.is_op(i + 1, "(")):
+        return tok.text, i + 1
+    if _is_q_call(scan.tokens, i) and i + 3 < hi:
+        return _string_value(scan.tokens[i + 2]), i + 4
+    raise scan.error('grouping factor must be a variable name (plain, `backticked` or Q("..."))', i)
+
+
+def _is_q_call(tokens: list[_Token], i: int) -> bool:
+    """Whether tokens ``i..i+3`` are ``Q("name")``."""
+    return (
+        i + 3 < len(tokens)
+        and tokens[i].kind == "name"
+        and tokens[i].text == "Q"
+        and tokens[i + 1].text == "("
+        and tokens[i + 2].kind == "string"
+        and tokens[i + 3].text == ")"
+    )
+
+
+def _string_value(tok: _Token) -> str:
+    """The value of a quoted string token (Python's escapes)."""
+    return ast.literal_eval(tok.text)
 
 
 def _expand_nesting(levels: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -707,15 +840,12 @@ def _expand_nesting(levels: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
 # ---------------------------------------------------------------------------
 
 # A bare name (not called) is a column, as in R, even if a function has that
-# name (a factor called C, a column called log); only these never are.
+# name (a factor called C, a column called log); only these never are, nor the
+# members of the modules formulas know (np.pi, contr.sum).
 _NOT_VARIABLES = frozenset(
-    {
-        "np", "numpy", "pd", "pandas", "math", "scipy", "contr",
-        "True", "False", "None", "and", "or", "not", "in", "is",
-        "if", "else", "lambda",
-    }
+    {"True", "False", "None", "and", "or", "not", "in", "is", "if", "else", "lambda"}
+    | NAMESPACES
 )
-_MODULES = frozenset({"np", "numpy", "pd", "pandas", "math", "scipy", "contr"})
 
 
 def variables_in(expr: str) -> set[str]:
@@ -743,7 +873,7 @@ def variables_in(expr: str) -> set[str]:
         if tok.kind == "backtick":
             names.add(tok.text[1:-1])
         elif tok.kind == "string" and _is_q_argument(tokens, i):
-            names.add(tok.text[1:-1])
+            names.add(_string_value(tok))
         elif tok.kind == "name" and nxt not in ("(", "=") and _is_variable(tok.text):
             names.add(tok.text)
     return names
@@ -751,18 +881,12 @@ def variables_in(expr: str) -> set[str]:
 
 def _is_variable(name: str) -> bool:
     """Whether a bare name token can be a data column."""
-    return name not in _NOT_VARIABLES and name.split(".")[0] not in _MODULES
+    return name not in _NOT_VARIABLES and name.split(".")[0] not in NAMESPACES
 
 
 def _is_q_argument(tokens: list[_Token], i: int) -> bool:
     """Whether the string token ``i`` is the sole argument of ``Q(...)``."""
-    return (
-        i >= 2
-        and i + 1 < len(tokens)
-        and tokens[i - 2].text == "Q"
-        and tokens[i - 1].text == "("
-        and tokens[i + 1].text == ")"
-    )
+    return i >= 2 and _is_q_call(tokens, i - 2)
 
 
 @functools.lru_cache(maxsize=512)
