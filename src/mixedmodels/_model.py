@@ -87,6 +87,19 @@ class RandomEffectsModel(MixedModelResults):
     def theta_lower(self) -> np.ndarray:
         return np.concatenate([t.theta_lower() for t in self.frame.terms])
 
+    @property
+    def theta_scale(self) -> np.ndarray:
+        """Per θ element, the factor giving θ in unit-scale columns (see
+        :meth:`~mixedmodels.design.ReTerm.theta_scale`; all ones unless a
+        random-effects column is in tiny or huge units). The searches run on
+        θ × theta_scale, and the singularity rule reads it, so neither depends
+        on the units of the covariates."""
+        scale = self.__dict__.get("_theta_scale")
+        if scale is None:
+            scale = np.concatenate([t.theta_scale() for t in self.frame.terms])
+            self._theta_scale = scale
+        return scale
+
     def _canonical_theta(self, theta: np.ndarray) -> np.ndarray:
         """θ with every λ column's sign chosen to make its diagonal non-negative
         (the same covariance, lme4's parametrization)."""
@@ -100,17 +113,21 @@ class RandomEffectsModel(MixedModelResults):
 
     def _singular_terms(self) -> list[str]:
         out = []
+        unit = self._theta * self.theta_scale
         for term, s in zip(self.frame.terms, self._theta_slices):
-            th = self._theta[s]
+            th = unit[s]
             if np.any(th[term.theta_lower() == 0] < SINGULAR_TOL):
                 out.append(term.spec.text)
         return out
 
     @property
     def is_singular(self) -> bool:
-        """lme4's ``isSingular``: a diagonal element of some λ below 1e-4."""
+        """lme4's ``isSingular``: a diagonal element of some λ below 1e-4
+        (λ of the unit-scale columns where a column is in tiny or huge units,
+        see :attr:`theta_scale`)."""
         self._require_fit()
-        return bool(np.any(self._theta[self.theta_lower == 0] < SINGULAR_TOL))
+        unit = self._theta * self.theta_scale
+        return bool(np.any(unit[self.theta_lower == 0] < SINGULAR_TOL))
 
     @property
     def theta(self) -> pd.Series:

@@ -348,6 +348,30 @@ def _lower_triangle(k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
+# Columns of a model matrix whose root mean square lies in this range are
+# searched as they are (lme4's parametrisation, and its singularity rule);
+# others at unit root mean square (see search_scales).
+MODERATE_COLUMN_SCALE = (0.1, 10.0)
+
+
+def search_scales(matrix: np.ndarray) -> np.ndarray:
+    """Per column, its root mean square where that lies outside
+    ``MODERATE_COLUMN_SCALE``, else 1 (read-only): the factor by which
+    searches and finite differences divide a column so that their steps and
+    rules do not depend on the units of a covariate. Columns in moderate
+    units keep lme4's own scale (and its numbers); the others are all
+    brought to unit root mean square, so a fit is the same whatever their units."""
+    low, high = MODERATE_COLUMN_SCALE
+    scales = np.ones(matrix.shape[1])
+    if matrix.shape[0] > 0:
+        rms = np.sqrt(np.einsum("nk,nk->k", matrix, matrix) / matrix.shape[0])
+        if not low <= rms.min(initial=1.0) <= rms.max(initial=1.0) <= high:
+            usable = np.isfinite(rms) & (rms > 0)
+            scales = np.where(usable & ((rms < low) | (rms > high)), rms, 1.0)
+    scales.setflags(write=False)
+    return scales
+
+
 @dataclass
 class ReTerm:
     """One random-effects term ``(expr | group)``.
@@ -423,8 +447,29 @@ class ReTerm:
         return np.where(rows == cols, 0.0, -np.inf)
 
     def theta_start(self) -> np.ndarray:
+        """lme4's start λ = I, for the unit-scale columns (see ``theta_scale``)."""
         rows, cols = self.theta_rows_cols()
-        return np.where(rows == cols, 1.0, 0.0)
+        return np.where(rows == cols, 1.0, 0.0) / self.theta_scale()
+
+    @functools.cached_property
+    def column_scales(self) -> np.ndarray:
+        """Per column of ``z``, the factor by which the searches divide it
+        (see ``search_scales``).
+
+        Multiplying a column of ``z`` by c divides row r of λ, hence the θ
+        elements in it, by c: the same model in other units. Searches,
+        boundary snapping and the singularity rule run on θ for the scaled
+        columns (see ``theta_scale``), so they give the same fit whatever the
+        units of a covariate outside the moderate range.
+        """
+        return search_scales(self.z)  # ones for a Dask term (no rows here)
+
+    def theta_scale(self) -> np.ndarray:
+        """Per θ element, the factor giving θ in unit-scale columns: θ ×
+        ``theta_scale()`` is θ for ``z / column_scales`` (row r of λ times
+        the scale of column r)."""
+        rows, _ = self.theta_rows_cols()
+        return self.column_scales[rows]
 
     def lam(self, theta: np.ndarray) -> np.ndarray:
         """The k x k lower-triangular relative covariance factor λ for this θ slice."""

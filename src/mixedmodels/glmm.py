@@ -46,6 +46,7 @@ from .arguments import check_na_action, r_argument_hints
 from .design import (
     ModelFrame,
     build_model_frame,
+    search_scales,
 )
 from .exceptions import (
     ConvergenceWarning,
@@ -61,7 +62,7 @@ from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include
 from ._threads import blas_threads, current_load
 from .progress import FitProgress
 from .lmm import _FACTOR_THREADED_BLOCK, _auto_thread_plan, _slices
-from .optimize import OptimizerRecord, minimize_theta
+from .optimize import OptimizerRecord, ThetaScaling, minimize_theta
 
 __all__ = ["GeneralizedLinearMixedModel", "glmer", "ConvergenceCheck"]
 
@@ -625,10 +626,11 @@ class ConvergenceCheck:
         Finite-difference Hessian of the deviance.
     scaled_gradient : float
         max |H⁻¹g| (the Newton step still to go, in parameter units), or the
-        max |g| when H is not positive definite.
+        max |g| when H is not positive definite; both for unit-scale columns
+        of Z and X (``param_scale``: lme4's own units where those are moderate).
     hessian_eigenvalues : ndarray
         Eigenvalues of the Hessian of the parameters off the boundary (a
-        variance at zero is left out, as lme4 does).
+        variance at zero is left out, as lme4 does), for unit-scale columns.
     messages : list of str
         What is wrong, in words; empty when the optimum looks sound.
     """
@@ -763,6 +765,17 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         if value < self._stage0_best[0]:  # the stage's end is its best point: kept
             self._stage0_best = (value, np.array(theta, float), modes)
         return value
+
+    @property
+    def param_scale(self) -> np.ndarray:
+        """Per element of (θ, β), the factor giving it for unit-scale columns
+        of Z and X (:attr:`theta_scale`, then ``design.search_scales`` of X;
+        all ones unless a column is in tiny or huge units)."""
+        scale = self.__dict__.get("_param_scale")
+        if scale is None:
+            scale = np.concatenate([self.theta_scale, search_scales(self.frame.fixed.X)])
+            self._param_scale = scale
+        return scale
 
     def objective(self, params: np.ndarray) -> float:
         """The deviance (Laplace or quadrature) at (θ, β)."""
@@ -925,10 +938,11 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         self._eta_start = e.offset + self.family.linkfun(self._init.mustart)
         self._eta_start = self._modes(theta0, None).eta
         self._stage0_best = (np.inf, None, None)
-        stage0 = minimize_theta(
-            self.objective_theta, theta0, self.theta_lower, ftol_rel=1e-10,
-            maxeval=maxeval, keep_history=keep_history, callback=self._callback,
-        )
+        scaling = ThetaScaling(self.theta_scale)  # θ for unit-scale columns (see lmer)
+        stage0 = scaling.to_theta(minimize_theta(
+            scaling.objective(self.objective_theta), scaling.to_search(theta0), self.theta_lower,
+            ftol_rel=1e-10, maxeval=maxeval, keep_history=keep_history, callback=self._callback,
+        ))
         theta = self._theta_stage0 = stage0.theta_final
         if stage0.elapsed >= PARALLEL_PROBE_SECONDS * max(stage0.evaluations, 1):
             self._workers = self._derivative_workers(self._threads)  # else too quick to share
@@ -1023,16 +1037,21 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         stage's end, then once more from its own end with a small trust
         region (BOBYQA can stop early in the flat valleys GLMMs have)."""
         lower = np.concatenate([self.theta_lower, np.full(self._engine.p, -np.inf)])
-        first = minimize_theta(
-            self.objective, params0, lower, ftol_rel=1e-12, maxeval=maxeval,
-            keep_history=keep_history, initial_step=self._stage_two_step(modes0),
+        # on (θ, β) for unit-scale columns of Z and X: steps free of the units
+        scaling = ThetaScaling(self.param_scale)
+        objective = scaling.objective(self.objective)
+        first = scaling.to_theta(minimize_theta(
+            objective, scaling.to_search(params0), lower, ftol_rel=1e-12, maxeval=maxeval,
+            keep_history=keep_history,
+            initial_step=self._stage_two_step(modes0, scaling.scale),
             callback=self._callback,
-        )
-        polish = minimize_theta(
-            self.objective, first.theta_final, lower, ftol_rel=1e-12, maxeval=maxeval,
-            keep_history=keep_history, initial_step=POLISH_STEP * _scale(first.theta_final),
+        ))
+        x1 = scaling.to_search(first.theta_final)
+        polish = scaling.to_theta(minimize_theta(
+            objective, x1, lower, ftol_rel=1e-12, maxeval=maxeval,
+            keep_history=keep_history, initial_step=POLISH_STEP * _scale(x1),
             callback=self._callback,
-        )
+        ))
         if polish.objective_final <= first.objective_final:
             polish.theta_start, polish.objective_start = first.theta_start, first.objective_start
             polish.evaluations += first.evaluations
@@ -1043,17 +1062,19 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         first.optimizer = f"{first.optimizer} twice"
         return first
 
-    def _stage_two_step(self, modes0: _Modes) -> np.ndarray:
-        """BOBYQA's initial trust region over (θ, β), as lme4's Nelder-Mead
-        steps: 0.02 for θ, a fifth of each β's standard error from the
-        nAGQ = 0 stage's PIRLS system."""
+    def _stage_two_step(self, modes0: _Modes, scale: np.ndarray) -> np.ndarray:
+        """BOBYQA's initial trust region over (θ, β) × ``scale`` (the search's
+        coordinates, see ``param_scale``), as lme4's Nelder-Mead steps: 0.02
+        for θ (of unit-scale columns), a fifth of each β's standard error
+        from the nAGQ = 0 stage's PIRLS system."""
         e = self._engine
         w, z = e.working(modes0.eta, modes0.mu, e.offset)
         theta = self._theta_stage0
         _, _, factor = e.solve(self.lambdas(theta), w, z, True)
         Linv = solve_triangular(factor.RX(), np.eye(e.p), lower=True)
         se = np.sqrt(np.einsum("ij,ij->j", Linv, Linv))
-        return np.concatenate([np.full(self.ntheta, STAGE_TWO_THETA_STEP), STAGE_TWO_BETA_STEP * np.minimum(se, 10.0)])
+        beta_step = STAGE_TWO_BETA_STEP * np.minimum(se * scale[self.ntheta :], 10.0)
+        return np.concatenate([np.full(self.ntheta, STAGE_TWO_THETA_STEP), beta_step])
 
     def _warn_separation(self) -> None:
         """After the fit: when some fitted probability is within 1e-6 of 0 or 1
@@ -1111,24 +1132,28 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         objective = self.objective if fun is None else fun
         k = len(x)
         lower = np.concatenate([self.theta_lower, np.full(k - self.ntheta, -np.inf)])
-        h = HESSIAN_STEP
+        # lme4's step, for unit-scale columns of Z and X (the same where they
+        # are moderate): a β of a covariate in huge units moved by 1e-4 would
+        # overflow the linear predictor
+        h = HESSIAN_STEP / self.param_scale
         down = np.minimum(h, np.where(np.isfinite(lower), x - lower, np.inf))
-        shifts: list[dict[int, float]] = [{j: h} for j in range(k)]
-        shifts += [{j: -down[j]} if down[j] > 0 else {j: 2 * h} for j in range(k)]
-        shifts += [{i: h, j: h} for j in range(k) for i in range(j)]
+        shifts: list[dict[int, float]] = [{j: h[j]} for j in range(k)]
+        shifts += [{j: -down[j]} if down[j] > 0 else {j: 2 * h[j]} for j in range(k)]
+        shifts += [{i: h[i], j: h[j]} for j in range(k) for i in range(j)]
         values = self._evaluate_all(objective, [self._shifted(x, sh) for sh in shifts])
         fplus, fother, fpair = values[:k], values[k : 2 * k], iter(values[2 * k :])
         H = np.empty((k, k))
         g = np.empty(k)
         for j in range(k):
+            hj = h[j]
             if down[j] > 0:
-                H[j, j] = fplus[j] / h**2 - 2 * f0 / (h * down[j]) + fother[j] / down[j] ** 2
-                g[j] = (fplus[j] - fother[j]) / (h + down[j])
+                H[j, j] = fplus[j] / hj**2 - 2 * f0 / (hj * down[j]) + fother[j] / down[j] ** 2
+                g[j] = (fplus[j] - fother[j]) / (hj + down[j])
             else:  # at the bound: one-sided (fother holds f(x + 2h))
-                H[j, j] = (fother[j] - 2 * fplus[j] + f0) / h**2
-                g[j] = (fplus[j] - f0) / h
+                H[j, j] = (fother[j] - 2 * fplus[j] + f0) / hj**2
+                g[j] = (fplus[j] - f0) / hj
             for i in range(j):
-                H[i, j] = H[j, i] = (next(fpair) - fplus[i] - fplus[j] + f0) / (h * h)
+                H[i, j] = H[j, i] = (next(fpair) - fplus[i] - fplus[j] + f0) / (h[i] * hj)
         return g, H
 
     def _evaluate_all(self, objective, points: list[np.ndarray]) -> np.ndarray:
@@ -1150,13 +1175,25 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     def _check_convergence(self, derivs=None) -> ConvergenceCheck:
         params = np.concatenate([self._theta, self._beta])
-        g, H = self._derivatives(params, self._objective) if derivs is None else derivs
-        Hs = 0.5 * (H + H.T)
+        g_raw, H = self._derivatives(params, self._objective) if derivs is None else derivs
+        # the checks read the derivatives for unit-scale columns of Z and X
+        # (the same where they are moderate), so that they do not depend on units
+        scale = self.param_scale
+        g = g_raw / scale
+        Hs = 0.5 * (H + H.T) / np.outer(scale, scale)
         at_bound = np.zeros(len(params), bool)
-        at_bound[: self.ntheta] = (self.theta_lower == 0) & (self._theta < SINGULAR_TOL)
+        unit_theta = self._theta * self.theta_scale
+        at_bound[: self.ntheta] = (self.theta_lower == 0) & (unit_theta < SINGULAR_TOL)
+        messages = []
+        if not (np.all(np.isfinite(Hs)) and np.all(np.isfinite(g))):
+            messages.append(
+                "the deviance could not be differentiated at the optimum (non-finite "
+                "values): no convergence check, standard errors from the PIRLS system"
+            )
+            nan = np.full(len(params), np.nan)
+            return ConvergenceCheck(g_raw, np.full_like(H, np.nan), np.nan, nan, messages)
         # as lme4's checkConv, the Hessian of the parameters off the boundary
         eig = np.linalg.eigvalsh(Hs[np.ix_(~at_bound, ~at_bound)])
-        messages = []
         try:
             c = np.linalg.cholesky(Hs)
             scaled = float(np.max(np.abs(np.linalg.solve(c.T, np.linalg.solve(c, g)))))
@@ -1178,7 +1215,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
                 f"the Hessian is nearly singular (eigenvalue ratio {eig.max() / eig.min():.3g}): "
                 "the model is nearly unidentifiable; rescale predictors or simplify the model"
             )
-        return ConvergenceCheck(g, H, scaled, eig, messages)
+        return ConvergenceCheck(g_raw, H, scaled, eig, messages)
 
     # ------------------------------------------------------------------ protocol
 

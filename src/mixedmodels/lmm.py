@@ -24,7 +24,7 @@ from .exceptions import ConvergenceWarning, DataError
 from .formula import parse_formula, require_random
 from .dense import DenseSystem
 from .linalg import AugmentedSystem, DenseBelow, Factor, TermData
-from .optimize import OptimizerRecord, minimize_theta, minimize_theta_gradient
+from .optimize import OptimizerRecord, ThetaScaling, minimize_theta, minimize_theta_gradient
 from ._threads import blas_threads, current_load
 from .progress import FitProgress
 from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random
@@ -219,7 +219,13 @@ class LinearMixedModel(RandomEffectsModel):
             K = float(part[0][0, 0])
             h.append(4.0 * K * K / term.nlevels)
         h = np.array(h)
-        if not np.all(np.isfinite(h)) or np.any(h <= 0) or np.any(np.abs(theta) < 1e-3):
+        near_zero = np.abs(theta) * self.theta_scale < 1e-3
+        if not np.all(np.isfinite(h)) or np.any(h <= 0) or np.any(near_zero):
+            return None
+        # a term the objective hardly depends on (its grouping aliased with fixed
+        # effects: K ~ 0) would get a step scale of ~1/sqrt(h), far outside
+        # anything factorisable: that search cannot be scaled by these estimates
+        if h.min() < 1e-10 * h.max():
             return None
         return h
 
@@ -242,7 +248,7 @@ class LinearMixedModel(RandomEffectsModel):
 
     def _numeric_partial(self, theta: np.ndarray, i: int, value: float) -> float:
         """One partial derivative by differences, one-sided at a lower bound."""
-        h = 1e-6 * max(1.0, abs(theta[i]))
+        h = _difference_step(theta, i, self.theta_scale)
         up = theta.copy()
         up[i] += h
         if self.theta_lower[i] == 0 and theta[i] - h < 0:
@@ -306,7 +312,7 @@ class LinearMixedModel(RandomEffectsModel):
     def _numeric_pieces_partial(self, theta: np.ndarray, i: int, reml: bool) -> tuple[float, float]:
         """Central differences of (logdet, pwrss) in θ_i (both sides: the
         pieces are smooth through θ_i = 0)."""
-        h = 1e-6 * max(1.0, abs(theta[i]))
+        h = _difference_step(theta, i, self.theta_scale)
         vals = []
         for sign in (1.0, -1.0):
             x = theta.copy()
@@ -388,6 +394,11 @@ class LinearMixedModel(RandomEffectsModel):
         self, start, optimizer, ftol_rel, maxeval, keep_history, monitor
     ) -> "LinearMixedModel":
         theta0 = self.initial_theta() if start is None else np.asarray(start, dtype=float)
+        # the search runs on θ for unit-scale random-effects columns, so that
+        # its steps and stopping rules do not depend on the covariates' units
+        scaling = ThetaScaling(self.theta_scale)
+        objective = scaling.objective(self.objective)
+        x0 = scaling.to_search(theta0)
         if optimizer == "lbfgsb":
             # No bounds: the objective depends on Σ = σ²λλ' only, which is the
             # same for λ with a column's sign flipped, so the search may pass
@@ -395,19 +406,19 @@ class LinearMixedModel(RandomEffectsModel):
             # stopped at a boundary point worse than lme4's on a maximal 8 x 8
             # model); the signs are made positive at the end (_canonical_theta).
             record = minimize_theta_gradient(
-                self.objective_gradient,
-                self.objective,
-                theta0,
+                scaling.objective_gradient(self.objective_gradient),
+                objective,
+                x0,
                 np.full_like(self.theta_lower, -np.inf),
                 ftol_rel=ftol_rel,
                 maxeval=maxeval,
                 keep_history=keep_history,
                 callback=monitor,
-                start_evaluation=self._start_evaluation,
+                start_evaluation=scaling.start_evaluation(self._start_evaluation),
             )
             if not record.converged:  # a failed line search: finish derivative-free
                 polish = minimize_theta(
-                    self.objective,
+                    objective,
                     record.theta_final,
                     self.theta_lower,
                     ftol_rel=ftol_rel,
@@ -415,18 +426,19 @@ class LinearMixedModel(RandomEffectsModel):
                 )
                 polish.evaluations += record.evaluations
                 polish.optimizer = "L-BFGS-B, then LN_BOBYQA"
-                polish.theta_start, polish.objective_start = theta0, record.objective_start
+                polish.theta_start, polish.objective_start = x0, record.objective_start
                 record = polish
         else:
             record = minimize_theta(
-                self.objective,
-                theta0,
+                objective,
+                x0,
                 self.theta_lower,
                 ftol_rel=ftol_rel,
                 maxeval=maxeval,
                 keep_history=keep_history,
                 callback=monitor,
             )
+        record = scaling.to_theta(record)
         self._set_optimum(record)
         return self
 
@@ -451,7 +463,12 @@ class LinearMixedModel(RandomEffectsModel):
         # least squares by the normal equations: a starting value needs no more
         # accuracy, and the system holds X'WX and X'Wy already
         gram, xty = self._fixed_cross_products(w, y)
-        coef, *_ = np.linalg.lstsq(gram, xty, rcond=None)
+        # equilibrated: a covariate in huge or tiny units leaves X'X so
+        # ill-conditioned that lstsq's cutoff would drop it
+        d = np.sqrt(np.diag(gram))
+        d = np.where(d > 0, d, 1.0)
+        coef, *_ = np.linalg.lstsq(gram / np.outer(d, d), xty / d, rcond=None)
+        coef = coef / d
         resid = y - fr.fixed.dot(coef)
         intercepts = [t for t in fr.terms if t.k == 1 and np.all(t.z[:, 0] == 1.0)]
         ratios = _backfitted_ratios(resid, intercepts, ml=not self.reml)
@@ -462,7 +479,7 @@ class LinearMixedModel(RandomEffectsModel):
             if id(term) in ratios:
                 start = np.array([ratios[id(term)]])
             else:
-                lam = _regression_start(resid, w, term.z, term.codes, term.nlevels)
+                lam = _unit_regression_start(resid, w, term)
                 if lam is not None:
                     rows, cols = term.theta_rows_cols()
                     start = lam[rows, cols]
@@ -485,7 +502,8 @@ class LinearMixedModel(RandomEffectsModel):
         """Set (near-)zero diagonal elements of λ to exactly zero when that is no
         worse: an unbounded search approaches a zero variance without reaching
         it, lme4 reports the boundary itself."""
-        near = np.flatnonzero((self.theta_lower == 0) & (np.abs(theta) < 1e-4))
+        unit = np.abs(theta) * self.theta_scale  # the rule is free of the columns' units
+        near = np.flatnonzero((self.theta_lower == 0) & (unit < 1e-4))
         if near.size == 0:
             return theta
         tolerance = 1e-10 * max(1.0, abs(value))
@@ -760,15 +778,17 @@ class LinearMixedModel(RandomEffectsModel):
 
     def _refit_start(self, theta: np.ndarray | None = None) -> np.ndarray:
         """θ to start a refit from: this fit's (or ``theta``), with zero
-        diagonal elements of λ moved to 0.1. The objective is even in those
+        diagonal elements of λ moved to 0.1 (for unit-scale columns, see
+        ``theta_scale``). The objective is even in those
         elements, so a gradient search started exactly at zero never leaves it
         even when the new optimum is away from the boundary. Returns the same
         array when nothing is moved."""
         theta = self._theta if theta is None else theta
-        at_zero = (self.theta_lower == 0) & (np.abs(theta) < SINGULAR_TOL)
+        scale = self.theta_scale  # both rules on θ for unit-scale columns
+        at_zero = (self.theta_lower == 0) & (np.abs(theta) * scale < SINGULAR_TOL)
         if not at_zero.any():
             return theta
-        return np.where(at_zero, 0.1, theta)
+        return np.where(at_zero, 0.1 / scale, theta)
 
     def _curvature_inverse(self) -> np.ndarray:
         """The inverse Hessian of the objective in θ at this optimum (central
@@ -780,16 +800,19 @@ class LinearMixedModel(RandomEffectsModel):
             fg = self.objective_gradient
             m = len(theta)
             H = np.empty((m, m))
+            scale = self.theta_scale  # steps for unit-scale columns
             for i in range(m):
-                h = 1e-4 * max(abs(theta[i]), 0.1)
+                h = 1e-4 * max(abs(theta[i]) * scale[i], 0.1) / scale[i]
                 e = np.zeros(m)
                 e[i] = h
                 H[:, i] = (fg(theta + e)[1] - fg(theta - e)[1]) / (2 * h)
-            H = 0.5 * (H + H.T)
+            # made positive definite on θ for unit-scale columns (the floor is
+            # relative to the largest eigenvalue), then back to θ
+            H = 0.5 * (H + H.T) / np.outer(scale, scale)
             vals, vecs = np.linalg.eigh(H) if np.all(np.isfinite(H)) else (np.ones(m), np.eye(m))
             floor = 1e-3 * max(float(np.max(np.abs(vals))), 1e-8)
             vals = np.maximum(np.abs(vals), floor)
-            cache["refit_hinv"] = (vecs / vals) @ vecs.T
+            cache["refit_hinv"] = ((vecs / vals) @ vecs.T) / np.outer(scale, scale)
         return cache["refit_hinv"]
 
     def _fit_seeded(self, start: np.ndarray, hinv: np.ndarray) -> "LinearMixedModel":
@@ -803,7 +826,13 @@ class LinearMixedModel(RandomEffectsModel):
 
     def _fit_seeded_now(self, start: np.ndarray, hinv: np.ndarray) -> "LinearMixedModel":
         t0 = time.perf_counter()
-        result = _bfgs(self.objective_gradient, start, hinv)
+        scaling = ThetaScaling(self.theta_scale)  # the search on unit-scale columns' θ
+        result = _bfgs(
+            scaling.objective_gradient(self.objective_gradient),
+            scaling.to_search(start),
+            hinv * np.outer(self.theta_scale, self.theta_scale),
+        )
+        result["x"] = result["x"] / self.theta_scale
         if not result["converged"]:
             self._fit(result["x"], "lbfgsb", 1e-12, 100_000, False, None)
             self.optsum.evaluations += result["evaluations"]
@@ -1235,6 +1264,16 @@ _FACTOR_THREADED_BLOCK = 500
 _THREADED_BLOCK = 2000
 
 
+def _unit_regression_start(resid: np.ndarray, w: np.ndarray, term) -> np.ndarray | None:
+    """``_regression_start`` for the term's columns at their search scale
+    (its floors are absolute), mapped back: row r of λ over column r's scale."""
+    scale = term.column_scales
+    if np.all(scale == 1.0):
+        return _regression_start(resid, w, term.z, term.codes, term.nlevels)
+    lam = _regression_start(resid, w, term.z / scale, term.codes, term.nlevels)
+    return None if lam is None else lam / scale[:, None]
+
+
 def _regression_start(
     resid: np.ndarray, w: np.ndarray, z: np.ndarray, codes: np.ndarray, nlevels: int
 ) -> np.ndarray | None:
@@ -1384,6 +1423,14 @@ def _one_way_ml_ratio(n_g: np.ndarray, a_g: np.ndarray, rss: float, start: float
             return float(np.sqrt(new))
         rho = new
     return start
+
+
+def _difference_step(theta: np.ndarray, i: int, theta_scale: np.ndarray) -> float:
+    """Step for differences in θ_i: 1e-6 max(1, |θ_i|) on the unit-scale
+    columns' θ (see ``RandomEffectsModel.theta_scale``), in θ's own units."""
+    return 1e-6 * max(1.0, abs(theta[i]) * theta_scale[i]) / theta_scale[i]
+
+
 def _slices(sizes: list[int]) -> list[slice]:
     out, start = [], 0
     for size in sizes:

@@ -383,9 +383,14 @@ def _satterthwaite(model: Any) -> SatterthwaiteInfo:
         return varpar[-1] ** 2 * states.get(varpar[:-1])[3]
 
     varpar = np.append(np.asarray(model._theta, dtype=float), float(model.sigma))
-    H = numderiv_hessian(devfun_vp, varpar)
-    vcov_varpar = _pinv_hessian(H, ntheta)
-    J = numderiv_jacobian(covbeta, varpar)  # (p*p, k)
+    # numDeriv's steps (relative, absolute near 0) on θ for unit-scale
+    # random-effects columns, u = varpar D: free of the covariates' units
+    # (D = 1, lmerTest's numbers, where the columns are moderate)
+    D = _varpar_scale(model)
+    H_u = numderiv_hessian(lambda u: devfun_vp(u / D), varpar * D)
+    H = H_u * np.outer(D, D)
+    vcov_varpar = _pinv_hessian(H_u, ntheta) / np.outer(D, D)
+    J = numderiv_jacobian(lambda u: covbeta(u / D), varpar * D) * D  # (p*p, k)
     jac = np.stack([J[:, i].reshape(p, p) for i in range(J.shape[1])])
     vcov_beta = np.asarray(model.vcov, dtype=float)
     return SatterthwaiteInfo(varpar, H, vcov_varpar, jac, vcov_beta)
@@ -479,7 +484,8 @@ def _satterthwaite_gradient(model: Any) -> SatterthwaiteInfo:
     n = int(getattr(model, "_n_eff", model.nobs))
     nu = n - p if model.reml else n
     center = _Pieces(model)(theta)
-    steps = GRADIENT_STEP * np.maximum(np.abs(theta), 1.0)
+    scale = np.asarray(model.theta_scale, dtype=float)  # steps for unit-scale columns
+    steps = GRADIENT_STEP * np.maximum(np.abs(theta) * scale, 1.0) / scale
     G, dr2, dC = _gradient_differences(model, theta, sigma, steps)
     if GRADIENT_RICHARDSON:
         G2, dr2_2, dC2 = _gradient_differences(model, theta, sigma, steps / 2)
@@ -492,7 +498,8 @@ def _satterthwaite_gradient(model: Any) -> SatterthwaiteInfo:
     H[:ntheta, :ntheta] = Htt
     H[:ntheta, -1] = H[-1, :ntheta] = -2.0 * d_r2 / sigma**3
     H[-1, -1] = 6.0 * center.pwrss / s2**2 - 2.0 * nu / s2
-    vcov_varpar = _pinv_hessian(H, ntheta)
+    D = _varpar_scale(model)  # the pseudo-inverse's cutoff on unit-scale columns
+    vcov_varpar = _pinv_hessian(H / np.outer(D, D), ntheta) / np.outer(D, D)
     C0 = _inv_crossprod(center.LX)
     jac = np.concatenate([s2 * dC, (2.0 * sigma * C0)[None]], axis=0)
     vcov_beta = np.asarray(model.vcov, dtype=float)
@@ -523,6 +530,12 @@ def _fill_numderiv(
     sub = H[np.ix_(idx, idx)]
     sub[block] = Hs[block]
     H[np.ix_(idx, idx)] = sub
+
+
+def _varpar_scale(model: Any) -> np.ndarray:
+    """Per element of varpar = (θ, σ), the factor giving it for unit-scale
+    random-effects columns (``theta_scale``; 1 for σ)."""
+    return np.append(np.asarray(model.theta_scale, dtype=float), 1.0)
 
 
 def _pinv_hessian(H: np.ndarray, ntheta: int, tol: float = 1e-8) -> np.ndarray:
@@ -753,7 +766,12 @@ def _kenward_roger(model: Any) -> KenwardRogerInfo:
         Ktrace[i, npar - 1] = Ktrace[npar - 1, i] = k2_trace(pi)
     _kr_term_pairs(params, blocks, ks, K1, F1, SF1, Q, Ktrace)
     Phi = np.asarray(model.vcov, dtype=float)
-    return _vcov_adj(Phi, P, Q, Ktrace)
+    # γ of (a, b) in term j, for unit-scale columns: γ s_a s_b (see _vcov_adj)
+    scales = [model.frame.terms[j].column_scales for j in range(len(terms))]
+    gamma_scale = np.array(
+        [1.0 if par.term < 0 else scales[par.term][par.a] * scales[par.term][par.b] for par in params]
+    )
+    return _vcov_adj(Phi, P, Q, Ktrace, gamma_scale)
 
 
 def _kr_pairs(par: _KRParam) -> list[tuple[int, int]]:
@@ -810,9 +828,20 @@ def _kr_term_pairs(
 
 
 def _vcov_adj(
-    Phi: np.ndarray, P: list[np.ndarray], Q: dict[tuple[int, int], np.ndarray], Ktrace: np.ndarray
+    Phi: np.ndarray,
+    P: list[np.ndarray],
+    Q: dict[tuple[int, int], np.ndarray],
+    Ktrace: np.ndarray,
+    gamma_scale: np.ndarray | None = None,
 ) -> KenwardRogerInfo:
-    """pbkrtest's ``vcovAdj_internal`` from the P_i, Q_ij and traces."""
+    """pbkrtest's ``vcovAdj_internal`` from the P_i, Q_ij and traces.
+
+    pbkrtest inverts the information I_E of the covariance parameters γ, or
+    pseudo-inverts it when an eigenvalue is below 1e-10 in absolute value: a
+    rule that depends on the units of γ (a slope variance on a covariate in
+    tiny units has an information ~1e-24). It is applied to the information
+    of γ × ``gamma_scale`` (γ for unit-scale random-effects columns; all ones,
+    pbkrtest's own rule, where the columns are moderate)."""
     npar = len(P)
     P = [(Pi + Pi.T) / 2 for Pi in P]  # forceSymmetric
     IE2 = np.empty((npar, npar))
@@ -822,12 +851,14 @@ def _vcov_adj(
             IE2[i, j] = IE2[j, i] = (
                 Ktrace[i, j] - 2 * np.sum(Phi * Q[i, j]) + np.sum(PhiPi * (P[j] @ Phi))
             )
+    a = np.ones(npar) if gamma_scale is None else np.asarray(gamma_scale, dtype=float)
+    IE2 = IE2 / np.outer(a, a)  # the information of γ a
     eig = np.linalg.eigvalsh((IE2 + IE2.T) / 2)
     if np.min(np.abs(eig)) > 1e-10:
         W = 2 * np.linalg.inv(IE2)
     else:
         W = 2 * np.linalg.pinv(IE2)
-    W = (W + W.T) / 2
+    W = (W + W.T) / 2 / np.outer(a, a)  # back to the covariance of γ
     p = Phi.shape[0]
     U = np.zeros((p, p))
     for i in range(npar - 1):

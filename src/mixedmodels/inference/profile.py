@@ -88,6 +88,14 @@ class VarianceParameter:
     lme4: str  # .sig01, ..., .sigma
     readable: str  # sd_(Intercept)|Subject, cor_Days.(Intercept)|Subject, sigma
 
+    def unit_scale(self, model: Any) -> float:
+        """The factor giving this parameter for unit-scale random-effects
+        columns (an SD of column r times its scale, see
+        ``ReTerm.column_scales``; 1 for correlations and σ)."""
+        if self.kind != "sd":
+            return 1.0
+        return float(model.frame.terms[self.term].column_scales[self.row])
+
     @property
     def kind(self) -> str:
         if self.term < 0:
@@ -684,8 +692,11 @@ class _Profiler:
         opt.set_maxeval(20_000)
 
     def _initial_step(self, others: list[int], x0: np.ndarray) -> np.ndarray:
-        """BOBYQA's initial steps for the parameters ``others`` from ``x0``."""
-        return np.maximum(0.1 * np.abs(x0), 1e-2)
+        """BOBYQA's initial steps for the parameters ``others`` from ``x0``
+        (the floor for unit-scale columns: an SD of a slope on a covariate in
+        huge units is tiny)."""
+        scale = np.array([self.vpars[i].unit_scale(self.model) for i in others])
+        return np.maximum(0.1 * np.abs(x0), 1e-2 / scale)
 
     def _zeta_row(self, pw: float, dev: float, x: float) -> float:
         devdiff = dev - self.base
@@ -896,7 +907,9 @@ class _GlmerProfiler(_Profiler):
         the other parameters move by a fraction of their uncertainty."""
         idx = np.asarray(others)
         se = np.concatenate([np.full(self.nvp, np.nan), self.se])[idx]
-        relative = np.maximum(0.05 * np.abs(x0), 1e-2)
+        m = self.model  # the floor for unit-scale columns of Z and X (see param_scale)
+        unit = np.concatenate([[v.unit_scale(m) for v in self.vpars], m.param_scale[m.ntheta :]])
+        relative = np.maximum(0.05 * np.abs(x0), 1e-2 / unit[idx])
         # no usable standard error (a Hessian not positive definite): relative steps
         usable = (idx >= self.nvp) & np.isfinite(se) & (se > 0)
         return np.where(usable, 0.1 * np.where(usable, se, 1.0), relative)
