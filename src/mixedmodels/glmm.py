@@ -52,6 +52,7 @@ from .exceptions import (
     ConvergenceWarning,
     DataError,
     FamilyError,
+    ModelSpecError,
     PredictionError,
     SeparationWarning,
 )
@@ -1122,12 +1123,20 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     # ------------------------------------------------------------------ derivatives
 
-    def _derivatives(self, params: np.ndarray, f0: float, fun=None) -> tuple[np.ndarray, np.ndarray]:
+    def _derivatives(
+        self, params: np.ndarray, f0: float, fun=None, kind: str = "forward"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Central-difference gradient and Hessian of the deviance (lme4's
         ``deriv12``: step 1e-4, one-sided at a lower bound); ``fun`` replaces
         the objective (to count its evaluations). The probes are independent:
         with compiled PIRLS steps (which release the GIL) they run on the
-        fit's worker threads."""
+        fit's worker threads.
+
+        ``kind`` chooses the mixed second differences: "forward" (one probe
+        per pair, f(x+hᵢ+hⱼ), error O(h): enough for the Newton steps) or
+        "lme4" (deriv12's four probes x±hᵢ±hⱼ, error O(h²): the Hessian whose
+        inverse gives lme4's standard errors; they moved by ~1e-5 relative
+        with the forward one)."""
         x = np.asarray(params, float)
         objective = self.objective if fun is None else fun
         k = len(x)
@@ -1139,9 +1148,15 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         down = np.minimum(h, np.where(np.isfinite(lower), x - lower, np.inf))
         shifts: list[dict[int, float]] = [{j: h[j]} for j in range(k)]
         shifts += [{j: -down[j]} if down[j] > 0 else {j: 2 * h[j]} for j in range(k)]
-        shifts += [{i: h[i], j: h[j]} for j in range(k) for i in range(j)]
+        pairs = [(i, j) for j in range(k) for i in range(j)]
+        shifts += [{i: h[i], j: h[j]} for i, j in pairs]
+        if kind == "lme4":
+            shifts += [s for i, j in pairs for s in ({i: h[i], j: -down[j]}, {i: -down[i], j: h[j]},
+                                                    {i: -down[i], j: -down[j]})]
         values = self._evaluate_all(objective, [self._shifted(x, sh) for sh in shifts])
-        fplus, fother, fpair = values[:k], values[k : 2 * k], iter(values[2 * k :])
+        fplus, fother = values[:k], values[k : 2 * k]
+        fpair = values[2 * k : 2 * k + len(pairs)]
+        extra = values[2 * k + len(pairs) :]
         H = np.empty((k, k))
         g = np.empty(k)
         for j in range(k):
@@ -1152,8 +1167,13 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             else:  # at the bound: one-sided (fother holds f(x + 2h))
                 H[j, j] = (fother[j] - 2 * fplus[j] + f0) / hj**2
                 g[j] = (fplus[j] - f0) / hj
-            for i in range(j):
-                H[i, j] = H[j, i] = (next(fpair) - fplus[i] - fplus[j] + f0) / (h[i] * hj)
+        for n, (i, j) in enumerate(pairs):
+            if kind == "lme4" and down[i] > 0 and down[j] > 0:
+                H[i, j] = _deriv12_mixed(fpair[n], *extra[3 * n : 3 * n + 3],
+                                         (h[i], down[i]), (h[j], down[j]))
+            else:
+                H[i, j] = (fpair[n] - fplus[i] - fplus[j] + f0) / (h[i] * h[j])
+            H[j, i] = H[i, j]
         return g, H
 
     def _evaluate_all(self, objective, points: list[np.ndarray]) -> np.ndarray:
@@ -1278,11 +1298,56 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         names = self.frame.fixed.names
         return pd.DataFrame(self._cache["vcov"], index=names, columns=names)
 
+    def deviance_hessian(
+        self, theta: Any = None, fixef: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Gradient and Hessian of the deviance over (θ, β) as lme4's
+        ``deriv12`` computes them for its standard errors: central differences
+        with step 1e-4, the mixed ones from the four points x ± hᵢ ± hⱼ.
+
+        Parameters
+        ----------
+        theta, fixef : array-like, optional
+            The point (default: the optimum). Another point (lme4's, say)
+            gives the standard errors lme4 would report there:
+            ``2 H⁻¹`` restricted to β.
+
+        Returns
+        -------
+        (gradient, Hessian) : tuple of ndarray
+            Ordered θ then β, as lme4's ``optinfo$derivs``.
+        """
+        self._require_fit()
+        if self.nagq == 0:
+            raise ModelSpecError(
+                "deviance_hessian needs the Laplace or quadrature deviance (nagq >= 1); "
+                "with nagq = 0 β is not a parameter of the deviance"
+            )
+        at_optimum = theta is None and fixef is None
+        theta = self._theta if theta is None else np.asarray(theta, float).ravel()
+        fixef = self._beta if fixef is None else np.asarray(fixef, float).ravel()
+        if theta.shape != (self.ntheta,) or fixef.shape != (len(self._beta),):
+            raise ModelSpecError(
+                f"deviance_hessian needs {self.ntheta} θ value(s) ({', '.join(self.theta.index)}) "
+                f"and {len(self._beta)} fixed effect(s) ({', '.join(self.frame.fixed.names)}); "
+                f"got {theta.size} and {fixef.size}"
+            )
+        params = np.concatenate([theta, fixef])
+        if at_optimum and "deriv12" in self._cache:
+            return self._cache["deriv12"]
+        derivs = self._derivatives(params, self.objective(params), kind="lme4")
+        if at_optimum:
+            self._cache["deriv12"] = derivs
+        return derivs
+
     def _vcov_matrix(self) -> np.ndarray:
         conv = self.convergence
         k = self.ntheta
         if conv is not None:
-            H = 0.5 * (conv.hessian + conv.hessian.T)
+            # the Newton steps' Hessian has O(h) mixed differences: lme4's
+            # deriv12 (O(h²)), once, is what its standard errors come from
+            _, H = self.deviance_hessian()
+            H = 0.5 * (H + H.T)
             try:
                 Hinv = np.linalg.inv(H)
                 V = 2.0 * Hinv[k:, k:]
@@ -1487,6 +1552,15 @@ def _counting(monitor: FitProgress):
         monitor(count[0], best)
 
     return callback
+
+
+def _deriv12_mixed(f_pp, f_pm, f_mp, f_mm, steps_i, steps_j) -> float:
+    """lme4's deriv12 mixed second difference from f(x ± hᵢ ± hⱼ) ((up, down)
+    steps of each coordinate): its expression where all four steps are equal,
+    (f₊₊ − f₊₋ − f₋₊ + f₋₋) / (2h)²; the same central difference over the
+    product of the spans where a step is scaled (``param_scale``)."""
+    (ui, di), (uj, dj) = steps_i, steps_j
+    return (f_pp - f_pm - f_mp + f_mm) / ((ui + di) * (uj + dj))
 
 
 def _scale(x: np.ndarray) -> np.ndarray:
