@@ -795,8 +795,9 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
     @r_argument_hints()
     def fit(
         self,
-        start: Mapping[str, Any] | None = None,
+        start: Mapping[str, Any] | Any = None,
         *,
+        nagq0_init_step: bool = True,
         pirls_tol: float = 1e-7,
         maxeval: int = 100_000,
         keep_history: bool = False,
@@ -813,8 +814,17 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
         Parameters
         ----------
-        start : dict, optional
-            ``{"theta": ...}`` starting θ.
+        start : dict or array-like, optional
+            As lme4's ``start``: ``{"theta": ..., "fixef": ...}`` (either key
+            may be left out; ``fixef`` an array in the order of the fixed
+            effects or a mapping by their names), or an array of θ. θ starts
+            the nAGQ = 0 stage; ``fixef`` (nagq >= 1) replaces that stage's β
+            at the start of the Laplace / quadrature stage.
+        nagq0_init_step : bool
+            lme4's ``nAGQ0initStep``: False skips the nAGQ = 0 stage, and the
+            Laplace / quadrature fit starts from the given start (θ default:
+            lme4's; β default: PIRLS with β free at that θ, the GLM fit when
+            θ = 0).
         pirls_tol : float
             PIRLS convergence tolerance (lme4's ``tolPwrss``, default 1e-7,
             which with lme4's way of iterating gives lme4's numbers; 1e-10 or
@@ -845,8 +855,8 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         self._callback = None if monitor is None else _counting(monitor)
         try:
             with blas_threads(everywhere):
-                self._fit(dict(start or {}), float(pirls_tol), maxeval, keep_history,
-                          check_convergence)
+                self._fit(self._parse_start(start), bool(nagq0_init_step), float(pirls_tol),
+                          maxeval, keep_history, check_convergence)
         finally:
             if monitor is not None:
                 monitor.close()
@@ -924,20 +934,94 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         cores = os.cpu_count() or 1
         return cores if load is None else max(int(cores - max(load - 1.0, 0.0) + 0.5), 1)
 
-    def _fit(self, start, pirls_tol, maxeval, keep_history, check_convergence) -> None:
+    def _parse_start(self, start: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """(θ, β or None) from ``start`` (see :meth:`fit`), checked against the
+        model: a ModelSpecError names the expected lengths and names."""
+        theta_names = [n for t in self.frame.terms for n in t.theta_names()]
+        if start is None:
+            return self.initial_theta(), None
+        if not isinstance(start, Mapping):
+            return self._start_vector(start, "start (θ)", theta_names), None
+        unknown = sorted(set(start) - {"theta", "fixef"})
+        if unknown:
+            raise ModelSpecError(
+                f"start takes the keys 'theta' and 'fixef' (as lme4's start=list(theta=, "
+                f"fixef=)), not {unknown}"
+            )
+        theta = self.initial_theta()
+        if start.get("theta") is not None:
+            theta = self._start_vector(start["theta"], "start['theta']", theta_names)
+        beta = start.get("fixef")
+        if beta is None:
+            return theta, None
+        if self.nagq == 0:
+            raise ModelSpecError(
+                "start['fixef'] needs nagq >= 1: with nagq = 0 the fixed effects are "
+                "estimated with the modes, not searched from a start"
+            )
+        names = list(self.frame.fixed.names)
+        if isinstance(beta, Mapping) or isinstance(beta, pd.Series):
+            beta = dict(beta)
+            if set(beta) != set(names):
+                raise ModelSpecError(
+                    f"start['fixef'] needs the {len(names)} fixed effects {names}; got the names "
+                    f"{list(beta)}"
+                )
+            beta = [beta[n] for n in names]
+        return theta, self._start_vector(beta, "start['fixef']", names)
+
+    @staticmethod
+    def _start_vector(values: Any, what: str, names: list[str]) -> np.ndarray:
+        """``values`` as a finite float vector of len(names), else ModelSpecError."""
+        try:
+            v = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            v = None
+        if v is None or v.ndim != 1 or len(v) != len(names) or not np.all(np.isfinite(v)):
+            raise ModelSpecError(
+                f"{what} needs {len(names)} finite number(s), for {names}; got {values!r}"
+            )
+        return v
+
+    def _fit(self, start, nagq0_init_step, pirls_tol, maxeval, keep_history,
+             check_convergence) -> None:
         self.pirls_tol = pirls_tol
         e = self._engine
-        unknown = set(start) - {"theta"}
-        if unknown:
-            raise DataError(
-                f"start takes 'theta' only (β starts from the nAGQ = 0 stage), not {sorted(unknown)}"
-            )
-        theta0 = np.asarray(start.get("theta", self.initial_theta()), float)
-        if theta0.shape != (self.ntheta,):
-            raise DataError(f"start['theta'] needs {self.ntheta} values, got {theta0.size}")
+        theta0, beta_start = start
         # lme4: one joint PIRLS at θ0 from mustart; its η starts every evaluation
         self._eta_start = e.offset + self.family.linkfun(self._init.mustart)
-        self._eta_start = self._modes(theta0, None).eta
+        t0 = time.perf_counter()
+        modes0 = self._modes(theta0, None)
+        self._eta_start = modes0.eta
+        stage0 = None
+        theta = self._theta_stage0 = theta0
+        if nagq0_init_step or self.nagq == 0:
+            theta, modes0, stage0 = self._stage_zero(theta0, maxeval, keep_history)
+            if self.nagq == 0:
+                self._set_optimum(theta, None, stage0, check=False)
+                return
+            self._eta_start = modes0.eta
+        elif time.perf_counter() - t0 >= PARALLEL_PROBE_SECONDS:
+            self._workers = self._derivative_workers(self._threads)
+        # lme4's updateStart: the stage's θ, and start['fixef'] over its β
+        params0 = np.concatenate([theta, modes0.beta if beta_start is None else beta_start])
+        self._newton_evaluations = 0
+        newton = self._newton(params0) if check_convergence else None
+        if newton is not None:
+            params, record, derivs = newton
+            self._set_optimum(params[: self.ntheta], params[self.ntheta :],
+                              _after_stage_zero(record, stage0), check=True, derivs=derivs)
+            return
+        record = self._bobyqa_stage(params0, modes0, maxeval, keep_history)
+        record.evaluations += self._newton_evaluations
+        record = _after_stage_zero(record, stage0)
+        params = record.theta_final
+        self._set_optimum(params[: self.ntheta], params[self.ntheta :], record,
+                          check=check_convergence)
+
+    def _stage_zero(self, theta0: np.ndarray, maxeval: int, keep_history: bool):
+        """The nAGQ = 0 stage: BOBYQA over θ from ``theta0`` (β with the modes).
+        Returns (θ, PIRLS modes there, record)."""
         self._stage0_best = (np.inf, None, None)
         scaling = ThetaScaling(self.theta_scale)  # θ for unit-scale columns (see lmer)
         stage0 = scaling.to_theta(minimize_theta(
@@ -950,28 +1034,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         _, best_theta, modes0 = self._stage0_best
         if best_theta is None or not np.array_equal(best_theta, theta):
             modes0 = self._modes(theta, None)
-        if self.nagq == 0:
-            self._set_optimum(theta, None, stage0, check=False)
-            return
-        self._eta_start = modes0.eta
-        params0 = np.concatenate([theta, modes0.beta])
-        self._newton_evaluations = 0
-        newton = self._newton(params0) if check_convergence else None
-        if newton is not None:
-            params, record, derivs = newton
-            record.evaluations += stage0.evaluations
-            record.elapsed += stage0.elapsed
-            record.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {record.optimizer}"
-            self._set_optimum(params[: self.ntheta], params[self.ntheta :], record,
-                              check=True, derivs=derivs)
-            return
-        record = self._bobyqa_stage(params0, modes0, maxeval, keep_history)
-        record.evaluations += stage0.evaluations + self._newton_evaluations
-        record.elapsed += stage0.elapsed
-        record.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {record.optimizer}"
-        params = record.theta_final
-        self._set_optimum(params[: self.ntheta], params[self.ntheta :], record,
-                          check=check_convergence)
+        return theta, modes0, stage0
 
     def _newton(self, x0: np.ndarray):
         """Newton's method on the deviance over (θ, β) from the nAGQ = 0 stage's
@@ -1552,6 +1615,15 @@ def _counting(monitor: FitProgress):
         monitor(count[0], best)
 
     return callback
+
+
+def _after_stage_zero(record: OptimizerRecord, stage0: OptimizerRecord | None) -> OptimizerRecord:
+    """``record`` of the (θ, β) stage counting the nAGQ = 0 stage before it (if any)."""
+    if stage0 is not None:
+        record.evaluations += stage0.evaluations
+        record.elapsed += stage0.elapsed
+        record.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {record.optimizer}"
+    return record
 
 
 def _deriv12_mixed(f_pp, f_pm, f_mp, f_mm, steps_i, steps_j) -> float:
