@@ -824,7 +824,8 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             lme4's ``nAGQ0initStep``: False skips the nAGQ = 0 stage, and the
             Laplace / quadrature fit starts from the given start (θ default:
             lme4's; β default: PIRLS with β free at that θ, the GLM fit when
-            θ = 0).
+            θ = 0). Every PIRLS then starts, as lme4's, from the linear
+            predictor of PIRLS over u alone at the start θ with β = 0.
         pirls_tol : float
             PIRLS convergence tolerance (lme4's ``tolPwrss``, default 1e-7,
             which with lme4's way of iterating gives lme4's numbers; 1e-10 or
@@ -988,21 +989,27 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         self.pirls_tol = pirls_tol
         e = self._engine
         theta0, beta_start = start
-        # lme4: one joint PIRLS at θ0 from mustart; its η starts every evaluation
         self._eta_start = e.offset + self.family.linkfun(self._init.mustart)
-        t0 = time.perf_counter()
-        modes0 = self._modes(theta0, None)
-        self._eta_start = modes0.eta
         stage0 = None
         theta = self._theta_stage0 = theta0
         if nagq0_init_step or self.nagq == 0:
+            # lme4: one joint PIRLS at θ0 from mustart; its η starts every evaluation
+            self._eta_start = self._modes(theta0, None).eta
             theta, modes0, stage0 = self._stage_zero(theta0, maxeval, keep_history)
             if self.nagq == 0:
                 self._set_optimum(theta, None, stage0, check=False)
                 return
             self._eta_start = modes0.eta
-        elif time.perf_counter() - t0 >= PARALLEL_PROBE_SECONDS:
-            self._workers = self._derivative_workers(self._threads)
+        else:
+            # lme4 without that stage: PIRLS over u alone at θ0 and β = 0 from
+            # mustart; its η starts every evaluation (the deviance then is
+            # lme4's function, which depends on that η at PIRLS's tolerance)
+            t0 = time.perf_counter()
+            self._eta_start = self._modes(theta0, np.zeros(e.p)).eta
+            # β's default start: PIRLS with β free at θ0 (lme4 starts from 0)
+            modes0 = self._modes(theta0, None)
+            if time.perf_counter() - t0 >= 2 * PARALLEL_PROBE_SECONDS:
+                self._workers = self._derivative_workers(self._threads)
         # lme4's updateStart: the stage's θ, and start['fixef'] over its β
         params0 = np.concatenate([theta, modes0.beta if beta_start is None else beta_start])
         self._newton_evaluations = 0
