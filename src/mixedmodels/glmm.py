@@ -1265,7 +1265,9 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     def _check_convergence(self, derivs=None) -> ConvergenceCheck:
         params = np.concatenate([self._theta, self._beta])
-        g_raw, H = self._derivatives(params, self._objective) if derivs is None else derivs
+        if derivs is None:  # lme4's deriv12 at the optimum: the SEs' too
+            derivs = self._cache["deriv12"] = self._derivatives(params, self._objective, kind="lme4")
+        g_raw, H = derivs
         # the checks read the derivatives for unit-scale columns of Z and X
         # (the same where they are moderate), so that they do not depend on units
         scale = self.param_scale
