@@ -1407,7 +1407,10 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         params = np.concatenate([theta, fixef])
         if at_optimum and "deriv12" in self._cache:
             return self._cache["deriv12"]
-        derivs = self._derivatives(params, self.objective(params), kind="lme4")
+        # the fit's BLAS threads: the same digits as had the fit computed it
+        blas = getattr(getattr(self, "optsum", None), "blas_threads", (None, None))[0]
+        with blas_threads(blas):
+            derivs = self._derivatives(params, self.objective(params), kind="lme4")
         if at_optimum:
             self._cache["deriv12"] = derivs
         return derivs
