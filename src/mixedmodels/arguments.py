@@ -48,8 +48,8 @@ R_ARGUMENTS: dict[str, str] = {
               "adaptive Gauss-Hermite quadrature nagq > 1",
     "devFunOnly": "the objective is available as model.objective(theta) on an unfitted model "
                   "(mixedmodels.LinearMixedModel(...))",
-    "mustart": "starting means are not supported; start= takes θ",
-    "etastart": "starting linear predictors are not supported; start= takes θ",
+    "mustart": "starting means are not supported; start= takes θ and fixef",
+    "etastart": "starting linear predictors are not supported; start= takes θ and fixef",
 }
 
 # R's values of arguments that have a counterpart here, by our argument name

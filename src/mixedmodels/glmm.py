@@ -52,6 +52,7 @@ from .exceptions import (
     ConvergenceWarning,
     DataError,
     FamilyError,
+    ModelSpecError,
     PredictionError,
     SeparationWarning,
 )
@@ -794,8 +795,9 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
     @r_argument_hints()
     def fit(
         self,
-        start: Mapping[str, Any] | None = None,
+        start: Mapping[str, Any] | Any = None,
         *,
+        nagq0_init_step: bool = True,
         pirls_tol: float = 1e-7,
         maxeval: int = 100_000,
         keep_history: bool = False,
@@ -812,8 +814,18 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
         Parameters
         ----------
-        start : dict, optional
-            ``{"theta": ...}`` starting θ.
+        start : dict or array-like, optional
+            As lme4's ``start``: ``{"theta": ..., "fixef": ...}`` (either key
+            may be left out; ``fixef`` an array in the order of the fixed
+            effects or a mapping by their names), or an array of θ. θ starts
+            the nAGQ = 0 stage; ``fixef`` (nagq >= 1) replaces that stage's β
+            at the start of the Laplace / quadrature stage.
+        nagq0_init_step : bool
+            lme4's ``nAGQ0initStep``: False skips the nAGQ = 0 stage, and the
+            Laplace / quadrature fit starts from the given start (θ default:
+            lme4's; β default: PIRLS with β free at that θ, the GLM fit when
+            θ = 0). Every PIRLS then starts, as lme4's, from the linear
+            predictor of PIRLS over u alone at the start θ with β = 0.
         pirls_tol : float
             PIRLS convergence tolerance (lme4's ``tolPwrss``, default 1e-7,
             which with lme4's way of iterating gives lme4's numbers; 1e-10 or
@@ -844,8 +856,8 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         self._callback = None if monitor is None else _counting(monitor)
         try:
             with blas_threads(everywhere):
-                self._fit(dict(start or {}), float(pirls_tol), maxeval, keep_history,
-                          check_convergence)
+                self._fit(self._parse_start(start), bool(nagq0_init_step), float(pirls_tol),
+                          maxeval, keep_history, check_convergence)
         finally:
             if monitor is not None:
                 monitor.close()
@@ -923,20 +935,100 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         cores = os.cpu_count() or 1
         return cores if load is None else max(int(cores - max(load - 1.0, 0.0) + 0.5), 1)
 
-    def _fit(self, start, pirls_tol, maxeval, keep_history, check_convergence) -> None:
+    def _parse_start(self, start: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """(θ, β or None) from ``start`` (see :meth:`fit`), checked against the
+        model: a ModelSpecError names the expected lengths and names."""
+        theta_names = [n for t in self.frame.terms for n in t.theta_names()]
+        if start is None:
+            return self.initial_theta(), None
+        if not isinstance(start, Mapping):
+            return self._start_vector(start, "start (θ)", theta_names), None
+        unknown = sorted(set(start) - {"theta", "fixef"})
+        if unknown:
+            raise ModelSpecError(
+                f"start takes the keys 'theta' and 'fixef' (as lme4's start=list(theta=, "
+                f"fixef=)), not {unknown}"
+            )
+        theta = self.initial_theta()
+        if start.get("theta") is not None:
+            theta = self._start_vector(start["theta"], "start['theta']", theta_names)
+        beta = start.get("fixef")
+        if beta is None:
+            return theta, None
+        if self.nagq == 0:
+            raise ModelSpecError(
+                "start['fixef'] needs nagq >= 1: with nagq = 0 the fixed effects are "
+                "estimated with the modes, not searched from a start"
+            )
+        names = list(self.frame.fixed.names)
+        if isinstance(beta, Mapping) or isinstance(beta, pd.Series):
+            beta = dict(beta)
+            if set(beta) != set(names):
+                raise ModelSpecError(
+                    f"start['fixef'] needs the {len(names)} fixed effects {names}; got the names "
+                    f"{list(beta)}"
+                )
+            beta = [beta[n] for n in names]
+        return theta, self._start_vector(beta, "start['fixef']", names)
+
+    @staticmethod
+    def _start_vector(values: Any, what: str, names: list[str]) -> np.ndarray:
+        """``values`` as a finite float vector of len(names), else ModelSpecError."""
+        try:
+            v = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            v = None
+        if v is None or v.ndim != 1 or len(v) != len(names) or not np.all(np.isfinite(v)):
+            raise ModelSpecError(
+                f"{what} needs {len(names)} finite number(s), for {names}; got {values!r}"
+            )
+        return v
+
+    def _fit(self, start, nagq0_init_step, pirls_tol, maxeval, keep_history,
+             check_convergence) -> None:
         self.pirls_tol = pirls_tol
         e = self._engine
-        unknown = set(start) - {"theta"}
-        if unknown:
-            raise DataError(
-                f"start takes 'theta' only (β starts from the nAGQ = 0 stage), not {sorted(unknown)}"
-            )
-        theta0 = np.asarray(start.get("theta", self.initial_theta()), float)
-        if theta0.shape != (self.ntheta,):
-            raise DataError(f"start['theta'] needs {self.ntheta} values, got {theta0.size}")
-        # lme4: one joint PIRLS at θ0 from mustart; its η starts every evaluation
+        theta0, beta_start = start
         self._eta_start = e.offset + self.family.linkfun(self._init.mustart)
-        self._eta_start = self._modes(theta0, None).eta
+        stage0 = None
+        theta = self._theta_stage0 = theta0
+        if nagq0_init_step or self.nagq == 0:
+            # lme4: one joint PIRLS at θ0 from mustart; its η starts every evaluation
+            self._eta_start = self._modes(theta0, None).eta
+            theta, modes0, stage0 = self._stage_zero(theta0, maxeval, keep_history)
+            if self.nagq == 0:
+                self._set_optimum(theta, None, stage0, check=False)
+                return
+            self._eta_start = modes0.eta
+        else:
+            # lme4 without that stage: PIRLS over u alone at θ0 and β = 0 from
+            # mustart; its η starts every evaluation (the deviance then is
+            # lme4's function, which depends on that η at PIRLS's tolerance)
+            t0 = time.perf_counter()
+            self._eta_start = self._modes(theta0, np.zeros(e.p)).eta
+            # β's default start: PIRLS with β free at θ0 (lme4 starts from 0)
+            modes0 = self._modes(theta0, None)
+            if time.perf_counter() - t0 >= 2 * PARALLEL_PROBE_SECONDS:
+                self._workers = self._derivative_workers(self._threads)
+        # lme4's updateStart: the stage's θ, and start['fixef'] over its β
+        params0 = np.concatenate([theta, modes0.beta if beta_start is None else beta_start])
+        self._newton_evaluations = 0
+        newton = self._newton(params0) if check_convergence else None
+        if newton is not None:
+            params, record, derivs = newton
+            self._set_optimum(params[: self.ntheta], params[self.ntheta :],
+                              _after_stage_zero(record, stage0), check=True, derivs=derivs)
+            return
+        record = self._bobyqa_stage(params0, modes0, maxeval, keep_history)
+        record.evaluations += self._newton_evaluations
+        record = _after_stage_zero(record, stage0)
+        params = record.theta_final
+        self._set_optimum(params[: self.ntheta], params[self.ntheta :], record,
+                          check=check_convergence)
+
+    def _stage_zero(self, theta0: np.ndarray, maxeval: int, keep_history: bool):
+        """The nAGQ = 0 stage: BOBYQA over θ from ``theta0`` (β with the modes).
+        Returns (θ, PIRLS modes there, record)."""
         self._stage0_best = (np.inf, None, None)
         scaling = ThetaScaling(self.theta_scale)  # θ for unit-scale columns (see lmer)
         stage0 = scaling.to_theta(minimize_theta(
@@ -949,28 +1041,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         _, best_theta, modes0 = self._stage0_best
         if best_theta is None or not np.array_equal(best_theta, theta):
             modes0 = self._modes(theta, None)
-        if self.nagq == 0:
-            self._set_optimum(theta, None, stage0, check=False)
-            return
-        self._eta_start = modes0.eta
-        params0 = np.concatenate([theta, modes0.beta])
-        self._newton_evaluations = 0
-        newton = self._newton(params0) if check_convergence else None
-        if newton is not None:
-            params, record, derivs = newton
-            record.evaluations += stage0.evaluations
-            record.elapsed += stage0.elapsed
-            record.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {record.optimizer}"
-            self._set_optimum(params[: self.ntheta], params[self.ntheta :], record,
-                              check=True, derivs=derivs)
-            return
-        record = self._bobyqa_stage(params0, modes0, maxeval, keep_history)
-        record.evaluations += stage0.evaluations + self._newton_evaluations
-        record.elapsed += stage0.elapsed
-        record.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {record.optimizer}"
-        params = record.theta_final
-        self._set_optimum(params[: self.ntheta], params[self.ntheta :], record,
-                          check=check_convergence)
+        return theta, modes0, stage0
 
     def _newton(self, x0: np.ndarray):
         """Newton's method on the deviance over (θ, β) from the nAGQ = 0 stage's
@@ -1122,12 +1193,20 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     # ------------------------------------------------------------------ derivatives
 
-    def _derivatives(self, params: np.ndarray, f0: float, fun=None) -> tuple[np.ndarray, np.ndarray]:
+    def _derivatives(
+        self, params: np.ndarray, f0: float, fun=None, kind: str = "forward"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Central-difference gradient and Hessian of the deviance (lme4's
         ``deriv12``: step 1e-4, one-sided at a lower bound); ``fun`` replaces
         the objective (to count its evaluations). The probes are independent:
         with compiled PIRLS steps (which release the GIL) they run on the
-        fit's worker threads."""
+        fit's worker threads.
+
+        ``kind`` chooses the mixed second differences: "forward" (one probe
+        per pair, f(x+hᵢ+hⱼ), error O(h): enough for the Newton steps) or
+        "lme4" (deriv12's four probes x±hᵢ±hⱼ, error O(h²): the Hessian whose
+        inverse gives lme4's standard errors; they moved by ~1e-5 relative
+        with the forward one)."""
         x = np.asarray(params, float)
         objective = self.objective if fun is None else fun
         k = len(x)
@@ -1139,9 +1218,15 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         down = np.minimum(h, np.where(np.isfinite(lower), x - lower, np.inf))
         shifts: list[dict[int, float]] = [{j: h[j]} for j in range(k)]
         shifts += [{j: -down[j]} if down[j] > 0 else {j: 2 * h[j]} for j in range(k)]
-        shifts += [{i: h[i], j: h[j]} for j in range(k) for i in range(j)]
+        pairs = [(i, j) for j in range(k) for i in range(j)]
+        shifts += [{i: h[i], j: h[j]} for i, j in pairs]
+        if kind == "lme4":
+            shifts += [s for i, j in pairs for s in ({i: h[i], j: -down[j]}, {i: -down[i], j: h[j]},
+                                                    {i: -down[i], j: -down[j]})]
         values = self._evaluate_all(objective, [self._shifted(x, sh) for sh in shifts])
-        fplus, fother, fpair = values[:k], values[k : 2 * k], iter(values[2 * k :])
+        fplus, fother = values[:k], values[k : 2 * k]
+        fpair = values[2 * k : 2 * k + len(pairs)]
+        extra = values[2 * k + len(pairs) :]
         H = np.empty((k, k))
         g = np.empty(k)
         for j in range(k):
@@ -1152,8 +1237,13 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
             else:  # at the bound: one-sided (fother holds f(x + 2h))
                 H[j, j] = (fother[j] - 2 * fplus[j] + f0) / hj**2
                 g[j] = (fplus[j] - f0) / hj
-            for i in range(j):
-                H[i, j] = H[j, i] = (next(fpair) - fplus[i] - fplus[j] + f0) / (h[i] * hj)
+        for n, (i, j) in enumerate(pairs):
+            if kind == "lme4" and down[i] > 0 and down[j] > 0:
+                H[i, j] = _deriv12_mixed(fpair[n], *extra[3 * n : 3 * n + 3],
+                                         (h[i], down[i]), (h[j], down[j]))
+            else:
+                H[i, j] = (fpair[n] - fplus[i] - fplus[j] + f0) / (h[i] * h[j])
+            H[j, i] = H[i, j]
         return g, H
 
     def _evaluate_all(self, objective, points: list[np.ndarray]) -> np.ndarray:
@@ -1175,7 +1265,9 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
     def _check_convergence(self, derivs=None) -> ConvergenceCheck:
         params = np.concatenate([self._theta, self._beta])
-        g_raw, H = self._derivatives(params, self._objective) if derivs is None else derivs
+        if derivs is None:  # lme4's deriv12 at the optimum: the SEs' too
+            derivs = self._cache["deriv12"] = self._derivatives(params, self._objective, kind="lme4")
+        g_raw, H = derivs
         # the checks read the derivatives for unit-scale columns of Z and X
         # (the same where they are moderate), so that they do not depend on units
         scale = self.param_scale
@@ -1278,11 +1370,59 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         names = self.frame.fixed.names
         return pd.DataFrame(self._cache["vcov"], index=names, columns=names)
 
+    def deviance_hessian(
+        self, theta: Any = None, fixef: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Gradient and Hessian of the deviance over (θ, β) as lme4's
+        ``deriv12`` computes them for its standard errors: central differences
+        with step 1e-4, the mixed ones from the four points x ± hᵢ ± hⱼ.
+
+        Parameters
+        ----------
+        theta, fixef : array-like, optional
+            The point (default: the optimum). Another point (lme4's, say)
+            gives the standard errors lme4 would report there:
+            ``2 H⁻¹`` restricted to β.
+
+        Returns
+        -------
+        (gradient, Hessian) : tuple of ndarray
+            Ordered θ then β, as lme4's ``optinfo$derivs``.
+        """
+        self._require_fit()
+        if self.nagq == 0:
+            raise ModelSpecError(
+                "deviance_hessian needs the Laplace or quadrature deviance (nagq >= 1); "
+                "with nagq = 0 β is not a parameter of the deviance"
+            )
+        at_optimum = theta is None and fixef is None
+        theta = self._theta if theta is None else np.asarray(theta, float).ravel()
+        fixef = self._beta if fixef is None else np.asarray(fixef, float).ravel()
+        if theta.shape != (self.ntheta,) or fixef.shape != (len(self._beta),):
+            raise ModelSpecError(
+                f"deviance_hessian needs {self.ntheta} θ value(s) ({', '.join(self.theta.index)}) "
+                f"and {len(self._beta)} fixed effect(s) ({', '.join(self.frame.fixed.names)}); "
+                f"got {theta.size} and {fixef.size}"
+            )
+        params = np.concatenate([theta, fixef])
+        if at_optimum and "deriv12" in self._cache:
+            return self._cache["deriv12"]
+        # the fit's BLAS threads: the same digits as had the fit computed it
+        blas = getattr(getattr(self, "optsum", None), "blas_threads", (None, None))[0]
+        with blas_threads(blas):
+            derivs = self._derivatives(params, self.objective(params), kind="lme4")
+        if at_optimum:
+            self._cache["deriv12"] = derivs
+        return derivs
+
     def _vcov_matrix(self) -> np.ndarray:
         conv = self.convergence
         k = self.ntheta
         if conv is not None:
-            H = 0.5 * (conv.hessian + conv.hessian.T)
+            # the Newton steps' Hessian has O(h) mixed differences: lme4's
+            # deriv12 (O(h²)), once, is what its standard errors come from
+            _, H = self.deviance_hessian()
+            H = 0.5 * (H + H.T)
             try:
                 Hinv = np.linalg.inv(H)
                 V = 2.0 * Hinv[k:, k:]
@@ -1487,6 +1627,24 @@ def _counting(monitor: FitProgress):
         monitor(count[0], best)
 
     return callback
+
+
+def _after_stage_zero(record: OptimizerRecord, stage0: OptimizerRecord | None) -> OptimizerRecord:
+    """``record`` of the (θ, β) stage counting the nAGQ = 0 stage before it (if any)."""
+    if stage0 is not None:
+        record.evaluations += stage0.evaluations
+        record.elapsed += stage0.elapsed
+        record.optimizer = f"{stage0.optimizer} (nAGQ = 0), then {record.optimizer}"
+    return record
+
+
+def _deriv12_mixed(f_pp, f_pm, f_mp, f_mm, steps_i, steps_j) -> float:
+    """lme4's deriv12 mixed second difference from f(x ± hᵢ ± hⱼ) ((up, down)
+    steps of each coordinate): its expression where all four steps are equal,
+    (f₊₊ − f₊₋ − f₋₊ + f₋₋) / (2h)²; the same central difference over the
+    product of the spans where a step is scaled (``param_scale``)."""
+    (ui, di), (uj, dj) = steps_i, steps_j
+    return (f_pp - f_pm - f_mp + f_mm) / ((ui + di) * (uj + dj))
 
 
 def _scale(x: np.ndarray) -> np.ndarray:
