@@ -108,9 +108,15 @@ def r_column_names(names: Sequence[str], model_spec: Any = None) -> list[str]:
         return label + suffix(var, lvl.group("lvl")) + rest[lvl.end():]
 
     return [
-        "(Intercept)" if n == "Intercept" else ":".join(translate(p) for p in _split_colon(n))
+        "(Intercept)" if n == "Intercept" else _r_power(":".join(translate(p) for p in _split_colon(n)))
         for n in names
     ]
+
+
+def _r_power(name: str) -> str:
+    """R's deparsed power: the formula parser hands R's ``x^2`` on as Python's
+    ``x ** 2`` (formulaic would read ``^`` as exclusive or); R prints ``x^2``."""
+    return name.replace(" ** ", "^")
 
 
 def _split_colon(name: str) -> list[str]:

@@ -223,6 +223,19 @@ def _depths(tokens: list[_Token]) -> list[int]:
     return depths
 
 
+def _inside_calls(tokens: list[_Token]) -> list[bool]:
+    """Whether each token lies inside a function call's brackets (at any depth)."""
+    inside: list[bool] = []
+    stack: list[bool] = []  # per open bracket: is it, or an outer one, a call?
+    for i, tok in enumerate(tokens):
+        if tok.kind == "op" and tok.text in _CLOSERS and stack:
+            stack.pop()
+        inside.append(bool(stack) and stack[-1])
+        if tok.kind == "op" and tok.text in _OPENERS:
+            stack.append((bool(stack) and stack[-1]) or _is_call(tokens, i))
+    return inside
+
+
 def _is_call(tokens: list[_Token], i: int) -> bool:
     """Whether the bracket at token ``i`` opens a function call's arguments."""
     return i > 0 and tokens[i - 1].kind in ("name", "backtick")
@@ -241,15 +254,24 @@ class _Scan:
         self.tokens = _tokenize(text)
         self.pairs = _match_brackets(self.tokens, text)
         self.depths = _depths(self.tokens)
+        self.in_call = _inside_calls(self.tokens)
 
-    def span(self, lo: int, hi: int) -> str:
-        """Text of tokens ``lo..hi-1`` with each run of whitespace made one space."""
+    def span(self, lo: int, hi: int, python: bool = False) -> str:
+        """Text of tokens ``lo..hi-1`` with each run of whitespace made one space.
+
+        A ``^`` that R evaluates as a power (inside a function's arguments,
+        ``I(x^2)``, or anywhere in Python text: ``python=True``, the response)
+        is written ``**``: Python and formulaic read ``^`` as exclusive or, so
+        ``I(Days^2)`` would otherwise silently be ``Days XOR 2``.  Outside
+        calls ``^`` stays formula syntax (``(a + b)^2``, interactions).
+        """
         parts: list[str] = []
         for i in range(lo, hi):
             tok = self.tokens[i]
             if parts and tok.start > self.tokens[i - 1].end:
                 parts.append(" ")
-            parts.append(tok.text)
+            power = tok.kind == "op" and tok.text == "^" and (python or self.in_call[i])
+            parts.append("**" if power else tok.text)
         return "".join(parts)
 
     def error(self, message: str, i: int) -> FormulaError:
@@ -356,7 +378,7 @@ def _parse_formula_uncached(formula: str) -> ParsedFormula:
     _check_bars(scan, tilde)
     if tilde > 0:
         _check_python(scan, 0, tilde, response=True)
-    response = scan.span(0, tilde) if tilde > 0 else None
+    response = scan.span(0, tilde, python=True) if tilde > 0 else None
     terms = _flatten_groups(
         scan, _split_terms(scan, tilde + 1, len(scan.tokens), "right-hand side of '~'")
     )
