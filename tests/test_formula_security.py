@@ -377,6 +377,15 @@ def test_int8_times_int8_is_ten_thousand(sleep):
     assert set(np.unique(fit.frame.fixed.X[:, 1])) == {9.0, 10000.0}
 
 
+def test_int64_products_past_its_range_do_not_wrap(sleep):
+    """(4e10)^2 = 1.6e21 is past int64's 9.2e18: computed as doubles, as R does."""
+    big = (sleep["Days"].astype(np.int64) + 1) * 4_000_000_000
+    fit = mm.lmer("Reaction ~ I(b * b / 1e19) + (1 | Subject)", sleep.assign(b=big))
+    np.testing.assert_allclose(
+        fit.frame.fixed.X[:, 1], big.to_numpy(dtype=float) ** 2 / 1e19, rtol=1e-15
+    )
+
+
 def test_integer_factor_keeps_its_level_labels(sleep):
     """A small-integer column used as a factor and in arithmetic: the factor's
     labels stay 1, 2, 3 (not 1.0 ...) and the product does not wrap around."""

@@ -1384,19 +1384,20 @@ def _model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> De
 
 
 def integers_as_floats(frame: pd.DataFrame, factors: Collection[str] = ()) -> pd.DataFrame:
-    """``frame`` with its integer columns narrower than 64 bits, and its
-    unsigned ones, as float64, for evaluating formula terms.
+    """``frame`` with its integer columns as float64, for evaluating formula
+    terms.
 
     numpy computes in a column's own dtype: ``I(x * x)`` of an int8 column
-    holding 100 wraps around to 16, and ``I(a - b)`` of unsigned columns to
-    large numbers. Columns in ``factors`` (used as ``C(x)``/``factor(x)``)
-    become int64 instead, so that their level labels stay ``1``, not ``1.0``.
-    int64 columns are left as they are. Returns ``frame`` itself when nothing
-    changes (the caller's frame is never modified).
+    holding 100 wraps around to 16, ``I(a - b)`` of unsigned columns to large
+    numbers, and int64 products past 9.2e18 wrap silently too (R's integer
+    arithmetic gives NA there; doubles give the product). Columns in
+    ``factors`` (used as ``C(x)``/``factor(x)``) become int64 instead, so that
+    their level labels stay ``1``, not ``1.0``. Returns ``frame`` itself when
+    nothing changes (the caller's frame is never modified).
     """
     changes: dict[Any, Any] = {}
     for col, dtype in frame.dtypes.items():
-        if not pd.api.types.is_integer_dtype(dtype) or dtype == np.int64:
+        if not pd.api.types.is_integer_dtype(dtype) or (col in factors and dtype == np.int64):
             continue
         if col not in factors:
             changes[col] = np.float64
