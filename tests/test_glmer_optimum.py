@@ -171,3 +171,19 @@ def test_simulated_designs_reach_the_best_point(seed):
     tight_point = np.concatenate([tight.theta.to_numpy(), tight.fixef.to_numpy()])
     assert model.deviance <= model.objective(tight_point) + OBJ_SLACK
     assert not conv_warnings
+
+
+@pytest.mark.parametrize("name", ["glmer_plateau_lower", "glmer_plateau_edge"])
+def test_numpy_steps_take_the_same_way(monkeypatch, name):
+    """Without the compiled PIRLS steps the same plateau is left the same way."""
+    from mixedmodels import glmm
+
+    data = _plateau_data(name)
+    compiled, _ = _fit(data)
+    monkeypatch.setattr(glmm._CompiledTerms, "build", classmethod(lambda cls, fr, fam: None))
+    plain, _ = _fit(data)
+    assert plain._engine._compiled is None
+    assert plain.pirls_converged is compiled.pirls_converged
+    assert plain.optsum.optimizer == compiled.optsum.optimizer
+    assert plain.deviance == pytest.approx(compiled.deviance, abs=1e-8)
+    np.testing.assert_allclose(plain.se, compiled.se, rtol=1e-5)
