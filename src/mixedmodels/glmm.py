@@ -1154,7 +1154,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
 
         The offset at ``x`` (the deviance at converged modes, one more PIRLS
         run from where the fit's stopped) tells whether that can be: below
-        ``PLATEAU_OFFSET``, no. Otherwise the next tooth is lower than ``fx``
+        ``PLATEAU_OFFSET`` (or negative: a lowered tooth), no. Otherwise the next tooth is lower than ``fx``
         only where it begins before the Laplace deviance has risen by the
         offset; it begins first away from ``x0``, so one PIRLS run there (at
         that rise along x - x0) tells, by its number of steps. Where it does,
@@ -1176,14 +1176,14 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         f_exact = self._deviance_at(modes, theta)
         self._count(f_exact)
         offset = fx - f_exact
-        if abs(offset) <= PLATEAU_OFFSET:
+        if offset <= PLATEAU_OFFSET:  # the other teeth (offset ~0) are higher
             return None
         lower = self._params_lower()
         away = x - x0
         rise = 0.5 * float(away @ H @ away)  # the Laplace deviance's rise along x - x0
         if not rise > 0:
             return None
-        ray = np.maximum(x + np.sqrt(abs(offset) / rise) * away, lower)
+        ray = np.maximum(x + np.sqrt(offset / rise) * away, lower)
         try:
             ray_modes = self._modes(ray[: self.ntheta], ray[self.ntheta :])
         except PirlsError:
