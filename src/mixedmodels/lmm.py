@@ -24,7 +24,7 @@ from .formula import parse_formula, require_random
 from .dense import DenseSystem
 from .linalg import AugmentedSystem, DenseBelow, Factor, TermData
 from .optimize import OptimizerRecord, minimize_theta, minimize_theta_gradient
-from ._threads import blas_threads, current_load
+from ._threads import auto_thread_plan, blas_threads
 from .progress import FitProgress
 from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random
 
@@ -339,12 +339,12 @@ class LinearMixedModel(RandomEffectsModel):
             Keep every (θ, objective) evaluated in ``optsum.history``.
         threads : int or "auto"
             BLAS threads during the fit. ``"auto"``: one thread for a dense
-            block of the factor under 500 rows; from 500 to 2,000 rows one
-            thread except inside the Cholesky factorisation and its inverse,
-            which get the cores not busy with other work; above, those cores
-            throughout (see ``_auto_thread_plan``). OpenBLAS threads that find
-            their cores busy can slow a fit down a hundredfold. An integer
-            sets the threads for the whole fit.
+            block of the factor under 2,000 rows, every core above (see
+            ``_threads.auto_thread_plan``: from the block's size and the core
+            count only, so the same call gives bit-identical results). An
+            integer sets the threads for the whole fit (one on a machine busy
+            with other work: OpenBLAS threads that find their cores busy can
+            slow a fit down a hundredfold).
         progress : bool
             Show evaluations, objective and elapsed time while a fit runs for more
             than a second (a notebook cell or a line on standard error).
@@ -366,17 +366,10 @@ class LinearMixedModel(RandomEffectsModel):
 
     def _blas_thread_plan(self, threads: int | str) -> tuple[int | None, int | None]:
         """BLAS threads during the fit and, if different, inside the dense
-        factorisations (see ``_auto_thread_plan``)."""
+        factorisations (see ``_threads.auto_thread_plan``)."""
         if threads != "auto":
             return int(threads), None
-        size = self._system.dense_size
-        if size < _FACTOR_THREADED_BLOCK:  # no load reading for small models
-            return 1, None
-        return _auto_thread_plan(size, self._background_load())
-
-    def _background_load(self) -> float | None:
-        """The load on the machine, this process included (see ``current_load``)."""
-        return current_load()
+        return auto_thread_plan(self._system.dense_size)
 
     def _fit(
         self, start, optimizer, ftol_rel, maxeval, keep_history, monitor
@@ -1201,32 +1194,6 @@ def _make_system(
             X = cells[1][cells[0]]
         return DenseSystem(terms, np.column_stack([X, y]))
     return AugmentedSystem.from_terms(terms, X, y, xtx=xtx, cells=cells)
-
-
-def _auto_thread_plan(block_size: int, load: float | None) -> tuple[int | None, int | None]:
-    """(threads for the whole fit, threads inside the dense factorisations) for
-    a dense block of ``block_size`` rows, given ``load`` (busy cores, this
-    process counted as one; None if unknown). None means the library default.
-
-    Below 500 rows: one thread throughout. From 500 to 2,000: one thread
-    throughout except in the Cholesky factorisation and inverse, which get the
-    idle cores: measured on 2 cores, two OpenBLAS threads throughout made a
-    1,157-row fit 3x slower (idle workers spin between the LAPACK calls, against
-    the numpy work in between), two threads inside the LAPACK calls only made it
-    15% faster. From 2,000 rows (a 3,706-row block: evaluations 1.3x faster):
-    the idle cores throughout.
-    """
-    if block_size < _FACTOR_THREADED_BLOCK:
-        return 1, None
-    cores = os.cpu_count() or 1
-    idle = cores if load is None else max(int(cores - max(load - 1.0, 0.0) + 0.5), 1)
-    if block_size < _THREADED_BLOCK:
-        return 1, (idle if idle > 1 else None)
-    return (None if idle >= cores else idle), None
-
-
-_FACTOR_THREADED_BLOCK = 500
-_THREADED_BLOCK = 2000
 
 
 def _regression_start(
