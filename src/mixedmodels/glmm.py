@@ -496,7 +496,9 @@ class _CompiledTerms:
         """λ of every (scalar) term as one array: λ's given as 1 x 1 arrays or,
         from :meth:`_Engine.scalar_lambdas`, already as that array."""
         if isinstance(lams, np.ndarray) and lams.ndim == 1:
-            return lams
+            # writable: a read-only array (θ from the optimizer) would make
+            # Numba compile every kernel a second time (12 s)
+            return np.require(lams, dtype=float, requirements=["C", "W"])
         return np.array([float(l[0, 0]) for l in lams])
 
     def fused(self, joint: bool) -> bool:
