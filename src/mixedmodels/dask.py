@@ -732,6 +732,8 @@ class DaskLinearMixedModel(LinearMixedModel):
         self._mark("system", t0)
         return frame
 
+    _engine_rebuildable = False  # the engine is built from the data's passes
+
     def _setup_engine(self) -> None:  # the engine is built from the accumulated blocks
         raise DaskUnsupportedError("a Dask model's engine is built from its accumulated cross-products")
 

@@ -92,6 +92,42 @@ class LinearMixedModel(RandomEffectsModel):
 
     # ------------------------------------------------------------------ engine
 
+    # The blocked engine (cross-products, the update operator, workspaces:
+    # 36 MB for InstEval's 1.3 MB of data) is dropped after a fit and not
+    # pickled; the factor at θ (12 MB) is not pickled either. Both are rebuilt
+    # from the model frame when a method needs them (refit, profile, ddf ...).
+    # False where the frame cannot rebuild the engine (Dask models).
+    _engine_rebuildable = True
+    _REBUILT_ON_DEMAND = ("_system", "_factor", "_last_factor", "_fast")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self._engine_rebuildable:
+            for name in self._REBUILT_ON_DEMAND:
+                state.pop(name, None)
+        return state
+
+    def __getattr__(self, name: str) -> Any:
+        # reached only for a missing attribute: an engine released or unpickled
+        if name == "_system" and self._engine_rebuildable and "frame" in self.__dict__:
+            self._setup_engine()
+            return self.__dict__["_system"]
+        if name == "_factor" and self.__dict__.get("_fitted"):
+            self._factor = self._factor_at_optimum()
+            return self._factor
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _factor_at_optimum(self) -> Factor:
+        """The factor at the fitted θ, computed again as the fit did (its BLAS threads)."""
+        with blas_threads(self.optsum.blas_threads[0]):
+            return self._system.factor(self.lambdas(self._theta), keep=True)
+
+    def _release_engine(self) -> None:
+        """Drop a blocked engine after a fit (see ``_REBUILT_ON_DEMAND``); the
+        small dense one stays (refits and bootstraps reuse it)."""
+        if self._engine_rebuildable and isinstance(self.__dict__.get("_system"), AugmentedSystem):
+            del self.__dict__["_system"]
+
     def _setup_engine(self) -> None:
         fr = self.frame
         sqrtw = None if fr.weights is None else np.sqrt(fr.weights)
@@ -358,11 +394,12 @@ class LinearMixedModel(RandomEffectsModel):
             with blas_threads(everywhere):
                 self._fit(start, optimizer, ftol_rel, maxeval, keep_history, monitor)
             self.optsum.blas_threads = (everywhere, factorisations)
-            return self
         finally:
             self._system.lapack_threads = None
             if monitor is not None:
                 monitor.close()
+        self._release_engine()
+        return self
 
     def _blas_thread_plan(self, threads: int | str) -> tuple[int | None, int | None]:
         """BLAS threads during the fit and, if different, inside the dense
