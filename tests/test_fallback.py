@@ -51,7 +51,7 @@ def test_glmer_numpy_path_equals_the_compiled_one(monkeypatch, formula, data):
 
 def _run(code: str, **env) -> str:
     environ = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **env)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -121,3 +121,20 @@ def test_the_warm_up_covers_every_signature_the_engine_calls(monkeypatch):
     finally:
         event.unregister("numba:compile", listener)
     assert compiled == []
+
+
+def test_a_child_forked_while_kernels_compile_takes_the_numpy_path(tmp_path):
+    """Bootstrap workers are forked from a process whose fit has been made:
+    with the kernels still compiling elsewhere at the fork, the child has no
+    thread waiting for them and must neither wait for ever nor load them."""
+    code = (
+        "import os\n"
+        "from mixedmodels import _kernels\n"
+        "assert not _kernels.KERNELS.ready()  # a fresh cache: compiling elsewhere\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if not _kernels.KERNELS.ready() and not _kernels.KERNELS.wait() else 1)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status), _kernels.KERNELS.wait())\n"
+    )
+    assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)).split() == ["0", "True"]

@@ -161,6 +161,22 @@ class KernelSet:
         proc.wait()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child (bootstrap workers) has no loading thread, and Numba's
+    compiler lock may be held by the thread that no longer exists: sets being
+    loaded at the fork stay on the numpy path in the child (sets not started
+    start there on demand)."""
+    for kernel_set in _SETS:
+        if kernel_set._thread is not None and not kernel_set._done.is_set():
+            kernel_set.error = RuntimeError("forked while the kernels were being loaded")
+            kernel_set._done.set()
+            kernel_set._decided.set()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def compile_set(module: str) -> None:
     """Compile (and so cache) the kernel set defined in ``module``: what the
     process started by :class:`KernelSet` runs."""
