@@ -282,6 +282,9 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
             for _ in range(5 if name == "sleepstudy" else 1):
                 mm.lmer("Reaction ~ Days + (Days | Subject)", warm)
             if glmm:  # glmer's own code paths, as lme4_bench.R does
+                from mixedmodels import _glmm_kernels
+
+                _glmm_kernels.KERNELS.wait()  # compiled first if the cache lacks them
                 mm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
                          mm.datasets.load("cbpp"), family="binomial")
                 # and the stepwise compiled PIRLS of large Schur blocks (loaded
@@ -294,6 +297,7 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
         from mixedmodels import _kernels
 
         if (spec.get("r_large") or spec.get("kernels")) and _kernels.available():
+            _kernels.KERNELS.wait()
             _kernels.warm_up(parallel=spec.get("kernels") != "sequential")
         res["baseline_rss"] = _rss_bytes()
         res["peak_before_fit"] = _peak_bytes()

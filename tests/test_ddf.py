@@ -435,6 +435,7 @@ def _blocked_fit(formula: str, data: pd.DataFrame, **kwargs) -> mm.LinearMixedMo
     lmm.DENSE_LIMIT = 0
     try:
         m = fit(formula, data, **kwargs)
+        m._system  # noqa: B018 - the blocked engine, released after the fit, rebuilt under the limit
     finally:
         lmm.DENSE_LIMIT = old
     assert type(m._system).__name__ == "AugmentedSystem"

@@ -44,6 +44,14 @@ EPS = np.finfo(float).eps  # .Machine$double.eps = 2.220446049250313e-16
 ONE_MINUS_EPS = 0.99999999999999978  # R prints 1 - .Machine$double.eps so
 
 
+def assert_within_ulps(actual, desired, maxulp: int = 4) -> None:
+    """``actual`` equals R's printed ``desired`` to a few units in the last
+    place: libm's exp, log and erfc may differ by an ulp between platforms and
+    numpy releases, so a comparison at the ulp level is a platform check, not
+    a correctness one."""
+    np.testing.assert_array_max_ulp(np.asarray(actual, dtype=float), np.asarray(desired, dtype=float), maxulp)
+
+
 @pytest.fixture(autouse=True)
 def _warnings_are_errors():
     """No RuntimeWarning (overflow, log(0) ...) may escape the families."""
@@ -132,10 +140,9 @@ def test_probit_values_and_clamps():
     eta = np.linspace(-7.5, 7.5, 61)
     np.testing.assert_allclose(link.linkinv(eta), stats.norm.cdf(eta), rtol=1e-13)
     # R: binomial("probit")$mu.eta(c(-40, -6, 0, 5.5, 40))
-    np.testing.assert_allclose(
+    assert_within_ulps(
         link.mu_eta([-40.0, -6.0, 0.0, 5.5, 40.0]),
-        [EPS, 6.0758828498232861e-09, 0.3989422804014327, 1.0769760042543276e-07, EPS],
-        rtol=2e-16,
+        [EPS, 6.0758828498232861e-09, 0.3989422804014327, 1.0769760042543276e-07, EPS]
     )
     # R: qnorm(c(0.975, 0.4538954892195761, 1e-10, 0.999))
     np.testing.assert_allclose(
@@ -153,7 +160,7 @@ def test_cloglog_values_and_clamps():
     eta = np.array([-2.0, 0.0, 1.0])
     np.testing.assert_allclose(link.linkinv(eta), 1 - np.exp(-np.exp(eta)), rtol=1e-15)
     # R: binomial("cloglog")$linkinv(c(-40, -36, -2, 0, 1, 3.6, 5))
-    np.testing.assert_allclose(
+    assert_within_ulps(
         link.linkinv([-40.0, -36.0, -2.0, 0.0, 1.0, 3.6, 5.0, 1000.0]),
         [
             EPS,
@@ -164,14 +171,12 @@ def test_cloglog_values_and_clamps():
             ONE_MINUS_EPS,
             ONE_MINUS_EPS,
             ONE_MINUS_EPS,
-        ],
-        rtol=2e-16,
+        ]
     )
     # R: binomial("cloglog")$mu.eta(c(-800, -40, 0, 1, 3.6, 800)); eta is capped at 700
-    np.testing.assert_allclose(
+    assert_within_ulps(
         link.mu_eta([-800.0, -40.0, 0.0, 1.0, 3.6, 800.0]),
-        [EPS, EPS, 0.36787944117144233, 0.1793740787340172, 4.6671189365803402e-15, EPS],
-        rtol=2e-16,
+        [EPS, EPS, 0.36787944117144233, 0.1793740787340172, 4.6671189365803402e-15, EPS]
     )
 
 
@@ -179,31 +184,29 @@ def test_cauchit_values_and_clamps():
     link = CauchitLink()
     assert link.thresh == pytest.approx(1433540284805664.8, rel=1e-15)  # R: -qcauchy(.Machine$double.eps)
     # R: binomial("cauchit")$linkinv(c(-1e20, -5, 0.3, 5, 1e20))
-    np.testing.assert_allclose(
+    assert_within_ulps(
         link.linkinv([-1e20, -5.0, 0.3, 5.0, 1e20]),
-        [EPS, 0.062832958189001198, 0.59277357907774231, 0.93716704181099875, ONE_MINUS_EPS],
-        rtol=2e-16,
+        [EPS, 0.062832958189001198, 0.59277357907774231, 0.93716704181099875, ONE_MINUS_EPS]
     )
     np.testing.assert_allclose(link.linkinv([-5.0, 0.3, 5.0]), stats.cauchy.cdf([-5.0, 0.3, 5.0]), rtol=1e-14)
     # R: binomial("cauchit")$mu.eta(c(-1e20, 0, 2))
-    np.testing.assert_allclose(
-        link.mu_eta([-1e20, 0.0, 2.0]), [EPS, 0.31830988618379069, 0.063661977236758135], rtol=2e-16
+    assert_within_ulps(
+        link.mu_eta([-1e20, 0.0, 2.0]), [EPS, 0.31830988618379069, 0.063661977236758135]
     )
     # R: qcauchy(c(0.75, 0.25, 0.1, 0.9))
-    np.testing.assert_allclose(
-        link.linkfun([0.75, 0.25, 0.1, 0.9]), [1.0, -1.0, -3.0776835371752540, 3.0776835371752544], rtol=2e-16
+    assert_within_ulps(
+        link.linkfun([0.75, 0.25, 0.1, 0.9]), [1.0, -1.0, -3.0776835371752540, 3.0776835371752544]
     )
 
 
 def test_log_and_other_links():
     log = LogLink()
     # R: poisson()$linkinv(c(-800, -36, 0, 2)); poisson()$mu.eta(c(-800, 2))
-    np.testing.assert_allclose(
+    assert_within_ulps(
         log.linkinv([-800.0, -36.0, 0.0, 2.0]),
-        [EPS, 2.3195228302435696e-16, 1.0, 7.3890560989306504],
-        rtol=2e-16,
+        [EPS, 2.3195228302435696e-16, 1.0, 7.3890560989306504]
     )
-    np.testing.assert_allclose(log.mu_eta([-800.0, 2.0]), [EPS, 7.3890560989306504], rtol=2e-16)
+    assert_within_ulps(log.mu_eta([-800.0, 2.0]), [EPS, 7.3890560989306504])
     assert log.linkinv(800.0) == np.inf  # as R, without an overflow warning
     assert log.linkfun(0.0) == -np.inf
 

@@ -23,27 +23,60 @@ import functools
 
 import numpy as np
 
-__all__ = ["available", "supports", "kernels", "LINKS", "VARIANCES"]
+from ._compiled import KernelSet, numba_enabled
+
+__all__ = ["available", "ready", "supports", "kernels", "warm_up", "LINKS", "VARIANCES"]
 
 LINKS = {"logit": 0, "log": 1, "probit": 2, "cloglog": 3}
 VARIANCES = {"binomial": 0, "poisson": 1}
 
 
 def available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether Numba can be used (see ``_compiled.numba_enabled``)."""
+    return numba_enabled()
 
 
 def supports(family_name: str, link_name: str) -> bool:
-    """Whether this family and link have compiled steps (and Numba is there)."""
+    """Whether this family and link have compiled steps and a model built now
+    uses them (see :func:`ready`)."""
     if family_name not in VARIANCES or link_name not in LINKS:
         return False
     if family_name == "poisson" and link_name != "log":
         return False
-    return available()
+    return ready()
+
+
+def ready() -> bool:
+    """Whether the kernels are loaded (see :mod:`mixedmodels._compiled`)."""
+    return KERNELS.ready()
+
+
+def warm_up() -> None:
+    """Load (or compile) every kernel the engine calls, with the argument
+    types it passes, on a tiny model: two crossed scalar terms of two levels,
+    an intercept, four rows."""
+    from . import _glmm_numba as g
+
+    n, l0, Q1 = 4, 2, 2
+    codes = np.array([[0, 1, 0, 1], [0, 0, 1, 1]], dtype=np.int64)
+    zv, lam = np.ones((2, n)), np.ones(2)
+    offs, ubase = np.zeros(2, dtype=np.int64), np.array([0, l0], dtype=np.int64)
+    X = np.ones((n, 1))
+    XT = np.ascontiguousarray(X.T)
+    y, wt, offset = np.array([0.0, 1.0, 1.0, 0.0]), np.ones(n), np.zeros(n)
+    eta, mu = np.zeros(n), np.full(n, 0.5)
+    common = (codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, 0, 0, l0, Q1)
+    L0, R, S, y0, yr = g.assemble(*common, False)
+    g.sparse_downdate(R, S)
+    unit = g.weighted_sums(*common)
+    g.eliminate(*g.scaled_sums(unit, lam, offs, Q1, np.zeros(0), True), Q1, False)
+    u, b = np.zeros(l0 + Q1), np.zeros(1)
+    g.update(codes, zv, lam, ubase, X, u, b, offset, y, wt, 0, 0, np.empty(n), np.empty(n))
+    g.pirls(codes, zv, lam, offs, ubase, X, XT, y, wt, offset, eta, mu, 0, 0, l0, Q1,
+            1e-10, 30, 10, 0.0, unit, np.zeros(0))
+
+
+KERNELS = KernelSet("glmer", __name__, warm_up)
 
 
 @functools.cache

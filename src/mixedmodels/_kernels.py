@@ -12,9 +12,10 @@ upper triangle (numpy would make several passes over an array of ~100 MB).
 When B is dense enough that most pairs exist, the engine uses BLAS instead
 (``linalg.DenseBelow``).
 
-Imported only when such a model is fitted; ``available()`` says whether Numba is
-installed (``pip install 'mixedmodels[fast]'``); without it the engine falls back
-to scipy's sparse products.
+Imported only when such a model is fitted; ``ready()`` says whether a model
+built now uses the loops (Numba installed, not switched off, the loops loaded:
+see :mod:`mixedmodels._compiled`); otherwise the engine falls back to scipy's
+sparse products.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ import functools
 
 import numpy as np
 
+from ._compiled import KernelSet, numba_enabled
+
 __all__ = [
     "available",
+    "ready",
     "warm_up",
     "accumulators",
     "rank_update",
@@ -40,11 +44,15 @@ __all__ = [
 
 
 def available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether Numba can be used (see ``_compiled.numba_enabled``)."""
+    return numba_enabled()
+
+
+def ready() -> bool:
+    """Whether a model built now uses the loops (see :mod:`mixedmodels._compiled`):
+    the sequential ones are loaded in the background; the parallel ones, for
+    the largest models only, on their first use."""
+    return KERNELS.ready()
 
 
 @functools.cache
@@ -187,3 +195,6 @@ def pattern_adjoint(ptr: np.ndarray, rank: np.ndarray, w: np.ndarray) -> np.ndar
     out = np.empty(len(ptr) - 1)
     _lmm_numba.pattern_adjoint(ptr, rank, np.ascontiguousarray(w, dtype=float), out)
     return out
+
+
+KERNELS = KernelSet("lmer", __name__, functools.partial(warm_up, parallel=False))

@@ -621,14 +621,8 @@ class DaskLinearMixedModel(LinearMixedModel):
         if not is_dask_dataframe(ddf):
             raise DataError(f"data must be a Dask DataFrame or a Parquet path, not {type(data).__name__}")
         parsed = require_random(parse_formula(formula))
-        # the passes below load the machine themselves: the load seen when the
-        # fit starts would count them (and their aftermath) as other work
-        self._load_before = LinearMixedModel._background_load(self)
         self.frame = self._build(parsed, ddf, weights, offset, contrasts, na_action, split_every)
         self._fitted = False
-
-    def _background_load(self) -> float | None:
-        return self._load_before
 
     # ------------------------------------------------------------------ passes
 
@@ -793,6 +787,8 @@ class DaskLinearMixedModel(LinearMixedModel):
         self._n_eff = int(total.n_eff) if weights is not None else int(total.n)
         self._mark("system", t0)
         return frame
+
+    _engine_rebuildable = False  # the engine is built from the data's passes
 
     def _setup_engine(self) -> None:  # the engine is built from the accumulated blocks
         raise DaskUnsupportedError("a Dask model's engine is built from its accumulated cross-products")

@@ -60,9 +60,9 @@ from .families import Family, get_family
 from .formula import parse_formula, require_random
 from .pwls import BlockedFactor, BlockedSystem, term_matrix
 from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random, warn_caller
-from ._threads import blas_threads, current_load
+from ._threads import auto_thread_plan, blas_threads
 from .progress import FitProgress
-from .lmm import _FACTOR_THREADED_BLOCK, _auto_thread_plan, _slices
+from .lmm import _slices
 from .optimize import OptimizerRecord, ThetaScaling, minimize_theta
 
 __all__ = ["GeneralizedLinearMixedModel", "glmer", "ConvergenceCheck"]
@@ -508,7 +508,9 @@ class _CompiledTerms:
         """λ of every (scalar) term as one array: λ's given as 1 x 1 arrays or,
         from :meth:`_Engine.scalar_lambdas`, already as that array."""
         if isinstance(lams, np.ndarray) and lams.ndim == 1:
-            return lams
+            # writable: a read-only array (θ from the optimizer) would make
+            # Numba compile every kernel a second time (12 s)
+            return np.require(lams, dtype=float, requirements=["C", "W"])
         return np.array([float(l[0, 0]) for l in lams])
 
     def fused(self, joint: bool) -> bool:
@@ -963,29 +965,25 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         return new.fit(start, **fit_kwargs)
 
     def _blas_threads(self, threads: int | str) -> int | None:
-        """BLAS threads for the fit: one for dense blocks under 500 rows (idle
-        OpenBLAS workers spinning between the many small products of PIRLS
-        made a grouseticks fit six times slower), otherwise the idle cores
-        (as for lmer, see ``lmm._auto_thread_plan``)."""
+        """BLAS threads for the fit, as for lmer (``_threads.auto_thread_plan``:
+        from the size only, never from the machine's load): one for dense
+        blocks under 2,000 rows (idle OpenBLAS workers spinning between the
+        many small products of PIRLS made a grouseticks fit six times slower),
+        every core above."""
         if threads != "auto":
             return int(threads)
-        size = self._engine.system.m
-        if size < _FACTOR_THREADED_BLOCK:
-            return 1
-        everywhere, inside = _auto_thread_plan(size, current_load())
+        everywhere, inside = auto_thread_plan(self._engine.system.m)
         return everywhere if inside is None else inside
 
     def _derivative_workers(self, threads: int | str) -> int:
         """Threads for the finite-difference probes: only with compiled PIRLS
-        steps (numpy's small operations would hold the GIL) and then the idle
-        cores, or ``threads`` when given."""
+        steps (numpy's small operations would hold the GIL) and then every
+        core, or ``threads`` when given."""
         if self._engine._compiled is None:
             return 1
         if threads != "auto":
             return max(int(threads), 1)
-        load = current_load()
-        cores = os.cpu_count() or 1
-        return cores if load is None else max(int(cores - max(load - 1.0, 0.0) + 0.5), 1)
+        return os.cpu_count() or 1
 
     def _parse_start(self, start: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """(θ, β or None) from ``start`` (see :meth:`fit`), checked against the

@@ -46,6 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack, solve_triangular
 
+from . import _kernels
 from ._threads import blas_threads, thin_product_threads
 
 __all__ = ["TermData", "CrossProducts", "AugmentedSystem", "Factor"]
@@ -75,8 +76,8 @@ def inverse_from_factor(
     ``SINGLE_PRECISION_RESIDUAL`` (one product and two triangular products in
     double precision): the gradient then has a relative error near 1e-6, far
     below the optimizer's gradient tolerance. ``single_min_rows`` overrides
-    ``SINGLE_PRECISION_INVERSE_ROWS``. With ``keep_single`` (and Numba for the
-    residual's product) an accepted single-precision inverse is returned as
+    ``SINGLE_PRECISION_INVERSE_ROWS``. With ``keep_single`` (only where the
+    compiled loops are in use: the residual's product is one) an accepted single-precision inverse is returned as
     it is, float32, for callers that read it through compiled loops: no double
     copy of its size.
     """
@@ -87,7 +88,7 @@ def inverse_from_factor(
             single = np.array(L[:n, :n], dtype=np.float32, order="F")  # one pass
         inv, info = lapack.spotri(single, lower=1, overwrite_c=1)
         if info == 0:
-            if not (keep_single and _kernels_available()):
+            if not keep_single:
                 inv = inv.astype(np.float64)
             if _inverse_residual(L, inv) <= SINGLE_PRECISION_RESIDUAL:
                 return inv
@@ -109,8 +110,6 @@ def _inverse_residual(L: np.ndarray, inv_lower: np.ndarray) -> float:
     if inv_lower.dtype == np.float64:
         w[:n] = blas.dsymv(1.0, inv_lower, v, lower=1)
     else:  # the kept single-precision inverse, multiplied in double
-        from . import _kernels
-
         w[:n] = _kernels.symv_lower(inv_lower, v)
     w = blas.dtrmv(L, w, lower=1, trans=1)  # [L₁'w₁; 0]
     w = blas.dtrmv(L, w, lower=1)
@@ -535,12 +534,6 @@ def _update_weights(lam0: np.ndarray, L00inv: np.ndarray) -> np.ndarray:
     return lam0 @ np.transpose(L00inv, (0, 2, 1)) @ L00inv @ lam0.T
 
 
-def _kernels_available() -> bool:
-    from . import _kernels
-
-    return _kernels.available()
-
-
 def _blockdiag_csr(blocks: np.ndarray) -> sp.csr_array:
     nl, k, _ = blocks.shape
     bsr = sp.bsr_array((blocks, np.arange(nl), np.arange(nl + 1)), shape=(nl * k, nl * k))
@@ -640,16 +633,12 @@ class RankUpdate:
         """T c: the update at the positions."""
         if self.T is not None:
             return self.T @ c
-        from . import _kernels
-
         return _kernels.pattern_apply(*self.pattern, c, len(self.positions))
 
     def adjoint(self, w: np.ndarray) -> np.ndarray:
         """T'w: per entry of C, the weighted sum over its positions."""
         if self.T is not None:
             return self.T.T @ w
-        from . import _kernels
-
         return _kernels.pattern_adjoint(*self.pattern, w)
 
     @functools.cached_property
@@ -859,6 +848,9 @@ class AugmentedSystem:
             nnz = sum(a.nnz for a in cross.A_re0)
             dense_b = bool(cells) and nnz >= dense_density * cells and cells * 8 <= max_dense_bytes
         self.dense_b = dense_b
+        # the compiled loops, decided once so that a fit never mixes them with
+        # numpy (see _compiled): only the sparse B uses them
+        self.compiled = not dense_b and _kernels.ready()
         self._store_below(cross.A_re0, nl0 * k0, max_update_nnz)
         self._lead = self._diagonal_lead()
         self._work: np.ndarray | None = None  # reused Schur-complement buffer
@@ -880,7 +872,7 @@ class AugmentedSystem:
             self._B_re = _stack_csc(blocks, q0) if blocks else sp.csc_array((0, q0))
             self._below = SparseBelow(self._B_re, self.Axy0, self.k0)
             self._update = self._update_operator(max_update_nnz)
-        self._use_kernels = not self.dense_b and self._update is None and _kernels_available()
+        self._use_kernels = self.compiled and self._update is None
 
     @classmethod
     def from_terms(
@@ -921,9 +913,7 @@ class AugmentedSystem:
         if int((m * (m + 1) // 2).sum()) >= max_nnz:
             return None
         edges = self.rest_offsets[1:]
-        if k0 == 1 and _kernels_available():
-            from . import _kernels
-
+        if k0 == 1 and self.compiled:
             B_re.sort_indices()
             ptr, rank, value, touched = _kernels.scalar_pairs(B_re, N)
             if value is None:  # every value 1: the pattern is the operator
@@ -1064,7 +1054,7 @@ class AugmentedSystem:
         """
         # single precision kept where compiled loops alone read it (the
         # operator's gather, scalar terms after the first)
-        single = self._update is not None and self.scalar_rest and not self._lead
+        single = self.compiled and self._update is not None and self.scalar_rest and not self._lead
         inv = self._lower_inverse(f.Lrr, sub, keep_single=single)  # lower triangle of S_sub⁻¹
         Minv = np.transpose(f.L00inv, (0, 2, 1)) @ f.L00inv  # (ℓ0, k0, k0)
         first = Minv.sum(axis=0)
@@ -1234,9 +1224,7 @@ class AugmentedSystem:
         if P is None:
             # positions are upper (row <= col); S⁻¹ is symmetric, read its lower triangle
             scale = np.array([lam[0, 0] for lam in lams] + [1.0])
-            if inv.flags.f_contiguous and _kernels_available():  # one compiled pass
-                from . import _kernels
-
+            if inv.flags.f_contiguous and self.compiled:  # one compiled pass
                 Q1 = self.Q1
                 weighted = _kernels.gather_lower(
                     inv, Q1, up.row_pointers(Q1), up.positions, self.N, self._row_scale(scale)
@@ -1262,8 +1250,6 @@ class AugmentedSystem:
         compiled loops or, without them, sparse products."""
         Q1 = self.Q1
         if self._use_kernels:
-            from . import _kernels
-
             if P is None:  # P from the lower triangle of S⁻¹ and the scales
                 sc = self._scalar_row_scale(lams)
                 return _kernels.gather_blocks(self._B_re, self.k0, inv.T, sc, min(sub, Q1))
@@ -1380,9 +1366,7 @@ class AugmentedSystem:
         Q1 = self.Q1
         arr = self._arr_at_positions()
         row_scale = self._row_scale(scale)
-        if arr is not None and _kernels_available():  # one compiled pass, no temporaries
-            from . import _kernels
-
+        if arr is not None and self.compiled:  # one compiled pass, no temporaries
             _kernels.scatter_upper(S, Q1, up.row_pointers(Q1), up.positions, arr, update, row_scale)
         elif arr is not None:
             _zero_upper_rows(S, Q1)
@@ -1421,8 +1405,6 @@ class AugmentedSystem:
         over B's pattern (no pair list: for models too large for the operator).
         With scalar terms after the first, one more compiled pass scales and
         finishes the upper triangle, which is all LAPACK reads."""
-        from . import _kernels
-
         C = _update_weights(lams[0], L00inv)
         if self._acc is None:  # kept: fresh pages of large arrays are slow
             self._acc = _kernels.accumulators(C.shape[0], self.N)

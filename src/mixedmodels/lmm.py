@@ -25,7 +25,7 @@ from .formula import parse_formula, require_random
 from .dense import DenseSystem
 from .linalg import AugmentedSystem, DenseBelow, Factor, TermData
 from .optimize import OptimizerRecord, ThetaScaling, minimize_theta, minimize_theta_gradient
-from ._threads import blas_threads, current_load
+from ._threads import auto_thread_plan, blas_threads
 from .progress import FitProgress
 from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random
 
@@ -97,6 +97,42 @@ class LinearMixedModel(RandomEffectsModel):
         self._fitted = False
 
     # ------------------------------------------------------------------ engine
+
+    # The blocked engine (cross-products, the update operator, workspaces:
+    # 36 MB for InstEval's 1.3 MB of data) is dropped after a fit and not
+    # pickled; the factor at θ (12 MB) is not pickled either. Both are rebuilt
+    # from the model frame when a method needs them (refit, profile, ddf ...).
+    # False where the frame cannot rebuild the engine (Dask models).
+    _engine_rebuildable = True
+    _REBUILT_ON_DEMAND = ("_system", "_factor", "_last_factor", "_fast")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self._engine_rebuildable:
+            for name in self._REBUILT_ON_DEMAND:
+                state.pop(name, None)
+        return state
+
+    def __getattr__(self, name: str) -> Any:
+        # reached only for a missing attribute: an engine released or unpickled
+        if name == "_system" and self._engine_rebuildable and "frame" in self.__dict__:
+            self._setup_engine()
+            return self.__dict__["_system"]
+        if name == "_factor" and self.__dict__.get("_fitted"):
+            self._factor = self._factor_at_optimum()
+            return self._factor
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _factor_at_optimum(self) -> Factor:
+        """The factor at the fitted θ, computed again as the fit did (its BLAS threads)."""
+        with blas_threads(self.optsum.blas_threads[0]):
+            return self._system.factor(self.lambdas(self._theta), keep=True)
+
+    def _release_engine(self) -> None:
+        """Drop a blocked engine after a fit (see ``_REBUILT_ON_DEMAND``); the
+        small dense one stays (refits and bootstraps reuse it)."""
+        if self._engine_rebuildable and isinstance(self.__dict__.get("_system"), AugmentedSystem):
+            del self.__dict__["_system"]
 
     def _setup_engine(self) -> None:
         fr = self.frame
@@ -352,12 +388,12 @@ class LinearMixedModel(RandomEffectsModel):
             Keep every (θ, objective) evaluated in ``optsum.history``.
         threads : int or "auto"
             BLAS threads during the fit. ``"auto"``: one thread for a dense
-            block of the factor under 500 rows; from 500 to 2,000 rows one
-            thread except inside the Cholesky factorisation and its inverse,
-            which get the cores not busy with other work; above, those cores
-            throughout (see ``_auto_thread_plan``). OpenBLAS threads that find
-            their cores busy can slow a fit down a hundredfold. An integer
-            sets the threads for the whole fit.
+            block of the factor under 2,000 rows, every core above (see
+            ``_threads.auto_thread_plan``: from the block's size and the core
+            count only, so the same call gives bit-identical results). An
+            integer sets the threads for the whole fit (one on a machine busy
+            with other work: OpenBLAS threads that find their cores busy can
+            slow a fit down a hundredfold).
         progress : bool
             Show evaluations, objective and elapsed time while a fit runs for more
             than a second (a notebook cell or a line on standard error).
@@ -370,25 +406,19 @@ class LinearMixedModel(RandomEffectsModel):
             with blas_threads(everywhere):
                 self._fit(start, optimizer, ftol_rel, maxeval, keep_history, monitor)
             self.optsum.blas_threads = (everywhere, factorisations)
-            return self
         finally:
             self._system.lapack_threads = None
             if monitor is not None:
                 monitor.close()
+        self._release_engine()
+        return self
 
     def _blas_thread_plan(self, threads: int | str) -> tuple[int | None, int | None]:
         """BLAS threads during the fit and, if different, inside the dense
-        factorisations (see ``_auto_thread_plan``)."""
+        factorisations (see ``_threads.auto_thread_plan``)."""
         if threads != "auto":
             return int(threads), None
-        size = self._system.dense_size
-        if size < _FACTOR_THREADED_BLOCK:  # no load reading for small models
-            return 1, None
-        return _auto_thread_plan(size, self._background_load())
-
-    def _background_load(self) -> float | None:
-        """The load on the machine, this process included (see ``current_load``)."""
-        return current_load()
+        return auto_thread_plan(self._system.dense_size)
 
     def _fit(
         self, start, optimizer, ftol_rel, maxeval, keep_history, monitor
@@ -1236,32 +1266,6 @@ def _make_system(
             X = cells[1][cells[0]]
         return DenseSystem(terms, np.column_stack([X, y]))
     return AugmentedSystem.from_terms(terms, X, y, xtx=xtx, cells=cells)
-
-
-def _auto_thread_plan(block_size: int, load: float | None) -> tuple[int | None, int | None]:
-    """(threads for the whole fit, threads inside the dense factorisations) for
-    a dense block of ``block_size`` rows, given ``load`` (busy cores, this
-    process counted as one; None if unknown). None means the library default.
-
-    Below 500 rows: one thread throughout. From 500 to 2,000: one thread
-    throughout except in the Cholesky factorisation and inverse, which get the
-    idle cores: measured on 2 cores, two OpenBLAS threads throughout made a
-    1,157-row fit 3x slower (idle workers spin between the LAPACK calls, against
-    the numpy work in between), two threads inside the LAPACK calls only made it
-    15% faster. From 2,000 rows (a 3,706-row block: evaluations 1.3x faster):
-    the idle cores throughout.
-    """
-    if block_size < _FACTOR_THREADED_BLOCK:
-        return 1, None
-    cores = os.cpu_count() or 1
-    idle = cores if load is None else max(int(cores - max(load - 1.0, 0.0) + 0.5), 1)
-    if block_size < _THREADED_BLOCK:
-        return 1, (idle if idle > 1 else None)
-    return (None if idle >= cores else idle), None
-
-
-_FACTOR_THREADED_BLOCK = 500
-_THREADED_BLOCK = 2000
 
 
 def _unit_regression_start(resid: np.ndarray, w: np.ndarray, term) -> np.ndarray | None:

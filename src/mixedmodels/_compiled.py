@@ -1,0 +1,192 @@
+"""When the Numba kernels are used: Numba importable and not switched off, and
+the kernels loaded from Numba's on-disk cache.
+
+Compiling the kernels takes 15-20 s (once after an install or upgrade: Numba
+caches them next to the modules), loading them from the cache a few tenths of a
+second. The first model that could use a set of kernels starts a thread that
+loads them by running the set's warm-up (tiny inputs, every signature the
+engine calls). If everything comes from the cache, the model waits for it and
+uses the kernels. If something has to be compiled, the thread stops and hands
+the compilation to a separate Python process (no competition for this one's
+interpreter lock, and it finishes filling the cache even if this process
+exits first); the model does not wait and runs on the numpy path (the same
+arithmetic, equal to ~1e-12). Once that process is done, the thread loads the
+kernels and models built from then on use them. A model decides once, when it
+is built, so a fit never mixes the two paths, and from the first process
+after the compilation every fit takes the compiled path.
+
+``MIXEDMODELS_NUMBA=0`` in the environment switches the kernels off (the numpy
+path, as where Numba cannot be imported); :func:`wait` blocks until every set is
+ready (benchmarks, and anyone who wants the compiled path from the first fit).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import subprocess
+import sys
+import threading
+from typing import Callable
+
+__all__ = ["KernelSet", "compile_set", "numba_enabled", "wait"]
+
+_SETS: list["KernelSet"] = []
+
+
+@functools.cache
+def _numba_importable() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def numba_enabled() -> bool:
+    """Whether the kernels may be used: Numba importable and the environment
+    variable ``MIXEDMODELS_NUMBA`` not set to 0, false, no or off (read at
+    every call, so that a test can switch the numpy path on)."""
+    if os.environ.get("MIXEDMODELS_NUMBA", "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return _numba_importable()
+
+
+class _MustCompile(Exception):
+    """The warm-up reached a kernel missing from Numba's cache."""
+
+
+class KernelSet:
+    """A set of kernels, defined in ``module`` as ``KERNELS`` and made ready
+    by ``warm_up`` in a background thread (see the module's docstring)."""
+
+    def __init__(self, name: str, module: str, warm_up: Callable[[], None]):
+        self.name = name
+        self.module = module
+        self._warm_up = warm_up
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()  # the kernels are loaded (or failed)
+        self._decided = threading.Event()  # loaded, or found they must be compiled
+        self.compiled_here = False  # whether this process had them compiled
+        self.error: BaseException | None = None
+        _SETS.append(self)
+
+    def ready(self) -> bool:
+        """Whether a model built now uses the kernels: True once they are
+        loaded, and inside the warm-up itself; False without Numba, when
+        switched off, or while they are being compiled."""
+        if not numba_enabled():
+            return False
+        if threading.current_thread() is self._thread:
+            return True
+        self._start()
+        self._decided.wait()
+        return self._done.is_set() and self.error is None
+
+    def wait(self) -> bool:
+        """Block until the kernels are ready; whether they can be used."""
+        if not numba_enabled():
+            return False
+        self._start()
+        self._done.wait()
+        return self.error is None
+
+    def compile_here(self) -> None:
+        """Run the warm-up in this thread, compiling what the cache lacks."""
+        self._warm_up()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"mixedmodels-{self.name}-kernels", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            try:
+                self._load(stop_at_compile=True)
+            except _MustCompile:
+                self.compiled_here = True
+                self._decided.set()  # models stop waiting: the numpy path meanwhile
+                self._compile_elsewhere()
+                self._load(stop_at_compile=False)  # from the cache now
+        except BaseException as err:  # noqa: BLE001 - reported through ready()
+            self.error = err
+        finally:
+            self._done.set()
+            self._decided.set()
+
+    def _load(self, stop_at_compile: bool) -> None:
+        """The warm-up; with ``stop_at_compile`` it raises _MustCompile where
+        Numba would compile (a load from the cache raises no compile event)."""
+        from numba.core import event
+
+        thread, name = self._thread, self.name
+
+        class CompileListener(event.Listener):
+            def on_start(self, ev) -> None:
+                if stop_at_compile and threading.current_thread() is thread:
+                    raise _MustCompile(name)
+
+            def on_end(self, ev) -> None:
+                pass
+
+        listener = CompileListener()
+        event.register("numba:compile", listener)
+        try:
+            self._warm_up()
+        finally:
+            event.unregister("numba:compile", listener)
+
+    def _compile_elsewhere(self) -> None:
+        """Compile the set in a new Python process, in its own session (it
+        completes the cache even if this process exits first), and wait for
+        it; if no process can be started, the caller compiles here."""
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        code = f"from mixedmodels._compiled import compile_set; compile_set({self.module!r})"
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=os.name == "posix",
+            )
+        except OSError:
+            return
+        proc.wait()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (bootstrap workers) has no loading thread, and Numba's
+    compiler lock may be held by the thread that no longer exists: sets being
+    loaded at the fork stay on the numpy path in the child (sets not started
+    start there on demand)."""
+    for kernel_set in _SETS:
+        if kernel_set._thread is not None and not kernel_set._done.is_set():
+            kernel_set.error = RuntimeError("forked while the kernels were being loaded")
+            kernel_set._done.set()
+            kernel_set._decided.set()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def compile_set(module: str) -> None:
+    """Compile (and so cache) the kernel set defined in ``module``: what the
+    process started by :class:`KernelSet` runs."""
+    importlib.import_module(module).KERNELS.compile_here()
+
+
+def wait() -> bool:
+    """Block until the kernel sets of the lmer and glmer engines are ready;
+    whether the compiled path is in use (False without Numba or with
+    ``MIXEDMODELS_NUMBA=0``)."""
+    from . import _glmm_kernels, _kernels  # noqa: F401 - they register their sets
+
+    return all([kernel_set.wait() for kernel_set in list(_SETS)])
