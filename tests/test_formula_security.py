@@ -397,3 +397,30 @@ def test_integer_factor_keeps_its_level_labels(sleep):
     assert list(fit.fixef.index) == ["(Intercept)", "factor(k)2", "factor(k)3", "I(k * d * 20)"]
     assert fit.frame.fixed.X[:, 3].max() == 3 * 8 * 20  # int8 would wrap to -32
     np.testing.assert_array_equal(fit.fixef.to_numpy(), ref.fixef.to_numpy())
+
+
+def test_string_in_a_comparison_is_data(sleep):
+    """R's I(group == "treated"): a string compared with a column is allowed
+    (and only there: a string's methods are still calls outside the list)."""
+    fit = mm.lmer('Reaction ~ Days + I(Subject == "308") + (1 | Subject)', sleep)
+    flag = (sleep["Subject"].astype(str) == "308").astype(float)
+    ref = mm.lmer("Reaction ~ Days + t + (1 | Subject)", sleep.assign(t=flag))
+    np.testing.assert_allclose(fit.fixef.to_numpy(), ref.fixef.to_numpy(), rtol=1e-12)
+    with pytest.raises(FormulaError, match="upper"):
+        mm.lmer('Reaction ~ Days + I(Subject == "308".upper()) + (1 | Subject)', sleep)
+
+
+def test_a_stored_spec_is_checked_before_new_data(sleep, tmp_path):
+    """The fitted formulaic spec is evaluated again on new data: a spec swapped
+    for one that calls outside the allow-list is refused and runs nothing."""
+    from formulaic import Formula
+
+    fit = mm.lmer("Reaction ~ Days + log(Days + 1) + (1 | Subject)", sleep)
+    target = tmp_path / "pwned"
+    spec = fit.frame.fixed.model_spec
+    fit.frame.fixed.model_spec = spec.update(
+        formula=Formula(f"Days + I(__import__('os').system('touch {target}'))")
+    )
+    with pytest.raises(FormulaError):
+        fit.predict(sleep.head(3))
+    assert not target.exists()

@@ -28,7 +28,7 @@ from .exceptions import (
     RankDeficiencyWarning,
 )
 from .formula import ParsedFormula, RandomTermSpec, _Scan, check_formula_side, variables_in
-from .formula_guard import CONSTANTS, check_expression
+from .formula_guard import CONSTANTS, check_evaluated_terms, check_expression
 
 __all__ = [
     "ReTerm",
@@ -1374,8 +1374,13 @@ def _model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> De
     try:
         # missing values were dropped before: NaN or Inf here come from
         # transforms (log of 0 ...), checked by build_model_frame
+        formula = formulaic.Formula(rhs)
+    except Exception as err:  # formulaic raises many kinds; give ours
+        raise FormulaError(f"cannot build the {where} model matrix from {rhs!r}: {err}") from err
+    check_evaluated_terms(formula)  # what formulaic's parser will eval, checked again
+    try:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            mm = formulaic.model_matrix(rhs, data, na_action="ignore", context=R_FUNCTIONS)
+            mm = formulaic.model_matrix(formula, data, na_action="ignore", context=R_FUNCTIONS)
     except Exception as err:  # formulaic raises many kinds; give ours
         raise FormulaError(f"cannot build the {where} model matrix from {rhs!r}: {err}") from err
     spec = AliasedSpec(mm.model_spec, aliases) if aliases else mm.model_spec
@@ -2174,6 +2179,8 @@ def apply_spec(model_spec: Any, newdata: pd.DataFrame, what: str) -> np.ndarray:
     integer columns are evaluated as floats (:func:`integers_as_floats`)."""
     missing = None
     if not isinstance(model_spec, SimpleSpec):  # it matches its own levels
+        formulaic_spec = model_spec.spec if isinstance(model_spec, AliasedSpec) else model_spec
+        check_evaluated_terms(formulaic_spec.formula)  # a stored spec is data too
         newdata, missing = with_fitted_levels(model_spec, newdata)
     newdata = integers_as_floats(newdata, spec_factors(model_spec))
     try:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import ast
 import functools
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .exceptions import FormulaError
 
@@ -173,6 +173,31 @@ def check_expression(
         raise FormulaError(message, formula, start + at)
 
 
+def check_evaluated_terms(formula: Any) -> None:
+    """Check every term a parsed formulaic formula will evaluate as Python.
+
+    The formula side was checked as text before formulaic parsed it; this
+    checks what formulaic's own parser made of it (the expressions it will
+    ``eval``), so that nothing relies on the two tokenizers agreeing, and a
+    stored model spec is checked again before it is applied to new data.
+
+    Parameters
+    ----------
+    formula : formulaic SimpleFormula
+        An iterable of terms, each with ``factors`` holding ``expr`` and
+        ``eval_method``.
+
+    Raises
+    ------
+    FormulaError
+        At the first Python factor outside the allow-list.
+    """
+    for term in formula:
+        for factor in term.factors:
+            if getattr(factor.eval_method, "value", factor.eval_method) == "python":
+                check_expression(factor.expr)
+
+
 @functools.lru_cache(maxsize=2048)
 def _problem(text: str, response: bool) -> tuple[str, int] | None:
     """``(message, offset in text)`` of the first disallowed part, or ``None``."""
@@ -314,11 +339,17 @@ class _Checker:
             self.reject(node, f"{self.segment(node)!r} is not allowed in a formula")
 
     def compare(self, node: ast.Compare) -> None:
-        self.data(node.left)
+        """A comparison of data expressions; a string may stand on either side,
+        as in R's ``I(group == "treated")``."""
+        self.comparand(node.left)
         for op, right in zip(node.ops, node.comparators):
             if not isinstance(op, _COMPARISONS):
                 self.reject(node, f"comparison {type(op).__name__} is not allowed in a formula")
-            self.data(right)
+            self.comparand(right)
+
+    def comparand(self, node: ast.AST) -> None:
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            self.data(node)
 
     def dotted(self, node: ast.AST) -> list[str] | None:
         """``["a", "b", "c"]`` for the plain dotted name ``a.b.c``, else ``None``."""
