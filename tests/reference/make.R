@@ -50,12 +50,14 @@ ranef_tables <- function(fit) {
   modes <- list(); sds <- list()
   for (g in names(re)) {
     tab <- re[[g]]
-    pv <- attr(tab, "postVar")
-    sd <- t(apply(pv, 3, function(m) sqrt(diag(as.matrix(m)))))
-    if (ncol(tab) == 1) sd <- t(sd)
-    modes[[g]] <- list(columns = colnames(tab), levels = rownames(tab),
+    pv <- attr(tab, "postVar")  # k x k x levels; a list of them for (x || g)
+    if (!is.list(pv)) pv <- list(pv)
+    sd <- do.call(cbind, lapply(pv, function(a) {
+      t(matrix(apply(a, 3, function(m) sqrt(diag(as.matrix(m)))), nrow = dim(a)[1]))
+    }))
+    modes[[g]] <- list(columns = I(colnames(tab)), levels = I(rownames(tab)),
                        values = unname(as.matrix(tab)))
-    sds[[g]] <- list(columns = colnames(tab), levels = rownames(tab),
+    sds[[g]] <- list(columns = I(colnames(tab)), levels = I(rownames(tab)),
                      values = unname(matrix(sd, nrow = nrow(tab))))
   }
   list(ranef = modes, ranef_condsd = sds)
@@ -70,7 +72,7 @@ core_fields <- function(fit) {
     family = family(fit)$family, link = family(fit)$link,
     nobs = nobs(fit), ngroups = as.list(ngrps(fit)),
     fixef = named(fixef(fit)), se = named(sqrt(diag(v))),
-    vcov = list(names = colnames(v), matrix = unname(v)),
+    vcov = list(names = I(colnames(v)), matrix = unname(v)),
     varcorr = varcorr_rows(fit), sigma = sigma(fit),
     theta = named(getME(fit, "theta")),
     loglik = as.numeric(ll), df = attr(ll, "df"),
@@ -112,10 +114,15 @@ refresh <- function(id, dir) {
   fit <- eval(parse(text = case$call), envir = env)
   fresh <- core_fields(fit)
   if (!is.null(case$predict_newdata)) {
-    fresh$predict_newdata <- predict_fields(fit, case$predict_newdata$rows)
+    pred <- predict_fields(fit, case$predict_newdata$rows)
+    for (k in names(pred)) case$predict_newdata[[k]] <- pred[[k]]  # keeps its other fields
   }
   for (k in names(fresh)) case[[k]] <- fresh[[k]]
-  case$package <- paste("lme4", as.character(packageVersion("lme4")))
+  # `package` keeps every package the case's extras came from; say when lme4 differs
+  have <- as.character(packageVersion("lme4"))
+  if (!grepl(paste("lme4", have), chartr("-", ".", case$package), fixed = TRUE)) {
+    warning(id, ": lme4 ", have, " is not the case's (", case$package, ")")
+  }
   writeLines(toJSON(case, digits = NA, auto_unbox = TRUE, pretty = TRUE, na = "null", null = "null"),
              path)
   cat("refreshed", id, "\n")
