@@ -1785,7 +1785,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         approx = {0: "Adaptive Gauss-Hermite Quadrature, nAGQ = 0",
                   1: "Laplace Approximation"}.get(self.nagq, f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.nagq}")
         return [
-            f"Generalized linear mixed model fit by maximum likelihood ({approx}) ['glmerMod']",
+            f"Generalized linear mixed model fit by maximum likelihood ({approx})",
             f" Family: {self.family.name}  ( {self.family.link.name} )",
         ]
 

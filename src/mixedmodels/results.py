@@ -597,15 +597,13 @@ def _title(model: Any, method: str | None = None) -> str:
     if hasattr(model, "summary_title"):
         return "\n".join(model.summary_title())
     reml = getattr(model, "reml", False)
+    # lme4's and lmerTest's titles without R's class names (['lmerMod'],
+    # [lmerModLmerTest]) and the stray spaces R prints after "likelihood"
+    title = f"Linear mixed model fit by {'REML' if reml else 'maximum likelihood'}"
     if method in ("satterthwaite", "kenward-roger"):
-        # lmerTest's methTitle: lme4's, then the method (R's stray space after
-        # "likelihood" kept), and the class
-        fit = "REML" if reml else "maximum likelihood "
         name = "Satterthwaite's" if method == "satterthwaite" else "Kenward-Roger's"
-        return f"Linear mixed model fit by {fit}. t-tests use {name} method [lmerModLmerTest]"
-    if reml:
-        return "Linear mixed model fit by REML ['lmerMod']"
-    return "Linear mixed model fit by maximum likelihood  ['lmerMod']"
+        return f"{title}. t-tests use {name} method"
+    return title
 
 
 def _random_effects_lines(model: Any, with_variance: bool) -> list[str]:
