@@ -917,10 +917,6 @@ class _GlmerProfiler(_Profiler):
     def _all_parameters(self, values: np.ndarray) -> np.ndarray:
         """The minimiser's values are already every parameter (β included)."""
         return values
-        dev, values = res
-        row[0] = self._zeta_row(self.opt[w], dev, x)
-        row[1:] = values
-        return row
 
     def fixed_profile(self, j: int) -> list[np.ndarray]:
         """For glmer fits lme4 profiles a fixed effect as a variance parameter."""
