@@ -27,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-
 FORMULA = "y ~ x + (1 | g1) + (1 | g2)"
 
 
@@ -157,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     t_sim = time.perf_counter() - t0
 
     import distributed
+
     import mixedmodels as mm
 
     with distributed.LocalCluster(

@@ -36,10 +36,9 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
+from _reference import assert_close
 from mixedmodels.exceptions import ModelSpecError
 from mixedmodels.inference import ftest
-
-from _reference import assert_close
 
 DF_RTOL = 1e-3
 P_RTOL = 1e-3

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
+from _reference import assert_close
 from mixedmodels.exceptions import MixedModelsError, SingularFitWarning
 from mixedmodels.inference.bootstrap import (
     _norm_inter,
@@ -17,8 +18,6 @@ from mixedmodels.inference.bootstrap import (
     percentile_interval,
     shortest_interval,
 )
-
-from _reference import assert_close
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 

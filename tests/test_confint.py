@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
+from _reference import assert_close, load_case
 from mixedmodels import lmm as lmm_module
 from mixedmodels.exceptions import DataError, MixedModelsError, SingularFitWarning
 from mixedmodels.inference.profile import back_spline, parameter_names
-
-from _reference import assert_close, load_case
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 

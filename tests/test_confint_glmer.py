@@ -15,9 +15,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from _reference import assert_close
 
 import mixedmodels as mm
+from _reference import assert_close
 from mixedmodels.exceptions import MixedModelsError
 from mixedmodels.inference.profile import _profile_deviance_model, profile
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from _reference import CASES_DIR as REFERENCE_CASES
 from mixedmodels import datasets
 from mixedmodels.exceptions import DataError
 
 DATA_DIR = Path(datasets.__file__).parent / "data"
 CSV_NAMES = sorted((p.stem for p in DATA_DIR.glob("*.csv")), key=str.lower)
-from _reference import CASES_DIR as REFERENCE_CASES
 
 
 def test_names_match_shipped_csvs():

@@ -18,12 +18,11 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
+from _reference import assert_close, load_case
 from mixedmodels.exceptions import ModelSpecError
 from mixedmodels.inference import ddf as ddfmod
 from mixedmodels.inference.ddf import contrast_df, f_test, kenward_roger_vcov
 from mixedmodels.results import MixedModelResults
-
-from _reference import assert_close, load_case
 
 DF_RTOL = 1e-3
 P_RTOL = 1e-3

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from _reference import REFERENCE_DIR, assert_close
 
 import mixedmodels as mm
+from _reference import REFERENCE_DIR, assert_close
 from mixedmodels.exceptions import ModelSpecError
 from mixedmodels.inference.emmeans import p_adjust
 

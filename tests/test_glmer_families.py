@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-
 from _reference import assert_close
 
 

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 import mixedmodels as mm
-from mixedmodels.exceptions import ModelSpecError
-
 from _reference import assert_close, load_case
+from mixedmodels.exceptions import ModelSpecError
 
 # The cases whose deviance function is lme4's to ~1e-12 (AGQ-25 is the one the
 # issue measured; the Laplace one of the same data too).

@@ -23,9 +23,8 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels.exceptions import ConvergenceWarning
-
 from _reference import REFERENCE_DIR
+from mixedmodels.exceptions import ConvergenceWarning
 
 FORMULA = "use ~ age + I(age^2) + urban + livch + (1|district)"
 FIXEF_NAMES = ["(Intercept)", "age", "I(age^2)", "urbanY", "livch1", "livch2", "livch3+"]

@@ -22,8 +22,6 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels.exceptions import SingularFitWarning
-
 from _reference import (
     MISSING,
     assert_close,
@@ -33,6 +31,7 @@ from _reference import (
     r_objective,
     require_reference_dir,
 )
+from mixedmodels.exceptions import SingularFitWarning
 
 CASES = case_ids("glmer")
 EXPECTED = {"glmer_cbpp_laplace", "glmer_cbpp_agq25", "glmer_grouseticks_poisson", "glmer_verbagg"}

@@ -224,7 +224,6 @@ def test_compiled_scatter_and_gather_equal_numpy(monkeypatch):
     numpy versions (a fancy-index scatter after a band clear, a gather times
     scales): three crossed scalar terms with weights, so positions span
     several blocks of terms."""
-    from mixedmodels import linalg
 
     rng = np.random.default_rng(5)
     n = 4000

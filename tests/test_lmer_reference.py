@@ -18,8 +18,6 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels.exceptions import SingularFitWarning
-
 from _reference import (
     EXPECTED_LMER_CASES,
     MISSING,
@@ -33,6 +31,7 @@ from _reference import (
     require_reference_dir,
     varcorr_key,
 )
+from mixedmodels.exceptions import SingularFitWarning
 
 CASES = case_ids("lmer")
 

@@ -9,11 +9,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from _reference import assert_close, load_case
 
 import mixedmodels as mm
-from mixedmodels.exceptions import ModelSpecError
-from mixedmodels.exceptions import RefitWarning
+from _reference import assert_close, load_case
+from mixedmodels.exceptions import ModelSpecError, RefitWarning
 from mixedmodels.inference.lrt import (
     drop_scope,
     fixed_term_labels,

@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
+from _reference import assert_close, load_case
 from mixedmodels.exceptions import PredictionError
 from mixedmodels.inference.prediction import prediction_variance
-
-from _reference import assert_close, load_case
 
 Z975 = 1.959963984540054
 

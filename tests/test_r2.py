@@ -13,9 +13,9 @@ import warnings
 
 import numpy as np
 import pytest
-from _reference import assert_close, load_case
 
 import mixedmodels as mm
+from _reference import assert_close, load_case
 from mixedmodels.exceptions import FamilyError, ModelSpecError, SingularFitWarning
 from mixedmodels.inference.r2 import variance_components
 

@@ -10,10 +10,10 @@ import warnings
 
 import numpy as np
 import pytest
-from _reference import assert_close, load_case
 from scipy import stats
 
 import mixedmodels as mm
+from _reference import assert_close, load_case
 from mixedmodels.exceptions import ModelSpecError
 from mixedmodels.inference.rlrt import RLRTResult, _eigenvalues, rlrt_null_sample
 

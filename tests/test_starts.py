@@ -3,9 +3,8 @@
 import numpy as np
 
 import mixedmodels as mm
-from mixedmodels.lmm import _one_way_ratio
-
 from _reference import load_case
+from mixedmodels.lmm import _one_way_ratio
 
 
 def _theta(case_id):

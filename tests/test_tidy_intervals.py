@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _reference import assert_close, load_case
 
 import mixedmodels as mm
+from _reference import assert_close, load_case
 from mixedmodels.exceptions import ModelSpecError
 
 

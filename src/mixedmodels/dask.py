@@ -51,9 +51,9 @@ import numpy as np
 import pandas as pd
 
 from .design import (
+    R_FUNCTIONS,
     FixedEffects,
     ModelFrame,
-    R_FUNCTIONS,
     ReTerm,
     _check_columns,
     _check_finite,

@@ -20,9 +20,9 @@ import pandas as pd
 from ._threads import blas_threads, thin_product_threads
 from .exceptions import (
     DataError,
-    MixedModelsError,
     FormulaError,
     MissingDataWarning,
+    MixedModelsError,
     ModelSpecError,
     PredictionError,
     RankDeficiencyWarning,

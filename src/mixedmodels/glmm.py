@@ -42,6 +42,9 @@ import scipy.sparse as sp
 from scipy import special
 from scipy.linalg import blas, lapack, solve_triangular
 
+from ._model import SINGULAR_TOL, RandomEffectsModel, warn_caller
+from ._model import include_random as _include_random
+from ._threads import auto_thread_plan, blas_threads
 from .arguments import check_na_action, r_argument_hints
 from .design import (
     ModelFrame,
@@ -58,12 +61,10 @@ from .exceptions import (
 )
 from .families import Family, get_family
 from .formula import parse_formula, require_random
-from .pwls import BlockedFactor, BlockedSystem, term_matrix
-from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random, warn_caller
-from ._threads import auto_thread_plan, blas_threads
-from .progress import FitProgress
 from .lmm import _slices
 from .optimize import OptimizerRecord, ThetaScaling, minimize_theta
+from .progress import FitProgress
+from .pwls import BlockedFactor, BlockedSystem, term_matrix
 
 __all__ = ["GeneralizedLinearMixedModel", "glmer", "ConvergenceCheck"]
 

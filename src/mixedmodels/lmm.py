@@ -18,16 +18,17 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import blas, lapack
 
+from ._model import SINGULAR_TOL, RandomEffectsModel
+from ._model import include_random as _include_random
+from ._threads import auto_thread_plan, blas_threads
 from .arguments import check_na_action, check_optimizer, r_argument_hints
+from .dense import DenseSystem
 from .design import ModelFrame, build_model_frame
 from .exceptions import ConvergenceWarning, DataError
 from .formula import parse_formula, require_random
-from .dense import DenseSystem
 from .linalg import AugmentedSystem, DenseBelow, Factor, TermData
 from .optimize import OptimizerRecord, ThetaScaling, minimize_theta, minimize_theta_gradient
-from ._threads import auto_thread_plan, blas_threads
 from .progress import FitProgress
-from ._model import SINGULAR_TOL, RandomEffectsModel, include_random as _include_random
 
 __all__ = ["lmer", "LinearMixedModel"]
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import html
 import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from statistics import NormalDist
 
 from .exceptions import MixedModelsError, ModelSpecError
 

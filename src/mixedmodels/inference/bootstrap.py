@@ -36,11 +36,11 @@ import pandas as pd
 from ..exceptions import MixedModelsError
 from ..progress import FitProgress
 from .profile import (
+    _check_level,
+    _interval_frame,
     parameter_names,
     sdcor_from_covariances,
     variance_parameters,
-    _check_level,
-    _interval_frame,
 )
 
 __all__ = ["BootstrapResult", "bootstrap", "percentile_interval", "shortest_interval"]

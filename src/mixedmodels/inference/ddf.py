@@ -66,8 +66,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
