@@ -1,6 +1,8 @@
-"""Session-wide setup."""
+"""Session-wide setup and the datasets most test modules share."""
 
 import pytest
+
+import mixedmodels as mm
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -11,3 +13,15 @@ def _compiled_kernels_ready():
     from mixedmodels import _compiled
 
     _compiled.wait()
+
+
+@pytest.fixture(scope="module")
+def sleep():
+    """lme4's sleepstudy (a fresh frame per test module)."""
+    return mm.datasets.load("sleepstudy")
+
+
+@pytest.fixture(scope="module")
+def cbpp():
+    """lme4's cbpp (a fresh frame per test module)."""
+    return mm.datasets.load("cbpp")

@@ -14,14 +14,6 @@ SLEEP = "Reaction ~ Days + (1 | Subject)"
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
-
-@pytest.fixture(scope="module")
-def cbpp():
-    return mm.datasets.load("cbpp")
 
 
 def test_argument_error_is_both_a_type_error_and_a_model_spec_error():

@@ -22,10 +22,6 @@ from mixedmodels.inference.profile import back_spline, parameter_names
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
 
 @pytest.fixture(scope="module")
 def fm1(sleep):

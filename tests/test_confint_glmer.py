@@ -31,10 +31,6 @@ def _glmer(formula, data, family, **kwargs):
         return mm.glmer(formula, data, family=family, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def cbpp():
-    return mm.datasets.load("cbpp")
-
 
 @pytest.fixture(scope="module")
 def gm1(cbpp):

@@ -31,10 +31,6 @@ def client():
         yield c
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
 
 @pytest.fixture(scope="module")
 def inst():

@@ -21,16 +21,6 @@ from mixedmodels.exceptions import DataError, MissingDataWarning
 
 
 @pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
-
-@pytest.fixture(scope="module")
-def cbpp():
-    return mm.datasets.load("cbpp")
-
-
-@pytest.fixture(scope="module")
 def dated(sleep):
     days = pd.to_timedelta(sleep["Days"], unit="D")
     return sleep.assign(elapsed=days, date=pd.Timestamp("2024-03-01") + days)

@@ -47,10 +47,6 @@ def assert_coef_table(table: pd.DataFrame, ref: dict[str, list[float]], what: st
     assert_close(table["p_value"], R[:, 4], rtol=P_RTOL, what=f"{what} p")
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
 
 @pytest.fixture(scope="module")
 def sleep_fit(sleep):

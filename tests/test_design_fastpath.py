@@ -25,11 +25,6 @@ from mixedmodels.formula import parse_formula
 
 
 @pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
-
-@pytest.fixture(scope="module")
 def datasets(sleep):
     return {
         "sleepstudy": sleep,

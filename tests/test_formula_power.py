@@ -18,10 +18,6 @@ R_FIXEF = [255.449372777778, 7.434085012626, 0.337022327441]
 R_REMLCRIT = 1785.79527203
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
 
 def test_power_inside_i_is_rs_power(sleep):
     m = mm.lmer("Reaction ~ Days + I(Days^2) + (1 | Subject)", sleep)

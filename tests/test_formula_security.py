@@ -26,16 +26,6 @@ from mixedmodels.formula import parse_formula
 from mixedmodels.formula_guard import FUNCTIONS, check_expression
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
-
-@pytest.fixture(scope="module")
-def cbpp():
-    return mm.datasets.load("cbpp")
-
-
 def touch(path) -> str:
     """Python code that creates the file ``path`` (through os.system)."""
     return f"__import__('os').system('touch {path}')"

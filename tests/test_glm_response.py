@@ -27,10 +27,6 @@ from mixedmodels.formula import parse_formula
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 
 
-@pytest.fixture(scope="module")
-def cbpp():
-    return mm.datasets.load("cbpp")
-
 
 @pytest.fixture(scope="module")
 def verbagg():

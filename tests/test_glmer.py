@@ -22,10 +22,6 @@ from mixedmodels.glmm import gauss_hermite, separated_columns
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 
 
-@pytest.fixture(scope="module")
-def cbpp():
-    return mm.datasets.load("cbpp")
-
 
 @pytest.fixture(scope="module")
 def cbpp_fit(cbpp):

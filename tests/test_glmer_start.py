@@ -23,10 +23,6 @@ CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 FIXEF_NAMES = ["(Intercept)", "period2", "period3", "period4"]
 
 
-@pytest.fixture(scope="module")
-def cbpp():
-    return mm.datasets.load("cbpp")
-
 
 @pytest.fixture(scope="module")
 def agq(cbpp):

@@ -19,10 +19,6 @@ from mixedmodels.exceptions import (
 F = "Reaction ~ Days + (Days | Subject)"
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
 
 def raises(cls, formula, data, match, **kwargs):
     """Assert lmer raises ``cls`` (a MixedModelsError and ValueError) matching ``match``."""

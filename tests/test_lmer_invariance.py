@@ -77,10 +77,6 @@ def assert_same_ranef(a, b, rtol=1e-5):
         np.testing.assert_allclose(ra2.to_numpy(), rb2.to_numpy(), rtol=rtol, atol=1e-6 * scale, err_msg=group)
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
 
 @pytest.fixture(scope="module")
 def sleep_fit(sleep):

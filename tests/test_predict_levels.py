@@ -18,11 +18,6 @@ from mixedmodels.exceptions import PredictionError
 
 
 @pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
-
-@pytest.fixture(scope="module")
 def factor_days(sleep):
     return mm.lmer("Reaction ~ factor(Days) + (1|Subject)", sleep)
 

@@ -29,10 +29,6 @@ def fit_without_warnings(formula, data, **kwargs):
         return mm.lmer(formula, data, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mm.datasets.load("sleepstudy")
-
 
 @pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
 def test_lmer_random_slope_fit_is_free_of_the_covariates_units(sleep, reml):

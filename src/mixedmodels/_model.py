@@ -17,6 +17,15 @@ from .design import apply_spec, evaluate_expression, newdata_fixed_matrix, newda
 from .exceptions import PredictionError, SingularFitWarning
 from .results import MixedModelResults
 
+
+def consecutive_slices(sizes: list[int]) -> list[slice]:
+    """Slices of consecutive runs of ``sizes`` entries (each term's part of θ)."""
+    out, start = [], 0
+    for size in sizes:
+        out.append(slice(start, start + size))
+        start += size
+    return out
+
 __all__ = ["RandomEffectsModel", "SINGULAR_TOL", "include_random", "warn_caller"]
 
 # lme4's isSingular tolerance: a diagonal element of some λ below it.

@@ -42,7 +42,7 @@ import scipy.sparse as sp
 from scipy import special
 from scipy.linalg import blas, lapack, solve_triangular
 
-from ._model import SINGULAR_TOL, RandomEffectsModel, warn_caller
+from ._model import SINGULAR_TOL, RandomEffectsModel, consecutive_slices, warn_caller
 from ._model import include_random as _include_random
 from ._threads import auto_thread_plan, blas_threads
 from .arguments import check_na_action, r_argument_hints
@@ -61,7 +61,6 @@ from .exceptions import (
 )
 from .families import Family, get_family
 from .formula import parse_formula, require_random
-from .lmm import _slices
 from .optimize import OptimizerRecord, ThetaScaling, minimize_theta
 from .progress import FitProgress
 from .pwls import BlockedFactor, BlockedSystem, term_matrix
@@ -728,7 +727,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         self._init = self._initialize_response()
         offset_arr = np.zeros(fr.nobs) if fr.offset is None else np.asarray(fr.offset, float)
         self._engine = _Engine(fr, self.family, self._init.y, self._init.n, self._init.weights, offset_arr)
-        self._theta_slices = _slices([t.ntheta for t in fr.terms])
+        self._theta_slices = consecutive_slices([t.ntheta for t in fr.terms])
         self.weights_given = weights is not None
         self.offset_given = offset is not None
         self._fitted = False

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import blas, lapack
 
-from ._model import SINGULAR_TOL, RandomEffectsModel
+from ._model import SINGULAR_TOL, RandomEffectsModel, consecutive_slices
 from ._model import include_random as _include_random
 from ._threads import auto_thread_plan, blas_threads
 from .arguments import check_na_action, check_optimizer, r_argument_hints
@@ -154,7 +154,7 @@ class LinearMixedModel(RandomEffectsModel):
         # the rank check's X'X (unweighted) saves the cross-products' largest product
         xtx = fr.fixed.gram if sqrtw is None else None
         self._system = _make_system(tdata, X, y, xtx, cells)
-        self._theta_slices = _slices([t.ntheta for t in fr.terms])
+        self._theta_slices = consecutive_slices([t.ntheta for t in fr.terms])
         self._ldW = 0.0 if fr.weights is None else float(np.sum(np.log(fr.weights[fr.weights > 0])))
         self._n_eff = fr.nobs if fr.weights is None else int(np.count_nonzero(fr.weights))
 
@@ -1434,14 +1434,6 @@ def _difference_step(theta: np.ndarray, i: int, theta_scale: np.ndarray) -> floa
     """Step for differences in θ_i: 1e-6 max(1, |θ_i|) on the unit-scale
     columns' θ (see ``RandomEffectsModel.theta_scale``), in θ's own units."""
     return 1e-6 * max(1.0, abs(theta[i]) * theta_scale[i]) / theta_scale[i]
-
-
-def _slices(sizes: list[int]) -> list[slice]:
-    out, start = [], 0
-    for size in sizes:
-        out.append(slice(start, start + size))
-        start += size
-    return out
 
 
 def _is_partitioned(data: Any) -> bool:
