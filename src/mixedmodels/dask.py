@@ -50,6 +50,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ._model import consecutive_slices
 from .design import (
     R_FUNCTIONS,
     FixedEffects,
@@ -80,7 +81,7 @@ from .exceptions import (
 )
 from .formula import ParsedFormula, parse_formula, require_random
 from .linalg import AugmentedSystem, CrossProducts, TermData
-from .lmm import LinearMixedModel, _slices
+from .lmm import LinearMixedModel
 
 __all__ = [
     "DaskLinearMixedModel",
@@ -782,7 +783,7 @@ class DaskLinearMixedModel(LinearMixedModel):
         # what initial_theta needs; Z_i'Z_0 (possibly large) lives on only in the system
         self._cross = CrossProducts(cross.shapes, cross.A00, cross.Axy0, [], cross.Arr)
         self._system = AugmentedSystem(cross)
-        self._theta_slices = _slices([t.ntheta for t in terms])
+        self._theta_slices = consecutive_slices([t.ntheta for t in terms])
         self._ldW = float(total.sum_logw)
         self._n_eff = int(total.n_eff) if weights is not None else int(total.n)
         self._mark("system", t0)
