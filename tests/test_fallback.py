@@ -140,3 +140,40 @@ def test_a_child_forked_while_kernels_compile_takes_the_numpy_path(tmp_path):
         "print(os.waitstatus_to_exitcode(status), _kernels.KERNELS.wait())\n"
     )
     assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)).split() == ["0", "True"]
+
+
+def test_a_process_first_small_glmer_takes_the_numpy_path_the_next_ones_the_kernels():
+    """A small model fits faster on numpy than the kernels load: the first
+    one of a process does not wait for them (and loads nothing); the models
+    after it, and its own refits, use them. The choice follows the order of
+    the calls, so two processes give the same digits."""
+    code = (
+        "import numpy as np, mixedmodels as mm\n"
+        "data = mm.datasets.load('cbpp')\n"
+        f"first = mm.glmer({CBPP!r}, data, family='binomial')\n"
+        "import sys; loaded = 'numba' in sys.modules\n"
+        f"second = mm.glmer({CBPP!r}, data, family='binomial')\n"
+        "refit = first.refit(first.frame.y[:, 0] / first.frame.y.sum(axis=1))\n"
+        "print(first._engine._compiled is None, loaded, second._engine._compiled is not None,"
+        " refit._engine._compiled is not None, repr(first.deviance), repr(second.deviance),"
+        " repr(refit.deviance))\n"
+    )
+    out = _run(code).split()
+    assert out[:4] == ["True", "False", "True", "True"]
+    dev_first, dev_second, dev_refit = map(float, out[4:])
+    # the two paths' optimizers end within the stopping rule (as in
+    # test_glmer_numpy_path_equals_the_compiled_one); the refit starts at the first's θ
+    assert dev_first == pytest.approx(dev_second, rel=1e-8)
+    assert dev_refit == pytest.approx(dev_second, rel=1e-8)
+    assert _run(code).split() == out  # the same digits in another process
+
+
+def test_a_process_first_large_glmer_waits_for_the_kernels():
+    code = (
+        "import mixedmodels as mm\n"
+        "from mixedmodels import _glmm_kernels\n"
+        "_glmm_kernels.SMALL_ROWS = 10  # cbpp's 56 rows count as large\n"
+        f"first = mm.glmer({CBPP!r}, mm.datasets.load('cbpp'), family='binomial')\n"
+        "print(first._engine._compiled is not None)\n"
+    )
+    assert _run(code).split() == ["True"]

@@ -15,6 +15,15 @@ kernels and models built from then on use them. A model decides once, when it
 is built, so a fit never mixes the two paths, and from the first process
 after the compilation every fit takes the compiled path.
 
+One exception keeps a later process's first small fit quick: importing Numba
+and its first call cost 0.3-0.4 s, more than a small model takes on the numpy
+path (cbpp: 26 ms against 5 ms). A model that says it is small
+(``ready(small=True)``), when it is the first of its process to ask for a set,
+takes the numpy path and loads nothing; the models after it (and its refits)
+wait for the set. That choice follows the order of the calls, not timing: the
+same script gives the same digits in every process. Numba itself is not
+imported until a set loads.
+
 ``MIXEDMODELS_NUMBA=0`` in the environment switches the kernels off (the numpy
 path, as where Numba cannot be imported); :func:`wait` blocks until every set is
 ready (benchmarks, and anyone who wants the compiled path from the first fit).
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -37,11 +47,16 @@ _SETS: list["KernelSet"] = []
 
 @functools.cache
 def _numba_importable() -> bool:
+    """Whether Numba is installed and not blocked, without importing it (0.2 s:
+    a process whose models take the numpy path never pays it). An installed
+    Numba that fails to import is found by the loading thread (the set's
+    ``error``), and the models take the numpy path."""
+    if "numba" in sys.modules:
+        return sys.modules["numba"] is not None
     try:
-        import numba  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 def numba_enabled() -> bool:
@@ -67,20 +82,32 @@ class KernelSet:
         self._warm_up = warm_up
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._asked = False  # whether a model has asked for the set (see ready)
         self._done = threading.Event()  # the kernels are loaded (or failed)
         self._decided = threading.Event()  # loaded, or found they must be compiled
         self.compiled_here = False  # whether this process had them compiled
         self.error: BaseException | None = None
         _SETS.append(self)
 
-    def ready(self) -> bool:
+    def ready(self, small: bool = False) -> bool:
         """Whether a model built now uses the kernels: True once they are
         loaded, and inside the warm-up itself; False without Numba, when
-        switched off, or while they are being compiled."""
+        switched off, or while they are being compiled.
+
+        ``small``: the model fits faster on the numpy path than the kernels
+        load (a few tenths of a second: importing Numba and its first call).
+        If it is the first model of the process to ask for this set, it takes
+        the numpy path and nothing is loaded (a script that fits one small
+        model is done sooner); the models after it wait for the set to load. The choice depends on the order of the calls only,
+        never on timing, so that the same calls give the same numbers."""
         if not numba_enabled():
             return False
         if threading.current_thread() is self._thread:
             return True
+        with self._lock:
+            first, self._asked = not self._asked, True
+        if small and first:
+            return False
         self._start()
         self._decided.wait()
         return self._done.is_set() and self.error is None
@@ -89,6 +116,8 @@ class KernelSet:
         """Block until the kernels are ready; whether they can be used."""
         if not numba_enabled():
             return False
+        with self._lock:
+            self._asked = True
         self._start()
         self._done.wait()
         return self.error is None

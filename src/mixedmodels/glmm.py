@@ -155,6 +155,7 @@ class _Engine:
         binary = family.name == "binomial" and bool(np.all((y == 0) | (y == 1)))
         self._success = (y == 1) if binary else None
         self.saturated = self._saturated_constant()
+        self._frame = frame
         self._compiled = _CompiledTerms.build(frame, family)
         self._start_cache: list | None = None  # [η, μ, unit sums or None] of a stage's start
 
@@ -192,6 +193,9 @@ class _Engine:
         new._success = (y == 1) if binary else None
         new.saturated = new._saturated_constant()
         new._start_cache = None
+        if new._compiled is None:  # the process's first small model (see _compiled): its refits are not
+            new._compiled = _CompiledTerms.build(new._frame, new.family)
+            new.__dict__.pop("_X_columns", None)
         return new
 
     # -- pieces ---------------------------------------------------------------
@@ -443,7 +447,7 @@ class _CompiledTerms:
 
         if not frame.terms or any(t.k != 1 for t in frame.terms):
             return None
-        if not gk.supports(family.name, family.link.name):
+        if not gk.supports(family.name, family.link.name, frame.nobs):
             return None
         return cls(frame, family)
 
