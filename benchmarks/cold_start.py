@@ -103,7 +103,7 @@ def wait_for_compilers(timeout: float = 600.0) -> None:
     """Until no ``compile_set`` process (kernels compiled in the background) runs."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        out = subprocess.run(["pgrep", "-f", "mixedmodels._compiled import compile_set"],
+        out = subprocess.run(["pgrep", "-f", "mixedmodels.linalg.kernels.loader import compile_set"],
                              capture_output=True, text=True)
         if not out.stdout.strip():
             return

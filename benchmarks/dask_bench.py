@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         with PeakMemory(children=args.processes) as mem:
             t0 = time.perf_counter()
             if args.no_fit or args.passes_only:
-                from mixedmodels.dask import DaskLinearMixedModel
+                from mixedmodels.models.lmm.dask import DaskLinearMixedModel
 
                 m = DaskLinearMixedModel(
                     FORMULA, str(args.dir), reml=False, split_every=args.split_every

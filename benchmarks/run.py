@@ -282,7 +282,7 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
             for _ in range(5 if name == "sleepstudy" else 1):
                 mm.lmer("Reaction ~ Days + (Days | Subject)", warm)
             if glmm:  # glmer's own code paths, as lme4_bench.R does
-                from mixedmodels import _glmm_kernels
+                from mixedmodels.linalg.kernels import glmm_kernels as _glmm_kernels
 
                 _glmm_kernels.KERNELS.wait()  # compiled first if the cache lacks them
                 mm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
@@ -294,7 +294,7 @@ def worker(name: str, reps: int, quick: bool, out: str) -> None:
         # the compiled loops too (Numba's cache) where the problem uses them: a
         # one-time cost per process, like R's lazy loading that lme4_bench.R
         # warms up; only there, as loading Numba adds ~125 MB to the baseline RSS
-        from mixedmodels import _kernels
+        from mixedmodels.linalg.kernels import lmm_kernels as _kernels
 
         if (spec.get("r_large") or spec.get("kernels")) and _kernels.available():
             _kernels.KERNELS.wait()

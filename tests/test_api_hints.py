@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 import mixedmodels as mm
-from mixedmodels.arguments import unknown_argument_message
 from mixedmodels.exceptions import ArgumentError, DataError, FamilyError, ModelSpecError
 from mixedmodels.families import get_family
+from mixedmodels.support.arguments import unknown_argument_message
 
 SLEEP = "Reaction ~ Days + (1 | Subject)"
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"

@@ -15,9 +15,9 @@ import pytest
 
 import mixedmodels as mm
 from _reference import assert_close, load_case
-from mixedmodels import lmm as lmm_module
 from mixedmodels.exceptions import DataError, MixedModelsError, SingularFitWarning
 from mixedmodels.inference.profile import back_spline, parameter_names
+from mixedmodels.models.lmm import model as lmm_module
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 

@@ -1,4 +1,4 @@
-"""Dask / Parquet fits (mixedmodels.dask) equal the in-memory fits.
+"""Dask / Parquet fits (mixedmodels.models.lmm.dask) equal the in-memory fits.
 
 A local distributed cluster (two single-threaded workers, in-process) is active
 for the whole module, so the map-reduce runs through the distributed scheduler.
@@ -17,7 +17,7 @@ dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
 import mixedmodels as mm  # noqa: E402
-from mixedmodels.dask import DaskLinearMixedModel, DaskUnsupportedError  # noqa: E402
+from mixedmodels.models.lmm.dask import DaskLinearMixedModel, DaskUnsupportedError  # noqa: E402
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 INST = "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept)"

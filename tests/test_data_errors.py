@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels import design
 from mixedmodels.exceptions import DataError, MissingDataWarning
+from mixedmodels.spec import design
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from _reference import assert_close, load_case
 from mixedmodels.exceptions import ModelSpecError
 from mixedmodels.inference import ddf as ddfmod
 from mixedmodels.inference.ddf import contrast_df, f_test, kenward_roger_vcov
-from mixedmodels.results import MixedModelResults
+from mixedmodels.report.results import MixedModelResults
 
 DF_RTOL = 1e-3
 P_RTOL = 1e-3
@@ -424,7 +424,7 @@ def crossed_data() -> pd.DataFrame:
 
 def _blocked_fit(formula: str, data: pd.DataFrame, **kwargs) -> mm.LinearMixedModel:
     """A fit through the blocked system (whose gradient divides by λ), however small."""
-    import mixedmodels.lmm as lmm
+    import mixedmodels.models.lmm.model as lmm
 
     old = lmm.DENSE_LIMIT
     lmm.DENSE_LIMIT = 0
@@ -659,7 +659,7 @@ def test_tidy_has_df_and_p(sleep_fit):
 
 
 def test_p_value_formatting_as_r():
-    from mixedmodels.results import _format_pvalues
+    from mixedmodels.report.results import _format_pvalues
 
     # R: format.pval(c(1.47e-9, 0.00107, 4.75e-4, 1.82e-4), digits = 3)
     assert _format_pvalues(np.array([1.47e-9, 0.00107, 4.75e-4, 1.82e-4])) == [

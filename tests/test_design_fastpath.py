@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels import design
-from mixedmodels.design import build_model_frame, full_rank_columns
 from mixedmodels.exceptions import MixedModelsError
-from mixedmodels.formula import parse_formula
+from mixedmodels.spec import design
+from mixedmodels.spec.design import build_model_frame, full_rank_columns
+from mixedmodels.spec.formula import parse_formula
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 import mixedmodels as mm
-from mixedmodels import _threads
+from mixedmodels.support import threads as _threads
 
 # InstEval's ML fit (the reference case lmer_insteval_ml): its dense block
 # (~1,160 rows) is in the range where the factorisations get extra threads

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import mixedmodels as mm
-from mixedmodels import _compiled, glmm
+from mixedmodels.linalg.kernels import loader as _compiled
+from mixedmodels.models.glmm import model as glmm
 
 pytest.importorskip("numba")  # the comparison needs both paths
 
@@ -77,7 +78,7 @@ def test_kernels_compiling_in_the_background_leave_the_fit_on_numpy(tmp_path):
     kernels, with the same numbers; a later process loads them and waits."""
     code = (
         "import mixedmodels as mm\n"
-        "from mixedmodels import _kernels\n"
+        "from mixedmodels.linalg.kernels import lmm_kernels as _kernels\n"
         "data = mm.datasets.load('InstEval')\n"
         f"first = mm.lmer({INSTEVAL!r}, data, reml=False)\n"
         # the engine is dropped after a fit: rebuilt here, it decides as the fit did
@@ -131,7 +132,7 @@ def test_a_child_forked_while_kernels_compile_takes_the_numpy_path(tmp_path):
     thread waiting for them and must neither wait for ever nor load them."""
     code = (
         "import os\n"
-        "from mixedmodels import _kernels\n"
+        "from mixedmodels.linalg.kernels import lmm_kernels as _kernels\n"
         "assert not _kernels.KERNELS.ready()  # a fresh cache: compiling elsewhere\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
@@ -171,7 +172,7 @@ def test_a_process_first_small_glmer_takes_the_numpy_path_the_next_ones_the_kern
 def test_a_process_first_large_glmer_waits_for_the_kernels():
     code = (
         "import mixedmodels as mm\n"
-        "from mixedmodels import _glmm_kernels\n"
+        "from mixedmodels.linalg.kernels import glmm_kernels as _glmm_kernels\n"
         "_glmm_kernels.SMALL_ROWS = 10  # cbpp's 56 rows count as large\n"
         f"first = mm.glmer({CBPP!r}, mm.datasets.load('cbpp'), family='binomial')\n"
         "print(first._engine._compiled is not None)\n"

@@ -1,11 +1,11 @@
-"""Tests of :mod:`mixedmodels.formula`."""
+"""Tests of :mod:`mixedmodels.spec.formula`."""
 
 from __future__ import annotations
 
 import pytest
 
 from mixedmodels.exceptions import FormulaError
-from mixedmodels.formula import (
+from mixedmodels.spec.formula import (
     ParsedFormula,
     RandomTermSpec,
     parse_formula,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels.formula import parse_formula
+from mixedmodels.spec.formula import parse_formula
 
 # R 4.2.2, lme4 1.1-31:
 #   m <- lmer(Reaction ~ Days + I(Days^2) + (1 | Subject), sleepstudy)

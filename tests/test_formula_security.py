@@ -22,8 +22,8 @@ import pytest
 import mixedmodels as mm
 from mixedmodels.cli import main
 from mixedmodels.exceptions import FormulaError
-from mixedmodels.formula import parse_formula
-from mixedmodels.formula_guard import FUNCTIONS, check_expression
+from mixedmodels.spec.formula import parse_formula
+from mixedmodels.spec.guard import FUNCTIONS, check_expression
 
 
 def touch(path) -> str:

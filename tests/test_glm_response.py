@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels import design
-from mixedmodels.design import build_model_frame, cbind_arguments
 from mixedmodels.exceptions import (
     DataError,
     FormulaError,
     MissingDataWarning,
     MixedModelsError,
 )
-from mixedmodels.formula import parse_formula
+from mixedmodels.spec import design
+from mixedmodels.spec.design import build_model_frame, cbind_arguments
+from mixedmodels.spec.formula import parse_formula
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 

@@ -17,7 +17,7 @@ from mixedmodels.exceptions import (
     NonIntegerResponseWarning,
     SeparationWarning,
 )
-from mixedmodels.glmm import gauss_hermite, separated_columns
+from mixedmodels.models.glmm.model import gauss_hermite, separated_columns
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 

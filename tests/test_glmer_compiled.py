@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels import glmm
+from mixedmodels.models.glmm import model as glmm
 
 pytest.importorskip("numba")  # the compiled path needs the [fast] extra
 
@@ -105,7 +105,7 @@ def test_first_step_system_rescaled_from_unit_sums(joint):
     # every sum of the PWLS system is the weights times at most two λ's (and,
     # for a fixed β, its right-hand side is linear in β): the first step's
     # system from the sums at unit λ equals the one assembled over the rows
-    from mixedmodels import _glmm_numba as K
+    from mixedmodels.linalg.kernels import glmm_numba as K
 
     ticks = mm.datasets.load("grouseticks")
     m = mm.GeneralizedLinearMixedModel(
@@ -133,7 +133,7 @@ def test_first_step_system_rescaled_from_unit_sums(joint):
 
 
 def test_vectorised_exp_within_one_ulp_of_libm():
-    from mixedmodels import _glmm_numba as K
+    from mixedmodels.linalg.kernels import glmm_numba as K
 
     rng = np.random.default_rng(11)
     x = np.concatenate([rng.uniform(-708, 709, 100_000), rng.uniform(-30, 30, 100_000),
@@ -151,7 +151,7 @@ def test_vectorised_exp_within_one_ulp_of_libm():
 def test_system_sums_do_not_depend_on_the_row_order(order):
     # rows sorted by a term take that term's sums in running registers; the
     # sums are the same whatever the order (to rounding)
-    from mixedmodels import _glmm_numba as K
+    from mixedmodels.linalg.kernels import glmm_numba as K
 
     verbagg = mm.datasets.load("VerbAgg")
     rng = np.random.default_rng(2)

@@ -175,7 +175,7 @@ def test_simulated_designs_reach_the_best_point(seed):
 @pytest.mark.parametrize("name", ["glmer_plateau_lower", "glmer_plateau_edge"])
 def test_numpy_steps_take_the_same_way(monkeypatch, name):
     """Without the compiled PIRLS steps the same plateau is left the same way."""
-    from mixedmodels import glmm
+    from mixedmodels.models.glmm import model as glmm
 
     data = _plateau_data(name)
     compiled, _ = _fit(data)

@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 import mixedmodels as mm
-from mixedmodels.dense import DenseSystem
-from mixedmodels.linalg import AugmentedSystem, TermData, _fill_rows, _stack_csc
+from mixedmodels.linalg.augmented import AugmentedSystem, TermData, _fill_rows, _stack_csc
+from mixedmodels.linalg.dense import DenseSystem
 
 MODELS = [
     ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
@@ -168,8 +168,8 @@ def test_compiled_update_operator_equals_numpy():
     """The scalar first term's update operator built in one compiled pass
     (Numba) has exactly the entries, positions and order of the numpy build,
     on a crossed design with weights (values not all 1) and empty levels."""
-    from mixedmodels import _kernels
-    from mixedmodels.linalg import _scalar_pairs
+    from mixedmodels.linalg.augmented import _scalar_pairs
+    from mixedmodels.linalg.kernels import lmm_kernels as _kernels
 
     rng = np.random.default_rng(11)
     n, l0, l1 = 3000, 400, 150
@@ -198,7 +198,7 @@ def test_unit_operator_kept_as_its_pattern():
     once give B entries of 1, so every value of the operator is 1: it is kept as
     its pattern, without values, and applied by compiled loops whose results
     equal scipy's products with the explicit matrix of ones, bit for bit."""
-    from mixedmodels import _kernels
+    from mixedmodels.linalg.kernels import lmm_kernels as _kernels
 
     rng = np.random.default_rng(12)
     l0, l1 = 200, 80
@@ -284,7 +284,7 @@ def test_curvature_estimate_near_the_hessian_diagonal(name, formula):
 def test_rank_check_gram_reused_by_the_cross_products():
     # the rank check's X'X goes into the cross-products instead of a second
     # product: the same Arr (to rounding), and the same fit
-    from mixedmodels.linalg import CrossProducts
+    from mixedmodels.linalg.augmented import CrossProducts
 
     d = mm.datasets.load("InstEval")
     m = mm.LinearMixedModel("y ~ 1 + service * dept + (1 | s) + (1 | d)", d, reml=False)
@@ -301,7 +301,7 @@ def test_clone_without_a_fixed_column_drops_it_from_the_gram():
     # profile intervals of β refit the model without one column of X: the
     # rank check's X'X that the cross-products take must lose that row and
     # column too (it raised a shape error before)
-    from mixedmodels.linalg import CrossProducts
+    from mixedmodels.linalg.augmented import CrossProducts
 
     d = mm.datasets.load("InstEval").iloc[:20000]
     m = mm.LinearMixedModel("y ~ 1 + service * studage + (1 | s) + (1 | d)", d, reml=False)

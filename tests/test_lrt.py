@@ -134,7 +134,7 @@ def test_anova_glmer_laplace(cbpp_fits):
 def test_anova_glmer_quadrature_chisq():
     # R (nAGQ = 25): Chisq 25.5510057753273 on 3 df, p 1.18415773142491e-05. The
     # log-likelihoods themselves differ from lme4's by the saturated constant
-    # lme4 drops for quadrature fits (see mixedmodels.glmm), which cancels here.
+    # lme4 drops for quadrature fits (see mixedmodels.models.glmm.model), which cancels here.
     cb = mm.datasets.load("cbpp")
     a0 = _quiet(mm.glmer, CBPP0, cb, nagq=25)
     a1 = _quiet(mm.glmer, CBPP, cb, nagq=25)

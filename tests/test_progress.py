@@ -5,7 +5,7 @@ import io
 import itertools
 
 import mixedmodels as mm
-from mixedmodels.progress import FitProgress
+from mixedmodels.support.progress import FitProgress
 
 
 def test_nothing_shown_before_the_delay():
@@ -42,7 +42,7 @@ def test_fit_with_progress_matches_silent_fit(capsys):
 
 def test_glmer_progress_counts_every_stage(monkeypatch):
     """glmer's stages (nAGQ = 0, then two (θ, β) searches) report one running count."""
-    from mixedmodels import glmm
+    from mixedmodels.models.glmm import model as glmm
 
     seen = []
 

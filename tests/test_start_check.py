@@ -111,7 +111,7 @@ def test_search_whose_every_step_fails_is_not_reported_converged():
     """A degenerate scaling (here a curvature estimate of 1e-31, as an aliased
     term gave) sends every trial step into non-finite values: L-BFGS-B then
     reported convergence at its start."""
-    from mixedmodels.optimize import minimize_theta_gradient
+    from mixedmodels.optim.minimize import minimize_theta_gradient
 
     def value_gradient(x):
         if np.any(np.abs(x) > 1e6):

@@ -4,7 +4,7 @@ import numpy as np
 
 import mixedmodels as mm
 from _reference import load_case
-from mixedmodels.lmm import _one_way_ratio
+from mixedmodels.models.lmm.model import _one_way_ratio
 
 
 def _theta(case_id):

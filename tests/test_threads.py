@@ -2,7 +2,7 @@
 
 import os
 
-from mixedmodels._threads import THREADED_BLOCK, auto_thread_plan
+from mixedmodels.support.threads import THREADED_BLOCK, auto_thread_plan
 
 
 def test_blocks_under_2000_rows_use_one_thread_on_any_machine():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .exceptions import (
+from mixedmodels.exceptions import (
     ArgumentError,
     ConvergenceWarning,
     DataError,
@@ -36,10 +36,10 @@ from .exceptions import (
 __version__ = "0.1.0"
 
 _LAZY = {
-    "lmer": ("mixedmodels.lmm", "lmer"),
-    "LinearMixedModel": ("mixedmodels.lmm", "LinearMixedModel"),
-    "glmer": ("mixedmodels.glmm", "glmer"),
-    "GeneralizedLinearMixedModel": ("mixedmodels.glmm", "GeneralizedLinearMixedModel"),
+    "lmer": ("mixedmodels.models.lmm.model", "lmer"),
+    "LinearMixedModel": ("mixedmodels.models.lmm.model", "LinearMixedModel"),
+    "glmer": ("mixedmodels.models.glmm.model", "glmer"),
+    "GeneralizedLinearMixedModel": ("mixedmodels.models.glmm.model", "GeneralizedLinearMixedModel"),
     "datasets": ("mixedmodels.datasets", None),
     "families": ("mixedmodels.families", None),
     "anova": ("mixedmodels.inference.lrt", "anova"),

@@ -43,7 +43,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from mixedmodels import __version__
 
     parser = argparse.ArgumentParser(
         prog="mixedmodels",
@@ -134,7 +134,7 @@ def read_data(name_or_path: str) -> Any:
         raise CLIError(
             f"cannot tell the format of {name_or_path!r}: use a .csv or .parquet file"
         )
-    from . import datasets
+    from mixedmodels import datasets
 
     return datasets.load(name_or_path)
 
@@ -256,7 +256,7 @@ def _fit_csv(m: Any) -> str:
 
 
 def _datasets_output(fmt: str) -> str:
-    from . import datasets
+    from mixedmodels import datasets
 
     table = datasets.list()[["name", "rows", "columns", "description"]]
     if fmt == "csv":
@@ -300,11 +300,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.family is None:
-            from .lmm import lmer
+            from mixedmodels.models.lmm.model import lmer
 
             m = lmer(args.formula, data, reml=not args.ml, weights=args.weights)
         else:
-            from .glmm import glmer
+            from mixedmodels.models.glmm.model import glmer
 
             m = glmer(args.formula, data, family=args.family, link=args.link, nagq=args.nagq,
                       weights=args.weights)
@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
-    from .exceptions import MixedModelsError
+    from mixedmodels.exceptions import MixedModelsError
 
     try:
         if args.command == "fit":

@@ -93,7 +93,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..exceptions import DataError
+from mixedmodels.exceptions import DataError
 
 __all__ = ["list", "load", "names"]
 

@@ -33,15 +33,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..exceptions import MixedModelsError
-from ..progress import FitProgress
-from .profile import (
+from mixedmodels.exceptions import MixedModelsError
+from mixedmodels.inference.profile import (
     _check_level,
     _interval_frame,
     parameter_names,
     sdcor_from_covariances,
     variance_parameters,
 )
+from mixedmodels.support.progress import FitProgress
 
 __all__ = ["BootstrapResult", "bootstrap", "percentile_interval", "shortest_interval"]
 
@@ -110,7 +110,7 @@ def _worker_init(model: Any) -> None:
     global _WORKER_MODEL
     _WORKER_MODEL = model
     try:  # one BLAS thread per worker: the workers are the parallelism
-        from .._threads import _thread_controller
+        from mixedmodels.support.threads import _thread_controller
 
         _thread_controller().limit(limits=1, user_api="blas")
     except Exception:  # noqa: BLE001 - threadpoolctl missing or failing: leave as is

@@ -75,7 +75,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import linalg, stats
 
-from ..exceptions import ConvergenceWarning, ModelSpecError
+from mixedmodels.exceptions import ConvergenceWarning, ModelSpecError
 
 __all__ = [
     "contrast_df",
@@ -331,7 +331,7 @@ def satterthwaite_info(model: Any, hessian: str = "auto") -> SatterthwaiteInfo:
     key = f"satterthwaite:{method}"
     if key in cache:
         return cache[key]
-    from .._threads import blas_threads
+    from mixedmodels.support.threads import blas_threads
 
     everywhere, factorisations = _thread_plan(model)
     system = model._system
@@ -407,7 +407,7 @@ class _Pieces:
     differences below would divide by their step again)."""
 
     def __init__(self, model: Any):
-        from ..linalg import AugmentedSystem
+        from mixedmodels.linalg.augmented import AugmentedSystem
 
         self.model = model
         self.guard = isinstance(model._system, AugmentedSystem)
@@ -541,7 +541,7 @@ def _varpar_scale(model: Any) -> np.ndarray:
 def _pinv_hessian(H: np.ndarray, ntheta: int, tol: float = 1e-8) -> np.ndarray:
     """2 H⁻¹ over the eigenvalues above ``tol``, warning as lmerTest does about
     negative and near-zero eigenvalues."""
-    from .._model import warn_caller
+    from mixedmodels.models.base import warn_caller
 
     values, vectors = np.linalg.eigh((H + H.T) / 2)
     neg = values < -tol
@@ -660,7 +660,7 @@ class _KRParam:
 
 def _weighted_terms(model: Any) -> tuple[list, np.ndarray]:
     """Random-effects terms and X with rows scaled by √weights, as in the fit."""
-    from ..linalg import TermData
+    from mixedmodels.linalg.augmented import TermData
 
     fr = model.frame
     X = np.asarray(fr.fixed.X, dtype=float)

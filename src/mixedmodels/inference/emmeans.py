@@ -59,9 +59,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..design import _factor_levels, apply_spec
-from ..exceptions import MixedModelsWarning, ModelSpecError
-from ..formula import variables_in
+from mixedmodels.exceptions import MixedModelsWarning, ModelSpecError
+from mixedmodels.spec.design import _factor_levels, apply_spec
+from mixedmodels.spec.formula import variables_in
 
 __all__ = ["EMMeans", "emmeans", "p_adjust"]
 
@@ -478,7 +478,7 @@ def _resolve_ddf(model: Any, ddf: str | None) -> str:
 def _vcov_for(model: Any, ddf: str) -> np.ndarray:
     """The covariance of the fixed effects the method uses (KR: pbkrtest's vcovAdj)."""
     if ddf == "kenward-roger":
-        from .ddf import kenward_roger_vcov
+        from mixedmodels.inference.ddf import kenward_roger_vcov
 
         return np.asarray(kenward_roger_vcov(model), dtype=float)
     return np.asarray(model.vcov, dtype=float)
@@ -492,7 +492,7 @@ def _se_df(model: Any, L: np.ndarray, ddf: str) -> tuple[np.ndarray, np.ndarray]
         V = np.asarray(model.vcov, dtype=float)
         se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", L, V, L), 0.0))
         return se, np.full(L.shape[0], np.inf)
-    from .ddf import contrast_df
+    from mixedmodels.inference.ddf import contrast_df
 
     table = contrast_df(model, L, ddf)
     return table["se"].to_numpy(dtype=float), table["df"].to_numpy(dtype=float)

@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..exceptions import ModelSpecError
-from .ddf import f_test, normalise_ddf
+from mixedmodels.exceptions import ModelSpecError
+from mixedmodels.inference.ddf import f_test, normalise_ddf
 
 __all__ = [
     "FixedTerm",
@@ -320,7 +320,7 @@ def _treatment_design(model: Any) -> tuple[np.ndarray, list[str], list[FixedTerm
     full-rank X_t, its column names, its terms (columns among X_t's) and its
     spec (lmerTest's ``get_model_matrix(type = "remake", contrasts =
     "contr.treatment")`` and ``ensure_full_rank``)."""
-    from ..design import (
+    from mixedmodels.spec.design import (
         _model_matrix,
         _r_names,
         full_rank_columns,
@@ -361,7 +361,7 @@ def _is_numeric_column(values: pd.Series) -> bool:
 def _overparametrised(model: Any, terms: list[FixedTerm]) -> tuple[np.ndarray, list[str]]:
     """lmerTest's ``get_rdX``: an intercept (if any) and, per term, the
     model matrix of ``~ 0 + term`` (every level combination)."""
-    from ..design import _model_matrix, _r_names
+    from mixedmodels.spec.design import _model_matrix, _r_names
 
     data = _frame_data(model)
     blocks, names = [], []
@@ -465,7 +465,7 @@ def anova_table(model: Any, type: int | str = 3, ddf: str = "satterthwaite") -> 
             "tests use mixedmodels.anova(model1, model2))"
         )
     kind = _anova_type(type)
-    from .._threads import blas_threads
+    from mixedmodels.support.threads import blas_threads
 
     # one BLAS thread: the n x p products here are small, and OpenBLAS threads
     # spinning on cores busy with other work slow them down a hundredfold

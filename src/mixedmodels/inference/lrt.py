@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..exceptions import MixedModelsWarning, ModelSpecError, RefitWarning
-from ..formula import variables_in
+from mixedmodels.exceptions import MixedModelsWarning, ModelSpecError, RefitWarning
+from mixedmodels.spec.formula import variables_in
 
 __all__ = [
     "RefitWarning", "anova", "compare", "drop1", "family_name", "fixed_term_labels", "ml_fit",
@@ -38,7 +38,7 @@ __all__ = [
 def _check_models(models: Sequence[Any], names: Sequence[str] | None, least: int) -> list[str]:
     """Validate the models (fitted mixed models, at least ``least`` of them, on
     the same rows) and return their names."""
-    from .._model import RandomEffectsModel
+    from mixedmodels.models.base import RandomEffectsModel
 
     if len(models) < least:
         raise ModelSpecError(f"need at least {least} fitted models to compare, got {len(models)}")
@@ -375,7 +375,7 @@ def refit_fixed(
     model's own method. Used by :func:`drop1` and by the null model of
     :func:`mixedmodels.r2` for Poisson GLMMs.
     """
-    from ..glmm import GeneralizedLinearMixedModel
+    from mixedmodels.models.glmm.model import GeneralizedLinearMixedModel
 
     fr = model.frame
     rhs = " + ".join(["1" if intercept else "0", *fixed_terms])

@@ -38,9 +38,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .._model import include_random, level_positions
-from ..design import apply_spec, newdata_fixed_matrix, newdata_frame
-from ..exceptions import PredictionError
+from mixedmodels.exceptions import PredictionError
+from mixedmodels.models.base import include_random, level_positions
+from mixedmodels.spec.design import apply_spec, newdata_fixed_matrix, newdata_frame
 
 __all__ = ["prediction_variance", "interval_frame", "INTERVALS"]
 

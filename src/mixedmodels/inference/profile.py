@@ -57,8 +57,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..exceptions import MixedModelsError
-from ..progress import FitProgress
+from mixedmodels.exceptions import MixedModelsError
+from mixedmodels.support.progress import FitProgress
 
 __all__ = [
     "ProfileResult",
@@ -287,7 +287,7 @@ def confint(
     if key == "profile":
         return profile(model, parm, names=names, **kwargs).confint(level)
     if key == "boot":
-        from .bootstrap import bootstrap
+        from mixedmodels.inference.bootstrap import bootstrap
 
         boot = bootstrap(model, nsim=nsim, seed=seed, **kwargs)
         return boot.confint(boot_type, level, parm=parm, names=names)

@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..exceptions import (
+from mixedmodels.exceptions import (
     FamilyError,
     MixedModelsWarning,
     ModelSpecError,
     SingularFitWarning,
 )
-from ..formula import variables_in
+from mixedmodels.spec.formula import variables_in
 
 __all__ = ["icc", "r2", "variance_components"]
 
@@ -52,7 +52,7 @@ TOLERANCE = 1e-5
 
 
 def _require_model(model: Any, what: str) -> None:
-    from .._model import RandomEffectsModel
+    from mixedmodels.models.base import RandomEffectsModel
 
     if not isinstance(model, RandomEffectsModel):
         raise ModelSpecError(f"{what} needs a fitted lmer or glmer model, not {type(model).__name__}")
@@ -131,7 +131,7 @@ def _distribution_variance(model: Any) -> float:
 def _poisson_lognormal(model: Any) -> float:
     """log(1 + 1/μ), μ = exp(intercept) of the null model (the same random
     effects, offset and weights, an intercept as the only fixed effect)."""
-    from .lrt import refit_fixed
+    from mixedmodels.inference.lrt import refit_fixed
 
     null = refit_fixed(model, [], True)
     mu = math.exp(float(null.beta[0]))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..exceptions import MixedModelsWarning, ModelSpecError
+from mixedmodels.exceptions import MixedModelsWarning, ModelSpecError
 
 __all__ = ["RLRTResult", "rlrt", "rlrt_null_sample"]
 
@@ -96,7 +96,7 @@ class RLRTResult:
 
 
 def _require_lmm(model: Any, role: str) -> None:
-    from ..lmm import LinearMixedModel
+    from mixedmodels.models.lmm.model import LinearMixedModel
 
     if not isinstance(model, LinearMixedModel):
         kind = getattr(model, "model_kind", type(model).__name__)
@@ -295,7 +295,7 @@ def rlrt(
     >>> round(mm.rlrt(m, seed=1).statistic, 3)
     6.369
     """
-    from .lrt import _check_same_rows
+    from mixedmodels.inference.lrt import _check_same_rows
 
     if not isinstance(nsim, (int, np.integer)) or nsim < 1:
         raise ModelSpecError(f"nsim must be a positive integer, not {nsim!r}")

@@ -14,7 +14,7 @@ When B is dense enough that most pairs exist, the engine uses BLAS instead
 
 Imported only when such a model is fitted; ``ready()`` says whether a model
 built now uses the loops (Numba installed, not switched off, the loops loaded:
-see :mod:`mixedmodels._compiled`); otherwise the engine falls back to scipy's
+see :mod:`mixedmodels.linalg.kernels.loader`); otherwise the engine falls back to scipy's
 sparse products.
 """
 
@@ -24,7 +24,7 @@ import functools
 
 import numpy as np
 
-from ._compiled import KernelSet, numba_enabled
+from mixedmodels.linalg.kernels.loader import KernelSet, numba_enabled
 
 __all__ = [
     "available",
@@ -49,7 +49,7 @@ def available() -> bool:
 
 
 def ready() -> bool:
-    """Whether a model built now uses the loops (see :mod:`mixedmodels._compiled`):
+    """Whether a model built now uses the loops (see :mod:`mixedmodels.linalg.kernels.loader`):
     the sequential ones are loaded in the background; the parallel ones, for
     the largest models only, on their first use."""
     return KERNELS.ready()
@@ -59,7 +59,7 @@ def ready() -> bool:
 def _kernels():
     """(rank_update, finish_scalar, gather_blocks), compiled on first use or
     loaded from Numba's cache."""
-    from . import _lmm_numba
+    from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     return _lmm_numba.rank_update, _lmm_numba.finish_scalar, _lmm_numba.gather_blocks
 
@@ -131,7 +131,7 @@ def scatter_upper(
     """S's leading ``nrows`` x ``nrows`` upper triangle (C order): diag(sc)(arr -
     update)diag(sc) at the sorted flat ``positions`` (row i's from ``rowptr[i]``),
     zero elsewhere."""
-    from . import _lmm_numba
+    from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     _lmm_numba.scatter_upper(S, nrows, rowptr, positions, arr, update, sc)
 
@@ -143,7 +143,7 @@ def gather_lower(
     """w sc[i] sc[j] inv[j, i] at the positions (i, j) of an N x N C-ordered
     array (see :func:`scatter_upper`), from the lower triangle of the
     Fortran-ordered ``inv``; w = 2 off the diagonal, 1 on it."""
-    from . import _lmm_numba
+    from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     out = np.empty(len(positions))
     _lmm_numba.gather_lower(inv, nrows, rowptr, positions, N, sc, out)
@@ -153,7 +153,7 @@ def gather_lower(
 def symv_lower(Z: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Z v in double precision, Z symmetric given by the lower triangle of a
     Fortran-ordered array (float32 or float64)."""
-    from . import _lmm_numba
+    from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     out = np.empty(len(v))
     _lmm_numba.symv_lower(Z, np.ascontiguousarray(v, dtype=float), out)
@@ -169,7 +169,7 @@ def scalar_pairs(B, N: int):
     once): then every value is 1, and :func:`pattern_apply` and
     :func:`pattern_adjoint` apply the operator without an array as long as the
     pairs."""
-    from . import _lmm_numba
+    from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     unit = bool(np.all(B.data == 1.0))
     ptr, rank, value, touched = _lmm_numba.scalar_pairs(B.indptr, B.indices, B.data, N, not unit)
@@ -181,7 +181,7 @@ def scalar_pairs(B, N: int):
 def pattern_apply(ptr: np.ndarray, rank: np.ndarray, c: np.ndarray, nrows: int) -> np.ndarray:
     """T c for the (nrows x len(c)) operator whose values are all 1 (see
     :func:`scalar_pairs`)."""
-    from . import _lmm_numba
+    from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     out = np.empty(nrows)
     _lmm_numba.pattern_apply(ptr, rank, np.ascontiguousarray(c, dtype=float), out)
@@ -190,7 +190,7 @@ def pattern_apply(ptr: np.ndarray, rank: np.ndarray, c: np.ndarray, nrows: int) 
 
 def pattern_adjoint(ptr: np.ndarray, rank: np.ndarray, w: np.ndarray) -> np.ndarray:
     """T'w for the operator of :func:`pattern_apply`."""
-    from . import _lmm_numba
+    from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     out = np.empty(len(ptr) - 1)
     _lmm_numba.pattern_adjoint(ptr, rank, np.ascontiguousarray(w, dtype=float), out)

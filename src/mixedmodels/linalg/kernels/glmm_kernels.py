@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from ._compiled import KernelSet, numba_enabled
+from mixedmodels.linalg.kernels.loader import KernelSet, numba_enabled
 
 __all__ = ["available", "ready", "supports", "kernels", "warm_up", "LINKS", "VARIANCES"]
 
@@ -53,7 +53,7 @@ def supports(family_name: str, link_name: str, nobs: int | None = None) -> bool:
 
 
 def ready(small: bool = False) -> bool:
-    """Whether the kernels are loaded (see :mod:`mixedmodels._compiled` and
+    """Whether the kernels are loaded (see :mod:`mixedmodels.linalg.kernels.loader` and
     ``KernelSet.ready`` for ``small``)."""
     return KERNELS.ready(small)
 
@@ -62,7 +62,7 @@ def warm_up() -> None:
     """Load (or compile) every kernel the engine calls, with the argument
     types it passes, on a tiny model: two crossed scalar terms of two levels,
     an intercept, four rows."""
-    from . import _glmm_numba as g
+    from mixedmodels.linalg.kernels import glmm_numba as g
 
     n, l0, Q1 = 4, 2, 2
     codes = np.array([[0, 1, 0, 1], [0, 0, 1, 1]], dtype=np.int64)
@@ -89,7 +89,7 @@ KERNELS = KernelSet("glmer", __name__, warm_up)
 @functools.cache
 def kernels():
     """(assemble, update, pirls), compiled on first use (or loaded from Numba's cache)."""
-    from . import _glmm_numba
+    from mixedmodels.linalg.kernels import glmm_numba as _glmm_numba
 
     return _glmm_numba.assemble, _glmm_numba.update, _glmm_numba.pirls
 
@@ -97,7 +97,7 @@ def kernels():
 @functools.cache
 def weighted_sums():
     """``_glmm_numba.weighted_sums`` (the PWLS system's sums before elimination)."""
-    from . import _glmm_numba
+    from mixedmodels.linalg.kernels import glmm_numba as _glmm_numba
 
     return _glmm_numba.weighted_sums
 
@@ -106,7 +106,7 @@ def weighted_sums():
 def rescaling():
     """(``scaled_sums``, ``eliminate``) of ``_glmm_numba``: a PWLS system
     from its sums at unit λ."""
-    from . import _glmm_numba
+    from mixedmodels.linalg.kernels import glmm_numba as _glmm_numba
 
     return _glmm_numba.scaled_sums, _glmm_numba.eliminate
 
@@ -114,6 +114,6 @@ def rescaling():
 @functools.cache
 def sparse_downdate():
     """``_glmm_numba.sparse_downdate`` (S -= R'R from R's nonzeros)."""
-    from . import _glmm_numba
+    from mixedmodels.linalg.kernels import glmm_numba as _glmm_numba
 
     return _glmm_numba.sparse_downdate

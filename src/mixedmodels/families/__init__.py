@@ -32,7 +32,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from scipy import special
 
-from .exceptions import FamilyError, NonIntegerResponseWarning
+from mixedmodels.exceptions import FamilyError, NonIntegerResponseWarning
 
 __all__ = [
     "FamilyError",

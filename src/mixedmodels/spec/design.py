@@ -17,8 +17,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ._threads import blas_threads, thin_product_threads
-from .exceptions import (
+from mixedmodels.exceptions import (
     DataError,
     FormulaError,
     MissingDataWarning,
@@ -27,8 +26,15 @@ from .exceptions import (
     PredictionError,
     RankDeficiencyWarning,
 )
-from .formula import ParsedFormula, RandomTermSpec, _Scan, check_formula_side, variables_in
-from .formula_guard import CONSTANTS, check_evaluated_terms, check_expression
+from mixedmodels.spec.formula import (
+    ParsedFormula,
+    RandomTermSpec,
+    _Scan,
+    check_formula_side,
+    variables_in,
+)
+from mixedmodels.spec.guard import CONSTANTS, check_evaluated_terms, check_expression
+from mixedmodels.support.threads import blas_threads, thin_product_threads
 
 __all__ = [
     "ReTerm",
@@ -1650,7 +1656,7 @@ def cbind_arguments(lhs: str, formula: str | None = None) -> tuple[str, ...] | N
 
 def evaluate_expression(expr: str, data: pd.DataFrame | ArrayColumns, what: str) -> np.ndarray:
     """Evaluate an arithmetic expression of columns (``log(y)``, ``Days * 2``)
-    that passes the formula allow-list (:func:`~mixedmodels.formula_guard.check_expression`)."""
+    that passes the formula allow-list (:func:`~mixedmodels.spec.guard.check_expression`)."""
     check_expression(expr)
     if isinstance(data, ArrayColumns) and expr in data.plain:
         return data.floats(expr)  # what formulaic's I(x) gives for a numeric x

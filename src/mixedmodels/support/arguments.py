@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
-from .exceptions import ArgumentError, DataError, ModelSpecError
+from mixedmodels.exceptions import ArgumentError, DataError, ModelSpecError
 
 __all__ = [
     "CONTROL_EQUIVALENTS",

@@ -42,16 +42,7 @@ import scipy.sparse as sp
 from scipy import special
 from scipy.linalg import blas, lapack, solve_triangular
 
-from ._model import SINGULAR_TOL, RandomEffectsModel, consecutive_slices, warn_caller
-from ._model import include_random as _include_random
-from ._threads import auto_thread_plan, blas_threads
-from .arguments import check_na_action, r_argument_hints
-from .design import (
-    ModelFrame,
-    build_model_frame,
-    search_scales,
-)
-from .exceptions import (
+from mixedmodels.exceptions import (
     ConvergenceWarning,
     DataError,
     FamilyError,
@@ -59,11 +50,25 @@ from .exceptions import (
     PredictionError,
     SeparationWarning,
 )
-from .families import Family, get_family
-from .formula import parse_formula, require_random
-from .optimize import OptimizerRecord, ThetaScaling, minimize_theta
-from .progress import FitProgress
-from .pwls import BlockedFactor, BlockedSystem, term_matrix
+from mixedmodels.families import Family, get_family
+from mixedmodels.linalg.pwls import BlockedFactor, BlockedSystem, term_matrix
+from mixedmodels.models.base import (
+    SINGULAR_TOL,
+    RandomEffectsModel,
+    consecutive_slices,
+    warn_caller,
+)
+from mixedmodels.models.base import include_random as _include_random
+from mixedmodels.optim.minimize import OptimizerRecord, ThetaScaling, minimize_theta
+from mixedmodels.spec.design import (
+    ModelFrame,
+    build_model_frame,
+    search_scales,
+)
+from mixedmodels.spec.formula import parse_formula, require_random
+from mixedmodels.support.arguments import check_na_action, r_argument_hints
+from mixedmodels.support.progress import FitProgress
+from mixedmodels.support.threads import auto_thread_plan, blas_threads
 
 __all__ = ["GeneralizedLinearMixedModel", "glmer", "ConvergenceCheck"]
 
@@ -408,13 +413,13 @@ class _Engine:
 
 
 class _CompiledTerms:
-    """The compiled PIRLS steps (:mod:`mixedmodels._glmm_kernels`) for a model
+    """The compiled PIRLS steps (:mod:`mixedmodels.linalg.kernels.glmm_kernels`) for a model
     whose random-effects terms are all scalar, with a family and link they
     support: each term's codes and z values as rows of two arrays, and where
     its modes sit in u and in the Schur block."""
 
     def __init__(self, frame: ModelFrame, family: Family):
-        from . import _glmm_kernels as gk
+        from mixedmodels.linalg.kernels import glmm_kernels as gk
 
         terms = frame.terms
         self.codes = np.ascontiguousarray(np.stack([t.codes for t in terms]).astype(np.int64))
@@ -443,7 +448,7 @@ class _CompiledTerms:
 
     @classmethod
     def build(cls, frame: ModelFrame, family: Family) -> "_CompiledTerms | None":
-        from . import _glmm_kernels as gk
+        from mixedmodels.linalg.kernels import glmm_kernels as gk
 
         if not frame.terms or any(t.k != 1 for t in frame.terms):
             return None
@@ -503,7 +508,7 @@ class _CompiledTerms:
             if not np.may_share_memory(out, S):
                 S.T[...] = out
         else:
-            from . import _glmm_kernels as gk
+            from mixedmodels.linalg.kernels import glmm_kernels as gk
 
             gk.sparse_downdate()(R, S)
 
@@ -671,7 +676,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         lme4 formula; the response may be numeric, bool, a factor (first level
         = failure) or ``cbind(successes, failures)`` for the binomial family.
     data : DataFrame
-        The data (pandas, or anything :func:`mixedmodels.design.to_pandas` takes).
+        The data (pandas, or anything :func:`mixedmodels.spec.design.to_pandas` takes).
     family : str or Family
         ``"binomial"``, ``"poisson"``, ``"gamma"``, ``"inverse_gaussian"``,
         ``"gaussian"`` or a :mod:`mixedmodels.families` object.
@@ -1729,7 +1734,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         else:
             eta, index = self._newdata_eta(newdata, re_form, new_levels)
         if interval == "confidence":
-            from .inference.prediction import interval_frame, prediction_variance
+            from mixedmodels.inference.prediction import interval_frame, prediction_variance
 
             variance = prediction_variance(self, newdata, re_form, new_levels, residual=False)
             transform = self.family.linkinv if type == "response" else None
@@ -1872,7 +1877,7 @@ def glmer(
             UserWarning,
             stacklevel=2,
         )
-        from .lmm import lmer
+        from mixedmodels.models.lmm.model import lmer
 
         # the fit options go along (lmer names any it does not take)
         return lmer(formula, data, weights=weights, offset=offset, contrasts=contrasts,

@@ -21,8 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack, solve_triangular
 
-from .dense import _scale_cols, _scale_rows
-from .linalg import _scalar_pairs
+from mixedmodels.linalg.augmented import _scalar_pairs
+from mixedmodels.linalg.dense import _scale_cols, _scale_rows
 
 __all__ = ["BlockedSystem", "BlockedFactor"]
 

@@ -31,7 +31,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .exceptions import FormulaError
+from mixedmodels.exceptions import FormulaError
 
 __all__ = [
     "CONSTANTS",

@@ -175,10 +175,13 @@ class KernelSet:
         """Compile the set in a new Python process, in its own session (it
         completes the cache even if this process exits first), and wait for
         it; if no process can be started, the caller compiles here."""
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        import mixedmodels
+
+        # the folder holding the package, for the new process's import path
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(mixedmodels.__file__)))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        code = f"from mixedmodels._compiled import compile_set; compile_set({self.module!r})"
+        code = f"from mixedmodels.linalg.kernels.loader import compile_set; compile_set({self.module!r})"
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL,
@@ -216,6 +219,6 @@ def wait() -> bool:
     """Block until the kernel sets of the lmer and glmer engines are ready;
     whether the compiled path is in use (False without Numba or with
     ``MIXEDMODELS_NUMBA=0``)."""
-    from . import _glmm_kernels, _kernels  # noqa: F401 - they register their sets
+    from mixedmodels.linalg.kernels import glmm_kernels, lmm_kernels  # noqa: F401 - they register their sets
 
     return all([kernel_set.wait() for kernel_set in list(_SETS)])

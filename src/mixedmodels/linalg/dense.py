@@ -15,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack
 
-from ._threads import blas_threads
-from .linalg import inverse_from_factor
+from mixedmodels.linalg.augmented import inverse_from_factor
+from mixedmodels.support.threads import blas_threads
 
 __all__ = ["DenseSystem", "DenseFactor"]
 
@@ -106,7 +106,7 @@ class DenseFactor:
 class DenseSystem:
     """The whole augmented system as one dense matrix A = [Z X y]'[Z X y].
 
-    Same interface as :class:`mixedmodels.linalg.AugmentedSystem`: ``factor``,
+    Same interface as :class:`mixedmodels.linalg.augmented.AugmentedSystem`: ``factor``,
     ``solve``, ``gradient_parts``, ``inverse_block_sums``, ``N`` and ``Q1``.
     """
 

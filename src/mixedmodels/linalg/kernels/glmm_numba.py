@@ -1,4 +1,4 @@
-"""The Numba kernels of :mod:`mixedmodels._glmm_kernels` (imported only when
+"""The Numba kernels of :mod:`mixedmodels.linalg.kernels.glmm_kernels` (imported only when
 Numba is installed and a model uses them). Module-level functions, so that
 Numba's on-disk cache finds them again in the next process (functions defined
 inside another function are recompiled every time)."""

@@ -3,7 +3,7 @@
 The objective is the profiled deviance (or REML criterion) as a function of θ
 alone (Bates et al. 2015, *Fitting linear mixed-effects models using lme4*, J.
 Stat. Softw. 67(1)); β, the random effects and σ all come from the same blocked
-Cholesky factor (see :mod:`mixedmodels.linalg`).
+Cholesky factor (see :mod:`mixedmodels.linalg.augmented`).
 """
 
 from __future__ import annotations
@@ -18,17 +18,22 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import blas, lapack
 
-from ._model import SINGULAR_TOL, RandomEffectsModel, consecutive_slices
-from ._model import include_random as _include_random
-from ._threads import auto_thread_plan, blas_threads
-from .arguments import check_na_action, check_optimizer, r_argument_hints
-from .dense import DenseSystem
-from .design import ModelFrame, build_model_frame
-from .exceptions import ConvergenceWarning, DataError
-from .formula import parse_formula, require_random
-from .linalg import AugmentedSystem, DenseBelow, Factor, TermData
-from .optimize import OptimizerRecord, ThetaScaling, minimize_theta, minimize_theta_gradient
-from .progress import FitProgress
+from mixedmodels.exceptions import ConvergenceWarning, DataError
+from mixedmodels.linalg.augmented import AugmentedSystem, DenseBelow, Factor, TermData
+from mixedmodels.linalg.dense import DenseSystem
+from mixedmodels.models.base import SINGULAR_TOL, RandomEffectsModel, consecutive_slices
+from mixedmodels.models.base import include_random as _include_random
+from mixedmodels.optim.minimize import (
+    OptimizerRecord,
+    ThetaScaling,
+    minimize_theta,
+    minimize_theta_gradient,
+)
+from mixedmodels.spec.design import ModelFrame, build_model_frame
+from mixedmodels.spec.formula import parse_formula, require_random
+from mixedmodels.support.arguments import check_na_action, check_optimizer, r_argument_hints
+from mixedmodels.support.progress import FitProgress
+from mixedmodels.support.threads import auto_thread_plan, blas_threads
 
 __all__ = ["lmer", "LinearMixedModel"]
 
@@ -723,7 +728,11 @@ class LinearMixedModel(RandomEffectsModel):
         ['fit', 'lower', 'upper']
         """
         self._require_fit()
-        from .inference.prediction import check_interval, interval_frame, prediction_variance
+        from mixedmodels.inference.prediction import (
+            check_interval,
+            interval_frame,
+            prediction_variance,
+        )
 
         check_interval(interval)
         if newdata is None:
@@ -1443,7 +1452,7 @@ def _is_partitioned(data: Any) -> bool:
     return isinstance(data, (str, os.PathLike)) or module in ("dask", "dask_expr")
 
 
-# split_every: an argument of mixedmodels.dask.lmer_dask, for partitioned data
+# split_every: an argument of mixedmodels.models.lmm.dask.lmer_dask, for partitioned data
 @r_argument_hints(LinearMixedModel.fit, also=("split_every",))
 def lmer(
     formula: str,
@@ -1470,8 +1479,8 @@ def lmer(
     model_kwargs = dict(
         reml=reml, weights=weights, offset=offset, contrasts=contrasts, na_action=na_action
     )
-    if _is_partitioned(data):  # Dask DataFrame or Parquet path: mixedmodels.dask
-        from .dask import lmer_dask
+    if _is_partitioned(data):  # Dask DataFrame or Parquet path: mixedmodels.models.lmm.dask
+        from mixedmodels.models.lmm.dask import lmer_dask
 
         return lmer_dask(formula, data, **model_kwargs, **fit_kwargs)
     return LinearMixedModel(formula, data, **model_kwargs).fit(**fit_kwargs)

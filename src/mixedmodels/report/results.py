@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .exceptions import MixedModelsError, ModelSpecError
+from mixedmodels.exceptions import MixedModelsError, ModelSpecError
 
 __all__ = ["MixedModelResults", "NotFittedError", "ModelSummary", "abbreviate"]
 
@@ -189,7 +189,7 @@ class MixedModelResults:
                 p = 2 * stats.norm.sf(np.abs(stat))  # accurate far in the tail
                 table = pd.DataFrame({"estimate": est, "se": se, "z": stat, "p_value": p}, index=names)
         else:
-            from .inference.ddf import contrast_df
+            from mixedmodels.inference.ddf import contrast_df
 
             table = contrast_df(self, np.eye(len(est)), method)
             table.index = pd.Index(names)
@@ -199,7 +199,7 @@ class MixedModelResults:
 
     def _coef_method(self, ddf: str | None) -> str:
         """"z" (GLMMs), "lme4", or the ddf method of a linear mixed model."""
-        from .inference.ddf import normalise_ddf
+        from mixedmodels.inference.ddf import normalise_ddf
 
         if ddf is not None and str(ddf).strip().lower() == "lme4":
             if self.model_kind != "lmer":
@@ -265,7 +265,7 @@ class MixedModelResults:
             or ``m.drop1()``) and for Kenward-Roger on ML fits.
         """
         self._require_fit()
-        from .inference.ftest import anova_table
+        from mixedmodels.inference.ftest import anova_table
 
         if self.model_kind != "lmer":
             raise ModelSpecError(
@@ -382,7 +382,7 @@ class MixedModelResults:
         """lme4's parameter name (``.sig01`` ... ``.sigma``) of every row of
         ``tidy("ran_pars")``, whose rows follow ``varcorr``: per term the
         standard deviations, then the correlations, then the residual."""
-        from .inference.profile import variance_parameters
+        from mixedmodels.inference.profile import variance_parameters
 
         lme4 = {(v.term, v.row, v.col): v.lme4 for v in variance_parameters(self)}
         out = []

@@ -46,8 +46,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack, solve_triangular
 
-from . import _kernels
-from ._threads import blas_threads, thin_product_threads
+from mixedmodels.linalg.kernels import lmm_kernels as _kernels
+from mixedmodels.support.threads import blas_threads, thin_product_threads
 
 __all__ = ["TermData", "CrossProducts", "AugmentedSystem", "Factor"]
 

@@ -1,7 +1,7 @@
 """Fitting :func:`~mixedmodels.lmer` to data that live in partitions: Dask
 DataFrames and Parquet files, on one machine or on a cluster.
 
-The fit needs only the cross-products of ``[Z X y]`` (:class:`~mixedmodels.linalg.CrossProducts`),
+The fit needs only the cross-products of ``[Z X y]`` (:class:`~mixedmodels.linalg.augmented.CrossProducts`),
 which are sums over rows: the cross-products of the data are the sum of those of
 its row partitions. So the data are never gathered in one place:
 
@@ -23,7 +23,7 @@ its row partitions. So the data are never gathered in one place:
    counts (no n-row sparse matrix), and every task hands the heap memory it
    freed back to the system, so the pass holds little beyond the partial sums.
 4. The optimisation runs on the accumulated blocks, with the same engine as
-   :class:`~mixedmodels.lmm.LinearMixedModel` (this module's model is a subclass).
+   :class:`~mixedmodels.models.lmm.model.LinearMixedModel` (this module's model is a subclass).
    Nothing there is of the size of the data; the largest block, Z_i'Z_0, becomes
    the engine's storage as it is (kept dense when most level pairs occur).
 
@@ -31,7 +31,7 @@ Everything is expressed with ``dask.delayed``; whichever scheduler is active is
 used: a ``distributed.Client`` connected to a multi-machine cluster, a
 ``LocalCluster``, or dask's default threads.
 
-This module imports dask lazily: importing it (as :mod:`mixedmodels.lmm` does
+This module imports dask lazily: importing it (as :mod:`mixedmodels.models.lmm.model` does
 only when ``lmer`` is given a Dask DataFrame or a path) needs no dask.
 """
 
@@ -50,8 +50,16 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ._model import consecutive_slices
-from .design import (
+from mixedmodels.exceptions import (
+    DataError,
+    MissingDataWarning,
+    MixedModelsError,
+    RankDeficiencyWarning,
+)
+from mixedmodels.linalg.augmented import AugmentedSystem, CrossProducts, TermData
+from mixedmodels.models.base import consecutive_slices
+from mixedmodels.models.lmm.model import LinearMixedModel
+from mixedmodels.spec.design import (
     R_FUNCTIONS,
     FixedEffects,
     ModelFrame,
@@ -73,15 +81,7 @@ from .design import (
     spec_factors,
     with_contrasts,
 )
-from .exceptions import (
-    DataError,
-    MissingDataWarning,
-    MixedModelsError,
-    RankDeficiencyWarning,
-)
-from .formula import ParsedFormula, parse_formula, require_random
-from .linalg import AugmentedSystem, CrossProducts, TermData
-from .lmm import LinearMixedModel
+from mixedmodels.spec.formula import ParsedFormula, parse_formula, require_random
 
 __all__ = [
     "DaskLinearMixedModel",
@@ -865,7 +865,7 @@ class DaskLinearMixedModel(LinearMixedModel):
         """As :meth:`LinearMixedModel.predict`; without ``newdata`` a lazy Dask
         Series over the fitted data; with a Dask DataFrame one lazy Series (per partition);
         with in-memory ``newdata`` a pandas Series."""
-        from .lmm import _include_random
+        from mixedmodels.models.lmm.model import _include_random
 
         self._require_fit()
         if newdata is None:
@@ -1002,7 +1002,7 @@ class _RowFunction:
 
 
 def _anova_ratio_sums(counts: np.ndarray, sums: np.ndarray, rss: float) -> float:
-    """:func:`mixedmodels.lmm._anova_ratio` from per-group counts and residual sums
+    """:func:`mixedmodels.models.lmm.model._anova_ratio` from per-group counts and residual sums
     and the total residual sum of squares (what cross-products give)."""
     counts = np.asarray(counts, dtype=float)
     means = sums / np.maximum(counts, 1.0)

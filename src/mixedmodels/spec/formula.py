@@ -24,8 +24,8 @@ import functools
 import re
 from dataclasses import dataclass
 
-from .exceptions import FormulaError
-from .formula_guard import NAMESPACES, check_expression
+from mixedmodels.exceptions import FormulaError
+from mixedmodels.spec.guard import NAMESPACES, check_expression
 
 __all__ = [
     "RandomTermSpec",
@@ -594,7 +594,7 @@ _FORMULA_OPS = frozenset({"+", "-", "*", "/", ":", "^", "**", "(", ")"})
 def _check_terms(scan: _Scan, lo: int, hi: int) -> None:
     """Check tokens ``lo..hi-1`` of formula syntax (a fixed-effects term, the
     left side of a bar): formula operators, numbers and names, and calls
-    whose Python text passes :func:`~mixedmodels.formula_guard.check_expression`.
+    whose Python text passes :func:`~mixedmodels.spec.guard.check_expression`.
 
     Raises
     ------

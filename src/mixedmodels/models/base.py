@@ -1,6 +1,6 @@
 """What the lme4-style models share: θ and the λ factor of every
 random-effects term, singularity, and the random-effects part of predictions
-for new data. The models supply ``frame`` (a :class:`~mixedmodels.design.ModelFrame`),
+for new data. The models supply ``frame`` (a :class:`~mixedmodels.spec.design.ModelFrame`),
 ``_theta_slices``, and after fitting ``_theta`` and ``b``."""
 
 from __future__ import annotations
@@ -13,9 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .design import apply_spec, evaluate_expression, newdata_fixed_matrix, newdata_frame
-from .exceptions import PredictionError, SingularFitWarning
-from .results import MixedModelResults
+from mixedmodels.exceptions import PredictionError, SingularFitWarning
+from mixedmodels.report.results import MixedModelResults
+from mixedmodels.spec.design import (
+    apply_spec,
+    evaluate_expression,
+    newdata_fixed_matrix,
+    newdata_frame,
+)
 
 
 def consecutive_slices(sizes: list[int]) -> list[slice]:
@@ -32,7 +37,8 @@ __all__ = ["RandomEffectsModel", "SINGULAR_TOL", "include_random", "warn_caller"
 SINGULAR_TOL = 1e-4
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# the package's root folder: frames inside it are not the user's
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def warn_caller(message: str, category: type[Warning]) -> None:
@@ -99,7 +105,7 @@ class RandomEffectsModel(MixedModelResults):
     @property
     def theta_scale(self) -> np.ndarray:
         """Per θ element, the factor giving θ in unit-scale columns (see
-        :meth:`~mixedmodels.design.ReTerm.theta_scale`; all ones unless a
+        :meth:`~mixedmodels.spec.design.ReTerm.theta_scale`; all ones unless a
         random-effects column is in tiny or huge units). The searches run on
         θ × theta_scale, and the singularity rule reads it, so neither depends
         on the units of the covariates."""
@@ -229,7 +235,7 @@ class RandomEffectsModel(MixedModelResults):
             Columns ``lower`` and ``upper``, index ``parameter``; the level and
             the method in ``attrs``.
         """
-        from .inference.profile import confint
+        from mixedmodels.inference.profile import confint
 
         return confint(self, parm, method, level, nsim, seed, names, boot_type, **kwargs)
 
@@ -257,7 +263,7 @@ class RandomEffectsModel(MixedModelResults):
             ``.table`` (parameter, value, zeta and every parameter's value),
             ``.confint(level)``, ``.plot()``.
         """
-        from .inference.profile import profile
+        from mixedmodels.inference.profile import profile
 
         return profile(self, which, names=names, progress=progress, **kwargs)
 
@@ -282,7 +288,7 @@ class RandomEffectsModel(MixedModelResults):
             ``.replicates`` (θ, σ, β, SDs and correlations per replicate),
             ``.confint(method, level)``, counts of failed and singular refits.
         """
-        from .inference.bootstrap import bootstrap
+        from mixedmodels.inference.bootstrap import bootstrap
 
         return bootstrap(self, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress, use_u=use_u)
 
@@ -291,7 +297,7 @@ class RandomEffectsModel(MixedModelResults):
         of the model without each term that can be dropped respecting
         marginality, and with ``test="Chisq"`` the likelihood-ratio test.
         See :func:`mixedmodels.inference.lrt.drop1`."""
-        from .inference.lrt import drop1
+        from mixedmodels.inference.lrt import drop1
 
         return drop1(self, test=test)
 

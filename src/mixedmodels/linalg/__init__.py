@@ -1,0 +1,1 @@
+"""Linear algebra: the blocked augmented system of lmer, the dense system of small models, the blocked PWLS system of glmer, and their compiled kernels."""

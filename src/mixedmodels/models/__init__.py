@@ -1,0 +1,1 @@
+"""Model kinds, one subpackage each, on the shared base in base."""

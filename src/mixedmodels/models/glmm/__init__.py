@@ -1,0 +1,1 @@
+"""Generalised linear mixed models (lme4's glmer)."""

@@ -1,0 +1,1 @@
+"""Optimisation of the profiled objectives over the covariance parameters."""

@@ -1,0 +1,1 @@
+"""Presentation of fitted models: summary text, coefficient tables, tidy frames."""
