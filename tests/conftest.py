@@ -10,9 +10,9 @@ def _compiled_kernels_ready():
     """Every test sees the compiled path where Numba is installed: on a fresh
     clone the kernels are compiled once here (~20 s) instead of the first fits
     running on the numpy path while they compile (see ``mixedmodels.linalg.kernels.loader``)."""
-    from mixedmodels.linalg.kernels import loader as _compiled
+    from mixedmodels.linalg import kernels
 
-    _compiled.wait()
+    kernels.wait()
 
 
 @pytest.fixture(scope="module")

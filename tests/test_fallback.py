@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mixedmodels as mm
-from mixedmodels.linalg.kernels import loader as _compiled
+from mixedmodels.linalg import kernels
 from mixedmodels.models.glmm import model as glmm
 
 pytest.importorskip("numba")  # the comparison needs both paths
@@ -101,7 +101,7 @@ def test_the_warm_up_covers_every_signature_the_engine_calls(monkeypatch):
     compile for seconds in the middle of a user's fit)."""
     from numba.core import event
 
-    assert _compiled.wait()
+    assert kernels.wait()
     compiled = []
 
     class Listener(event.Listener):

@@ -32,8 +32,7 @@ from mixedmodels.exceptions import (
     SeparationWarning,
     SingularFitWarning,
 )
-
-__version__ = "0.1.0"
+from mixedmodels.support.version import VERSION as __version__  # noqa: F401 - the package attribute
 
 _LAZY = {
     "lmer": ("mixedmodels.models.lmm.model", "lmer"),

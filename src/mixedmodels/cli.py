@@ -43,14 +43,14 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mixedmodels import __version__
+    from mixedmodels.support.version import VERSION
 
     parser = argparse.ArgumentParser(
         prog="mixedmodels",
         description="Fit linear mixed-effects models (a Python port of lme4's lmer).",
     )
     parser.add_argument(
-        "--version", action="version", version=f"mixedmodels {__version__}"
+        "--version", action="version", version=f"mixedmodels {VERSION}"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

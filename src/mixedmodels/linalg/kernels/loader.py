@@ -25,8 +25,8 @@ same script gives the same digits in every process. Numba itself is not
 imported until a set loads.
 
 ``MIXEDMODELS_NUMBA=0`` in the environment switches the kernels off (the numpy
-path, as where Numba cannot be imported); :func:`wait` blocks until every set is
-ready (benchmarks, and anyone who wants the compiled path from the first fit).
+path, as where Numba cannot be imported); ``mixedmodels.linalg.kernels.wait()`` blocks until every set
+is ready (benchmarks, and anyone who wants the compiled path from the first fit).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import sys
 import threading
 from typing import Callable
 
-__all__ = ["KernelSet", "compile_set", "numba_enabled", "wait"]
+__all__ = ["KernelSet", "compile_set", "kernel_sets", "numba_enabled"]
 
 _SETS: list["KernelSet"] = []
 
@@ -175,10 +175,8 @@ class KernelSet:
         """Compile the set in a new Python process, in its own session (it
         completes the cache even if this process exits first), and wait for
         it; if no process can be started, the caller compiles here."""
-        import mixedmodels
-
-        # the folder holding the package, for the new process's import path
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(mixedmodels.__file__)))
+        # the folder holding the package (src/ or site-packages), for the new process's import path
+        package_root = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         code = f"from mixedmodels.linalg.kernels.loader import compile_set; compile_set({self.module!r})"
@@ -209,16 +207,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def kernel_sets() -> list[KernelSet]:
+    """The kernel sets defined so far (each kernel module registers its own)."""
+    return list(_SETS)
+
+
 def compile_set(module: str) -> None:
     """Compile (and so cache) the kernel set defined in ``module``: what the
     process started by :class:`KernelSet` runs."""
     importlib.import_module(module).KERNELS.compile_here()
-
-
-def wait() -> bool:
-    """Block until the kernel sets of the lmer and glmer engines are ready;
-    whether the compiled path is in use (False without Numba or with
-    ``MIXEDMODELS_NUMBA=0``)."""
-    from mixedmodels.linalg.kernels import glmm_kernels, lmm_kernels  # noqa: F401 - they register their sets
-
-    return all([kernel_set.wait() for kernel_set in list(_SETS)])
