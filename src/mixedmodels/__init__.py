@@ -34,11 +34,9 @@ from mixedmodels.exceptions import (
 )
 from mixedmodels.support.version import VERSION as __version__  # noqa: F401 - the package attribute
 
+# module-level names loaded on first access; the model kinds' functions and
+# classes (mm.lmer, mm.LinearMixedModel, ...) come from the registry in api.py
 _LAZY = {
-    "lmer": ("mixedmodels.models.lmm.model", "lmer"),
-    "LinearMixedModel": ("mixedmodels.models.lmm.model", "LinearMixedModel"),
-    "glmer": ("mixedmodels.models.glmm.model", "glmer"),
-    "GeneralizedLinearMixedModel": ("mixedmodels.models.glmm.model", "GeneralizedLinearMixedModel"),
     "datasets": ("mixedmodels.datasets", None),
     "families": ("mixedmodels.families", None),
     "anova": ("mixedmodels.inference.lrt", "anova"),
@@ -81,15 +79,23 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    try:
+    # import_module, not `from mixedmodels import api`: that would ask this
+    # function for `api` first
+    api = importlib.import_module("mixedmodels.api")
+
+    if name in _LAZY:
         module_name, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'mixedmodels' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    value = module if attr is None else getattr(module, attr)
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
+    elif name in api.exported():
+        value = api.exported()[name]()
+    else:
+        raise AttributeError(f"module 'mixedmodels' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    api = importlib.import_module("mixedmodels.api")
+
+    return sorted(set(globals()) | set(_LAZY) | set(api.exported()))

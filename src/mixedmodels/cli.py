@@ -29,6 +29,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from mixedmodels import api
+
 __all__ = ["build_parser", "fit_to_json", "main", "read_data"]
 
 EXIT_OK = 0
@@ -300,14 +302,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.family is None:
-            from mixedmodels.models.lmm.model import lmer
-
-            m = lmer(args.formula, data, reml=not args.ml, weights=args.weights)
+            kind, options = "lmer", dict(reml=not args.ml)
         else:
-            from mixedmodels.models.glmm.model import glmer
-
-            m = glmer(args.formula, data, family=args.family, link=args.link, nagq=args.nagq,
-                      weights=args.weights)
+            kind, options = "glmer", dict(family=args.family, link=args.link, nagq=args.nagq)
+        m = api.fit(kind, args.formula, data, weights=args.weights, **options)
         if args.format == "text":
             text = str(m.summary(ddf=args.ddf))
         elif args.format == "json":
