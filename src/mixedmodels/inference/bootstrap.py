@@ -110,9 +110,9 @@ def _worker_init(model: Any) -> None:
     global _WORKER_MODEL
     _WORKER_MODEL = model
     try:  # one BLAS thread per worker: the workers are the parallelism
-        from mixedmodels.support.threads import _thread_controller
+        from mixedmodels.support.threads import thread_controller
 
-        _thread_controller().limit(limits=1, user_api="blas")
+        thread_controller().limit(limits=1, user_api="blas")
     except Exception:  # noqa: BLE001 - threadpoolctl missing or failing: leave as is
         pass
 
