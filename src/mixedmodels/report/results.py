@@ -382,7 +382,7 @@ class MixedModelResults:
         """lme4's parameter name (``.sig01`` ... ``.sigma``) of every row of
         ``tidy("ran_pars")``, whose rows follow ``varcorr``: per term the
         standard deviations, then the correlations, then the residual."""
-        from mixedmodels.inference.profile import variance_parameters
+        from mixedmodels.inference.parameters import variance_parameters
 
         lme4 = {(v.term, v.row, v.col): v.lme4 for v in variance_parameters(self)}
         out = []
