@@ -478,7 +478,7 @@ def _resolve_ddf(model: Any, ddf: str | None) -> str:
 def _vcov_for(model: Any, ddf: str) -> np.ndarray:
     """The covariance of the fixed effects the method uses (KR: pbkrtest's vcovAdj)."""
     if ddf == "kenward-roger":
-        from mixedmodels.inference.ddf import kenward_roger_vcov
+        from mixedmodels.inference.kenward_roger import kenward_roger_vcov
 
         return np.asarray(kenward_roger_vcov(model), dtype=float)
     return np.asarray(model.vcov, dtype=float)
