@@ -662,12 +662,12 @@ def test_tidy_has_df_and_p(sleep_fit):
 
 
 def test_p_value_formatting_as_r():
-    from mixedmodels.report.results import _format_pvalues
+    from mixedmodels.report.format import format_pvalues
 
     # R: format.pval(c(1.47e-9, 0.00107, 4.75e-4, 1.82e-4), digits = 3)
-    assert _format_pvalues(np.array([1.47e-9, 0.00107, 4.75e-4, 1.82e-4])) == [
+    assert format_pvalues(np.array([1.47e-9, 0.00107, 4.75e-4, 1.82e-4])) == [
         "1.47e-09", "0.001070", "0.000475", "0.000182"
     ]
     # R: format.pval(c(0.0123, 1e-20, 0.5), digits = 3); format.pval(c(3.26e-6, 1e-20), 3)
-    assert _format_pvalues(np.array([0.0123, 1e-20, 0.5])) == ["0.0123", "<2e-16", "0.5000"]
-    assert _format_pvalues(np.array([3.26e-6, 1e-20])) == ["3.26e-06", "< 2e-16"]
+    assert format_pvalues(np.array([0.0123, 1e-20, 0.5])) == ["0.0123", "<2e-16", "0.5000"]
+    assert format_pvalues(np.array([3.26e-6, 1e-20])) == ["3.26e-06", "< 2e-16"]
