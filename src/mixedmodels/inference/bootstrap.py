@@ -44,7 +44,10 @@ from mixedmodels.inference.parameters import (
 )
 from mixedmodels.support.progress import FitProgress
 
-__all__ = ["BootProgress", "BootstrapResult", "bootstrap", "percentile_interval", "shortest_interval"]
+__all__ = [
+    "BootProgress", "BootstrapResult", "bootstrap", "norm_inter", "percentile_interval",
+    "shortest_interval",
+]
 
 _METHODS = {
     "percentile": "percentile",
@@ -121,7 +124,7 @@ def _worker_run(start: int, Y: np.ndarray):
 # ---------------------------------------------------------------------------- intervals
 
 
-def _norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """boot's ``norm.inter``: quantiles of the finite ``t`` at ``alpha`` by
     interpolation on the normal quantile scale between the order statistics
     next to (R + 1) alpha (the extreme ones when that falls outside)."""
@@ -150,7 +153,7 @@ def _norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def percentile_interval(t: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """boot's percentile interval (``boot.ci(type = "perc")``) of the finite values of ``t``."""
-    lo, hi = _norm_inter(np.asarray(t, dtype=float), np.array([(1 - level) / 2, (1 + level) / 2]))
+    lo, hi = norm_inter(np.asarray(t, dtype=float), np.array([(1 - level) / 2, (1 + level) / 2]))
     return float(lo), float(hi)
 
 
@@ -176,7 +179,7 @@ def _interval(method: str, t: np.ndarray, t0: float, level: float) -> tuple[floa
     if method == "shortest":
         return shortest_interval(finite, level)
     if method == "basic":
-        hi_q, lo_q = _norm_inter(finite, np.array([(1 + level) / 2, (1 - level) / 2]))
+        hi_q, lo_q = norm_inter(finite, np.array([(1 + level) / 2, (1 - level) / 2]))
         return float(2 * t0 - hi_q), float(2 * t0 - lo_q)
     # normal: boot's norm.ci, bias-corrected
     if len(finite) < 2:
