@@ -13,8 +13,8 @@ import mixedmodels as mm
 from _reference import assert_close
 from mixedmodels.exceptions import MixedModelsError, SingularFitWarning
 from mixedmodels.inference.bootstrap import (
-    _norm_inter,
     bootstrap,
+    norm_inter,
     percentile_interval,
     shortest_interval,
 )
@@ -97,9 +97,9 @@ def test_generator_seed(fm1):
 def test_norm_inter_matches_boot():
     # R: boot:::norm.inter(sqrt(1:199), c(0.025, 0.975)); boot:::norm.inter(log(1:50), c(0.05, 0.95))
     #    boot:::norm.inter(log(1:50), c(0.025, 0.975))      # boot 1.3-28.1
-    assert_close(_norm_inter(np.sqrt(np.arange(1, 200)), np.array([0.025, 0.975])),
+    assert_close(norm_inter(np.sqrt(np.arange(1, 200)), np.array([0.025, 0.975])),
                  [2.23606797749979, 13.96424004376894], rtol=1e-13, what="integer rank")
-    assert_close(_norm_inter(np.log(np.arange(1, 51)), np.array([0.05, 0.95])),
+    assert_close(norm_inter(np.log(np.arange(1, 51)), np.array([0.05, 0.95])),
                  [0.932118119852739, 3.879667808705617], rtol=1e-13, what="interpolated")
     assert_close(percentile_interval(np.log(np.arange(50, 0, -1)), 0.95),
                  [0.233957354026026, 3.905204003518118], rtol=1e-13, what="percentile")

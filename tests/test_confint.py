@@ -16,7 +16,8 @@ import pytest
 import mixedmodels as mm
 from _reference import assert_close, load_case
 from mixedmodels.exceptions import DataError, MixedModelsError, SingularFitWarning
-from mixedmodels.inference.profile import back_spline, parameter_names
+from mixedmodels.inference.parameters import parameter_names
+from mixedmodels.inference.profile_result import back_spline
 from mixedmodels.models.lmm import model as lmm_module
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
@@ -357,7 +358,7 @@ def test_fast_gradient_equals_general():
 
 def test_generic_confint_for_glmer():
     # what glmer's confint delegates to: Wald (profile: tests/test_confint_glmer.py)
-    from mixedmodels.inference.profile import confint
+    from mixedmodels.inference.confint import confint
 
     d = mm.datasets.load("cbpp")
     g = mm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, family="binomial")
@@ -370,16 +371,16 @@ def test_generic_confint_for_glmer():
 def test_progress_texts():
     import io
 
-    from mixedmodels.inference.bootstrap import _BootProgress
-    from mixedmodels.inference.profile import _ProfileProgress
+    from mixedmodels.inference.bootstrap import BootProgress
+    from mixedmodels.inference.profile import ProfileProgress
 
     clock = iter([0.0, 2.0, 2.5, 3.0, 3.5]).__next__
     stream = io.StringIO()
-    p = _ProfileProgress(6, stream=stream, clock=clock, notebook=False)
+    p = ProfileProgress(6, stream=stream, clock=clock, notebook=False)
     p.index, p.current = 2, ".sig02"
     p(25, float("nan"))
     assert "profile: parameter 2 of 6 (.sig02), 25 points, 2.0 s" in stream.getvalue()
     stream = io.StringIO()
-    b = _BootProgress(1000, stream=stream, clock=iter([0.0, 1.5]).__next__, notebook=False)
+    b = BootProgress(1000, stream=stream, clock=iter([0.0, 1.5]).__next__, notebook=False)
     b(250, float("nan"))
     assert "bootstrap: 250 of 1000 replicates, 1.5 s" in stream.getvalue()

@@ -19,7 +19,7 @@ import pytest
 import mixedmodels as mm
 from _reference import assert_close
 from mixedmodels.exceptions import MixedModelsError
-from mixedmodels.inference.profile import _profile_deviance_model, profile
+from mixedmodels.inference.profile import profile, profile_deviance_model
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 RTOL = 1e-3
@@ -91,7 +91,7 @@ def test_cbpp_profile_level(gm1_profile):
 def test_cbpp_profile_points_are_profiled_deviances(gm1, gm1_profile):
     """Every row of the table: zeta² is the deviance at its parameters less
     the fit's, and the profiled parameter sits at the row's value."""
-    dev = _profile_deviance_model(gm1)
+    dev = profile_deviance_model(gm1)
     table = gm1_profile.table
     names = list(gm1_profile.estimates.index)
     assert names == [".sig01", "(Intercept)", "period2", "period3", "period4"]
@@ -107,7 +107,7 @@ def test_cbpp_profile_points_are_profiled_deviances(gm1, gm1_profile):
 def test_cbpp_profile_is_a_minimum(gm1, gm1_profile):
     """At a profile point, moving any other parameter does not lower the
     deviance: the points are minima over the other parameters."""
-    dev = _profile_deviance_model(gm1)
+    dev = profile_deviance_model(gm1)
     rows = gm1_profile.table[gm1_profile.table["parameter"] == "period2"]
     row = rows.iloc[np.argmax(rows["zeta"].to_numpy())]  # the far upper end
     names = list(gm1_profile.estimates.index)

@@ -20,8 +20,11 @@ import pytest
 import mixedmodels as mm
 from _reference import assert_close, load_case
 from mixedmodels.exceptions import ModelSpecError
-from mixedmodels.inference import ddf as ddfmod
-from mixedmodels.inference.ddf import contrast_df, f_test, kenward_roger_vcov
+from mixedmodels.inference import kenward_roger as krmod
+from mixedmodels.inference import numderiv
+from mixedmodels.inference import satterthwaite as satmod
+from mixedmodels.inference.ddf import contrast_df, f_test
+from mixedmodels.inference.kenward_roger import kenward_roger_vcov
 from mixedmodels.report.results import MixedModelResults
 
 DF_RTOL = 1e-3
@@ -325,9 +328,9 @@ def test_numderiv_reproduces_numDeriv():
     ]
     Hg = [[3.2226662662492842, 1.6176618483437146], [1.6176618483437146, -1.1353371006318371]]
     Jh = [[1.6198305691581327, 1.34985880758623744], [1.1230761884264031, 0.28076904710660078]]
-    np.testing.assert_allclose(ddfmod.numderiv_hessian(f, np.array([1.5, -0.7, 0.0])), Hf, rtol=1e-13)
-    np.testing.assert_allclose(ddfmod.numderiv_hessian(g, np.array([0.3, 1.2])), Hg, rtol=1e-13)
-    J = ddfmod.numderiv_jacobian(
+    np.testing.assert_allclose(numderiv.numderiv_hessian(f, np.array([1.5, -0.7, 0.0])), Hf, rtol=1e-13)
+    np.testing.assert_allclose(numderiv.numderiv_hessian(g, np.array([0.3, 1.2])), Hg, rtol=1e-13)
+    J = numderiv.numderiv_jacobian(
         lambda x: np.array([np.exp(x[0]) * x[1], np.sin(x[0] * x[1])]), np.array([0.3, 1.2])
     )
     np.testing.assert_allclose(J, Jh, rtol=1e-13)
@@ -387,7 +390,7 @@ def test_kenward_roger_woodbury_equals_dense_algebra(sleep, weighted):
     m = fit("Reaction ~ Days + (Days | Subject) + (1 | week)", data, weights=w)
     dense, P, W = _dense_vcov_adj(m)
     np.testing.assert_allclose(kenward_roger_vcov(m), dense, rtol=1e-8, atol=1e-10)
-    info = ddfmod.kenward_roger_info(m)
+    info = krmod.kenward_roger_info(m)
     np.testing.assert_allclose(info.W, W, rtol=1e-7)
     for ours, theirs in zip(info.P, P):
         np.testing.assert_allclose(ours, (theirs + theirs.T) / 2, rtol=1e-8, atol=1e-12)
@@ -437,13 +440,13 @@ def _blocked_fit(formula: str, data: pd.DataFrame, **kwargs) -> mm.LinearMixedMo
     return m
 
 
-def _fresh_info(m: mm.LinearMixedModel, hessian: str) -> ddfmod.SatterthwaiteInfo:
+def _fresh_info(m: mm.LinearMixedModel, hessian: str) -> satmod.SatterthwaiteInfo:
     m._cache = {}
     with warnings.catch_warnings():
         # the crossed 3x3 ML fit is singular: lmerTest's warning about a
         # slightly negative Hessian eigenvalue (-1.4e-4), from either path
         warnings.simplefilter("ignore", mm.exceptions.ConvergenceWarning)
-        return ddfmod.satterthwaite_info(m, hessian)
+        return satmod.satterthwaite_info(m, hessian)
 
 
 def _assert_gradient_matches_numderiv(m: mm.LinearMixedModel, what: str) -> None:
@@ -452,8 +455,8 @@ def _assert_gradient_matches_numderiv(m: mm.LinearMixedModel, what: str) -> None
     p = len(m.beta)
     rng = np.random.default_rng(3)
     L = np.vstack([np.eye(p), rng.normal(size=(3, p))])
-    df_exact = ddfmod._satterthwaite_df(exact, L)[1]
-    df_fast = ddfmod._satterthwaite_df(fast, L)[1]
+    df_exact = satmod.satterthwaite_df(exact, L)[1]
+    df_fast = satmod.satterthwaite_df(fast, L)[1]
     assert_close(df_fast, df_exact, rtol=GRADIENT_DF_RTOL, what=f"{what} df")
     # numDeriv's Jacobian step is 1e-4 |x|: below |x| ~ 1e-3 it is rounding
     # noise (4e-3 relative at dietox's θ5 = -5.4e-5, where ours is stable to
@@ -553,11 +556,11 @@ def test_gradient_hessian_blocks_from_numderiv(crossed_data, monkeypatch):
     m = _blocked_fit("y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data)
     exact = _fresh_info(m, "numderiv")
     for tol in (0.3, 0.9):
-        monkeypatch.setattr(ddfmod, "LAMBDA_DIAG_TOL", tol)
+        monkeypatch.setattr(satmod, "LAMBDA_DIAG_TOL", tol)
         fast = _fresh_info(m, "gradient")
         np.testing.assert_allclose(fast.hessian, exact.hessian, rtol=1e-6, atol=1e-6)
-        df = ddfmod._satterthwaite_df(fast, np.eye(3))[1]
-        assert_close(df, ddfmod._satterthwaite_df(exact, np.eye(3))[1], rtol=1e-6, what="df")
+        df = satmod.satterthwaite_df(fast, np.eye(3))[1]
+        assert_close(df, satmod.satterthwaite_df(exact, np.eye(3))[1], rtol=1e-6, what="df")
 
 
 def test_gradient_hessian_factorisation_count(crossed_data):
@@ -579,7 +582,7 @@ def test_gradient_hessian_factorisation_count(crossed_data):
 
 
 def test_hessian_method_choice(sleep, sleep_fit):
-    assert ddfmod.NUMDERIV_MAX_VARPAR == 6
+    assert satmod.NUMDERIV_MAX_VARPAR == 6
     small = _fresh_info(sleep_fit, "auto")  # k = 4: lmerTest's numDeriv, bit for bit
     np.testing.assert_array_equal(small.hessian, _fresh_info(sleep_fit, "numderiv").hessian)
     big = fit("Reaction ~ Days + (1 + Days + I(Days^2) | Subject)", sleep)  # k = 7
@@ -588,21 +591,21 @@ def test_hessian_method_choice(sleep, sleep_fit):
     )
     # the default coefficient table is the cached "auto" result
     table = big.coef_table()
-    info = ddfmod.satterthwaite_info(big)
-    assert info is ddfmod.satterthwaite_info(big, "gradient")
+    info = satmod.satterthwaite_info(big)
+    assert info is satmod.satterthwaite_info(big, "gradient")
     np.testing.assert_allclose(
-        table["df"], ddfmod._satterthwaite_df(info, np.eye(len(big.beta)))[1], rtol=1e-12
+        table["df"], satmod.satterthwaite_df(info, np.eye(len(big.beta)))[1], rtol=1e-12
     )
     with pytest.raises(ModelSpecError, match="hessian"):
-        ddfmod.satterthwaite_info(sleep_fit, "bfgs")
+        satmod.satterthwaite_info(sleep_fit, "bfgs")
 
 
 def test_large_models_take_the_gradient_path(sleep_fit, monkeypatch):
     # a million-row model's ~4k² numDeriv factorisations would take a minute
-    assert ddfmod._hessian_method(sleep_fit, "auto") == "numderiv"
-    monkeypatch.setattr(ddfmod, "NUMDERIV_MAX_NOBS", sleep_fit.nobs - 1)
-    assert ddfmod._hessian_method(sleep_fit, "auto") == "gradient"
-    assert ddfmod._hessian_method(sleep_fit, "numderiv") == "numderiv"
+    assert satmod.hessian_method(sleep_fit, "auto") == "numderiv"
+    monkeypatch.setattr(satmod, "NUMDERIV_MAX_NOBS", sleep_fit.nobs - 1)
+    assert satmod.hessian_method(sleep_fit, "auto") == "gradient"
+    assert satmod.hessian_method(sleep_fit, "numderiv") == "numderiv"
 
 
 def test_kenward_roger_two_vector_terms_equals_dense_algebra(crossed_data):
@@ -610,7 +613,7 @@ def test_kenward_roger_two_vector_terms_equals_dense_algebra(crossed_data):
     # cross pairs between them, against pbkrtest's n x n algebra
     m = fit("y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data)
     dense, P, W = _dense_vcov_adj(m)
-    info = ddfmod.kenward_roger_info(m)
+    info = krmod.kenward_roger_info(m)
     np.testing.assert_allclose(info.vcov_adj, dense, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(info.W, W, rtol=1e-7)
     for ours, theirs in zip(info.P, P):
@@ -659,12 +662,12 @@ def test_tidy_has_df_and_p(sleep_fit):
 
 
 def test_p_value_formatting_as_r():
-    from mixedmodels.report.results import _format_pvalues
+    from mixedmodels.report.format import format_pvalues
 
     # R: format.pval(c(1.47e-9, 0.00107, 4.75e-4, 1.82e-4), digits = 3)
-    assert _format_pvalues(np.array([1.47e-9, 0.00107, 4.75e-4, 1.82e-4])) == [
+    assert format_pvalues(np.array([1.47e-9, 0.00107, 4.75e-4, 1.82e-4])) == [
         "1.47e-09", "0.001070", "0.000475", "0.000182"
     ]
     # R: format.pval(c(0.0123, 1e-20, 0.5), digits = 3); format.pval(c(3.26e-6, 1e-20), 3)
-    assert _format_pvalues(np.array([0.0123, 1e-20, 0.5])) == ["0.0123", "<2e-16", "0.5000"]
-    assert _format_pvalues(np.array([3.26e-6, 1e-20])) == ["3.26e-06", "< 2e-16"]
+    assert format_pvalues(np.array([0.0123, 1e-20, 0.5])) == ["0.0123", "<2e-16", "0.5000"]
+    assert format_pvalues(np.array([3.26e-6, 1e-20])) == ["3.26e-06", "< 2e-16"]

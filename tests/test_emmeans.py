@@ -19,7 +19,7 @@ import pytest
 import mixedmodels as mm
 from _reference import REFERENCE_DIR, assert_close
 from mixedmodels.exceptions import ModelSpecError
-from mixedmodels.inference.emmeans import p_adjust
+from mixedmodels.inference.emmeans_contrasts import p_adjust
 
 EST, SE, DF, P = 1e-6, 1e-4, 1e-3, 1e-3
 

@@ -15,7 +15,7 @@ from scipy import stats
 import mixedmodels as mm
 from _reference import assert_close, load_case
 from mixedmodels.exceptions import ModelSpecError
-from mixedmodels.inference.rlrt import RLRTResult, _eigenvalues, rlrt_null_sample
+from mixedmodels.inference.rlrt import RLRTResult, residual_eigenvalues, rlrt_null_sample
 
 
 def _quiet(fn, *args, **kwargs):
@@ -94,7 +94,7 @@ def test_singular_fit_mass_at_zero():
 def test_eigenvalues_balanced_one_way():
     # Z'(I - P_1)Z = 5 I - (25/30) 11' for 6 batches of 5: eigenvalues 5 (x5) and 0
     m = mm.lmer("Yield ~ 1 + (1 | Batch)", mm.datasets.load("Dyestuff"))
-    mu = _eigenvalues(m.frame.fixed.X, m.frame.terms[0])
+    mu = residual_eigenvalues(m.frame.fixed.X, m.frame.terms[0])
     np.testing.assert_allclose(mu, [1, 1, 1, 1, 1, 0], atol=1e-12)
 
 

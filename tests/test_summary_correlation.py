@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 import mixedmodels as mm
-from mixedmodels.report.results import abbreviate
+from mixedmodels.report.abbreviate import abbreviate
 
 STATES = [
     "Alabama", "Alaska", "Massachusetts", "Mississippi", "Missouri", "New Hampshire",

@@ -34,16 +34,20 @@ import numpy as np
 import pandas as pd
 
 from mixedmodels.exceptions import MixedModelsError
-from mixedmodels.inference.profile import (
-    _check_level,
-    _interval_frame,
+from mixedmodels.inference.parameters import (
+    check_level,
+    has_residual_sd,
+    interval_frame,
     parameter_names,
     sdcor_from_covariances,
     variance_parameters,
 )
 from mixedmodels.support.progress import FitProgress
 
-__all__ = ["BootstrapResult", "bootstrap", "percentile_interval", "shortest_interval"]
+__all__ = [
+    "BootProgress", "BootstrapResult", "bootstrap", "norm_inter", "percentile_interval",
+    "shortest_interval",
+]
 
 _METHODS = {
     "percentile": "percentile",
@@ -68,14 +72,10 @@ def _columns(model: Any) -> tuple[list[str], list[str], list[str]]:
     return theta, fixed, sdcor
 
 
-def _has_scale(model: Any) -> bool:
-    return bool(getattr(model, "has_residual", True))
-
-
 def _statistics(fit: Any) -> np.ndarray:
     """[θ, (σ), β, SDs and correlations] of one fit."""
     parts = [np.asarray(fit._theta, dtype=float)]
-    if _has_scale(fit):
+    if has_residual_sd(fit):
         parts.append(np.array([fit.sigma]))
     parts.append(np.asarray(fit.beta, dtype=float))
     parts.append(sdcor_from_covariances(fit, fit._covariances()))
@@ -110,9 +110,9 @@ def _worker_init(model: Any) -> None:
     global _WORKER_MODEL
     _WORKER_MODEL = model
     try:  # one BLAS thread per worker: the workers are the parallelism
-        from mixedmodels.support.threads import _thread_controller
+        from mixedmodels.support.threads import thread_controller
 
-        _thread_controller().limit(limits=1, user_api="blas")
+        thread_controller().limit(limits=1, user_api="blas")
     except Exception:  # noqa: BLE001 - threadpoolctl missing or failing: leave as is
         pass
 
@@ -124,7 +124,7 @@ def _worker_run(start: int, Y: np.ndarray):
 # ---------------------------------------------------------------------------- intervals
 
 
-def _norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """boot's ``norm.inter``: quantiles of the finite ``t`` at ``alpha`` by
     interpolation on the normal quantile scale between the order statistics
     next to (R + 1) alpha (the extreme ones when that falls outside)."""
@@ -153,7 +153,7 @@ def _norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def percentile_interval(t: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """boot's percentile interval (``boot.ci(type = "perc")``) of the finite values of ``t``."""
-    lo, hi = _norm_inter(np.asarray(t, dtype=float), np.array([(1 - level) / 2, (1 + level) / 2]))
+    lo, hi = norm_inter(np.asarray(t, dtype=float), np.array([(1 - level) / 2, (1 + level) / 2]))
     return float(lo), float(hi)
 
 
@@ -179,7 +179,7 @@ def _interval(method: str, t: np.ndarray, t0: float, level: float) -> tuple[floa
     if method == "shortest":
         return shortest_interval(finite, level)
     if method == "basic":
-        hi_q, lo_q = _norm_inter(finite, np.array([(1 + level) / 2, (1 - level) / 2]))
+        hi_q, lo_q = norm_inter(finite, np.array([(1 + level) / 2, (1 - level) / 2]))
         return float(2 * t0 - hi_q), float(2 * t0 - lo_q)
     # normal: boot's norm.ci, bias-corrected
     if len(finite) < 2:
@@ -272,7 +272,7 @@ class BootstrapResult:
             Parameters (names in either style, positions, ``"theta_"``/``"beta_"``).
         names : {"lme4", "readable"}
         """
-        _check_level(level)
+        check_level(level)
         key = _METHODS.get(str(method).lower())
         if key is None:
             raise MixedModelsError(
@@ -287,7 +287,7 @@ class BootstrapResult:
             lo, hi = _interval(key, table.iloc[:, i].to_numpy(), float(t0[i]), level)
             lower.append(lo)
             upper.append(hi)
-        out = _interval_frame([labels[i] for i in positions], lower, upper, level, f"boot ({key})")
+        out = interval_frame([labels[i] for i in positions], lower, upper, level, f"boot ({key})")
         out.attrs.update(nsim=self.nsim, n_failed=self.n_failed, n_singular=self.n_singular)
         return out
 
@@ -334,7 +334,7 @@ class BootstrapResult:
         )
 
 
-class _BootProgress(FitProgress):
+class BootProgress(FitProgress):
     """Progress of a bootstrap: replicates done of the total."""
 
     def __init__(self, total: int, **kwargs: Any):
@@ -396,7 +396,7 @@ def bootstrap(
     if Y.ndim == 1:
         Y = Y[:, None]
     _prepare(model)
-    monitor = _BootProgress(nsim) if progress else None
+    monitor = BootProgress(nsim) if progress else None
     try:
         values, status = _run(model, Y, jobs, monitor)
     finally:
@@ -471,7 +471,7 @@ def _run_parallel(model: Any, Y: np.ndarray, jobs: int, monitor) -> tuple[np.nda
 
 def _result(model, values, status, nsim, seed, use_u, jobs, elapsed) -> BootstrapResult:
     theta_cols, fixed_cols, sdcor_cols = _columns(model)
-    scale = ["sigma"] if _has_scale(model) else []
+    scale = ["sigma"] if has_residual_sd(model) else []
     columns = theta_cols + scale + fixed_cols + sdcor_cols
     index = pd.RangeIndex(nsim, name="replicate")
     replicates = pd.DataFrame(values, index=index, columns=columns)

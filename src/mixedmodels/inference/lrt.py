@@ -25,10 +25,11 @@ import pandas as pd
 from scipy import stats
 
 from mixedmodels.exceptions import MixedModelsWarning, ModelSpecError, RefitWarning
+from mixedmodels.inference.protocol import is_generalized, require_mixed_model
 from mixedmodels.spec.formula import variables_in
 
 __all__ = [
-    "RefitWarning", "anova", "compare", "drop1", "family_name", "fixed_term_labels", "ml_fit",
+    "RefitWarning", "anova", "check_same_rows", "compare", "drop1", "family_name", "fixed_term_labels", "ml_fit",
 ]
 
 
@@ -38,8 +39,6 @@ __all__ = [
 def _check_models(models: Sequence[Any], names: Sequence[str] | None, least: int) -> list[str]:
     """Validate the models (fitted mixed models, at least ``least`` of them, on
     the same rows) and return their names."""
-    from mixedmodels.models.base import RandomEffectsModel
-
     if len(models) < least:
         raise ModelSpecError(f"need at least {least} fitted models to compare, got {len(models)}")
     if names is None:
@@ -50,16 +49,14 @@ def _check_models(models: Sequence[Any], names: Sequence[str] | None, least: int
     if len(set(names)) != len(names):
         raise ModelSpecError(f"model names must be unique, got {names}")
     for name, m in zip(names, models):
-        if not isinstance(m, RandomEffectsModel):
-            raise ModelSpecError(
-                f"model {name!r} is a {type(m).__name__}, not a fitted lmer/glmer model"
-            )
-        m._require_fit()
-    _check_same_rows(models, names)
+        require_mixed_model(
+            m, f"model {name!r} is a {type(m).__name__}, not a fitted lmer/glmer model"
+        )
+    check_same_rows(models, names)
     return names
 
 
-def _check_same_rows(models: Sequence[Any], names: Sequence[str]) -> None:
+def check_same_rows(models: Sequence[Any], names: Sequence[str]) -> None:
     """Refuse models fitted to different observations (a likelihood-ratio test
     or an information criterion compares likelihoods of the same data)."""
     first, name0 = models[0], names[0]
@@ -375,8 +372,6 @@ def refit_fixed(
     model's own method. Used by :func:`drop1` and by the null model of
     :func:`mixedmodels.r2` for Poisson GLMMs.
     """
-    from mixedmodels.models.glmm.model import GeneralizedLinearMixedModel
-
     fr = model.frame
     rhs = " + ".join(["1" if intercept else "0", *fixed_terms])
     random = " + ".join(t.text for t in fr.parsed.random)
@@ -389,10 +384,9 @@ def refit_fixed(
         "weights": fr.weights, "offset": fr.offset, "contrasts": contrasts or None,
         "na_action": "omit",
     }
-    if isinstance(model, GeneralizedLinearMixedModel):
-        new = GeneralizedLinearMixedModel(
-            formula, fr.data, family=model.family, nagq=model.nagq, **kwargs
-        )
+    # the protocol's constructor: the model's own class with lmer's / glmer's options
+    if is_generalized(model):
+        new = type(model)(formula, fr.data, family=model.family, nagq=model.nagq, **kwargs)
         return new.fit(pirls_tol=getattr(model, "pirls_tol", 1e-7))
     method = _is_reml(model) if reml is None else bool(reml)
     return type(model)(formula, fr.data, reml=method, **kwargs).fit()

@@ -35,7 +35,7 @@ correlations and fixed effects) at each grid point, starting from the
 previous point's values, and the first step is 1 % of the estimate for the
 fixed effects too. The deviance is lme4's ``getME(fit, "devfun")``, whose
 PIRLS starts every evaluation from the linear predictor of one joint PIRLS at
-the fitted θ (see :func:`_profile_deviance_model`); zeta is measured from the
+the fitted θ (see :func:`profile_deviance_model`); zeta is measured from the
 fit's deviance. lme4 minimises with the fit's optimizer (Nelder-Mead, whose
 absolute tolerance is 1e-5 in the deviance); here BOBYQA to ~1e-9, so the
 bounds agree with lme4's to about the accuracy of lme4's own minimisations
@@ -44,513 +44,36 @@ can stay on the higher one and lme4's bound then differs from this one,
 which is the lower deviance).
 """
 
+
 from __future__ import annotations
 
 import copy
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mixedmodels.exceptions import MixedModelsError
+from mixedmodels.inference.parameters import (
+    check_names,
+    parameter_names,
+    sdcor_at,
+    select_parameters,
+    theta_from_sdcor,
+    variance_parameters,
+)
+from mixedmodels.inference.profile_result import ProfileResult
 from mixedmodels.support.progress import FitProgress
 
-__all__ = [
-    "ProfileResult",
-    "VarianceParameter",
-    "back_spline",
-    "confint",
-    "parameter_names",
-    "profile",
-    "sdcor_from_covariances",
-    "select_parameters",
-    "variance_parameters",
-    "wald_confint",
-]
-
-
-# ---------------------------------------------------------------------------- parameters
-
-
-@dataclass(frozen=True)
-class VarianceParameter:
-    """One standard deviation or correlation of a random-effects term (or the
-    residual SD): where it sits in θ and its two names."""
-
-    term: int  # index in frame.terms; -1 for the residual SD
-    row: int
-    col: int
-    lme4: str  # .sig01, ..., .sigma
-    readable: str  # sd_(Intercept)|Subject, cor_Days.(Intercept)|Subject, sigma
-
-    def unit_scale(self, model: Any) -> float:
-        """The factor giving this parameter for unit-scale random-effects
-        columns (an SD of column r times its scale, see
-        ``ReTerm.column_scales``; 1 for correlations and σ)."""
-        if self.kind != "sd":
-            return 1.0
-        return float(model.frame.terms[self.term].column_scales[self.row])
-
-    @property
-    def kind(self) -> str:
-        if self.term < 0:
-            return "sigma"
-        return "sd" if self.row == self.col else "cor"
-
-    @property
-    def lower(self) -> float:
-        return -1.0 if self.kind == "cor" else 0.0
-
-    @property
-    def upper(self) -> float:
-        return 1.0 if self.kind == "cor" else math.inf
-
-
-def _has_scale(model: Any) -> bool:
-    """lme4's useSc: a residual SD (lmer, and glmer families with a scale)."""
-    return bool(getattr(model, "has_residual", True))
-
-
-def variance_parameters(model: Any) -> list[VarianceParameter]:
-    """lme4's variance parameters of ``model`` in its order (θ order within
-    every term, terms in the fit's order, then the residual SD)."""
-    out: list[VarianceParameter] = []
-    for j, term in enumerate(model.frame.terms):
-        rows, cols = term.theta_rows_cols()
-        for r, c in zip(rows, cols):
-            if r == c:
-                readable = f"sd_{term.cnames[r]}|{term.name}"
-            else:
-                readable = f"cor_{term.cnames[r]}.{term.cnames[c]}|{term.name}"
-            out.append(VarianceParameter(j, int(r), int(c), f".sig{len(out) + 1:02d}", readable))
-    if _has_scale(model):
-        out.append(VarianceParameter(-1, 0, 0, ".sigma", "sigma"))
-    return out
-
-
-def parameter_names(model: Any, names: str = "lme4") -> list[str]:
-    """Names of all the parameters of ``confint`` / ``profile``: the variance
-    parameters (``names="lme4"``: ``.sig01``, ...; ``"readable"``:
-    ``sd_(Intercept)|Subject``, ...) then the fixed effects."""
-    style = _check_names(names)
-    return [getattr(v, style) for v in variance_parameters(model)] + list(model.frame.fixed.names)
-
-
-def _check_names(names: str) -> str:
-    if names not in ("lme4", "readable"):
-        raise MixedModelsError(f"names must be 'lme4' or 'readable', not {names!r}")
-    return names
-
-
-def sdcor_from_covariances(model: Any, covariances: Sequence[np.ndarray]) -> np.ndarray:
-    """The SDs and correlations of every term, in θ order, from the terms'
-    covariance matrices (a correlation with a zero SD is NaN)."""
-    out = []
-    for term, cov in zip(model.frame.terms, covariances):
-        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
-        rows, cols = term.theta_rows_cols()
-        for r, c in zip(rows, cols):
-            if r == c:
-                out.append(sd[r])
-            else:
-                denom = sd[r] * sd[c]
-                out.append(cov[r, c] / denom if denom > 0 else np.nan)
-    return np.asarray(out, dtype=float)
-
-
-def _sdcor(model: Any, theta: np.ndarray, sigma: float) -> np.ndarray:
-    """[SDs and correlations, σ] of an lmer fit at (θ, σ)."""
-    covs = [sigma**2 * lam @ lam.T for lam in model.lambdas(theta)]
-    return np.append(sdcor_from_covariances(model, covs), sigma)
-
-
-def _theta_from_sdcor(model: Any, values: np.ndarray) -> np.ndarray | None:
-    """θ for [SDs and correlations, σ] (lme4's convProfParToPar): λ_j is the
-    Cholesky factor of the term's covariance over σ². None when a term's
-    correlations do not form a positive semi-definite matrix or σ <= 0."""
-    sigma = values[-1]
-    if not sigma > 0:
-        return None
-    parts, pos = [], 0
-    for term in model.frame.terms:
-        k = term.k
-        rows, cols = term.theta_rows_cols()
-        sd = np.zeros(k)
-        R = np.eye(k)
-        for r, c in zip(rows, cols):
-            v = values[pos]
-            pos += 1
-            if r == c:
-                sd[r] = v
-            else:
-                R[r, c] = R[c, r] = v
-        L = _semidefinite_cholesky(R)
-        if L is None:
-            return None
-        lam = (sd[:, None] * L) / sigma
-        parts.append(lam[rows, cols])
-    return np.concatenate(parts)
-
-
-def _semidefinite_cholesky(R: np.ndarray, tol: float = 1e-10) -> np.ndarray | None:
-    """Lower Cholesky factor of a correlation matrix that may be singular
-    (|correlation| = 1: zero pivots allowed); None if it is not PSD."""
-    k = R.shape[0]
-    L = np.zeros((k, k))
-    for j in range(k):
-        d = R[j, j] - L[j, :j] @ L[j, :j]
-        if d < -tol:
-            return None
-        d = math.sqrt(max(d, 0.0))
-        L[j, j] = d
-        for i in range(j + 1, k):
-            num = R[i, j] - L[i, :j] @ L[j, :j]
-            if d > 0:
-                L[i, j] = num / d
-            elif abs(num) > 1e-8:
-                return None
-    return L
-
-
-def select_parameters(model: Any, parm: Any) -> list[int]:
-    """Positions (in :func:`parameter_names` order) selected by ``parm``: None
-    (all), a name or list of names in either naming style, integer positions
-    (0-based), or lme4's ``"theta_"`` (variance parameters) / ``"beta_"``
-    (fixed effects)."""
-    lme4 = parameter_names(model, "lme4")
-    readable = parameter_names(model, "readable")
-    nvp = len(variance_parameters(model))
-    total = len(lme4)
-    if parm is None:
-        return list(range(total))
-    items = [parm] if isinstance(parm, (str, int, np.integer)) else list(parm)
-    chosen: list[int] = []
-    for item in items:
-        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            if not 0 <= int(item) < total:
-                raise MixedModelsError(
-                    f"parameter position {item} is out of range: the model has {total} "
-                    f"parameters ({', '.join(lme4)})"
-                )
-            chosen.append(int(item))
-        elif item == "theta_":
-            chosen.extend(range(nvp))
-        elif item == "beta_":
-            chosen.extend(range(nvp, total))
-        elif item in lme4:
-            chosen.append(lme4.index(item))
-        elif item in readable:
-            chosen.append(readable.index(item))
-        else:
-            raise MixedModelsError(
-                f"unknown parameter {item!r}: the parameters are {', '.join(lme4)} "
-                f"(or {', '.join(readable[:nvp])}), 'theta_' or 'beta_'"
-            )
-    return sorted(set(chosen))
-
-
-# ---------------------------------------------------------------------------- confint
-
-
-def confint(
-    model: Any,
-    parm: Any = None,
-    method: str = "profile",
-    level: float = 0.95,
-    nsim: int = 500,
-    seed: Any = None,
-    names: str = "lme4",
-    boot_type: str = "perc",
-    **kwargs: Any,
-) -> pd.DataFrame:
-    """Confidence intervals of a fitted model's parameters (lme4's
-    ``confint.merMod``); the implementation of the models' ``confint``
-    methods (see :meth:`mixedmodels.LinearMixedModel.confint`).
-
-    ``method`` is ``"profile"`` (lmer fits and glmer fits with nagq >= 1 and
-    no scale parameter), ``"wald"`` or ``"boot"``;
-    ``kwargs`` go to :func:`profile` or to
-    :func:`mixedmodels.inference.bootstrap.bootstrap` (``n_jobs``,
-    ``progress``, ``use_u``).
-    """
-    model._require_fit()
-    _check_level(level)
-    _check_names(names)
-    key = str(method).lower()
-    if key == "wald":
-        return wald_confint(model, parm, level, names)
-    if key == "profile":
-        return profile(model, parm, names=names, **kwargs).confint(level)
-    if key == "boot":
-        from mixedmodels.inference.bootstrap import bootstrap
-
-        boot = bootstrap(model, nsim=nsim, seed=seed, **kwargs)
-        return boot.confint(boot_type, level, parm=parm, names=names)
-    raise MixedModelsError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
-
-
-# ---------------------------------------------------------------------------- Wald
-
-
-def wald_confint(
-    model: Any, parm: Any = None, level: float = 0.95, names: str = "lme4"
-) -> pd.DataFrame:
-    """Wald intervals β ± z se for the fixed effects; NaN rows for the
-    variance parameters (lme4's ``confint(fit, method = "Wald")``)."""
-    _check_level(level)
-    positions = select_parameters(model, parm)
-    labels = parameter_names(model, names)
-    nvp = len(variance_parameters(model))
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    beta = np.asarray(model.fixef, dtype=float)
-    se = np.asarray(model.se, dtype=float)
-    lower = np.full(len(labels), np.nan)
-    upper = np.full(len(labels), np.nan)
-    lower[nvp:] = beta - z * se
-    upper[nvp:] = beta + z * se
-    chosen = [labels[i] for i in positions]
-    return _interval_frame(chosen, lower[positions], upper[positions], level, "Wald")
-
-
-def _check_level(level: float) -> None:
-    if not 0 < level < 1:
-        raise MixedModelsError(f"level must be strictly between 0 and 1, not {level!r}")
-
-
-def _interval_frame(labels, lower, upper, level: float, method: str) -> pd.DataFrame:
-    out = pd.DataFrame(
-        {"lower": np.asarray(lower, dtype=float), "upper": np.asarray(upper, dtype=float)},
-        index=pd.Index(labels, name="parameter"),
-    )
-    out.attrs["level"] = level
-    out.attrs["method"] = method
-    return out
-
-
-# ---------------------------------------------------------------------------- splines
-
-
-@dataclass
-class _PolySpline:
-    """A piecewise cubic as R's ``polySpline``: on (knots[i], knots[i+1]] the
-    polynomial Σ_d coef[i, d] (x - knots[i])^d; NaN outside the knots."""
-
-    knots: np.ndarray
-    coef: np.ndarray  # (nk, 4)
-
-    def __call__(self, x: Any) -> np.ndarray:
-        x = np.atleast_1d(np.asarray(x, dtype=float))
-        k = self.knots
-        i = np.searchsorted(k, x, side="left") - 1  # right-closed intervals, as R's cut()
-        i = np.where(x == k[0], 0, i)
-        inside = (i >= 0) & (i < len(k) - 1) & np.isfinite(x)
-        j = np.clip(i, 0, len(k) - 1)
-        dx = x - k[j]
-        c = self.coef[j]
-        y = ((c[:, 3] * dx + c[:, 2]) * dx + c[:, 1]) * dx + c[:, 0]
-        return np.where(inside, y, np.nan)
-
-
-def forward_spline(x: np.ndarray, zeta: np.ndarray):
-    """R's ``interpSpline(zeta ~ x)``: the natural interpolating cubic spline
-    (a scipy ``CubicSpline``; linear beyond the knots, as R's npolySpline)."""
-    from scipy.interpolate import CubicSpline
-
-    return CubicSpline(x, zeta, bc_type="natural", extrapolate=True)
-
-
-def back_spline(x: np.ndarray, zeta: np.ndarray) -> _PolySpline:
-    """R's ``backSpline`` of ``interpSpline(zeta ~ x)``: the inverse, x as a
-    function of zeta, cubic on each interval between knots with the values and
-    the reciprocal slopes of the forward spline at both ends, quadratic on the
-    first and last intervals (linear where the quadratic would bend the wrong
-    way). Raises ``ValueError`` when zeta is not monotone at the knots."""
-    x = np.asarray(x, dtype=float)
-    zeta = np.asarray(zeta, dtype=float)
-    nk = len(x)
-    kdiff = np.diff(x)
-    if np.any(kdiff <= 0):
-        raise ValueError("knot positions must be strictly increasing")
-    slope = forward_spline(x, zeta)(x, 1)
-    adiff = np.diff(zeta)
-    if np.all(adiff < 0):
-        reverse = True
-    elif np.all(adiff > 0):
-        reverse = False
-    else:
-        raise ValueError("spline must be monotone")
-    b = np.zeros((nk, 4))
-    b[:, 0] = x
-    b[:, 1] = 1.0 / slope
-    for i in range(nk - 1):
-        a = np.array([[adiff[i] ** 2, adiff[i] ** 3], [2 * adiff[i], 3 * adiff[i] ** 2]])
-        rhs = np.array([kdiff[i] - adiff[i] * b[i, 1], b[i + 1, 1] - b[i, 1]])
-        b[i, 2:4] = np.linalg.solve(a, rhs)
-    b[nk - 1, 1:4] = np.nan
-    last = nk - 2
-    if nk > 2:
-        b[0, 3] = b[last, 3] = 0.0
-        a = np.array([[adiff[0], adiff[0] ** 2], [1.0, 2 * adiff[0]]])
-        b[0, 1:3] = np.linalg.solve(a, np.array([kdiff[0], 1.0 / slope[1]]))
-        b[last, 2] = (kdiff[last] - adiff[last] * b[last, 1]) / adiff[last] ** 2
-    if b[0, 2] > 0:
-        b[0, 2] = 0.0
-        b[0, 1] = kdiff[0] / adiff[0]
-    if b[last, 2] < 0:
-        b[last, 2] = 0.0
-        b[last, 1] = kdiff[last] / adiff[last]
-    if reverse:
-        return _PolySpline(zeta[::-1].copy(), b[::-1].copy())
-    return _PolySpline(zeta.copy(), b)
-
-
-# ---------------------------------------------------------------------------- result
-
-
-@dataclass
-class ProfileResult:
-    """The profiles of a fit: lme4's ``thpr`` object.
-
-    Attributes
-    ----------
-    table : DataFrame
-        One row per evaluated point: ``parameter`` (the profiled one),
-        ``value`` (its value), ``zeta`` (signed root of the ML deviance
-        increase), then the values of every parameter there (the profiled one
-        included), named as ``names``.
-    names : {"lme4", "readable"}
-        The naming of the parameters.
-    estimates : Series
-        The ML estimates (zeta = 0).
-    """
-
-    table: pd.DataFrame
-    names: str
-    estimates: pd.Series
-    bounds: dict[str, tuple[float, float]] = field(repr=False)
-    _back: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def parameters(self) -> list[str]:
-        """The profiled parameters, in lme4's order."""
-        return list(dict.fromkeys(self.table["parameter"]))
-
-    def points(self, parameter: str) -> pd.DataFrame:
-        """The (value, zeta) points of one parameter's profile, by value."""
-        if parameter not in self.parameters:
-            raise MixedModelsError(
-                f"{parameter!r} was not profiled; the profiled parameters are "
-                + ", ".join(self.parameters)
-            )
-        rows = self.table[self.table["parameter"] == parameter]
-        return rows[["value", "zeta"]].reset_index(drop=True)
-
-    def _inverse(self, parameter: str):
-        if parameter not in self._back:
-            pts = self.points(parameter).dropna()
-            try:
-                self._back[parameter] = back_spline(pts["value"].to_numpy(), pts["zeta"].to_numpy())
-            except (ValueError, np.linalg.LinAlgError):
-                self._back[parameter] = None
-        return self._back[parameter]
-
-    def confint(
-        self, level: float = 0.95, parm: Any = None, non_mono_tol: float = 1e-2
-    ) -> pd.DataFrame:
-        """Profile confidence intervals (lme4's ``confint.thpr``): the inverse
-        spline at ∓z; where it is undefined, the parameter's bound (0 for SDs,
-        ±1 for correlations). A profile whose spline cannot be inverted falls
-        back to linear interpolation of the points, with a warning (NaN if the
-        points decrease by more than ``non_mono_tol``)."""
-        _check_level(level)
-        wanted = None if parm is None else set(_as_list(parm))
-        names = [p for p in self.parameters if wanted is None or p in wanted]
-        z = NormalDist().inv_cdf((1 - level) / 2)
-        lower, upper = [], []
-        for name in names:
-            lo, hi = self._bounds_for(name, np.array([z, -z]), non_mono_tol)
-            lower.append(lo)
-            upper.append(hi)
-        return _interval_frame(names, lower, upper, level, "profile")
-
-    def _bounds_for(self, name: str, zeta: np.ndarray, non_mono_tol: float) -> tuple[float, float]:
-        spline = self._inverse(name)
-        if spline is not None:
-            p = spline(zeta)
-        else:
-            pts = self.points(name).dropna()
-            if pts.empty:
-                warnings.warn(f"bad profile for {name}", stacklevel=3)
-                return np.nan, np.nan
-            if np.min(np.diff(pts["zeta"].to_numpy())) < -non_mono_tol:
-                warnings.warn(f"non-monotonic profile for {name}", stacklevel=3)
-                return np.nan, np.nan
-            warnings.warn(
-                f"bad spline fit for {name}: falling back to linear interpolation", stacklevel=3
-            )
-            p = np.interp(zeta, pts["zeta"], pts["value"], left=np.nan, right=np.nan)
-        lo_bound, hi_bound = self.bounds.get(name, (np.nan, np.nan))
-        lo = lo_bound if np.isnan(p[0]) else p[0]
-        hi = hi_bound if np.isnan(p[1]) else p[1]
-        return float(lo), float(hi)
-
-    def plot(self, parameters: Sequence[str] | None = None, levels=(0.5, 0.8, 0.9, 0.95, 0.99),
-             absolute: bool = False, ax=None):
-        """Profile zeta plots (lme4's ``xyplot`` of a profile), one panel per
-        parameter: the interpolating spline, the evaluated points and the
-        horizontal lines of the ``levels`` confidence bounds. Needs matplotlib.
-
-        Returns the matplotlib figure.
-        """
-        import matplotlib.pyplot as plt
-
-        names = self.parameters if parameters is None else list(parameters)
-        if ax is None:
-            ncol = min(3, len(names))
-            nrow = math.ceil(len(names) / ncol)
-            fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.8 * nrow), squeeze=False)
-            axes = axes.ravel()
-        else:
-            axes = np.atleast_1d(ax).ravel()
-            fig = axes[0].figure
-        cuts = [NormalDist().inv_cdf(0.5 + c / 2) for c in levels]
-        for axis, name in zip(axes, names):
-            pts = self.points(name).dropna()
-            x, zeta = pts["value"].to_numpy(), pts["zeta"].to_numpy()
-            grid = np.linspace(x.min(), x.max(), 201) if len(x) > 1 else x
-            curve = forward_spline(x, zeta)(grid) if len(x) >= 3 else np.interp(grid, x, zeta)
-            axis.plot(grid, np.abs(curve) if absolute else curve, color="C0")
-            axis.plot(x, np.abs(zeta) if absolute else zeta, "+", color="C0")
-            for c in cuts:
-                for sign in ((1,) if absolute else (-1, 1)):
-                    axis.axhline(sign * c, color="0.7", lw=0.6)
-            axis.set_title(name, fontsize=9)
-            axis.set_ylabel("|ζ|" if absolute else "ζ")
-        for axis in axes[len(names):]:
-            axis.set_visible(False)
-        fig.tight_layout()
-        return fig
-
-    def __repr__(self) -> str:
-        return (
-            f"<ProfileResult: {len(self.parameters)} parameters, {len(self.table)} points; "
-            "use .confint(), .table, .plot()>"
-        )
-
-
-def _as_list(parm: Any) -> list:
-    return [parm] if isinstance(parm, str) else list(parm)
+__all__ = ["ProfileProgress", "profile", "profile_deviance_model"]
 
 
 # ---------------------------------------------------------------------------- profiling
 
 
-class _ProfileProgress(FitProgress):
+class ProfileProgress(FitProgress):
     """Progress of a profile: the parameter being profiled and the points so far."""
 
     def __init__(self, total: int, **kwargs: Any):
@@ -583,11 +106,11 @@ class _Profiler:
 
     def __init__(self, model: Any, alphamax: float, maxpts: int, delta: float | None,
                  delta_cutoff: float, maxmult: float, devtol: float, names: str,
-                 progress: _ProfileProgress | None):
+                 progress: ProfileProgress | None):
         self.model = _ml_model(model)
         m = self.model
         self._setup(m, names)
-        self.opt = np.concatenate([_sdcor(m, m._theta, m.sigma), m.beta])
+        self.opt = np.concatenate([sdcor_at(m, m._theta, m.sigma), m.beta])
         self.base = m._objective  # the ML deviance
         # the minimisation at a point runs over the variance parameters only
         # (β is profiled out), and only they have bounds in lme4's result
@@ -605,7 +128,7 @@ class _Profiler:
         self.upper = np.array([v.upper for v in self.vpars] + [np.inf] * self.p)
 
     def _grid(self, alphamax: float, maxpts: int, delta: float | None, delta_cutoff: float,
-              maxmult: float, devtol: float, progress: _ProfileProgress | None) -> None:
+              maxmult: float, devtol: float, progress: ProfileProgress | None) -> None:
         """lme4's grid controls: the cutoff sqrt(qchisq(1 - alphamax, nptot)) and the zeta step."""
         from scipy.stats import chi2
 
@@ -625,7 +148,7 @@ class _Profiler:
         """ML deviance at [SDs and correlations, σ] with β profiled out:
         log|Λ'Z'ZΛ + I| - log|W| + r²/σ² + n log(2πσ²) (lme4's devfun2)."""
         m = self.model
-        theta = _theta_from_sdcor(m, values)
+        theta = theta_from_sdcor(m, values)
         if theta is None:
             return np.inf
         f = m._system.factor(m.lambdas(theta))
@@ -639,7 +162,7 @@ class _Profiler:
 
     def _beta_at(self, values: np.ndarray) -> np.ndarray:
         m = self.model
-        f = m._system.factor(m.lambdas(_theta_from_sdcor(m, values)))
+        f = m._system.factor(m.lambdas(theta_from_sdcor(m, values)))
         return m._system.solve(f)[0]
 
     def _minimise(self, w: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray] | None:
@@ -807,7 +330,7 @@ class _Profiler:
             self._tick()
             state["theta"] = fit._theta
             row[0] = self._zeta_row(est, fit._objective, fw)
-            row[1 : 1 + self.nvp] = _sdcor(fit, fit._theta, fit.sigma)
+            row[1 : 1 + self.nvp] = sdcor_at(fit, fit._theta, fit.sigma)
             row[1 + self.nvp :] = np.insert(fit.beta, j, fw)
             return row
 
@@ -836,7 +359,7 @@ def _check_glmer(model: Any) -> None:
         )
 
 
-def _profile_deviance_model(model: Any) -> Any:
+def profile_deviance_model(model: Any) -> Any:
     """A shallow copy of a glmer fit whose ``objective`` is the deviance lme4's
     profile minimises (``getME(fit, "devfun")``).
 
@@ -864,12 +387,12 @@ class _GlmerProfiler(_Profiler):
 
     def __init__(self, model: Any, alphamax: float, maxpts: int, delta: float | None,
                  delta_cutoff: float, maxmult: float, devtol: float, names: str,
-                 progress: _ProfileProgress | None):
+                 progress: ProfileProgress | None):
         _check_glmer(model)
         self.model = m = model
-        self.dev_model = _profile_deviance_model(m)
+        self.dev_model = profile_deviance_model(m)
         self._setup(m, names)
-        self.opt = np.concatenate([_sdcor(m, m._theta, 1.0)[:-1], m.beta])
+        self.opt = np.concatenate([sdcor_at(m, m._theta, 1.0)[:-1], m.beta])
         self.base = float(m.deviance)
         self.nstart = self.nbounded = self.nvp + self.p
         self._grid(alphamax, maxpts, delta, delta_cutoff, maxmult, devtol, progress)
@@ -877,7 +400,7 @@ class _GlmerProfiler(_Profiler):
 
     def deviance(self, values: np.ndarray) -> float:
         """The Laplace (or quadrature) deviance at [SDs and correlations, β]."""
-        theta = _theta_from_sdcor(self.model, np.append(values[: self.nvp], 1.0))
+        theta = theta_from_sdcor(self.model, np.append(values[: self.nvp], 1.0))
         if theta is None:
             return np.inf
         try:
@@ -968,12 +491,12 @@ def profile(
             "use confint(method='Wald') or method='boot'"
         )
     model._require_fit()
-    _check_names(names)
+    check_names(names)
     if kind == "glmer":
         _check_glmer(model)  # before any work
     profiler = _GlmerProfiler if kind == "glmer" else _Profiler
     positions = select_parameters(model, which)
-    monitor = _ProfileProgress(len(positions)) if progress else None
+    monitor = ProfileProgress(len(positions)) if progress else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

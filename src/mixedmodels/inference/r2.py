@@ -40,9 +40,9 @@ import pandas as pd
 from mixedmodels.exceptions import (
     FamilyError,
     MixedModelsWarning,
-    ModelSpecError,
     SingularFitWarning,
 )
+from mixedmodels.inference.protocol import is_generalized, require_mixed_model
 from mixedmodels.spec.formula import variables_in
 
 __all__ = ["icc", "r2", "variance_components"]
@@ -52,15 +52,9 @@ TOLERANCE = 1e-5
 
 
 def _require_model(model: Any, what: str) -> None:
-    from mixedmodels.models.base import RandomEffectsModel
-
-    if not isinstance(model, RandomEffectsModel):
-        raise ModelSpecError(f"{what} needs a fitted lmer or glmer model, not {type(model).__name__}")
-    model._require_fit()
-
-
-def _is_glmm(model: Any) -> bool:
-    return getattr(model, "model_kind", "") == "glmer"
+    require_mixed_model(
+        model, f"{what} needs a fitted lmer or glmer model, not {type(model).__name__}"
+    )
 
 
 def _fixed_design(model: Any) -> tuple[np.ndarray, list[str]]:
@@ -105,7 +99,7 @@ def _warn_slopes_not_fixed(model: Any) -> None:
 def _distribution_variance(model: Any) -> float:
     """The distribution-specific variance (see the module docstring)."""
     sigma = float(model.sigma)
-    if not _is_glmm(model):
+    if not is_generalized(model):
         return sigma**2
     family, link = model.family.name, model.family.link.name
     if family == "gaussian":
@@ -173,7 +167,7 @@ def variance_components(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
             dispersion += v
         else:
             random += v
-    if not _is_glmm(model) or model.family.name == "gaussian":
+    if not is_generalized(model) or model.family.name == "gaussian":
         dispersion = 0.0
     if _is_singular(model, tolerance):
         random = float("nan")

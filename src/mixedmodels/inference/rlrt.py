@@ -27,8 +27,10 @@ import numpy as np
 import pandas as pd
 
 from mixedmodels.exceptions import MixedModelsWarning, ModelSpecError
+from mixedmodels.inference.lrt import check_same_rows
+from mixedmodels.inference.protocol import is_linear, is_mixed_model
 
-__all__ = ["RLRTResult", "rlrt", "rlrt_null_sample"]
+__all__ = ["RLRTResult", "residual_eigenvalues", "rlrt", "rlrt_null_sample"]
 
 # floats per intermediate array of the simulation (16 MB): draws are simulated
 # in chunks of _CHUNK_FLOATS / max(grid length, number of eigenvalues)
@@ -96,9 +98,7 @@ class RLRTResult:
 
 
 def _require_lmm(model: Any, role: str) -> None:
-    from mixedmodels.models.lmm.model import LinearMixedModel
-
-    if not isinstance(model, LinearMixedModel):
+    if not (is_mixed_model(model) and is_linear(model)):
         kind = getattr(model, "model_kind", type(model).__name__)
         raise ModelSpecError(
             f"rlrt needs linear mixed models (lmer fits): {role} is a {kind} model; "
@@ -183,7 +183,7 @@ def _null_lm_reml(model: Any) -> float:
     return -(nmp * np.log(2 * np.pi) + nmp * np.log(rss) + logdet + nmp - nmp * np.log(nmp))
 
 
-def _eigenvalues(X: np.ndarray, term: Any) -> np.ndarray:
+def residual_eigenvalues(X: np.ndarray, term: Any) -> np.ndarray:
     """μ: eigenvalues of Z'(I - P_X)Z for a scalar term, largest first, scaled to
     a maximum of 1 (RLRsim's squared singular values of the residualised Z).
     Only q x q and q x p matrices are formed."""
@@ -295,8 +295,6 @@ def rlrt(
     >>> round(mm.rlrt(m, seed=1).statistic, 3)
     6.369
     """
-    from mixedmodels.inference.lrt import _check_same_rows
-
     if not isinstance(nsim, (int, np.integer)) or nsim < 1:
         raise ModelSpecError(f"nsim must be a positive integer, not {nsim!r}")
     _require_lmm(m_alt, "m_alt")
@@ -307,7 +305,7 @@ def rlrt(
         statistic = max(0.0, 2.0 * _reml_loglik(m_alt, "m_alt") - _null_lm_reml(m_alt))
     else:
         _require_lmm(m_null, "m_null")
-        _check_same_rows([m_alt, m_null], ["m_alt", "m_null"])
+        check_same_rows([m_alt, m_null], ["m_alt", "m_null"])
         _same_fixed(m_alt, m_null, "m_alt", "m_null")
         extra = m_alt.n_params - m_null.n_params
         if extra != 1:
@@ -320,7 +318,7 @@ def rlrt(
             term = _tested_term(m_alt, m_null)
         else:
             _require_lmm(m_slope, "m_slope")
-            _check_same_rows([m_alt, m_slope], ["m_alt", "m_slope"])
+            check_same_rows([m_alt, m_slope], ["m_alt", "m_slope"])
             _same_fixed(m_alt, m_slope, "m_alt", "m_slope")
             term = _scalar_term(m_slope, "m_slope")
         diff = _reml_loglik(m_alt, "m_alt") - _reml_loglik(m_null, "m_null")
@@ -328,7 +326,7 @@ def rlrt(
     if statistic == 0.0:
         return RLRTResult(0.0, 1.0, 0, np.empty(0))
     X = m_alt.frame.fixed.X
-    mu = _eigenvalues(X, term)
+    mu = residual_eigenvalues(X, term)
     rng = np.random.default_rng(seed)
     sample = rlrt_null_sample(mu, X.shape[0], X.shape[1], int(nsim), rng)
     if np.quantile(sample, 0.9) == 0:

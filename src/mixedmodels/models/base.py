@@ -235,7 +235,7 @@ class RandomEffectsModel(MixedModelResults):
             Columns ``lower`` and ``upper``, index ``parameter``; the level and
             the method in ``attrs``.
         """
-        from mixedmodels.inference.profile import confint
+        from mixedmodels.inference.confint import confint
 
         return confint(self, parm, method, level, nsim, seed, names, boot_type, **kwargs)
 

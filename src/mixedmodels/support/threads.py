@@ -11,14 +11,16 @@ import contextlib
 import functools
 import os
 
-__all__ = ["THREADED_BLOCK", "auto_thread_plan", "blas_threads", "thin_product_threads"]
+__all__ = [
+    "THREADED_BLOCK", "auto_thread_plan", "blas_threads", "thin_product_threads", "thread_controller",
+]
 
 
 def blas_threads(count: int | None):
     """A context limiting BLAS threads to ``count`` (None: leave as is)."""
     if count is None:
         return contextlib.nullcontext()
-    return _thread_controller().limit(limits=count, user_api="blas")
+    return thread_controller().limit(limits=count, user_api="blas")
 
 
 # Products over the rows of the data with at most this many columns (X'X, X'y)
@@ -43,7 +45,7 @@ def thin_product_threads(ncols: int, nrows: int) -> int | None:
 
 
 @functools.cache
-def _thread_controller():
+def thread_controller():
     """threadpoolctl's view of the loaded BLAS libraries; finding them reads
     /proc/self/maps, so it is done once per process."""
     from threadpoolctl import ThreadpoolController

@@ -1,0 +1,44 @@
+"""What Satterthwaite's and Kenward-Roger's methods ask of a model: that it is
+a fitted linear mixed model, a cache on it for their per-model results, and
+the BLAS thread plan of its fit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mixedmodels.exceptions import ModelSpecError
+
+__all__ = ["model_cache", "require_lmm", "thread_plan"]
+
+
+def require_lmm(model: Any, what: str) -> None:
+    model._require_fit()
+    if getattr(model, "model_kind", None) != "lmer" or not hasattr(model, "_system"):
+        raise ModelSpecError(
+            f"{what} is defined for linear mixed models (lmer fits), not for a "
+            f"{getattr(model, 'model_kind', type(model).__name__)} model: use "
+            "ddf='asymptotic' (z tests) or likelihood-ratio tests (mixedmodels.anova)"
+        )
+
+
+def model_cache(model: Any) -> dict:
+    """The dict on ``model`` holding what these methods compute once per fit
+    (made on first use; a refit starts without it)."""
+    cache = getattr(model, "_cache", None)
+    if cache is None:
+        cache = {}
+        model._cache = cache
+    return cache
+
+
+def thread_plan(model: Any) -> tuple[Any, Any]:
+    """The BLAS threads the fit would use (one thread for small dense blocks:
+    OpenBLAS threads spinning on busy cores cost far more than they save)."""
+    plan = getattr(model, "_blas_thread_plan", None)
+    if plan is None:
+        return 1, None
+    try:
+        return plan("auto")
+    except Exception:  # noqa: BLE001 - a thread plan is an optimisation only
+        return 1, None
+
