@@ -60,8 +60,9 @@ import pandas as pd
 from scipy import stats
 
 from mixedmodels.exceptions import MixedModelsWarning, ModelSpecError
-from mixedmodels.spec.design import _factor_levels, apply_spec
+from mixedmodels.spec.coding import fitted_factor_levels
 from mixedmodels.spec.formula import variables_in
+from mixedmodels.spec.newdata import apply_spec
 
 __all__ = ["EMMeans", "emmeans", "p_adjust"]
 
@@ -194,7 +195,7 @@ def _reference_levels(
 ) -> tuple[dict[str, list[Any]], set[str], set[str]]:
     """Reference values of every predictor, the numeric ones, and the factors
     (including kept covariates: what emmeans' weights count)."""
-    factor_levels = _factor_levels(model.frame.fixed.model_spec)
+    factor_levels = fitted_factor_levels(model.frame.fixed.model_spec)
     at = dict(at or {})
     predictors = _predictors(model)
     unknown = sorted(set(at) - set(predictors))

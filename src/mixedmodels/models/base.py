@@ -15,12 +15,8 @@ import pandas as pd
 
 from mixedmodels.exceptions import PredictionError, SingularFitWarning
 from mixedmodels.report.results import MixedModelResults
-from mixedmodels.spec.design import (
-    apply_spec,
-    evaluate_expression,
-    newdata_fixed_matrix,
-    newdata_frame,
-)
+from mixedmodels.spec.matrix import evaluate_expression
+from mixedmodels.spec.newdata import apply_spec, newdata_fixed_matrix, newdata_frame
 
 
 def consecutive_slices(sizes: list[int]) -> list[slice]:

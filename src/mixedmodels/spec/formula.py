@@ -246,7 +246,7 @@ def _is_call(tokens: list[_Token], i: int) -> bool:
 # ---------------------------------------------------------------------------
 
 
-class _Scan:
+class Scan:
     """Tokens of one formula with bracket pairs and depths."""
 
     def __init__(self, text: str) -> None:
@@ -295,7 +295,7 @@ class _Term:
     sign_index: int | None  # token index of the sign, if written
 
 
-def _split_terms(scan: _Scan, lo: int, hi: int, what: str) -> list[_Term]:
+def _split_terms(scan: Scan, lo: int, hi: int, what: str) -> list[_Term]:
     """Split tokens ``lo..hi-1`` at their outermost ``+`` and ``-``.
 
     A ``+``/``-`` is binary when it follows an operand (name, number,
@@ -328,7 +328,7 @@ def _split_terms(scan: _Scan, lo: int, hi: int, what: str) -> list[_Term]:
     return terms
 
 
-def _ends_operand(scan: _Scan, i: int) -> bool:
+def _ends_operand(scan: Scan, i: int) -> bool:
     """Whether token ``i`` can end an operand."""
     tok = scan.tokens[i]
     return tok.kind in _OPERAND_KINDS or (tok.kind == "op" and tok.text in _CLOSERS)
@@ -373,7 +373,7 @@ def _parse_formula_uncached(formula: str) -> ParsedFormula:
         raise FormulaError(f"formula must be a string, not {type(formula).__name__}")
     if not formula.strip():
         raise FormulaError("formula is empty", formula, 0)
-    scan = _Scan(formula)
+    scan = Scan(formula)
     tilde = _find_tilde(scan)
     _check_bars(scan, tilde)
     if tilde > 0:
@@ -430,7 +430,7 @@ def require_random(parsed: ParsedFormula) -> ParsedFormula:
     return parsed
 
 
-def _flatten_groups(scan: _Scan, terms: list[_Term]) -> list[_Term]:
+def _flatten_groups(scan: Scan, terms: list[_Term]) -> list[_Term]:
     """Replace a parenthesised sum holding random-effects terms by its terms.
 
     lme4's ``findbars`` looks inside plain parentheses, so
@@ -464,7 +464,7 @@ def _flatten_groups(scan: _Scan, terms: list[_Term]) -> list[_Term]:
     return out
 
 
-def _has_bar(scan: _Scan, lo: int, hi: int) -> bool:
+def _has_bar(scan: Scan, lo: int, hi: int) -> bool:
     """Whether tokens ``lo..hi-1`` hold a bar outside function-call arguments."""
     return any(
         scan.is_op(i, *_BARS)
@@ -473,7 +473,7 @@ def _has_bar(scan: _Scan, lo: int, hi: int) -> bool:
     )
 
 
-def _reject_stray_bar(scan: _Scan, term: _Term) -> None:
+def _reject_stray_bar(scan: Scan, term: _Term) -> None:
     """Raise if a fixed-effects term still holds a random-effects bar."""
     for i in range(term.lo, term.hi):
         if scan.is_op(i, *_BARS) and not any(
@@ -484,7 +484,7 @@ def _reject_stray_bar(scan: _Scan, term: _Term) -> None:
             )
 
 
-def _find_tilde(scan: _Scan) -> int:
+def _find_tilde(scan: Scan) -> int:
     """Token index of the single top-level ``~``.
 
     Raises
@@ -504,7 +504,7 @@ def _find_tilde(scan: _Scan) -> int:
     return found[0]
 
 
-def _check_bars(scan: _Scan, tilde: int) -> None:
+def _check_bars(scan: Scan, tilde: int) -> None:
     """Reject ``|``/``||`` that are not directly inside a random-term group.
 
     A bar is allowed inside function-call arguments (Python's bitwise or,
@@ -528,7 +528,7 @@ def _check_bars(scan: _Scan, tilde: int) -> None:
             raise scan.error(f"'{tok.text}' nested inside another group", i)
 
 
-def _enclosing_openers(scan: _Scan, i: int) -> list[int]:
+def _enclosing_openers(scan: Scan, i: int) -> list[int]:
     """Token indices of the brackets enclosing token ``i``, innermost first."""
     openers = []
     depth = scan.depths[i]
@@ -541,7 +541,7 @@ def _enclosing_openers(scan: _Scan, i: int) -> list[int]:
     return openers
 
 
-def _random_term_bar(scan: _Scan, lo: int, hi: int) -> int | None:
+def _random_term_bar(scan: Scan, lo: int, hi: int) -> int | None:
     """Token index of the bar if tokens ``lo..hi-1`` contain a ``(... | ...)``.
 
     Returns ``None`` for a term without a random-effects group.
@@ -568,7 +568,7 @@ def _random_term_bar(scan: _Scan, lo: int, hi: int) -> int | None:
     return bars[0]
 
 
-def _offset_inner(scan: _Scan, term: _Term) -> str | None:
+def _offset_inner(scan: Scan, term: _Term) -> str | None:
     """Text inside ``offset(...)`` if ``term`` is exactly an offset call."""
     tok = scan.tokens[term.lo]
     if tok.kind != "name" or tok.text != "offset" or term.hi - term.lo < 3:
@@ -591,7 +591,7 @@ def _offset_inner(scan: _Scan, term: _Term) -> str | None:
 _FORMULA_OPS = frozenset({"+", "-", "*", "/", ":", "^", "**", "(", ")"})
 
 
-def _check_terms(scan: _Scan, lo: int, hi: int) -> None:
+def _check_terms(scan: Scan, lo: int, hi: int) -> None:
     """Check tokens ``lo..hi-1`` of formula syntax (a fixed-effects term, the
     left side of a bar): formula operators, numbers and names, and calls
     whose Python text passes :func:`~mixedmodels.spec.guard.check_expression`.
@@ -628,7 +628,7 @@ def _check_terms(scan: _Scan, lo: int, hi: int) -> None:
         i += 1
 
 
-def _is_in_operator(scan: _Scan, i: int, hi: int) -> bool:
+def _is_in_operator(scan: Scan, i: int, hi: int) -> bool:
     """Whether tokens ``i..i+2`` are the nesting operator ``%in%``."""
     return (
         i + 2 < hi
@@ -638,7 +638,7 @@ def _is_in_operator(scan: _Scan, i: int, hi: int) -> bool:
     )
 
 
-def _check_python(scan: _Scan, lo: int, hi: int, response: bool = False) -> None:
+def _check_python(scan: Scan, lo: int, hi: int, response: bool = False) -> None:
     """Check the text of tokens ``lo..hi-1`` as a Python expression (caret in
     the whole formula)."""
     start, end = scan.tokens[lo].start, scan.tokens[hi - 1].end
@@ -665,7 +665,7 @@ def check_formula_side(text: str) -> str:
     FormulaError
         At the first part outside the allow-list.
     """
-    scan = _Scan(text)
+    scan = Scan(text)
     if scan.tokens:
         _check_terms(scan, 0, len(scan.tokens))
     return text
@@ -676,7 +676,7 @@ def check_formula_side(text: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _parse_random(scan: _Scan, term: _Term) -> list[RandomTermSpec]:
+def _parse_random(scan: Scan, term: _Term) -> list[RandomTermSpec]:
     """Expand one ``(expr | group)`` or ``(expr || group)`` term.
 
     Raises
@@ -715,7 +715,7 @@ def _quote_name(name: str) -> str:
     return name if _NAME_RE.fullmatch(name) else f"`{name}`"
 
 
-def _lhs_pieces(scan: _Scan, lo: int, hi: int) -> tuple[bool | None, list[tuple[str, str]]]:
+def _lhs_pieces(scan: Scan, lo: int, hi: int) -> tuple[bool | None, list[tuple[str, str]]]:
     """Intercept flag and remaining ``(sign, text)`` terms of a bar's left side.
 
     Returns
@@ -737,7 +737,7 @@ def _lhs_pieces(scan: _Scan, lo: int, hi: int) -> tuple[bool | None, list[tuple[
     return intercept, rest
 
 
-def _lhs_expr(scan: _Scan, lo: int, hi: int) -> str:
+def _lhs_expr(scan: Scan, lo: int, hi: int) -> str:
     """Normalised left side of a single-bar term (``"0 + x"`` for ``-1 + x``)."""
     intercept, rest = _lhs_pieces(scan, lo, hi)
     if intercept is False:
@@ -749,7 +749,7 @@ def _lhs_expr(scan: _Scan, lo: int, hi: int) -> str:
     return _join_terms(rest)
 
 
-def _double_vert_exprs(scan: _Scan, lo: int, hi: int) -> list[str]:
+def _double_vert_exprs(scan: Scan, lo: int, hi: int) -> list[str]:
     """Left sides produced by lme4's ``expandDoubleVerts`` for ``(lhs || g)``."""
     intercept, rest = _lhs_pieces(scan, lo, hi)
     exprs = [] if intercept is False else ["1"]
@@ -764,7 +764,7 @@ def _double_vert_exprs(scan: _Scan, lo: int, hi: int) -> list[str]:
 
 def _term_labels(text: str) -> list[str]:
     """Expand one additive term into R-style term labels (``a*b`` -> a, b, a:b)."""
-    scan = _Scan(text)
+    scan = Scan(text)
     expands = any(
         scan.depths[i] == 0 and scan.is_op(i, "*", "/", "^", "**")
         for i in range(len(scan.tokens))
@@ -779,7 +779,7 @@ def _term_labels(text: str) -> list[str]:
         raise FormulaError(f"cannot expand {text!r} on the left of '||': {exc}") from exc
 
 
-def _grouping_levels(scan: _Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
+def _grouping_levels(scan: Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
     """Parse a grouping side ``a``, ``a:b`` or ``a/b/c`` into nesting levels.
 
     A name is plain, backticked (```my group```) or quoted as ``Q("my group")``.
@@ -817,7 +817,7 @@ def _grouping_levels(scan: _Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
     return levels
 
 
-def _grouping_name(scan: _Scan, i: int, hi: int) -> tuple[str, int]:
+def _grouping_name(scan: Scan, i: int, hi: int) -> tuple[str, int]:
     """The grouping variable's name at token ``i`` and the index after it."""
     tok = scan.tokens[i]
     if tok.kind == "backtick":

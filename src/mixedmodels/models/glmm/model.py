@@ -60,12 +60,9 @@ from mixedmodels.models.base import (
 )
 from mixedmodels.models.base import include_random as _include_random
 from mixedmodels.optim.minimize import OptimizerRecord, ThetaScaling, minimize_theta
-from mixedmodels.spec.design import (
-    ModelFrame,
-    build_model_frame,
-    search_scales,
-)
 from mixedmodels.spec.formula import parse_formula, require_random
+from mixedmodels.spec.frame import ModelFrame, build_model_frame
+from mixedmodels.spec.random import search_scales
 from mixedmodels.support.arguments import check_na_action, r_argument_hints
 from mixedmodels.support.progress import FitProgress
 from mixedmodels.support.threads import auto_thread_plan, blas_threads
