@@ -12,23 +12,13 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from mixedmodels.covariance import CovarianceStructure, Unstructured
 from mixedmodels.exceptions import FormulaError, ModelSpecError
 from mixedmodels.spec.coding import r_names, rewrite_factor_calls, with_contrasts
 from mixedmodels.spec.columns import ArrayColumns, dtype_of
 from mixedmodels.spec.formula import RandomTermSpec
 from mixedmodels.spec.levels import factor_codes, interaction_codes, level_kind, level_labels
 from mixedmodels.spec.matrix import model_matrix
-
-
-@functools.cache
-def _lower_triangle(k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of a k x k lower triangle, column by column (lme4's θ order)."""
-    cols, rows = np.triu_indices(k)
-    rows, cols = rows.astype(np.int64), cols.astype(np.int64)
-    for arr in (rows, cols):
-        arr.setflags(write=False)
-    return rows, cols
-
 
 # Columns of a model matrix whose root mean square lies in this range are
 # searched as they are (lme4's parametrisation, and its singularity rule);
@@ -75,6 +65,10 @@ class ReTerm:
     group_dtypes : tuple
         The dtype of every grouping column: their :func:`level_kind` tells
         how new data are matched to the levels (empty: as text levels).
+    covariance : CovarianceStructure
+        How the term's θ parametrises the covariance of one level's random
+        effects (default: lme4's :class:`~mixedmodels.covariance.Unstructured`);
+        the θ methods below delegate to it.
     """
 
     spec: RandomTermSpec
@@ -84,6 +78,11 @@ class ReTerm:
     cnames: list[str]
     model_spec: Any = field(repr=False)
     group_dtypes: tuple = ()
+    covariance: CovarianceStructure | None = None
+
+    def __post_init__(self) -> None:
+        if self.covariance is None:
+            self.covariance = Unstructured(self.z.shape[1])
 
     def level_positions(self, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Where each row of ``newdata`` falls among the levels (-1: unseen or
@@ -118,20 +117,19 @@ class ReTerm:
 
     @property
     def ntheta(self) -> int:
-        return self.k * (self.k + 1) // 2
+        return self.covariance.ntheta
 
     def theta_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row and column of each θ element in λ: lme4's column-wise lower triangle."""
-        return _lower_triangle(self.k)
+        """Row and column of each θ element in λ (see the covariance structure)."""
+        return self.covariance.theta_rows_cols()
 
     def theta_lower(self) -> np.ndarray:
-        rows, cols = self.theta_rows_cols()
-        return np.where(rows == cols, 0.0, -np.inf)
+        return self.covariance.lower_bounds()
 
     def theta_start(self) -> np.ndarray:
-        """lme4's start λ = I, for the unit-scale columns (see ``theta_scale``)."""
-        rows, cols = self.theta_rows_cols()
-        return np.where(rows == cols, 1.0, 0.0) / self.theta_scale()
+        """The structure's start (lme4's λ = I), for the unit-scale columns
+        (see ``theta_scale``)."""
+        return self.covariance.start() / self.theta_scale()
 
     @functools.cached_property
     def column_scales(self) -> np.ndarray:
@@ -148,28 +146,16 @@ class ReTerm:
 
     def theta_scale(self) -> np.ndarray:
         """Per θ element, the factor giving θ in unit-scale columns: θ ×
-        ``theta_scale()`` is θ for ``z / column_scales`` (row r of λ times
-        the scale of column r)."""
-        rows, _ = self.theta_rows_cols()
-        return self.column_scales[rows]
+        ``theta_scale()`` is θ for ``z / column_scales``."""
+        return self.covariance.theta_scale(self.column_scales)
 
     def lam(self, theta: np.ndarray) -> np.ndarray:
-        """The k x k lower-triangular relative covariance factor λ for this θ slice."""
-        rows, cols = self.theta_rows_cols()
-        out = np.zeros((self.k, self.k))
-        out[rows, cols] = theta
-        return out
+        """The k x k relative covariance factor λ for this θ slice."""
+        return self.covariance.factor(theta)
 
     def theta_names(self) -> list[str]:
         """lme4's names of θ, e.g. ``Subject.(Intercept)``, ``Subject.Days.(Intercept)``."""
-        rows, cols = self.theta_rows_cols()
-        names = []
-        for i, j in zip(rows, cols):
-            if i == j:
-                names.append(f"{self.name}.{self.cnames[i]}")
-            else:
-                names.append(f"{self.name}.{self.cnames[i]}.{self.cnames[j]}")
-        return names
+        return self.covariance.theta_names(self.name, self.cnames)
 
 
 def build_term(
