@@ -15,9 +15,10 @@ import pandas as pd
 from mixedmodels.exceptions import DataError, FormulaError
 from mixedmodels.spec.checks import find_name
 from mixedmodels.spec.columns import ArrayColumns, dtype_of
-from mixedmodels.spec.formula import ParsedFormula, Scan
+from mixedmodels.spec.formula import ParsedFormula
 from mixedmodels.spec.levels import factor_codes
 from mixedmodels.spec.matrix import evaluate_expression
+from mixedmodels.spec.tokens import Scan
 
 
 def response_values(parsed: ParsedFormula, data: pd.DataFrame | ArrayColumns) -> np.ndarray:
