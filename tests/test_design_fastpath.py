@@ -340,7 +340,7 @@ def test_polars_input(sleep):
 
 def test_without_copy_on_write(sleep, monkeypatch):
     """Where pandas does not copy on write, the frame is built during the call."""
-    monkeypatch.setattr(spec_columns, "_copy_on_write", lambda: False)
+    monkeypatch.setattr(spec_columns, "COPY_ON_WRITE", False)
     data = with_missing(sleep)
     frame = assert_paths_agree(CASES[0][1], data, formulaic=False)
     assert isinstance(frame.__dict__["_data"], pd.DataFrame)

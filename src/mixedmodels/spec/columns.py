@@ -89,9 +89,18 @@ def drop_unused_categories(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame
     return frame
 
 
+# Whether pandas copies shared data on write: None asks pandas (always from
+# pandas 3); False builds the frame of the used rows during the call, as
+# without copy-on-write (the tests of that path on any pandas).
+COPY_ON_WRITE: bool | None = None
+
+
 def _copy_on_write() -> bool:
-    """Whether pandas copies shared data on write (always from pandas 3): only
-    then may the frame of ``ModelFrame.data`` be built after the call returns."""
+    """Whether pandas copies shared data on write (see ``COPY_ON_WRITE``):
+    only then may the frame of ``ModelFrame.data`` be built after the call
+    returns."""
+    if COPY_ON_WRITE is not None:
+        return COPY_ON_WRITE
     return _PANDAS_MAJOR >= 3 or pd.get_option("mode.copy_on_write") is True
 
 
