@@ -5,7 +5,7 @@ exception (repeated column names, mixed-type grouping columns, dates and
 durations as covariates, a constant response, Dask partitions that disagree).
 
 Each case runs through the numpy path and the general pandas path of
-``build_model_frame`` (``design.FAST_PATH``)."""
+``build_model_frame`` (``spec.frame.FAST_PATH``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 import mixedmodels as mm
 from mixedmodels.exceptions import DataError, MissingDataWarning
-from mixedmodels.spec import design
+from mixedmodels.spec import frame as spec_frame
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def dated(sleep):
 
 @pytest.fixture(params=[True, False], ids=["numpy_path", "pandas_path"])
 def fast_path(request, monkeypatch):
-    monkeypatch.setattr(design, "FAST_PATH", request.param)
+    monkeypatch.setattr(spec_frame, "FAST_PATH", request.param)
     return request.param
 
 

@@ -2,7 +2,7 @@
 
 ``build_model_frame`` reads the used columns once into numpy arrays and builds
 intercepts, plain numeric columns and grouping codes from them. With
-``design.FAST_PATH = False`` every model goes through pandas frames and the
+``spec_frame.FAST_PATH = False`` every model goes through pandas frames and the
 model-matrix code (SimpleSpec or formulaic) alone, as before the numpy path
 existed; both must give identical frames, warnings and errors.
 """
@@ -19,9 +19,14 @@ import pytest
 
 import mixedmodels as mm
 from mixedmodels.exceptions import MixedModelsError
-from mixedmodels.spec import design
-from mixedmodels.spec.design import build_model_frame, full_rank_columns
+from mixedmodels.spec import columns as spec_columns
+from mixedmodels.spec import frame as spec_frame
+from mixedmodels.spec.fixed import RANK_TOL, full_rank_columns
 from mixedmodels.spec.formula import parse_formula
+from mixedmodels.spec.frame import build_model_frame
+from mixedmodels.spec.levels import category_codes
+from mixedmodels.spec.matrix import SimpleSpec
+from mixedmodels.spec.newdata import apply_spec
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +42,10 @@ def datasets(sleep):
 def build(path, formula, data, **kwargs):
     """The frame (or the error) and the warnings of one path: ``fast``,
     ``general`` (pandas frames) or ``formulaic`` (general, no SimpleSpec)."""
-    fast, parse = design.FAST_PATH, design.SimpleSpec.parse
-    design.FAST_PATH = path == "fast"
+    fast, parse = spec_frame.FAST_PATH, SimpleSpec.parse
+    spec_frame.FAST_PATH = path == "fast"
     if path == "formulaic":
-        design.SimpleSpec.parse = classmethod(lambda cls, rhs, data: None)
+        SimpleSpec.parse = classmethod(lambda cls, rhs, data: None)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -49,7 +54,7 @@ def build(path, formula, data, **kwargs):
             except MixedModelsError as err:
                 result = err
     finally:
-        design.FAST_PATH, design.SimpleSpec.parse = fast, parse
+        spec_frame.FAST_PATH, SimpleSpec.parse = fast, parse
     return result, [(w.category, str(w.message), w.filename, w.lineno) for w in caught]
 
 
@@ -232,7 +237,7 @@ def test_factor_fixed_effects_match_formulaic(sleep, formula):
     its columns, names and levels (the formulaic path is the reference)."""
     frame = assert_paths_agree(formula, factor_data(sleep))
     simple = "0 +" not in formula and "phase + Days:phase" not in formula and "phase:grp" not in formula
-    assert isinstance(frame.fixed.model_spec, design.SimpleSpec) == simple
+    assert isinstance(frame.fixed.model_spec, SimpleSpec) == simple
 
 
 def test_factor_spec_serves_inference_and_newdata(sleep):
@@ -242,16 +247,16 @@ def test_factor_spec_serves_inference_and_newdata(sleep):
     formula = "Reaction ~ Days * phase + grp + (Days | Subject)"
     fits = {}
     for path in ("simple", "formulaic"):
-        parse = design.SimpleSpec.parse
+        parse = SimpleSpec.parse
         if path == "formulaic":
-            design.SimpleSpec.parse = classmethod(lambda cls, rhs, data: None)
+            SimpleSpec.parse = classmethod(lambda cls, rhs, data: None)
         try:
             fits[path] = mm.lmer(formula, data)
         finally:
-            design.SimpleSpec.parse = parse
+            SimpleSpec.parse = parse
     a, b = fits["simple"], fits["formulaic"]
-    assert isinstance(a.frame.fixed.model_spec, design.SimpleSpec)
-    assert not isinstance(b.frame.fixed.model_spec, design.SimpleSpec)
+    assert isinstance(a.frame.fixed.model_spec, SimpleSpec)
+    assert not isinstance(b.frame.fixed.model_spec, SimpleSpec)
     pd.testing.assert_series_equal(a.fixef, b.fixef)
     pd.testing.assert_frame_equal(a.anova(type=3), b.anova(type=3))
     pd.testing.assert_frame_equal(a.anova(type=1), b.anova(type=1))
@@ -315,12 +320,12 @@ def test_duplicate_column_names(sleep):
     data = pd.concat([sleep, sleep[["Days"]]], axis=1)
     with pytest.raises(Exception) as fast:
         build_model_frame(parse_formula(CASES[0][1]), data)
-    design.FAST_PATH = False
+    spec_frame.FAST_PATH = False
     try:
         with pytest.raises(Exception) as general:
             build_model_frame(parse_formula(CASES[0][1]), data)
     finally:
-        design.FAST_PATH = True
+        spec_frame.FAST_PATH = True
     assert type(fast.value) is type(general.value)
 
 
@@ -335,7 +340,7 @@ def test_polars_input(sleep):
 
 def test_without_copy_on_write(sleep, monkeypatch):
     """Where pandas does not copy on write, the frame is built during the call."""
-    monkeypatch.setattr(design, "_copy_on_write", lambda: False)
+    monkeypatch.setattr(spec_columns, "COPY_ON_WRITE", False)
     data = with_missing(sleep)
     frame = assert_paths_agree(CASES[0][1], data, formulaic=False)
     assert isinstance(frame.__dict__["_data"], pd.DataFrame)
@@ -364,11 +369,11 @@ def test_fit_results_unchanged(sleep):
     """A whole fit through either path gives the same numbers."""
     fits = []
     for fast in (True, False):
-        design.FAST_PATH = fast
+        spec_frame.FAST_PATH = fast
         try:
             fits.append(mm.lmer(CASES[0][1], with_missing(sleep)))
         finally:
-            design.FAST_PATH = True
+            spec_frame.FAST_PATH = True
     a, b = fits
     assert a.frame.n_dropped == 5
     np.testing.assert_array_equal(a.fixef.to_numpy(), b.fixef.to_numpy())
@@ -376,7 +381,7 @@ def test_fit_results_unchanged(sleep):
     pd.testing.assert_series_equal(a.fitted, b.fitted)
 
 
-def reference_rank(X, tol=design.RANK_TOL):
+def reference_rank(X, tol=RANK_TOL):
     """full_rank_columns as it was: QR, then least squares on every column."""
     R = np.linalg.qr(X, mode="r")
     norms = np.linalg.norm(R, axis=0)
@@ -443,7 +448,7 @@ def test_category_codes_match_pandas():
         values = rng.choice(cats + [None], size=int(rng.integers(1, 60)))
         cat = pd.Categorical(values, categories=cats, ordered=bool(rng.integers(2)))
         expected = pd.Series(cat).cat.remove_unused_categories()
-        codes, levels = design.category_codes(cat.codes, cat.categories)
+        codes, levels = category_codes(cat.codes, cat.categories)
         assert codes.dtype == np.int64
         np.testing.assert_array_equal(codes, expected.cat.codes.to_numpy())
         assert levels == [str(c) for c in expected.cat.categories]
@@ -463,7 +468,7 @@ def test_factor_terms_on_newdata_with_a_missing_level(sleep):
     data = factor_data(sleep)
     m = mm.LinearMixedModel("Reaction ~ Days + phase * grp + (1 | Subject)", data)
     spec = m.frame.fixed.model_spec
-    assert isinstance(spec, design.SimpleSpec)
+    assert isinstance(spec, SimpleSpec)
     new = data.head(4).astype({"phase": object, "grp": object})
     new.loc[new.index[1], "phase"] = np.nan
     new.loc[new.index[2], "grp"] = np.nan
@@ -473,7 +478,7 @@ def test_factor_terms_on_newdata_with_a_missing_level(sleep):
     np.testing.assert_array_equal(np.isnan(X[1]), holds["phase"])
     np.testing.assert_array_equal(np.isnan(X[2]), holds["grp"])
     reference, _ = build("formulaic", "Reaction ~ Days + phase * grp + (1 | Subject)", data)
-    want = design.apply_spec(reference.fixed.model_spec, new.iloc[[0, 3]], "fixed-effects")
+    want = apply_spec(reference.fixed.model_spec, new.iloc[[0, 3]], "fixed-effects")
     np.testing.assert_array_equal(X[[0, 3]], want)
 
 
@@ -491,7 +496,8 @@ def test_factor_only_fixed_effects_kept_as_cells(monkeypatch, rows):
     m = mm.lmer(f, d, reml=False, threads=1)
     fx = m.frame.fixed
     assert fx.cells is not None and fx._X is None
-    monkeypatch.setattr(design, "_fixed_by_cells", lambda *args: None)
+    # cells need at least MIN_CELL_ROWS rows: with more than any data, X is built
+    monkeypatch.setattr(SimpleSpec, "MIN_CELL_ROWS", 10**18)
     ref = mm.lmer(f, d, reml=False, threads=1)
     assert ref.frame.fixed.cells is None
     assert fx.names == ref.frame.fixed.names and fx.p == ref.frame.fixed.X.shape[1]
@@ -512,5 +518,5 @@ def test_cells_only_for_factors_and_few_cells(monkeypatch):
     assert cells("y ~ 1 + service * dept + (1 | s)") is not None
     assert cells("y ~ 1 + service * x + (1 | s)") is None
     # more cells than that fraction of the rows (28 of 8,000 here): X as usual
-    monkeypatch.setattr(design.SimpleSpec, "MAX_CELLS_PER_ROW", 27 / 8000)
+    monkeypatch.setattr(SimpleSpec, "MAX_CELLS_PER_ROW", 27 / 8000)
     assert cells("y ~ 1 + service * dept + (1 | s)") is None

@@ -20,9 +20,10 @@ from mixedmodels.exceptions import (
     MissingDataWarning,
     MixedModelsError,
 )
-from mixedmodels.spec import design
-from mixedmodels.spec.design import build_model_frame, cbind_arguments
+from mixedmodels.spec import frame as spec_frame
 from mixedmodels.spec.formula import parse_formula
+from mixedmodels.spec.frame import build_model_frame
+from mixedmodels.spec.response import cbind_arguments
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 
@@ -40,8 +41,8 @@ def small(y, n=12):
 
 def frame(formula, data, fast=True, **kwargs):
     """The model frame (or the package's error) of one path, and its warnings."""
-    saved = design.FAST_PATH
-    design.FAST_PATH = fast
+    saved = spec_frame.FAST_PATH
+    spec_frame.FAST_PATH = fast
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -51,7 +52,7 @@ def frame(formula, data, fast=True, **kwargs):
             except MixedModelsError as err:
                 result = err
     finally:
-        design.FAST_PATH = saved
+        spec_frame.FAST_PATH = saved
     return result, [(w.category, str(w.message)) for w in caught]
 
 
@@ -157,13 +158,13 @@ def test_cbind_missing_value_drops_the_row(cbpp):
 
 def test_lmer_rejects_cbind(cbpp):
     for fast in (True, False):
-        saved = design.FAST_PATH
-        design.FAST_PATH = fast
+        saved = spec_frame.FAST_PATH
+        spec_frame.FAST_PATH = fast
         try:
             with pytest.raises(FormulaError, match="cbind responses are for glmer"):
                 build_model_frame(parse_formula(CBPP), cbpp)
         finally:
-            design.FAST_PATH = saved
+            spec_frame.FAST_PATH = saved
     with pytest.raises(FormulaError, match="cbind responses are for glmer"):
         mm.lmer(CBPP, cbpp)
 

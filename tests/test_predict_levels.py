@@ -1,5 +1,5 @@
 """Factors met again in new data: their values are matched to the fitted levels
-by one rule (``design.match_levels``, R's ``factor(new, levels = fitted)``:
+by one rule (``spec.levels.match_levels``, R's ``factor(new, levels = fitted)``:
 values compare as text, numbers written as R writes them), for fixed factors
 (formulaic's and the simple spec's) and grouping factors alike. A value of
 another type that names a fitted level is that level; one that names none is

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from mixedmodels.exceptions import ModelSpecError
-from mixedmodels.spec.design import _factor_levels, apply_spec
+from mixedmodels.spec.coding import fitted_factor_levels
 from mixedmodels.spec.formula import variables_in
+from mixedmodels.spec.newdata import apply_spec
 
 __all__ = [
     "ReferenceGrid", "Transform", "estimable", "marginal", "model_transform", "null_basis",
@@ -138,7 +139,7 @@ def _reference_levels(
 ) -> tuple[dict[str, list[Any]], set[str], set[str]]:
     """Reference values of every predictor, the numeric ones, and the factors
     (including kept covariates: what emmeans' weights count)."""
-    factor_levels = _factor_levels(model.frame.fixed.model_spec)
+    factor_levels = fitted_factor_levels(model.frame.fixed.model_spec)
     at = dict(at or {})
     predictors = _predictors(model)
     unknown = sorted(set(at) - set(predictors))

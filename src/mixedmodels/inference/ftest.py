@@ -320,13 +320,9 @@ def _treatment_design(model: Any) -> tuple[np.ndarray, list[str], list[FixedTerm
     full-rank X_t, its column names, its terms (columns among X_t's) and its
     spec (lmerTest's ``get_model_matrix(type = "remake", contrasts =
     "contr.treatment")`` and ``ensure_full_rank``)."""
-    from mixedmodels.spec.design import (
-        _model_matrix,
-        _r_names,
-        full_rank_columns,
-        rewrite_factor_calls,
-        with_contrasts,
-    )
+    from mixedmodels.spec.coding import r_names, rewrite_factor_calls, with_contrasts
+    from mixedmodels.spec.fixed import full_rank_columns
+    from mixedmodels.spec.matrix import model_matrix
 
     data = _frame_data(model)
     fixed_text = model.frame.parsed.fixed
@@ -336,10 +332,10 @@ def _treatment_design(model: Any) -> tuple[np.ndarray, list[str], list[FixedTerm
         if isinstance(c, str) and not _is_numeric_column(data[c])
     }
     rhs = with_contrasts(rewrite_factor_calls(fixed_text), factors)
-    mm = _model_matrix(rhs, data, "fixed-effects (treatment coding)")
+    mm = model_matrix(rhs, data, "fixed-effects (treatment coding)")
     X = np.asarray(mm, dtype=float)
     kept = full_rank_columns(X)
-    names = [_r_names(mm)[i] for i in kept]
+    names = [r_names(mm)[i] for i in kept]
     terms = _r_labels(_to_kept(design_terms(mm.model_spec, X.shape[1]), kept), fixed_text)
     return np.ascontiguousarray(X[:, kept]), names, terms, mm.model_spec
 
@@ -361,16 +357,17 @@ def _is_numeric_column(values: pd.Series) -> bool:
 def _overparametrised(model: Any, terms: list[FixedTerm]) -> tuple[np.ndarray, list[str]]:
     """lmerTest's ``get_rdX``: an intercept (if any) and, per term, the
     model matrix of ``~ 0 + term`` (every level combination)."""
-    from mixedmodels.spec.design import _model_matrix, _r_names
+    from mixedmodels.spec.coding import r_names
+    from mixedmodels.spec.matrix import model_matrix
 
     data = _frame_data(model)
     blocks, names = [], []
     for t in terms:
         if t.is_intercept:
             continue
-        mm = _model_matrix(f"0 + {t.expr}", data, f"Type III design of term {t.label}")
+        mm = model_matrix(f"0 + {t.expr}", data, f"Type III design of term {t.label}")
         blocks.append(np.asarray(mm, dtype=float))
-        names += _r_names(mm)
+        names += r_names(mm)
     if any(t.is_intercept for t in terms):
         blocks.insert(0, np.ones((model.nobs, 1)))
         names.insert(0, "(Intercept)")

@@ -40,7 +40,7 @@ import pandas as pd
 
 from mixedmodels.exceptions import PredictionError
 from mixedmodels.models.base import include_random, level_positions
-from mixedmodels.spec.design import apply_spec, newdata_fixed_matrix, newdata_frame
+from mixedmodels.spec.newdata import apply_spec, newdata_fixed_matrix, newdata_frame
 
 __all__ = ["prediction_variance", "interval_frame", "INTERVALS"]
 

@@ -18,7 +18,7 @@ The members, in groups:
   ``vcov``, ``varcorr``, ``ranef``, ``theta``, ``sigma``, ``loglik``,
   ``deviance``, ``aic``, ``bic``, ``nobs``, ``n_params``, ``is_singular``,
   ``predict()``, ``simulate()``, ``summary()``, ``tidy()``, ``glance()``.
-* **data**: ``frame``, the :class:`~mixedmodels.spec.design.ModelFrame` the
+* **data**: ``frame``, the :class:`~mixedmodels.spec.frame.ModelFrame` the
   model was fitted to (``frame.parsed``, ``frame.fixed``, ``frame.terms``,
   ``frame.data``, ``frame.y``, ``frame.weights``, ``frame.offset``).
 * **refitting**: ``fit(start=...)``, ``refit(newresp)``, and the constructor

@@ -1,6 +1,6 @@
 """What the lme4-style models share: θ and the λ factor of every
 random-effects term, singularity, and the random-effects part of predictions
-for new data. The models supply ``frame`` (a :class:`~mixedmodels.spec.design.ModelFrame`),
+for new data. The models supply ``frame`` (a :class:`~mixedmodels.spec.frame.ModelFrame`),
 ``_theta_slices``, and after fitting ``_theta`` and ``b``."""
 
 from __future__ import annotations
@@ -15,12 +15,8 @@ import pandas as pd
 
 from mixedmodels.exceptions import PredictionError, SingularFitWarning
 from mixedmodels.report.results import MixedModelResults
-from mixedmodels.spec.design import (
-    apply_spec,
-    evaluate_expression,
-    newdata_fixed_matrix,
-    newdata_frame,
-)
+from mixedmodels.spec.matrix import evaluate_expression
+from mixedmodels.spec.newdata import apply_spec, newdata_fixed_matrix, newdata_frame
 
 
 def consecutive_slices(sizes: list[int]) -> list[slice]:
@@ -105,7 +101,7 @@ class RandomEffectsModel(MixedModelResults):
     @property
     def theta_scale(self) -> np.ndarray:
         """Per θ element, the factor giving θ in unit-scale columns (see
-        :meth:`~mixedmodels.spec.design.ReTerm.theta_scale`; all ones unless a
+        :meth:`~mixedmodels.spec.random.ReTerm.theta_scale`; all ones unless a
         random-effects column is in tiny or huge units). The searches run on
         θ × theta_scale, and the singularity rule reads it, so neither depends
         on the units of the covariates."""

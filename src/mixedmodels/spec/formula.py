@@ -12,7 +12,8 @@ semantics:
 * ``(expr | a/b)`` expands into ``(expr | b:a)`` followed by ``(expr | a)``
   (``expandSlash``); ``a/b/c`` gives ``c:b:a``, ``b:a``, ``a``.
 
-The text is scanned into tokens that keep their character positions, so
+The text is scanned into tokens that keep their character positions
+(:mod:`~mixedmodels.spec.tokens`), so
 every syntax error is a :class:`~mixedmodels.exceptions.FormulaError` with
 a caret under the offending character.
 """
@@ -21,11 +22,20 @@ from __future__ import annotations
 
 import ast
 import functools
-import re
 from dataclasses import dataclass
 
 from mixedmodels.exceptions import FormulaError
 from mixedmodels.spec.guard import NAMESPACES, check_expression
+from mixedmodels.spec.tokens import (
+    BARS,
+    CLOSERS,
+    NAME_RE,
+    OPERAND_KINDS,
+    Scan,
+    Token,
+    is_call,
+    tokenize,
+)
 
 __all__ = [
     "RandomTermSpec",
@@ -95,194 +105,8 @@ class ParsedFormula:
 
 
 # ---------------------------------------------------------------------------
-# Tokenizer
+# Additive terms of a token sequence
 # ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # "name", "number", "backtick", "string" or "op"
-    text: str
-    start: int
-    end: int
-
-
-# Identifiers are Unicode, as in Python and R (``réaction``); R-style dots allowed.
-_NAME_RE = re.compile(r"[^\W\d][\w.]*")
-_NUMBER_RE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[jJ]?")
-_OPERATORS = ("||", "**", "//", "==", "!=", "<=", ">=", "<<", ">>")
-_BARS = ("|", "||")
-_OPENERS = {"(": ")", "[": "]", "{": "}"}
-_CLOSERS = {v: k for k, v in _OPENERS.items()}
-_OPERAND_KINDS = ("name", "number", "backtick", "string")
-
-
-def _tokenize(text: str) -> list[_Token]:
-    """Split formula text into tokens with their character positions.
-
-    Parameters
-    ----------
-    text : str
-        Formula or expression text.
-
-    Returns
-    -------
-    list of _Token
-        Tokens in order; whitespace (including newlines) is skipped, and so
-        is a comment from ``#`` to the end of its line, as R's parser does.
-
-    Raises
-    ------
-    FormulaError
-        For an unterminated string or backticked name.
-    """
-    tokens: list[_Token] = []
-    pos = 0
-    while pos < len(text):
-        if text[pos].isspace():
-            pos += 1
-            continue
-        if text[pos] == "#":
-            newline = text.find("\n", pos)
-            pos = len(text) if newline < 0 else newline
-            continue
-        token = _next_token(text, pos)
-        tokens.append(token)
-        pos = token.end
-    return tokens
-
-
-def _next_token(text: str, pos: int) -> _Token:
-    """Read the single token that starts at ``pos``."""
-    char = text[pos]
-    if char in "`'\"":
-        return _quoted_token(text, pos)
-    for kind, regex in (("number", _NUMBER_RE), ("name", _NAME_RE)):
-        match = regex.match(text, pos)
-        if match:
-            return _Token(kind, match.group(), pos, match.end())
-    for op in _OPERATORS:
-        if text.startswith(op, pos):
-            return _Token("op", op, pos, pos + len(op))
-    return _Token("op", char, pos, pos + 1)
-
-
-def _quoted_token(text: str, pos: int) -> _Token:
-    """Read a backticked name or a quoted string starting at ``pos``."""
-    quote = text[pos]
-    end = pos + 1
-    while end < len(text) and text[end] != quote:
-        end += 2 if (text[end] == "\\" and quote != "`") else 1
-    if end >= len(text):
-        what = "backticked name" if quote == "`" else "string"
-        raise FormulaError(f"unterminated {what}", text, pos)
-    kind = "backtick" if quote == "`" else "string"
-    return _Token(kind, text[pos : end + 1], pos, end + 1)
-
-
-def _match_brackets(tokens: list[_Token], text: str) -> dict[int, int]:
-    """Pair opening and closing brackets (token indices, both directions).
-
-    Raises
-    ------
-    FormulaError
-        At an unmatched or mismatched bracket.
-    """
-    pairs: dict[int, int] = {}
-    stack: list[int] = []
-    for i, tok in enumerate(tokens):
-        if tok.kind != "op":
-            continue
-        if tok.text in _OPENERS:
-            stack.append(i)
-        elif tok.text in _CLOSERS:
-            if not stack:
-                raise FormulaError(f"unmatched '{tok.text}'", text, tok.start)
-            opener = stack.pop()
-            if tokens[opener].text != _CLOSERS[tok.text]:
-                raise FormulaError(
-                    f"'{tok.text}' does not match '{tokens[opener].text}'", text, tok.start
-                )
-            pairs[opener] = i
-            pairs[i] = opener
-    if stack:
-        raise FormulaError(f"unmatched '{tokens[stack[-1]].text}'", text, tokens[stack[-1]].start)
-    return pairs
-
-
-def _depths(tokens: list[_Token]) -> list[int]:
-    """Bracket depth of each token (brackets themselves count as outside)."""
-    depths = []
-    depth = 0
-    for tok in tokens:
-        if tok.kind == "op" and tok.text in _CLOSERS:
-            depth -= 1
-        depths.append(depth)
-        if tok.kind == "op" and tok.text in _OPENERS:
-            depth += 1
-    return depths
-
-
-def _inside_calls(tokens: list[_Token]) -> list[bool]:
-    """Whether each token lies inside a function call's brackets (at any depth)."""
-    inside: list[bool] = []
-    stack: list[bool] = []  # per open bracket: is it, or an outer one, a call?
-    for i, tok in enumerate(tokens):
-        if tok.kind == "op" and tok.text in _CLOSERS and stack:
-            stack.pop()
-        inside.append(bool(stack) and stack[-1])
-        if tok.kind == "op" and tok.text in _OPENERS:
-            stack.append((bool(stack) and stack[-1]) or _is_call(tokens, i))
-    return inside
-
-
-def _is_call(tokens: list[_Token], i: int) -> bool:
-    """Whether the bracket at token ``i`` opens a function call's arguments."""
-    return i > 0 and tokens[i - 1].kind in ("name", "backtick")
-
-
-# ---------------------------------------------------------------------------
-# Token-sequence helpers
-# ---------------------------------------------------------------------------
-
-
-class _Scan:
-    """Tokens of one formula with bracket pairs and depths."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.tokens = _tokenize(text)
-        self.pairs = _match_brackets(self.tokens, text)
-        self.depths = _depths(self.tokens)
-        self.in_call = _inside_calls(self.tokens)
-
-    def span(self, lo: int, hi: int, python: bool = False) -> str:
-        """Text of tokens ``lo..hi-1`` with each run of whitespace made one space.
-
-        A ``^`` that R evaluates as a power (inside a function's arguments,
-        ``I(x^2)``, or anywhere in Python text: ``python=True``, the response)
-        is written ``**``: Python and formulaic read ``^`` as exclusive or, so
-        ``I(Days^2)`` would otherwise silently be ``Days XOR 2``.  Outside
-        calls ``^`` stays formula syntax (``(a + b)^2``, interactions).
-        """
-        parts: list[str] = []
-        for i in range(lo, hi):
-            tok = self.tokens[i]
-            if parts and tok.start > self.tokens[i - 1].end:
-                parts.append(" ")
-            power = tok.kind == "op" and tok.text == "^" and (python or self.in_call[i])
-            parts.append("**" if power else tok.text)
-        return "".join(parts)
-
-    def error(self, message: str, i: int) -> FormulaError:
-        """A FormulaError pointing at token ``i`` (or the end of the text)."""
-        pos = self.tokens[i].start if i < len(self.tokens) else len(self.text)
-        return FormulaError(message, self.text, pos)
-
-    def is_op(self, i: int, *ops: str) -> bool:
-        """Whether token ``i`` is one of the operators ``ops``."""
-        tok = self.tokens[i]
-        return tok.kind == "op" and tok.text in ops
 
 
 @dataclass
@@ -295,7 +119,7 @@ class _Term:
     sign_index: int | None  # token index of the sign, if written
 
 
-def _split_terms(scan: _Scan, lo: int, hi: int, what: str) -> list[_Term]:
+def _split_terms(scan: Scan, lo: int, hi: int, what: str) -> list[_Term]:
     """Split tokens ``lo..hi-1`` at their outermost ``+`` and ``-``.
 
     A ``+``/``-`` is binary when it follows an operand (name, number,
@@ -328,10 +152,10 @@ def _split_terms(scan: _Scan, lo: int, hi: int, what: str) -> list[_Term]:
     return terms
 
 
-def _ends_operand(scan: _Scan, i: int) -> bool:
+def _ends_operand(scan: Scan, i: int) -> bool:
     """Whether token ``i`` can end an operand."""
     tok = scan.tokens[i]
-    return tok.kind in _OPERAND_KINDS or (tok.kind == "op" and tok.text in _CLOSERS)
+    return tok.kind in OPERAND_KINDS or (tok.kind == "op" and tok.text in CLOSERS)
 
 
 def _join_terms(pieces: list[tuple[str, str]]) -> str:
@@ -373,7 +197,7 @@ def _parse_formula_uncached(formula: str) -> ParsedFormula:
         raise FormulaError(f"formula must be a string, not {type(formula).__name__}")
     if not formula.strip():
         raise FormulaError("formula is empty", formula, 0)
-    scan = _Scan(formula)
+    scan = Scan(formula)
     tilde = _find_tilde(scan)
     _check_bars(scan, tilde)
     if tilde > 0:
@@ -430,7 +254,7 @@ def require_random(parsed: ParsedFormula) -> ParsedFormula:
     return parsed
 
 
-def _flatten_groups(scan: _Scan, terms: list[_Term]) -> list[_Term]:
+def _flatten_groups(scan: Scan, terms: list[_Term]) -> list[_Term]:
     """Replace a parenthesised sum holding random-effects terms by its terms.
 
     lme4's ``findbars`` looks inside plain parentheses, so
@@ -447,7 +271,7 @@ def _flatten_groups(scan: _Scan, terms: list[_Term]) -> list[_Term]:
         plain_group = (
             scan.is_op(term.lo, "(")
             and scan.pairs.get(term.lo) == term.hi - 1
-            and not _is_call(scan.tokens, term.lo)
+            and not is_call(scan.tokens, term.lo)
             and term.hi - term.lo > 2
         )
         if (
@@ -464,27 +288,27 @@ def _flatten_groups(scan: _Scan, terms: list[_Term]) -> list[_Term]:
     return out
 
 
-def _has_bar(scan: _Scan, lo: int, hi: int) -> bool:
+def _has_bar(scan: Scan, lo: int, hi: int) -> bool:
     """Whether tokens ``lo..hi-1`` hold a bar outside function-call arguments."""
     return any(
-        scan.is_op(i, *_BARS)
-        and not any(_is_call(scan.tokens, j) for j in _enclosing_openers(scan, i))
+        scan.is_op(i, *BARS)
+        and not any(is_call(scan.tokens, j) for j in _enclosing_openers(scan, i))
         for i in range(lo, hi)
     )
 
 
-def _reject_stray_bar(scan: _Scan, term: _Term) -> None:
+def _reject_stray_bar(scan: Scan, term: _Term) -> None:
     """Raise if a fixed-effects term still holds a random-effects bar."""
     for i in range(term.lo, term.hi):
-        if scan.is_op(i, *_BARS) and not any(
-            _is_call(scan.tokens, j) for j in _enclosing_openers(scan, i)
+        if scan.is_op(i, *BARS) and not any(
+            is_call(scan.tokens, j) for j in _enclosing_openers(scan, i)
         ):
             raise scan.error(
                 "a random-effects term (expr | group) must be added with '+'", term.lo
             )
 
 
-def _find_tilde(scan: _Scan) -> int:
+def _find_tilde(scan: Scan) -> int:
     """Token index of the single top-level ``~``.
 
     Raises
@@ -504,7 +328,7 @@ def _find_tilde(scan: _Scan) -> int:
     return found[0]
 
 
-def _check_bars(scan: _Scan, tilde: int) -> None:
+def _check_bars(scan: Scan, tilde: int) -> None:
     """Reject ``|``/``||`` that are not directly inside a random-term group.
 
     A bar is allowed inside function-call arguments (Python's bitwise or,
@@ -513,10 +337,10 @@ def _check_bars(scan: _Scan, tilde: int) -> None:
     group is a whole term is checked by :func:`_random_term_bar`.
     """
     for i, tok in enumerate(scan.tokens):
-        if not scan.is_op(i, *_BARS):
+        if not scan.is_op(i, *BARS):
             continue
         openers = _enclosing_openers(scan, i)
-        if any(_is_call(scan.tokens, j) for j in openers):
+        if any(is_call(scan.tokens, j) for j in openers):
             continue
         if i < tilde:
             raise scan.error(f"'{tok.text}' on the left of '~'", i)
@@ -528,7 +352,7 @@ def _check_bars(scan: _Scan, tilde: int) -> None:
             raise scan.error(f"'{tok.text}' nested inside another group", i)
 
 
-def _enclosing_openers(scan: _Scan, i: int) -> list[int]:
+def _enclosing_openers(scan: Scan, i: int) -> list[int]:
     """Token indices of the brackets enclosing token ``i``, innermost first."""
     openers = []
     depth = scan.depths[i]
@@ -541,7 +365,7 @@ def _enclosing_openers(scan: _Scan, i: int) -> list[int]:
     return openers
 
 
-def _random_term_bar(scan: _Scan, lo: int, hi: int) -> int | None:
+def _random_term_bar(scan: Scan, lo: int, hi: int) -> int | None:
     """Token index of the bar if tokens ``lo..hi-1`` contain a ``(... | ...)``.
 
     Returns ``None`` for a term without a random-effects group.
@@ -555,8 +379,8 @@ def _random_term_bar(scan: _Scan, lo: int, hi: int) -> int | None:
     bars = [
         i
         for i in range(lo, hi)
-        if scan.is_op(i, *_BARS) and scan.depths[i] == scan.depths[lo] + 1
-        and not _is_call(scan.tokens, _enclosing_openers(scan, i)[0])
+        if scan.is_op(i, *BARS) and scan.depths[i] == scan.depths[lo] + 1
+        and not is_call(scan.tokens, _enclosing_openers(scan, i)[0])
     ]
     if not bars:
         return None
@@ -568,7 +392,7 @@ def _random_term_bar(scan: _Scan, lo: int, hi: int) -> int | None:
     return bars[0]
 
 
-def _offset_inner(scan: _Scan, term: _Term) -> str | None:
+def _offset_inner(scan: Scan, term: _Term) -> str | None:
     """Text inside ``offset(...)`` if ``term`` is exactly an offset call."""
     tok = scan.tokens[term.lo]
     if tok.kind != "name" or tok.text != "offset" or term.hi - term.lo < 3:
@@ -591,7 +415,7 @@ def _offset_inner(scan: _Scan, term: _Term) -> str | None:
 _FORMULA_OPS = frozenset({"+", "-", "*", "/", ":", "^", "**", "(", ")"})
 
 
-def _check_terms(scan: _Scan, lo: int, hi: int) -> None:
+def _check_terms(scan: Scan, lo: int, hi: int) -> None:
     """Check tokens ``lo..hi-1`` of formula syntax (a fixed-effects term, the
     left side of a bar): formula operators, numbers and names, and calls
     whose Python text passes :func:`~mixedmodels.spec.guard.check_expression`.
@@ -628,7 +452,7 @@ def _check_terms(scan: _Scan, lo: int, hi: int) -> None:
         i += 1
 
 
-def _is_in_operator(scan: _Scan, i: int, hi: int) -> bool:
+def _is_in_operator(scan: Scan, i: int, hi: int) -> bool:
     """Whether tokens ``i..i+2`` are the nesting operator ``%in%``."""
     return (
         i + 2 < hi
@@ -638,7 +462,7 @@ def _is_in_operator(scan: _Scan, i: int, hi: int) -> bool:
     )
 
 
-def _check_python(scan: _Scan, lo: int, hi: int, response: bool = False) -> None:
+def _check_python(scan: Scan, lo: int, hi: int, response: bool = False) -> None:
     """Check the text of tokens ``lo..hi-1`` as a Python expression (caret in
     the whole formula)."""
     start, end = scan.tokens[lo].start, scan.tokens[hi - 1].end
@@ -665,7 +489,7 @@ def check_formula_side(text: str) -> str:
     FormulaError
         At the first part outside the allow-list.
     """
-    scan = _Scan(text)
+    scan = Scan(text)
     if scan.tokens:
         _check_terms(scan, 0, len(scan.tokens))
     return text
@@ -676,7 +500,7 @@ def check_formula_side(text: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _parse_random(scan: _Scan, term: _Term) -> list[RandomTermSpec]:
+def _parse_random(scan: Scan, term: _Term) -> list[RandomTermSpec]:
     """Expand one ``(expr | group)`` or ``(expr || group)`` term.
 
     Raises
@@ -712,10 +536,10 @@ def _make_spec(expr: str, group: tuple[str, ...], correlated: bool) -> RandomTer
 
 def _quote_name(name: str) -> str:
     """Backtick ``name`` unless it is a plain identifier."""
-    return name if _NAME_RE.fullmatch(name) else f"`{name}`"
+    return name if NAME_RE.fullmatch(name) else f"`{name}`"
 
 
-def _lhs_pieces(scan: _Scan, lo: int, hi: int) -> tuple[bool | None, list[tuple[str, str]]]:
+def _lhs_pieces(scan: Scan, lo: int, hi: int) -> tuple[bool | None, list[tuple[str, str]]]:
     """Intercept flag and remaining ``(sign, text)`` terms of a bar's left side.
 
     Returns
@@ -737,7 +561,7 @@ def _lhs_pieces(scan: _Scan, lo: int, hi: int) -> tuple[bool | None, list[tuple[
     return intercept, rest
 
 
-def _lhs_expr(scan: _Scan, lo: int, hi: int) -> str:
+def _lhs_expr(scan: Scan, lo: int, hi: int) -> str:
     """Normalised left side of a single-bar term (``"0 + x"`` for ``-1 + x``)."""
     intercept, rest = _lhs_pieces(scan, lo, hi)
     if intercept is False:
@@ -749,7 +573,7 @@ def _lhs_expr(scan: _Scan, lo: int, hi: int) -> str:
     return _join_terms(rest)
 
 
-def _double_vert_exprs(scan: _Scan, lo: int, hi: int) -> list[str]:
+def _double_vert_exprs(scan: Scan, lo: int, hi: int) -> list[str]:
     """Left sides produced by lme4's ``expandDoubleVerts`` for ``(lhs || g)``."""
     intercept, rest = _lhs_pieces(scan, lo, hi)
     exprs = [] if intercept is False else ["1"]
@@ -764,7 +588,7 @@ def _double_vert_exprs(scan: _Scan, lo: int, hi: int) -> list[str]:
 
 def _term_labels(text: str) -> list[str]:
     """Expand one additive term into R-style term labels (``a*b`` -> a, b, a:b)."""
-    scan = _Scan(text)
+    scan = Scan(text)
     expands = any(
         scan.depths[i] == 0 and scan.is_op(i, "*", "/", "^", "**")
         for i in range(len(scan.tokens))
@@ -779,7 +603,7 @@ def _term_labels(text: str) -> list[str]:
         raise FormulaError(f"cannot expand {text!r} on the left of '||': {exc}") from exc
 
 
-def _grouping_levels(scan: _Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
+def _grouping_levels(scan: Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
     """Parse a grouping side ``a``, ``a:b`` or ``a/b/c`` into nesting levels.
 
     A name is plain, backticked (```my group```) or quoted as ``Q("my group")``.
@@ -817,7 +641,7 @@ def _grouping_levels(scan: _Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
     return levels
 
 
-def _grouping_name(scan: _Scan, i: int, hi: int) -> tuple[str, int]:
+def _grouping_name(scan: Scan, i: int, hi: int) -> tuple[str, int]:
     """The grouping variable's name at token ``i`` and the index after it."""
     tok = scan.tokens[i]
     if tok.kind == "backtick":
@@ -829,7 +653,7 @@ def _grouping_name(scan: _Scan, i: int, hi: int) -> tuple[str, int]:
     raise scan.error('grouping factor must be a variable name (plain, `backticked` or Q("..."))', i)
 
 
-def _is_q_call(tokens: list[_Token], i: int) -> bool:
+def _is_q_call(tokens: list[Token], i: int) -> bool:
     """Whether tokens ``i..i+3`` are ``Q("name")``."""
     return (
         i + 3 < len(tokens)
@@ -841,7 +665,7 @@ def _is_q_call(tokens: list[_Token], i: int) -> bool:
     )
 
 
-def _string_value(tok: _Token) -> str:
+def _string_value(tok: Token) -> str:
     """The value of a quoted string token (Python's escapes)."""
     return ast.literal_eval(tok.text)
 
@@ -888,7 +712,7 @@ def variables_in(expr: str) -> set[str]:
     set of str
         E.g. ``{"x", "z", "f"}``.
     """
-    tokens = _tokenize(expr)
+    tokens = tokenize(expr)
     names: set[str] = set()
     for i, tok in enumerate(tokens):
         nxt = tokens[i + 1].text if i + 1 < len(tokens) else ""
@@ -906,7 +730,7 @@ def _is_variable(name: str) -> bool:
     return name not in _NOT_VARIABLES and name.split(".")[0] not in NAMESPACES
 
 
-def _is_q_argument(tokens: list[_Token], i: int) -> bool:
+def _is_q_argument(tokens: list[Token], i: int) -> bool:
     """Whether the string token ``i`` is the sole argument of ``Q(...)``."""
     return i >= 2 and _is_q_call(tokens, i - 2)
 

@@ -60,12 +60,9 @@ from mixedmodels.models.base import (
 )
 from mixedmodels.models.base import include_random as _include_random
 from mixedmodels.optim.minimize import OptimizerRecord, ThetaScaling, minimize_theta
-from mixedmodels.spec.design import (
-    ModelFrame,
-    build_model_frame,
-    search_scales,
-)
 from mixedmodels.spec.formula import parse_formula, require_random
+from mixedmodels.spec.frame import ModelFrame, build_model_frame
+from mixedmodels.spec.random import search_scales
 from mixedmodels.support.arguments import check_na_action, r_argument_hints
 from mixedmodels.support.progress import FitProgress
 from mixedmodels.support.threads import auto_thread_plan, blas_threads
@@ -676,7 +673,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
         lme4 formula; the response may be numeric, bool, a factor (first level
         = failure) or ``cbind(successes, failures)`` for the binomial family.
     data : DataFrame
-        The data (pandas, or anything :func:`mixedmodels.spec.design.to_pandas` takes).
+        The data (pandas, or anything :func:`mixedmodels.spec.levels.to_pandas` takes).
     family : str or Family
         ``"binomial"``, ``"poisson"``, ``"gamma"``, ``"inverse_gaussian"``,
         ``"gaussian"`` or a :mod:`mixedmodels.families` object.
@@ -812,7 +809,7 @@ class GeneralizedLinearMixedModel(RandomEffectsModel):
     @property
     def param_scale(self) -> np.ndarray:
         """Per element of (θ, β), the factor giving it for unit-scale columns
-        of Z and X (:attr:`theta_scale`, then ``design.search_scales`` of X;
+        of Z and X (:attr:`theta_scale`, then ``spec.random.search_scales`` of X;
         all ones unless a column is in tiny or huge units)."""
         scale = self.__dict__.get("_param_scale")
         if scale is None:

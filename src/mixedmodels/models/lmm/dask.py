@@ -59,29 +59,21 @@ from mixedmodels.exceptions import (
 from mixedmodels.linalg.augmented import AugmentedSystem, CrossProducts, TermData
 from mixedmodels.models.base import consecutive_slices
 from mixedmodels.models.lmm.model import LinearMixedModel
-from mixedmodels.spec.design import (
-    R_FUNCTIONS,
-    FixedEffects,
-    ModelFrame,
-    ReTerm,
-    _check_columns,
-    _check_finite,
-    _check_term_size,
-    _model_matrix,
-    _response,
-    _total_offset,
-    _used_columns,
+from mixedmodels.spec.checks import check_columns, used_columns
+from mixedmodels.spec.coding import (
     factor_contrasts,
-    full_rank_columns,
-    integers_as_floats,
-    nonfinite_rows,
-    order_terms,
     r_column_names,
     rewrite_factor_calls,
     spec_factors,
     with_contrasts,
 )
+from mixedmodels.spec.columns import check_finite
+from mixedmodels.spec.fixed import FixedEffects, full_rank_columns
 from mixedmodels.spec.formula import ParsedFormula, parse_formula, require_random
+from mixedmodels.spec.frame import ModelFrame, nonfinite_rows
+from mixedmodels.spec.matrix import R_FUNCTIONS, integers_as_floats, model_matrix
+from mixedmodels.spec.random import ReTerm, check_term_size, order_terms
+from mixedmodels.spec.response import response_values, total_offset
 
 __all__ = [
     "DaskLinearMixedModel",
@@ -317,9 +309,9 @@ class _Plan:
     def encode(self, part: pd.DataFrame) -> dict[str, Any]:
         """The rows of one partition as the engine sees them."""
         part, ndropped = self.complete_rows(part)
-        _check_finite(part, self.columns)
+        check_finite(part, self.columns)
         frame = self.model_frame(part)
-        y = _response(self.parsed, frame)
+        y = response_values(self.parsed, frame)
         w = None
         if self.weights_col is not None:
             w = _numeric(frame, self.weights_col, "weights")
@@ -332,7 +324,7 @@ class _Plan:
         given = None if self.offset_col is None else _numeric(frame, self.offset_col, "offset")
         if given is not None and not np.all(np.isfinite(given)):
             raise DataError(f"offset column {self.offset_col!r} holds infinite values (+-Inf)")
-        off = _total_offset(self.parsed, frame, given) if len(frame) else None
+        off = total_offset(self.parsed, frame, given) if len(frame) else None
         X = _matrix(self.fixed_spec, frame, "fixed-effects")
         terms = []
         for tp in self.terms:
@@ -639,9 +631,9 @@ class DaskLinearMixedModel(LinearMixedModel):
                 raise DaskUnsupportedError(
                     f"with Dask or Parquet data, {what} must be a column name, not an array"
                 )
-        used = _used_columns(parsed)
+        used = used_columns(parsed)
         meta = pd.DataFrame(columns=list(ddf.columns))
-        _check_columns(used, meta, parsed.text)
+        check_columns(used, meta, parsed.text)
         for what, col in (("weights", weights), ("offset", offset)):
             if col is not None and col not in ddf.columns:
                 raise DataError(f"{what} column {col!r} is not in the data")
@@ -692,13 +684,13 @@ class DaskLinearMixedModel(LinearMixedModel):
         proto = _prototype(dtypes, columns, plan.factor_levels, ordered)
         codings = factor_contrasts(proto, columns, contrasts)
         rhs = with_contrasts(rewrite_factor_calls(parsed.fixed), codings)
-        fixed_mm = _model_matrix(rhs, proto, "fixed-effects")
+        fixed_mm = model_matrix(rhs, proto, "fixed-effects")
         plan.fixed_spec = fixed_mm.model_spec
         all_names = r_column_names(list(fixed_mm.columns), fixed_mm.model_spec)
         bad = _stateful(fixed_mm.model_spec)
         re_terms: list[ReTerm] = []
         for spec in parsed.random:
-            mm = _model_matrix(
+            mm = model_matrix(
                 with_contrasts(rewrite_factor_calls(spec.expr), codings),
                 proto,
                 f"random-effects term {spec.text}",
@@ -724,7 +716,7 @@ class DaskLinearMixedModel(LinearMixedModel):
                 tuple(dtypes[g] for g in spec.group),
             )
             term._plan = tp  # type: ignore[attr-defined]
-            _check_term_size(term, lv.nrows)
+            check_term_size(term, lv.nrows)
             re_terms.append(term)
         if bad:
             raise DaskUnsupportedError(

@@ -29,8 +29,8 @@ from mixedmodels.optim.minimize import (
     minimize_theta,
     minimize_theta_gradient,
 )
-from mixedmodels.spec.design import ModelFrame, build_model_frame
 from mixedmodels.spec.formula import parse_formula, require_random
+from mixedmodels.spec.frame import ModelFrame, build_model_frame
 from mixedmodels.support.arguments import check_na_action, check_optimizer, r_argument_hints
 from mixedmodels.support.progress import FitProgress
 from mixedmodels.support.threads import auto_thread_plan, blas_threads
