@@ -56,7 +56,8 @@ from mixedmodels.exceptions import (
     MixedModelsError,
     RankDeficiencyWarning,
 )
-from mixedmodels.linalg.augmented import AugmentedSystem, CrossProducts, TermData
+from mixedmodels.linalg.augmented import AugmentedSystem
+from mixedmodels.linalg.crossproducts import CrossProducts, TermData
 from mixedmodels.models.base import consecutive_slices
 from mixedmodels.models.lmm.model import LinearMixedModel
 from mixedmodels.spec.design import (

@@ -19,8 +19,11 @@ import pandas as pd
 from scipy.linalg import blas, lapack
 
 from mixedmodels.exceptions import ConvergenceWarning, DataError
-from mixedmodels.linalg.augmented import AugmentedSystem, DenseBelow, Factor, TermData
+from mixedmodels.linalg.augmented import AugmentedSystem
+from mixedmodels.linalg.below import DenseBelow
+from mixedmodels.linalg.crossproducts import TermData
 from mixedmodels.linalg.dense import DenseSystem
+from mixedmodels.linalg.factor import Factor
 from mixedmodels.models.base import SINGULAR_TOL, RandomEffectsModel, consecutive_slices
 from mixedmodels.models.base import include_random as _include_random
 from mixedmodels.optim.minimize import (
