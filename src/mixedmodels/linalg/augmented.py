@@ -39,6 +39,8 @@ effects, never of the number of observations.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
@@ -151,6 +153,35 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         ``CrossProducts.from_data``); ``options`` as for the constructor."""
         cross = CrossProducts.from_data(terms, X, y, xtx, cells)
         return cls(cross, max_update_nnz, **options)
+
+    def copy(self) -> "AugmentedSystem":
+        """A copy sharing the (read-only) cross-products but none of the
+        workspaces or the thread setting: two models can then use the two
+        independently (a refit beside its original)."""
+        new = copy.copy(self)
+        new.lapack_threads = None
+        new._work = None
+        new._acc = None
+        if self._dense is not None:
+            new._below = new._dense = self._dense.copy()
+        return new
+
+    def with_response(self, v: np.ndarray) -> "AugmentedSystem":
+        """The system of the same design with another response: ``v`` is the
+        new [Z X y]'Wy in the system's order (terms, X, y). Only the response
+        row and column of the cross-products change; the rest is shared."""
+        new = self.copy()
+        q0 = self.Axy0.shape[1]
+        Axy0 = self.Axy0.copy()
+        Axy0[-1] = v[:q0]
+        Arr = self.Arr.copy()
+        Arr[:, -1] = v[q0:]
+        Arr[-1, :] = v[q0:]
+        new.Axy0, new.Arr = Axy0, Arr
+        new._below = new._below.with_response(Axy0)
+        if new._dense is not None:
+            new._dense = new._below
+        return new
 
     def _bt_dot(self, w: np.ndarray) -> np.ndarray:
         """B'w for w of length N (B = [Z_r X y]'Z_0)."""

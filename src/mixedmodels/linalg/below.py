@@ -4,6 +4,7 @@ through that storage without being formed (see :mod:`mixedmodels.linalg.augmente
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,6 +115,20 @@ class DenseBelow:
         """B'w for w of length N."""
         return self.Bt @ w
 
+    def copy(self) -> "DenseBelow":
+        """A copy sharing B (read-only) with a workspace of its own."""
+        new = copy.copy(self)
+        new._buf = np.empty_like(self._buf)
+        return new
+
+    def with_response(self, Axy0: np.ndarray) -> "DenseBelow":
+        """B of the same design with another response: ``Axy0`` is the new
+        [X y]'Z_0, of which only the y row differs (B's last column)."""
+        new = self.copy()
+        new.Bt = self.Bt.copy()
+        new.Bt[:, -1] = Axy0[-1]
+        return new
+
 
 class SparseBelow:
     """B's rows below the first term with the random-effects rows sparse (the
@@ -140,6 +155,13 @@ class SparseBelow:
     def t_dot(self, w: np.ndarray) -> np.ndarray:
         """B'w for w of length N."""
         return self.B_re.T @ w[: self.Q1] + self.Axy0.T @ w[self.Q1 :]
+
+    def with_response(self, Axy0: np.ndarray) -> "SparseBelow":
+        """B of the same design with another response (the new [X y]'Z_0);
+        the random-effects rows are shared."""
+        new = copy.copy(self)
+        new.Axy0 = Axy0
+        return new
 
 
 @dataclass

@@ -9,6 +9,7 @@ gradient one triangular inverse and one matrix product for all terms.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +125,24 @@ class DenseSystem:
     @property
     def dense_size(self) -> int:
         return self.N
+
+    def copy(self) -> "DenseSystem":
+        """A copy sharing the (read-only) cross-products, without this one's
+        thread setting: two models can then use the two independently."""
+        new = copy.copy(self)
+        new.lapack_threads = None
+        return new
+
+    def with_response(self, v: np.ndarray) -> "DenseSystem":
+        """The system of the same design with another response: ``v`` is the
+        new [Z X y]'Wy in the system's order (terms, X, y); only A's last row
+        and column change."""
+        new = self.copy()
+        A = self.A.copy()
+        A[:, -1] = v
+        A[-1, :] = v
+        new.A = A
+        return new
 
     def factor(self, lams: list[np.ndarray], rows: bool = False, keep: bool = False):
         """The factor of Λ̃'AΛ̃ + diag(I_q, 0); None if not positive definite."""

@@ -20,7 +20,6 @@ from scipy.linalg import blas, lapack
 
 from mixedmodels.exceptions import ConvergenceWarning, DataError
 from mixedmodels.linalg.augmented import AugmentedSystem
-from mixedmodels.linalg.below import DenseBelow
 from mixedmodels.linalg.crossproducts import TermData
 from mixedmodels.linalg.dense import DenseSystem
 from mixedmodels.linalg.factor import Factor
@@ -926,9 +925,9 @@ class LinearMixedModel(RandomEffectsModel):
         if drop_fixed is not None:
             new._setup_engine()
         elif y is not None:
-            new._system = _system_with_response(self._system, frame)
+            new._system = self._system.with_response(_response_crossproducts(frame))
         else:
-            new._system = _system_copy(self._system)
+            new._system = self._system.copy()
         new._fast = _SmallDenseEvaluator.create(new)
         if new._fast is not None and drop_fixed is None:
             self.__dict__.setdefault("_fast_pattern", new._fast.pattern)  # for the next clones
@@ -1060,49 +1059,6 @@ def _response_crossproducts(frame: ModelFrame) -> np.ndarray:
     parts.append(frame.fixed.X.T @ wy)
     parts.append(np.array([wy @ y]))
     return np.concatenate(parts)
-
-
-def _system_copy(system):
-    """A copy of an engine system that shares its (read-only) cross-products
-    but none of its workspaces, so two models can use them independently."""
-    new = copy.copy(system)
-    new.lapack_threads = None
-    if isinstance(system, AugmentedSystem):
-        new._work = None
-        new._acc = None
-        below = system._below
-        if isinstance(below, DenseBelow):
-            below = copy.copy(below)
-            below._buf = np.empty_like(system._below._buf)
-            new._below = new._dense = below
-    return new
-
-
-def _system_with_response(system, frame: ModelFrame):
-    """The system of ``frame`` (same design, new response) from ``system``:
-    only the response row and column of the cross-products change."""
-    v = _response_crossproducts(frame)
-    new = _system_copy(system)
-    if isinstance(system, DenseSystem):
-        A = system.A.copy()
-        A[:, -1] = v
-        A[-1, :] = v
-        new.A = A
-        return new
-    q0 = system.Axy0.shape[1]
-    Axy0 = system.Axy0.copy()
-    Axy0[-1] = v[:q0]
-    Arr = system.Arr.copy()
-    Arr[:, -1] = v[q0:]
-    Arr[-1, :] = v[q0:]
-    new.Axy0, new.Arr = Axy0, Arr
-    if isinstance(new._below, DenseBelow):
-        new._below.Bt = new._below.Bt.copy()
-        new._below.Bt[:, -1] = v[:q0]
-    else:
-        new._below = copy.copy(new._below)
-        new._below.Axy0 = Axy0
-    return new
 
 
 def _bfgs(
