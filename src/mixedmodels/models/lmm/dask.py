@@ -866,7 +866,7 @@ class DaskLinearMixedModel(LinearMixedModel):
         """As :meth:`LinearMixedModel.predict`; without ``newdata`` a lazy Dask
         Series over the fitted data; with a Dask DataFrame one lazy Series (per partition);
         with in-memory ``newdata`` a pandas Series."""
-        from mixedmodels.models.lmm.model import _include_random
+        from mixedmodels.support.newdata import include_random as _include_random
 
         self._require_fit()
         if newdata is None:

@@ -24,7 +24,6 @@ from mixedmodels.linalg.crossproducts import TermData
 from mixedmodels.linalg.dense import DenseSystem
 from mixedmodels.linalg.factor import Factor
 from mixedmodels.models.base import SINGULAR_TOL, RandomEffectsModel, consecutive_slices
-from mixedmodels.models.base import include_random as _include_random
 from mixedmodels.optim.minimize import (
     OptimizerRecord,
     ThetaScaling,
@@ -34,6 +33,7 @@ from mixedmodels.optim.minimize import (
 from mixedmodels.spec.design import ModelFrame, build_model_frame
 from mixedmodels.spec.formula import parse_formula, require_random
 from mixedmodels.support.arguments import check_na_action, check_optimizer, r_argument_hints
+from mixedmodels.support.newdata import include_random
 from mixedmodels.support.progress import FitProgress
 from mixedmodels.support.threads import auto_thread_plan, blas_threads
 
@@ -738,7 +738,7 @@ class LinearMixedModel(RandomEffectsModel):
 
         check_interval(interval)
         if newdata is None:
-            if _include_random(re_form):
+            if include_random(re_form):
                 fit = self.fitted.rename("predicted")
             else:
                 fr = self.frame
