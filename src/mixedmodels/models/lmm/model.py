@@ -9,7 +9,7 @@ Cholesky factor (see :mod:`mixedmodels.linalg.augmented`).
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,10 +22,17 @@ from mixedmodels.models.base import RandomEffectsModel, consecutive_slices
 from mixedmodels.models.lmm.criterion import ProfiledCriterion
 from mixedmodels.models.lmm.engine import make_system
 from mixedmodels.models.lmm.fitting import OptimumSearch
+from mixedmodels.models.lmm.options import LmmOptions
 from mixedmodels.models.lmm.refit import Refitting
 from mixedmodels.spec.design import ModelFrame, build_model_frame
 from mixedmodels.spec.formula import parse_formula, require_random
-from mixedmodels.support.arguments import check_na_action, check_optimizer, r_argument_hints
+from mixedmodels.support.arguments import (
+    check_na_action,
+    check_optimizer,
+    option_values,
+    r_argument_hints,
+    takes_options,
+)
 from mixedmodels.support.newdata import include_random
 from mixedmodels.support.progress import FitProgress
 from mixedmodels.support.threads import blas_threads
@@ -83,23 +90,20 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
     model_kind = "lmer"
 
     @r_argument_hints()
-    def __init__(
-        self,
-        formula: str,
-        data: Any,
-        reml: bool = True,
-        weights: Any = None,
-        offset: Any = None,
-        contrasts: Mapping[str, str] | None = None,
-        na_action: str = "omit",
-    ):
-        check_na_action(na_action)
+    @takes_options(LmmOptions)
+    def __init__(self, formula: str, data: Any, options: LmmOptions):
+        check_na_action(options.na_action)
         self.formula = formula
-        self.reml = bool(reml)
+        self.reml = bool(options.reml)
         self.data_name: str | None = None  # shown as "Data:" in summaries when set
         parsed = require_random(parse_formula(formula))
         self.frame: ModelFrame = build_model_frame(
-            parsed, data, weights=weights, offset=offset, na_action=na_action, contrasts=contrasts
+            parsed,
+            data,
+            weights=options.weights,
+            offset=options.offset,
+            na_action=options.na_action,
+            contrasts=options.contrasts,
         )
         self._setup_engine()
         self._fitted = False
@@ -396,19 +400,13 @@ def _is_partitioned(data: Any) -> bool:
 
 # split_every: an argument of mixedmodels.models.lmm.dask.lmer_dask, for partitioned data
 @r_argument_hints(LinearMixedModel.fit, also=("split_every",))
-def lmer(
-    formula: str,
-    data: Any,
-    reml: bool = True,
-    weights: Any = None,
-    offset: Any = None,
-    contrasts: Mapping[str, str] | None = None,
-    na_action: str = "omit",
-    **fit_kwargs: Any,
-) -> LinearMixedModel:
+@takes_options(LmmOptions)
+def lmer(formula: str, data: Any, options: LmmOptions, **fit_kwargs: Any) -> LinearMixedModel:
     """Fit a linear mixed-effects model, as lme4's ``lmer``.
 
-    Parameters are those of :class:`LinearMixedModel`; ``fit_kwargs`` go to
+    Parameters are those of :class:`LinearMixedModel` (``reml``, ``weights``,
+    ``offset``, ``contrasts``, ``na_action``: see
+    :class:`~mixedmodels.models.lmm.options.LmmOptions`); ``fit_kwargs`` go to
     :meth:`LinearMixedModel.fit`.
 
     Examples
@@ -418,9 +416,7 @@ def lmer(
     >>> m.fixef.round(3).to_dict()
     {'(Intercept)': 251.405, 'Days': 10.467}
     """
-    model_kwargs = dict(
-        reml=reml, weights=weights, offset=offset, contrasts=contrasts, na_action=na_action
-    )
+    model_kwargs = option_values(options)
     if _is_partitioned(data):  # Dask DataFrame or Parquet path: mixedmodels.models.lmm.dask
         from mixedmodels.models.lmm.dask import lmer_dask
 
