@@ -32,9 +32,15 @@ L[rest, rest]     dense                        lower-triangular array
 ================  ===========================  ================================
 
 L[re, 0] = Λ_r'B_re blockdiag(λ0 L00_s⁻ᵀ) is never formed: B is kept once and
-scaled inside each product (:class:`RowsBelow`). All cross-products are
-computed once; an evaluation touches only arrays of the size of the random
-effects, never of the number of observations.
+scaled inside each product (:class:`~mixedmodels.linalg.below.RowsBelow`). All
+cross-products are computed once (:mod:`mixedmodels.linalg.crossproducts`); an
+evaluation touches only arrays of the size of the random effects, never of the
+number of observations.
+
+The steps, one module each: ``crossproducts`` (once, from the rows), ``below``
+(B's storage), ``rank_update`` (the precomputed update operator), ``schur``
+(the dense block for θ), ``factor`` (L and what it gives), ``inverse_sums``
+(the gradient's parts); this module ties them together.
 """
 
 from __future__ import annotations
@@ -69,6 +75,12 @@ def _zero_upper(L: np.ndarray, block: int = 128) -> None:
 
 class AugmentedSystem(SchurComplement, InverseBlockSums):
     """The cross-products of [Z X y], computed once, and the factorisation for θ.
+
+    This class chooses, once, how B is stored and how the rank update is
+    computed, and factors and solves for θ. Its two base classes hold the
+    steps that depend on those choices: :class:`~mixedmodels.linalg.schur.SchurComplement`
+    forms the dense block for θ, :class:`~mixedmodels.linalg.inverse_sums.InverseBlockSums`
+    the gradient's parts from a factor.
 
     Parameters
     ----------

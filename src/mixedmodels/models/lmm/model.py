@@ -388,9 +388,6 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         return interval_frame(fit.to_numpy(), variance, interval, level, re_form=re_form)
 
 
-    # ------------------------------------------------------------------ simulation
-
-
 def _is_partitioned(data: Any) -> bool:
     """A Dask DataFrame (by module name: dask is not imported) or a str / PathLike
     to a Parquet file or directory: fitted partition by partition."""
