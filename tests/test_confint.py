@@ -18,7 +18,7 @@ from _reference import assert_close, load_case
 from mixedmodels.exceptions import DataError, MixedModelsError, SingularFitWarning
 from mixedmodels.inference.parameters import parameter_names
 from mixedmodels.inference.profile_result import back_spline
-from mixedmodels.models.lmm import model as lmm_module
+from mixedmodels.models.lmm import engine as lmm_engine
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 
@@ -261,12 +261,12 @@ def test_refit_same_response_reproduces_fit(fm1):
     assert_close(again.reml_criterion, fm1.reml_criterion, rtol=1e-12, what="refit(None)")
 
 
-@pytest.mark.parametrize("dense_limit", [lmm_module.DENSE_LIMIT, 0])
+@pytest.mark.parametrize("dense_limit", [lmm_engine.DENSE_LIMIT, 0])
 @pytest.mark.parametrize("reml", [True, False])
 def test_refit_equals_fresh_fit(sleep, monkeypatch, dense_limit, reml):
     # dense_limit 0 forces the blocked system (large models), whose response
     # row and column are replaced in place of the dense one's
-    monkeypatch.setattr(lmm_module, "DENSE_LIMIT", dense_limit)
+    monkeypatch.setattr(lmm_engine, "DENSE_LIMIT", dense_limit)
     m = mm.lmer(SLEEP, sleep, reml=reml)
     y = np.asarray(m.simulate(seed=11).iloc[:, 0])
     before = (m.theta.copy(), m.fixef.copy(), m.sigma, m.frame.y.copy())
@@ -292,7 +292,7 @@ def test_refit_crossed_blocked_system(monkeypatch):
     # two crossed factors meeting in every pair: the blocked system keeps the
     # rows below the first term dense (DenseBelow), whose response column the
     # refit replaces too
-    monkeypatch.setattr(lmm_module, "DENSE_LIMIT", 0)
+    monkeypatch.setattr(lmm_engine, "DENSE_LIMIT", 0)
     d = mm.datasets.load("Penicillin")
     formula = "diameter ~ 1 + (1|plate) + (1|sample)"
     m = mm.lmer(formula, d)

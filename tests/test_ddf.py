@@ -427,7 +427,7 @@ def crossed_data() -> pd.DataFrame:
 
 def _blocked_fit(formula: str, data: pd.DataFrame, **kwargs) -> mm.LinearMixedModel:
     """A fit through the blocked system (whose gradient divides by λ), however small."""
-    import mixedmodels.models.lmm.model as lmm
+    import mixedmodels.models.lmm.engine as lmm
 
     old = lmm.DENSE_LIMIT
     lmm.DENSE_LIMIT = 0

@@ -8,8 +8,8 @@ import pytest
 from scipy.linalg import lapack
 
 import mixedmodels as mm
-from mixedmodels.linalg import augmented as linalg
-from mixedmodels.linalg.augmented import inverse_from_factor
+from mixedmodels.linalg import factor as linalg
+from mixedmodels.linalg.factor import inverse_from_factor
 
 
 def _factor(eigenvalues: np.ndarray, seed: int = 0) -> np.ndarray:

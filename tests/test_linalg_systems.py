@@ -8,7 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 import mixedmodels as mm
-from mixedmodels.linalg.augmented import AugmentedSystem, TermData, _fill_rows, _stack_csc
+from mixedmodels.linalg.augmented import AugmentedSystem
+from mixedmodels.linalg.crossproducts import TermData, fill_rows, stack_csc
 from mixedmodels.linalg.dense import DenseSystem
 
 MODELS = [
@@ -136,13 +137,13 @@ def test_stacked_and_dense_copies_of_b():
         sp.random_array((m, 40), density=0.3, format="csc", rng=rng) for m in (7, 1, 12)
     ]
     blocks[1] = sp.csc_array((1, 40))  # an empty block
-    stacked = _stack_csc(blocks, 40)
+    stacked = stack_csc(blocks, 40)
     expected = np.vstack([b.toarray() for b in blocks])
     np.testing.assert_array_equal(stacked.toarray(), expected)
     assert stacked.indices.dtype == np.int32 and stacked.has_canonical_format
     Bt = np.full((40, 25), np.nan)
     Bt[:, :20] = 0.0
-    _fill_rows(Bt, stacked, 0, entries=5)
+    fill_rows(Bt, stacked, 0, entries=5)
     np.testing.assert_array_equal(Bt[:, :20], expected.T)
     assert np.isnan(Bt[:, 20:]).all()  # nothing written outside the block
 
@@ -168,8 +169,8 @@ def test_compiled_update_operator_equals_numpy():
     """The scalar first term's update operator built in one compiled pass
     (Numba) has exactly the entries, positions and order of the numpy build,
     on a crossed design with weights (values not all 1) and empty levels."""
-    from mixedmodels.linalg.augmented import _scalar_pairs
     from mixedmodels.linalg.kernels import lmm_kernels as _kernels
+    from mixedmodels.linalg.rank_update import scalar_pairs
 
     rng = np.random.default_rng(11)
     n, l0, l1 = 3000, 400, 150
@@ -184,7 +185,7 @@ def test_compiled_update_operator_equals_numpy():
     B = system._B_re
     B.sort_indices()
     counts = np.diff(B.indptr).astype(np.int64)
-    T_np, touched_np = _scalar_pairs(B, counts, system.N)
+    T_np, touched_np = scalar_pairs(B, counts, system.N)
     ptr, rank, value, touched_nb = _kernels.scalar_pairs(B, system.N)
     np.testing.assert_array_equal(touched_nb, touched_np)
     np.testing.assert_array_equal(ptr, T_np.indptr)
@@ -284,7 +285,7 @@ def test_curvature_estimate_near_the_hessian_diagonal(name, formula):
 def test_rank_check_gram_reused_by_the_cross_products():
     # the rank check's X'X goes into the cross-products instead of a second
     # product: the same Arr (to rounding), and the same fit
-    from mixedmodels.linalg.augmented import CrossProducts
+    from mixedmodels.linalg.crossproducts import CrossProducts
 
     d = mm.datasets.load("InstEval")
     m = mm.LinearMixedModel("y ~ 1 + service * dept + (1 | s) + (1 | d)", d, reml=False)
@@ -301,7 +302,7 @@ def test_clone_without_a_fixed_column_drops_it_from_the_gram():
     # profile intervals of β refit the model without one column of X: the
     # rank check's X'X that the cross-products take must lose that row and
     # column too (it raised a shape error before)
-    from mixedmodels.linalg.augmented import CrossProducts
+    from mixedmodels.linalg.crossproducts import CrossProducts
 
     d = mm.datasets.load("InstEval").iloc[:20000]
     m = mm.LinearMixedModel("y ~ 1 + service * studage + (1 | s) + (1 | d)", d, reml=False)

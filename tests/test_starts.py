@@ -4,7 +4,7 @@ import numpy as np
 
 import mixedmodels as mm
 from _reference import load_case
-from mixedmodels.models.lmm.model import _one_way_ratio
+from mixedmodels.models.lmm.starts import one_way_ratio
 
 
 def _theta(case_id):
@@ -28,7 +28,7 @@ def test_backfitted_start_improves_on_one_way_anova_for_crossed_terms():
     ref = _theta("lmer_penicillin")
     start = m.initial_theta()
     resid = m.frame.y - m.frame.y.mean()
-    plain = np.array([_one_way_ratio(resid, t.codes, t.nlevels, False) for t in m.frame.terms])
+    plain = np.array([one_way_ratio(resid, t.codes, t.nlevels, False) for t in m.frame.terms])
     np.testing.assert_allclose(start, ref, rtol=0.1)
     assert np.all(np.abs(start - ref) < np.abs(plain - ref))
 

@@ -116,7 +116,7 @@ class _KRParam:
 
 def _weighted_terms(model: Any) -> tuple[list, np.ndarray]:
     """Random-effects terms and X with rows scaled by √weights, as in the fit."""
-    from mixedmodels.linalg.augmented import TermData
+    from mixedmodels.linalg.crossproducts import TermData
 
     fr = model.frame
     X = np.asarray(fr.fixed.X, dtype=float)

@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 
 from mixedmodels.exceptions import PredictionError
-from mixedmodels.models.base import include_random, level_positions
 from mixedmodels.spec.newdata import apply_spec, newdata_fixed_matrix, newdata_frame
+from mixedmodels.support.newdata import include_random, level_positions
 
 __all__ = ["prediction_variance", "interval_frame", "INTERVALS"]
 

@@ -365,7 +365,7 @@ def _varpar_scale(model: Any) -> np.ndarray:
 def _pinv_hessian(H: np.ndarray, ntheta: int, tol: float = 1e-8) -> np.ndarray:
     """2 H⁻¹ over the eigenvalues above ``tol``, warning as lmerTest does about
     negative and near-zero eigenvalues."""
-    from mixedmodels.models.base import warn_caller
+    from mixedmodels.support.warnings import warn_caller
 
     values, vectors = np.linalg.eigh((H + H.T) / 2)
     neg = values < -tol

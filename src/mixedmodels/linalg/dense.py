@@ -9,23 +9,24 @@ gradient one triangular inverse and one matrix product for all terms.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack
 
-from mixedmodels.linalg.augmented import inverse_from_factor
+from mixedmodels.linalg.factor import inverse_from_factor
 from mixedmodels.support.threads import blas_threads
 
-__all__ = ["DenseSystem", "DenseFactor"]
+__all__ = ["DenseSystem", "DenseFactor", "scale_cols", "scale_rows"]
 
 # Build [Z X y]'[Z X y] from a dense [Z X y] when it has at most this many
 # entries (one matrix product); above, from sparse Z.
 _DENSE_BUILD_ENTRIES = 4_000_000
 
 
-def _scale_rows(S: np.ndarray, bounds, lams) -> None:
+def scale_rows(S: np.ndarray, bounds, lams) -> None:
     """S <- Λ'S in place, Λ = blockdiag(I ⊗ λ_j) over the index ranges ``bounds``."""
     ncol = S.shape[1]
     for (start, stop), lam in zip(bounds, lams):
@@ -37,7 +38,7 @@ def _scale_rows(S: np.ndarray, bounds, lams) -> None:
             S[start:stop] = np.matmul(lam.T, block).reshape(stop - start, ncol)
 
 
-def _scale_cols(S: np.ndarray, bounds, lams) -> None:
+def scale_cols(S: np.ndarray, bounds, lams) -> None:
     """S <- SΛ in place."""
     nrow = S.shape[0]
     for (start, stop), lam in zip(bounds, lams):
@@ -125,12 +126,30 @@ class DenseSystem:
     def dense_size(self) -> int:
         return self.N
 
+    def copy(self) -> "DenseSystem":
+        """A copy sharing the (read-only) cross-products, without this one's
+        thread setting: two models can then use the two independently."""
+        new = copy.copy(self)
+        new.lapack_threads = None
+        return new
+
+    def with_response(self, v: np.ndarray) -> "DenseSystem":
+        """The system of the same design with another response: ``v`` is the
+        new [Z X y]'Wy in the system's order (terms, X, y); only A's last row
+        and column change."""
+        new = self.copy()
+        A = self.A.copy()
+        A[:, -1] = v
+        A[-1, :] = v
+        new.A = A
+        return new
+
     def factor(self, lams: list[np.ndarray], rows: bool = False, keep: bool = False):
         """The factor of Λ̃'AΛ̃ + diag(I_q, 0); None if not positive definite."""
         S = self.A.copy()
-        _scale_rows(S, self.bounds, lams)
+        scale_rows(S, self.bounds, lams)
         PhiA = S[:, : self.q].copy()
-        _scale_cols(S, self.bounds, lams)
+        scale_cols(S, self.bounds, lams)
         S.ravel()[: self.q * (self.N + 1) : self.N + 1] += 1.0
         with blas_threads(self.lapack_threads):
             L, info = lapack.dpotrf(S, lower=1, overwrite_a=1, clean=1)

@@ -21,8 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas, lapack, solve_triangular
 
-from mixedmodels.linalg.augmented import _scalar_pairs
-from mixedmodels.linalg.dense import _scale_cols, _scale_rows
+from mixedmodels.linalg.dense import scale_cols, scale_rows
+from mixedmodels.linalg.rank_update import scalar_pairs
 
 __all__ = ["BlockedSystem", "BlockedFactor"]
 
@@ -38,7 +38,7 @@ class WeightedCrossProducts:
         self.m = G.shape[1]
         columns_of_rows = sp.csc_array((G.data, G.indices, G.indptr), shape=(self.m, G.shape[0]))
         counts = np.diff(G.indptr).astype(np.int64)
-        T, self.positions = _scalar_pairs(columns_of_rows, counts, self.m)
+        T, self.positions = scalar_pairs(columns_of_rows, counts, self.m)
         self.T = T.tocsr()  # row-wise products: faster than the column-wise CSC
         self.G = G
 
@@ -213,7 +213,7 @@ class BlockedSystem:
             L0 = np.linalg.cholesky(M)
         # B = [Z_rest X]'WZ0 (m x q0), then B̃ = Λ̃_r'B with λ0 on the level columns
         B = self._below(w, m)
-        _scale_rows(B, self.rest_bounds, lam_rest)
+        scale_rows(B, self.rest_bounds, lam_rest)
         # R_s = L0_s⁻¹ B̃_s' with B̃ = B (λ0 per level); kept as an (ℓ0 k0) x m
         # array F-ordered, so that BLAS takes it and its transpose without copies
         if k0 == 1:
@@ -226,8 +226,8 @@ class BlockedSystem:
             Rt = np.ascontiguousarray(R.reshape(l0 * k0, m).T)
         # Schur complement S = Λ̃'AΛ̃ + diag(I_Q1, 0) - Σ R_s'R_s
         A = self._dense_block(w, m)
-        _scale_rows(A, self.rest_bounds, lam_rest)
-        _scale_cols(A, self.rest_bounds, lam_rest)
+        scale_rows(A, self.rest_bounds, lam_rest)
+        scale_cols(A, self.rest_bounds, lam_rest)
         A[np.arange(self.Q1), np.arange(self.Q1)] += 1.0
         if m:
             # A - R'R by one rank-k update (half the flops of a product)
@@ -242,7 +242,7 @@ class BlockedSystem:
         c0 = np.bincount(self._pos0, (wz[:, None] * self.z0).ravel(), minlength=self.q0)
         c0 = (c0.reshape(l0, k0) @ lam0)  # λ0' c0_s per level (row vectors)
         cr = np.concatenate([self.ZrT @ wz, self.X.T @ wz if m > self.Q1 else []])
-        _scale_rows(cr[:, None], self.rest_bounds, lam_rest)
+        scale_rows(cr[:, None], self.rest_bounds, lam_rest)
         # forward: y0 = L0⁻¹ c0; y_r = c_r - Σ R_s' y0_s; solve S x = y_r
         y0 = c0 / L0[:, :, 0] if k0 == 1 else np.linalg.solve(L0, c0[:, :, None])[:, :, 0]
         yr = cr - Rt @ y0.ravel()

@@ -5,9 +5,6 @@ for new data. The models supply ``frame`` (a :class:`~mixedmodels.spec.frame.Mod
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
 from typing import Any
 
 import numpy as np
@@ -17,6 +14,10 @@ from mixedmodels.exceptions import PredictionError, SingularFitWarning
 from mixedmodels.report.results import MixedModelResults
 from mixedmodels.spec.matrix import evaluate_expression
 from mixedmodels.spec.newdata import apply_spec, newdata_fixed_matrix, newdata_frame
+from mixedmodels.support.newdata import include_random, level_positions
+from mixedmodels.support.warnings import warn_caller
+
+__all__ = ["RandomEffectsModel", "SINGULAR_TOL", "consecutive_slices"]
 
 
 def consecutive_slices(sizes: list[int]) -> list[slice]:
@@ -27,49 +28,9 @@ def consecutive_slices(sizes: list[int]) -> list[slice]:
         start += size
     return out
 
-__all__ = ["RandomEffectsModel", "SINGULAR_TOL", "include_random", "warn_caller"]
 
 # lme4's isSingular tolerance: a diagonal element of some λ below it.
 SINGULAR_TOL = 1e-4
-
-
-# the package's root folder: frames inside it are not the user's
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def warn_caller(message: str, category: type[Warning]) -> None:
-    """Warn with the location of the first caller outside this package, so
-    the warning names the user's line however deep inside the fit it arose."""
-    level, frame = 2, sys._getframe(1)  # stacklevel 2 is the frame that called this
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
-
-
-def include_random(re_form: str | None) -> bool:
-    """Whether predictions include the random effects (``re_form`` None) or
-    not (``"~0"``, ``"NA"``)."""
-    if re_form is None:
-        return True
-    text = str(re_form).replace(" ", "")
-    if text in ("~0", "0", "NA", "~-1"):
-        return False
-    raise PredictionError(
-        f"re_form {re_form!r} is not supported: use None (all random effects) or '~0' (none)"
-    )
-
-
-def level_positions(term, nd: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Where each row of ``nd`` falls among ``term``'s levels (-1: unseen or
-    missing; ``ReTerm.level_positions``) and the rows' level labels; an error
-    names a missing grouping column."""
-    missing = [g for g in term.spec.group if g not in nd.columns]
-    if missing:
-        raise PredictionError(
-            f"newdata has no grouping column {missing[0]!r} needed by term "
-            f"{term.spec.text}; use re_form='~0' for population predictions"
-        )
-    return term.level_positions(nd)
 
 
 class RandomEffectsModel(MixedModelResults):

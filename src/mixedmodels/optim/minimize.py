@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["OptimizerRecord", "ThetaScaling", "minimize_theta", "minimize_theta_gradient"]
+__all__ = [
+    "OptimizerRecord",
+    "ThetaScaling",
+    "bfgs",
+    "minimize_theta",
+    "minimize_theta_gradient",
+]
 
 
 @dataclass
@@ -386,3 +392,60 @@ def _off_boundary(
     trial = x.copy()
     trial[at_bound] = lower[at_bound] + 1e-3
     return trial if objective(trial) < fx else None
+
+
+def bfgs(
+    fg, x0: np.ndarray, hinv: np.ndarray, gtol: float = 1e-4, ftol_rel: float = 1e-12,
+    maxeval: int = 200,
+) -> dict[str, Any]:
+    """Minimise by BFGS with a backtracking (Armijo) line search, from ``x0``
+    with the first inverse Hessian ``hinv``.
+
+    Converged when the largest gradient component is below
+    max(gtol, 1e-7 |f|) (the rule of ``minimize_theta_gradient``, whose search
+    L-BFGS-B is too costly per iteration for the many tiny fits of a
+    bootstrap) or when a full step lowers f by less than ``ftol_rel`` |f|.
+    """
+    x = x0.copy()
+    f, g = fg(x)
+    f0, evaluations = f, 1
+    if not np.isfinite(f):
+        return {"x": x, "f": f, "f0": f0, "evaluations": evaluations, "converged": False}
+    tol = max(gtol, 1e-7 * abs(f))
+    H = hinv.copy()
+    while evaluations < maxeval:
+        if abs(g).max() <= tol:
+            return {"x": x, "f": f, "f0": f0, "evaluations": evaluations, "converged": True}
+        d = -H @ g
+        slope = float(g @ d)
+        if not slope < 0:  # not a descent direction: restart from the seed
+            H = hinv.copy()
+            d = -H @ g
+            slope = float(g @ d)
+        step, accepted = 1.0, False
+        while evaluations < maxeval and step > 1e-10:
+            x_new = x + step * d
+            f_new, g_new = fg(x_new)
+            evaluations += 1
+            if np.isfinite(f_new) and f_new <= f + 1e-4 * step * slope:
+                accepted = True
+                break
+            # minimum of the quadratic through f, the slope and f_new, kept in [0.1, 0.5]
+            denom = 2.0 * (f_new - f - step * slope) if np.isfinite(f_new) else 0.0
+            trial = -slope * step * step / denom if denom > 0 else 0.5 * step
+            step = min(max(trial, 0.1 * step), 0.5 * step)
+        if not accepted:
+            break
+        s, yv = x_new - x, g_new - g
+        small_change = f - f_new <= ftol_rel * max(abs(f), 1.0) and step == 1.0
+        x, f, g = x_new, f_new, g_new
+        sy = float(s @ yv)
+        if sy > 1e-12 * np.sqrt(float(s @ s) * float(yv @ yv)):  # curvature condition
+            rho = 1.0 / sy
+            Hy = H @ yv
+            H = H + ((sy + float(yv @ Hy)) * rho * rho) * (s[:, None] * s) - rho * (
+                Hy[:, None] * s + s[:, None] * Hy
+            )
+        if small_change:
+            return {"x": x, "f": f, "f0": f0, "evaluations": evaluations, "converged": True}
+    return {"x": x, "f": f, "f0": f0, "evaluations": evaluations, "converged": False}

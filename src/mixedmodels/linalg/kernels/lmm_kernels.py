@@ -163,7 +163,7 @@ def symv_lower(Z: np.ndarray, v: np.ndarray) -> np.ndarray:
 def scalar_pairs(B, N: int):
     """The update operator of a scalar first term from B's sorted CSC pattern in
     one compiled pass: (ptr, rank, value, touched), the operator's CSC arrays
-    (int32 where they fit) and the touched flat positions (``linalg._scalar_pairs``
+    (int32 where they fit) and the touched flat positions (``linalg.rank_update.scalar_pairs``
     builds the same with numpy, several times slower). ``value`` is None when
     every entry of B is 1 (unweighted rows, each pair of levels met at most
     once): then every value is 1, and :func:`pattern_apply` and

@@ -52,20 +52,16 @@ from mixedmodels.exceptions import (
 )
 from mixedmodels.families import Family, get_family
 from mixedmodels.linalg.pwls import BlockedFactor, BlockedSystem, term_matrix
-from mixedmodels.models.base import (
-    SINGULAR_TOL,
-    RandomEffectsModel,
-    consecutive_slices,
-    warn_caller,
-)
-from mixedmodels.models.base import include_random as _include_random
+from mixedmodels.models.base import SINGULAR_TOL, RandomEffectsModel, consecutive_slices
 from mixedmodels.optim.minimize import OptimizerRecord, ThetaScaling, minimize_theta
 from mixedmodels.spec.formula import parse_formula, require_random
 from mixedmodels.spec.frame import ModelFrame, build_model_frame
 from mixedmodels.spec.random import search_scales
 from mixedmodels.support.arguments import check_na_action, r_argument_hints
+from mixedmodels.support.newdata import include_random as _include_random
 from mixedmodels.support.progress import FitProgress
 from mixedmodels.support.threads import auto_thread_plan, blas_threads
+from mixedmodels.support.warnings import warn_caller
 
 __all__ = ["GeneralizedLinearMixedModel", "glmer", "ConvergenceCheck"]
 

@@ -56,7 +56,8 @@ from mixedmodels.exceptions import (
     MixedModelsError,
     RankDeficiencyWarning,
 )
-from mixedmodels.linalg.augmented import AugmentedSystem, CrossProducts, TermData
+from mixedmodels.linalg.augmented import AugmentedSystem
+from mixedmodels.linalg.crossproducts import CrossProducts, TermData
 from mixedmodels.models.base import consecutive_slices
 from mixedmodels.models.lmm.model import LinearMixedModel
 from mixedmodels.spec.checks import check_columns, used_columns
@@ -857,7 +858,7 @@ class DaskLinearMixedModel(LinearMixedModel):
         """As :meth:`LinearMixedModel.predict`; without ``newdata`` a lazy Dask
         Series over the fitted data; with a Dask DataFrame one lazy Series (per partition);
         with in-memory ``newdata`` a pandas Series."""
-        from mixedmodels.models.lmm.model import _include_random
+        from mixedmodels.support.newdata import include_random as _include_random
 
         self._require_fit()
         if newdata is None:

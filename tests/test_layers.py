@@ -1,0 +1,225 @@
+"""The package's layers, read from its source (issue 15; docs/architecture.md).
+
+Every import of the package is walked, the ones inside functions included, and
+the tests fail on: an import from a higher layer, a cycle between subpackages
+or between modules, an underscore name taken from another module, and a
+module or class over the size limits without a written reason at its top.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import mixedmodels
+
+PACKAGE = Path(mixedmodels.__file__).parent
+
+# Lowest first. A module may import from its own unit and from units of a lower
+# or the same layer; models' kinds (models.lmm, models.glmm, ...) are units of
+# their own above models.base.
+LAYERS = {
+    "exceptions": 0,
+    "support": 1,
+    "spec": 2,
+    "covariance": 3,
+    "families": 3,
+    "linalg": 4,
+    "optim": 5,
+    "data": 6,
+    "inference": 7,
+    "report": 8,
+    "models.base": 9,
+    "models": 10,  # every model kind
+    "datasets": 11,
+    "api": 11,
+    "cli": 12,
+    "__main__": 13,
+    "": 14,  # the package's __init__: lazy access to the API
+}
+
+MODULE_LINES, CLASS_LINES = 800, 400
+SIZE_REASON = "Size:"  # the docstring paragraph that says why a big unit is one
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module
+    target: str  # the imported module (absolute)
+    name: str | None  # the name taken from it (from-imports), else None
+    line: int
+
+
+def module_name(path: Path) -> str:
+    parts = ["mixedmodels", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+MODULES = modules()
+
+
+def resolve(module: str, is_package: bool, level: int, target: str | None) -> str:
+    if level == 0:
+        return target or ""
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (level - 1)]
+    return ".".join(base + ([target] if target else []))
+
+
+def imports_of(module: str, path: Path) -> list[Import]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: list[Import] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [Import(module, a.name, None, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            target = resolve(module, path.name == "__init__.py", node.level, node.module)
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                if sub in MODULES:  # `from package import module`
+                    found.append(Import(module, sub, None, node.lineno))
+                else:
+                    found.append(Import(module, target, alias.name, node.lineno))
+    return [i for i in found if i.target == "mixedmodels" or i.target.startswith("mixedmodels.")]
+
+
+ALL_IMPORTS = [i for m, p in MODULES.items() for i in imports_of(m, p)]
+
+
+def unit(module: str) -> str:
+    parts = module.split(".")[1:]
+    if not parts:
+        return ""
+    if parts[0] == "models" and len(parts) > 1:
+        return "models.base" if parts[1] == "base" else f"models.{parts[1]}"
+    return parts[0]
+
+
+def layer(module: str) -> int:
+    u = unit(module)
+    if u.startswith("models.") and u != "models.base":
+        return LAYERS["models"]
+    return LAYERS[u]
+
+
+def test_every_module_belongs_to_a_layer():
+    unknown = sorted({unit(m) for m in MODULES} - set(LAYERS) - {u for u in map(unit, MODULES) if u.startswith("models.")})
+    assert not unknown, f"subpackages without a layer in LAYERS: {unknown}"
+
+
+def test_no_import_from_a_higher_layer():
+    upward = [
+        f"{i.module}:{i.line} imports {i.target} (layer {layer(i.target)} above {layer(i.module)})"
+        for i in ALL_IMPORTS
+        if unit(i.target) != unit(i.module) and layer(i.target) > layer(i.module)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def _cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan)."""
+    graph: dict[str, list[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, []).append(b)
+        graph.setdefault(b, [])
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    counter = itertools.count()
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = next(counter)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return components
+
+
+def test_no_cycle_between_subpackages():
+    edges = {(unit(i.module), unit(i.target)) for i in ALL_IMPORTS if unit(i.module) != unit(i.target)}
+    assert _cycles(edges) == []
+
+
+def test_no_cycle_between_modules():
+    def owner(target: str) -> str:
+        return target if target in MODULES else target.rsplit(".", 1)[0]
+
+    edges = {
+        (i.module, owner(i.target))
+        for i in ALL_IMPORTS
+        if owner(i.target) != i.module and not i.target == "mixedmodels"
+        and not (i.module == "mixedmodels" or owner(i.target) == "mixedmodels")
+        and not MODULES[i.module].name == "__init__.py"  # a package exporting its modules' names
+    }
+    assert _cycles(edges) == []
+
+
+def test_no_underscore_name_from_another_module():
+    private = [
+        f"{i.module}:{i.line} takes {i.name or i.target} from {i.target}"
+        for i in ALL_IMPORTS
+        if i.target != i.module
+        and (
+            (i.name is not None and i.name.startswith("_") and not i.name.startswith("__"))
+            or any(part.startswith("_") and not part.startswith("__") for part in i.target.split("."))
+        )
+    ]
+    assert not private, "\n".join(private)
+
+
+def _has_reason(docstring: str | None) -> bool:
+    return docstring is not None and SIZE_REASON in docstring
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_module_and_class_sizes(module):
+    path = MODULES[module]
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    lines = text.count("\n")
+    if lines > MODULE_LINES:
+        assert _has_reason(ast.get_docstring(tree)), (
+            f"{module} has {lines} lines (> {MODULE_LINES}) and no '{SIZE_REASON}' reason in its docstring"
+        )
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            size = node.end_lineno - node.lineno + 1
+            if size > CLASS_LINES:
+                assert _has_reason(ast.get_docstring(node)), (
+                    f"{module}.{node.name} has {size} lines (> {CLASS_LINES}) and no '{SIZE_REASON}' reason"
+                )
+
+
+def test_the_walk_sees_imports_inside_functions():
+    """The walker itself: a lazy import inside a function is an import."""
+    lazy = [i for i in ALL_IMPORTS if i.module == "mixedmodels.cli" and i.target.startswith("mixedmodels.")]
+    assert lazy, "cli imports the models inside functions: the walk must see them"
