@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import warnings
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -435,19 +436,37 @@ def _check_nagq(nagq: Any) -> int:
     return int(nagq)
 
 
+# glmer's arguments are the model's (one definition: the constructor's
+# signature), then the options of its fit
+MODEL_SIGNATURE = inspect.signature(GeneralizedLinearMixedModel.__init__)
+
+
+def _with_model_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func(*args, **kwargs)`` shown (``help``, IDEs) and checked
+    (:func:`r_argument_hints`) with the model's arguments and ``**fit_kwargs``."""
+    model = [p for name, p in MODEL_SIGNATURE.parameters.items() if name != "self"]
+    fit = inspect.Parameter("fit_kwargs", inspect.Parameter.VAR_KEYWORD, annotation="Any")
+    func.__signature__ = MODEL_SIGNATURE.replace(  # type: ignore[attr-defined]
+        parameters=[*model, fit], return_annotation="GeneralizedLinearMixedModel"
+    )
+    return func
+
+
+def _split_arguments(args: tuple, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the model's arguments, defaults filled in; the fit's options) of a glmer call."""
+    names = MODEL_SIGNATURE.parameters
+    model_kwargs = {k: v for k, v in kwargs.items() if k in names}
+    fit_kwargs = {k: v for k, v in kwargs.items() if k not in names}
+    bound = MODEL_SIGNATURE.bind(None, *args, **model_kwargs)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    del arguments["self"]
+    return arguments, fit_kwargs
+
+
 @r_argument_hints(GeneralizedLinearMixedModel.fit)
-def glmer(
-    formula: str,
-    data: Any,
-    family: str | Family = "binomial",
-    link: str | None = None,
-    nagq: int = 1,
-    weights: Any = None,
-    offset: Any = None,
-    contrasts: Mapping[str, str] | None = None,
-    na_action: str = "omit",
-    **fit_kwargs: Any,
-) -> GeneralizedLinearMixedModel:
+@_with_model_arguments
+def glmer(*args: Any, **kwargs: Any) -> GeneralizedLinearMixedModel:
     """Fit a generalized linear mixed model, as lme4's ``glmer``.
 
     Parameters are those of :class:`GeneralizedLinearMixedModel`; ``fit_kwargs``
@@ -463,7 +482,8 @@ def glmer(
     >>> round(m.loglik, 2)
     -92.03
     """
-    fam = get_family(family, link)
+    arguments, fit_kwargs = _split_arguments(args, kwargs)
+    fam = get_family(arguments["family"], arguments["link"])
     if fam.is_linear:
         # lme4 hands this case to lmer (with a deprecation warning): the
         # Gaussian GLMM with the identity link is the linear mixed model
@@ -476,10 +496,7 @@ def glmer(
         from mixedmodels.models.lmm.model import lmer
 
         # the fit options go along (lmer names any it does not take)
-        return lmer(formula, data, weights=weights, offset=offset, contrasts=contrasts,
-                    na_action=na_action, **fit_kwargs)
-    model = GeneralizedLinearMixedModel(
-        formula, data, family=fam, nagq=nagq, weights=weights, offset=offset,
-        contrasts=contrasts, na_action=na_action,
-    )
+        lmer_arguments = {k: arguments[k] for k in ("weights", "offset", "contrasts", "na_action")}
+        return lmer(arguments["formula"], arguments["data"], **lmer_arguments, **fit_kwargs)
+    model = GeneralizedLinearMixedModel(**{**arguments, "family": fam, "link": None})
     return model.fit(**fit_kwargs)
