@@ -37,3 +37,10 @@ def test_glmer_fits_a_defined_family_as_the_one_it_extends(counts_family):
     assert ours.deviance == pytest.approx(ref.deviance, abs=1e-7)
     np.testing.assert_allclose(ours.fixef, ref.fixef, rtol=1e-6)
     assert ours.summary_title()[1].startswith(" Family: counts.test")
+
+
+def test_a_subclass_without_a_name_of_its_own_replaces_nothing():
+    class Tweaked(Poisson):
+        pass
+
+    assert type(get_family("poisson")) is Poisson

@@ -175,7 +175,7 @@ class Family(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name:
+        if cls.__dict__.get("name"):  # a subclass that keeps its parent's name does not replace it
             FAMILIES[family_key(cls.name)] = cls
 
     def __init__(self, link: str | Link | None = None):

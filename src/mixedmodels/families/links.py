@@ -74,7 +74,7 @@ class Link(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name:
+        if cls.__dict__.get("name"):  # a subclass that keeps its parent's name does not replace it
             LINKS[cls.name] = cls
 
     @abc.abstractmethod
