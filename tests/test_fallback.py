@@ -13,7 +13,7 @@ import pytest
 
 import mixedmodels as mm
 from mixedmodels.linalg import kernels
-from mixedmodels.models.glmm import model as glmm
+from mixedmodels.models.glmm import compiled as glmm_compiled
 
 pytest.importorskip("numba")  # the comparison needs both paths
 
@@ -43,10 +43,10 @@ def test_lmer_numpy_path_equals_the_compiled_one(monkeypatch):
 def test_glmer_numpy_path_equals_the_compiled_one(monkeypatch, formula, data):
     frame = mm.datasets.load(data)
     compiled = mm.glmer(formula, frame, family="binomial")
-    assert compiled._engine._compiled is not None
+    assert compiled._engine.compiled is not None
     monkeypatch.setenv("MIXEDMODELS_NUMBA", "off")
     plain = mm.glmer(formula, frame, family="binomial")
-    assert plain._engine._compiled is None
+    assert plain._engine.compiled is None
     _same(compiled, plain, rtol=1e-6)
 
 
@@ -63,7 +63,7 @@ def test_without_numba_every_fit_takes_the_numpy_path():
         "import mixedmodels as mm\n"
         f"g = mm.glmer({CBPP!r}, mm.datasets.load('cbpp'), family='binomial')\n"
         f"m = mm.lmer({INSTEVAL!r}, mm.datasets.load('InstEval'), reml=False)\n"
-        "print(g._engine._compiled is None, m._system.compiled, repr(g.deviance), repr(m.deviance))\n"
+        "print(g._engine.compiled is None, m._system.compiled, repr(g.deviance), repr(m.deviance))\n"
     )
     none, compiled, gdev, ldev = _run(code).split()
     assert (none, compiled) == ("True", "False")
@@ -118,7 +118,7 @@ def test_the_warm_up_covers_every_signature_the_engine_calls(monkeypatch):
         mm.glmer(CBPP, cbpp, family="binomial")
         mm.glmer("TICKS ~ YEAR + (1 | BROOD)", mm.datasets.load("grouseticks"), family="poisson")
         mm.glmer(VERBAGG, verbagg, family="binomial")
-        monkeypatch.setattr(glmm, "FUSED_MAX_BLOCK", 0)  # the stepwise compiled PIRLS
+        monkeypatch.setattr(glmm_compiled, "FUSED_MAX_BLOCK", 0)  # the stepwise compiled PIRLS
         mm.glmer(VERBAGG, verbagg, family="binomial", link="probit")
         mm.lmer(INSTEVAL, mm.datasets.load("InstEval"), reml=True)
     finally:
@@ -155,8 +155,8 @@ def test_a_process_first_small_glmer_takes_the_numpy_path_the_next_ones_the_kern
         "import sys; loaded = 'numba' in sys.modules\n"
         f"second = mm.glmer({CBPP!r}, data, family='binomial')\n"
         "refit = first.refit(first.frame.y[:, 0] / first.frame.y.sum(axis=1))\n"
-        "print(first._engine._compiled is None, loaded, second._engine._compiled is not None,"
-        " refit._engine._compiled is not None, repr(first.deviance), repr(second.deviance),"
+        "print(first._engine.compiled is None, loaded, second._engine.compiled is not None,"
+        " refit._engine.compiled is not None, repr(first.deviance), repr(second.deviance),"
         " repr(refit.deviance))\n"
     )
     out = _run(code).split()
@@ -175,6 +175,6 @@ def test_a_process_first_large_glmer_waits_for_the_kernels():
         "from mixedmodels.linalg.kernels import glmm_kernels as _glmm_kernels\n"
         "_glmm_kernels.SMALL_ROWS = 10  # cbpp's 56 rows count as large\n"
         f"first = mm.glmer({CBPP!r}, mm.datasets.load('cbpp'), family='binomial')\n"
-        "print(first._engine._compiled is not None)\n"
+        "print(first._engine.compiled is not None)\n"
     )
     assert _run(code).split() == ["True"]

@@ -33,12 +33,10 @@ from mixedmodels.families import (
     Poisson,
     ProbitLink,
     SqrtLink,
-    _dbinom_log,
-    _dgamma_log,
-    _dpois_log,
     get_family,
     make_link,
 )
+from mixedmodels.families.densities import dbinom_log, dgamma_log, dpois_log
 
 EPS = np.finfo(float).eps  # .Machine$double.eps = 2.220446049250313e-16
 ONE_MINUS_EPS = 0.99999999999999978  # R prints 1 - .Machine$double.eps so
@@ -521,9 +519,9 @@ def test_poisson_aic_is_minus_twice_the_loglik():
 
 def test_poisson_aic_huge_counts_stay_accurate():
     # R: dpois(1e12, 1e12 + 1e6, log = TRUE); log(y!) - y log(mu) would cancel to ~1e-3 here
-    assert _dpois_log(1e12, 1e12 + 1e6) == pytest.approx(-15.234448757835947, rel=1e-14)
+    assert dpois_log(1e12, 1e12 + 1e6) == pytest.approx(-15.234448757835947, rel=1e-14)
     # normal approximation: -log(2 pi mu)/2 - (y - mu)^2 / (2 mu)
-    assert _dpois_log(1e12, 1e12 + 1e6) == pytest.approx(-0.5 * np.log(2 * np.pi * 1e12) - 0.5, rel=1e-6)
+    assert dpois_log(1e12, 1e12 + 1e6) == pytest.approx(-0.5 * np.log(2 * np.pi * 1e12) - 0.5, rel=1e-6)
     aic = Poisson().aic(np.array([1e12, 3e15]), None, np.array([1e12 + 1e6, 3e15]), np.ones(2), 0.0)
     assert np.isfinite(aic)
     assert aic == pytest.approx(np.log(2 * np.pi * 1e12) + 1 + np.log(2 * np.pi * 3e15), rel=1e-6)
@@ -600,21 +598,21 @@ def test_cbpp_glm_deviance_and_aic_match_r():
 def test_log_densities_agree_with_scipy():
     x = np.arange(0, 60.0)
     for lam in (0.2, 3.5, 17.0, 42.0):
-        np.testing.assert_allclose(_dpois_log(x, lam), stats.poisson.logpmf(x, lam), rtol=1e-12)
+        np.testing.assert_allclose(dpois_log(x, lam), stats.poisson.logpmf(x, lam), rtol=1e-12)
     for n, p in ((1, 0.3), (12, 0.05), (40, 0.5), (75, 0.93)):
         k = np.arange(0, n + 1.0)
-        np.testing.assert_allclose(_dbinom_log(k, n, p), stats.binom.logpmf(k, n, p), rtol=1e-12)
+        np.testing.assert_allclose(dbinom_log(k, n, p), stats.binom.logpmf(k, n, p), rtol=1e-12)
     xg = np.array([0.05, 0.5, 1.0, 2.7, 9.0, 30.0])
     for shape, scale in ((0.4, 2.0), (1.0, 0.5), (3.3, 1.5), (250.0, 0.01)):
         np.testing.assert_allclose(
-            _dgamma_log(xg, shape, scale), stats.gamma.logpdf(xg, shape, scale=scale), rtol=1e-12
+            dgamma_log(xg, shape, scale), stats.gamma.logpdf(xg, shape, scale=scale), rtol=1e-12
         )
 
 
 def test_log_densities_match_r_and_its_edge_cases():
     # R: dpois(0:5, 2.5, log = TRUE)
     np.testing.assert_allclose(
-        _dpois_log(np.arange(6.0), 2.5),
+        dpois_log(np.arange(6.0), 2.5),
         [
             -2.5,
             -1.5837092681258449,
@@ -627,7 +625,7 @@ def test_log_densities_match_r_and_its_edge_cases():
     )
     # R: dbinom(0:5, 5, 0.3, log = TRUE)
     np.testing.assert_allclose(
-        _dbinom_log(np.arange(6.0), 5, 0.3),
+        dbinom_log(np.arange(6.0), 5, 0.3),
         [
             -1.7833747196936622,
             -1.0212346676467652,
@@ -638,14 +636,14 @@ def test_log_densities_match_r_and_its_edge_cases():
         ],
         rtol=1e-15,
     )
-    assert _dpois_log(1.5, 1.0) == -np.inf  # non-integer x
-    assert _dpois_log(1 + 5e-8, 1.0) == pytest.approx(-1.0, rel=1e-15)  # within R's 1e-7 tolerance
-    assert _dpois_log(0.0, 0.0) == 0.0 and _dpois_log(1.0, 0.0) == -np.inf
-    assert np.isnan(_dpois_log(1.0, -1.0))
-    assert _dbinom_log(3.0, 2.0, 0.5) == -np.inf
-    assert _dbinom_log(0.0, 4.0, 0.0) == 0.0 and _dbinom_log(4.0, 4.0, 1.0) == 0.0
-    assert _dgamma_log(0.0, 1.0, 2.0) == pytest.approx(-np.log(2.0))
-    assert _dgamma_log(0.0, 0.5, 2.0) == np.inf and _dgamma_log(0.0, 2.0, 2.0) == -np.inf
+    assert dpois_log(1.5, 1.0) == -np.inf  # non-integer x
+    assert dpois_log(1 + 5e-8, 1.0) == pytest.approx(-1.0, rel=1e-15)  # within R's 1e-7 tolerance
+    assert dpois_log(0.0, 0.0) == 0.0 and dpois_log(1.0, 0.0) == -np.inf
+    assert np.isnan(dpois_log(1.0, -1.0))
+    assert dbinom_log(3.0, 2.0, 0.5) == -np.inf
+    assert dbinom_log(0.0, 4.0, 0.0) == 0.0 and dbinom_log(4.0, 4.0, 1.0) == 0.0
+    assert dgamma_log(0.0, 1.0, 2.0) == pytest.approx(-np.log(2.0))
+    assert dgamma_log(0.0, 0.5, 2.0) == np.inf and dgamma_log(0.0, 2.0, 2.0) == -np.inf
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from mixedmodels.exceptions import (
     NonIntegerResponseWarning,
     SeparationWarning,
 )
-from mixedmodels.models.glmm.model import gauss_hermite, separated_columns
+from mixedmodels.models.glmm.engine import gauss_hermite
+from mixedmodels.models.glmm.separation import separated_columns
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 

@@ -1,7 +1,7 @@
 """The compiled PIRLS steps (Numba) give the numpy path's numbers.
 
 Every model here is fitted twice, once with the compiled steps and once with
-``_CompiledTerms.build`` returning None (the numpy path), and the two must
+``MIXEDMODELS_NUMBA=0`` (the numpy path), and the two must
 agree to rounding: same deviance, estimates and modes.
 """
 
@@ -12,18 +12,19 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels.models.glmm import model as glmm
+from mixedmodels.models.glmm import compiled as glmm_compiled
+from mixedmodels.models.glmm import optimizer as glmm_optimizer
 
 pytest.importorskip("numba")  # the compiled path needs the [fast] extra
 
 
 def _both(monkeypatch, formula, data, **kw):
     compiled = mm.glmer(formula, data, **kw)
-    assert compiled._engine._compiled is not None
+    assert compiled._engine.compiled is not None
     with monkeypatch.context() as mp:
-        mp.setattr(glmm._CompiledTerms, "build", classmethod(lambda cls, fr, fam: None))
+        mp.setenv("MIXEDMODELS_NUMBA", "0")
         plain = mm.glmer(formula, data, **kw)
-    assert plain._engine._compiled is None
+    assert plain._engine.compiled is None
     return compiled, plain
 
 
@@ -76,7 +77,7 @@ def test_single_term_without_fixed_effects(monkeypatch):
 def test_probes_on_worker_threads_give_the_same_fit(monkeypatch):
     ticks = mm.datasets.load("grouseticks")
     formula = "TICKS ~ YEAR + sHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)"
-    monkeypatch.setattr(glmm, "PARALLEL_PROBE_SECONDS", 0.0)  # share out whatever the speed
+    monkeypatch.setattr(glmm_optimizer, "PARALLEL_PROBE_SECONDS", 0.0)  # share out whatever the speed
     one = mm.GeneralizedLinearMixedModel(formula, ticks, family="poisson").fit(threads=1)
     two = mm.GeneralizedLinearMixedModel(formula, ticks, family="poisson").fit(threads=2)
     assert one._workers == 1 and two._workers == 2
@@ -93,10 +94,10 @@ def test_fused_loop_equals_the_stepwise_compiled_path(monkeypatch, nagq):
     verbagg = mm.datasets.load("VerbAgg")
     formula = "r2 ~ btype + (1 | id) + (1 | item)"  # Schur block: 24 items + 3
     fused = mm.glmer(formula, verbagg, family="binomial", nagq=nagq)
-    assert fused._engine._compiled.fused(True)
-    monkeypatch.setattr(glmm, "FUSED_MAX_BLOCK", 0)
+    assert fused._engine.compiled.fused(True)
+    monkeypatch.setattr(glmm_compiled, "FUSED_MAX_BLOCK", 0)
     stepwise = mm.glmer(formula, verbagg, family="binomial", nagq=nagq)
-    assert not stepwise._engine._compiled.fused(True)
+    assert not stepwise._engine.compiled.fused(True)
     _same(fused, stepwise, rtol=1e-6)
 
 
@@ -112,7 +113,7 @@ def test_first_step_system_rescaled_from_unit_sums(joint):
         "TICKS ~ YEAR + sHEIGHT + (1 | BROOD) + (0 + sHEIGHT | INDEX) + (1 | LOCATION)", ticks,
         family="poisson",
     )
-    e, c = m._engine, m._engine._compiled
+    e, c = m._engine, m._engine.compiled
     rng = np.random.default_rng(3)
     eta = np.log(e.y + 0.5) + 0.1 * rng.normal(size=len(e.y))
     mu = np.exp(eta)
@@ -163,7 +164,7 @@ def test_system_sums_do_not_depend_on_the_row_order(order):
         data = verbagg.iloc[perm].reset_index(drop=True)
         m = mm.GeneralizedLinearMixedModel("r2 ~ Anger + btype + (1 | id) + (1 | item)", data,
                                            family="binomial")
-        e, c = m._engine, m._engine._compiled
+        e, c = m._engine, m._engine.compiled
         eta = 0.3 * np.sin(perm) + c.X @ [0.2, 0.05, -1.0, -2.0]  # each row's own η
         mu = 1 / (1 + np.exp(-eta))
         lam = np.array([1.3, 0.5])

@@ -167,7 +167,7 @@ def variance_components(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
             dispersion += v
         else:
             random += v
-    if not is_generalized(model) or model.family.name == "gaussian":
+    if not is_generalized(model) or model.family.constant_variance:
         dispersion = 0.0
     if _is_singular(model, tolerance):
         random = float("nan")

@@ -13,22 +13,25 @@ fraction of the dense rank-k update on large crossed designs.
 
 The links and variances are R's (``family.c``): the same clamps as
 :mod:`mixedmodels.families`, so the numbers equal the numpy path's up to the
-order of summation. Only the families and links in ``LINKS``/``VARIANCES``
-have a compiled path; the engine uses numpy for the rest.
+order of summation. A family and link have a compiled path where both have a
+``kernel_code`` (the numbers the kernels switch on: links logit 0, log 1,
+probit 2, cloglog 3; variances binomial 0, Poisson 1); the engine uses numpy
+for the rest.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mixedmodels.linalg.kernels.loader import KernelSet, numba_enabled
 
-__all__ = ["available", "ready", "supports", "kernels", "warm_up", "LINKS", "VARIANCES"]
+if TYPE_CHECKING:
+    from mixedmodels.families import Family
 
-LINKS = {"logit": 0, "log": 1, "probit": 2, "cloglog": 3}
-VARIANCES = {"binomial": 0, "poisson": 1}
+__all__ = ["available", "ready", "supports", "kernels", "warm_up"]
 
 
 def available() -> bool:
@@ -42,12 +45,11 @@ def available() -> bool:
 SMALL_ROWS = 10_000
 
 
-def supports(family_name: str, link_name: str, nobs: int | None = None) -> bool:
-    """Whether this family and link have compiled steps and a model of
-    ``nobs`` rows built now uses them (see :func:`ready`)."""
-    if family_name not in VARIANCES or link_name not in LINKS:
-        return False
-    if family_name == "poisson" and link_name != "log":
+def supports(family: Family, nobs: int | None = None) -> bool:
+    """Whether ``family`` has compiled steps (its variance function and its
+    link a ``kernel_code`` each) and a model of ``nobs`` rows built now uses
+    them (see :func:`ready`)."""
+    if family.kernel_code is None or family.link.kernel_code is None:
         return False
     return ready(small=nobs is not None and nobs <= SMALL_ROWS)
 

@@ -538,7 +538,7 @@ def cholesky_solve(L, b):
 @numba.njit(cache=True, nogil=True)
 def pirls(codes, zv, lam, offs, ubase, X, XT, y, wt, offset, eta0, mu0, link, fam, l0, Q1,
           tol, maxit, max_halvings, dev_saturated, unit, beta):
-    """The whole PIRLS loop of ``glmm._Engine.pirls`` (lme4's pwrssUpdate) in
+    """The whole PIRLS loop of ``models.glmm.engine.Engine.pirls`` (lme4's pwrssUpdate) in
     one call, for small Schur blocks: the same steps, tests and step halving.
 
     Returns (status, u, b, eta, mu, pdev, iterations, L0, R, LS, ldl2); status
@@ -579,7 +579,7 @@ def pirls(codes, zv, lam, offs, ubase, X, XT, y, wt, offset, eta0, mu0, link, fa
         b = x[Q1:].copy()
         eta, mu = np.empty(n), np.empty(n)
         dev = update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu)
-        pdev = (dev + dev_saturated) + np.dot(u, u)  # summed as glmm._Engine._update
+        pdev = (dev + dev_saturated) + np.dot(u, u)  # summed as models.glmm.engine.Engine._update
         if abs(old - pdev) < tol * abs(pdev):
             break
         halvings = 0
