@@ -244,6 +244,7 @@ def test_model_pickles_and_estimator_rows(sleep):
     back = pickle.loads(pickle.dumps(dsk))
     pd.testing.assert_series_equal(back.fixef, dsk.fixef)
     assert isinstance(dsk.estimator, mm.LinearMixedModel)
+    assert not isinstance(dsk, mm.LinearMixedModel)  # composition, not a disabled subclass
     with pytest.raises(mm.DataError, match="fitted needs the rows"):
         dsk.estimator.fitted  # noqa: B018
     with pytest.raises(mm.DataError, match="simulate needs the rows"):
