@@ -17,7 +17,8 @@ dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
 import mixedmodels as mm  # noqa: E402
-from mixedmodels.models.lmm.dask import DaskLinearMixedModel, DaskUnsupportedError  # noqa: E402
+from mixedmodels.data.dask import DaskUnsupportedError  # noqa: E402
+from mixedmodels.models.lmm.dask import DaskLinearMixedModel  # noqa: E402
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 INST = "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept)"
@@ -222,3 +223,29 @@ def test_partition_work_pickles(sleep):
     np.testing.assert_array_equal(plan.encode(part)["X"], m.frame.plan.encode(part)["X"])
     fn = pickle.loads(pickle.dumps(m._row_function("fitted")))
     np.testing.assert_allclose(fn(part), m.fitted.compute().iloc[:20])
+
+
+def test_logical_columns_coded_as_in_memory(sleep):
+    """A logical predictor is a 0/1 column in memory (formulaic's rule); the
+    Dask specification is built by the same functions, so it is one there too
+    (it was a factor, ``bTrue``)."""
+    data = sleep.assign(b=sleep["Days"] > 4)
+    f = "Reaction ~ b * Days + (1 | Subject)"
+    mem = mm.lmer(f, data)
+    dsk = mm.lmer(f, dd.from_pandas(data, npartitions=3))
+    assert list(dsk.fixef.index) == list(mem.fixef.index) == ["(Intercept)", "b", "Days", "b:Days"]
+    assert_same_fit(mem, dsk)
+
+
+def test_model_pickles_and_estimator_rows(sleep):
+    """A fitted Dask model pickles; its estimator (the model of the
+    cross-products) says which methods need the rows."""
+    dsk = mm.lmer(SLEEP, dd.from_pandas(sleep, npartitions=2))
+    back = pickle.loads(pickle.dumps(dsk))
+    pd.testing.assert_series_equal(back.fixef, dsk.fixef)
+    assert isinstance(dsk.estimator, mm.LinearMixedModel)
+    assert not isinstance(dsk, mm.LinearMixedModel)  # composition, not a disabled subclass
+    with pytest.raises(mm.DataError, match="fitted needs the rows"):
+        dsk.estimator.fitted  # noqa: B018
+    with pytest.raises(mm.DataError, match="simulate needs the rows"):
+        dsk.estimator.simulate()

@@ -6,7 +6,7 @@ dropped, kept as cells for a large factorial design (:class:`FixedEffects`).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -223,14 +223,7 @@ def build_fixed(
         # a rank test would take NaN or Inf columns for aliased ones
         return FixedEffects(X, all_names, all_names, np.arange(X.shape[1]), mm.model_spec)
     kept, gram = _rank_and_gram(X)
-    if len(kept) < X.shape[1]:
-        dropped = [all_names[i] for i in range(X.shape[1]) if i not in set(kept.tolist())]
-        warnings.warn(
-            "fixed-effect model matrix is rank deficient so dropping "
-            f"{len(dropped)} column(s): {', '.join(dropped)}",
-            RankDeficiencyWarning,
-            stacklevel=4,
-        )
+    warn_rank_deficient(all_names, kept, stacklevel=5)
     return FixedEffects(
         # formulaic's matrices are in Fortran order: kept so (a C copy of a long
         # matrix costs a transposition; numpy and BLAS take either order)
@@ -240,6 +233,22 @@ def build_fixed(
         kept=kept,
         model_spec=mm.model_spec,
         gram=gram,
+    )
+
+
+def warn_rank_deficient(all_names: Sequence[str], kept: np.ndarray, stacklevel: int) -> None:
+    """lme4's warning that the fixed-effects columns not in ``kept`` are
+    aliased and dropped (nothing when every column is kept). In memory and
+    for partitioned data alike; ``stacklevel`` as for :func:`warnings.warn`."""
+    if len(kept) == len(all_names):
+        return
+    keep = set(kept.tolist())
+    dropped = [name for i, name in enumerate(all_names) if i not in keep]
+    warnings.warn(
+        "fixed-effect model matrix is rank deficient so dropping "
+        f"{len(dropped)} column(s): {', '.join(dropped)}",
+        RankDeficiencyWarning,
+        stacklevel=stacklevel,
     )
 
 

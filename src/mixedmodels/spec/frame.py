@@ -173,11 +173,11 @@ def build_model_frame(
         y, response_levels = glm_response_values(parsed, source)
     else:
         y, response_levels = response_values(parsed, source), None
-    w = extra["weights"] if "weights" in extra else _numeric_column(source, w_col, "weights")
+    w = extra["weights"] if "weights" in extra else numeric_column(source, w_col, "weights")
     if w is not None:
         _check_weights(w, row_label, w_col)
     given_offset = (
-        extra["offset"] if "offset" in extra else _numeric_column(source, o_col, "offset")
+        extra["offset"] if "offset" in extra else numeric_column(source, o_col, "offset")
     )
     if given_offset is not None and not np.all(np.isfinite(given_offset)):
         where = f"column {o_col!r}" if o_col else "offset"
@@ -221,7 +221,7 @@ def build_model_frame(
     )
 
 
-def _numeric_column(
+def numeric_column(
     frame: pd.DataFrame | ArrayColumns, col: str | None, what: str
 ) -> np.ndarray | None:
     """A weights / offset column as floats, or a DataError naming it."""

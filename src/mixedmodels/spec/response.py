@@ -68,12 +68,12 @@ def glm_response_values(
         parts = [_glm_response_part(arg, data) for arg in args]
         return np.column_stack(parts), None
     name = _column_name(lhs)
-    if name in data.columns and _is_factor_dtype(dtype_of(data, name)):
+    if name in data.columns and is_factor_dtype(dtype_of(data, name)):
         return _factor_response(data, name)
     return _glm_response_part(lhs, data, "response", "numeric, logical or a factor"), None
 
 
-def _is_factor_dtype(dtype: Any) -> bool:
+def is_factor_dtype(dtype: Any) -> bool:
     """Categorical, string or object (R's factor() of the values), not logical."""
     return isinstance(dtype, pd.CategoricalDtype) or (
         not pd.api.types.is_bool_dtype(dtype)

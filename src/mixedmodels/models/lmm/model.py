@@ -108,6 +108,23 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         self._setup_engine()
         self._fitted = False
 
+    @classmethod
+    def from_cross_products(
+        cls, formula: str, reml: bool, frame: ModelFrame, system: AugmentedSystem,
+        n_eff: int, log_weights: float = 0.0,
+    ) -> "LinearMixedModel":
+        """A model of data it does not hold: its engine built from the summed
+        cross-products of partitioned data (``frame`` without rows, ``n_eff``
+        rows of positive weight, ``log_weights`` the sum of their logarithms).
+        It fits and reports as any other; methods that need the rows say so."""
+        model = cls.__new__(cls)
+        model.formula, model.reml, model.data_name, model.frame = formula, bool(reml), None, frame
+        model._engine_rebuildable = False  # nothing to rebuild it from
+        model._system = system
+        model._theta_slices = consecutive_slices([t.ntheta for t in frame.terms])
+        model._ldW, model._n_eff, model._fitted = float(log_weights), int(n_eff), False
+        return model
+
     # ------------------------------------------------------------------ engine
 
     # The blocked engine (cross-products, the update operator, workspaces:
@@ -295,6 +312,7 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
     def fitted(self) -> pd.Series:
         """Fitted values (conditional on the random effects), indexed like the data."""
         self._require_fit()
+        self._require_rows("fitted")
         fr = self.frame
         mu = fr.fixed.dot(self._beta) + self._linear_predictor_re()
         if fr.offset is not None:
@@ -374,6 +392,7 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
             if include_random(re_form):
                 fit = self.fitted.rename("predicted")
             else:
+                self._require_rows("predict without newdata")
                 fr = self.frame
                 eta = fr.fixed.X @ self._beta + (0 if fr.offset is None else fr.offset)
                 fit = pd.Series(eta, index=fr.data.index, name="predicted")

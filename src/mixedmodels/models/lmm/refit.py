@@ -222,6 +222,7 @@ class Refitting:
             lme4's default ``re.form = NA``).
         """
         self._require_fit()
+        self._require_rows("simulate")
         rng = np.random.default_rng(seed)
         fr = self.frame
         n = fr.nobs
