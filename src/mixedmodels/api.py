@@ -93,7 +93,7 @@ def fit(kind: str, formula: str, data: Any, **options: Any) -> Any:
 
 register(ModelKind(
     name="lmer",
-    entry="mixedmodels.models.lmm.model:lmer",
+    entry="mixedmodels.models.lmm.entry:lmer",
     model_class="mixedmodels.models.lmm.model:LinearMixedModel",
     follows="lme4::lmer",
     description="linear mixed model (REML or ML), in memory or on Dask",

@@ -32,10 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mixedmodels.data.plan import PartitionPlan
 from mixedmodels.exceptions import DataError, MixedModelsError
 from mixedmodels.linalg.crossproducts import CrossProducts, TermData
-
-from .plan import PartitionPlan
 
 __all__ = [
     "DaskUnsupportedError",

@@ -495,7 +495,7 @@ def glmer(*args: Any, **kwargs: Any) -> GeneralizedLinearMixedModel:
             UserWarning,
             stacklevel=2,
         )
-        from mixedmodels.models.lmm.model import lmer
+        from mixedmodels.models.lmm.entry import lmer
 
         # the fit options go along (lmer names any it does not take)
         lmer_arguments = {k: arguments[k] for k in ("weights", "offset", "contrasts", "na_action")}

@@ -8,7 +8,6 @@ Cholesky factor (see :mod:`mixedmodels.linalg.augmented`).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,6 @@ from mixedmodels.spec.frame import ModelFrame, build_model_frame
 from mixedmodels.support.arguments import (
     check_na_action,
     check_optimizer,
-    option_values,
     r_argument_hints,
     takes_options,
 )
@@ -37,7 +35,7 @@ from mixedmodels.support.newdata import include_random
 from mixedmodels.support.progress import FitProgress
 from mixedmodels.support.threads import blas_threads
 
-__all__ = ["lmer", "LinearMixedModel"]
+__all__ = ["LinearMixedModel"]
 
 _OPTIMIZERS = {
     "lbfgsb": "default: L-BFGS-B with the analytic gradient",
@@ -405,36 +403,3 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
             self, newdata, re_form, new_levels, residual=interval == "prediction"
         )
         return interval_frame(fit.to_numpy(), variance, interval, level, re_form=re_form)
-
-
-def _is_partitioned(data: Any) -> bool:
-    """A Dask DataFrame (by module name: dask is not imported) or a str / PathLike
-    to a Parquet file or directory: fitted partition by partition."""
-    module = type(data).__module__.split(".")[0]
-    return isinstance(data, (str, os.PathLike)) or module in ("dask", "dask_expr")
-
-
-# split_every: an argument of mixedmodels.models.lmm.dask.lmer_dask, for partitioned data
-@r_argument_hints(LinearMixedModel.fit, also=("split_every",))
-@takes_options(LmmOptions)
-def lmer(formula: str, data: Any, options: LmmOptions, **fit_kwargs: Any) -> LinearMixedModel:
-    """Fit a linear mixed-effects model, as lme4's ``lmer``.
-
-    Parameters are those of :class:`LinearMixedModel` (``reml``, ``weights``,
-    ``offset``, ``contrasts``, ``na_action``: see
-    :class:`~mixedmodels.models.lmm.options.LmmOptions`); ``fit_kwargs`` go to
-    :meth:`LinearMixedModel.fit`.
-
-    Examples
-    --------
-    >>> import mixedmodels as mm
-    >>> m = mm.lmer("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"))
-    >>> m.fixef.round(3).to_dict()
-    {'(Intercept)': 251.405, 'Days': 10.467}
-    """
-    model_kwargs = option_values(options)
-    if _is_partitioned(data):  # Dask DataFrame or Parquet path: mixedmodels.models.lmm.dask
-        from mixedmodels.models.lmm.dask import lmer_dask
-
-        return lmer_dask(formula, data, **model_kwargs, **fit_kwargs)
-    return LinearMixedModel(formula, data, **model_kwargs).fit(**fit_kwargs)
