@@ -40,6 +40,7 @@ from mixedmodels.linalg.crossproducts import CrossProducts
 from mixedmodels.models.base import RandomEffectsModel
 from mixedmodels.models.lmm.model import LinearMixedModel
 from mixedmodels.models.lmm.options import LmmOptions
+from mixedmodels.models.lmm.starts import anova_ratio
 from mixedmodels.spec.formula import parse_formula, require_random
 from mixedmodels.support.arguments import check_na_action, takes_options
 from mixedmodels.support.newdata import include_random
@@ -252,23 +253,11 @@ def _predict_partition(part: pd.DataFrame, shell: LinearMixedModel, re_form, new
 
 
 def _anova_ratio_sums(counts: np.ndarray, sums: np.ndarray, rss: float) -> float:
-    """The in-memory one-way ANOVA start (``_anova_ratio`` of :mod:`mixedmodels.models.lmm.model`)
+    """The in-memory one-way ANOVA start (:func:`~mixedmodels.models.lmm.starts.anova_ratio`)
     from per-group counts and residual sums and the total residual sum of
-    squares (what cross-products give)."""
+    squares (what cross-products give): Σ (r - mean_g)² = rss - Σ n_g mean_g²."""
     counts = np.asarray(counts, dtype=float)
-    means = sums / np.maximum(counts, 1.0)
-    used = counts > 0
-    n, g = counts.sum(), int(used.sum())
-    if g < 2 or n <= g:
-        return 1.0
-    within = (rss - np.sum(counts * means**2)) / (n - g)
-    grand = np.sum(counts * means) / n
-    between = np.sum(counts[used] * (means[used] - grand) ** 2) / (g - 1)
-    n0 = (n - np.sum(counts**2) / n) / (g - 1)
-    if within <= 0 or n0 <= 0:
-        return 1.0
-    ratio = max(between - within, 0.0) / n0 / within
-    return float(np.clip(np.sqrt(ratio), 0.05, 5.0))
+    return anova_ratio(counts, sums, lambda means: rss - np.sum(counts * means**2))
 
 
 def lmer_dask(formula: str, data: Any, **arguments: Any) -> DaskLinearMixedModel:

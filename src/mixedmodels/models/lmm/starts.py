@@ -4,9 +4,11 @@ estimates of a term's covariance) that land near the optimum."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-__all__ = ["backfitted_ratios", "one_way_ratio", "unit_regression_start"]
+__all__ = ["anova_ratio", "backfitted_ratios", "one_way_ratio", "unit_regression_start"]
 
 
 def unit_regression_start(resid: np.ndarray, w: np.ndarray, term) -> np.ndarray | None:
@@ -127,15 +129,30 @@ def _anova_ratio(
     work: np.ndarray | None = None,
 ) -> float:
     """sqrt(between / within) variance ratio of the one-way ANOVA moment estimator
-    (unbalanced groups: n0 = (N - Σn_g²/N) / (g - 1))."""
+    of residuals ``resid`` in groups ``codes`` (see :func:`anova_ratio`)."""
+
+    def within_squares(means: np.ndarray) -> float:
+        deviations = np.take(means, codes, out=work)
+        np.subtract(resid, deviations, out=deviations)
+        return float(np.sum(np.square(deviations, out=deviations)))
+
+    return anova_ratio(counts, sums, within_squares)
+
+
+def anova_ratio(
+    counts: np.ndarray, sums: np.ndarray, within_squares: Callable[[np.ndarray], float]
+) -> float:
+    """sqrt(between / within) variance ratio of the one-way ANOVA moment
+    estimator (unbalanced groups: n0 = (N - Σn_g²/N) / (g - 1)), from the
+    groups' counts and residual sums and ``within_squares(means)``, the sum of
+    squared deviations from the group means: from the rows in memory, from
+    the total sum of squares for partitioned data. 1 when undefined."""
     means = sums / np.maximum(counts, 1.0)
     used = counts > 0
     n, g = counts.sum(), int(used.sum())
     if g < 2 or n <= g:
         return 1.0
-    work = np.take(means, codes, out=work)
-    np.subtract(resid, work, out=work)
-    within = np.sum(np.square(work, out=work)) / (n - g)
+    within = within_squares(means) / (n - g)
     grand = np.sum(counts * means) / n
     between = np.sum(counts[used] * (means[used] - grand) ** 2) / (g - 1)
     n0 = (n - np.sum(counts**2) / n) / (g - 1)
