@@ -51,11 +51,11 @@ class ModelKind:
         return self.model_class.rpartition(":")[2]
 
     def function(self) -> Callable[..., Any]:
-        """The entry function (imported on first use)."""
+        """Return the entry function (imported on first use)."""
         return _load(self.entry)
 
     def cls(self) -> type:
-        """The model class (imported on first use)."""
+        """Return the model class (imported on first use)."""
         return _load(self.model_class)
 
 
@@ -76,7 +76,7 @@ def register(kind: ModelKind) -> ModelKind:
 
 
 def model_kind(name: str) -> ModelKind:
-    """The registered kind called ``name``; an ArgumentError lists the kinds."""
+    """Return the registered kind called ``name``; an ArgumentError lists the kinds."""
     try:
         return KINDS[name]
     except KeyError:
@@ -87,7 +87,8 @@ def model_kind(name: str) -> ModelKind:
 
 def fit(kind: str, formula: str, data: Any, **options: Any) -> Any:
     """Fit a model of the registered ``kind`` (``fit("lmer", formula, data)``
-    is ``mm.lmer(formula, data)``)."""
+    is ``mm.lmer(formula, data)``).
+    """
     return model_kind(kind).function()(formula, data, **options)
 
 
@@ -108,8 +109,9 @@ register(ModelKind(
 
 
 def exported() -> dict[str, Callable[[], Any]]:
-    """The package-level names the registry provides: each kind's function
-    and model class, as loaders."""
+    """Return the package-level names the registry provides: each kind's function
+    and model class, as loaders.
+    """
     names: dict[str, Callable[[], Any]] = {}
     for kind in KINDS.values():
         names[kind.name] = kind.function

@@ -113,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_data(name_or_path: str) -> Any:
-    """A bundled dataset (by name, case-insensitive), a .csv / .parquet file or
-    a directory of .parquet files (read as one data set)."""
+    """Return a bundled dataset (by name, case-insensitive), a .csv / .parquet file or
+    a directory of .parquet files (read as one data set).
+    """
     lower = name_or_path.lower()
     if os.path.isdir(name_or_path):
         return _read_parquet_directory(name_or_path)
@@ -142,8 +143,9 @@ def read_data(name_or_path: str) -> Any:
 
 
 def _read_parquet_directory(path: str) -> Any:
-    """A directory of Parquet files as one data set, or an error saying what
-    a directory must hold."""
+    """Return a directory of Parquet files as one data set, or an error saying what
+    a directory must hold.
+    """
     if not any(f.lower().endswith((".parquet", ".pq")) for f in os.listdir(path)):
         raise CLIError(
             f"data path {path!r} is a directory without .parquet files: give a .csv or "
@@ -173,7 +175,7 @@ def _read_parquet(path: str, what: str) -> Any:
 
 
 def _num(value: Any) -> float | None:
-    """A float for JSON; None for NaN/inf/missing."""
+    """Return a float for JSON; None for NaN/inf/missing."""
     if value is None:
         return None
     try:
@@ -199,7 +201,7 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def fit_to_json(m: Any) -> dict[str, Any]:
-    """The results protocol's numbers of a fitted model, as a JSON-ready dict."""
+    """Return the results protocol's numbers of a fitted model, as a JSON-ready dict."""
     vcov = m.vcov
     out: dict[str, Any] = {
         "formula": m.formula,

@@ -64,7 +64,8 @@ class ModelSpecError(MixedModelsError):
 class ArgumentError(ModelSpecError, TypeError):
     """A function was called with an argument it does not take (often lme4's
     spelling, e.g. ``REML=``); the message says what to write instead. Also a
-    :class:`TypeError`, what Python raises for an unexpected keyword."""
+    :class:`TypeError`, what Python raises for an unexpected keyword.
+    """
 
 
 class FamilyError(MixedModelsError):
@@ -97,7 +98,8 @@ class ConvergenceWarning(MixedModelsWarning):
 
 class SeparationWarning(MixedModelsWarning):
     """Binomial data are (quasi-)completely separated by some fixed effects:
-    their maximum-likelihood estimates are infinite."""
+    their maximum-likelihood estimates are infinite.
+    """
 
 
 class NonIntegerResponseWarning(MixedModelsWarning):
@@ -111,4 +113,5 @@ class NonIntegerResponseWarning(MixedModelsWarning):
 
 class RefitWarning(MixedModelsWarning):
     """REML fits were refitted by maximum likelihood before a likelihood-ratio
-    test (lme4's message "refitting model(s) with ML (instead of REML)")."""
+    test (lme4's message "refitting model(s) with ML (instead of REML)").
+    """

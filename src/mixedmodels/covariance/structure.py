@@ -38,7 +38,8 @@ class CovarianceStructure(ABC):
     @abstractmethod
     def theta_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
         """Row and column of Λ that each θ element fills (the layout of a
-        structure whose θ are entries of Λ)."""
+        structure whose θ are entries of Λ).
+        """
 
     @abstractmethod
     def lower_bounds(self) -> np.ndarray:
@@ -50,16 +51,17 @@ class CovarianceStructure(ABC):
 
     @abstractmethod
     def factor(self, theta: np.ndarray) -> np.ndarray:
-        """The k x k relative covariance factor Λ for ``theta``."""
+        """Return the k x k relative covariance factor Λ for ``theta``."""
 
     @abstractmethod
     def theta_scale(self, column_scales: np.ndarray) -> np.ndarray:
         """Per θ element, the factor giving θ for the columns divided by
-        ``column_scales`` (θ × theta_scale)."""
+        ``column_scales`` (θ × theta_scale).
+        """
 
     @abstractmethod
     def theta_names(self, group: str, cnames: Sequence[str]) -> list[str]:
-        """The names of θ for grouping factor ``group`` and columns ``cnames``."""
+        """Return the names of θ for grouping factor ``group`` and columns ``cnames``."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k})"

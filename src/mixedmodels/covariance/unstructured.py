@@ -23,7 +23,8 @@ def _lower_triangle(k: int) -> tuple[np.ndarray, np.ndarray]:
 class Unstructured(CovarianceStructure):
     """A general covariance of the k random effects (lme4's ``(x | g)``): θ
     is the lower triangle of Λ column by column, k(k+1)/2 values, the
-    diagonal ones non-negative; the start is Λ = I."""
+    diagonal ones non-negative; the start is Λ = I.
+    """
 
     def __init__(self, k: int):
         super().__init__(k)
@@ -55,7 +56,8 @@ class Unstructured(CovarianceStructure):
 
     def theta_scale(self, column_scales: np.ndarray) -> np.ndarray:
         """Multiplying column r of the model matrix by c divides row r of Λ by
-        c: each θ element scales with its row's column."""
+        c: each θ element scales with its row's column.
+        """
         return column_scales[self.rows]
 
     def theta_names(self, group: str, cnames: Sequence[str]) -> list[str]:

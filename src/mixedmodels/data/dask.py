@@ -57,18 +57,18 @@ class DaskUnsupportedError(MixedModelsError):
 
 
 def is_dask_dataframe(data: Any) -> bool:
-    """True for a Dask DataFrame (checked by module name: dask is not imported)."""
+    """Return True for a Dask DataFrame (checked by module name: dask is not imported)."""
     module = type(data).__module__.split(".")[0]
     return module in ("dask", "dask_expr") and hasattr(data, "map_partitions")
 
 
 def is_path(data: Any) -> bool:
-    """True for a str or PathLike: Parquet files given by their path."""
+    """Return True for a str or PathLike: Parquet files given by their path."""
     return isinstance(data, (str, os.PathLike))
 
 
 def import_dask():
-    """dask and dask.dataframe, or an ImportError saying how to install them."""
+    """Return dask and dask.dataframe, or an ImportError saying how to install them."""
     try:
         import dask
         import dask.dataframe as dd
@@ -80,8 +80,9 @@ def import_dask():
 
 
 def read_partitioned(data: Any) -> Any:
-    """``data`` as a Dask DataFrame: a Parquet file or directory read lazily, or
-    a Dask DataFrame as it is; a :class:`DataError` for anything else."""
+    """Return ``data`` as a Dask DataFrame: a Parquet file or directory read lazily, or
+    a Dask DataFrame as it is; a :class:`DataError` for anything else.
+    """
     ddf = read_parquet(data) if is_path(data) else data
     if not is_dask_dataframe(ddf):
         raise DataError(f"data must be a Dask DataFrame or a Parquet path, not {type(data).__name__}")
@@ -89,7 +90,7 @@ def read_partitioned(data: Any) -> Any:
 
 
 def read_parquet(path: Any) -> Any:
-    """A Parquet file or directory as a lazy Dask DataFrame (errors name the path)."""
+    """Return a Parquet file or directory as a lazy Dask DataFrame (errors name the path)."""
     _, dd = import_dask()
     text = os.fspath(path)
     if not os.path.exists(text) and "://" not in text:
@@ -142,7 +143,7 @@ def _stack_r(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _malloc_trim() -> Any:
-    """glibc's ``malloc_trim``, or None (other C libraries, other systems)."""
+    """Return glibc's ``malloc_trim``, or None (other C libraries, other systems)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -152,7 +153,7 @@ def _malloc_trim() -> Any:
 
 
 def _returning_memory(fn: Any) -> Any:
-    """A task function that hands freed heap memory back to the system when done.
+    """Return a task function that hands freed heap memory back to the system when done.
 
     A partition's arrays (a few MB up to 32 MB) fall below glibc's adaptive mmap
     threshold once a larger block has been freed, so they come from the worker
@@ -237,12 +238,12 @@ def map_reduce(ddf: Any, fn: Any, plan: PartitionPlan, split_every: int) -> Any:
 
 @_returning_memory
 def levels_task(plan: PartitionPlan, part: pd.DataFrame) -> Any:
-    """The levels pass of one partition (:meth:`PartitionPlan.levels_of`)."""
+    """Return the levels pass of one partition (:meth:`PartitionPlan.levels_of`)."""
     return plan.levels_of(part)
 
 
 def keep_columns(cross: CrossProducts, kept: np.ndarray, p_all: int) -> CrossProducts:
-    """The cross-products with only the kept fixed-effects columns."""
+    """Return the cross-products with only the kept fixed-effects columns."""
     if len(kept) == p_all:
         return cross
     rows = np.concatenate([kept, [p_all]])
@@ -264,7 +265,8 @@ def exact_quantiles(series: Any, probs: Any, bins: int = 65536) -> np.ndarray:
     """Exact quantiles of a Dask Series (``np.quantile``'s linear interpolation),
     without gathering it: pass 1 counts and finds the range, pass 2 builds a
     histogram of ``bins`` equal bins, pass 3 collects only the values in the
-    bins that hold the order statistics needed."""
+    bins that hold the order statistics needed.
+    """
     dask, _ = import_dask()
     parts = series.to_delayed()
     probs = np.asarray(probs, dtype=float)

@@ -49,7 +49,7 @@ class Levels:
         return self.values if not self.categorical else np.asarray(self.values)
 
     def final(self) -> np.ndarray:
-        """The levels in R's order."""
+        """Return the levels in R's order."""
         if self.categorical:
             seen = set(self.values.tolist())
             return np.asarray([c for c in self.order if c in seen], dtype=object)
@@ -94,7 +94,8 @@ class LevelsResult:
 
 def check_same_kind(name: str, a: Levels, b: Levels) -> None:
     """A factor column must hold numbers in every partition or text in every
-    one (its levels could not be ordered, nor new values matched, otherwise)."""
+    one (its levels could not be ordered, nor new values matched, otherwise).
+    """
     if len(a.values) == 0 or len(b.values) == 0:
         return
     numbers = ("integer", "floating", "mixed-integer-float", "decimal")

@@ -49,7 +49,8 @@ class TermPlan:
 def combined_codes(per_column: list[tuple[np.ndarray, int]]) -> np.ndarray:
     """One code per row for the combination of several factors' codes (given
     with their numbers of levels), the first factor varying slowest: the
-    order of :func:`mixedmodels.spec.levels.combine_codes`."""
+    order of :func:`mixedmodels.spec.levels.combine_codes`.
+    """
     combined = np.zeros(len(per_column[0][0]), dtype=np.int64)
     for codes, nlevels in per_column:
         combined = combined * nlevels + codes
@@ -73,16 +74,18 @@ class PartitionPlan:
     offset_col: str | None = None
 
     def complete_rows(self, part: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-        """The used columns of the rows without a missing value, and how many
-        rows were dropped (an error with ``na_action='fail'``): the in-memory rule."""
+        """Return the used columns of the rows without a missing value, and how many
+        rows were dropped (an error with ``na_action='fail'``): the in-memory rule.
+        """
         part = part[self.columns]
         missing = {c: column_missing(part[c]) for c in self.columns}
         keep, ndropped = complete_rows(missing, {}, len(part), self.fail_on_na)
         return (part if keep is None else part.loc[keep]), ndropped
 
     def levels_of(self, part: pd.DataFrame) -> LevelsResult:
-        """The levels pass of one partition: its complete rows' count, factor
-        levels and the combinations of grouping factors that occur."""
+        """Return the levels pass of one partition: its complete rows' count, factor
+        levels and the combinations of grouping factors that occur.
+        """
         nrows = len(part)
         part, ndropped = self.complete_rows(part)
         check_predictor_kinds(self.parsed, part.dtypes.to_dict(), part.__getitem__)
@@ -103,7 +106,7 @@ class PartitionPlan:
         return frame
 
     def codes(self, frame: pd.DataFrame, part: pd.DataFrame, tp: TermPlan) -> np.ndarray:
-        """The level of every row for term ``tp``, among the global levels."""
+        """Return the level of every row for term ``tp``, among the global levels."""
         per_col = []
         for col, levels in zip(tp.group, tp.raw_levels):
             if col in self.formula_factors and isinstance(frame[col].dtype, pd.CategoricalDtype):
@@ -120,7 +123,7 @@ class PartitionPlan:
         return codes
 
     def encode(self, part: pd.DataFrame) -> dict[str, Any]:
-        """The rows of one partition as the engine sees them."""
+        """Return the rows of one partition as the engine sees them."""
         part, ndropped = self.complete_rows(part)
         check_finite(part, self.columns)
         frame = self.model_frame(part)
@@ -158,7 +161,8 @@ class PartitionPlan:
     ) -> None:
         """What the formula evaluated must be finite: an infinite value is an
         error naming its term (``design.nonfinite_rows``), and so is a NaN one,
-        as the rows of partitions are counted before they are evaluated."""
+        as the rows of partitions are counted before they are evaluated.
+        """
         arrays = [y, X, *zs] + ([] if off is None else [off])
         if all(np.isfinite(a).all() for a in arrays):
             return
@@ -181,8 +185,9 @@ class PartitionPlan:
 
 
 def partition_matrix(spec: Any, frame: pd.DataFrame, what: str) -> np.ndarray:
-    """A model matrix of one partition's rows with the specification decided
-    for the whole data (its columns are the same in every partition)."""
+    """Return a model matrix of one partition's rows with the specification decided
+    for the whole data (its columns are the same in every partition).
+    """
     frame = integers_as_floats(frame, spec_factors(spec))
     try:
         mm = spec.get_model_matrix(frame, na_action="ignore", context=R_FUNCTIONS)

@@ -105,7 +105,7 @@ def specify_partitioned(
     split_every: int,
     mark: Mark,
 ) -> PartitionedData:
-    """The specification of the model of ``parsed`` on the Dask DataFrame
+    """Return the specification of the model of ``parsed`` on the Dask DataFrame
     ``ddf`` and the sums over its rows: two map-reduce passes (see the module).
 
     ``weights`` and ``offset`` are column names; ``mark(phase, start)``
@@ -202,9 +202,10 @@ def _partition_plan(
     weights: str | None,
     offset: str | None,
 ) -> PartitionPlan:
-    """The plan of the levels pass: which columns need their levels (grouping
+    """Return the plan of the levels pass: which columns need their levels (grouping
     columns, columns formulas code as factors as formulaic does, ``factor(x)``
-    / ``C(x)`` arguments)."""
+    / ``C(x)`` arguments).
+    """
     grouping = {g for spec in parsed.random for g in spec.group}
     texts = [parsed.fixed] + [spec.expr for spec in parsed.random]
     factor_calls = set().union(*(factor_arguments(t) for t in texts)) & set(columns)
@@ -235,9 +236,10 @@ def _terms(
     lv: Any,
     dtypes: pd.Series,
 ) -> tuple[list[ReTerm], dict[int, TermPlan]]:
-    """The random-effects terms (in the engine's order), built by the in-memory
+    """Return the random-effects terms (in the engine's order), built by the in-memory
     :func:`build_term` on the prototype and given the data's levels, and what
-    a partition needs to find each row's level."""
+    a partition needs to find each row's level.
+    """
     terms, plans = [], {}
     for spec in parsed.random:
         term = build_term(spec, proto, codings, residual=False)
@@ -260,8 +262,9 @@ def _terms(
 
 
 def _fixed_effects(R: np.ndarray, proto: FixedEffects) -> FixedEffects:
-    """The fixed effects of the data: the prototype's columns, the aliased
-    ones found from the accumulated QR factor ``R`` of the data's X."""
+    """Return the fixed effects of the data: the prototype's columns, the aliased
+    ones found from the accumulated QR factor ``R`` of the data's X.
+    """
     if R.shape[0] < R.shape[1]:
         R = np.vstack([R, np.zeros((R.shape[1] - R.shape[0], R.shape[1]))])
     kept = full_rank_columns(R)
@@ -279,7 +282,7 @@ def _fixed_effects(R: np.ndarray, proto: FixedEffects) -> FixedEffects:
 def _prototype(
     dtypes: pd.Series, columns: list[str], levels: dict[str, np.ndarray], ordered: dict[str, bool]
 ) -> pd.DataFrame:
-    """A small frame that holds every level of every factor column (numbers elsewhere)."""
+    """Return a small frame that holds every level of every factor column (numbers elsewhere)."""
     size = max([2] + [len(v) for v in levels.values()])
     data = {}
     for col in columns:
@@ -295,7 +298,7 @@ def _prototype(
 
 
 def _stateful(spec: Any) -> list[str]:
-    """The stateful transforms (``scale()``, ...) of a model-matrix specification."""
+    """Return the stateful transforms (``scale()``, ...) of a model-matrix specification."""
     state = getattr(spec, "transform_state", None) or {}
     return sorted(state)
 
@@ -305,7 +308,8 @@ def _combined_levels(
 ) -> tuple[np.ndarray, list[str]]:
     """Observed combinations of several grouping factors: R's ``a:b`` levels
     (labels as :func:`combine_codes` gives them in memory) and their sorted
-    combined codes (:func:`combined_codes`)."""
+    combined codes (:func:`combined_codes`).
+    """
     per_col = [
         (pd.Categorical(combos[col].to_numpy(), categories=levels).codes.astype(np.int64), levels)
         for col, levels in zip(group, raw)

@@ -76,9 +76,10 @@ class Binomial(Family):
         return np.where(weights == 0, 0.0, y)
 
     def deviance_at(self, y, wt):
-        """The deviance split into the saturated part (computed here) and
+        """Return the deviance split into the saturated part (computed here) and
         two ``xlogy`` terms in μ, rather than R's elementwise ``y log(y/μ)``
-        branches; for 0/1 outcomes one log per row."""
+        branches; for 0/1 outcomes one log per row.
+        """
         success = _binary_successes(y)
         if success is not None:
             return SplitDeviance(0.0, lambda mu: -2.0 * float(wt @ np.log(np.where(success, mu, 1.0 - mu))))
@@ -88,7 +89,8 @@ class Binomial(Family):
 
     def saturated_aic(self, y, n, wt):
         """0 for 0/1 outcomes (log C(m, 0) = log C(m, m) = 0), else as
-        :meth:`Family.saturated_aic`."""
+        :meth:`Family.saturated_aic`.
+        """
         if _binary_successes(y) is not None:
             return 0.0
         return super().saturated_aic(y, n, wt)
@@ -106,7 +108,8 @@ class Binomial(Family):
 
     def simulate(self, mu, weights, dispersion, rng):
         """Proportions of ``rint(weights)`` trials (R's ``simulate`` for a
-        proportion response; counts are proportion × trials)."""
+        proportion response; counts are proportion × trials).
+        """
         trials = np.rint(weights).astype(np.int64)
         return rng.binomial(np.maximum(trials, 0), mu) / np.maximum(trials, 1)
 

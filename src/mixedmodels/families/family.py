@@ -40,8 +40,9 @@ FAMILIES: dict[str, type["Family"]] = {}
 
 
 def family_key(name: str) -> str:
-    """A family name as looked up: lower case, ``.`` and ``-`` as ``_``
-    (``"Gamma"`` -> ``"gamma"``, ``"inverse.gaussian"`` -> ``"inverse_gaussian"``)."""
+    """Return a family name as looked up: lower case, ``.`` and ``-`` as ``_``
+    (``"Gamma"`` -> ``"gamma"``, ``"inverse.gaussian"`` -> ``"inverse_gaussian"``).
+    """
     return name.strip().lower().replace(".", "_").replace("-", "_")
 
 
@@ -82,7 +83,7 @@ class SplitDeviance(NamedTuple):
     varying: Callable[[np.ndarray], float]
 
     def __call__(self, mu: np.ndarray) -> float:
-        """The deviance at ``mu``."""
+        """Return the deviance at ``mu``."""
         return self.constant + self.varying(mu)
 
 
@@ -211,7 +212,7 @@ class Family(abc.ABC):
 
     @abc.abstractmethod
     def variance(self, mu: Any) -> np.ndarray:
-        """The variance function ``V(mu)``."""
+        """Return the variance function ``V(mu)``."""
         ...
 
     def valid_mu(self, mu: Any) -> bool:
@@ -267,7 +268,7 @@ class Family(abc.ABC):
         ...
 
     def mustart(self, y: Any, wt: Any = None) -> np.ndarray:
-        """Starting values of ``mu``, as R's ``family$initialize``."""
+        """Return starting values of ``mu``, as R's ``family$initialize``."""
         return as_float(y).copy()
 
     def validate_response(self, y: Any, weights: Any = None, column_name: str = "y") -> None:
@@ -322,18 +323,21 @@ class Family(abc.ABC):
     @property
     def is_linear(self) -> bool:
         """Whether a GLMM of this family and link is the linear mixed model
-        (Gaussian family, identity link; glmer hands it to lmer, as lme4)."""
+        (Gaussian family, identity link; glmer hands it to lmer, as lme4).
+        """
         return False
 
     def response_for_fit(self, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """The (validated) response as the fit uses it: ``y`` itself here
-        (binomial: 0 where the weight is 0, as R's ``initialize``)."""
+        """Return the (validated) response as the fit uses it: ``y`` itself here
+        (binomial: 0 where the weight is 0, as R's ``initialize``).
+        """
         return y
 
     def deviance_at(self, y: np.ndarray, wt: np.ndarray) -> SplitDeviance:
-        """The deviance of response ``y`` with prior weights ``wt`` as a
+        """Return the deviance of response ``y`` with prior weights ``wt`` as a
         function of μ: here the sum of :meth:`dev_resids`, nothing computed
-        ahead (binomial and Poisson split off the μ-free part)."""
+        ahead (binomial and Poisson split off the μ-free part).
+        """
         return SplitDeviance(0.0, lambda mu: float(np.sum(self.dev_resids(y, mu, wt))))
 
     def saturated_aic(self, y: np.ndarray, n: np.ndarray, wt: np.ndarray) -> float | None:
@@ -341,7 +345,8 @@ class Family(abc.ABC):
         saturated log-likelihood of a family with a fixed dispersion, R's
         value (its densities) at :meth:`reference_mu`, or
         :meth:`continuous_saturated_aic` where that is not finite. None for
-        families with an estimated dispersion (it depends on μ there)."""
+        families with an estimated dispersion (it depends on μ there).
+        """
         if not self.dispersion_is_fixed:
             return None
         mu = self.reference_mu(y, wt)
@@ -354,15 +359,17 @@ class Family(abc.ABC):
         return self.continuous_saturated_aic(y, n, wt)
 
     def reference_mu(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
-        """A μ inside the family's support at which :meth:`saturated_aic`
-        takes ``aic - deviance``: :meth:`mustart` here."""
+        """Return a μ inside the family's support at which :meth:`saturated_aic`
+        takes ``aic - deviance``: :meth:`mustart` here.
+        """
         return self.mustart(y, wt)
 
     def continuous_saturated_aic(self, y: np.ndarray, n: np.ndarray, wt: np.ndarray) -> float | None:
         """:meth:`saturated_aic` where R's densities are zero (non-whole
         counts): the continuous extension with log Γ in place of factorials,
         so that the likelihood stays finite. None here: the engine then takes
-        ``aic`` at every μ."""
+        ``aic`` at every μ.
+        """
         return None
 
     def simulate(

@@ -1,5 +1,6 @@
 """R's Gaussian family (other links than the identity: with it, the GLMM is
-the linear mixed model)."""
+the linear mixed model).
+"""
 
 from __future__ import annotations
 

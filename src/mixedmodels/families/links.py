@@ -324,7 +324,7 @@ class InverseSquareLink(Link):
 
 
 def make_link(link: str | Link) -> Link:
-    """The link called ``link`` (R's ``make.link``); a :class:`Link` is returned as is.
+    """Return the link called ``link`` (R's ``make.link``); a :class:`Link` is returned as is.
 
     Raises
     ------

@@ -1,5 +1,6 @@
 """Numerical pieces the links, densities and families share: R's machine
-constants and the float conversion every function applies to its input."""
+constants and the float conversion every function applies to its input.
+"""
 
 from __future__ import annotations
 
@@ -25,5 +26,5 @@ def non_integer(x: np.ndarray) -> np.ndarray:
 
 
 def quoted(names: Iterable[Any]) -> str:
-    """``'a', 'b', 'c'``: names listed in a message."""
+    """Return ``'a', 'b', 'c'``: names listed in a message."""
     return ", ".join(repr(n) for n in names)

@@ -48,8 +48,9 @@ class Poisson(Family):
         return as_float(y) + 0.1
 
     def deviance_at(self, y, wt):
-        """The deviance split into the saturated part (computed here) and an
-        ``xlogy`` term in μ, rather than R's elementwise branches."""
+        """Return the deviance split into the saturated part (computed here) and an
+        ``xlogy`` term in μ, rather than R's elementwise branches.
+        """
         xlogy = special.xlogy
         constant = 2.0 * float(wt @ (xlogy(y, y) - y))
         return SplitDeviance(constant, lambda mu: -2.0 * float(wt @ (xlogy(y, mu) - mu)))

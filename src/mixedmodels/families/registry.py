@@ -1,6 +1,7 @@
 """Families by name: :func:`get_family` reads R's spellings (``"Gamma"``,
 ``"inverse.gaussian"``, ``"binomial(link = 'probit')"``) and finds every
-:class:`~mixedmodels.families.family.Family` subclass defined (``FAMILIES``)."""
+:class:`~mixedmodels.families.family.Family` subclass defined (``FAMILIES``).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ __all__ = ["get_family"]
 
 
 def get_family(family: str | Family | type[Family], link: str | Link | None = None) -> Family:
-    """The family object for ``family``, with ``link`` overriding its link.
+    """Return the family object for ``family``, with ``link`` overriding its link.
 
     Parameters
     ----------
@@ -92,7 +93,7 @@ _UNAVAILABLE_FAMILIES = {
 
 
 def _link_of_call(text: str, in_call: str, link: str | Link | None) -> str | Link | None:
-    """The link of a family written as an R call, checked against ``link=``."""
+    """Return the link of a family written as an R call, checked against ``link=``."""
     in_call = in_call.strip()
     if not in_call:
         return link

@@ -65,7 +65,8 @@ _METHODS = {
 def _columns(model: Any) -> tuple[list[str], list[str], list[str]]:
     """(θ columns, fixed-effect columns, SD/correlation columns) of the
     replicate table; ``sigma`` sits between θ and the fixed effects when the
-    model has a residual SD."""
+    model has a residual SD.
+    """
     theta = [f"theta_{n}" for t in model.frame.terms for n in t.theta_names()]
     fixed = list(model.frame.fixed.names)
     sdcor = [v.readable for v in variance_parameters(model) if v.kind != "sigma"]
@@ -84,7 +85,8 @@ def _statistics(fit: Any) -> np.ndarray:
 
 def _refit_block(model: Any, Y: np.ndarray) -> tuple[np.ndarray, list[tuple[bool, bool, str]]]:
     """Refit ``model`` to every column of ``Y``: the statistics (NaN rows for
-    failures) and (singular, converged, error message) per column."""
+    failures) and (singular, converged, error message) per column.
+    """
     width = len(_statistics(model))
     out = np.full((Y.shape[1], width), np.nan)
     status: list[tuple[bool, bool, str]] = []
@@ -125,9 +127,10 @@ def _worker_run(start: int, Y: np.ndarray):
 
 
 def norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """boot's ``norm.inter``: quantiles of the finite ``t`` at ``alpha`` by
+    """Return boot's ``norm.inter``: quantiles of the finite ``t`` at ``alpha`` by
     interpolation on the normal quantile scale between the order statistics
-    next to (R + 1) alpha (the extreme ones when that falls outside)."""
+    next to (R + 1) alpha (the extreme ones when that falls outside).
+    """
     t = np.sort(t[np.isfinite(t)])
     R = len(t)
     if R == 0:
@@ -158,8 +161,9 @@ def percentile_interval(t: np.ndarray, level: float = 0.95) -> tuple[float, floa
 
 
 def shortest_interval(t: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """The shortest interval between two order statistics of the finite
-    values of ``t`` that holds ceil(level × R) of them."""
+    """Return the shortest interval between two order statistics of the finite
+    values of ``t`` that holds ceil(level × R) of them.
+    """
     t = np.sort(np.asarray(t, dtype=float)[np.isfinite(t)])
     R = len(t)
     if R == 0:
@@ -245,8 +249,9 @@ class BootstrapResult:
         return list(zip(failed.index.tolist(), failed["message"].tolist()))
 
     def parameters(self, names: str = "lme4") -> pd.DataFrame:
-        """The replicates of lme4's confint parameters (SDs and correlations
-        in θ order, σ, fixed effects), named ``.sig01``... or readably."""
+        """Return the replicates of lme4's confint parameters (SDs and correlations
+        in θ order, σ, fixed effects), named ``.sig01``... or readably.
+        """
         cols = self._readable_names
         out = self.replicates[cols].copy()
         if names == "lme4":
@@ -315,8 +320,9 @@ class BootstrapResult:
         return sorted(set(out))
 
     def summary(self) -> pd.DataFrame:
-        """boot's print: the original estimate, the bias (mean of the
-        replicates less it) and the standard error of every statistic."""
+        """Return boot's print: the original estimate, the bias (mean of the
+        replicates less it) and the standard error of every statistic.
+        """
         reps = self.replicates
         return pd.DataFrame(
             {

@@ -1,7 +1,8 @@
 """Confidence intervals of a fitted model's parameters (lme4's
 ``confint.merMod``): the dispatcher to the likelihood profile
 (:mod:`mixedmodels.inference.profile`), the parametric bootstrap
-(:mod:`mixedmodels.inference.bootstrap`) and Wald intervals."""
+(:mod:`mixedmodels.inference.bootstrap`) and Wald intervals.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def wald_confint(
     model: Any, parm: Any = None, level: float = 0.95, names: str = "lme4"
 ) -> pd.DataFrame:
     """Wald intervals β ± z se for the fixed effects; NaN rows for the
-    variance parameters (lme4's ``confint(fit, method = "Wald")``)."""
+    variance parameters (lme4's ``confint(fit, method = "Wald")``).
+    """
     check_level(level)
     positions = select_parameters(model, parm)
     labels = parameter_names(model, names)

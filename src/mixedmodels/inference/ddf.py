@@ -33,7 +33,8 @@ _DDF_NAMES = {
 
 def normalise_ddf(ddf: str | None, default: str = "satterthwaite") -> str:
     """``"satterthwaite"``, ``"kenward-roger"`` or ``"asymptotic"`` for any of
-    the accepted spellings (case-insensitive; ``"KR"``, ``"Kenward-Roger"``)."""
+    the accepted spellings (case-insensitive; ``"KR"``, ``"Kenward-Roger"``).
+    """
     if ddf is None:
         return default
     key = str(ddf).strip().lower().replace("_", "-").replace(" ", "-")
@@ -71,7 +72,7 @@ def _t_pvalue(t: np.ndarray, df: np.ndarray) -> np.ndarray:
 
 
 def contrast_df(model: Any, L: np.ndarray, ddf: str = "satterthwaite") -> pd.DataFrame:
-    """t tests of single contrasts l'β, lmerTest's ``contest1D``.
+    """Return t tests of single contrasts l'β, lmerTest's ``contest1D``.
 
     Parameters
     ----------

@@ -1,6 +1,7 @@
 """What Satterthwaite's and Kenward-Roger's methods ask of a model: that it is
 a fitted linear mixed model, a cache on it for their per-model results, and
-the BLAS thread plan of its fit."""
+the BLAS thread plan of its fit.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ def require_lmm(model: Any, what: str) -> None:
 
 
 def model_cache(model: Any) -> dict:
-    """The dict on ``model`` holding what these methods compute once per fit
-    (made on first use; a refit starts without it)."""
+    """Return the dict on ``model`` holding what these methods compute once per fit
+    (made on first use; a refit starts without it).
+    """
     cache = getattr(model, "_cache", None)
     if cache is None:
         cache = {}
@@ -32,8 +34,9 @@ def model_cache(model: Any) -> dict:
 
 
 def thread_plan(model: Any) -> tuple[Any, Any]:
-    """The BLAS threads the fit would use (one thread for small dense blocks:
-    OpenBLAS threads spinning on busy cores cost far more than they save)."""
+    """Return the BLAS threads the fit would use (one thread for small dense blocks:
+    OpenBLAS threads spinning on busy cores cost far more than they save).
+    """
     plan = getattr(model, "_blas_thread_plan", None)
     if plan is None:
         return 1, None

@@ -98,7 +98,7 @@ _INHERIT: Any = object()
 
 
 def _resolve_ddf(model: Any, ddf: str | None) -> str:
-    """The degrees-of-freedom method: emmeans' default and its 3000-row limit."""
+    """Return the degrees-of-freedom method: emmeans' default and its 3000-row limit."""
     is_glmm = hasattr(model, "family")
     if ddf is None:
         if is_glmm:
@@ -127,7 +127,7 @@ def _resolve_ddf(model: Any, ddf: str | None) -> str:
 
 
 def _vcov_for(model: Any, ddf: str) -> np.ndarray:
-    """The covariance of the fixed effects the method uses (KR: pbkrtest's vcovAdj)."""
+    """Return the covariance of the fixed effects the method uses (KR: pbkrtest's vcovAdj)."""
     if ddf == "kenward-roger":
         from mixedmodels.inference.kenward_roger import kenward_roger_vcov
 
@@ -136,7 +136,7 @@ def _vcov_for(model: Any, ddf: str) -> np.ndarray:
 
 
 def _se_df(model: Any, L: np.ndarray, ddf: str) -> tuple[np.ndarray, np.ndarray]:
-    """Standard errors and degrees of freedom of the rows of ``L`` (kept columns)."""
+    """Return standard errors and degrees of freedom of the rows of ``L`` (kept columns)."""
     if L.shape[0] == 0:
         return np.empty(0), np.empty(0)
     if ddf == "asymptotic":
@@ -150,8 +150,9 @@ def _se_df(model: Any, L: np.ndarray, ddf: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def _is_num(values: pd.Series) -> bool:
-    """emmeans' .is.num: every value reads as a number (then contrast labels
-    carry the variable name, ``period1 - period2``)."""
+    """Return emmeans' .is.num: every value reads as a number (then contrast labels
+    carry the variable name, ``period1 - period2``).
+    """
     for value in values:
         if isinstance(value, (bool, np.bool_)):
             return False
@@ -168,8 +169,9 @@ _PARENS = re.compile(r"-|\+|/|\*")
 
 
 def _label(value: Any, name: str, enhance: bool) -> str:
-    """A grid value as emmeans pastes it (numbers to 15 significant digits,
-    prefixed by the variable name when numeric)."""
+    """Return a grid value as emmeans pastes it (numbers to 15 significant digits,
+    prefixed by the variable name when numeric).
+    """
     if isinstance(value, (float, np.floating)):
         text = f"{float(value):.15g}"
     elif isinstance(value, (bool, np.bool_)):
@@ -270,13 +272,14 @@ class EMMeans:
     @property
     def estimate_name(self) -> str:
         """emmeans' name of the estimate column: ``emmean`` on the link scale,
-        ``prob`` / ``rate`` / ``response`` back-transformed."""
+        ``prob`` / ``rate`` / ``response`` back-transformed.
+        """
         if self.type == "response" and self._transform is not None:
             return self._transform.label
         return "emmean"
 
     def to_frame(self) -> pd.DataFrame:
-        """A copy of :attr:`table`."""
+        """Return a copy of :attr:`table`."""
         return self.table.copy()
 
     def __getitem__(self, key: Any) -> Any:
@@ -373,7 +376,8 @@ class EMMeans:
         self, primary: list[str], by_vars: list[str]
     ) -> tuple[list[np.ndarray], list[str], list[str]]:
         """Rows of every by group (in order of appearance) and the labels of the
-        first group's means (emmeans' levs, with parentheses where needed)."""
+        first group's means (emmeans' levs, with parentheses where needed).
+        """
         combos = self._combos
         if by_vars:
             keys = combos[by_vars].astype(str).agg("\x1f".join, axis=1).to_numpy()

@@ -1,7 +1,8 @@
 """emmeans' contrast families (``pairwise``, ``revpairwise``, ``trt.vs.ctrl``,
 ``consec``, ``eff``, custom coefficients) and its p-value adjustments
 (``tukey``, ``sidak``, ``scheffe``, ``dunnettx``, ``mvt`` and R's
-``p.adjust`` methods), for :meth:`mixedmodels.inference.emmeans.EMMeans.contrasts`."""
+``p.adjust`` methods), for :meth:`mixedmodels.inference.emmeans.EMMeans.contrasts`.
+"""
 
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def _zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
 
 def _ptukey_sf(q: np.ndarray, nmeans: float, df: np.ndarray) -> np.ndarray:
     """Upper tail of the studentized range (R's ptukey(lower.tail = FALSE));
-    nmeans and df may be fractional."""
+    nmeans and df may be fractional.
+    """
     return np.array(
         [stats.studentized_range.sf(qi, nmeans, di) if np.isfinite(qi) else np.nan
          for qi, di in zip(q, df)]
@@ -118,8 +120,7 @@ def _ptukey_sf(q: np.ndarray, nmeans: float, df: np.ndarray) -> np.ndarray:
 
 
 def _pdunnx(x: np.ndarray, k: int, df: np.ndarray) -> np.ndarray:
-    """emmeans' .pdunnx: Dunnett's distribution approximated by a blend of
-    Tukey's and Sidak's."""
+    """emmeans' .pdunnx: Dunnett's distribution approximated by a blend of Tukey's and Sidak's."""
     twt = (k - 1) / k
     nmeans = (1 + math.sqrt(1 + 8 * k)) / 2
     tukey = 1.0 - _ptukey_sf(math.sqrt(2) * x, nmeans, df)
@@ -138,16 +139,17 @@ def _f_cdf(x: np.ndarray, d1: float, d2: np.ndarray) -> np.ndarray:
 
 
 def _mvt_df(d: float) -> int:
-    """emmeans' .fix.df: whole df for mvtnorm, 0 (normal) when infinite or > 9999."""
+    """Return emmeans' .fix.df: whole df for mvtnorm, 0 (normal) when infinite or > 9999."""
     if np.isnan(d) or np.isinf(d) or d > 9999:
         return 0
     return math.floor(max(1.0, d) + 0.25)
 
 
 def _pmvt(t: np.ndarray, df: np.ndarray, corr: np.ndarray) -> np.ndarray:
-    """emmeans' mvt adjustment: 1 - P(max |T_j| <= |t_i|) for the multivariate t
+    """Return emmeans' mvt adjustment: 1 - P(max |T_j| <= |t_i|) for the multivariate t
     of the family's correlation (mvtnorm::pmvt with integer df); a randomized
-    quasi-Monte Carlo integral, seeded for reproducibility."""
+    quasi-Monte Carlo integral, seeded for reproducibility.
+    """
     k = len(t)
     out = np.empty(k)
     for i in range(k):
@@ -194,7 +196,7 @@ def normalize_adjust(adjust: str) -> str:
 def adjusted_p(
     t: np.ndarray, df: np.ndarray, adjust: str, fam: AdjustmentFamily, notes: list[str]
 ) -> tuple[np.ndarray, str]:
-    """emmeans' .adj.p.value for two-sided tests: the p-values and the method used."""
+    """Return emmeans' .adj.p.value for two-sided tests: the p-values and the method used."""
     adjust = normalize_adjust(adjust)
     if fam.n_contr == 1 and adjust != "scheffe":
         adjust = "none"

@@ -1,7 +1,8 @@
 """emmeans' reference grid of a fitted model and the marginal means over it:
 the response transformation, the grid's variables at their reference values,
 the cell weights, the parsing of ``specs`` and the averaging matrices (see
-:mod:`mixedmodels.inference.emmeans` for what is reproduced)."""
+:mod:`mixedmodels.inference.emmeans` for what is reproduced).
+"""
 
 from __future__ import annotations
 
@@ -54,8 +55,9 @@ _RESPONSE_TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
 
 
 def model_transform(model: Any) -> Transform | None:
-    """The link of a glmer (None for identity), or the transformation of an
-    lmer response written ``log(y)`` etc. (emmeans detects those)."""
+    """Return the link of a glmer (None for identity), or the transformation of an
+    lmer response written ``log(y)`` etc. (emmeans detects those).
+    """
     family = getattr(model, "family", None)
     if family is not None:
         link = family.link
@@ -137,8 +139,9 @@ def _predictors(model: Any) -> list[str]:
 def _reference_levels(
     model: Any, data: pd.DataFrame, at: Mapping[str, Any] | None
 ) -> tuple[dict[str, list[Any]], set[str], set[str]]:
-    """Reference values of every predictor, the numeric ones, and the factors
-    (including kept covariates: what emmeans' weights count)."""
+    """Return reference values of every predictor, the numeric ones, and the factors
+    (including kept covariates: what emmeans' weights count).
+    """
     factor_levels = fitted_factor_levels(model.frame.fixed.model_spec)
     at = dict(at or {})
     predictors = _predictors(model)
@@ -176,7 +179,7 @@ def _reference_levels(
 
 
 def _factor_at(name: str, fitted: list[Any], at: Mapping[str, Any]) -> list[Any]:
-    """The levels ``at`` asks of factor ``name`` (emmeans restricts the grid to them)."""
+    """Return the levels ``at`` asks of factor ``name`` (emmeans restricts the grid to them)."""
     wanted = [str(v) for v in np.atleast_1d(np.asarray(at[name], dtype=object))]
     by_label = {str(v): v for v in fitted}
     missing = [w for w in wanted if w not in by_label]
@@ -190,7 +193,8 @@ def _factor_at(name: str, fitted: list[Any], at: Mapping[str, Any]) -> list[Any]
 
 def _expand_grid(levels: Mapping[str, list[Any]], data: pd.DataFrame) -> pd.DataFrame:
     """R's expand.grid (first variable varying fastest), factor columns typed as
-    the fitted data so that the model's encoding applies."""
+    the fitted data so that the model's encoding applies.
+    """
     dims = [len(v) for v in levels.values()]
     total = int(np.prod(dims)) if dims else 1
     columns = {}
@@ -212,8 +216,9 @@ def _expand_grid(levels: Mapping[str, list[Any]], data: pd.DataFrame) -> pd.Data
 
 
 def _cell_weights(grid: pd.DataFrame, data: pd.DataFrame, counted: set[str]) -> np.ndarray:
-    """emmeans' ``.wgt.``: the number of observations in each grid cell of the
-    factors and kept covariates."""
+    """Return emmeans' ``.wgt.``: the number of observations in each grid cell of the
+    factors and kept covariates.
+    """
     names = [n for n in grid.columns if n in counted]
     w = np.ones(len(data))
     if not names:
@@ -238,7 +243,8 @@ def reference_grid(model: Any, at: Mapping[str, Any] | None) -> ReferenceGrid:
 
 def null_basis(model: Any) -> np.ndarray | None:
     """Orthonormal basis of the null space of the full fixed-effects matrix
-    (estimability::nonest.basis), or None when no column was dropped."""
+    (estimability::nonest.basis), or None when no column was dropped.
+    """
     fixed = model.frame.fixed
     p_all = len(fixed.all_names)
     kept = np.asarray(fixed.kept)
@@ -266,8 +272,9 @@ def estimable(L_all: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
 
 
 def parse_specs(specs: Any, by: Any) -> tuple[list[str], list[str]]:
-    """The primary variables and the ``by`` variables of emmeans' specs:
-    a name, a list of names, or a formula text ``"~ A | B"``, ``"A * B"``."""
+    """Return the primary variables and the ``by`` variables of emmeans' specs:
+    a name, a list of names, or a formula text ``"~ A | B"``, ``"A * B"``.
+    """
     by_list = [] if by is None else ([by] if isinstance(by, str) else list(by))
     if isinstance(specs, str):
         text = specs.strip()
@@ -304,7 +311,8 @@ def _averaging_weights(
     rg: ReferenceGrid, use: list[int], rest: list[int], weights: Any
 ) -> np.ndarray | None:
     """Weights of the averaged-over grid cells (one per ``rest`` combination),
-    or None for a per-mean ("cells", "flat") weighting."""
+    or None for a per-mean ("cells", "flat") weighting.
+    """
     dims = rg.dims
     n_rest = int(np.prod([dims[i] for i in rest])) if rest else 1
     if isinstance(weights, str):
@@ -340,8 +348,9 @@ def _averaging_weights(
 def marginal(
     rg: ReferenceGrid, facs: list[str], weights: Any
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The combinations of ``facs`` (first fastest), their linear functions over
-    all formula columns, and their offsets."""
+    """Return the combinations of ``facs`` (first fastest), their linear functions over
+    all formula columns, and their offsets.
+    """
     names = list(rg.levels)
     missing = [f for f in facs if f not in names]
     if missing:

@@ -104,7 +104,7 @@ class FixedTerm:
 
 
 def _spec_parts(model_spec: Any) -> tuple[Any, dict[str, str]]:
-    """The formulaic spec inside ``model_spec`` and its column aliases."""
+    """Return the formulaic spec inside ``model_spec`` and its column aliases."""
     aliases = getattr(model_spec, "aliases", None)
     if aliases is not None and hasattr(model_spec, "spec"):
         return model_spec.spec, dict(aliases)
@@ -123,7 +123,8 @@ _FACTOR_CALL = re.compile(r"C\(\s*([^,()]+?)\s*,\s*levels\s*=\s*None\s*\)")
 
 def _variable_label(expr: str) -> str:
     """R's name of a variable: ``C(f, contr.sum)`` -> ``f``, our rewrite of
-    ``factor(x)`` -> ``factor(x)``."""
+    ``factor(x)`` -> ``factor(x)``.
+    """
     expr = expr.strip()
     m = _FACTOR_CALL.fullmatch(expr)
     if m:
@@ -136,7 +137,8 @@ def _variable_label(expr: str) -> str:
 
 def design_terms(model_spec: Any, ncols: int) -> list[FixedTerm]:
     """Every term of a fixed-effects design (intercept included), with its
-    columns among the ``ncols`` columns the spec produces."""
+    columns among the ``ncols`` columns the spec produces.
+    """
     simple_vars = getattr(model_spec, "variables", None)
     if simple_vars is not None and hasattr(model_spec, "intercept"):  # SimpleSpec
         out = []
@@ -176,8 +178,9 @@ def _is_categorical(entry: Any) -> bool:
 
 
 def fixed_terms(model: Any) -> list[FixedTerm]:
-    """The model's fixed-effects terms (intercept first if present) with their
-    columns among the fitted (full-rank) coefficients ``model.fixef``."""
+    """Return the model's fixed-effects terms (intercept first if present) with their
+    columns among the fitted (full-rank) coefficients ``model.fixef``.
+    """
     fixed = model.frame.fixed
     terms = design_terms(fixed.model_spec, len(fixed.all_names))
     return _r_labels(_to_kept(terms, np.asarray(fixed.kept)), model.frame.parsed.fixed)
@@ -186,7 +189,8 @@ def fixed_terms(model: Any) -> list[FixedTerm]:
 def _r_labels(terms: list[FixedTerm], formula: str) -> list[FixedTerm]:
     """Term labels as R's ``terms()`` writes them: the variables of an
     interaction in their order of first appearance in the formula
-    (``0 + Evit + Time:Evit`` has the term ``Evit:Time``)."""
+    (``0 + Evit + Time:Evit`` has the term ``Evit:Time``).
+    """
 
     def first(var: str) -> int:
         m = re.search(rf"(?<![\w.]){re.escape(var)}(?![\w.])", formula)
@@ -211,8 +215,9 @@ def _to_kept(terms: list[FixedTerm], kept: np.ndarray) -> list[FixedTerm]:
 
 
 def containment(terms: list[FixedTerm]) -> dict[str, list[str]]:
-    """lmerTest's ``containment``: for every term, the terms containing it
-    (all its variables and more, the same numeric covariates)."""
+    """Return lmerTest's ``containment``: for every term, the terms containing it
+    (all its variables and more, the same numeric covariates).
+    """
     model_terms = [t for t in terms if not t.is_intercept]
     out = {}
     for t in model_terms:
@@ -229,8 +234,9 @@ def containment(terms: list[FixedTerm]) -> dict[str, list[str]]:
 
 
 def doolittle(x: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """lmerTest's ``doolittle``: x = L U with unit lower L; entries below
-    ``eps`` (absolute) set to zero, pivots below ``eps`` giving zero columns."""
+    """Return lmerTest's ``doolittle``: x = L U with unit lower L; entries below
+    ``eps`` (absolute) set to zero, pivots below ``eps`` giving zero columns.
+    """
     x = np.asarray(x, dtype=float)
     n = x.shape[0]
     L = np.eye(n)
@@ -267,7 +273,7 @@ def type1_contrasts(model: Any, terms: list[FixedTerm] | None = None) -> dict[st
 
 
 def type2_contrasts(model: Any, terms: list[FixedTerm] | None = None) -> dict[str, np.ndarray]:
-    """lmerTest's Type II contrasts (``get_contrasts_type2_unfolded``)."""
+    """Return lmerTest's Type II contrasts (``get_contrasts_type2_unfolded``)."""
     terms = fixed_terms(model) if terms is None else terms
     model_terms = [t for t in terms if not t.is_intercept]
     if len(model.beta) <= 1 or len(model_terms) <= 1:
@@ -299,8 +305,7 @@ def type2_contrasts(model: Any, terms: list[FixedTerm] | None = None) -> dict[st
 
 
 def zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
-    """R's ``zapsmall``: round to ``digits`` significant digits of the largest
-    absolute value."""
+    """R's ``zapsmall``: round to ``digits`` significant digits of the largest absolute value."""
     x = np.asarray(x, dtype=float)
     finite = x[np.isfinite(x)]
     mx = float(np.max(np.abs(finite))) if finite.size else 0.0
@@ -316,10 +321,11 @@ def _lstsq(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def _treatment_design(model: Any) -> tuple[np.ndarray, list[str], list[FixedTerm], Any]:
-    """The fixed design rebuilt with ``contr.treatment`` for every factor:
+    """Return the fixed design rebuilt with ``contr.treatment`` for every factor:
     full-rank X_t, its column names, its terms (columns among X_t's) and its
     spec (lmerTest's ``get_model_matrix(type = "remake", contrasts =
-    "contr.treatment")`` and ``ensure_full_rank``)."""
+    "contr.treatment")`` and ``ensure_full_rank``).
+    """
     from mixedmodels.spec.coding import r_names, rewrite_factor_calls, with_contrasts
     from mixedmodels.spec.fixed import full_rank_columns
     from mixedmodels.spec.matrix import model_matrix
@@ -355,8 +361,9 @@ def _is_numeric_column(values: pd.Series) -> bool:
 
 
 def _overparametrised(model: Any, terms: list[FixedTerm]) -> tuple[np.ndarray, list[str]]:
-    """lmerTest's ``get_rdX``: an intercept (if any) and, per term, the
-    model matrix of ``~ 0 + term`` (every level combination)."""
+    """Return lmerTest's ``get_rdX``: an intercept (if any) and, per term, the
+    model matrix of ``~ 0 + term`` (every level combination).
+    """
     from mixedmodels.spec.coding import r_names
     from mixedmodels.spec.matrix import model_matrix
 
@@ -377,8 +384,9 @@ def _overparametrised(model: Any, terms: list[FixedTerm]) -> tuple[np.ndarray, l
 
 
 def type3_contrasts(model: Any, terms: list[FixedTerm] | None = None) -> dict[str, np.ndarray]:
-    """lmerTest's Type III contrasts (``get_contrasts_type3``), in the model's
-    own coding: ``{label: (k, p) array}``. See the module docstring."""
+    """Return lmerTest's Type III contrasts (``get_contrasts_type3``), in the model's
+    own coding: ``{label: (k, p) array}``. See the module docstring.
+    """
     terms = fixed_terms(model) if terms is None else terms
     model_terms = [t for t in terms if not t.is_intercept]
     if len(model.beta) <= 1 or len(model_terms) <= 1:
@@ -418,8 +426,9 @@ def type3_contrasts(model: Any, terms: list[FixedTerm] | None = None) -> dict[st
 
 
 def term_contrasts(model: Any, type: int | str = 3) -> dict[str, np.ndarray]:
-    """The contrast matrix of every term for an ANOVA of ``type`` (1, 2, 3 or
-    "I", "II", "III"), over ``model.fixef``."""
+    """Return the contrast matrix of every term for an ANOVA of ``type`` (1, 2, 3 or
+    "I", "II", "III"), over ``model.fixef``.
+    """
     kind = _anova_type(type)
     terms = fixed_terms(model)
     builder = {1: type1_contrasts, 2: type2_contrasts, 3: type3_contrasts}[kind]
@@ -436,7 +445,7 @@ def _anova_type(type: int | str) -> int:
 
 
 def anova_table(model: Any, type: int | str = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
-    """lmerTest's ``anova(model, type, ddf)``: one F test per formula term.
+    """Return lmerTest's ``anova(model, type, ddf)``: one F test per formula term.
 
     Parameters
     ----------

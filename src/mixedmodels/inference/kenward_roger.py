@@ -71,8 +71,9 @@ class KenwardRogerInfo:
 
 
 def _reml_version(model: Any) -> Any:
-    """The model itself if fitted by REML, else a REML refit (pbkrtest's
-    ``update(object, REML = TRUE)``) on the same design, started at its θ."""
+    """Return the model itself if fitted by REML, else a REML refit (pbkrtest's
+    ``update(object, REML = TRUE)``) on the same design, started at its θ.
+    """
     if model.reml:
         return model
     cache = model_cache(model)
@@ -88,7 +89,7 @@ def _reml_version(model: Any) -> Any:
 
 
 def kenward_roger_info(model: Any) -> KenwardRogerInfo:
-    """pbkrtest's ``vcovAdj`` of the REML fit (cached on the model)."""
+    """Return pbkrtest's ``vcovAdj`` of the REML fit (cached on the model)."""
     require_lmm(model, "Kenward-Roger's method")
     reml = _reml_version(model)
     cache = model_cache(reml)
@@ -98,16 +99,18 @@ def kenward_roger_info(model: Any) -> KenwardRogerInfo:
 
 
 def kenward_roger_vcov(model: Any) -> np.ndarray:
-    """The Kenward-Roger adjusted covariance of the fixed effects, pbkrtest's
+    """Return the Kenward-Roger adjusted covariance of the fixed effects, pbkrtest's
     ``vcovAdj`` (p x p, ``model.fixef`` order). An ML fit is refitted by REML
-    first, as pbkrtest does."""
+    first, as pbkrtest does.
+    """
     return kenward_roger_info(model).vcov_adj.copy()
 
 
 @dataclass
 class _KRParam:
     """One variance parameter: term index and the (a, b) element of its
-    covariance matrix (a == b for a variance), or the residual (term -1)."""
+    covariance matrix (a == b for a variance), or the residual (term -1).
+    """
 
     term: int
     a: int = 0
@@ -231,7 +234,7 @@ def _kenward_roger(model: Any) -> KenwardRogerInfo:
 
 
 def _kr_pairs(par: _KRParam) -> list[tuple[int, int]]:
-    """The (row, column) entries of E_i = e_a e_b' + e_b e_a' (or e_a e_a')."""
+    """Return the (row, column) entries of E_i = e_a e_b' + e_b e_a' (or e_a e_a')."""
     return [(par.a, par.a)] if par.a == par.b else [(par.a, par.b), (par.b, par.a)]
 
 
@@ -290,14 +293,15 @@ def _vcov_adj(
     Ktrace: np.ndarray,
     gamma_scale: np.ndarray | None = None,
 ) -> KenwardRogerInfo:
-    """pbkrtest's ``vcovAdj_internal`` from the P_i, Q_ij and traces.
+    """Return pbkrtest's ``vcovAdj_internal`` from the P_i, Q_ij and traces.
 
     pbkrtest inverts the information I_E of the covariance parameters γ, or
     pseudo-inverts it when an eigenvalue is below 1e-10 in absolute value: a
     rule that depends on the units of γ (a slope variance on a covariate in
     tiny units has an information ~1e-24). It is applied to the information
     of γ × ``gamma_scale`` (γ for unit-scale random-effects columns; all ones,
-    pbkrtest's own rule, where the columns are moderate)."""
+    pbkrtest's own rule, where the columns are moderate).
+    """
     npar = len(P)
     P = [(Pi + Pi.T) / 2 for Pi in P]  # forceSymmetric
     IE2 = np.empty((npar, npar))
@@ -328,7 +332,7 @@ def _vcov_adj(
 
 
 def _kr_a1_a2(info: KenwardRogerInfo, Theta: np.ndarray, V0: np.ndarray) -> tuple[float, float]:
-    """pbkrtest's A1 and A2 of Θ (Lb_ddf, .KR_adjust)."""
+    """Return pbkrtest's A1 and A2 of Θ (Lb_ddf, .KR_adjust)."""
     ThetaV0 = Theta @ V0
     u = [ThetaV0 @ Pi @ V0 for Pi in info.P]
     W = info.W
@@ -362,7 +366,7 @@ def _kr_ddf(A1: float, A2: float, q: int) -> tuple[float, float]:
 
 
 def _lb_ddf(info: KenwardRogerInfo, L: np.ndarray, V0: np.ndarray) -> float:
-    """pbkrtest's ``Lb_ddf(L, V0, Vadj)`` (q = number of rows of L)."""
+    """Return pbkrtest's ``Lb_ddf(L, V0, Vadj)`` (q = number of rows of L)."""
     L = np.atleast_2d(L)
     Theta = L.T @ np.linalg.solve(L @ V0 @ L.T, L)
     A1, A2 = _kr_a1_a2(info, Theta, V0)
@@ -378,8 +382,9 @@ def _rank(L: np.ndarray) -> int:
 
 
 def _force_full_rank(L: np.ndarray) -> np.ndarray:
-    """pbkrtest's ``force_full_rank``: an orthonormal basis of the row space
-    when L has dependent rows."""
+    """Return pbkrtest's ``force_full_rank``: an orthonormal basis of the row space
+    when L has dependent rows.
+    """
     q = _rank(L)
     if q < L.shape[0]:
         Qm, _ = np.linalg.qr(L.T)
@@ -390,7 +395,8 @@ def _force_full_rank(L: np.ndarray) -> np.ndarray:
 
 def kenward_roger_contrasts(model: Any, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Variances of the contrasts ``L β`` under the adjusted covariance and
-    their denominator df (pbkrtest ``vcovAdj`` and ``Lb_ddf``)."""
+    their denominator df (pbkrtest ``vcovAdj`` and ``Lb_ddf``).
+    """
     info = kenward_roger_info(model)
     V0 = np.asarray(model.vcov, dtype=float)
     var = np.einsum("kp,pq,kq->k", L, info.vcov_adj, L)
@@ -399,7 +405,7 @@ def kenward_roger_contrasts(model: Any, L: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def kenward_roger_f(model: Any, L: np.ndarray) -> tuple[float, int, float, float, float]:
-    """lmerTest's KR branch of ``contestMD``: pbkrtest ``KRmodcomp(model, L)``.
+    """Return lmerTest's KR branch of ``contestMD``: pbkrtest ``KRmodcomp(model, L)``.
 
     Returns
     -------

@@ -38,7 +38,8 @@ __all__ = [
 
 def _check_models(models: Sequence[Any], names: Sequence[str] | None, least: int) -> list[str]:
     """Validate the models (fitted mixed models, at least ``least`` of them, on
-    the same rows) and return their names."""
+    the same rows) and return their names.
+    """
     if len(models) < least:
         raise ModelSpecError(f"need at least {least} fitted models to compare, got {len(models)}")
     if names is None:
@@ -58,7 +59,8 @@ def _check_models(models: Sequence[Any], names: Sequence[str] | None, least: int
 
 def check_same_rows(models: Sequence[Any], names: Sequence[str]) -> None:
     """Refuse models fitted to different observations (a likelihood-ratio test
-    or an information criterion compares likelihoods of the same data)."""
+    or an information criterion compares likelihoods of the same data).
+    """
     first, name0 = models[0], names[0]
     for name, m in zip(names[1:], models[1:]):
         if m.nobs != first.nobs:
@@ -92,8 +94,9 @@ def check_same_rows(models: Sequence[Any], names: Sequence[str]) -> None:
 
 
 def _differing_column(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
-    """The first column both frames hold whose values differ (rows aligned by
-    the caller), or None."""
+    """Return the first column both frames hold whose values differ (rows aligned by
+    the caller), or None.
+    """
     for column in a.columns.intersection(b.columns):
         left, right = a[column], b[column]
         if left.equals(right):
@@ -108,8 +111,9 @@ def _differing_column(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
 
 
 def family_name(model: Any) -> str:
-    """The name of the response distribution of a fitted model: its family's
-    (glmer), Gaussian for a linear mixed model."""
+    """Return the name of the response distribution of a fitted model: its family's
+    (glmer), Gaussian for a linear mixed model.
+    """
     family = getattr(model, "family", None)
     return "gaussian" if family is None else str(family.name)
 
@@ -117,7 +121,8 @@ def family_name(model: Any) -> str:
 def _check_same_family(models: Sequence[Any], names: Sequence[str]) -> None:
     """Refuse a likelihood-ratio test between models of different response
     distributions: they are never nested, and the chi-square reference
-    distribution of the statistic does not apply."""
+    distribution of the statistic does not apply.
+    """
     first = family_name(models[0])
     for name, m in zip(names[1:], models[1:]):
         other = family_name(m)
@@ -135,9 +140,10 @@ def _is_reml(model: Any) -> bool:
 
 
 def ml_fit(model: Any) -> Any:
-    """The model fitted by maximum likelihood: the model itself when it already
+    """Return the model fitted by maximum likelihood: the model itself when it already
     is (ML lmer, any glmer), otherwise a refitted copy (lme4's ``refitML``),
-    started from the REML θ. The model given is not changed."""
+    started from the REML θ. The model given is not changed.
+    """
     if not _is_reml(model):
         return model
     clone = getattr(model, "_clone", None)
@@ -320,7 +326,8 @@ def _warn_reml_fixed_differ(models: Sequence[Any], names: Sequence[str]) -> None
 
 def fixed_term_labels(model: Any) -> tuple[bool, list[tuple[str, frozenset[str]]]]:
     """Whether the fixed part has an intercept, and its terms as (label, set of
-    variables), in formula order (by degree, as R's ``terms``)."""
+    variables), in formula order (by degree, as R's ``terms``).
+    """
     from formulaic import Formula
 
     fixed = model.frame.parsed.fixed
@@ -340,7 +347,8 @@ def fixed_term_labels(model: Any) -> tuple[bool, list[tuple[str, frozenset[str]]
 
 def drop_scope(terms: Sequence[tuple[str, frozenset[str]]]) -> list[str]:
     """R's ``drop.scope``: the terms whose variables are not all contained in
-    another term (dropping them respects marginality)."""
+    another term (dropping them respects marginality).
+    """
     out = []
     for i, (label, vars_i) in enumerate(terms):
         if not any(vars_i <= vars_j for j, (_, vars_j) in enumerate(terms) if j != i):
@@ -352,8 +360,9 @@ _CONTRAST_CALL = re.compile(r"C\(\s*([A-Za-z_][\w.]*)\s*,\s*(contr\.\w+)\s*\)")
 
 
 def _model_contrasts(model: Any) -> dict[str, str]:
-    """The contrasts the model's formulas were built with (``C(f, contr.X)``
-    wrappers left by ``design.with_contrasts``): the model keeps no other record."""
+    """Return the contrasts the model's formulas were built with (``C(f, contr.X)``
+    wrappers left by ``design.with_contrasts``): the model keeps no other record.
+    """
     specs = [model.frame.fixed.model_spec] + [t.model_spec for t in model.frame.terms]
     out: dict[str, str] = {}
     for spec in specs:
@@ -365,7 +374,7 @@ def _model_contrasts(model: Any) -> dict[str, str]:
 def refit_fixed(
     model: Any, fixed_terms: Sequence[str], intercept: bool, *, reml: bool | None = None
 ) -> Any:
-    """The model refitted with another fixed part (its terms' labels), the same
+    """Return the model refitted with another fixed part (its terms' labels), the same
     random terms, family, weights, offsets and contrasts, to the rows used.
 
     ``reml``: for an lmer model, fit by REML (True) or ML (False); default the

@@ -1,7 +1,8 @@
 """numDeriv's ``hessian`` and ``jacobian`` (Richardson extrapolation, d =
 0.1, eps = 1e-4, r = 4, v = 2), reproduced step for step: lmerTest's
 Satterthwaite degrees of freedom come from them, and its numbers are kept
-to rounding only with the same steps."""
+to rounding only with the same steps.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ def numderiv_hessian(
     eps: float = 1e-4,
     r: int = 4,
 ) -> np.ndarray:
-    """numDeriv's ``hessian(func, x)`` (method "Richardson", v = 2): ``genD``'s
+    """Return numDeriv's ``hessian(func, x)`` (method "Richardson", v = 2): ``genD``'s
     central second differences at steps h, h/2, ..., h/2^(r-1) with
     h = |d x| + eps (|x| < zero.tol), Richardson-extrapolated, the
     off-diagonal ones corrected by the diagonal, exactly as numDeriv orders
-    the arithmetic."""
+    the arithmetic.
+    """
     x = np.asarray(x, dtype=float)
     n = x.size
     f0 = float(func(x))
@@ -65,7 +67,7 @@ def numderiv_jacobian(
     eps: float = 1e-4,
     r: int = 4,
 ) -> np.ndarray:
-    """numDeriv's ``jacobian(func, x)`` (method "Richardson"): (len f, len x)."""
+    """Return numDeriv's ``jacobian(func, x)`` (method "Richardson"): (len f, len x)."""
     x = np.asarray(x, dtype=float)
     n = x.size
     h = np.abs(d * x) + eps * (np.abs(x) < _ZERO_TOL)
@@ -80,7 +82,7 @@ def numderiv_jacobian(
 
 
 def _shift(x: np.ndarray, h: np.ndarray, idx: tuple[int, ...], sign: int) -> np.ndarray:
-    """x with h added (sign +1) or subtracted at the positions ``idx``."""
+    """Return x with h added (sign +1) or subtracted at the positions ``idx``."""
     out = x.copy()
     for i in idx:
         out[i] = x[i] + h[i] if sign > 0 else x[i] - h[i]
@@ -88,7 +90,7 @@ def _shift(x: np.ndarray, h: np.ndarray, idx: tuple[int, ...], sign: int) -> np.
 
 
 def _richardson(approx: np.ndarray) -> Any:
-    """numDeriv's in-place Richardson table over the first axis (v = 2)."""
+    """Return numDeriv's in-place Richardson table over the first axis (v = 2)."""
     a = np.array(approx, dtype=float, copy=True)
     r = a.shape[0]
     for m in range(1, r):

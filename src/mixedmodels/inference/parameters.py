@@ -39,7 +39,8 @@ __all__ = [
 @dataclass(frozen=True)
 class VarianceParameter:
     """One standard deviation or correlation of a random-effects term (or the
-    residual SD): where it sits in θ and its two names."""
+    residual SD): where it sits in θ and its two names.
+    """
 
     term: int  # index in frame.terms; -1 for the residual SD
     row: int
@@ -48,9 +49,10 @@ class VarianceParameter:
     readable: str  # sd_(Intercept)|Subject, cor_Days.(Intercept)|Subject, sigma
 
     def unit_scale(self, model: Any) -> float:
-        """The factor giving this parameter for unit-scale random-effects
+        """Return the factor giving this parameter for unit-scale random-effects
         columns (an SD of column r times its scale, see
-        ``ReTerm.column_scales``; 1 for correlations and σ)."""
+        ``ReTerm.column_scales``; 1 for correlations and σ).
+        """
         if self.kind != "sd":
             return 1.0
         return float(model.frame.terms[self.term].column_scales[self.row])
@@ -77,7 +79,8 @@ def has_residual_sd(model: Any) -> bool:
 
 def variance_parameters(model: Any) -> list[VarianceParameter]:
     """lme4's variance parameters of ``model`` in its order (θ order within
-    every term, terms in the fit's order, then the residual SD)."""
+    every term, terms in the fit's order, then the residual SD).
+    """
     out: list[VarianceParameter] = []
     for j, term in enumerate(model.frame.terms):
         rows, cols = term.theta_rows_cols()
@@ -95,7 +98,8 @@ def variance_parameters(model: Any) -> list[VarianceParameter]:
 def parameter_names(model: Any, names: str = "lme4") -> list[str]:
     """Names of all the parameters of ``confint`` / ``profile``: the variance
     parameters (``names="lme4"``: ``.sig01``, ...; ``"readable"``:
-    ``sd_(Intercept)|Subject``, ...) then the fixed effects."""
+    ``sd_(Intercept)|Subject``, ...) then the fixed effects.
+    """
     style = check_names(names)
     return [getattr(v, style) for v in variance_parameters(model)] + list(model.frame.fixed.names)
 
@@ -107,8 +111,9 @@ def check_names(names: str) -> str:
 
 
 def sdcor_from_covariances(model: Any, covariances: Sequence[np.ndarray]) -> np.ndarray:
-    """The SDs and correlations of every term, in θ order, from the terms'
-    covariance matrices (a correlation with a zero SD is NaN)."""
+    """Return the SDs and correlations of every term, in θ order, from the terms'
+    covariance matrices (a correlation with a zero SD is NaN).
+    """
     out = []
     for term, cov in zip(model.frame.terms, covariances):
         sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
@@ -131,7 +136,8 @@ def sdcor_at(model: Any, theta: np.ndarray, sigma: float) -> np.ndarray:
 def theta_from_sdcor(model: Any, values: np.ndarray) -> np.ndarray | None:
     """θ for [SDs and correlations, σ] (lme4's convProfParToPar): λ_j is the
     Cholesky factor of the term's covariance over σ². None when a term's
-    correlations do not form a positive semi-definite matrix or σ <= 0."""
+    correlations do not form a positive semi-definite matrix or σ <= 0.
+    """
     sigma = values[-1]
     if not sigma > 0:
         return None
@@ -158,7 +164,8 @@ def theta_from_sdcor(model: Any, values: np.ndarray) -> np.ndarray | None:
 
 def _semidefinite_cholesky(R: np.ndarray, tol: float = 1e-10) -> np.ndarray | None:
     """Lower Cholesky factor of a correlation matrix that may be singular
-    (|correlation| = 1: zero pivots allowed); None if it is not PSD."""
+    (|correlation| = 1: zero pivots allowed); None if it is not PSD.
+    """
     k = R.shape[0]
     L = np.zeros((k, k))
     for j in range(k):
@@ -180,7 +187,8 @@ def select_parameters(model: Any, parm: Any) -> list[int]:
     """Positions (in :func:`parameter_names` order) selected by ``parm``: None
     (all), a name or list of names in either naming style, integer positions
     (0-based), or lme4's ``"theta_"`` (variance parameters) / ``"beta_"``
-    (fixed effects)."""
+    (fixed effects).
+    """
     lme4 = parameter_names(model, "lme4")
     readable = parameter_names(model, "readable")
     nvp = len(variance_parameters(model))

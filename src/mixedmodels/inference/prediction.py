@@ -72,7 +72,7 @@ def prediction_variance(
     new_levels: str = "population",
     residual: bool = True,
 ) -> pd.DataFrame:
-    """The variance components of predictions on the linear-predictor scale.
+    """Return the variance components of predictions on the linear-predictor scale.
 
     Parameters
     ----------
@@ -135,8 +135,9 @@ def prediction_variance(
 
 
 def _term_rows(term: Any, nd: pd.DataFrame | None, include: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The term's model-matrix rows and the level position of every row (-1:
-    unseen or not looked up)."""
+    """Return the term's model-matrix rows and the level position of every row (-1:
+    unseen or not looked up).
+    """
     if nd is None:
         return term.z, term.codes
     z = apply_spec(term.model_spec, nd, f"random-effects term {term.spec.text}")
@@ -156,7 +157,8 @@ def interval_frame(
     """``fit, lower, upper`` for ``interval`` ("confidence": the ``fixed``
     component; "prediction": all of ``variance``'s columns), with the
     components named in ``attrs``. ``transform`` (an inverse link) maps the
-    fit and both bounds."""
+    fit and both bounds.
+    """
     if interval not in ("confidence", "prediction"):
         raise PredictionError(f"interval must be 'confidence' or 'prediction', not {interval!r}")
     if not 0 < level < 1:

@@ -92,8 +92,9 @@ class ProfileProgress(FitProgress):
 
 
 def _ml_model(model: Any) -> Any:
-    """The fit by maximum likelihood (lme4's ``refitML``): the model itself for
-    ML fits, otherwise a copy refitted from the REML θ."""
+    """Return the fit by maximum likelihood (lme4's ``refitML``): the model itself for
+    ML fits, otherwise a copy refitted from the REML θ.
+    """
     if not model.reml:
         return model
     with warnings.catch_warnings():
@@ -146,7 +147,8 @@ class _Profiler:
 
     def deviance(self, values: np.ndarray) -> float:
         """ML deviance at [SDs and correlations, σ] with β profiled out:
-        log|Λ'Z'ZΛ + I| - log|W| + r²/σ² + n log(2πσ²) (lme4's devfun2)."""
+        log|Λ'Z'ZΛ + I| - log|W| + r²/σ² + n log(2πσ²) (lme4's devfun2).
+        """
         m = self.model
         theta = theta_from_sdcor(m, values)
         if theta is None:
@@ -166,9 +168,10 @@ class _Profiler:
         return m._system.solve(f)[0]
 
     def _minimise(self, w: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray] | None:
-        """min over the other parameters of the point (the variance
+        """Return min over the other parameters of the point (the variance
         parameters; for glmer fits the fixed effects too) with parameter ``w``
-        at ``value``: (deviance, all those parameters); None on failure."""
+        at ``value``: (deviance, all those parameters); None on failure.
+        """
         import nlopt
 
         nvp = self.nstart
@@ -217,7 +220,8 @@ class _Profiler:
     def _initial_step(self, others: list[int], x0: np.ndarray) -> np.ndarray:
         """BOBYQA's initial steps for the parameters ``others`` from ``x0``
         (the floor for unit-scale columns: an SD of a slope on a covariate in
-        huge units is tiny)."""
+        huge units is tiny).
+        """
         scale = np.array([self.vpars[i].unit_scale(self.model) for i in others])
         return np.maximum(0.1 * np.abs(x0), 1e-2 / scale)
 
@@ -247,7 +251,8 @@ class _Profiler:
 
     def _all_parameters(self, values: np.ndarray) -> np.ndarray:
         """Every parameter at a profile point from the minimiser's values:
-        the variance parameters, then β at them (β is profiled out)."""
+        the variance parameters, then β at them (β is profiled out).
+        """
         return np.concatenate([values, self._beta_at(values)])
 
     def _tick(self) -> None:
@@ -278,7 +283,8 @@ class _Profiler:
         self, mat: list[np.ndarray], col: int, lower: float, upper: float, point
     ) -> list[np.ndarray]:
         """lme4's fillmat: extend the two starting rows until |zeta| passes
-        the cutoff, a bound is reached or ``maxpts`` rows exist."""
+        the cutoff, a bound is reached or ``maxpts`` rows exist.
+        """
         while len(mat) < self.maxpts:
             last = mat[-1]
             if not (np.isfinite(last[col]) and lower < last[col] < upper):
@@ -310,7 +316,8 @@ class _Profiler:
 
     def fixed_profile(self, j: int) -> list[np.ndarray]:
         """Profile of fixed effect ``j``: the model without column j and with
-        β_j x_j moved to the response, fitted by ML at every β_j."""
+        β_j x_j moved to the response, fitted by ML at every β_j.
+        """
         m = self.model
         m._require_rows("profiling a fixed effect")
         reduced = m._clone(drop_fixed=j)
@@ -344,7 +351,8 @@ class _Profiler:
 
 def _check_glmer(model: Any) -> None:
     """The glmer fits that can be profiled: a deviance over (θ, β) (not
-    nagq = 0) and no scale parameter (lme4 refuses those too)."""
+    nagq = 0) and no scale parameter (lme4 refuses those too).
+    """
     if getattr(model, "nagq", 1) == 0:
         raise MixedModelsError(
             "profile needs the Laplace or quadrature deviance of a glmer fit over (θ, β); "
@@ -360,14 +368,15 @@ def _check_glmer(model: Any) -> None:
 
 
 def profile_deviance_model(model: Any) -> Any:
-    """A shallow copy of a glmer fit whose ``objective`` is the deviance lme4's
+    """Return a shallow copy of a glmer fit whose ``objective`` is the deviance lme4's
     profile minimises (``getME(fit, "devfun")``).
 
     lme4 builds that function afresh: one joint PIRLS (modes and β, the
     nAGQ = 0 step) at the *fitted* θ from ``mustart``, whose linear predictor
     starts every evaluation's PIRLS. The fit's own evaluations start from the
     end of its nAGQ = 0 stage instead; with lme4's PIRLS tolerance the two
-    differ by ~1e-6 in the deviance, so the copy starts from lme4's."""
+    differ by ~1e-6 in the deviance, so the copy starts from lme4's.
+    """
     dev = copy.copy(model)
     e = model._engine
     dev._eta_start = e.offset + model.family.linkfun(model._init.mustart)
@@ -379,7 +388,8 @@ class _GlmerProfiler(_Profiler):
     """lme4's profile.merMod for a glmer fit: every parameter, fixed effects
     included, is profiled the same way, the deviance minimised over all the
     other parameters (SDs, correlations and fixed effects) from the previous
-    grid point; the first step is 1 % of the estimate for every parameter."""
+    grid point; the first step is 1 % of the estimate for every parameter.
+    """
 
     # lme4 stops ("not numerically consistent") when its profile deviance at
     # the estimates differs from the fit's by more than this (relative)
@@ -399,7 +409,7 @@ class _GlmerProfiler(_Profiler):
         self._check_base()
 
     def deviance(self, values: np.ndarray) -> float:
-        """The Laplace (or quadrature) deviance at [SDs and correlations, β]."""
+        """Return the Laplace (or quadrature) deviance at [SDs and correlations, β]."""
         theta = theta_from_sdcor(self.model, np.append(values[: self.nvp], 1.0))
         if theta is None:
             return np.inf
@@ -425,9 +435,10 @@ class _GlmerProfiler(_Profiler):
         opt.set_maxeval(5_000)
 
     def _initial_step(self, others: list[int], x0: np.ndarray) -> np.ndarray:
-        """A tenth of a standard error for the fixed effects, 5 % of the value
+        """Return a tenth of a standard error for the fixed effects, 5 % of the value
         (at least 0.01) for SDs and correlations: from the previous grid point
-        the other parameters move by a fraction of their uncertainty."""
+        the other parameters move by a fraction of their uncertainty.
+        """
         idx = np.asarray(others)
         se = np.concatenate([np.full(self.nvp, np.nan), self.se])[idx]
         m = self.model  # the floor for unit-scale columns of Z and X (see param_scale)
@@ -438,7 +449,7 @@ class _GlmerProfiler(_Profiler):
         return np.where(usable, 0.1 * np.where(usable, se, 1.0), relative)
 
     def _all_parameters(self, values: np.ndarray) -> np.ndarray:
-        """The minimiser's values are already every parameter (β included)."""
+        """Return the minimiser's values are already every parameter (β included)."""
         return values
 
     def fixed_profile(self, j: int) -> list[np.ndarray]:
@@ -536,7 +547,7 @@ def _run(prof: _Profiler, positions: list[int], monitor) -> ProfileResult:
 
 
 def _unique_rows(rows: list[np.ndarray]) -> np.ndarray:
-    """The distinct rows in their first-seen order (NaN equal to NaN, as R's unique)."""
+    """Return the distinct rows in their first-seen order (NaN equal to NaN, as R's unique)."""
     seen: dict[tuple, np.ndarray] = {}
     for r in rows:
         key = tuple(np.where(np.isnan(r), np.inf, r).tolist()) + tuple(np.isnan(r).tolist())

@@ -1,7 +1,8 @@
 """The result of a likelihood profile (lme4's ``thpr``) and the splines that
 turn its points into confidence bounds: R's ``interpSpline`` of zeta against
 the parameter and its piecewise inverse ``backSpline`` (see
-:mod:`mixedmodels.inference.profile` for how the points are computed)."""
+:mod:`mixedmodels.inference.profile` for how the points are computed).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ __all__ = ["PolySpline", "ProfileResult", "back_spline", "forward_spline"]
 @dataclass
 class PolySpline:
     """A piecewise cubic as R's ``polySpline``: on (knots[i], knots[i+1]] the
-    polynomial Σ_d coef[i, d] (x - knots[i])^d; NaN outside the knots."""
+    polynomial Σ_d coef[i, d] (x - knots[i])^d; NaN outside the knots.
+    """
 
     knots: np.ndarray
     coef: np.ndarray  # (nk, 4)
@@ -47,7 +49,8 @@ class PolySpline:
 
 def forward_spline(x: np.ndarray, zeta: np.ndarray):
     """R's ``interpSpline(zeta ~ x)``: the natural interpolating cubic spline
-    (a scipy ``CubicSpline``; linear beyond the knots, as R's npolySpline)."""
+    (a scipy ``CubicSpline``; linear beyond the knots, as R's npolySpline).
+    """
     from scipy.interpolate import CubicSpline
 
     return CubicSpline(x, zeta, bc_type="natural", extrapolate=True)
@@ -58,7 +61,8 @@ def back_spline(x: np.ndarray, zeta: np.ndarray) -> PolySpline:
     function of zeta, cubic on each interval between knots with the values and
     the reciprocal slopes of the forward spline at both ends, quadratic on the
     first and last intervals (linear where the quadratic would bend the wrong
-    way). Raises ``ValueError`` when zeta is not monotone at the knots."""
+    way). Raises ``ValueError`` when zeta is not monotone at the knots.
+    """
     x = np.asarray(x, dtype=float)
     zeta = np.asarray(zeta, dtype=float)
     nk = len(x)
@@ -131,7 +135,7 @@ class ProfileResult:
         return list(dict.fromkeys(self.table["parameter"]))
 
     def points(self, parameter: str) -> pd.DataFrame:
-        """The (value, zeta) points of one parameter's profile, by value."""
+        """Return the (value, zeta) points of one parameter's profile, by value."""
         if parameter not in self.parameters:
             raise MixedModelsError(
                 f"{parameter!r} was not profiled; the profiled parameters are "
@@ -156,7 +160,8 @@ class ProfileResult:
         spline at ∓z; where it is undefined, the parameter's bound (0 for SDs,
         ±1 for correlations). A profile whose spline cannot be inverted falls
         back to linear interpolation of the points, with a warning (NaN if the
-        points decrease by more than ``non_mono_tol``)."""
+        points decrease by more than ``non_mono_tol``).
+        """
         check_level(level)
         wanted = None if parm is None else set(_as_list(parm))
         names = [p for p in self.parameters if wanted is None or p in wanted]

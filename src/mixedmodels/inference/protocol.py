@@ -50,7 +50,8 @@ __all__ = [
 
 class FittedMixedModel(Protocol):
     """A fitted mixed model as inference and report use it (see the module
-    docstring for the members and what each group is for)."""
+    docstring for the members and what each group is for).
+    """
 
     model_kind: str
     frame: Any
@@ -99,14 +100,16 @@ _CLASS_MEMBERS = (
 
 def is_mixed_model(obj: Any) -> bool:
     """Whether ``obj`` implements :class:`FittedMixedModel` (fitted or not):
-    its class has every member and the object its ``frame``."""
+    its class has every member and the object its ``frame``.
+    """
     cls = type(obj)
     return all(hasattr(cls, name) for name in _CLASS_MEMBERS) and hasattr(obj, "frame")
 
 
 def require_mixed_model(model: Any, message: str) -> None:
     """Raise :class:`ModelSpecError` with ``message`` unless ``model`` is a
-    mixed model; raise the model's not-fitted error unless it is fitted."""
+    mixed model; raise the model's not-fitted error unless it is fitted.
+    """
     if not is_mixed_model(model):
         raise ModelSpecError(message)
     model._require_fit()
@@ -114,7 +117,8 @@ def require_mixed_model(model: Any, message: str) -> None:
 
 def is_generalized(model: Any) -> bool:
     """Whether the model is a generalized linear mixed model (glmer: it has a
-    family, ``nagq`` and ``pirls_tol``)."""
+    family, ``nagq`` and ``pirls_tol``).
+    """
     return getattr(model, "model_kind", None) == "glmer"
 
 

@@ -59,7 +59,8 @@ def _require_model(model: Any, what: str) -> None:
 
 def _fixed_design(model: Any) -> tuple[np.ndarray, list[str]]:
     """X with its column names, plus an intercept column if it has none (as
-    insight does before matching random-effect columns)."""
+    insight does before matching random-effect columns).
+    """
     X, names = model.frame.fixed.X, list(model.frame.fixed.names)
     if not any(n.startswith("(Intercept)") for n in names):
         X = np.column_stack([np.ones(X.shape[0]), X])
@@ -97,7 +98,7 @@ def _warn_slopes_not_fixed(model: Any) -> None:
 
 
 def _distribution_variance(model: Any) -> float:
-    """The distribution-specific variance (see the module docstring)."""
+    """Return the distribution-specific variance (see the module docstring)."""
     sigma = float(model.sigma)
     if not is_generalized(model):
         return sigma**2
@@ -124,7 +125,8 @@ def _distribution_variance(model: Any) -> float:
 
 def _poisson_lognormal(model: Any) -> float:
     """log(1 + 1/μ), μ = exp(intercept) of the null model (the same random
-    effects, offset and weights, an intercept as the only fixed effect)."""
+    effects, offset and weights, an intercept as the only fixed effect).
+    """
     from mixedmodels.inference.lrt import refit_fixed
 
     null = refit_fixed(model, [], True)
@@ -140,8 +142,7 @@ def _poisson_lognormal(model: Any) -> float:
 
 
 def variance_components(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
-    """The variance decomposition behind :func:`r2` and :func:`icc`
-    (insight's ``get_variance``).
+    """The variance decomposition behind :func:`r2` and :func:`icc` (insight's ``get_variance``).
 
     Parameters
     ----------
@@ -232,7 +233,7 @@ def r2(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
 
 
 def icc(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
-    """Adjusted and unadjusted intraclass correlation, as performance's ``icc``.
+    """Return adjusted and unadjusted intraclass correlation, as performance's ``icc``.
 
     The adjusted ICC is random / (random + residual); the unadjusted (also
     called conditional) ICC divides by the fixed-effects variance as well.

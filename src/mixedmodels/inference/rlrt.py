@@ -85,7 +85,8 @@ class RLRTResult:
 
     def to_series(self) -> pd.Series:
         """``statistic``, ``p_value`` and ``nsim`` as a Series; ``attrs["p_is_bound"]``
-        says whether ``p_value`` is the upper bound ``1 / nsim``."""
+        says whether ``p_value`` is the upper bound ``1 / nsim``.
+        """
         out = pd.Series(
             {"statistic": self.statistic, "p_value": self.p_value, "nsim": float(self.nsim)},
             name="rlrt",
@@ -123,8 +124,9 @@ def _same_fixed(a: Any, b: Any, name_a: str, name_b: str) -> None:
 
 
 def _reml_loglik(model: Any, role: str) -> float:
-    """The REML log-likelihood; for an ML fit the REML criterion at the ML
-    estimates (as lme4's ``logLik(fit, REML = TRUE)``), with a warning."""
+    """Return the REML log-likelihood; for an ML fit the REML criterion at the ML
+    estimates (as lme4's ``logLik(fit, REML = TRUE)``), with a warning.
+    """
     if model.reml:
         return model.loglik
     warnings.warn(
@@ -137,7 +139,7 @@ def _reml_loglik(model: Any, role: str) -> float:
 
 
 def _scalar_term(model: Any, role: str):
-    """The single scalar random-effects term of ``model``."""
+    """Return the single scalar random-effects term of ``model``."""
     terms = model.frame.terms
     if len(terms) != 1 or terms[0].k != 1:
         texts = ", ".join(t.spec.text for t in terms)
@@ -149,7 +151,7 @@ def _scalar_term(model: Any, role: str):
 
 
 def _tested_term(m_alt: Any, m_null: Any):
-    """The term of ``m_alt`` that ``m_null`` lacks (when m_slope is not given)."""
+    """Return the term of ``m_alt`` that ``m_null`` lacks (when m_slope is not given)."""
     null_keys = {(t.spec.expr, t.spec.group) for t in m_null.frame.terms}
     extra = [t for t in m_alt.frame.terms if (t.spec.expr, t.spec.group) not in null_keys]
     if len(extra) != 1 or extra[0].k != 1:
@@ -172,7 +174,8 @@ def _y(model: Any) -> np.ndarray:
 
 def _null_lm_reml(model: Any) -> float:
     """Twice the REML log-likelihood of the linear model without random effects
-    (RLRsim's ``reml.H0``)."""
+    (RLRsim's ``reml.H0``).
+    """
     X, y = model.frame.fixed.X, _y(model)
     n, p = X.shape
     Q, R = np.linalg.qr(X)
@@ -186,7 +189,8 @@ def _null_lm_reml(model: Any) -> float:
 def residual_eigenvalues(X: np.ndarray, term: Any) -> np.ndarray:
     """μ: eigenvalues of Z'(I - P_X)Z for a scalar term, largest first, scaled to
     a maximum of 1 (RLRsim's squared singular values of the residualised Z).
-    Only q x q and q x p matrices are formed."""
+    Only q x q and q x p matrices are formed.
+    """
     Q, _ = np.linalg.qr(X)
     z, codes, q = term.z[:, 0], term.codes, term.nlevels
     ztz = np.bincount(codes, z * z, minlength=q)
@@ -213,7 +217,8 @@ def rlrt_null_sample(
 ) -> np.ndarray:
     """Draws from the null distribution of the RLRT statistic (RLRsim's
     ``RLRTSim`` with ``lambda0 = 0``), for eigenvalues ``mu`` of a design
-    with ``n`` observations and ``p`` fixed effects."""
+    with ``n`` observations and ``p`` fixed effects.
+    """
     mu = np.asarray(mu, dtype=float)
     k = mu.size
     lam = np.concatenate([[0.0], np.exp(np.linspace(log_grid_lo, log_grid_hi, gridlength - 1))])
@@ -238,7 +243,8 @@ def rlrt_null_sample(
 
 def _first_local_max(LR: np.ndarray) -> np.ndarray:
     """Per row, the value where the grid search of RLRsim stops: it moves along
-    λ while the statistic does not decrease (starting from 0 at λ = 0)."""
+    λ while the statistic does not decrease (starting from 0 at λ = 0).
+    """
     drops = np.diff(LR, axis=1) < 0
     stop = np.where(drops.any(axis=1), drops.argmax(axis=1), LR.shape[1] - 1)
     return np.maximum(LR[np.arange(LR.shape[0]), stop], 0.0)
@@ -339,9 +345,10 @@ def rlrt(
 
 
 def _result(statistic: float, sample: np.ndarray) -> RLRTResult:
-    """The test's result from the statistic and the simulated null sample:
+    """Return the test's result from the statistic and the simulated null sample:
     the share of the sample above the statistic, or when there is none the
-    bound 1 / nsim."""
+    bound 1 / nsim.
+    """
     exceed = int(np.count_nonzero(statistic < sample))
     if exceed == 0:
         return RLRTResult(statistic, 1.0 / sample.size, sample.size, sample, p_is_bound=True)

@@ -134,8 +134,7 @@ class _ThetaStates:
 
 
 def satterthwaite_info(model: Any, hessian: str = "auto") -> SatterthwaiteInfo:
-    """lmerTest's variance-parameter covariance and vcov(β) Jacobian (cached
-    on the model).
+    """Return lmerTest's variance-parameter covariance and vcov(β) Jacobian (cached on the model).
 
     Parameters
     ----------
@@ -228,7 +227,8 @@ class _Pieces:
     where the system cannot be factorised, with the gradient of a term set to
     NaN where it would come from λ⁻¹ with |diag λ| < ``LAMBDA_DIAG_TOL`` (the
     blocked system's form loses about eps ℓ / |λ_dd| there, which the
-    differences below would divide by their step again)."""
+    differences below would divide by their step again).
+    """
 
     def __init__(self, model: Any):
         from mixedmodels.linalg.augmented import AugmentedSystem
@@ -264,7 +264,8 @@ def _gradient_differences(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Central differences along every θ_i with steps ``steps``: of the
     gradient of ``devfun_vp`` in θ (row i: ∂g/∂θ_i, NaN where a gradient
-    element was unavailable), of r² and of (R_X'R_X)⁻¹ (shape (k-1, p, p))."""
+    element was unavailable), of r² and of (R_X'R_X)⁻¹ (shape (k-1, p, p)).
+    """
     pieces = _Pieces(model)
     ntheta = theta.size
     s2 = sigma**2
@@ -285,7 +286,8 @@ def _gradient_differences(
 
 def _symmetrise(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(G + G')/2 where both are known, the known one where only one is; and
-    the mask of entries known from neither."""
+    the mask of entries known from neither.
+    """
     known = np.isfinite(G)
     both = known & known.T
     H = np.where(both, (np.where(known, G, 0.0) + np.where(known.T, G.T, 0.0)) / 2, np.nan)
@@ -295,11 +297,12 @@ def _symmetrise(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _satterthwaite_gradient(model: Any) -> SatterthwaiteInfo:
-    """lmerTest's quantities with the θ block of the Hessian from central
+    """Return lmerTest's quantities with the θ block of the Hessian from central
     differences of the analytic gradient of ``devfun_vp`` (Richardson-
     extrapolated from h and h/2 if ``GRADIENT_RICHARDSON``), the σ row in
     closed form, and the vcov(β) Jacobian from the same factorisations:
-    O(k) factorisations in all."""
+    O(k) factorisations in all.
+    """
     theta = np.asarray(model._theta, dtype=float)
     sigma = float(model.sigma)
     s2 = sigma**2
@@ -337,7 +340,8 @@ def _fill_numderiv(
     """Fill the ``unknown`` entries of the θ block ``H`` in place with numDeriv's
     Hessian of ``devfun_vp`` over the θ elements involved (σ fixed): the
     blocked system's terms with a singular λ, 4 s² factorisations for s such
-    elements."""
+    elements.
+    """
     idx = np.flatnonzero(unknown.any(axis=1))
     states = _ThetaStates(model)
     s2 = sigma**2
@@ -358,13 +362,15 @@ def _fill_numderiv(
 
 def _varpar_scale(model: Any) -> np.ndarray:
     """Per element of varpar = (θ, σ), the factor giving it for unit-scale
-    random-effects columns (``theta_scale``; 1 for σ)."""
+    random-effects columns (``theta_scale``; 1 for σ).
+    """
     return np.append(np.asarray(model.theta_scale, dtype=float), 1.0)
 
 
 def _pinv_hessian(H: np.ndarray, ntheta: int, tol: float = 1e-8) -> np.ndarray:
     """2 H⁻¹ over the eigenvalues above ``tol``, warning as lmerTest does about
-    negative and near-zero eigenvalues."""
+    negative and near-zero eigenvalues.
+    """
     from mixedmodels.support.warnings import warn_caller
 
     values, vectors = np.linalg.eigh((H + H.T) / 2)
@@ -401,7 +407,7 @@ def satterthwaite_df(info: SatterthwaiteInfo, L: np.ndarray) -> tuple[np.ndarray
 
 
 def fstat_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
-    """lmerTest's ``get_Fstat_ddf``: the df of an F built from q t-statistics."""
+    """Return lmerTest's ``get_Fstat_ddf``: the df of an F built from q t-statistics."""
     nu = np.asarray(nu, dtype=float)
     if nu.size == 1:
         return float(nu[0])

@@ -65,7 +65,8 @@ __all__ = ["AugmentedSystem"]
 
 def _zero_upper(L: np.ndarray, block: int = 128) -> None:
     """Zero the strict upper triangle of a square array in place, a band of
-    columns at a time (no index arrays or masks of its size)."""
+    columns at a time (no index arrays or masks of its size).
+    """
     n = L.shape[0]
     for j0 in range(0, n, block):
         j1 = min(j0 + block, n)
@@ -141,7 +142,8 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
     def _store_below(self, blocks: list[sp.sparray], q0: int, max_update_nnz: int) -> None:
         """B's one copy, dense or sparse, and how the update will be computed:
         BLAS (dense), the precomputed operator (small), compiled loops or sparse
-        products (large)."""
+        products (large).
+        """
         self._dense: DenseBelow | None = None
         self._B_re: sp.csc_array | None = None  # B's random-effects rows when sparse
         self._update: RankUpdate | None = None
@@ -160,16 +162,18 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         max_update_nnz: int = 30_000_000, xtx: np.ndarray | None = None,
         cells: tuple[np.ndarray, np.ndarray] | None = None, **options,
     ) -> "AugmentedSystem":
-        """The system of in-memory data: terms largest first, weights applied to
+        """Return the system of in-memory data: terms largest first, weights applied to
         z, X and y; ``xtx`` X'X if known, ``cells`` X as its cells (see
-        ``CrossProducts.from_data``); ``options`` as for the constructor."""
+        ``CrossProducts.from_data``); ``options`` as for the constructor.
+        """
         cross = CrossProducts.from_data(terms, X, y, xtx, cells)
         return cls(cross, max_update_nnz, **options)
 
     def copy(self) -> "AugmentedSystem":
-        """A copy sharing the (read-only) cross-products but none of the
+        """Return a copy sharing the (read-only) cross-products but none of the
         workspaces or the thread setting: two models can then use the two
-        independently (a refit beside its original)."""
+        independently (a refit beside its original).
+        """
         new = copy.copy(self)
         new.lapack_threads = None
         new._work = None
@@ -179,9 +183,10 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         return new
 
     def with_response(self, v: np.ndarray) -> "AugmentedSystem":
-        """The system of the same design with another response: ``v`` is the
+        """Return the system of the same design with another response: ``v`` is the
         new [Z X y]'Wy in the system's order (terms, X, y). Only the response
-        row and column of the cross-products change; the rest is shared."""
+        row and column of the cross-products change; the rest is shared.
+        """
         new = self.copy()
         q0 = self.Axy0.shape[1]
         Axy0 = self.Axy0.copy()
@@ -200,7 +205,7 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         return self._below.t_dot(w)
 
     def _update_operator(self, max_nnz: int) -> "RankUpdate | None":
-        """The linear map C -> upper triangle of B_re blockdiag(C_s) B_re'.
+        """Return the linear map C -> upper triangle of B_re blockdiag(C_s) B_re'.
 
         With C_s = λ0 M_s⁻¹ λ0' for every level s of the first term, the rank
         update of the Schur complement is B blockdiag(C) B' (before scaling by
@@ -291,12 +296,13 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         )
 
     def kept(self, f: Factor) -> Factor | None:
-        """The factor ``factor(..., keep=True)`` would give, from one whose dense
+        """Return the factor ``factor(..., keep=True)`` would give, from one whose dense
         block is still this system's workspace (no factorisation since): the
         workspace becomes the factor's (the next factorisation allocates a new
         one), its upper triangle is zeroed and the rows below the first term
         are added. None if the workspace has moved on. The fit keeps its last
-        evaluation this way instead of factorising the optimum again."""
+        evaluation this way instead of factorising the optimum again.
+        """
         if not f.generation or f.generation != self._generation:
             return None
         if self._work is None or not np.may_share_memory(f.Lrr, self._work):
@@ -311,7 +317,8 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
     def solve(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
         """β and the spherical modes u for a factor without its rows below the
         first term: the dense block gives (u_rest, β); u0 follows from the first
-        term's normal equations M_s u0_s = λ0'(Z0'y - Z0'Xβ - Z0'Z_rΛ_r u_r)_s."""
+        term's normal equations M_s u0_s = λ0'(Z0'y - Z0'Xβ - Z0'Z_rΛ_r u_r)_s.
+        """
         N = self.N
         x = last_row_solution(f.Lrr)  # solves L1'x = c (c: last row of L)
         u_rest, beta = x[: self.Q1], x[self.Q1 :]
@@ -330,7 +337,8 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         """The size by which BLAS threads are chosen: the rows of the dense
         factorisation proper (after a diagonal lead), or, when B is stored
         dense, its columns if more (an evaluation is then rank-k updates over
-        all of them)."""
+        all of them).
+        """
         if self._dense is not None:
             return max(self.N - self._lead, self.A00.shape[0] * self.k0)
         return self.N - self._lead
@@ -343,7 +351,8 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         eliminated by square roots like the first term's, and only what follows
         them is a dense factorisation (MixedModels.jl's chain of diagonal
         blocks for nested terms). 0 when that does not hold or is not known
-        (only the precomputed operator lists the touched positions)."""
+        (only the precomputed operator lists the touched positions).
+        """
         up = self._update
         if up is None or not self.rest_sizes or self.rest_sizes[0][1] != 1:
             return 0
@@ -370,7 +379,8 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         """Factor S (valid in its upper triangle, C order) in place when its
         leading block is diagonal: square roots there, the rows below divided by
         them, the rest downdated and factored by LAPACK. Returns the lower factor
-        as the Fortran-order view S.T, or None if S is not positive definite."""
+        as the Fortran-order view S.T, or None if S is not positive definite.
+        """
         q, N = self._lead, self.N
         diag = S.ravel()[: q * (N + 1) : N + 1]  # a view
         if not np.all(diag > 0):
@@ -397,7 +407,8 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
 
     def _scalar_row_scale(self, lams: list[np.ndarray]) -> np.ndarray:
         """Λ_r's diagonal (every row of the dense block) when the terms after the
-        first are scalar."""
+        first are scalar.
+        """
         scale = np.array([lam[0, 0] for lam in lams] + [1.0])
         return np.concatenate([self._row_scale(scale), np.ones(self.N - self.Q1)])
 

@@ -1,6 +1,7 @@
 """B = [Z_1 .. Z_K X y]'Z_0, the rows of the augmented system below its first
 term, stored once (dense or sparse), and the rows of the factor there, applied
-through that storage without being formed (see :mod:`mixedmodels.linalg.augmented`)."""
+through that storage without being formed (see :mod:`mixedmodels.linalg.augmented`).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def _right_blocks(
 
 def _transform_levels(X: np.ndarray, F: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Rows (s, b) of ``out`` = Σ_a F_s[a, b] X[(s, a), :]: the columns of a
-    chunk of levels of B (here as rows, X (c k0, n)) times blockdiag(F_s)."""
+    chunk of levels of B (here as rows, X (c k0, n)) times blockdiag(F_s).
+    """
     c, k0 = F.shape[0], F.shape[1]
     if k0 == 1:
         return np.multiply(X, F[:, 0], out=out)
@@ -73,7 +75,8 @@ class DenseBelow:
     def chunks(self, F: np.ndarray, ncols: int):
         """Chunks (c k0, ncols) of (B[:ncols] blockdiag(F_s))' over the levels,
         F (ℓ0, k0, k0): row (s, b) is Σ_a F_s[a, b] B[:ncols, (s, a)]. Each chunk
-        is a view of one reused buffer, valid until the next."""
+        is a view of one reused buffer, valid until the next.
+        """
         k0 = self.k0
         for s0 in range(0, self.nlev, self.step):
             s1 = min(s0 + self.step, self.nlev)
@@ -84,7 +87,8 @@ class DenseBelow:
     def subtract_update(self, S: np.ndarray, F: np.ndarray) -> None:
         """S -= B blockdiag(F_s F_s') B' on the upper triangle (C order) of the
         N x N array S: one syrk per chunk, straight into S (S' is the
-        Fortran-ordered lower triangle BLAS writes)."""
+        Fortran-ordered lower triangle BLAS writes).
+        """
         St = S.T
         for _, _, W in self.chunks(F, self.N):
             out = blas.dsyrk(-1.0, W.T, beta=1.0, c=St, trans=0, lower=1, overwrite_c=1)
@@ -96,7 +100,8 @@ class DenseBelow:
         ``sub`` rows and P (sub, sub) symmetric.
 
         For k0 = 1 that is ⟨P, G⟩ with G = Σ_s V_s V_s' accumulated by syrk
-        (half the flops of forming PV); otherwise Σ over chunks of V'(PV)."""
+        (half the flops of forming PV); otherwise Σ over chunks of V'(PV).
+        """
         k0 = self.k0
         if k0 == 1:
             G = np.zeros((sub, sub), order="F")
@@ -116,14 +121,15 @@ class DenseBelow:
         return self.Bt @ w
 
     def copy(self) -> "DenseBelow":
-        """A copy sharing B (read-only) with a workspace of its own."""
+        """Return a copy sharing B (read-only) with a workspace of its own."""
         new = copy.copy(self)
         new._buf = np.empty_like(self._buf)
         return new
 
     def with_response(self, Axy0: np.ndarray) -> "DenseBelow":
         """B of the same design with another response: ``Axy0`` is the new
-        [X y]'Z_0, of which only the y row differs (B's last column)."""
+        [X y]'Z_0, of which only the y row differs (B's last column).
+        """
         new = self.copy()
         new.Bt = self.Bt.copy()
         new.Bt[:, -1] = Axy0[-1]
@@ -133,7 +139,8 @@ class DenseBelow:
 class SparseBelow:
     """B's rows below the first term with the random-effects rows sparse (the
     engine's CSC array, not copied): the two chunked products a factor's
-    :class:`RowsBelow` needs."""
+    :class:`RowsBelow` needs.
+    """
 
     def __init__(
         self, B_re: sp.csc_array, Axy0: np.ndarray, k0: int, chunk_bytes: int = 1 << 25
@@ -158,7 +165,8 @@ class SparseBelow:
 
     def with_response(self, Axy0: np.ndarray) -> "SparseBelow":
         """B of the same design with another response (the new [X y]'Z_0);
-        the random-effects rows are shared."""
+        the random-effects rows are shared.
+        """
         new = copy.copy(self)
         new.Axy0 = Axy0
         return new
@@ -168,7 +176,8 @@ class SparseBelow:
 class RowsBelow:
     """L[re, 0] = Λ_r' B_re blockdiag(F_s), F_s = λ0 L00_s⁻ᵀ, never formed: B is
     the system's (shared) storage, dense or sparse, and the two products a
-    factor needs are taken chunk by chunk (a copy would be as large as B)."""
+    factor needs are taken chunk by chunk (a copy would be as large as B).
+    """
 
     below: "DenseBelow | SparseBelow"
     F: np.ndarray  # (ℓ0, k0, k0)
@@ -187,7 +196,8 @@ class RowsBelow:
     def condvar_extra(self, L11: np.ndarray, L00inv: np.ndarray) -> np.ndarray:
         """Σ_r W[r, (s, j)] W[r, (s, k)] per level s for W = L11⁻¹ L[re, 0]
         blockdiag(L00_s⁻¹), (ℓ0, k0, k0): the part of the first term's
-        conditional variances through the other terms."""
+        conditional variances through the other terms.
+        """
         below, Q1 = self.below, self.below.Q1
         k0 = self.F.shape[1]
         T = self.F @ L00inv  # (ℓ0, k0, k0): column transform of level s

@@ -70,7 +70,8 @@ def term_times_cells(
 ) -> np.ndarray:
     """Z_j'[X y] for X = E[cell] (see ``FixedEffects.cells``): the term's sums
     over (level, cell) pairs times E, and Z_j'y; one pass over the rows per
-    column of the term instead of products with X's n x p entries."""
+    column of the term instead of products with X's n x p entries.
+    """
     ncells, p = E.shape
     k = term.k
     out = np.empty((term.nlevels, k, p + 1))
@@ -89,7 +90,8 @@ def term_times(term: TermData, X: np.ndarray, y: np.ndarray | None = None) -> np
     directly in CSC form (its column pointers are 0..n: no sorting, ~8 bytes a
     row beyond the arrays it wraps) and multiplied into X (C order: 5x faster
     than Fortran) and y in one pass over the rows each -- the sums of per-column
-    ``bincount``s, in the same order, 5-8x faster with many columns."""
+    ``bincount``s, in the same order, 5-8x faster with many columns.
+    """
     n, p = X.shape
     k = term.k
     m = p + (y is not None)
@@ -107,7 +109,8 @@ def term_times(term: TermData, X: np.ndarray, y: np.ndarray | None = None) -> np
 def term_crossprod(ti: TermData, tj: TermData) -> sp.csc_array:
     """Z_i'Z_j, (q_i, q_j) CSC (the column layout the engine keeps for B); for
     two scalar terms straight from the level codes (duplicates summed), which is
-    several times faster than a sparse matrix product."""
+    several times faster than a sparse matrix product.
+    """
     if ti.k == 1 and tj.k == 1:
         values = ti.z[:, 0] * tj.z[:, 0]
         idx = np.int32 if max(ti.q, tj.q, len(values)) < 2**31 else np.int64
@@ -118,9 +121,10 @@ def term_crossprod(ti: TermData, tj: TermData) -> sp.csc_array:
 
 
 def _compact(a: sp.sparray) -> sp.sparray:
-    """``a`` with int32 index arrays where its sizes allow: scipy keeps int64
+    """Return ``a`` with int32 index arrays where its sizes allow: scipy keeps int64
     indices once an input had them, and sums of partial cross-products would
-    carry 8 bytes per entry instead of 4."""
+    carry 8 bytes per entry instead of 4.
+    """
     if a.indices.dtype != np.int32 and max(a.nnz, *a.shape) < 2**31:
         a.indices = a.indices.astype(np.int32)
         a.indptr = a.indptr.astype(np.int32)
@@ -128,15 +132,16 @@ def _compact(a: sp.sparray) -> sp.sparray:
 
 
 def as_csc(a: sp.sparray) -> sp.csc_array:
-    """``a`` as a canonical CSC array (no copy when it already is one)."""
+    """Return ``a`` as a canonical CSC array (no copy when it already is one)."""
     a = a if a.format == "csc" else sp.csc_array(a)
     a.sum_duplicates()  # sorts row indices too; a no-op on canonical input
     return a
 
 
 def stack_csc(blocks: list[sp.sparray], ncols: int) -> sp.csc_array:
-    """The blocks stacked vertically as one CSC array, built from their column
-    pointers (scipy's vstack of CSC goes through COO: two more copies)."""
+    """Return the blocks stacked vertically as one CSC array, built from their column
+    pointers (scipy's vstack of CSC goes through COO: two more copies).
+    """
     blocks = [as_csc(b) for b in blocks]
     if len(blocks) == 1:
         return _compact(blocks[0])
@@ -161,7 +166,8 @@ def stack_csc(blocks: list[sp.sparray], ncols: int) -> sp.csc_array:
 
 def fill_rows(Bt: np.ndarray, a: sp.csc_array, col0: int, entries: int = 1 << 22) -> None:
     """Bt[:, col0:col0 + q_i] = a' for a (q_i, q0) CSC block, a few million
-    entries at a time (no second copy of the block in any format)."""
+    entries at a time (no second copy of the block in any format).
+    """
     N = Bt.shape[1]
     flat = Bt.reshape(-1)
     bounds = np.searchsorted(a.indptr, np.arange(0, a.nnz + entries, entries), side="left")
@@ -209,11 +215,12 @@ class CrossProducts:
         xtx: np.ndarray | None = None,
         cells: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> "CrossProducts":
-        """The cross-products of one block of rows (weights already applied to
+        """Return the cross-products of one block of rows (weights already applied to
         the terms' z, X and y; X best in C order); ``xtx``: X'X when already
         computed. X and y stay apart: [X y] would be a copy of X's size. With
         ``cells`` (cell, E), unweighted, X = E[cell] is not needed (None): the
-        products with it are sums over cells (see :func:`term_times_cells`)."""
+        products with it are sums over cells (see :func:`term_times_cells`).
+        """
         t0, rest = terms[0], terms[1:]
         Q1 = sum(t.q for t in rest)
         p = X.shape[1] if cells is None else cells[1].shape[1]

@@ -127,16 +127,18 @@ class DenseSystem:
         return self.N
 
     def copy(self) -> "DenseSystem":
-        """A copy sharing the (read-only) cross-products, without this one's
-        thread setting: two models can then use the two independently."""
+        """Return a copy sharing the (read-only) cross-products, without this one's
+        thread setting: two models can then use the two independently.
+        """
         new = copy.copy(self)
         new.lapack_threads = None
         return new
 
     def with_response(self, v: np.ndarray) -> "DenseSystem":
-        """The system of the same design with another response: ``v`` is the
+        """Return the system of the same design with another response: ``v`` is the
         new [Z X y]'Wy in the system's order (terms, X, y); only A's last row
-        and column change."""
+        and column change.
+        """
         new = self.copy()
         A = self.A.copy()
         A[:, -1] = v
@@ -145,7 +147,7 @@ class DenseSystem:
         return new
 
     def factor(self, lams: list[np.ndarray], rows: bool = False, keep: bool = False):
-        """The factor of Λ̃'AΛ̃ + diag(I_q, 0); None if not positive definite."""
+        """Return the factor of Λ̃'AΛ̃ + diag(I_q, 0); None if not positive definite."""
         S = self.A.copy()
         scale_rows(S, self.bounds, lams)
         PhiA = S[:, : self.q].copy()
@@ -165,7 +167,8 @@ class DenseSystem:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per term K = Σ_l [Ω⁻¹Φ'Z_j]_(l,l) and R = Σ_l (Z_j'r)_l u_l' without
         inverting λ: Ω is M (``sub = q``, ML) or the system with X (REML),
-        Φ = [ZΛ X] restricted alike, r = y - Xβ - ZΛu."""
+        Φ = [ZΛ X] restricted alike, r = y - Xβ - ZΛu.
+        """
         q = self.q
         inv, Phi = f.inverse(sub)[:q], f.PhiA[:sub]
         b_all = np.concatenate([(U @ lam.T).ravel() for U, lam in zip(us, f.lam)])
@@ -183,12 +186,13 @@ class DenseSystem:
 
     def inverse_block_sums(self, f: DenseFactor, sub: int) -> list[np.ndarray]:
         """Σ over levels of the diagonal blocks of the inverse of the leading
-        ``sub`` rows (``sub = Q1`` for M, ``Q1 + p`` for REML's Ω)."""
+        ``sub`` rows (``sub = Q1`` for M, ``Q1 + p`` for REML's Ω).
+        """
         return [b.sum(axis=0) for b in f.diagonal_blocks(f.inverse(sub))]
 
 
 def _cross_products(terms, Xy: np.ndarray, q: int) -> np.ndarray:
-    """A = [Z X y]'[Z X y], dense; through a dense [Z X y] when that is small."""
+    """Return a = [Z X y]'[Z X y], dense; through a dense [Z X y] when that is small."""
     n, m = Xy.shape
     if n * (q + m) <= _DENSE_BUILD_ENTRIES:
         W = np.zeros((n, q + m))

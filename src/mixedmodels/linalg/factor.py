@@ -1,6 +1,7 @@
 """The factor L of the augmented system at one θ (:class:`Factor`: the
 objective's pieces, β, the modes and their conditional variances) and the
-inverse of a leading block of a Cholesky factor (what the gradient reads)."""
+inverse of a leading block of a Cholesky factor (what the gradient reads).
+"""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def _inverse_residual(L: np.ndarray, inv_lower: np.ndarray) -> float:
     leading block of L of Z's size, and a fixed pseudo-random v: how far Z is
     from the inverse in practice. The triangular products run on all of L with
     v padded by zeros (their leading entries are L₁'s; a contiguous L is not
-    copied)."""
+    copied).
+    """
     n, N = inv_lower.shape[0], L.shape[0]
     v = np.cos(np.arange(1, n + 1, dtype=float) * 1.618)
     w = np.zeros(N)
@@ -103,13 +105,13 @@ class Factor:
     generation: int = 0  # the system's factorisation count when Lrr is its workspace (else 0)
 
     def logdet_re(self) -> float:
-        """log det(Λ'Z'ZΛ + I)."""
+        """Return log det(Λ'Z'ZΛ + I)."""
         d0 = np.diagonal(self.L00, axis1=1, axis2=2)
         d1 = np.diag(self.Lrr)[: self.Q1]
         return 2.0 * (np.log(d0).sum() + np.log(d1).sum())
 
     def logdet_x(self) -> float:
-        """log det(R_X'R_X), the REML correction."""
+        """Return log det(R_X'R_X), the REML correction."""
         d = np.diag(self.Lrr)[self.Q1 : self.Q1 + self.p]
         return 2.0 * np.log(d).sum()
 
@@ -118,7 +120,7 @@ class Factor:
         return float(self.Lrr[-1, -1] ** 2)
 
     def LX(self) -> np.ndarray:
-        """The lower factor L_X of X'V⁻¹X / σ² (so vcov β = σ² (L_X L_X')⁻¹)."""
+        """Return the lower factor L_X of X'V⁻¹X / σ² (so vcov β = σ² (L_X L_X')⁻¹)."""
         s = self.Q1
         return self.Lrr[s : s + self.p, s : s + self.p]
 
@@ -166,8 +168,9 @@ class Factor:
 
 
 def last_row_solution(L: np.ndarray) -> np.ndarray:
-    """x with L1'x = c, for L = [[L1, 0], [c', d]] lower triangular: from
-    L'z = e_N on the whole of L (x = -d z[:-1]), so that no copy of L1 is made."""
+    """Return x with L1'x = c, for L = [[L1, 0], [c', d]] lower triangular: from
+    L'z = e_N on the whole of L (x = -d z[:-1]), so that no copy of L1 is made.
+    """
     e = np.zeros(L.shape[0])
     e[-1] = 1.0
     z = blas.dtrsv(L, e, lower=1, trans=1)

@@ -1,7 +1,8 @@
 """The gradient step of :class:`~mixedmodels.linalg.augmented.AugmentedSystem`:
 per term, the sum over levels of the diagonal blocks of the inverse of the
 system's leading part, from which the analytic gradient of the profiled
-criterion follows (``gradient_parts``)."""
+criterion follows (``gradient_parts``).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class InverseBlockSums:
     ) -> list[tuple[np.ndarray, np.ndarray] | None]:
         """Per term, K (∂ log det = 2 K[c, r]) and R (∂ r² = -2 R[r, c]) for
         the θ element at (r, c) of λ; None where λ is singular (this form
-        divides by λ)."""
+        divides by λ).
+        """
         sums = self.inverse_block_sums(f, sub)
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
         for lam, B, U in zip(f.lam, sums, us):
@@ -74,7 +76,8 @@ class InverseBlockSums:
     def _lower_inverse(self, Lrr: np.ndarray, sub: int, keep_single: bool = False) -> np.ndarray:
         """(L L')⁻¹ of the leading ``sub`` rows of the dense factor; its lower
         triangle, or (with a diagonal lead) the entries the gradient reads;
-        ``keep_single``: see ``inverse_from_factor``."""
+        ``keep_single``: see ``inverse_from_factor``.
+        """
         if sub == 0:
             return np.zeros((0, 0))
         if self._lead:
@@ -91,7 +94,8 @@ class InverseBlockSums:
 
         The leading block's off-diagonal entries are left zero: its term is
         scalar and its rows never meet in a level of the first term, so neither
-        the gather nor the block sums read them. Both triangles are filled."""
+        the gather nor the block sums read them. Both triangles are filled.
+        """
         q = self._lead
         root = np.diagonal(Lrr)[: min(q, sub)]
         inv = np.zeros((sub, sub))
@@ -116,7 +120,8 @@ class InverseBlockSums:
 
         Only this weighted sum of the H_s enters the gradient. With B dense it is
         taken directly by BLAS (:meth:`DenseBelow.weighted_trace`); otherwise the
-        H_s are gathered level by level and weighted."""
+        H_s are gathered level by level and weighted.
+        """
         lam0 = lams[0]
         if self._dense is not None:
             P = self._full_p(inv, lams[1:], sub)[:sub, :sub]
@@ -127,7 +132,8 @@ class InverseBlockSums:
 
     def _full_p(self, inv: np.ndarray, lams: list[np.ndarray], sub: int) -> np.ndarray:
         """P = Λ_r S_sub⁻¹ Λ_r' as a full symmetric N x N array (zero beyond ``sub``)
-        from the lower triangle of S_sub⁻¹."""
+        from the lower triangle of S_sub⁻¹.
+        """
         P = np.zeros((self.N, self.N))
         P[:sub, :sub] = np.tril(inv) + np.tril(inv, -1).T
         return self._scale_rest(P, [lam.T for lam in lams])
@@ -135,7 +141,8 @@ class InverseBlockSums:
     def _gather_first_term(self, inv: np.ndarray, lams: list[np.ndarray], sub: int) -> np.ndarray:
         """H_s = B_s'PB_s for every level s of the first term, (ℓ0, k0, k0):
         through B's random-effects rows (update operator's adjoint, compiled
-        loops or sparse products), plus its dense X rows for REML."""
+        loops or sparse products), plus its dense X rows for REML.
+        """
         Q1 = self.Q1
         # with one scalar per term after the first, P is read off S⁻¹ and the scales
         P = None if self.scalar_rest else self._full_p(inv, lams, sub)
@@ -155,7 +162,7 @@ class InverseBlockSums:
     def _gather_operator(
         self, inv: np.ndarray, P: np.ndarray | None, lams: list[np.ndarray]
     ) -> np.ndarray:
-        """The random-effects part of H_s by the adjoint of the update operator."""
+        """Return the random-effects part of H_s by the adjoint of the update operator."""
         up = self._update
         if P is None:
             # positions are upper (row <= col); S⁻¹ is symmetric, read its lower triangle
@@ -173,7 +180,8 @@ class InverseBlockSums:
 
     def _x_blocks_scalar(self, inv: np.ndarray, scale: np.ndarray, sub: int):
         """P's X columns, (Q1, p) and (p, p), from the lower triangle of S⁻¹,
-        when Λ_r is one scalar per term."""
+        when Λ_r is one scalar per term.
+        """
         Q1 = self.Q1
         P_rx = inv[Q1:sub, :Q1].T * self._row_scale(scale)[:, None]
         low = inv[Q1:sub, Q1:sub]
@@ -182,8 +190,9 @@ class InverseBlockSums:
     def _gather_re_rows(
         self, inv: np.ndarray, P: np.ndarray | None, lams: list[np.ndarray], sub: int
     ) -> np.ndarray:
-        """The random-effects part of H_s (P's leading Q1 x Q1 block) by the
-        compiled loops or, without them, sparse products."""
+        """Return the random-effects part of H_s (P's leading Q1 x Q1 block) by the
+        compiled loops or, without them, sparse products.
+        """
         Q1 = self.Q1
         if self._use_kernels:
             if P is None:  # P from the lower triangle of S⁻¹ and the scales
@@ -195,9 +204,10 @@ class InverseBlockSums:
         return self._gather_by_products(P[:Q1, :Q1])
 
     def _gather_x_rows(self, P_rx: np.ndarray, P_xx: np.ndarray) -> np.ndarray:
-        """The part of B_s'PB_s through B's dense X rows:
+        """Return the part of B_s'PB_s through B's dense X rows:
         B_re,s'P_rx B_x,s (and its transpose, added by the caller's
-        symmetrisation, hence twice here) + B_x,s'P_xx B_x,s."""
+        symmetrisation, hence twice here) + B_x,s'P_xx B_x,s.
+        """
         k0, p = self.k0, P_xx.shape[0]
         Bx = self.Axy0[:p].reshape(p, -1, k0)  # (p, ℓ, k0)
         W = np.asarray(self._B_re.T @ P_rx).reshape(-1, k0, p) if self.Q1 else 0.0
@@ -207,7 +217,8 @@ class InverseBlockSums:
 
     def _gather_by_products(self, P: np.ndarray, chunk: int = 256) -> np.ndarray:
         """H_s = B_re,s'P B_re,s level by level, in chunks (P: Q1 x Q1), when
-        neither the update operator nor the compiled loops exist."""
+        neither the update operator nor the compiled loops exist.
+        """
         k0 = self.k0
         B = self._B_re
         nlev = B.shape[1] // k0

@@ -30,7 +30,8 @@ __all__ = ["BlockedSystem", "BlockedFactor"]
 class WeightedCrossProducts:
     """G'diag(w)G for any row weights w by one sparse product: every pair of
     nonzeros in a row of G touches one position of the upper triangle, and the
-    map w -> those sums is a sparse matrix built once."""
+    map w -> those sums is a sparse matrix built once.
+    """
 
     def __init__(self, G: sp.csr_array):
         G = sp.csr_array(G)
@@ -43,14 +44,14 @@ class WeightedCrossProducts:
         self.G = G
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        """The full symmetric m x m matrix G'diag(w)G."""
+        """Return the full symmetric m x m matrix G'diag(w)G."""
         A = np.zeros((self.m, self.m))
         A.ravel()[self.positions] = self.T @ w
         return A + np.triu(A, 1).T
 
 
 def term_matrix(term) -> sp.csr_array:
-    """A random-effects term's n x (levels·k) model matrix."""
+    """Return a random-effects term's n x (levels·k) model matrix."""
     n, k = term.z.shape
     rows = np.repeat(np.arange(n), k)
     cols = (term.codes[:, None] * k + np.arange(k)).ravel()
@@ -62,7 +63,8 @@ class BlockedFactor:
     """The factor of one PWLS step: per level of the first term the Cholesky
     factor L0 of M_s = λ0'A_sλ0 + I, the rows R = L0⁻¹B̃' below it, and the
     dense Cholesky factor LS of the Schur complement of the other terms (and
-    X, for a joint step)."""
+    X, for a joint step).
+    """
 
     L0: np.ndarray  # (ℓ0, k0, k0) lower
     R: np.ndarray  # (ℓ0, k0, m)
@@ -71,7 +73,7 @@ class BlockedFactor:
     logdet: float | None = None  # ldL2 when the factorisation computed it already
 
     def ldL2(self) -> float:
-        """log det(Λ'Z'WZΛ + I), the random-effects block."""
+        """Return log det(Λ'Z'WZΛ + I), the random-effects block."""
         if self.logdet is not None:
             return self.logdet
         d0 = np.log(np.diagonal(self.L0, axis1=1, axis2=2)).sum()
@@ -82,13 +84,14 @@ class BlockedFactor:
         return 1.0 / np.diagonal(self.L0, axis1=1, axis2=2).ravel()
 
     def RX(self) -> np.ndarray:
-        """The X block of the factor (a joint step): σ²(RX RX')⁻¹ is vcov(β)."""
+        """Return the X block of the factor (a joint step): σ²(RX RX')⁻¹ is vcov(β)."""
         return self.LS[self.Q1 :, self.Q1 :]
 
     def condvar_blocks(self) -> tuple[np.ndarray, np.ndarray]:
         """Diagonal blocks of (Λ'Z'WZΛ + I)⁻¹ (a step without X): the first
         term's per level, (ℓ0, k0, k0), and the rest's as the full Q1 x Q1
-        inverse (the caller takes its diagonal blocks)."""
+        inverse (the caller takes its diagonal blocks).
+        """
         Q1 = self.Q1
         L0inv = np.linalg.inv(self.L0)
         M0inv = np.transpose(L0inv, (0, 2, 1)) @ L0inv
@@ -149,7 +152,8 @@ class BlockedSystem:
 
     def _below_positions(self, G: sp.csr_array) -> None:
         """Where each row's products G_ic z0_ia land in the Q1 x q0 array B of
-        the other terms' rows (G = Z_rest)."""
+        the other terms' rows (G = Z_rest).
+        """
         k0, q0 = self.k0, self.q0
         counts = np.diff(G.indptr)
         row = np.repeat(np.arange(self.n), counts)

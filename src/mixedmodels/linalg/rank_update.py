@@ -1,6 +1,7 @@
 """The rank update of the Schur complement as a precomputed sparse linear map
 (:class:`RankUpdate`): from the first term's per-level blocks C_s to the
-touched positions of B blockdiag(C_s) B' (see :mod:`mixedmodels.linalg.augmented`)."""
+touched positions of B blockdiag(C_s) B' (see :mod:`mixedmodels.linalg.augmented`).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ __all__ = ["RankUpdate", "block_pairs", "scalar_pairs"]
 
 def _pair_index(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every pair (e, f), f <= e, of entries within the same level, for levels
-    of m[s] consecutive entries, level by level and e-major."""
+    of m[s] consecutive entries, level by level and e-major.
+    """
     total = int(m.sum())
     # int32 while it fits: these arrays are as long as the pairs, and halving
     # them halves the time of every pass below
@@ -34,16 +36,18 @@ def _pair_index(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _positions(flat: np.ndarray, N: int) -> tuple[np.ndarray, np.ndarray]:
-    """The touched flat positions in order and the rank of each pair's position
-    among them (a mark and a running count: no sort)."""
+    """Return the touched flat positions in order and the rank of each pair's position
+    among them (a mark and a running count: no sort).
+    """
     mark = np.zeros(N * N, dtype=bool)
     mark[flat] = True
     return np.flatnonzero(mark), (np.cumsum(mark) - 1)[flat]
 
 
 def scalar_pairs(B: sp.csc_array, m: np.ndarray, N: int):
-    """The operator for a scalar first term: one column per level, whose entries
-    are already the level's rows in order (sorted CSC)."""
+    """Return the operator for a scalar first term: one column per level, whose entries
+    are already the level's rows in order (sorted CSC).
+    """
     B.sort_indices()
     rows, vals = B.indices.astype(np.int64), B.data
     e, f = _pair_index(m)
@@ -54,7 +58,7 @@ def scalar_pairs(B: sp.csc_array, m: np.ndarray, N: int):
 
 
 def block_pairs(B: sp.csc_array, m: np.ndarray, k0: int, N: int):
-    """The operator for a first term with k0 > 1 columns per level."""
+    """Return the operator for a first term with k0 > 1 columns per level."""
     nlev = len(m)
     coo = B.tocoo()
     level = coo.col // k0
@@ -148,7 +152,7 @@ class RankUpdate:
         return np.where(self.rows == self.cols, 1.0, 2.0)
 
     def row_pointers(self, nrows: int) -> np.ndarray:
-        """The first position of each of the leading ``nrows`` rows, ``nrows + 1`` long."""
+        """Return the first position of each of the leading ``nrows`` rows, ``nrows + 1`` long."""
         ptr = self.__dict__.get("_rowptr")
         if ptr is None or len(ptr) != nrows + 1:
             bounds = np.arange(nrows + 1, dtype=np.int64) * self.N
@@ -161,7 +165,8 @@ class RankUpdate:
 
     def lower_entries(self, A: np.ndarray) -> np.ndarray:
         """A[cols, rows] (the lower triangle's entries at the transposed
-        positions) by one gather from A's memory, C or Fortran order."""
+        positions) by one gather from A's memory, C or Fortran order.
+        """
         n = A.shape[0]
         if A.flags.f_contiguous:  # A.T is C-contiguous: A[c, r] = A.T[r, c]
             return A.T.ravel().take(self.rows * n + self.cols)

@@ -21,7 +21,8 @@ __all__ = ["SchurComplement"]
 def _zero_upper_rows(S: np.ndarray, rows: int, block: int = 64) -> None:
     """Zero S[i, j] for i < ``rows`` and i <= j < ``rows`` (C order), in
     bands of rows: the upper triangle of the leading block, about half of
-    the memory a full clear would write (LAPACK reads no other entry)."""
+    the memory a full clear would write (LAPACK reads no other entry).
+    """
     for i0 in range(0, rows, block):
         S[i0 : min(i0 + block, rows), i0:rows] = 0.0
 
@@ -50,8 +51,9 @@ class SchurComplement:
     """
 
     def _xy_update(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The [X y] columns of the rank update B blockdiag(C) B': the rows of the
-        other terms, (Q1, p + 1), and the [X y] block, (p + 1, p + 1)."""
+        """Return the [X y] columns of the rank update B blockdiag(C) B': the rows of the
+        other terms, (Q1, p + 1), and the [X y] block, (p + 1, p + 1).
+        """
         k0, m = self.k0, self.p + 1
         CB = np.einsum("lab,mlb->lam", C, self.Axy0.reshape(m, -1, k0)).reshape(-1, m)
         cross = self._B_re @ CB if self.Q1 else np.zeros((0, m))
@@ -59,7 +61,8 @@ class SchurComplement:
 
     def _rows_below(self, lams: list[np.ndarray], L00inv: np.ndarray):
         """L[re, 0] = Λ_r'B_re blockdiag(F_s) as a :class:`RowsBelow` (not formed)
-        and L[xy, 0] = B_xy blockdiag(F_s), F_s = λ0 L00_s⁻ᵀ."""
+        and L[xy, 0] = B_xy blockdiag(F_s), F_s = λ0 L00_s⁻ᵀ.
+        """
         F = lams[0] @ np.transpose(L00inv, (0, 2, 1))  # (ℓ0, k0, k0)
         rows = RowsBelow(self._below, F, self._block_bounds[:-1], lams[1:]) if self.Q1 else None
         return rows, self._xy_rows(F)
@@ -71,7 +74,8 @@ class SchurComplement:
 
     def _sparse_rows(self, lams: list[np.ndarray], F: np.ndarray) -> sp.sparray:
         """Λ_r'B_re blockdiag(F_s) from B's single sparse copy: scaled entries
-        when every λ is a scalar, sparse products with block diagonals otherwise."""
+        when every λ is a scalar, sparse products with block diagonals otherwise.
+        """
         B = self._B_re
         if self.scalar_rest and self.k0 == 1:
             scale = np.array([lam[0, 0] for lam in lams] + [1.0])
@@ -133,7 +137,8 @@ class SchurComplement:
 
         The random-effects block of A_rr is as sparse as the update (every
         nonzero of it is a position the operator touches): that block is
-        cleared and written at those positions only; the [X y] columns are dense."""
+        cleared and written at those positions only; the [X y] columns are dense.
+        """
         scale = np.array([lam[0, 0] for lam in lams] + [1.0])
         up = self._update
         Q1 = self.Q1
@@ -156,7 +161,8 @@ class SchurComplement:
 
     def _arr_at_positions(self) -> np.ndarray | None:
         """A_rr at the operator's positions, or None if A_rr's random-effects
-        block has a nonzero elsewhere (then it is written block by block)."""
+        block has a nonzero elsewhere (then it is written block by block).
+        """
         if not hasattr(self, "_arr_pos_values"):
             Q1, up = self.Q1, self._update
             values = self.Arr.ravel()[up.positions]
@@ -172,7 +178,8 @@ class SchurComplement:
         """Λ_r'(A_rr - B C B')Λ_r + I with the update accumulated by a compiled loop
         over B's pattern (no pair list: for models too large for the operator).
         With scalar terms after the first, one more compiled pass scales and
-        finishes the upper triangle, which is all LAPACK reads."""
+        finishes the upper triangle, which is all LAPACK reads.
+        """
         C = _update_weights(lams[0], L00inv)
         if self._acc is None:  # kept: fresh pages of large arrays are slow
             self._acc = _kernels.accumulators(C.shape[0], self.N)
@@ -192,7 +199,8 @@ class SchurComplement:
     def _schur_dense(self, lams: list[np.ndarray], L00inv: np.ndarray) -> np.ndarray:
         """Λ_r'(A_rr - B C B')Λ_r + I with B dense: A_rr copied into the workspace,
         the update subtracted by syrk over chunks of B blockdiag(F_s), F_s F_s' = C_s
-        (F_s = λ0 L00_s⁻ᵀ: no square root of C, and C_s = 0 is no special case)."""
+        (F_s = λ0 L00_s⁻ᵀ: no square root of C, and C_s = 0 is no special case).
+        """
         S = self._workspace()
         np.copyto(S, self.Arr)
         F = lams[0] @ np.transpose(L00inv, (0, 2, 1))
@@ -206,7 +214,8 @@ class SchurComplement:
 
     def _schur_products(self, lams: list[np.ndarray], L00inv: np.ndarray) -> np.ndarray:
         """Λ_r'A_rr Λ_r + I - L_r0 L_r0' from explicit sparse products (the
-        fallback without the update operator and without Numba)."""
+        fallback without the update operator and without Numba).
+        """
         F = lams[0] @ np.transpose(L00inv, (0, 2, 1))
         Lre0 = self._sparse_rows(lams[1:], F) if self.Q1 else None
         Lxy0 = self._xy_rows(F)

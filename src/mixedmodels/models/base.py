@@ -1,7 +1,8 @@
 """What the lme4-style models share: θ and the λ factor of every
 random-effects term, singularity, and the random-effects part of predictions
 for new data. The models supply ``frame`` (a :class:`~mixedmodels.spec.frame.ModelFrame`),
-``_theta_slices``, and after fitting ``_theta`` and ``b``."""
+``_theta_slices``, and after fitting ``_theta`` and ``b``.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ SINGULAR_TOL = 1e-4
 
 class RandomEffectsModel(MixedModelResults):
     """Base of :class:`~mixedmodels.LinearMixedModel` and
-    :class:`~mixedmodels.GeneralizedLinearMixedModel`."""
+    :class:`~mixedmodels.GeneralizedLinearMixedModel`.
+    """
 
     @property
     def beta(self) -> np.ndarray:
@@ -47,12 +49,13 @@ class RandomEffectsModel(MixedModelResults):
     def loglik(self) -> float:
         """Log-likelihood: -½ × the objective at the optimum (the REML
         log-likelihood for REML fits, the Laplace or quadrature approximation
-        for GLMMs), as lme4's ``logLik``."""
+        for GLMMs), as lme4's ``logLik``.
+        """
         self._require_fit()
         return -0.5 * self._objective
 
     def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
-        """The relative covariance factors λ of every term for ``theta``."""
+        """Return the relative covariance factors λ of every term for ``theta``."""
         return [t.lam(theta[s]) for t, s in zip(self.frame.terms, self._theta_slices)]
 
     @property
@@ -65,7 +68,8 @@ class RandomEffectsModel(MixedModelResults):
         :meth:`~mixedmodels.spec.random.ReTerm.theta_scale`; all ones unless a
         random-effects column is in tiny or huge units). The searches run on
         θ × theta_scale, and the singularity rule reads it, so neither depends
-        on the units of the covariates."""
+        on the units of the covariates.
+        """
         scale = self.__dict__.get("_theta_scale")
         if scale is None:
             scale = np.concatenate([t.theta_scale() for t in self.frame.terms])
@@ -74,7 +78,8 @@ class RandomEffectsModel(MixedModelResults):
 
     def _canonical_theta(self, theta: np.ndarray) -> np.ndarray:
         """θ with every λ column's sign chosen to make its diagonal non-negative
-        (the same covariance, lme4's parametrization)."""
+        (the same covariance, lme4's parametrization).
+        """
         out = np.array(theta, dtype=float)
         for term, sl in zip(self.frame.terms, self._theta_slices):
             lam = term.lam(out[sl])
@@ -96,7 +101,8 @@ class RandomEffectsModel(MixedModelResults):
     def is_singular(self) -> bool:
         """lme4's ``isSingular``: a diagonal element of some λ below 1e-4
         (λ of the unit-scale columns where a column is in tiny or huge units,
-        see :attr:`theta_scale`)."""
+        see :attr:`theta_scale`).
+        """
         self._require_fit()
         unit = self._theta * self.theta_scale
         return bool(np.any(unit[self.theta_lower == 0] < SINGULAR_TOL))
@@ -109,8 +115,9 @@ class RandomEffectsModel(MixedModelResults):
         return pd.Series(self._theta, index=names, name="theta")
 
     def _newdata_eta(self, newdata, re_form: str | None, new_levels: str):
-        """The linear predictor of new rows (fixed effects, offsets and, unless
-        ``re_form`` excludes them, the random effects) and their index."""
+        """Return the linear predictor of new rows (fixed effects, offsets and, unless
+        ``re_form`` excludes them, the random effects) and their index.
+        """
         if new_levels not in ("population", "error", "nan"):
             raise PredictionError(
                 f"new_levels must be 'population', 'error' or 'nan', not {new_levels!r}"
@@ -253,7 +260,8 @@ class RandomEffectsModel(MixedModelResults):
         """Single-term deletions of fixed effects (lme4's ``drop1``): the ML AIC
         of the model without each term that can be dropped respecting
         marginality, and with ``test="Chisq"`` the likelihood-ratio test.
-        See :func:`mixedmodels.inference.lrt.drop1`."""
+        See :func:`mixedmodels.inference.lrt.drop1`.
+        """
         from mixedmodels.inference.lrt import drop1
 
         return drop1(self, test=test)

@@ -113,7 +113,7 @@ class ThetaScaling:
         return scaled
 
     def to_theta(self, record: "OptimizerRecord") -> "OptimizerRecord":
-        """The record of a search on x, with every point mapped back to θ."""
+        """Return the record of a search on x, with every point mapped back to θ."""
         if self.identity:
             return record
         record.theta_start = record.theta_start / self.scale
@@ -139,7 +139,8 @@ _RETURN_CODES = {
 
 class _EvaluationLog:
     """Counts evaluations and keeps the start, the best point and (optionally)
-    the whole history; calls ``callback(count, best)`` after each evaluation."""
+    the whole history; calls ``callback(count, best)`` after each evaluation.
+    """
 
     def __init__(self, keep_history: bool, callback: Callable[[int, float], None] | None):
         self.count = 0
@@ -222,7 +223,7 @@ def minimize_theta(
 
 
 def _initial_step(x0: np.ndarray) -> np.ndarray:
-    """Initial trust-region radius per coordinate (0.2 on the θ scale, as lme4)."""
+    """Return initial trust-region radius per coordinate (0.2 on the θ scale, as lme4)."""
     return np.maximum(0.2 * np.maximum(np.abs(x0), 1.0), 1e-4)
 
 
@@ -360,7 +361,7 @@ def _probe_coordinates(
     scale: np.ndarray,
     which: np.ndarray,
 ) -> np.ndarray | None:
-    """A point lower than ``x`` one step along some coordinate (of those
+    """Return a point lower than ``x`` one step along some coordinate (of those
     ``which`` marks), if there is one.
 
     L-BFGS-B accepts its start when the gradient there is below its tolerance,
@@ -385,7 +386,7 @@ def _probe_coordinates(
 def _off_boundary(
     objective: Callable[[np.ndarray], float], x: np.ndarray, fx: float, lower: np.ndarray
 ) -> np.ndarray | None:
-    """A point a little inside the bounds that is lower than ``x``, if there is one."""
+    """Return a point a little inside the bounds that is lower than ``x``, if there is one."""
     at_bound = np.flatnonzero(np.isfinite(lower) & (x <= lower + 1e-10))
     if at_bound.size == 0:
         return None

@@ -1,5 +1,6 @@
 """R's ``abbreviate(names, minlength)`` (method "left.kept"), which lme4's
-summary uses for the row and column names of the correlation of fixed effects."""
+summary uses for the row and column names of the correlation of fixed effects.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def _strip_chars(text: str, minlength: int, use_classes: bool) -> str:
     word, then lower-case vowels not starting one, then lower-case letters
     likewise, then anything but a word's first character. The first
     character is never dropped; spaces count as word boundaries and are
-    removed at the end when the result is still longer than ``minlength``."""
+    removed at the end when the result is still longer than ``minlength``.
+    """
     s = list(text)
     nspace = 0
 

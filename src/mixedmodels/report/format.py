@@ -1,6 +1,7 @@
 """Numbers formatted as R formats them in lme4's printed output: jointly to
 a number of significant digits (``format``), p-values (``format.pval``),
-significance stars, and the alignment of printed tables."""
+significance stars, and the alignment of printed tables.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ __all__ = [
 
 def format_numbers(values: np.ndarray, digits: int = 4) -> list[str]:
     """Format numbers jointly as R's ``format(x, digits=)``: enough decimals that
-    every finite element shows ``digits`` significant digits (at most 15)."""
+    every finite element shows ``digits`` significant digits (at most 15).
+    """
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values) & (values != 0)]
     decimals = min(max((_decimals_for(v, digits) for v in finite), default=0), 15)
@@ -25,7 +27,8 @@ def format_numbers(values: np.ndarray, digits: int = 4) -> list[str]:
 
 def _decimals_for(value: float, digits: int) -> int:
     """Decimals R needs to show ``value`` with ``digits`` significant digits, trailing
-    zeros of the rounded value dropped."""
+    zeros of the rounded value dropped.
+    """
     mag = math.floor(math.log10(abs(value)))
     dec = max(digits - 1 - mag, 0)
     text = f"{value:.{dec}f}"
@@ -52,7 +55,8 @@ def pad(texts: list[str]) -> list[str]:
 def format_joint(block: np.ndarray, digits: int) -> list[list[str]]:
     """Columns of ``block`` formatted together as R's ``format(x, digits=)``
     of a matrix; a non-zero value that would print as zero gets its own
-    formatting with one digit fewer (printCoefmat's rule); NA as "NA"."""
+    formatting with one digit fewer (printCoefmat's rule); NA as "NA".
+    """
     flat = block.ravel()
     finite = np.isfinite(flat)
     texts = format_numbers(flat, digits) if finite.any() else []
@@ -76,7 +80,8 @@ def format_joint(block: np.ndarray, digits: int) -> list[list[str]]:
 def format_pvalues(p: np.ndarray) -> list[str]:
     """R's ``format.pval(p, digits = 3)``: p-values of 1e-4 and above formatted
     jointly in fixed notation, smaller ones jointly in scientific notation,
-    those below machine precision as "< 2e-16" ("<2e-16" next to short ones)."""
+    those below machine precision as "< 2e-16" ("<2e-16" next to short ones).
+    """
     p = np.asarray(p, dtype=float)
     eps = np.finfo(float).eps
     out = ["NA"] * len(p)
@@ -106,7 +111,8 @@ def format_pvalues(p: np.ndarray) -> list[str]:
 
 def _sci_digits(value: float, digits: int) -> int:
     """Mantissa decimals R needs for ``value`` with ``digits`` significant
-    digits, trailing zeros dropped."""
+    digits, trailing zeros dropped.
+    """
     text = f"{value:.{digits - 1}e}".split("e")[0]
     if "." not in text:
         return 0

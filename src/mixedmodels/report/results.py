@@ -120,13 +120,15 @@ class MixedModelResults:
     @property
     def ranef(self) -> dict[str, pd.DataFrame]:
         """Conditional modes of the random effects: group name -> DataFrame
-        (index: levels in R's order, one column per term column)."""
+        (index: levels in R's order, one column per term column).
+        """
         self._require_fit()
         return self._per_group(self.b)
 
     def ranef_condvar(self) -> dict[str, np.ndarray]:
         """Conditional covariance matrices of the random effects per term:
-        ``{group label: (levels, k, k) array}`` (lme4's ``postVar``)."""
+        ``{group label: (levels, k, k) array}`` (lme4's ``postVar``).
+        """
         self._require_fit()
         return dict(zip(self._group_labels(), self._condvar_b()))
 
@@ -151,7 +153,7 @@ class MixedModelResults:
     # ------------------------------------------------------------------ tables
 
     def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
-        """The fixed-effects table, one row per coefficient (aliased, dropped
+        """Return the fixed-effects table, one row per coefficient (aliased, dropped
         columns as NaN rows), indexed by ``term``.
 
         Parameters
@@ -292,7 +294,7 @@ class MixedModelResults:
         conf_method: str | None = None,
         **confint_options: Any,
     ) -> pd.DataFrame:
-        """A tidy DataFrame of estimates, in broom.mixed's spirit.
+        """Return a tidy DataFrame of estimates, in broom.mixed's spirit.
 
         Parameters
         ----------
@@ -339,7 +341,7 @@ class MixedModelResults:
     # ------------------------------------------------------------------ printing
 
     def summary(self, ddf: str | None = None, correlation: bool | None = None) -> "ModelSummary":
-        """The model summary: printable, with the tables as attributes.
+        """Return the model summary: printable, with the tables as attributes.
 
         Linear mixed models print lmerTest's layout (t tests with
         Satterthwaite's df by default, ``ddf="kenward-roger"`` for

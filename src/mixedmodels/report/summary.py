@@ -1,7 +1,8 @@
 """lme4's and lmerTest's printed summary of a fitted model: the title, the
 criteria, the scaled residuals, the random-effects and fixed-effects tables,
 the correlation of the fixed effects and the fit's messages; and the short
-form ``print(model)`` shows."""
+form ``print(model)`` shows.
+"""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def _title(model: Any, method: str | None = None) -> str:
 
 def _random_effects_lines(model: Any, with_variance: bool) -> list[str]:
     """lme4's random-effects table: numbers formatted jointly per column (4
-    significant digits), then left-justified under the header as R prints it."""
+    significant digits), then left-justified under the header as R prints it.
+    """
     header = ["Groups", "Name"] + (["Variance"] if with_variance else []) + ["Std.Dev."]
     covs = model._covariances()
     has_resid = getattr(model, "has_residual", True)
@@ -125,8 +127,7 @@ _LEGEND = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
 
 
 def _print_table(table: pd.DataFrame, method: str) -> pd.DataFrame:
-    """The coefficient table as printed: R's column names; an lmer's
-    asymptotic table as z tests."""
+    """The coefficient table as printed: R's column names; an lmer's asymptotic table as z tests."""
     table = standard_coef_table(table)
     if method == "asymptotic":
         table = table.drop(columns="df").rename(columns={"t": "z"})
@@ -143,7 +144,8 @@ def _fixed_lines(table: pd.DataFrame, method: str = "lme4") -> list[str]:
     it): estimates, SEs (and df) rounded jointly to the decimals that give the
     smallest of them 4 significant digits, then formatted jointly; test
     statistics rounded to 3 decimals; p-values by ``format.pval`` (3 digits)
-    with significance stars when some p < 0.1."""
+    with significance stars when some p < 0.1.
+    """
     table = _print_table(table, method)
     has_p = table.columns[-1].startswith("Pr(")
     ncs = len(table.columns) - (2 if has_p else 1)
@@ -187,7 +189,8 @@ def _correlation_lines(model: Any, correlation: bool | None = None) -> list[str]
     ``abbreviate(names, 11)`` and columns by ``abbreviate(names, 6)``, printed
     as R prints a character matrix (left-aligned, in blocks of columns that
     fit 80 characters). ``correlation`` None: shown for at most 12 fixed
-    effects, else a note (lme4's message)."""
+    effects, else a note (lme4's message).
+    """
     V = model.vcov.to_numpy()
     names = list(model.vcov.index)
     p = len(names)
@@ -212,7 +215,8 @@ def _correlation_lines(model: Any, correlation: bool | None = None) -> list[str]
 def _character_matrix_lines(row_names: list[str], columns: list[list[str]]) -> list[str]:
     """R's print of a character matrix with ``quote = FALSE``: row names and
     cells left-aligned, one space between columns; columns that do not fit
-    the print width go to a further block below."""
+    the print width go to a further block below.
+    """
     label_width = max(len(r) for r in row_names)
     widths = [max(len(c) for c in col) for col in columns]
     lines, start = [], 0
@@ -270,7 +274,7 @@ def format_summary(
 
 
 def _offset_text(model: Any) -> str:
-    """The offset terms of the formula, and "given" for an ``offset=`` argument."""
+    """Return the offset terms of the formula, and "given" for an ``offset=`` argument."""
     frame = model.frame
     parts = [f"offset({expr})" for expr in frame.parsed.offsets]
     if getattr(model, "offset_given", False):

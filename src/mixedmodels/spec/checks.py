@@ -43,7 +43,8 @@ def _close_matches(name: str, columns: Sequence[Any]) -> str | None:
 
 def check_unique_columns(data: pd.DataFrame, used: set[str]) -> None:
     """A used column must be one column of the data (a :class:`DataError`
-    naming a repeated one; unused repeats are harmless)."""
+    naming a repeated one; unused repeats are harmless).
+    """
     if data.columns.is_unique:
         return
     repeated = sorted({str(c) for c in data.columns[data.columns.duplicated()]} & used)
@@ -62,7 +63,8 @@ def check_predictor_kinds(
     covariate (a predictor other than a grouping factor) a date or duration,
     whose arithmetic is not a model's: a :class:`DataError` naming the column
     and a conversion. ``dtypes`` and ``series`` give the used columns (the
-    response has its own checks)."""
+    response has its own checks).
+    """
     covariates, predictors = predictor_columns(parsed)
     for col in sorted(predictors & dtypes.keys()):
         dtype = dtypes[col]
@@ -95,7 +97,8 @@ def _time_message(col: str, dtype: Any) -> str:
 def _check_one_type(name: str, values: pd.Series) -> None:
     """An object column mixing numbers and text (``1``, ``"1"``, ``1.0``)
     cannot be ordered into levels, and R's rule would merge what pandas keeps
-    apart: a :class:`DataError` asking for one type."""
+    apart: a :class:`DataError` asking for one type.
+    """
     inferred = pd.api.types.infer_dtype(values, skipna=True)
     if not inferred.startswith("mixed") or inferred == "mixed-integer-float":
         return
@@ -108,8 +111,9 @@ def _check_one_type(name: str, values: pd.Series) -> None:
 
 @functools.lru_cache(maxsize=512)
 def predictor_columns(parsed: ParsedFormula) -> tuple[frozenset[str], frozenset[str]]:
-    """The columns of a formula's right side other than grouping factors
-    (covariates), and all of them (with the grouping factors): once per formula."""
+    """Return the columns of a formula's right side other than grouping factors
+    (covariates), and all of them (with the grouping factors): once per formula.
+    """
     covariates: set[str] = set()
     for expr in [parsed.fixed, *parsed.offsets, *(t.expr for t in parsed.random)]:
         covariates |= variables_in(expr) if expr else set()

@@ -19,8 +19,7 @@ CONTRASTS = ("contr.treatment", "contr.sum", "contr.helmert", "contr.poly")
 
 
 def r_column_names(names: Sequence[str], model_spec: Any = None) -> list[str]:
-    """Translate formulaic column names into R's: the term label as written,
-    then the level suffix.
+    """Translate formulaic column names into R's: the term label as written, then the level suffix.
 
     ``Intercept`` -> ``(Intercept)``; treatment coding ``f[T.b]`` -> ``fb``;
     full dummy coding ``f[b]`` -> ``fb``; the contrasts this package adds,
@@ -73,7 +72,8 @@ def r_column_names(names: Sequence[str], model_spec: Any = None) -> list[str]:
 
 def _r_power(name: str) -> str:
     """R's deparsed power: the formula parser hands R's ``x^2`` on as Python's
-    ``x ** 2`` (formulaic would read ``^`` as exclusive or); R prints ``x^2``."""
+    ``x ** 2`` (formulaic would read ``^`` as exclusive or); R prints ``x^2``.
+    """
     return name.replace(" ** ", "^")
 
 
@@ -97,7 +97,8 @@ def _split_colon(name: str) -> list[str]:
 @functools.lru_cache(maxsize=1024)
 def rewrite_factor_calls(expr: str) -> str:
     """R's ``factor(x)`` as formulaic's ``C(x, levels=None)``: the same coding;
-    the (default) ``levels=None`` marks it for :func:`r_column_names`."""
+    the (default) ``levels=None`` marks it for :func:`r_column_names`.
+    """
     return re.sub(r"(?<![\w.])factor\(\s*([^\W\d][\w.]*)\s*\)", r"C(\1, levels=None)", expr)
 
 
@@ -105,7 +106,8 @@ def factor_contrasts(
     frame: pd.DataFrame | ArrayColumns, columns: Sequence[str], user: Mapping[str, str] | None
 ) -> dict[str, str]:
     """Contrast of every factor that needs a non-default one: the user's, and
-    R's ``contr.poly`` for ordered factors."""
+    R's ``contr.poly`` for ordered factors.
+    """
     dtypes = {c: dtype_of(frame, c) for c in columns}
     out = {
         c: "contr.poly"
@@ -141,7 +143,7 @@ def r_names(mm: DesignMatrix) -> list[str]:
 
 
 def spec_factors(model_spec: Any) -> set[str]:
-    """The columns a fitted spec codes as factors (see :func:`integers_as_floats`)."""
+    """Return the columns a fitted spec codes as factors (see :func:`integers_as_floats`)."""
     return set(fitted_factor_levels(model_spec))
 
 

@@ -30,8 +30,9 @@ def column_missing(values: pd.Series) -> np.ndarray:
 def drop_missing_rows(
     data: pd.DataFrame, used: list[str], extra: dict[str, np.ndarray], fail: bool = False
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], int, np.ndarray]:
-    """The used columns of the rows without a missing value (R's na.omit) and
-    their positions in ``data``, or an error naming the columns (na.fail)."""
+    """Return the used columns of the rows without a missing value (R's na.omit) and
+    their positions in ``data``, or an error naming the columns (na.fail).
+    """
     # take() by position: a list __getitem__ costs several times more in pandas
     frame = data.take([data.columns.get_loc(c) for c in used], axis=1)
     missing = {c: column_missing(frame[c]) for c in used}
@@ -52,7 +53,8 @@ def complete_rows(
     missing: dict[str, np.ndarray], extra: dict[str, np.ndarray], n: int, fail: bool
 ) -> tuple[np.ndarray | None, int]:
     """Mask of the rows without a missing value (``None`` if that is all of them)
-    and the number of the others; with ``fail``, an error naming the columns."""
+    and the number of the others; with ``fail``, an error naming the columns.
+    """
     missing = {**missing, **{k: np.isnan(v) for k, v in extra.items()}}
     mask = np.zeros(n, dtype=bool)
     for m in missing.values():
@@ -78,7 +80,7 @@ def check_finite(data: pd.DataFrame, used: list[str]) -> None:
 
 
 def drop_unused_categories(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
-    """The frame with unused categorical levels removed (a new frame only if some are)."""
+    """Return the frame with unused categorical levels removed (a new frame only if some are)."""
     for col in used:
         values = frame[col]
         if not isinstance(values.dtype, pd.CategoricalDtype):
@@ -98,7 +100,8 @@ COPY_ON_WRITE: bool | None = None
 def _copy_on_write() -> bool:
     """Whether pandas copies shared data on write (see ``COPY_ON_WRITE``):
     only then may the frame of ``ModelFrame.data`` be built after the call
-    returns."""
+    returns.
+    """
     if COPY_ON_WRITE is not None:
         return COPY_ON_WRITE
     return _PANDAS_MAJOR >= 3 or pd.get_option("mode.copy_on_write") is True
@@ -108,7 +111,7 @@ _PANDAS_MAJOR = int(pd.__version__.split(".")[0])
 
 
 def _plain_numeric(dtype: Any) -> bool:
-    """A numpy int, unsigned or float dtype: its values need no pandas to read."""
+    """Return a numpy int, unsigned or float dtype: its values need no pandas to read."""
     return isinstance(dtype, np.dtype) and dtype.kind in "iuf"
 
 
@@ -151,8 +154,9 @@ class ArrayColumns:
 
     @classmethod
     def read(cls, data: pd.DataFrame, names: list[str]) -> ArrayColumns | None:
-        """The columns ``names`` of ``data``, or ``None`` for a frame with a
-        repeated column name (left to the general path and its errors)."""
+        """Return the columns ``names`` of ``data``, or ``None`` for a frame with a
+        repeated column name (left to the general path and its errors).
+        """
         series = {c: data[c] for c in names}
         if not all(isinstance(s, pd.Series) for s in series.values()):
             return None
@@ -165,7 +169,8 @@ class ArrayColumns:
         self, extra: dict[str, np.ndarray], fail: bool = False
     ) -> tuple[dict[str, np.ndarray], int]:
         """:func:`drop_missing_rows`: keep the complete rows only (R's na.omit), or
-        an error naming the columns (na.fail)."""
+        an error naming the columns (na.fail).
+        """
         missing = {c: column_missing(s) for c, s in self._series.items()}
         self.keep, n_dropped = complete_rows(missing, extra, len(self._data), fail)
         if not _copy_on_write():  # the frame must be a copy taken now
@@ -202,7 +207,7 @@ class ArrayColumns:
         return self._values[name]
 
     def floats(self, name: str) -> np.ndarray:
-        """A plain numeric column as a new float array (never the caller's memory)."""
+        """Return a plain numeric column as a new float array (never the caller's memory)."""
         return np.array(self.values(name), dtype=float)
 
     def check_finite(self) -> None:
@@ -217,7 +222,8 @@ class ArrayColumns:
 
     def factor(self, group: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         """Codes and levels of a grouping factor (:func:`factor_codes`,
-        :func:`interaction_codes`) from the arrays."""
+        :func:`interaction_codes`) from the arrays.
+        """
         parts = [self._factor(g) for g in group]
         return parts[0] if len(parts) == 1 else combine_codes(parts)
 
@@ -233,7 +239,7 @@ class ArrayColumns:
         return factor_codes(self.series(name))
 
     def frame(self) -> pd.DataFrame:
-        """The used columns of the complete rows as a DataFrame, built once."""
+        """Return the used columns of the complete rows as a DataFrame, built once."""
         if self._frame is None:
             data = self._data
             frame = data.take([data.columns.get_loc(c) for c in self.columns], axis=1)
@@ -255,5 +261,5 @@ class Deferred:
 
 
 def dtype_of(data: pd.DataFrame | ArrayColumns, col: str) -> Any:
-    """The dtype of a used column, read from a frame or from the arrays."""
+    """Return the dtype of a used column, read from a frame or from the arrays."""
     return data.dtypes[col] if isinstance(data, ArrayColumns) else data[col].dtype

@@ -106,7 +106,8 @@ def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
 
 def _rank_and_gram(X: np.ndarray, tol: float = RANK_TOL) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`full_rank_columns`, and X'X when the check computed it (every
-    column kept: the engine's cross-products take it instead of recomputing)."""
+    column kept: the engine's cross-products take it instead of recomputing).
+    """
     if X.shape[1] == 0:
         return np.arange(0), None
     quick = _few_columns_rank(X, tol)
@@ -190,7 +191,8 @@ def _well_conditioned_rank(X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray
 
 def _gram_rank(G: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """All columns and ``G`` when the Gram matrix X'X shows the columns clearly
-    independent (see ``_well_conditioned_rank``); else ``None``s."""
+    independent (see ``_well_conditioned_rank``); else ``None``s.
+    """
     p = G.shape[0]
     with np.errstate(all="ignore"):
         d = np.sqrt(np.diagonal(G))
@@ -210,7 +212,7 @@ def build_fixed(
     data: pd.DataFrame | ArrayColumns,
     contrasts: Mapping[str, str] | None = None,
 ) -> FixedEffects:
-    """The fixed-effects matrix with aliased columns dropped (and a warning naming them)."""
+    """Return the fixed-effects matrix with aliased columns dropped (and a warning naming them)."""
     rhs = with_contrasts(rewrite_factor_calls(parsed.fixed), contrasts or {})
     by_cells = _fixed_by_cells(rhs, data)
     if by_cells is not None:
@@ -239,7 +241,8 @@ def build_fixed(
 def warn_rank_deficient(all_names: Sequence[str], kept: np.ndarray, stacklevel: int) -> None:
     """lme4's warning that the fixed-effects columns not in ``kept`` are
     aliased and dropped (nothing when every column is kept). In memory and
-    for partitioned data alike; ``stacklevel`` as for :func:`warnings.warn`."""
+    for partitioned data alike; ``stacklevel`` as for :func:`warnings.warn`.
+    """
     if len(kept) == len(all_names):
         return
     keep = set(kept.tolist())
@@ -253,10 +256,11 @@ def warn_rank_deficient(all_names: Sequence[str], kept: np.ndarray, stacklevel: 
 
 
 def _fixed_by_cells(rhs: str, data: pd.DataFrame | ArrayColumns) -> FixedEffects | None:
-    """The fixed effects of a matrix of factors only, kept as its cells (see
+    """Return the fixed effects of a matrix of factors only, kept as its cells (see
     ``FixedEffects.cells``) when the Gram test shows every column independent:
     X'X = E' diag(counts) E without X. None where that does not apply (then X
-    is built and checked as usual)."""
+    is built and checked as usual).
+    """
     if not isinstance(data, ArrayColumns):
         return None
     if data.nrows < SimpleSpec.MIN_CELL_ROWS:

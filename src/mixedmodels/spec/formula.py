@@ -463,8 +463,7 @@ def _is_in_operator(scan: Scan, i: int, hi: int) -> bool:
 
 
 def _check_python(scan: Scan, lo: int, hi: int, response: bool = False) -> None:
-    """Check the text of tokens ``lo..hi-1`` as a Python expression (caret in
-    the whole formula)."""
+    """Check the text of tokens ``lo..hi-1`` as a Python expression (caret in the whole formula)."""
     start, end = scan.tokens[lo].start, scan.tokens[hi - 1].end
     check_expression(scan.text[start:end], scan.text, start, response)
 
@@ -642,7 +641,7 @@ def _grouping_levels(scan: Scan, lo: int, hi: int) -> list[tuple[str, ...]]:
 
 
 def _grouping_name(scan: Scan, i: int, hi: int) -> tuple[str, int]:
-    """The grouping variable's name at token ``i`` and the index after it."""
+    """Return the grouping variable's name at token ``i`` and the index after it."""
     tok = scan.tokens[i]
     if tok.kind == "backtick":
         return tok.text[1:-1], i + 1
@@ -666,7 +665,7 @@ def _is_q_call(tokens: list[Token], i: int) -> bool:
 
 
 def _string_value(tok: Token) -> str:
-    """The value of a quoted string token (Python's escapes)."""
+    """Return the value of a quoted string token (Python's escapes)."""
     return ast.literal_eval(tok.text)
 
 

@@ -80,7 +80,8 @@ class ModelFrame:
 class _DeferredField:
     """A dataclass field that accepts a :class:`Deferred` and computes it on first
     access: ``ModelFrame.data`` is seldom read (fitted values take its index) and
-    building that frame costs more than the rest of a small model's frame."""
+    building that frame costs more than the rest of a small model's frame.
+    """
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.slot = f"_{name}"
@@ -224,7 +225,7 @@ def build_model_frame(
 def numeric_column(
     frame: pd.DataFrame | ArrayColumns, col: str | None, what: str
 ) -> np.ndarray | None:
-    """A weights / offset column as floats, or a DataError naming it."""
+    """Return a weights / offset column as floats, or a DataError naming it."""
     if col is None:
         return None
     if isinstance(frame, ArrayColumns):
@@ -239,7 +240,8 @@ def numeric_column(
 
 def _check_weights(w: np.ndarray, row_label: Callable[[int], Any], col: str | None) -> None:
     """Prior weights must be finite, non-negative and not all zero (``row_label``
-    gives the index label of a row, for the message)."""
+    gives the index label of a row, for the message).
+    """
     where = f"weights column {col!r}" if col else "weights"
     for bad, what in ((~np.isfinite(w), "infinite"), (w < 0, "negative")):
         if bad.any():
@@ -259,9 +261,10 @@ def _evaluated_parts(
     fixed: FixedEffects,
     terms: list[ReTerm],
 ) -> list[tuple[list[str], np.ndarray]]:
-    """What the formula evaluated, as (names of its columns, values): the
+    """Return what the formula evaluated, as (names of its columns, values): the
     response, the offset and every model matrix that transforms may have made
-    non-finite (a simple spec's columns are checked data)."""
+    non-finite (a simple spec's columns are checked data).
+    """
     lhs = parsed.response or "y"
     names = list(cbind_arguments(lhs) or [lhs]) if y.ndim == 2 else [lhs]
     parts = [([f"response {n!r}" for n in names], y)]
@@ -278,8 +281,9 @@ def _evaluated_parts(
 def nonfinite_rows(
     parts: list[tuple[list[str], np.ndarray]], row_label: Callable[[int], Any]
 ) -> tuple[np.ndarray | None, list[str]]:
-    """The rows where some part is NaN (``None`` if none is) and the names of
-    those parts; a :class:`DataError` naming a part that is infinite."""
+    """Return the rows where some part is NaN (``None`` if none is) and the names of
+    those parts; a :class:`DataError` naming a part that is infinite.
+    """
     nan_rows, nan_names = None, []
     for names, values in parts:
         if np.isfinite(values).all():  # the common case, in one pass
@@ -303,7 +307,8 @@ def nonfinite_rows(
 
 def _refuse_or_warn_nan(nan_rows: np.ndarray, names: list[str], fail: bool) -> None:
     """Report the rows dropped because the formula made them NaN (as
-    :func:`complete_rows` does for missing values), or refuse them (na.fail)."""
+    :func:`complete_rows` does for missing values), or refuse them (na.fail).
+    """
     count = int(nan_rows.sum())
     where = ", ".join(names)
     if fail:
@@ -319,7 +324,8 @@ def _refuse_or_warn_nan(nan_rows: np.ndarray, names: list[str], fail: bool) -> N
 
 def _check_response_varies(y: np.ndarray, offset: np.ndarray | None, name: str | None) -> None:
     """A linear mixed model of a constant response (after the offset) has no
-    residual variance to estimate: a :class:`DataError` saying so."""
+    residual variance to estimate: a :class:`DataError` saying so.
+    """
     modelled = y if offset is None else y - offset
     if len(y) and not (modelled != modelled[0]).any():
         after = " after the offset" if offset is not None else ""

@@ -1,5 +1,4 @@
-"""The allow-list every Python expression of a formula passes before anything
-evaluates it.
+"""The allow-list every Python expression of a formula passes before anything evaluates it.
 
 Formulas arrive from pipelines, web forms, the CLI and JSON; formulaic (and
 this package's own fast paths) evaluate the Python parts of a formula, such as
@@ -233,7 +232,8 @@ def _syntax_offset(err: SyntaxError, length: int) -> int:
 def _mask_backticks(text: str) -> str:
     """``text`` with each backticked name replaced by an identifier of the same
     length (``B`` repeated), so that ``ast`` parses it and offsets are kept;
-    quoted strings are skipped."""
+    quoted strings are skipped.
+    """
     out, i = list(text), 0
     while i < len(text):
         char = text[i]
@@ -262,7 +262,8 @@ class _Rejected(Exception):
 
 class _Checker:
     """Walks an expression tree, raising :class:`_Rejected` at the first
-    node outside the allow-list."""
+    node outside the allow-list.
+    """
 
     def __init__(self, source: str, text: str):
         self.source = source
@@ -281,7 +282,7 @@ class _Checker:
         return max(line_start + column - 1, 0)  # - 1: the added "("
 
     def segment(self, node: ast.AST) -> str:
-        """The text of ``node`` as written (backticked names unmasked)."""
+        """Return the text of ``node`` as written (backticked names unmasked)."""
         return (ast.get_source_segment(self.written, node) or "").strip()
 
     def reject(self, node: ast.AST, message: str) -> NoReturn:
@@ -313,7 +314,7 @@ class _Checker:
             self.reject(node, f"{self.kind(node)} not allowed in a formula: {self.segment(node)!r}")
 
     def kind(self, node: ast.AST) -> str:
-        """What a rejected node is called, with its verb (``"lambda is"``)."""
+        """Return what a rejected node is called, with its verb (``"lambda is"``)."""
         if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.BoolOp)):
             return f"operator {type(node.op).__name__} is"
         return _NODE_NAMES.get(type(node), f"{type(node).__name__} is")
@@ -340,7 +341,8 @@ class _Checker:
 
     def compare(self, node: ast.Compare) -> None:
         """A comparison of data expressions; a string may stand on either side,
-        as in R's ``I(group == "treated")``."""
+        as in R's ``I(group == "treated")``.
+        """
         self.comparand(node.left)
         for op, right in zip(node.ops, node.comparators):
             if not isinstance(op, _COMPARISONS):
@@ -352,7 +354,7 @@ class _Checker:
             self.data(node)
 
     def dotted(self, node: ast.AST) -> list[str] | None:
-        """``["a", "b", "c"]`` for the plain dotted name ``a.b.c``, else ``None``."""
+        """Return ``["a", "b", "c"]`` for the plain dotted name ``a.b.c``, else ``None``."""
         parts = []
         while isinstance(node, ast.Attribute):
             parts.append(node.attr)
@@ -363,7 +365,8 @@ class _Checker:
 
     def dotted_value(self, node: ast.Attribute) -> None:
         """``np.pi`` and ``np.e``, or an R-style dotted column name (``my.var``,
-        checked against the data later); any other attribute access is refused."""
+        checked against the data later); any other attribute access is refused.
+        """
         parts = self.dotted(node)
         if parts is None or any(p.startswith("__") for p in parts):
             self.reject(node, f"attribute access is not allowed in a formula: {self.segment(node)!r}")
@@ -378,7 +381,7 @@ class _Checker:
         self.arguments(node, self.rule(node))
 
     def rule(self, node: ast.Call) -> FunctionRule:
-        """The rule of the called function, or a rejection naming it."""
+        """Return the rule of the called function, or a rejection naming it."""
         func = node.func
         if isinstance(func, ast.Name) and func.id in FUNCTIONS:
             return FUNCTIONS[func.id]
@@ -424,7 +427,8 @@ class _Checker:
     def setting(self, call: ast.Call, setting: str, node: ast.AST) -> None:
         """A literal: a number, string, bool, None, a list or tuple of those; in
         C()'s contrasts also a contrast (``contr.sum``, ``Treatment('b')``); Q()'s
-        name a string."""
+        name a string.
+        """
         if setting == "name":
             if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
                 self.reject(node, 'Q() takes one quoted column name, e.g. Q("my column")')
@@ -449,7 +453,8 @@ class _Checker:
 
     def contrast(self, node: ast.AST) -> bool:
         """Whether ``node`` is ``contr.<name>``, ``contr.<name>(literals)`` or a
-        contrast class called with literals (``Treatment("b")``)."""
+        contrast class called with literals (``Treatment("b")``).
+        """
         called = isinstance(node, ast.Call)
         parts = self.dotted(node.func if called else node)
         known = parts is not None and (

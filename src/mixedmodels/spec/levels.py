@@ -80,7 +80,7 @@ def interaction_codes(columns: Sequence[pd.Series]) -> tuple[np.ndarray, list[st
 def combine_codes(
     codes_levels: Sequence[tuple[np.ndarray, list[str]]],
 ) -> tuple[np.ndarray, list[str]]:
-    """The interaction of factors given as (codes, levels): see :func:`interaction_codes`."""
+    """Return the interaction of factors given as (codes, levels): see :func:`interaction_codes`."""
     combined = np.zeros(len(codes_levels[0][0]), dtype=np.int64)
     for codes, levels in codes_levels:
         combined = combined * len(levels) + codes
@@ -106,9 +106,10 @@ def combine_codes(
 
 
 def level_kind(dtype: Any) -> np.dtype | None:
-    """What a factor's fitted levels are: the numeric dtype of number levels
+    """Return what a factor's fitted levels are: the numeric dtype of number levels
     (a categorical's categories count), ``None`` for text (strings, booleans
-    and anything else)."""
+    and anything else).
+    """
     if isinstance(dtype, pd.CategoricalDtype):
         dtype = dtype.categories.dtype
     if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
@@ -117,10 +118,11 @@ def level_kind(dtype: Any) -> np.dtype | None:
 
 
 def level_labels(values: pd.Series, kind: np.dtype | None) -> np.ndarray:
-    """The labels new ``values`` get as levels of a factor whose fitted levels
+    """Return the labels new ``values`` get as levels of a factor whose fitted levels
     are of ``kind`` (:func:`level_kind`): the text the fit gave each level
     (``str`` of the level), ``None`` where a value is missing. A value that
-    cannot be such a level keeps its own text (an unseen level)."""
+    cannot be such a level keeps its own text (an unseen level).
+    """
     arr = np.asarray(values, dtype=object)
     missing = np.asarray(pd.isna(values), dtype=bool)
     if kind is None and pd.api.types.infer_dtype(values, skipna=True) == "string":
@@ -136,16 +138,18 @@ def _is_number(value: Any) -> bool:
 
 
 def _text_label(value: Any) -> str:
-    """A value as a text level: numbers as R writes them (whole numbers without
-    a decimal point), anything else as ``str`` gives it."""
+    """Return a value as a text level: numbers as R writes them (whole numbers without
+    a decimal point), anything else as ``str`` gives it.
+    """
     if _is_number(value) and np.isfinite(value) and float(value).is_integer():
         return str(int(value))
     return str(value)
 
 
 def _number_label(kind: np.dtype, value: Any) -> str:
-    """A value as a level of a factor of numbers of dtype ``kind``: the text
-    of that number as the fit labels it; text is read as a number first."""
+    """Return a value as a level of a factor of numbers of dtype ``kind``: the text
+    of that number as the fit labels it; text is read as a number first.
+    """
     number = value
     if isinstance(value, str):
         number = pd.to_numeric(value.strip(), errors="coerce")
@@ -179,7 +183,8 @@ def match_levels(
 def factor_level_codes(values: pd.Series, levels: Sequence[Any], name: str | None = None) -> np.ndarray:
     """Codes of new ``values`` of a fixed factor among its fitted ``levels``
     (-1 where missing); a value that is no level is a :class:`PredictionError`
-    naming the column, the values, their type and the fitted levels."""
+    naming the column, the values, their type and the fitted levels.
+    """
     kind = level_kind(pd.Index(levels).dtype)
     codes, unseen = match_levels(values, levels, kind)
     if unseen.any():
@@ -190,8 +195,9 @@ def factor_level_codes(values: pd.Series, levels: Sequence[Any], name: str | Non
 def unseen_levels_error(
     name: Any, values: pd.Series, unseen: np.ndarray, levels: Sequence[Any]
 ) -> PredictionError:
-    """The error for new values of factor column ``name`` that match none of its
-    fitted ``levels``."""
+    """Return the error for new values of factor column ``name`` that match none of its
+    fitted ``levels``.
+    """
     bad = sorted({str(v) for v in np.asarray(values, dtype=object)[unseen]})
     shown = [str(v) for v in levels[:20]] + (["..."] if len(levels) > 20 else [])
     return PredictionError(

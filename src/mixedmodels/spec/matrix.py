@@ -96,20 +96,23 @@ class SimpleSpec:
         ]
 
     def terms(self) -> list[tuple[str, ...]]:
-        """The terms after the intercept, formulaic's order: main effects,
-        then the two-way interactions."""
+        """Return the terms after the intercept, formulaic's order: main effects,
+        then the two-way interactions.
+        """
         return [(v,) for v in self.variables] + [tuple(p) for p in self.interactions]
 
     def _columns_of(self, term: tuple[str, ...]) -> list[str]:
-        """formulaic's column names of a term: a factor's treatment columns
+        """Return formulaic's column names of a term: a factor's treatment columns
         ``f[T.b]``; in an interaction the first variable's columns vary
-        fastest (``a[T.y]:b[T.q]``, ``a[T.z]:b[T.q]``, ...)."""
+        fastest (``a[T.y]:b[T.q]``, ``a[T.z]:b[T.q]``, ...).
+        """
         return self._compose(term, lambda var, level: f"{var}[T.{level}]")
 
     def _compose(self, term: tuple[str, ...], level_name) -> list[str]:
         """Names of a term's columns: a number's own name, a factor's
         ``level_name(var, level)`` for each level after the first, joined by
-        ``:`` with the first variable varying fastest."""
+        ``:`` with the first variable varying fastest.
+        """
         names = [""]
         for var in term:
             if var in self.levels:
@@ -120,7 +123,7 @@ class SimpleSpec:
         return names
 
     def widths(self) -> list[int]:
-        """Number of columns of each term (see :meth:`terms`), in order."""
+        """Return number of columns of each term (see :meth:`terms`), in order."""
         return [len(self._columns_of(term)) for term in self.terms()]
 
     @property
@@ -130,7 +133,7 @@ class SimpleSpec:
 
     @classmethod
     def parse(cls, rhs: str, data: pd.DataFrame | ArrayColumns) -> SimpleSpec | None:
-        """The spec of ``rhs`` if it is that simple, else ``None``.
+        """Return the spec of ``rhs`` if it is that simple, else ``None``.
 
         ``data`` is the frame of the complete rows, or their arrays.
         """
@@ -185,11 +188,12 @@ class SimpleSpec:
         return self._build(cols.nrows, columns)
 
     def _build(self, n: int, columns) -> DesignMatrix:
-        """The matrix from ``columns(name)`` (a factor's level codes, a
+        """Return the matrix from ``columns(name)`` (a factor's level codes, a
         number's (n, 1) column), each variable read once: intercept, main
         effects, then interactions as products with the first variable's
         columns varying fastest. Terms of factors only are written as the
-        ones they are (no dummy blocks and products of them)."""
+        ones they are (no dummy blocks and products of them).
+        """
         values = np.zeros((n, len(self.column_names)))
         if self.intercept:
             values[:, 0] = 1.0
@@ -219,7 +223,8 @@ class SimpleSpec:
         cell is the mixed-radix number of its factors' level codes, E the matrix
         of every combination of levels, built by the same code as X (so its
         rows are X's exactly). None for other terms, more cells than
-        ``MAX_CELLS_PER_ROW`` of the rows or fewer rows than ``MIN_CELL_ROWS``."""
+        ``MAX_CELLS_PER_ROW`` of the rows or fewer rows than ``MIN_CELL_ROWS``.
+        """
         names = [name for term in self.terms() for name in term]
         if not names or any(name not in self.levels for name in names):
             return None
@@ -241,16 +246,17 @@ class SimpleSpec:
         return cell, E
 
     def _block(self, name: str, own: np.ndarray) -> np.ndarray:
-        """A variable's columns: a factor's treatment dummies, a number itself."""
+        """Return a variable's columns: a factor's treatment dummies, a number itself."""
         return self._dummies(name, own) if name in self.levels else own
 
     @staticmethod
     def _put_dummies(values: np.ndarray, j: int, codes: list[np.ndarray], widths: list[int]) -> int:
-        """A term of factors (a main effect or their interaction) into the
+        """Return a term of factors (a main effect or their interaction) into the
         zeroed ``values`` from column ``j``: a one where every factor is at a
         level after its first, in the column the product of their dummies
         puts it (the first factor's varying fastest); rows with a missing
-        level all NaN, as the dummies' product. Returns the term's width."""
+        level all NaN, as the dummies' product. Returns the term's width.
+        """
         col = np.zeros(len(values), dtype=np.intp)
         present = np.ones(len(values), dtype=bool)
         missing = np.zeros(len(values), dtype=bool)
@@ -267,8 +273,7 @@ class SimpleSpec:
         return stride
 
     def _dummies(self, name: str, codes: np.ndarray) -> np.ndarray:
-        """Treatment columns of factor ``name`` from its level codes (-1:
-        missing, a row of NaN)."""
+        """Treatment columns of factor ``name`` from its level codes (-1: missing, a row of NaN)."""
         block = np.zeros((len(codes), len(self.levels[name]) - 1))
         rows = np.flatnonzero(codes > 0)
         block[rows, codes[rows] - 1] = 1.0
@@ -279,7 +284,8 @@ class SimpleSpec:
 
     def r_names(self) -> list[str]:
         """:func:`r_column_names` of the columns: a factor's name and level,
-        interactions joined by ``:``."""
+        interactions joined by ``:``.
+        """
         out = ["(Intercept)"] if self.intercept else []
         for term in self.terms():
             out.extend(self._compose(term, lambda var, level: f"{var}{level}"))
@@ -288,7 +294,8 @@ class SimpleSpec:
 
 def _is_plain_number(data: pd.DataFrame | ArrayColumns, name: str) -> bool:
     """Whether ``name`` is a numeric (not boolean) column of ``data`` that
-    the simple spec reads as numbers."""
+    the simple spec reads as numbers.
+    """
     if name not in data.columns:
         return False
     if isinstance(data, ArrayColumns):
@@ -297,9 +304,10 @@ def _is_plain_number(data: pd.DataFrame | ArrayColumns, name: str) -> bool:
 
 
 def _treatment_levels(values: pd.Series) -> list | None:
-    """The levels formulaic encodes a factor column with, for an unordered
+    """Return the levels formulaic encodes a factor column with, for an unordered
     categorical (its used categories, in order) or a column of strings (sorted);
-    None for anything else (ordered factors, booleans, mixed objects)."""
+    None for anything else (ordered factors, booleans, mixed objects).
+    """
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         if dtype.ordered:
@@ -322,7 +330,8 @@ def _simple_shape(
     an optional intercept, names, ``a:b`` and ``a*b`` (= a + b + a:b), else
     ``None``. Whether the names are numeric columns or factors, and whether
     every factor in an interaction has its main effect, is for
-    :meth:`SimpleSpec.parse`."""
+    :meth:`SimpleSpec.parse`.
+    """
     tokens = [t.strip() for t in rhs.replace("-", "+-").split("+")]
     if "" in tokens[1:]:  # dangling operator: let formulaic report it
         return None
@@ -393,8 +402,7 @@ def model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> Des
 
 
 def integers_as_floats(frame: pd.DataFrame, factors: Collection[str] = ()) -> pd.DataFrame:
-    """``frame`` with its integer columns as float64, for evaluating formula
-    terms.
+    """``frame`` with its integer columns as float64, for evaluating formula terms.
 
     numpy computes in a column's own dtype: ``I(x * x)`` of an int8 column
     holding 100 wraps around to 16, ``I(a - b)`` of unsigned columns to large
@@ -422,8 +430,7 @@ _FACTOR_ARGUMENT = re.compile(r"(?<![\w.])(?:C|factor)\(\s*(`[^`]*`|[^\W\d][\w.]
 
 @functools.lru_cache(maxsize=1024)
 def factor_arguments(rhs: str) -> frozenset[str]:
-    """The columns a formula side codes as factors: ``x`` of ``C(x, ...)`` and
-    ``factor(x)``."""
+    """The columns a formula side codes as factors: ``x`` of ``C(x, ...)`` and ``factor(x)``."""
     return frozenset(m.strip("`") for m in _FACTOR_ARGUMENT.findall(rhs))
 
 
@@ -434,9 +441,10 @@ def _reserved_names() -> set[str]:
 
 
 def _reserved_aliases(rhs: str, data: pd.DataFrame) -> dict[str, str]:
-    """Data columns named like a formula function (a factor ``C``, a column
+    """Return data columns named like a formula function (a factor ``C``, a column
     ``log``): formulaic would resolve the name to the function, so they are
-    renamed for it and renamed back in the column names."""
+    renamed for it and renamed back in the column names.
+    """
     reserved = _reserved_names()
     return {
         col: f"{col}__column__"
@@ -476,7 +484,8 @@ class AliasedSpec:
 
 def evaluate_expression(expr: str, data: pd.DataFrame | ArrayColumns, what: str) -> np.ndarray:
     """Evaluate an arithmetic expression of columns (``log(y)``, ``Days * 2``)
-    that passes the formula allow-list (:func:`~mixedmodels.spec.guard.check_expression`)."""
+    that passes the formula allow-list (:func:`~mixedmodels.spec.guard.check_expression`).
+    """
     check_expression(expr)
     if isinstance(data, ArrayColumns) and expr in data.plain:
         return data.floats(expr)  # what formulaic's I(x) gives for a numeric x
@@ -501,7 +510,8 @@ def _plain_arithmetic(expr: str, data: ArrayColumns) -> np.ndarray | None:
     numbers, ``+ - * /``, unary minus and ``log``/``exp``/``sqrt``/``log1p``
     of those (``size - incidence``, ``log(exposure)``): the same float
     arithmetic formulaic's ``I()`` does, without its per-call cost; None for
-    anything else (formulaic then evaluates it)."""
+    anything else (formulaic then evaluates it).
+    """
     try:
         tree = ast.parse(expr, mode="eval").body
     except SyntaxError:

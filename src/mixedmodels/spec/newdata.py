@@ -22,7 +22,8 @@ from mixedmodels.spec.matrix import R_FUNCTIONS, AliasedSpec, SimpleSpec, intege
 
 def newdata_frame(newdata: Any, parsed: ParsedFormula) -> pd.DataFrame:
     """``newdata`` as a pandas frame, or a :class:`PredictionError` naming a
-    column predictions read (not the response) that appears more than once."""
+    column predictions read (not the response) that appears more than once.
+    """
     frame = to_pandas(newdata)
     if not frame.columns.is_unique:
         repeated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
@@ -36,7 +37,7 @@ def newdata_frame(newdata: Any, parsed: ParsedFormula) -> pd.DataFrame:
 
 
 def newdata_fixed_matrix(fixed: FixedEffects, newdata: pd.DataFrame) -> np.ndarray:
-    """The fixed-effects matrix for new data, with the fitted model's encoding."""
+    """Return the fixed-effects matrix for new data, with the fitted model's encoding."""
     return apply_spec(fixed.model_spec, newdata, "fixed-effects")[:, fixed.kept]
 
 
@@ -45,7 +46,8 @@ def apply_spec(model_spec: Any, newdata: pd.DataFrame, what: str) -> np.ndarray:
     transforms such as ``scale()`` keep their training state). Factor columns
     are matched to the fitted levels first (:func:`match_levels`): formulaic
     would turn a value of another type into NaN dummies without an error; small
-    integer columns are evaluated as floats (:func:`integers_as_floats`)."""
+    integer columns are evaluated as floats (:func:`integers_as_floats`).
+    """
     missing = None
     if not isinstance(model_spec, SimpleSpec):  # it matches its own levels
         formulaic_spec = model_spec.spec if isinstance(model_spec, AliasedSpec) else model_spec
@@ -74,7 +76,8 @@ def with_fitted_levels(
     """``newdata`` with every factor column of the spec holding the fitted
     level values themselves (a new frame if any changes), and the mask of the
     rows where a factor value is missing (``None`` if none is); a value that
-    is no level is a :class:`PredictionError` naming it."""
+    is no level is a :class:`PredictionError` naming it.
+    """
     replaced, missing = {}, None
     for name, levels in fitted_factor_levels(model_spec).items():
         if name not in newdata.columns or not isinstance(newdata[name], pd.Series):

@@ -32,7 +32,8 @@ def search_scales(matrix: np.ndarray) -> np.ndarray:
     searches and finite differences divide a column so that their steps and
     rules do not depend on the units of a covariate. Columns in moderate
     units keep lme4's own scale (and its numbers); the others are all
-    brought to unit root mean square, so a fit is the same whatever their units."""
+    brought to unit root mean square, so a fit is the same whatever their units.
+    """
     low, high = MODERATE_COLUMN_SCALE
     scales = np.ones(matrix.shape[1])
     if matrix.shape[0] > 0:
@@ -87,7 +88,8 @@ class ReTerm:
     def level_positions(self, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Where each row of ``newdata`` falls among the levels (-1: unseen or
         missing, see :func:`match_levels`) and each row's level label
-        (``"NA"`` where missing)."""
+        (``"NA"`` where missing).
+        """
         kinds = [level_kind(d) for d in self.group_dtypes] or [None] * len(self.spec.group)
         parts = [level_labels(newdata[g], k) for g, k in zip(self.spec.group, kinds)]
         if len(parts) == 1:
@@ -127,14 +129,14 @@ class ReTerm:
         return self.covariance.lower_bounds()
 
     def theta_start(self) -> np.ndarray:
-        """The structure's start (lme4's λ = I), for the unit-scale columns
-        (see ``theta_scale``)."""
+        """Return the structure's start (lme4's λ = I), for the unit-scale columns
+        (see ``theta_scale``).
+        """
         return self.covariance.start() / self.theta_scale()
 
     @functools.cached_property
     def column_scales(self) -> np.ndarray:
-        """Per column of ``z``, the factor by which the searches divide it
-        (see ``search_scales``).
+        """Per column of ``z``, the factor by which the searches divide it (see ``search_scales``).
 
         Multiplying a column of ``z`` by c divides row r of λ, hence the θ
         elements in it, by c: the same model in other units. Searches,
@@ -146,11 +148,12 @@ class ReTerm:
 
     def theta_scale(self) -> np.ndarray:
         """Per θ element, the factor giving θ in unit-scale columns: θ ×
-        ``theta_scale()`` is θ for ``z / column_scales``."""
+        ``theta_scale()`` is θ for ``z / column_scales``.
+        """
         return self.covariance.theta_scale(self.column_scales)
 
     def lam(self, theta: np.ndarray) -> np.ndarray:
-        """The k x k relative covariance factor λ for this θ slice."""
+        """Return the k x k relative covariance factor λ for this θ slice."""
         return self.covariance.factor(theta)
 
     def theta_names(self) -> list[str]:
@@ -165,7 +168,8 @@ def build_term(
     residual: bool = True,
 ) -> ReTerm:
     """One random-effects term: grouping codes, levels and its model matrix
-    (``residual``: the model has a residual, see ``check_term_size``)."""
+    (``residual``: the model has a residual, see ``check_term_size``).
+    """
     if isinstance(data, ArrayColumns):
         codes, levels = data.factor(spec.group)
     elif len(spec.group) == 1:
@@ -190,7 +194,8 @@ def build_term(
 def check_term_size(term: ReTerm, n: int, residual: bool = True) -> None:
     """At least two levels; with a residual (lmer), fewer levels and random
     effects than observations (glmer allows as many, as lme4: an
-    observation-level random effect models overdispersion)."""
+    observation-level random effect models overdispersion).
+    """
     if term.nlevels < 2:
         raise ModelSpecError(
             f"grouping factor {term.name!r} of term {term.spec.text} has "
@@ -214,5 +219,6 @@ def check_term_size(term: ReTerm, n: int, residual: bool = True) -> None:
 def order_terms(terms: list[ReTerm]) -> list[ReTerm]:
     """Terms in decreasing number of random effects (stable), as MixedModels.jl
     stores them: the largest term becomes the block-diagonal leading block of L,
-    eliminated at no cost, and the dense remainder is as small as it can be."""
+    eliminated at no cost, and the dense remainder is as small as it can be.
+    """
     return sorted(terms, key=lambda t: -t.nranef)

@@ -51,7 +51,7 @@ _CBIND_CALL = re.compile(r"(?<![\w.])cbind\s*\(")
 def glm_response_values(
     parsed: ParsedFormula, data: pd.DataFrame | ArrayColumns
 ) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    """The response of a GLM (R's glm / glmer) and the levels of a factor response.
+    """Return the response of a GLM (R's glm / glmer) and the levels of a factor response.
 
     ``y`` is a numeric column or expression (floats), a logical column (0/1), a
     factor (0 for its first level, 1 for every other: R's binomial rule; the
@@ -87,8 +87,9 @@ def _glm_response_part(
     what: str = "cbind argument",
     kinds: str = "numeric or logical",
 ) -> np.ndarray:
-    """A numeric or logical column (floats, logicals as 0/1), or an arithmetic
-    expression of columns: the response or one argument of ``cbind``."""
+    """Return a numeric or logical column (floats, logicals as 0/1), or an arithmetic
+    expression of columns: the response or one argument of ``cbind``.
+    """
     name = _column_name(expr)
     if name not in data.columns:
         return evaluate_expression(expr, data, f"{what} {expr!r}" if what != "response" else what)
@@ -109,8 +110,9 @@ def _response_series(data: pd.DataFrame | ArrayColumns, name: str) -> pd.Series:
 def _factor_response(
     data: pd.DataFrame | ArrayColumns, name: str
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """A factor response as R's binomial family reads it: 0 for the first level
-    (unused levels dropped: a categorical's order, else the sorted values), 1 else."""
+    """Return a factor response as R's binomial family reads it: 0 for the first level
+    (unused levels dropped: a categorical's order, else the sorted values), 1 else.
+    """
     try:
         if isinstance(data, ArrayColumns):
             codes, levels = data.factor((name,))
@@ -137,7 +139,7 @@ def _column_name(expr: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def cbind_arguments(lhs: str, formula: str | None = None) -> tuple[str, ...] | None:
-    """The two argument texts of a ``cbind(successes, failures)`` left side, or
+    """Return the two argument texts of a ``cbind(successes, failures)`` left side, or
     ``None`` if ``lhs`` holds no ``cbind``.
 
     Arguments are split at the commas outside brackets (``cbind(pmax(a, b), n - a)``);

@@ -182,7 +182,7 @@ class Scan:
         return "".join(parts)
 
     def error(self, message: str, i: int) -> FormulaError:
-        """A FormulaError pointing at token ``i`` (or the end of the text)."""
+        """Return a FormulaError pointing at token ``i`` (or the end of the text)."""
         pos = self.tokens[i].start if i < len(self.tokens) else len(self.text)
         return FormulaError(message, self.text, pos)
 

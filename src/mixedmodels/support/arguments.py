@@ -87,8 +87,9 @@ R_OPTIMIZERS: dict[str, str] = {
 
 
 def _normalised(name: str) -> str:
-    """A name without case, dots and underscores: ``na.action`` and
-    ``na_action``, ``nAGQ`` and ``nagq`` compare equal."""
+    """Return a name without case, dots and underscores: ``na.action`` and
+    ``na_action``, ``nAGQ`` and ``nagq`` compare equal.
+    """
     return name.lower().replace(".", "").replace("_", "")
 
 
@@ -103,8 +104,7 @@ def _control_hint(accepted: Collection[str]) -> str:
 def unknown_argument_message(
     function: str, name: str, value: Any, accepted: Collection[str]
 ) -> str:
-    """What to say about argument ``name`` (given ``value``) that
-    ``function`` does not accept."""
+    """What to say about argument ``name`` (given ``value``) that ``function`` does not accept."""
     head = f"{function}() has no argument {name!r}"
     same = [a for a in accepted if _normalised(a) == _normalised(name)]
     if same:
@@ -169,7 +169,8 @@ def r_argument_hints(
 def check_optimizer(optimizer: Any, available: dict[str, str]) -> str:
     """``optimizer`` if it is one of ``available`` (name -> description);
     otherwise a :class:`ModelSpecError` listing them, with what comes closest
-    to an lme4 optimizer name."""
+    to an lme4 optimizer name.
+    """
     if isinstance(optimizer, str) and optimizer in available:
         return optimizer
     listing = "; ".join(f"{k!r} ({v})" for k, v in available.items())
@@ -180,7 +181,8 @@ def check_optimizer(optimizer: Any, available: dict[str, str]) -> str:
 
 def check_na_action(na_action: Any) -> str:
     """``na_action`` if it is "omit" or "fail"; R's ``na.omit`` / ``na.fail``
-    spellings get a hint."""
+    spellings get a hint.
+    """
     if na_action in ("omit", "fail"):
         return na_action
     ours = R_VALUES["na_action"].get(_value_name(na_action))
@@ -189,8 +191,9 @@ def check_na_action(na_action: Any) -> str:
 
 
 def option_values(options: Any) -> dict[str, Any]:
-    """The fields of an options dataclass as keyword arguments (the values
-    themselves, not copies: ``dataclasses.asdict`` would copy arrays)."""
+    """Return the fields of an options dataclass as keyword arguments (the values
+    themselves, not copies: ``dataclasses.asdict`` would copy arrays).
+    """
     return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
 
 

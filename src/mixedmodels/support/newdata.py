@@ -1,6 +1,7 @@
 """What predictions for new data share, in the models and in inference: which
 random effects a prediction includes (``re_form``) and where new rows fall
-among a random-effects term's levels."""
+among a random-effects term's levels.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ __all__ = ["include_random", "level_positions"]
 
 def include_random(re_form: str | None) -> bool:
     """Whether predictions include the random effects (``re_form`` None) or
-    not (``"~0"``, ``"NA"``)."""
+    not (``"~0"``, ``"NA"``).
+    """
     if re_form is None:
         return True
     text = str(re_form).replace(" ", "")
@@ -30,7 +32,8 @@ def include_random(re_form: str | None) -> bool:
 def level_positions(term: Any, nd: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Where each row of ``nd`` falls among ``term``'s levels (-1: unseen or
     missing; :meth:`mixedmodels.spec.random.ReTerm.level_positions`) and the
-    rows' level labels; an error names a missing grouping column."""
+    rows' level labels; an error names a missing grouping column.
+    """
     missing = [g for g in term.spec.group if g not in nd.columns]
     if missing:
         raise PredictionError(

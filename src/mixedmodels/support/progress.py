@@ -17,7 +17,7 @@ __all__ = ["FitProgress"]
 
 
 def _in_notebook() -> bool:
-    """True inside a Jupyter kernel (not a plain IPython terminal)."""
+    """Return True inside a Jupyter kernel (not a plain IPython terminal)."""
     shell = sys.modules.get("IPython")
     if shell is None:
         return False

@@ -3,7 +3,8 @@
 The plan depends on the problem's size and the machine's core count only,
 never on how busy the machine is at the moment: the number of threads in a
 factorisation changes the order of its sums, so a plan read from the load
-made the same fit give different last digits in different processes."""
+made the same fit give different last digits in different processes.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ __all__ = [
 
 
 def blas_threads(count: int | None):
-    """A context limiting BLAS threads to ``count`` (None: leave as is)."""
+    """Return a context limiting BLAS threads to ``count`` (None: leave as is)."""
     if count is None:
         return contextlib.nullcontext()
     return thread_controller().limit(limits=count, user_api="blas")
@@ -40,14 +41,16 @@ SMALL_PRODUCT = 100_000
 def thin_product_threads(ncols: int, nrows: int) -> int | None:
     """BLAS threads for a product over the data's ``nrows`` rows with ``ncols``
     columns: one for thin ones (see ``THIN_COLUMNS``), the library's default
-    (no limit) otherwise and for small ones."""
+    (no limit) otherwise and for small ones.
+    """
     return 1 if ncols <= THIN_COLUMNS and nrows * ncols >= SMALL_PRODUCT else None
 
 
 @functools.cache
 def thread_controller():
-    """threadpoolctl's view of the loaded BLAS libraries; finding them reads
-    /proc/self/maps, so it is done once per process."""
+    """Return threadpoolctl's view of the loaded BLAS libraries; finding them reads
+    /proc/self/maps, so it is done once per process.
+    """
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()

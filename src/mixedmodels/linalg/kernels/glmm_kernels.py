@@ -1,5 +1,4 @@
-"""Compiled PIRLS steps for GLMMs whose random-effects terms are all scalar
-(optional: Numba).
+"""Compiled PIRLS steps for GLMMs whose random-effects terms are all scalar (optional: Numba).
 
 A PIRLS step of such a model touches every row a few times: working weights
 and response from η, the per-level sums of the first term, the row's few
@@ -48,7 +47,8 @@ SMALL_ROWS = 10_000
 def supports(family: Family, nobs: int | None = None) -> bool:
     """Whether ``family`` has compiled steps (its variance function and its
     link a ``kernel_code`` each) and a model of ``nobs`` rows built now uses
-    them (see :func:`ready`)."""
+    them (see :func:`ready`).
+    """
     if family.kernel_code is None or family.link.kernel_code is None:
         return False
     return ready(small=nobs is not None and nobs <= SMALL_ROWS)
@@ -56,14 +56,16 @@ def supports(family: Family, nobs: int | None = None) -> bool:
 
 def ready(small: bool = False) -> bool:
     """Whether the kernels are loaded (see :mod:`mixedmodels.linalg.kernels.loader` and
-    ``KernelSet.ready`` for ``small``)."""
+    ``KernelSet.ready`` for ``small``).
+    """
     return KERNELS.ready(small)
 
 
 def warm_up() -> None:
     """Load (or compile) every kernel the engine calls, with the argument
     types it passes, on a tiny model: two crossed scalar terms of two levels,
-    an intercept, four rows."""
+    an intercept, four rows.
+    """
     from mixedmodels.linalg.kernels import glmm_numba as g
 
     n, l0, Q1 = 4, 2, 2
@@ -107,7 +109,8 @@ def weighted_sums():
 @functools.cache
 def rescaling():
     """(``scaled_sums``, ``eliminate``) of ``_glmm_numba``: a PWLS system
-    from its sums at unit λ."""
+    from its sums at unit λ.
+    """
     from mixedmodels.linalg.kernels import glmm_numba as _glmm_numba
 
     return _glmm_numba.scaled_sums, _glmm_numba.eliminate

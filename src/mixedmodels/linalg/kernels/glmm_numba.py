@@ -1,7 +1,8 @@
 """The Numba kernels of :mod:`mixedmodels.linalg.kernels.glmm_kernels` (imported only when
 Numba is installed and a model uses them). Module-level functions, so that
 Numba's on-disk cache finds them again in the next process (functions defined
-inside another function are recompiled every time)."""
+inside another function are recompiled every time).
+"""
 
 import math
 
@@ -38,7 +39,8 @@ def linkinv(eta, link):
 def mu_eta(eta, mu, link):
     """dμ/dη at η, given μ = linkinv(η): for the logit and log links from μ
     (μ(1 - μ) and μ, equal to R's exp-based formulas up to rounding), saving
-    an exp per row."""
+    an exp per row.
+    """
     if link == 0:
         if eta > 30.0 or eta < -30.0:
             return EPS
@@ -71,7 +73,7 @@ def deviance_part(y, mu, wt, fam):
 
 @numba.njit(cache=True, nogil=True)
 def assemble(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0, Q1, downdate=True):
-    """The PWLS system at the working weights of (η, μ), eliminated level by
+    """Return the PWLS system at the working weights of (η, μ), eliminated level by
     level of the first term.
 
     ``XT`` is X' in C order (p x n), for X'WX (see :func:`weighted_gram`).
@@ -87,11 +89,12 @@ def assemble(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0,
 
 @numba.njit(cache=True, nogil=True)
 def weighted_sums(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0, Q1):
-    """The sums of the PWLS system at the working weights of (η, μ), before
+    """Return the sums of the PWLS system at the working weights of (η, μ), before
     the first term's levels are eliminated: (L0, c0, R, S, yr) with L0 the
     first term's diagonal of Λ'Z'WZΛ (without the identity), c0 and yr the
     right-hand side, R the first term's rows of the off-diagonal block and S
-    the rest (upper triangle; the X block whole)."""
+    the rest (upper triangle; the X block whole).
+    """
     n = y.shape[0]
     p = X.shape[1]
     m = Q1 + p
@@ -124,7 +127,8 @@ def scaled_sums(unit, lam, offs, Q1, beta, joint):
     two λ's, so this costs O(ℓ0 m) instead of a pass over the rows. Fixed β
     (``joint`` False): the system without X, its right-hand side at the
     offset plus Xβ (the working response's η - offset loses Xβ, and the
-    unit sums hold Z'WX)."""
+    unit sums hold Z'WX).
+    """
     L0u, c0u, Ru, Su, yru = unit
     l0 = L0u.shape[0]
     m_unit = Su.shape[0]
@@ -162,10 +166,11 @@ def scaled_sums(unit, lam, offs, Q1, beta, joint):
 
 @numba.njit(cache=True, nogil=True)
 def eliminate(L0, c0, R, S, yr, Q1, downdate):
-    """The first term's levels eliminated from :func:`weighted_sums`' system
+    """Return the first term's levels eliminated from :func:`weighted_sums`' system
     (in place): L0 its diagonal factor, R scaled by it, y0 the forward sweep,
     S and yr the Schur complement's (S's downdate left to the caller when
-    ``downdate`` is False). Returns (L0, R, S, y0, yr)."""
+    ``downdate`` is False). Returns (L0, R, S, y0, yr).
+    """
     l0, m = R.shape
     y0 = np.empty(l0)
     nnz = 0
@@ -194,7 +199,8 @@ def weighted_gram(XT, w, wz, S, yr, Q1):
     """X'WX (both triangles) and X'Wz into S's and yr's last p rows, from
     X' (p x n, C order): contiguous columns whose products the compiler may
     vectorise (reassociating only these sums), twice as fast as a BLAS call
-    on a handful of columns (tall, thin products are BLAS's worst case)."""
+    on a handful of columns (tall, thin products are BLAS's worst case).
+    """
     p, n = XT.shape
     for j in range(p):
         a = XT[j]
@@ -213,7 +219,7 @@ def weighted_gram(XT, w, wz, S, yr, Q1):
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate_rows(codes, zv, lam, offs, w, wz, X, l0, Q1, L0, c0, S, yr):
-    """The rows' sums into L0, c0, S, yr and a new R (ℓ0 x m), returned."""
+    """Return the rows' sums into L0, c0, S, yr and a new R (ℓ0 x m), returned."""
     R = np.zeros((l0, Q1 + X.shape[1]))
     if codes.shape[0] == 2:
         _accumulate_two(codes, zv, lam, offs[1], w, wz, X, Q1, L0, c0, S, yr, R)
@@ -230,7 +236,8 @@ def _accumulate_two(codes, zv, lam, off1, w, wz, X, Q1, L0, c0, S, yr, R):
     of the same entries: for a term whose level mostly stays the same from
     row to row, the sums run in registers (and a small array for X's columns)
     and are added when the level changes (VerbAgg, sorted by item: 35% less
-    time)."""
+    time).
+    """
     n = w.shape[0]
     p = X.shape[1]
     lam0, lam1 = lam[0], lam[1]
@@ -303,7 +310,8 @@ def _mostly_repeated(codes):
 def _flush(diag, d, vec, v, row, Q1, run):
     """A level's running sums added to its entries: ``d`` to its diagonal
     entry ``diag[0]``, ``v`` to its right-hand side ``vec[0]`` (one-element
-    views) and ``run`` to X's columns of its ``row`` (``run`` then reset)."""
+    views) and ``run`` to X's columns of its ``row`` (``run`` then reset).
+    """
     diag[0] += d
     vec[0] += v
     for j in range(run.shape[0]):
@@ -315,7 +323,8 @@ def _flush(diag, d, vec, v, row, Q1, run):
 def _accumulate_general(codes, zv, lam, offs, w, wz, X, Q1, L0, c0, S, yr, R):
     """The rows' sums for any number of terms: per row its first-term
     level's L0, c0 and row of R, and the Schur block's entries of its other
-    terms' levels."""
+    terms' levels.
+    """
     n = w.shape[0]
     T = codes.shape[0]
     p = X.shape[1]
@@ -372,7 +381,8 @@ LOG_BATCH = 16
 @numba.njit(cache=True, nogil=True)
 def update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu):
     """η = offset + ZΛu + Xb and μ into ``eta``/``mu``; returns the
-    μ-dependent part of the deviance."""
+    μ-dependent part of the deviance.
+    """
     n = y.shape[0]
     T = codes.shape[0]
     p = X.shape[1]
@@ -438,7 +448,8 @@ def _logit_deviance(eta, y, wt, mu):
 def _log_deviance(eta, y, wt, mu):
     """μ = exp(η) into ``mu`` and the Poisson deviance's μ-dependent part:
     log μ = η, no log at all (below R's clamp at ε, and far up, as
-    ``linkinv``)."""
+    ``linkinv``).
+    """
     exp_into(eta, mu, LOG_EPS, EXP_MAX)
     dev = 0.0
     for i in range(eta.shape[0]):
@@ -465,8 +476,9 @@ EXP_MAX = 709.0  # n <= 1023: 2**n is a normal number
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def exp_into(x, out, lo, hi):
-    """out = exp(x) for x in [lo, hi] (x clamped to it: callers use other
-    formulas outside), lo >= -708 and hi <= EXP_MAX."""
+    """Compute out = exp(x) for x in [lo, hi] (x clamped to it: callers use other
+    formulas outside), lo >= -708 and hi <= EXP_MAX.
+    """
     n = x.shape[0]
     scale_bits = np.empty(n, dtype=np.int64)
     for i in range(n):
@@ -498,7 +510,8 @@ def cholesky_upper_stored(S):
     """Lower Cholesky factor of the symmetric matrix whose upper triangle ``S``
     holds (as ``assemble`` leaves it); ok False where it is not positive
     definite (LAPACK's dpotrf info > 0). Column by column: for the small
-    Schur blocks the fused PIRLS uses (<= 64 rows), not worth a LAPACK call."""
+    Schur blocks the fused PIRLS uses (<= 64 rows), not worth a LAPACK call.
+    """
     m = S.shape[0]
     L = np.zeros((m, m))
     for j in range(m):
@@ -519,7 +532,7 @@ def cholesky_upper_stored(S):
 
 @numba.njit(cache=True, nogil=True)
 def cholesky_solve(L, b):
-    """x with L L' x = b."""
+    """Return x with L L' x = b."""
     m = L.shape[0]
     x = b.copy()
     for i in range(m):
@@ -538,7 +551,7 @@ def cholesky_solve(L, b):
 @numba.njit(cache=True, nogil=True)
 def pirls(codes, zv, lam, offs, ubase, X, XT, y, wt, offset, eta0, mu0, link, fam, l0, Q1,
           tol, maxit, max_halvings, dev_saturated, unit, beta):
-    """The whole PIRLS loop of ``models.glmm.engine.Engine.pirls`` (lme4's pwrssUpdate) in
+    """Return the whole PIRLS loop of ``models.glmm.engine.Engine.pirls`` (lme4's pwrssUpdate) in
     one call, for small Schur blocks: the same steps, tests and step halving.
 
     Returns (status, u, b, eta, mu, pdev, iterations, L0, R, LS, ldl2); status

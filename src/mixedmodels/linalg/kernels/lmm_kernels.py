@@ -51,14 +51,16 @@ def available() -> bool:
 def ready() -> bool:
     """Whether a model built now uses the loops (see :mod:`mixedmodels.linalg.kernels.loader`):
     the sequential ones are loaded in the background; the parallel ones, for
-    the largest models only, on their first use."""
+    the largest models only, on their first use.
+    """
     return KERNELS.ready()
 
 
 @functools.cache
 def _kernels():
     """(rank_update, finish_scalar, gather_blocks), compiled on first use or
-    loaded from Numba's cache."""
+    loaded from Numba's cache.
+    """
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     return _lmm_numba.rank_update, _lmm_numba.finish_scalar, _lmm_numba.gather_blocks
@@ -70,7 +72,8 @@ def warm_up(parallel: bool = True) -> None:
     ``parallel=False`` only the sequential ones (the update operator's build
     and its scatter and gather):
     running a parallel loop starts Numba's worker threads, which then compete
-    with BLAS for the cores."""
+    with BLAS for the cores.
+    """
     import scipy.sparse as sp
 
     B = sp.csc_array(np.ones((3, 2)))
@@ -102,7 +105,8 @@ def accumulators(nlev: int, N: int) -> np.ndarray:
 
 def rank_update(B, k0: int, C: np.ndarray, N: int, out: np.ndarray | None = None) -> np.ndarray:
     """Upper triangle (C order) of B blockdiag(C_s) B', accumulated into ``out``
-    (zeroed, from :func:`accumulators`); returns the per-thread parts, (t, N, N)."""
+    (zeroed, from :func:`accumulators`); returns the per-thread parts, (t, N, N).
+    """
     if out is None:
         out = accumulators(C.shape[0], N)
     _kernels()[0](B.indptr, B.indices, B.data, k0, np.ascontiguousarray(C), out)
@@ -110,15 +114,15 @@ def rank_update(B, k0: int, C: np.ndarray, N: int, out: np.ndarray | None = None
 
 
 def finish_scalar(Arr: np.ndarray, acc: np.ndarray, sc: np.ndarray, nq: int, S: np.ndarray) -> None:
-    """S = diag(sc)(Arr - Σ acc)diag(sc) + I_nq on the upper triangle (C order);
-    clears ``acc``."""
+    """S = diag(sc)(Arr - Σ acc)diag(sc) + I_nq on the upper triangle (C order); clears ``acc``."""
     _kernels()[1](Arr, acc, sc, nq, S)
 
 
 def gather_blocks(B, k0: int, Pu: np.ndarray, sc: np.ndarray, sub: int) -> np.ndarray:
     """H_s = B_s' P B_s for every level s, (ℓ0, k0, k0), for P = diag(sc) S diag(sc)
     on the leading ``sub`` rows (zero beyond) with S symmetric, given by its
-    upper triangle ``Pu`` (C order)."""
+    upper triangle ``Pu`` (C order).
+    """
     out = np.empty((B.shape[1] // k0, k0, k0))
     _kernels()[2](B.indptr, B.indices, B.data, k0, np.ascontiguousarray(Pu), sc, sub, out)
     return out
@@ -130,7 +134,8 @@ def scatter_upper(
 ) -> None:
     """S's leading ``nrows`` x ``nrows`` upper triangle (C order): diag(sc)(arr -
     update)diag(sc) at the sorted flat ``positions`` (row i's from ``rowptr[i]``),
-    zero elsewhere."""
+    zero elsewhere.
+    """
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     _lmm_numba.scatter_upper(S, nrows, rowptr, positions, arr, update, sc)
@@ -140,9 +145,10 @@ def gather_lower(
     inv: np.ndarray, nrows: int, rowptr: np.ndarray, positions: np.ndarray, N: int,
     sc: np.ndarray,
 ) -> np.ndarray:
-    """w sc[i] sc[j] inv[j, i] at the positions (i, j) of an N x N C-ordered
+    """Return w sc[i] sc[j] inv[j, i] at the positions (i, j) of an N x N C-ordered
     array (see :func:`scatter_upper`), from the lower triangle of the
-    Fortran-ordered ``inv``; w = 2 off the diagonal, 1 on it."""
+    Fortran-ordered ``inv``; w = 2 off the diagonal, 1 on it.
+    """
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     out = np.empty(len(positions))
@@ -152,7 +158,8 @@ def gather_lower(
 
 def symv_lower(Z: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Z v in double precision, Z symmetric given by the lower triangle of a
-    Fortran-ordered array (float32 or float64)."""
+    Fortran-ordered array (float32 or float64).
+    """
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     out = np.empty(len(v))
@@ -161,14 +168,15 @@ def symv_lower(Z: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def scalar_pairs(B, N: int):
-    """The update operator of a scalar first term from B's sorted CSC pattern in
+    """Return the update operator of a scalar first term from B's sorted CSC pattern in
     one compiled pass: (ptr, rank, value, touched), the operator's CSC arrays
     (int32 where they fit) and the touched flat positions (``linalg.rank_update.scalar_pairs``
     builds the same with numpy, several times slower). ``value`` is None when
     every entry of B is 1 (unweighted rows, each pair of levels met at most
     once): then every value is 1, and :func:`pattern_apply` and
     :func:`pattern_adjoint` apply the operator without an array as long as the
-    pairs."""
+    pairs.
+    """
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     unit = bool(np.all(B.data == 1.0))
@@ -179,8 +187,7 @@ def scalar_pairs(B, N: int):
 
 
 def pattern_apply(ptr: np.ndarray, rank: np.ndarray, c: np.ndarray, nrows: int) -> np.ndarray:
-    """T c for the (nrows x len(c)) operator whose values are all 1 (see
-    :func:`scalar_pairs`)."""
+    """T c for the (nrows x len(c)) operator whose values are all 1 (see :func:`scalar_pairs`)."""
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     out = np.empty(nrows)

@@ -1,7 +1,8 @@
 """The Numba kernels of :mod:`mixedmodels.linalg.kernels.lmm_kernels` (imported only when Numba
 is installed and a model uses them). Module-level functions, so that Numba's
 on-disk cache finds them again in the next process (functions defined inside
-another function are compiled again in every process: about 3 s)."""
+another function are compiled again in every process: about 3 s).
+"""
 
 import numba
 import numpy as np
@@ -14,7 +15,8 @@ def rank_update(indptr, indices, data, k0, C, out):
     accumulator each (summed by the caller).
 
     Row indices are sorted within a column, so the entries j >= i of column
-    (s, b) start at a pointer that only moves forward as i grows."""
+    (s, b) start at a pointer that only moves forward as i grows.
+    """
     nlev = C.shape[0]
     nchunks = out.shape[0]
     for t in numba.prange(nchunks):
@@ -50,7 +52,8 @@ def finish_scalar(Arr, acc, sc, nq, S):
     """S[i, j] = sc[i] sc[j] (Arr[i, j] - Σ_t acc[t, i, j]) for j >= i, plus 1
     on the first ``nq`` diagonal entries; the accumulators are cleared for
     the next update. Rows h and N - 1 - h go to the same thread, so the
-    threads get equal shares of the triangle."""
+    threads get equal shares of the triangle.
+    """
     N = S.shape[0]
     for h in numba.prange((N + 1) // 2):
         finish_row(Arr, acc, sc, nq, S, h)
@@ -61,7 +64,8 @@ def finish_scalar(Arr, acc, sc, nq, S):
 def gather_blocks(indptr, indices, data, k0, Pu, sc, sub, out):
     """out[s, a, b] = Σ_ij B[i, (s, a)] P[i, j] B[j, (s, b)] for
     P[i, j] = sc[i] sc[j] S⁻¹[i, j] on the leading ``sub`` rows (zero beyond),
-    S⁻¹ given by its upper triangle ``Pu`` (C order): no full P is built."""
+    S⁻¹ given by its upper triangle ``Pu`` (C order): no full P is built.
+    """
     nlev = out.shape[0]
     for s in numba.prange(nlev):
         for a in range(k0):
@@ -110,7 +114,7 @@ def _popcount(x):
 
 @numba.njit(cache=True, nogil=True)
 def scalar_pairs(indptr, indices, data, N, with_values):
-    """The update operator of a scalar first term from B's sorted CSC pattern:
+    """Return the update operator of a scalar first term from B's sorted CSC pattern:
     for every level s and every pair f <= e of its entries (rows r_f <= r_e,
     level by level, e-major), the value B_f B_e at the rank of the flat
     position r_f N + r_e among all positions touched. Returns (ptr, rank,
@@ -120,7 +124,8 @@ def scalar_pairs(indptr, indices, data, N, with_values):
 
     The touched positions are bits of an N² bitmap (N²/8 bytes: it stays in
     cache where an array of N² counters did not), a position's rank the set
-    bits before it: a running count per 64-bit word plus the word's own."""
+    bits before it: a running count per 64-bit word plus the word's own.
+    """
     nlev = len(indptr) - 1
     ptr = np.zeros(nlev + 1, dtype=np.int64)
     for s in range(nlev):
@@ -166,8 +171,9 @@ def scalar_pairs(indptr, indices, data, N, with_values):
 
 @numba.njit(cache=True, nogil=True)
 def pattern_apply(ptr, rank, c, out):
-    """out = T c for T given by its CSC pattern (column pointers ``ptr``, row
-    ``rank``s) with every value 1: the order of scipy's csc_matvec."""
+    """Compute out = T c for T given by its CSC pattern (column pointers ``ptr``, row
+    ``rank``s) with every value 1: the order of scipy's csc_matvec.
+    """
     out[:] = 0.0
     for s in range(len(ptr) - 1):
         cs = c[s]
@@ -177,8 +183,7 @@ def pattern_apply(ptr, rank, c, out):
 
 @numba.njit(cache=True, nogil=True)
 def pattern_adjoint(ptr, rank, w, out):
-    """out = T'w for T as in ``pattern_apply``: the order of scipy's csr_matvec
-    on T' (CSR)."""
+    """out = T'w for T as in ``pattern_apply``: the order of scipy's csr_matvec on T' (CSR)."""
     for s in range(len(ptr) - 1):
         acc = 0.0
         for k in range(ptr[s], ptr[s + 1]):
@@ -191,7 +196,8 @@ def scatter_upper(S, nrows, rowptr, positions, arr, update, sc):
     """S[i, j] = (arr[p] - update[p]) sc[i] sc[j] at the update operator's
     positions p (flat i N + j of the C-ordered S, sorted; ``rowptr`` the first
     position of each row), zero elsewhere in the upper triangle of the leading
-    ``nrows`` x ``nrows`` block: one pass over it, no temporaries."""
+    ``nrows`` x ``nrows`` block: one pass over it, no temporaries.
+    """
     N = S.shape[1]
     flat = S.reshape(-1)
     for i in range(nrows):
@@ -209,7 +215,8 @@ def gather_lower(inv, nrows, rowptr, positions, N, sc, out):
     """out[p] = w sc[i] sc[j] inv[j, i] at the update operator's positions p =
     (i, j), i <= j (see ``scatter_upper``), from the lower triangle of ``inv``
     (Fortran order: inv[j, i] at flat i n + j); w = 1 on the diagonal, 2 off it
-    (an off-diagonal position stands for two entries of the symmetric array)."""
+    (an off-diagonal position stands for two entries of the symmetric array).
+    """
     n = inv.shape[0]
     flat = inv.T.reshape(-1)  # inv.T is C-ordered: flat[i n + j] = inv[j, i]
     for i in range(nrows):
@@ -223,9 +230,10 @@ def gather_lower(inv, nrows, rowptr, positions, N, sc, out):
 
 @numba.njit(cache=True, nogil=True)
 def symv_lower(Z, v, out):
-    """out = Z v in double precision for a symmetric Z given by the lower
+    """Compute out = Z v in double precision for a symmetric Z given by the lower
     triangle of a Fortran-ordered array of any float type (the
-    single-precision inverse: no double copy of it)."""
+    single-precision inverse: no double copy of it).
+    """
     n = v.shape[0]
     out[:] = 0.0
     for j in range(n):

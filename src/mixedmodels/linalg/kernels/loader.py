@@ -50,7 +50,8 @@ def _numba_importable() -> bool:
     """Whether Numba is installed and not blocked, without importing it (0.2 s:
     a process whose models take the numpy path never pays it). An installed
     Numba that fails to import is found by the loading thread (the set's
-    ``error``), and the models take the numpy path."""
+    ``error``), and the models take the numpy path.
+    """
     if "numba" in sys.modules:
         return sys.modules["numba"] is not None
     try:
@@ -62,7 +63,8 @@ def _numba_importable() -> bool:
 def numba_enabled() -> bool:
     """Whether the kernels may be used: Numba importable and the environment
     variable ``MIXEDMODELS_NUMBA`` not set to 0, false, no or off (read at
-    every call, so that a test can switch the numpy path on)."""
+    every call, so that a test can switch the numpy path on).
+    """
     if os.environ.get("MIXEDMODELS_NUMBA", "").strip().lower() in ("0", "false", "no", "off"):
         return False
     return _numba_importable()
@@ -74,7 +76,8 @@ class _MustCompile(Exception):
 
 class KernelSet:
     """A set of kernels, defined in ``module`` as ``KERNELS`` and made ready
-    by ``warm_up`` in a background thread (see the module's docstring)."""
+    by ``warm_up`` in a background thread (see the module's docstring).
+    """
 
     def __init__(self, name: str, module: str, warm_up: Callable[[], None]):
         self.name = name
@@ -99,7 +102,8 @@ class KernelSet:
         If it is the first model of the process to ask for this set, it takes
         the numpy path and nothing is loaded (a script that fits one small
         model is done sooner); the models after it wait for the set to load. The choice depends on the order of the calls only,
-        never on timing, so that the same calls give the same numbers."""
+        never on timing, so that the same calls give the same numbers.
+        """
         if not numba_enabled():
             return False
         if threading.current_thread() is self._thread:
@@ -151,7 +155,8 @@ class KernelSet:
 
     def _load(self, stop_at_compile: bool) -> None:
         """The warm-up; with ``stop_at_compile`` it raises _MustCompile where
-        Numba would compile (a load from the cache raises no compile event)."""
+        Numba would compile (a load from the cache raises no compile event).
+        """
         from numba.core import event
 
         thread, name = self._thread, self.name
@@ -174,7 +179,8 @@ class KernelSet:
     def _compile_elsewhere(self) -> None:
         """Compile the set in a new Python process, in its own session (it
         completes the cache even if this process exits first), and wait for
-        it; if no process can be started, the caller compiles here."""
+        it; if no process can be started, the caller compiles here.
+        """
         # the folder holding the package (src/ or site-packages), for the new process's import path
         package_root = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3))
         env = dict(os.environ)
@@ -195,7 +201,8 @@ def _after_fork_in_child() -> None:
     """A forked child (bootstrap workers) has no loading thread, and Numba's
     compiler lock may be held by the thread that no longer exists: sets being
     loaded at the fork stay on the numpy path in the child (sets not started
-    start there on demand)."""
+    start there on demand).
+    """
     for kernel_set in _SETS:
         if kernel_set._thread is not None and not kernel_set._done.is_set():
             kernel_set.error = RuntimeError("forked while the kernels were being loaded")
@@ -208,11 +215,12 @@ if hasattr(os, "register_at_fork"):
 
 
 def kernel_sets() -> list[KernelSet]:
-    """The kernel sets defined so far (each kernel module registers its own)."""
+    """Return the kernel sets defined so far (each kernel module registers its own)."""
     return list(_SETS)
 
 
 def compile_set(module: str) -> None:
     """Compile (and so cache) the kernel set defined in ``module``: what the
-    process started by :class:`KernelSet` runs."""
+    process started by :class:`KernelSet` runs.
+    """
     importlib.import_module(module).KERNELS.compile_here()

@@ -1,7 +1,8 @@
 """The compiled PIRLS steps of a GLMM whose random-effects terms are all
 scalar (:mod:`mixedmodels.linalg.kernels.glmm_kernels`): the engine's steps
 in a few loops over the rows, for the families and links whose
-``kernel_code`` the kernels know."""
+``kernel_code`` the kernels know.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ class CompiledTerms:
     """The compiled PIRLS steps (:mod:`mixedmodels.linalg.kernels.glmm_kernels`) for a model
     whose random-effects terms are all scalar, with a family and link they
     support: each term's codes and z values as rows of two arrays, and where
-    its modes sit in u and in the Schur block."""
+    its modes sit in u and in the Schur block.
+    """
 
     def __init__(self, frame: ModelFrame, family: Family):
         from mixedmodels.linalg.kernels import glmm_kernels as gk
@@ -73,9 +75,10 @@ class CompiledTerms:
 
     @classmethod
     def build(cls, frame: ModelFrame, family: Family) -> "CompiledTerms | None":
-        """The compiled steps of the model, or None where they do not apply
+        """Return the compiled steps of the model, or None where they do not apply
         (a term not scalar, a family or link without kernels, the kernels
-        not loaded or switched off: ``MIXEDMODELS_NUMBA=0``)."""
+        not loaded or switched off: ``MIXEDMODELS_NUMBA=0``).
+        """
         from mixedmodels.linalg.kernels import glmm_kernels as gk
 
         if not frame.terms or any(t.k != 1 for t in frame.terms):
@@ -86,7 +89,8 @@ class CompiledTerms:
 
     def solve(self, e: "Engine", lams, eta, mu, offset, joint: bool):
         """One PWLS step at the working weights of (η, μ): (u, β, factor),
-        or None where the system is not positive definite."""
+        or None where the system is not positive definite.
+        """
         lam = self.lam_values(lams)
         X, XT = (self.X, self.XT) if joint else (self.no_x, self.no_xt)
         L0, R, S, y0, yr = self.assemble(
@@ -98,14 +102,16 @@ class CompiledTerms:
     def solve_scaled(self, unit: tuple, lams, beta: np.ndarray | None, joint: bool):
         """:meth:`solve` at the weights :meth:`unit_sums` was computed at
         (the stage's start), from those sums (``beta``: the fixed β of the
-        offset, when not ``joint``)."""
+        offset, when not ``joint``).
+        """
         beta_arr = self._no_beta if joint or beta is None else c_array(beta)
         L0, c0, R, S, yr = self.kernel_scaled(unit, self.lam_values(lams), self.offs, self.Q1, beta_arr, joint)
         return self._solve_eliminated(*self.kernel_eliminate(L0, c0, R, S, yr, self.Q1, False), joint)
 
     def _solve_eliminated(self, L0, R, S, y0, yr, joint: bool):
-        """The step's solution from the system with the first term eliminated
-        (S not yet downdated by R'R)."""
+        """Return the step's solution from the system with the first term eliminated
+        (S not yet downdated by R'R).
+        """
         self._downdate(R, S)
         Q1 = self.Q1
         if len(yr):
@@ -126,7 +132,8 @@ class CompiledTerms:
         """S -= R'R on S's upper triangle (C order): BLAS syrk unless R is
         sparse enough for its nonzeros alone to cost less (below ~14% the
         compiled loop over them wins; numba's own product would be a gemm,
-        twice syrk's work, hence the assembly's 25%)."""
+        twice syrk's work, hence the assembly's 25%).
+        """
         if not R.size:
             return
         sample = R[:: max(1, R.shape[0] // 256)]  # a few hundred rows tell the density
@@ -143,7 +150,8 @@ class CompiledTerms:
     @staticmethod
     def lam_values(lams) -> np.ndarray:
         """λ of every (scalar) term as one array: λ's given as 1 x 1 arrays or,
-        from :meth:`Engine.scalar_lambdas`, already as that array."""
+        from :meth:`Engine.scalar_lambdas`, already as that array.
+        """
         if isinstance(lams, np.ndarray) and lams.ndim == 1:
             # writable: a read-only array (θ from the optimizer) would make
             # Numba compile every kernel a second time (12 s)
@@ -157,7 +165,8 @@ class CompiledTerms:
     def unit_sums(self, e: "Engine", eta_start, mu_start) -> tuple:
         """``_glmm_numba.weighted_sums`` at (η, μ) with unit λ, X and the
         model's offset: the first PIRLS step's system at any λ (and β) from a
-        rescaling (``_glmm_numba.scaled_sums``)."""
+        rescaling (``_glmm_numba.scaled_sums``).
+        """
         return self.kernel_sums(
             self.codes, self.zv, np.ones(len(self.codes)), self.offs, self.X, self.XT, c_array(eta_start),
             c_array(mu_start), c_array(e.y), c_array(e.wt), c_array(e.offset), self.link, self.fam, self.l0, self.Q1,
@@ -169,7 +178,8 @@ class CompiledTerms:
     ) -> "Modes":
         """:meth:`Engine.pirls` in one compiled call (``_glmm_numba.pirls``);
         ``unit``: :meth:`unit_sums` at ``eta_start`` for the first step, with
-        ``beta`` the fixed β that ``offset`` holds (when not ``joint``)."""
+        ``beta`` the fixed β that ``offset`` holds (when not ``joint``).
+        """
         lam = self.lam_values(lams)
         X, XT = (self.X, self.XT) if joint else (self.no_x, self.no_xt)
         if unit is None:

@@ -1,6 +1,7 @@
 """lme4's finite-difference derivatives of the GLMM deviance over (θ, β)
 (``deriv12``) and its convergence check (``checkConv``): the Newton steps,
-the standard errors and the warnings at the optimum come from these."""
+the standard errors and the warnings at the optimum come from these.
+"""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ class ConvergenceCheck:
 class FiniteDifferences:
     """The derivatives part of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
     (a mixin: it reads the model's ``objective``, ``param_scale``, bounds and
-    optimum)."""
+    optimum).
+    """
 
     def _derivatives(
         self, params: np.ndarray, f0: float, fun=None, kind: str = "forward"
@@ -71,7 +73,8 @@ class FiniteDifferences:
         per pair, f(x+hᵢ+hⱼ), error O(h): enough for the Newton steps) or
         "lme4" (deriv12's four probes x±hᵢ±hⱼ, error O(h²): the Hessian whose
         inverse gives lme4's standard errors; they moved by ~1e-5 relative
-        with the forward one)."""
+        with the forward one).
+        """
         x = np.asarray(params, float)
         objective = self.objective if fun is None else fun
         k = len(x)
@@ -112,7 +115,7 @@ class FiniteDifferences:
         return g, H
 
     def _evaluate_all(self, objective, points: list[np.ndarray]) -> np.ndarray:
-        """objective at every point, in order; on worker threads when the fit has them."""
+        """Return objective at every point, in order; on worker threads when the fit has them."""
         workers = getattr(self, "_workers", 1)
         if workers > 1 and len(points) > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -226,6 +229,7 @@ def deriv12_mixed(f_pp, f_pm, f_mp, f_mm, steps_i, steps_j) -> float:
     """lme4's deriv12 mixed second difference from f(x ± hᵢ ± hⱼ) ((up, down)
     steps of each coordinate): its expression where all four steps are equal,
     (f₊₊ − f₊₋ − f₋₊ + f₋₋) / (2h)²; the same central difference over the
-    product of the spans where a step is scaled (``param_scale``)."""
+    product of the spans where a step is scaled (``param_scale``).
+    """
     (ui, di), (uj, dj) = steps_i, steps_j
     return (f_pp - f_pm - f_mp + f_mm) / ((ui + di) * (uj + dj))

@@ -65,20 +65,22 @@ class Engine:
     @functools.cached_property
     def Z(self) -> sp.csr_matrix:
         """The random-effects model matrix (built on first use: the compiled
-        steps do not need it)."""
+        steps do not need it).
+        """
         return sp.hstack([term_matrix(t) for t in self._terms], format="csr")
 
     @functools.cached_property
     def _X_columns(self) -> np.ndarray:
         """X in Fortran order: Xβ as a sum of columns, 2-3x faster than
         row-by-row dot products with a handful of columns (the compiled steps'
-        X' seen transposed, when they hold it)."""
+        X' seen transposed, when they hold it).
+        """
         if self.compiled is not None:
             return self.compiled.XT.T
         return np.asfortranarray(self.X)
 
     def fixed_offset(self, beta: np.ndarray) -> np.ndarray:
-        """The offset plus Xβ: the part of η held fixed with β."""
+        """Return the offset plus Xβ: the part of η held fixed with β."""
         return self.offset + self._X_columns @ beta
 
     @functools.cached_property
@@ -87,8 +89,9 @@ class Engine:
         return BlockedSystem(self._terms, self.X)
 
     def with_response(self, y: np.ndarray, n: np.ndarray, prior_weights: np.ndarray) -> "Engine":
-        """The same engine (design, blocked system) for another response:
-        only the response-dependent constants are recomputed."""
+        """Return the same engine (design, blocked system) for another response:
+        only the response-dependent constants are recomputed.
+        """
         new = copy.copy(self)
         new.y, new.n, new.wt = y, n, prior_weights
         new._set_response_constants()
@@ -102,7 +105,8 @@ class Engine:
         """What the family computes once per response: the deviance as a
         function of μ (``deviance_constant``: its μ-free part, which the
         compiled steps add to theirs) and ``saturated``, ``aic - deviance``
-        where that is the same at every μ (else None)."""
+        where that is the same at every μ (else None).
+        """
         self._deviance = self.family.deviance_at(self.y, self.wt)
         self.deviance_constant = self._deviance.constant
         self.saturated = self.family.saturated_aic(self.y, self.n, self.wt)
@@ -121,7 +125,8 @@ class Engine:
 
     def deviance(self, mu: np.ndarray) -> float:
         """Σ deviance residuals (as the family splits them, see
-        :meth:`Family.deviance_at <mixedmodels.families.family.Family.deviance_at>`)."""
+        :meth:`Family.deviance_at <mixedmodels.families.family.Family.deviance_at>`).
+        """
         return self._deviance(mu)
 
     def working(
@@ -137,7 +142,8 @@ class Engine:
     @staticmethod
     def scalar_lambdas(theta) -> np.ndarray:
         """λ of a model whose terms are all scalar, for the compiled steps
-        (which are only built for such models): θ as a float array."""
+        (which are only built for such models): θ as a float array.
+        """
         return np.asarray(theta, dtype=float)
 
     def solve(self, lams, w: np.ndarray, z: np.ndarray, joint: bool):
@@ -206,7 +212,8 @@ class Engine:
         """μ at PIRLS's starting η and (``sums``) the compiled steps' system
         sums there at unit λ (see ``CompiledTerms.unit_sums``), else None.
         Every evaluation of a stage starts from the same η, so both are
-        computed once per stage (η arrays are never changed in place)."""
+        computed once per stage (η arrays are never changed in place).
+        """
         cached = self._start_cache
         if cached is None or cached[0] is not eta_start:
             cached = self._start_cache = [eta_start, self.family.linkinv(eta_start), None]
@@ -254,7 +261,8 @@ class Engine:
 
     def quadrature(self, modes: Modes, lams, nodes: np.ndarray, weights: np.ndarray) -> float:
         """Adaptive Gauss-Hermite deviance for one scalar term (lme4's glmerAGQ
-        with the saturated log-likelihood added back: see the module notes)."""
+        with the saturated log-likelihood added back: see the module notes).
+        """
         q, fam = self.q, self.family
         codes = self.codes0
         sd = modes.factor.first_sd()
@@ -279,7 +287,8 @@ class Engine:
 
 def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of the n-point rule for the standard normal density
-    (weights sum to 1), as lme4's ``GHrule``."""
+    (weights sum to 1), as lme4's ``GHrule``.
+    """
     z, w = np.polynomial.hermite_e.hermegauss(n)
     z = (z - z[::-1]) / 2  # exactly symmetric, with an exact zero node for odd n
     w = (w + w[::-1]) / 2

@@ -195,7 +195,7 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         return self._engine.laplace(modes)
 
     def objective_theta(self, theta: np.ndarray) -> float:
-        """The nAGQ = 0 deviance at θ (β found by PIRLS with the modes)."""
+        """Return the nAGQ = 0 deviance at θ (β found by PIRLS with the modes)."""
         try:
             modes = self._modes(theta, None)
         except PirlsError:
@@ -209,7 +209,8 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
     def param_scale(self) -> np.ndarray:
         """Per element of (θ, β), the factor giving it for unit-scale columns
         of Z and X (:attr:`theta_scale`, then ``spec.random.search_scales`` of X;
-        all ones unless a column is in tiny or huge units)."""
+        all ones unless a column is in tiny or huge units).
+        """
         scale = self.__dict__.get("_param_scale")
         if scale is None:
             scale = np.concatenate([self.theta_scale, search_scales(self.frame.fixed.X)])
@@ -217,22 +218,24 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         return scale
 
     def objective(self, params: np.ndarray) -> float:
-        """The deviance (Laplace or quadrature) at (θ, β)."""
+        """Return the deviance (Laplace or quadrature) at (θ, β)."""
         return self._deviance_or_inf(params, None)[0]
 
     def objective_converged(self, params: np.ndarray, eta_start: np.ndarray | None = None) -> float:
-        """The deviance at (θ, β) at the converged modes (see :meth:`_modes`):
+        """Return the deviance at (θ, β) at the converged modes (see :meth:`_modes`):
         the Laplace or quadrature approximation itself, without the offset
         that PIRLS's tolerance leaves (see :meth:`_leave_plateau`). A start
         ``eta_start`` must be near the modes (for instance theirs at a nearby
-        point)."""
+        point).
+        """
         return self._deviance_or_inf(params, True, eta_start)[0]
 
     def _deviance_or_inf(
         self, params: np.ndarray, converged: bool | None, eta_start: np.ndarray | None = None
     ) -> tuple[float, Modes | None]:
-        """The deviance at (θ, β) and PIRLS's modes, or (inf, None) where
-        PIRLS fails (see :meth:`_modes` for the arguments)."""
+        """Return the deviance at (θ, β) and PIRLS's modes, or (inf, None) where
+        PIRLS fails (see :meth:`_modes` for the arguments).
+        """
         params = np.asarray(params, float)
         theta, beta = params[: self.ntheta], params[self.ntheta :]
         try:
@@ -324,7 +327,7 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         return self
 
     def refit(self, newresp: Any, **fit_kwargs: Any) -> "GeneralizedLinearMixedModel":
-        """The same model fitted to another response (lme4's ``refit``).
+        """Return the same model fitted to another response (lme4's ``refit``).
 
         The design, the blocked system and the formula handling are reused;
         only the response changes, and the fit starts from this fit's θ. This
@@ -373,7 +376,8 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         from the size only, never from the machine's load): one for dense
         blocks under 2,000 rows (idle OpenBLAS workers spinning between the
         many small products of PIRLS made a grouseticks fit six times slower),
-        every core above."""
+        every core above.
+        """
         if threads != "auto":
             return int(threads)
         everywhere, inside = auto_thread_plan(self._engine.system.m)
@@ -382,7 +386,8 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
     def _warn_separation(self) -> None:
         """After the fit: when some fitted probability is within 1e-6 of 0 or 1
         (what separation drives them to), find the separating fixed effects
-        (a linear program over the rows, run only then)."""
+        (a linear program over the rows, run only then).
+        """
         e = self._engine
         names = separating_effects(
             self.family, self._modes_final.mu, self.frame.fixed.X, e.y, e.wt, self.frame.fixed.names
@@ -421,8 +426,7 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
     # ------------------------------------------------------------------ derivatives
 
 def _counting(monitor: FitProgress):
-    """The optimizers' callback for a fit of several stages: evaluations
-    counted across them."""
+    """The optimizers' callback for a fit of several stages: evaluations counted across them."""
     count = [0]
 
     def callback(_: int, best: float) -> None:
@@ -445,7 +449,8 @@ MODEL_SIGNATURE = inspect.signature(GeneralizedLinearMixedModel.__init__)
 
 def _with_model_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func(*args, **kwargs)`` shown (``help``, IDEs) and checked
-    (:func:`r_argument_hints`) with the model's arguments and ``**fit_kwargs``."""
+    (:func:`r_argument_hints`) with the model's arguments and ``**fit_kwargs``.
+    """
     model = [p for name, p in MODEL_SIGNATURE.parameters.items() if name != "self"]
     fit = inspect.Parameter("fit_kwargs", inspect.Parameter.VAR_KEYWORD, annotation="Any")
     func.__signature__ = MODEL_SIGNATURE.replace(  # type: ignore[attr-defined]
@@ -455,7 +460,7 @@ def _with_model_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _split_arguments(args: tuple, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the model's arguments, defaults filled in; the fit's options) of a glmer call."""
+    """Return (the model's arguments, defaults filled in; the fit's options) of a glmer call."""
     names = MODEL_SIGNATURE.parameters
     model_kwargs = {k: v for k, v in kwargs.items() if k in names}
     fit_kwargs = {k: v for k, v in kwargs.items() if k not in names}

@@ -1,5 +1,6 @@
 """What PIRLS leaves at (θ, β) (:class:`Modes`) and how it fails
-(:class:`PirlsError`), shared by the numpy and the compiled steps."""
+(:class:`PirlsError`), shared by the numpy and the compiled steps.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ PIRLS_FAILURES = {
 @dataclass
 class Modes:
     """The state PIRLS leaves at (θ, β): modes, linear predictor, mean and
-    the factor of its last step's penalised system."""
+    the factor of its last step's penalised system.
+    """
 
     u: np.ndarray
     beta: np.ndarray
@@ -43,10 +45,10 @@ class Modes:
     iterations: int
 
     def ldL2(self) -> float:
-        """log det(L)² of the last step's factor."""
+        """Return log det(L)² of the last step's factor."""
         return self.factor.ldL2()
 
 
 def c_array(a: np.ndarray) -> np.ndarray:
-    """A C-ordered float array (no copy when it is one already)."""
+    """Return a C-ordered float array (no copy when it is one already)."""
     return np.ascontiguousarray(a, dtype=float)

@@ -2,7 +2,8 @@
 β found with the modes), then the Laplace or quadrature deviance over
 (θ, β): Newton steps with lme4's finite-difference derivatives, past the
 plateaus that PIRLS's tolerance leaves, or BOBYQA where Newton cannot be
-trusted."""
+trusted.
+"""
 
 from __future__ import annotations
 
@@ -60,12 +61,14 @@ COUNT_LOCK = threading.Lock()
 class FitStages:
     """The optimisation part of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
     (a mixin: it drives the model's ``_modes``, ``objective`` and
-    ``_derivatives`` and ends in its ``_set_optimum``)."""
+    ``_derivatives`` and ends in its ``_set_optimum``).
+    """
 
     def _derivative_workers(self, threads: int | str) -> int:
         """Threads for the finite-difference probes: only with compiled PIRLS
         steps (numpy's small operations would hold the GIL) and then every
-        core, or ``threads`` when given."""
+        core, or ``threads`` when given.
+        """
         if self._engine.compiled is None:
             return 1
         if threads != "auto":
@@ -74,7 +77,8 @@ class FitStages:
 
     def _parse_start(self, start: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """(θ, β or None) from ``start`` (see :meth:`fit`), checked against the
-        model: a ModelSpecError names the expected lengths and names."""
+        model: a ModelSpecError names the expected lengths and names.
+        """
         theta_names = [n for t in self.frame.terms for n in t.theta_names()]
         if start is None:
             return self.initial_theta(), None
@@ -166,8 +170,10 @@ class FitStages:
                           check=check_convergence)
 
     def _stage_zero(self, theta0: np.ndarray, maxeval: int, keep_history: bool):
-        """The nAGQ = 0 stage: BOBYQA over θ from ``theta0`` (β with the modes).
-        Returns (θ, PIRLS modes there, record)."""
+        """Return the nAGQ = 0 stage: BOBYQA over θ from ``theta0`` (β with the modes).
+
+        Returns (θ, PIRLS modes there, record).
+        """
         self._stage0_best = (np.inf, None, None)
         scaling = ThetaScaling(self.theta_scale)  # θ for unit-scale columns (see lmer)
         stage0 = scaling.to_theta(minimize_theta(
@@ -191,7 +197,8 @@ class FitStages:
         Returns (x, record, (g, H)), or None where it cannot be trusted (a
         Hessian not positive definite, a bound reached, no descent): the
         derivative-free search takes over (``_newton_evaluations`` keeps the
-        count spent)."""
+        count spent).
+        """
         t0 = time.perf_counter()
         first = self._newton_evaluations
         f = self._counted(self.objective)
@@ -245,7 +252,8 @@ class FitStages:
     def _count(self, value: float) -> None:
         """One more evaluation of the second stage, in ``_newton_evaluations``,
         and the best value so far for the progress callback (under a lock: the
-        probes of ``_derivatives`` may run on threads)."""
+        probes of ``_derivatives`` may run on threads).
+        """
         with COUNT_LOCK:
             self._newton_evaluations += 1
             self._stage_best = min(self._stage_best, value)
@@ -261,7 +269,8 @@ class FitStages:
         ``_leave_plateau`` finds it stopped on a raised plateau of the
         deviance, again from a lower point or with PIRLS run to convergence.
         Returns (Newton's result or None, the point the derivative-free
-        search is to start from when it is None)."""
+        search is to start from when it is None).
+        """
         t0 = time.perf_counter()
         self._stage_best = np.inf
         newton = self._newton(x0)
@@ -364,9 +373,10 @@ class FitStages:
         return best, not self._counted(self.objective)(best) < fx - NEWTON_DECREMENT
 
     def _bobyqa_stage(self, params0: np.ndarray, modes0: Modes, maxeval: int, keep_history: bool):
-        """The derivative-free search over (θ, β): BOBYQA from the nAGQ = 0
+        """Return the derivative-free search over (θ, β): BOBYQA from the nAGQ = 0
         stage's end, then once more from its own end with a small trust
-        region (BOBYQA can stop early in the flat valleys GLMMs have)."""
+        region (BOBYQA can stop early in the flat valleys GLMMs have).
+        """
         lower = np.concatenate([self.theta_lower, np.full(self._engine.p, -np.inf)])
         # on (θ, β) for unit-scale columns of Z and X: steps free of the units
         scaling = ThetaScaling(self.param_scale)
@@ -397,7 +407,8 @@ class FitStages:
         """BOBYQA's initial trust region over (θ, β) × ``scale`` (the search's
         coordinates, see ``param_scale``), as lme4's Nelder-Mead steps: 0.02
         for θ (of unit-scale columns), a fifth of each β's standard error
-        from the nAGQ = 0 stage's PIRLS system."""
+        from the nAGQ = 0 stage's PIRLS system.
+        """
         e = self._engine
         w, z = e.working(modes0.eta, modes0.mu, e.offset)
         theta = self._theta_stage0

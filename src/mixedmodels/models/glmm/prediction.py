@@ -1,5 +1,6 @@
 """What a fitted GLMM gives for its data and for new data: residuals,
-predictions on the link or response scale, simulated responses."""
+predictions on the link or response scale, simulated responses.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ __all__ = ["GlmerPredictions"]
 
 class GlmerPredictions:
     """The prediction part of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
-    (a mixin: it reads the fit's modes, engine and family)."""
+    (a mixin: it reads the fit's modes, engine and family).
+    """
 
     def residuals(self, type: str = "deviance") -> pd.Series:
         """Residuals: ``"deviance"`` (R's default for glmer), ``"pearson"``,
-        ``"response"`` (y - μ) or ``"working"``."""
+        ``"response"`` (y - μ) or ``"working"``.
+        """
         self._require_fit()
         e, m = self._engine, self._modes_final
         y, mu = e.y, m.mu
@@ -96,7 +99,7 @@ class GlmerPredictions:
     def simulate(
         self, nsim: int = 1, seed: int | np.random.Generator | None = None, use_u: bool = False
     ) -> pd.DataFrame:
-        """New responses from the fitted model, one column per simulation
+        """Return new responses from the fitted model, one column per simulation
         (binomial: proportions of the trials, as R's ``simulate`` for a
         proportion response; counts for cbind are ``proportion × trials``).
 

@@ -1,6 +1,7 @@
 """The results of a GLMM fit that the fitted-model protocol reads
 (:class:`~mixedmodels.report.results.MixedModelResults`): scale, deviances,
-covariances of the fixed and the random effects, fitted values."""
+covariances of the fixed and the random effects, fitted values.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ __all__ = ["GlmerResults"]
 
 class GlmerResults:
     """The results part of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
-    (a mixin: it reads the fit's θ, β, modes, engine and family)."""
+    (a mixin: it reads the fit's θ, β, modes, engine and family).
+    """
 
     @property
     def method(self) -> str:
@@ -31,7 +33,8 @@ class GlmerResults:
         """The residual scale as lme4's ``sigma``: 1 for the binomial and
         Poisson families; otherwise √((Σ Pearson residuals² + ‖u‖²) / n) at the
         optimum (lme4 reports the random effects' variances and conditional
-        variances multiplied by σ² for these families, and so does this)."""
+        variances multiplied by σ² for these families, and so does this).
+        """
         self._require_fit()
         if self.family.dispersion_is_fixed:
             return 1.0
@@ -48,7 +51,8 @@ class GlmerResults:
     @property
     def deviance_conditional(self) -> float:
         """Σ squared deviance residuals at the conditional modes: what R's
-        ``deviance(fit)`` returns for a glmer fit."""
+        ``deviance(fit)`` returns for a glmer fit.
+        """
         self._require_fit()
         return float(np.sum(self._dev_resids()))
 
@@ -59,7 +63,8 @@ class GlmerResults:
     @property
     def n_params(self) -> int:
         """Fixed effects, θ and, for families with a scale (Gamma, inverse
-        Gaussian), the scale: lme4's ``npar`` (its ``useSc``)."""
+        Gaussian), the scale: lme4's ``npar`` (its ``useSc``).
+        """
         return len(self._beta) + len(self._theta) + int(self.has_residual)
 
     @property
@@ -67,7 +72,8 @@ class GlmerResults:
         """Covariance of the fixed effects: from the finite-difference Hessian of
         the deviance over (θ, β) (lme4's default, ``2 H⁻¹`` restricted to β),
         or from the PIRLS system when there is none (nAGQ = 0, or the Hessian
-        is not positive definite)."""
+        is not positive definite).
+        """
         self._require_fit()
         if "vcov" not in self._cache:
             self._cache["vcov"] = self._vcov_matrix()
@@ -110,7 +116,8 @@ class GlmerResults:
 
     def _condvar_b(self) -> list[np.ndarray]:
         """Λ (L L')⁻¹ Λ' per level (lme4's ``condVar``), from the factor of the
-        last PIRLS step (a step for u alone: after nAGQ = 0, one is taken)."""
+        last PIRLS step (a step for u alone: after nAGQ = 0, one is taken).
+        """
         if "condvar" not in self._cache:
             e, m = self._engine, self._modes_final
             lams = self.lambdas(self._theta)

@@ -1,5 +1,6 @@
 """Complete separation in a binomial GLMM: fixed effects whose estimates
-are infinite in truth (after Konis), found after the fit."""
+are infinite in truth (after Konis), found after the fit.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ NEAR_BOUND = 1e-6
 def separating_effects(
     family: Family, mu: np.ndarray, X: np.ndarray, y: np.ndarray, wt: np.ndarray, names: list[str]
 ) -> list[str]:
-    """The fixed effects that separate the data of a fit with means ``mu``:
+    """Return the fixed effects that separate the data of a fit with means ``mu``:
     only for a family whose response is a proportion of trials, and only
     when some fitted probability is within ``NEAR_BOUND`` of 0 or 1 (then
     :func:`separated_columns`, a linear program over the rows with a
-    non-zero weight ``wt``)."""
+    non-zero weight ``wt``).
+    """
     if not family.counts_trials:
         return []
     if not np.any(np.minimum(mu, 1.0 - mu) < NEAR_BOUND):
@@ -30,11 +32,12 @@ def separating_effects(
 
 
 def separated_columns(X: np.ndarray, y: np.ndarray, names: list[str]) -> list[str]:
-    """Fixed effects whose estimates are infinite because the binomial data
+    """Return fixed effects whose estimates are infinite because the binomial data
     are (quasi-)completely separated (after Konis): a direction d with
     x_i'd >= 0 for every all-success row, <= 0 for every all-failure row and
     = 0 for the others, not zero on all of them. The sparsest such direction
-    (least L1 norm, a linear program) names the columns."""
+    (least L1 norm, a linear program) names the columns.
+    """
     from scipy.optimize import linprog
 
     sign = np.where(y >= 1, 1.0, np.where(y <= 0, -1.0, 0.0))

@@ -1,7 +1,8 @@
 """The profiled criterion of a linear mixed model as a function of θ: its
 value, its analytic gradient and, kept apart, the two θ-dependent pieces
 (log-determinant and penalised residual sum of squares) that inference
-differentiates (Satterthwaite's and Kenward-Roger's degrees of freedom)."""
+differentiates (Satterthwaite's and Kenward-Roger's degrees of freedom).
+"""
 
 from __future__ import annotations
 
@@ -34,23 +35,24 @@ class ProfiledCriterion:
         return float(f.logdet_re() + n * (1.0 + np.log(2 * np.pi * r2 / n)) - self._ldW)
 
     def objective(self, theta: np.ndarray) -> float:
-        """The profiled deviance (ML) or REML criterion at ``theta``."""
+        """Return the profiled deviance (ML) or REML criterion at ``theta``."""
         f = self._system.factor(self.lambdas(np.asarray(theta, dtype=float)))
         if f is None:
             return np.inf
         return self._criterion(f, self.reml)
 
     def objective_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """The objective and its analytic gradient with respect to θ (see
+        """Return the objective and its analytic gradient with respect to θ (see
         ``_objective_gradient``; refitted copies of small models use
-        :class:`SmallDenseEvaluator`, the same gradient in fewer operations)."""
+        :class:`SmallDenseEvaluator`, the same gradient in fewer operations).
+        """
         fast = self.__dict__.get("_fast")
         if fast is not None:
             return fast(np.asarray(theta, dtype=float))
         return self._objective_gradient(theta)
 
     def _objective_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """The objective and its analytic gradient with respect to θ.
+        """Return the objective and its analytic gradient with respect to θ.
 
         For θ_t the (r, c) element of term j's λ_j, with U_j the (ℓ_j, k_j)
         spherical modes and B_j the sum over levels of the diagonal blocks of
@@ -69,8 +71,9 @@ class ProfiledCriterion:
         return value, grad
 
     def _evaluate(self, theta: np.ndarray) -> tuple[float, np.ndarray, list | None]:
-        """The objective, its gradient and the system's per-term gradient parts
-        (None where θ cannot be factorised)."""
+        """Return the objective, its gradient and the system's per-term gradient parts
+        (None where θ cannot be factorised).
+        """
         theta = np.asarray(theta, dtype=float)
         lams = self.lambdas(theta)
         f = self._system.factor(lams)
@@ -91,9 +94,10 @@ class ProfiledCriterion:
         return value, grad, parts
 
     def _start_evaluation(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
-        """The objective, its gradient and, when every term is a scalar
+        """Return the objective, its gradient and, when every term is a scalar
         (``(1 | g)``), estimates of the Hessian's diagonal (see
-        ``_curvature_estimate``) at the start of a search."""
+        ``_curvature_estimate``) at the start of a search.
+        """
         if self.__dict__.get("_fast") is not None or any(t.k != 1 for t in self.frame.terms):
             value, grad = self.objective_gradient(theta)
             return value, grad, None
@@ -134,7 +138,8 @@ class ProfiledCriterion:
     def _gradient_blocks(self, parts, ntheta: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """∂logdet/∂θ = 2 K[c, r] and ∂pwrss/∂θ = -2 R[r, c] from the system's
         per-term (K, R), and the θ elements it could not give (NaN there: a
-        term of the blocked system whose λ is singular)."""
+        term of the blocked system whose λ is singular).
+        """
         d_logdet = np.full(ntheta, np.nan)
         d_pwrss = np.full(ntheta, np.nan)
         missing: list[int] = []
@@ -162,7 +167,7 @@ class ProfiledCriterion:
     def _criterion_pieces_gradient(
         self, theta: np.ndarray, reml: bool | None = None, numeric: bool = True
     ) -> "CriterionPieces | None":
-        """The two θ-dependent pieces of the deviance before σ is profiled out,
+        """Return the two θ-dependent pieces of the deviance before σ is profiled out,
         with their analytic gradients.
 
         With σ kept, the ML deviance is ``logdet + pwrss / σ² + n log(2πσ²)``
@@ -213,7 +218,8 @@ class ProfiledCriterion:
 
     def _numeric_pieces_partial(self, theta: np.ndarray, i: int, reml: bool) -> tuple[float, float]:
         """Central differences of (logdet, pwrss) in θ_i (both sides: the
-        pieces are smooth through θ_i = 0)."""
+        pieces are smooth through θ_i = 0).
+        """
         h = _difference_step(theta, i, self.theta_scale)
         vals = []
         for sign in (1.0, -1.0):
@@ -254,5 +260,6 @@ class CriterionPieces(NamedTuple):
 
 def _difference_step(theta: np.ndarray, i: int, theta_scale: np.ndarray) -> float:
     """Step for differences in θ_i: 1e-6 max(1, |θ_i|) on the unit-scale
-    columns' θ (see ``RandomEffectsModel.theta_scale``), in θ's own units."""
+    columns' θ (see ``RandomEffectsModel.theta_scale``), in θ's own units.
+    """
     return 1e-6 * max(1.0, abs(theta[i]) * theta_scale[i]) / theta_scale[i]

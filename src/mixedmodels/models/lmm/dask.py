@@ -49,8 +49,7 @@ __all__ = ["DaskLinearMixedModel", "lmer_dask"]
 
 
 class DaskLinearMixedModel(RandomEffectsModel):
-    """A linear mixed model of data in partitions: a Dask DataFrame or a
-    Parquet file / directory.
+    """A linear mixed model of data in partitions: a Dask DataFrame or a Parquet file / directory.
 
     The constructor runs two map-reduce passes over the data (levels, then
     cross-products); :meth:`fit` then works on the accumulated blocks alone.
@@ -133,12 +132,13 @@ class DaskLinearMixedModel(RandomEffectsModel):
 
     def fit(self, start: np.ndarray | None = None, **fit_kwargs: Any) -> "DaskLinearMixedModel":
         """As :meth:`LinearMixedModel.fit` (same options), starting by default
-        from :meth:`initial_theta`; returns self."""
+        from :meth:`initial_theta`; returns self.
+        """
         self.estimator.fit(self.initial_theta() if start is None else start, **fit_kwargs)
         return self
 
     def initial_theta(self) -> np.ndarray:
-        """The in-memory moment estimates, computed from the cross-products alone.
+        """Return the in-memory moment estimates, computed from the cross-products alone.
 
         Unweighted fits get the same starting values as :class:`LinearMixedModel`
         (up to rounding); weighted fits use weighted moments.
@@ -192,7 +192,8 @@ class DaskLinearMixedModel(RandomEffectsModel):
 
     def residuals(self, type: str = "response"):
         """Residuals as a lazy Dask Series: ``"response"`` (or ``"working"``),
-        or ``"pearson"`` (also ``"deviance"``: √weight × response residual)."""
+        or ``"pearson"`` (also ``"deviance"``: √weight × response residual).
+        """
         self._require_fit()
         if type in ("response", "working"):
             return self._lazy("residuals")
@@ -205,7 +206,8 @@ class DaskLinearMixedModel(RandomEffectsModel):
     def predict(self, newdata: Any = None, re_form: str | None = None, new_levels: str = "population"):
         """As :meth:`LinearMixedModel.predict`; without ``newdata`` a lazy Dask
         Series over the fitted data; with a Dask DataFrame one lazy Series (per partition);
-        with in-memory ``newdata`` a pandas Series."""
+        with in-memory ``newdata`` a pandas Series.
+        """
         self._require_fit()
         if newdata is None:
             return self._lazy("fitted", include_random(re_form), name="predicted")
@@ -217,8 +219,9 @@ class DaskLinearMixedModel(RandomEffectsModel):
         return self.estimator.predict(newdata, re_form=re_form, new_levels=new_levels)
 
     def _shell(self) -> LinearMixedModel:
-        """A light copy of the estimator for prediction on workers (no
-        cross-products, no Dask source)."""
+        """Return a light copy of the estimator for prediction on workers (no
+        cross-products, no Dask source).
+        """
         self.b  # noqa: B018 - fails early if unfitted
         shell = copy.copy(self.estimator)
         shell._system = None
@@ -228,10 +231,11 @@ class DaskLinearMixedModel(RandomEffectsModel):
         return shell
 
     def _pearson_residuals(self) -> np.ndarray:
-        """The five-number summary (min, quartiles, max) of the Pearson residuals:
+        """Return the five-number summary (min, quartiles, max) of the Pearson residuals:
         all the summary's "Scaled residuals" line needs (``np.quantile`` of these
         five values at 0, ¼, ½, ¾, 1 returns them). Exact, computed on first use by
-        three more passes over the data (see :func:`exact_quantiles`)."""
+        three more passes over the data (see :func:`exact_quantiles`).
+        """
         if "pearson_q" not in self._cache:
             r = self._lazy("pearson")
             self._cache["pearson_q"] = exact_quantiles(r, [0.0, 0.25, 0.5, 0.75, 1.0])
@@ -253,9 +257,10 @@ def _predict_partition(part: pd.DataFrame, shell: LinearMixedModel, re_form, new
 
 
 def _anova_ratio_sums(counts: np.ndarray, sums: np.ndarray, rss: float) -> float:
-    """The in-memory one-way ANOVA start (:func:`~mixedmodels.models.lmm.starts.anova_ratio`)
+    """Return the in-memory one-way ANOVA start (:func:`~mixedmodels.models.lmm.starts.anova_ratio`)
     from per-group counts and residual sums and the total residual sum of
-    squares (what cross-products give): Σ (r - mean_g)² = rss - Σ n_g mean_g²."""
+    squares (what cross-products give): Σ (r - mean_g)² = rss - Σ n_g mean_g².
+    """
     counts = np.asarray(counts, dtype=float)
     return anova_ratio(counts, sums, lambda means: rss - np.sum(counts * means**2))
 

@@ -1,7 +1,8 @@
 """The engine of a linear mixed model: which system holds its cross-products
 (one dense block for small models, the blocked augmented system otherwise),
 the response column of those cross-products, and the few-operation evaluator
-of small dense systems that refits use."""
+of small dense systems that refits use.
+"""
 
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ def make_system(
     xtx: np.ndarray | None = None,
     cells: tuple[np.ndarray, np.ndarray] | None = None,
 ):
-    """The dense system for small models, the blocked one otherwise (``xtx``:
+    """Return the dense system for small models, the blocked one otherwise (``xtx``:
     X'X if known, which the blocked one takes instead of recomputing it;
-    ``cells``: X as its cells, then ``X`` is None)."""
+    ``cells``: X as its cells, then ``X`` is None).
+    """
     p = X.shape[1] if cells is None else cells[1].shape[1]
     if sum(t.q for t in terms) + p + 1 <= DENSE_LIMIT:
         if cells is not None:
@@ -52,14 +54,16 @@ def make_system(
 def _weighted_response(frame: ModelFrame) -> tuple[np.ndarray, np.ndarray]:
     """(W(y - offset), y - offset): the response as the system sees it, times
     the weights once (so that products with the unweighted z and X give the
-    weighted cross-products)."""
+    weighted cross-products).
+    """
     y = frame.y if frame.offset is None else frame.y - frame.offset
     return (y if frame.weights is None else frame.weights * y), y
 
 
 def response_crossproducts(frame: ModelFrame) -> np.ndarray:
     """[Z X y]'y of the weighted system, in the system's order (terms, X, y):
-    O(n (q_k + p)) with no n-row matrix."""
+    O(n (q_k + p)) with no n-row matrix.
+    """
     wy, y = _weighted_response(frame)
     parts = []
     for term in frame.terms:
@@ -141,7 +145,8 @@ class SmallDenseEvaluator:
 class EvaluatorPattern:
     """What :class:`SmallDenseEvaluator` needs of a design (not of the
     response or the criterion): where every λ entry goes in Λ̃ and in the
-    gradient. Shared by a model and its refitted copies."""
+    gradient. Shared by a model and its refitted copies.
+    """
 
     def __init__(self, model: "LinearMixedModel"):
         system = model._system

@@ -2,7 +2,8 @@
 memory to :class:`~mixedmodels.models.lmm.model.LinearMixedModel` and
 partitioned data (a Dask DataFrame, a Parquet path) to
 :func:`~mixedmodels.models.lmm.dask.lmer_dask`. It sits above both, so neither
-imports the other's module for the hand-over."""
+imports the other's module for the hand-over.
+"""
 
 from __future__ import annotations
 

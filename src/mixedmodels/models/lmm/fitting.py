@@ -1,6 +1,7 @@
 """The search for the optimum of a linear mixed model: starting θ, the
 optimizer runs (L-BFGS-B with the analytic gradient, BOBYQA), the boundary
-and the estimates read off the factor at the optimum."""
+and the estimates read off the factor at the optimum.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ class OptimumSearch:
 
     def _blas_thread_plan(self, threads: int | str) -> tuple[int | None, int | None]:
         """BLAS threads during the fit and, if different, inside the dense
-        factorisations (see ``_threads.auto_thread_plan``)."""
+        factorisations (see ``_threads.auto_thread_plan``).
+        """
         if threads != "auto":
             return int(threads), None
         return auto_thread_plan(self._system.dense_size)
@@ -97,7 +99,7 @@ class OptimumSearch:
         return self
 
     def initial_theta(self) -> np.ndarray:
-        """Starting θ: moment estimates where they are cheap, lme4's λ = I elsewhere.
+        """Return starting θ: moment estimates where they are cheap, lme4's λ = I elsewhere.
 
         For a scalar intercept term (``(1 | g)``) the one-way ANOVA estimator of
         the between-group variance of the fixed-effects least-squares residuals,
@@ -142,7 +144,8 @@ class OptimumSearch:
 
     def _fixed_cross_products(self, w: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """X'WX and X'Wy: from the augmented system's cross-products of [X y]
-        (its last rows) when it has them, else from the data."""
+        (its last rows) when it has them, else from the data.
+        """
         p = self.frame.fixed.p
         system = self.__dict__.get("_system")
         if isinstance(system, AugmentedSystem):  # Arr ends with [X y]'W[X y]
@@ -155,7 +158,8 @@ class OptimumSearch:
     def _snap_to_boundary(self, theta: np.ndarray, value: float) -> np.ndarray:
         """Set (near-)zero diagonal elements of λ to exactly zero when that is no
         worse: an unbounded search approaches a zero variance without reaching
-        it, lme4 reports the boundary itself."""
+        it, lme4 reports the boundary itself.
+        """
         unit = np.abs(theta) * self.theta_scale  # the rule is free of the columns' units
         near = np.flatnonzero((self.theta_lower == 0) & (unit < 1e-4))
         if near.size == 0:
@@ -198,8 +202,9 @@ class OptimumSearch:
         self._warn_if_singular()
 
     def _reused_factor(self, theta: np.ndarray) -> Factor | None:
-        """The factor of the last evaluation with the gradient, if it was at
-        ``theta`` and is still valid (see ``AugmentedSystem.kept``)."""
+        """Return the factor of the last evaluation with the gradient, if it was at
+        ``theta`` and is still valid (see ``AugmentedSystem.kept``).
+        """
         last = self.__dict__.pop("_last_factor", None)
         kept = getattr(self._system, "kept", None)
         if last is None or kept is None or not np.array_equal(last[0], theta):

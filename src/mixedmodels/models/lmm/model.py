@@ -111,10 +111,11 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         cls, formula: str, reml: bool, frame: ModelFrame, system: AugmentedSystem,
         n_eff: int, log_weights: float = 0.0,
     ) -> "LinearMixedModel":
-        """A model of data it does not hold: its engine built from the summed
+        """Return a model of data it does not hold: its engine built from the summed
         cross-products of partitioned data (``frame`` without rows, ``n_eff``
         rows of positive weight, ``log_weights`` the sum of their logarithms).
-        It fits and reports as any other; methods that need the rows say so."""
+        It fits and reports as any other; methods that need the rows say so.
+        """
         model = cls.__new__(cls)
         model.formula, model.reml, model.data_name, model.frame = formula, bool(reml), None, frame
         model._engine_rebuildable = False  # nothing to rebuild it from
@@ -151,13 +152,14 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _factor_at_optimum(self) -> Factor:
-        """The factor at the fitted θ, computed again as the fit did (its BLAS threads)."""
+        """Return the factor at the fitted θ, computed again as the fit did (its BLAS threads)."""
         with blas_threads(self.optsum.blas_threads[0]):
             return self._system.factor(self.lambdas(self._theta), keep=True)
 
     def _release_engine(self) -> None:
         """Drop a blocked engine after a fit (see ``_REBUILT_ON_DEMAND``); the
-        small dense one stays (refits and bootstraps reuse it)."""
+        small dense one stays (refits and bootstraps reuse it).
+        """
         if self._engine_rebuildable and isinstance(self.__dict__.get("_system"), AugmentedSystem):
             del self.__dict__["_system"]
 
@@ -259,7 +261,8 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
     @property
     def deviance(self) -> float:
         """-2 × log-likelihood for ML fits; for REML fits the ML deviance at the
-        REML estimates (lme4's ``deviance(fit, REML = FALSE)``)."""
+        REML estimates (lme4's ``deviance(fit, REML = FALSE)``).
+        """
         self._require_fit()
         return self._criterion(self._factor, reml=False) if self.reml else self._objective
 
@@ -321,7 +324,8 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         """Residuals indexed like the data, as lme4's ``residuals``:
         ``"response"`` (y - fitted, the default) or ``"working"`` (the same
         for a linear model); ``"pearson"`` or ``"deviance"`` (both √weight ×
-        (y - fitted) for a Gaussian response)."""
+        (y - fitted) for a Gaussian response).
+        """
         fit = self.fitted
         r = self.frame.y - fit.to_numpy()
         if type in ("pearson", "deviance"):

@@ -2,7 +2,8 @@
 data, defined once: :func:`~mixedmodels.lmer`,
 :class:`~mixedmodels.LinearMixedModel` and the Dask entry
 (:mod:`mixedmodels.models.lmm.dask`) take them through
-:func:`~mixedmodels.support.arguments.takes_options`."""
+:func:`~mixedmodels.support.arguments.takes_options`.
+"""
 
 from __future__ import annotations
 

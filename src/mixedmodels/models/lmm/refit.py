@@ -1,6 +1,7 @@
 """Refits of a linear mixed model to other responses (lme4's ``refit``), the
 responses simulated from a fit, and the copies that share its design: what a
-parametric bootstrap, a profile or a likelihood-ratio test runs many times."""
+parametric bootstrap, a profile or a likelihood-ratio test runs many times.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ __all__ = ["Refitting"]
 class Refitting:
     """Refits, simulation and design-sharing copies of
     :class:`~mixedmodels.models.lmm.model.LinearMixedModel` (one of its base
-    classes)."""
+    classes).
+    """
 
     def refit(self, newresp: Any, **fit_kwargs: Any) -> "LinearMixedModel":
-        """The same model fitted to another response (lme4's ``refit``).
+        """Return the same model fitted to another response (lme4's ``refit``).
 
         Nothing is parsed or rebuilt: the new model shares the formula, the
         model frame (but for the response), the random-effects design and the
@@ -75,7 +77,8 @@ class Refitting:
 
     def _prepare_refits(self) -> None:
         """Compute what many refits share (the starting curvature of the
-        seeded search) once, e.g. before a bootstrap forks its workers."""
+        seeded search) once, e.g. before a bootstrap forks its workers.
+        """
         system = self._system
         small = isinstance(system, DenseSystem) and system.N <= SmallDenseEvaluator.MAX_SIZE
         if small and self._refit_start() is self._theta:
@@ -83,7 +86,8 @@ class Refitting:
 
     def _require_rows(self, what: str) -> None:
         """Raise unless the model frame holds the rows (a fit from partitions,
-        Dask or Parquet, keeps only their cross-products)."""
+        Dask or Parquet, keeps only their cross-products).
+        """
         if len(self.frame.y) != self.frame.nobs:
             raise DataError(
                 f"{what} needs the rows of the data in memory; this model was fitted from "
@@ -96,7 +100,8 @@ class Refitting:
         ``theta_scale``). The objective is even in those
         elements, so a gradient search started exactly at zero never leaves it
         even when the new optimum is away from the boundary. Returns the same
-        array when nothing is moved."""
+        array when nothing is moved.
+        """
         theta = self._theta if theta is None else theta
         scale = self.theta_scale  # both rules on θ for unit-scale columns
         at_zero = (self.theta_lower == 0) & (np.abs(theta) * scale < SINGULAR_TOL)
@@ -105,9 +110,10 @@ class Refitting:
         return np.where(at_zero, 0.1 / scale, theta)
 
     def _curvature_inverse(self) -> np.ndarray:
-        """The inverse Hessian of the objective in θ at this optimum (central
+        """Return the inverse Hessian of the objective in θ at this optimum (central
         differences of the analytic gradient), made positive definite: the
-        starting curvature of refits (see ``_fit_seeded``). Cached."""
+        starting curvature of refits (see ``_fit_seeded``). Cached.
+        """
         cache = self._cache
         if "refit_hinv" not in cache:
             theta = self._theta
@@ -134,7 +140,8 @@ class Refitting:
         inverse Hessian is ``hinv``, the curvature at a neighbouring optimum:
         a refit to a response drawn near the original one then needs four to
         eight evaluations instead of about twelve. A search that does not
-        converge is finished by the default fit from where it stopped."""
+        converge is finished by the default fit from where it stopped.
+        """
         with blas_threads(1):  # one thread: these blocks are small (see fit)
             return self._fit_seeded_now(np.asarray(start, dtype=float), hinv)
 
@@ -173,9 +180,10 @@ class Refitting:
         reml: bool | None = None,
         drop_fixed: int | None = None,
     ) -> "LinearMixedModel":
-        """An unfitted copy sharing the design: with response ``y`` (only the
+        """Return an unfitted copy sharing the design: with response ``y`` (only the
         response column of the system recomputed), another criterion (``reml``)
-        or without the fixed-effects column ``drop_fixed`` (system rebuilt)."""
+        or without the fixed-effects column ``drop_fixed`` (system rebuilt).
+        """
         new = object.__new__(type(self))
         new.__dict__.update({k: v for k, v in self.__dict__.items() if k not in _FIT_STATE})
         frame = self.frame
@@ -209,7 +217,7 @@ class Refitting:
     def simulate(
         self, nsim: int = 1, seed: int | np.random.Generator | None = None, use_u: bool = False
     ) -> pd.DataFrame:
-        """New responses from the fitted model, one column per simulation.
+        """Return new responses from the fitted model, one column per simulation.
 
         Parameters
         ----------
@@ -250,7 +258,7 @@ _FIT_STATE = frozenset(
 
 
 def _new_response(newresp: Any, nobs: int, name: str) -> np.ndarray:
-    """A refit's response as a float vector of the fit's length, checked."""
+    """Return a refit's response as a float vector of the fit's length, checked."""
     if isinstance(newresp, pd.DataFrame):
         if newresp.shape[1] != 1:
             raise DataError(
@@ -275,8 +283,9 @@ def _new_response(newresp: Any, nobs: int, name: str) -> np.ndarray:
 
 
 def _copy_frame(frame: ModelFrame) -> ModelFrame:
-    """A shallow copy of a model frame that leaves a deferred ``data`` deferred
-    (``copy.copy`` would build it through ``__getstate__``)."""
+    """Return a shallow copy of a model frame that leaves a deferred ``data`` deferred
+    (``copy.copy`` would build it through ``__getstate__``).
+    """
     new = object.__new__(type(frame))
     new.__dict__.update(frame.__dict__)
     return new

@@ -1,6 +1,7 @@
 """Starting values of θ for a linear mixed model: moment estimates (one-way
 ANOVA or ML ratios, backfitted over crossed intercept terms; two-stage
-estimates of a term's covariance) that land near the optimum."""
+estimates of a term's covariance) that land near the optimum.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ __all__ = ["anova_ratio", "backfitted_ratios", "one_way_ratio", "unit_regression
 
 def unit_regression_start(resid: np.ndarray, w: np.ndarray, term) -> np.ndarray | None:
     """``_regression_start`` for the term's columns at their search scale
-    (its floors are absolute), mapped back: row r of λ over column r's scale."""
+    (its floors are absolute), mapped back: row r of λ over column r's scale.
+    """
     scale = term.column_scales
     if np.all(scale == 1.0):
         return _regression_start(resid, w, term.z, term.codes, term.nlevels)
@@ -65,7 +67,8 @@ def backfitted_ratios(
 ) -> list[float]:
     """One-way ratios of several intercept terms (ANOVA, or ML with ``ml``:
     see ``one_way_ratio``), each from the residuals less the other terms'
-    group means shrunk as BLUPs (n θ² / (n θ² + 1))."""
+    group means shrunk as BLUPs (n θ² / (n θ² + 1)).
+    """
     n = len(resid)
     counts = [np.bincount(t.codes, minlength=t.nlevels).astype(float) for t in terms]
     work = np.empty(n)  # the same arithmetic in a few reused arrays of n: fresh pages cost
@@ -103,13 +106,14 @@ def one_way_ratio(
     counts: np.ndarray | None = None,
     work: np.ndarray | None = None,
 ) -> float:
-    """The between / within standard-deviation ratio of one grouping of the
+    """Return the between / within standard-deviation ratio of one grouping of the
     residuals: the ANOVA moment estimate, which is the REML estimate of a
     balanced one-way model; with ``ml`` the one-way maximum-likelihood
     estimate, from Newton steps on its profiled deviance starting there (the
     start of an ML fit then sits at its optimum for a one-way model).
     ``counts``: the groups' sizes if known; ``work``: an array like ``resid``
-    to compute in."""
+    to compute in.
+    """
     if counts is None:
         counts = np.bincount(codes, minlength=nlevels).astype(float)
     sums = np.bincount(codes, resid, minlength=nlevels)
@@ -129,7 +133,8 @@ def _anova_ratio(
     work: np.ndarray | None = None,
 ) -> float:
     """sqrt(between / within) variance ratio of the one-way ANOVA moment estimator
-    of residuals ``resid`` in groups ``codes`` (see :func:`anova_ratio`)."""
+    of residuals ``resid`` in groups ``codes`` (see :func:`anova_ratio`).
+    """
 
     def within_squares(means: np.ndarray) -> float:
         deviations = np.take(means, codes, out=work)
@@ -146,7 +151,8 @@ def anova_ratio(
     estimator (unbalanced groups: n0 = (N - Σn_g²/N) / (g - 1)), from the
     groups' counts and residual sums and ``within_squares(means)``, the sum of
     squared deviations from the group means: from the rows in memory, from
-    the total sum of squares for partitioned data. 1 when undefined."""
+    the total sum of squares for partitioned data. 1 when undefined.
+    """
     means = sums / np.maximum(counts, 1.0)
     used = counts > 0
     n, g = counts.sum(), int(used.sum())
@@ -166,7 +172,8 @@ def _one_way_ml_ratio(n_g: np.ndarray, a_g: np.ndarray, rss: float, start: float
     """Minimiser over ρ = ratio² of the one-way profiled ML deviance of
     zero-mean residuals, N log σ²(ρ) + Σ log(1 + n_g ρ) with N σ²(ρ) = rss -
     Σ a_g + Σ a_g / (1 + n_g ρ) (a_g = n_g ȳ_g²): Newton steps from ``start``
-    while the deviance is convex there; ``start`` if they do not settle."""
+    while the deviance is convex there; ``start`` if they do not settle.
+    """
     N = n_g.sum()
     ssw = rss - a_g.sum()
     lo, hi = _RATIO_BOUNDS[0] ** 2, _RATIO_BOUNDS[1] ** 2
