@@ -266,7 +266,7 @@ def build_model_frame(
 def numeric_column(
     frame: pd.DataFrame | ArrayColumns, col: str | None, what: str
 ) -> np.ndarray | None:
-    """Return a weights / offset column as floats, or a DataError naming it."""
+    """Return a weights / offset column as floats; a DataError names a non-numeric one."""
     if col is None:
         return None
     if isinstance(frame, ArrayColumns):

@@ -386,7 +386,7 @@ class _Checker:
         self.arguments(node, self.rule(node))
 
     def rule(self, node: ast.Call) -> FunctionRule:
-        """Return the rule of the called function, or a rejection naming it."""
+        """Return the rule of the called function; reject, naming it, a function not allowed."""
         func = node.func
         if isinstance(func, ast.Name) and func.id in FUNCTIONS:
             return FUNCTIONS[func.id]
