@@ -1,5 +1,6 @@
-"""Random-effects covariance structures: how a term's θ parametrises the
-covariance of one level's random effects.
+"""Random-effects covariance structures.
+
+How a term's θ parametrises the covariance of one level's random effects.
 
 A term ``(expr | g)`` with k columns has, for every level of ``g``, k random
 effects with covariance σ² Λ Λᵀ, where Λ (k x k, the relative covariance

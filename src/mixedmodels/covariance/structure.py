@@ -9,7 +9,8 @@ import numpy as np
 
 
 class CovarianceStructure(ABC):
-    """The covariance of one level's ``k`` random effects relative to σ²:
+    """The covariance of one level's ``k`` random effects relative to σ².
+
     Σ = σ² Λ Λᵀ with Λ = :meth:`factor` (θ), θ being the term's slice of the
     model's θ.
 
@@ -25,6 +26,13 @@ class CovarianceStructure(ABC):
     k : int
         The number of random effects per level (columns of the term's model
         matrix).
+
+    Attributes
+    ----------
+    k : int
+        The number of random effects per level.
+    ntheta : int
+        The length of the term's θ.
     """
 
     def __init__(self, k: int):
@@ -37,17 +45,18 @@ class CovarianceStructure(ABC):
 
     @abstractmethod
     def theta_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row and column of Λ that each θ element fills (the layout of a
-        structure whose θ are entries of Λ).
+        """Return the row and column of Λ that each θ element fills.
+
+        This is the layout of a structure whose θ are entries of Λ.
         """
 
     @abstractmethod
     def lower_bounds(self) -> np.ndarray:
-        """Per θ element, its lower bound (0 or -inf): a new array."""
+        """Return, per θ element, its lower bound (0 or -inf): a new array."""
 
     @abstractmethod
     def start(self) -> np.ndarray:
-        """θ at which the search starts, for unit-scale columns."""
+        """Return the θ at which the search starts, for unit-scale columns."""
 
     @abstractmethod
     def factor(self, theta: np.ndarray) -> np.ndarray:
@@ -55,8 +64,9 @@ class CovarianceStructure(ABC):
 
     @abstractmethod
     def theta_scale(self, column_scales: np.ndarray) -> np.ndarray:
-        """Per θ element, the factor giving θ for the columns divided by
-        ``column_scales`` (θ × theta_scale).
+        """Return, per θ element, the factor that rescales θ to scaled columns.
+
+        θ × theta_scale is θ for the columns divided by ``column_scales``.
         """
 
     @abstractmethod

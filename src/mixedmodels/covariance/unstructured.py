@@ -21,9 +21,25 @@ def _lower_triangle(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Unstructured(CovarianceStructure):
-    """A general covariance of the k random effects (lme4's ``(x | g)``): θ
-    is the lower triangle of Λ column by column, k(k+1)/2 values, the
+    """A general covariance of the k random effects (lme4's ``(x | g)``).
+
+    θ is the lower triangle of Λ column by column, k(k+1)/2 values, the
     diagonal ones non-negative; the start is Λ = I.
+
+    Parameters
+    ----------
+    k : int
+        The number of random effects per level.
+
+    Attributes
+    ----------
+    k : int
+        The number of random effects per level.
+    ntheta : int
+        k(k+1)/2, the length of θ.
+    rows, cols : numpy.ndarray
+        Row and column of Λ of each θ element (lme4's column-wise lower
+        triangle; read-only arrays shared between structures of the same k).
     """
 
     def __init__(self, k: int):
@@ -36,32 +52,37 @@ class Unstructured(CovarianceStructure):
 
     @property
     def ntheta(self) -> int:
+        """The length of θ: k(k+1)/2."""
         return self.k * (self.k + 1) // 2
 
     def theta_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row and column of each θ element in Λ: lme4's column-wise lower triangle."""
+        """Return the row and column of each θ element in Λ (lme4's column-wise lower triangle)."""
         return self.rows, self.cols
 
     def lower_bounds(self) -> np.ndarray:
+        """Return 0 for the diagonal elements of Λ and -inf for the others (a new array)."""
         return np.where(self.rows == self.cols, 0.0, -np.inf)
 
     def start(self) -> np.ndarray:
-        """lme4's start Λ = I."""
+        """Return lme4's start, Λ = I."""
         return np.where(self.rows == self.cols, 1.0, 0.0)
 
     def factor(self, theta: np.ndarray) -> np.ndarray:
+        """Return Λ: ``theta`` placed in the lower triangle, column by column."""
         out = np.zeros((self.k, self.k))
         out[self.rows, self.cols] = theta
         return out
 
     def theta_scale(self, column_scales: np.ndarray) -> np.ndarray:
-        """Multiplying column r of the model matrix by c divides row r of Λ by
+        """Return the scale of each θ element: its row's column scale.
+
+        Multiplying column r of the model matrix by c divides row r of Λ by
         c: each θ element scales with its row's column.
         """
         return column_scales[self.rows]
 
     def theta_names(self, group: str, cnames: Sequence[str]) -> list[str]:
-        """lme4's names, e.g. ``Subject.(Intercept)``, ``Subject.Days.(Intercept)``."""
+        """Return lme4's names, e.g. ``Subject.(Intercept)``, ``Subject.Days.(Intercept)``."""
         names = []
         for i, j in zip(self.rows, self.cols):
             if i == j:

@@ -34,6 +34,29 @@ class Binomial(Family):
     A 0/1 response has weights 1; a proportion of successes out of ``m``
     trials has weight ``m`` (see :meth:`initialize_counts` for R's
     ``cbind(successes, failures)``).
+
+    See :class:`~mixedmodels.families.family.Family` for what the attributes mean.
+
+    Attributes
+    ----------
+    name : str
+        ``"binomial"``.
+    link : Link
+        The link (default ``"logit"``).
+    links : tuple of str
+        ``"logit"``, ``"probit"``, ``"cloglog"``, ``"cauchit"``, ``"log"``.
+    default_link : str
+        ``"logit"``.
+    dispersion_is_fixed : bool
+        True: φ = 1.
+    counts_trials : bool
+        True.
+    constant_variance : bool
+        False.
+    kernel_code : int
+        0, the compiled GLMM steps' binomial variance.
+    is_linear : bool
+        False.
     """
 
     name = "binomial"
@@ -44,20 +67,29 @@ class Binomial(Family):
     kernel_code = 0  # glmm_numba's binomial variance
 
     def variance(self, mu):
+        """Return ``mu (1 - mu)``."""
         mu = as_float(mu)
         return mu * (1 - mu)
 
     def valid_mu(self, mu):
+        """Return whether every ``mu`` is finite and inside (0, 1)."""
         mu = as_float(mu)
         return bool(np.all(np.isfinite(mu)) and np.all((mu > 0) & (mu < 1)))
 
     def dev_resids(self, y, mu, wt=None):
+        """Return ``2 wt (y log(y/mu) + (1 - y) log((1 - y)/(1 - mu)))``, 0 log 0 as 0."""
         y, mu = as_float(y), as_float(mu)
         wt = 1.0 if wt is None else as_float(wt)
         with np.errstate(divide="ignore", invalid="ignore"):
             return 2 * wt * (_y_log_y(y, mu) + _y_log_y(1 - y, 1 - mu))
 
     def aic(self, y, n, mu, wt, dev):
+        """Return -2 × the binomial log-likelihood, as R's ``binomial()$aic``.
+
+        The numbers of trials ``m`` are ``n`` where any ``n`` > 1 (a two-column
+        response), else the prior weights; successes and trials are rounded, and each
+        observation counts ``wt / m`` times (0 where ``m`` is 0). ``dev`` is not used.
+        """
         y, mu = as_float(y), as_float(mu)
         n = np.ones_like(y) if n is None else as_float(n)
         wt = np.ones_like(y) if wt is None else as_float(wt)
@@ -67,18 +99,21 @@ class Binomial(Family):
             return float(-2 * np.sum(share * dbinom_log(np.rint(m * y), np.rint(m), mu)))
 
     def mustart(self, y, wt=None):
+        """Return ``(wt y + 0.5) / (wt + 1)``, as R's ``binomial()$initialize``."""
         y = as_float(y)
         wt = np.ones_like(y) if wt is None else as_float(wt)
         return (wt * y + 0.5) / (wt + 1)
 
     def response_for_fit(self, y, weights):
-        """``y`` with 0 where the weight is 0 (R: ``y[weights == 0] <- 0``)."""
+        """Return ``y`` with 0 where the weight is 0 (R: ``y[weights == 0] <- 0``)."""
         return np.where(weights == 0, 0.0, y)
 
     def deviance_at(self, y, wt):
-        """Return the deviance split into the saturated part (computed here) and
-        two ``xlogy`` terms in μ, rather than R's elementwise ``y log(y/μ)``
-        branches; for 0/1 outcomes one log per row.
+        """Return the deviance split into the saturated part and two ``xlogy`` terms in μ.
+
+        The saturated part is computed here; the terms in μ replace R's
+        elementwise ``y log(y/μ)`` branches; for 0/1 outcomes it is one log per
+        row.
         """
         success = _binary_successes(y)
         if success is not None:
@@ -88,17 +123,23 @@ class Binomial(Family):
         return SplitDeviance(constant, lambda mu: -2.0 * float(wt @ (xlogy(y, mu) + xlogy(1.0 - y, 1.0 - mu))))
 
     def saturated_aic(self, y, n, wt):
-        """0 for 0/1 outcomes (log C(m, 0) = log C(m, m) = 0), else as
-        :meth:`Family.saturated_aic`.
+        """Return 0 for 0/1 outcomes, else as :meth:`Family.saturated_aic`.
+
+        For 0/1 outcomes log C(m, 0) = log C(m, m) = 0.
         """
         if _binary_successes(y) is not None:
             return 0.0
         return super().saturated_aic(y, n, wt)
 
     def reference_mu(self, y, wt):
+        """Return μ = 0.5 everywhere, inside (0, 1) whatever ``y``."""
         return np.full_like(y, 0.5)
 
     def continuous_saturated_aic(self, y, n, wt):
+        """Return -2 × the saturated log-likelihood with log Γ for the binomial coefficient.
+
+        The numbers of trials are as in :meth:`aic`, not rounded.
+        """
         gammaln, xlogy = special.gammaln, special.xlogy
         m = n if np.any(n > 1) else wt
         share = np.where(m > 0, wt / np.where(m > 0, m, 1), 0.0)
@@ -107,8 +148,10 @@ class Binomial(Family):
         return float(-2 * np.sum(share * (log_choose + xlogy(k, y) + xlogy(m - k, 1 - y))))
 
     def simulate(self, mu, weights, dispersion, rng):
-        """Proportions of ``rint(weights)`` trials (R's ``simulate`` for a
-        proportion response; counts are proportion × trials).
+        """Draw proportions of successes in ``rint(weights)`` trials.
+
+        This is R's ``simulate`` for a proportion response; counts are
+        proportion × trials. ``dispersion`` is not used (it is 1).
         """
         trials = np.rint(weights).astype(np.int64)
         return rng.binomial(np.maximum(trials, 0), mu) / np.maximum(trials, 1)
@@ -135,7 +178,7 @@ class Binomial(Family):
             )
 
     def initialize(self, y, weights=None, column_name="y"):
-        """R's ``binomInitialize`` for a vector response (0/1 or proportions).
+        """Validate a vector response (0/1 or proportions) and start, as R's ``binomInitialize``.
 
         Returns
         -------
@@ -156,7 +199,9 @@ class Binomial(Family):
         weights: Any = None,
         column_name: str = "cbind(successes, failures)",
     ) -> FamilyInit:
-        """R's ``binomInitialize`` for a two-column ``cbind(successes, failures)`` response.
+        """Validate and start a two-column ``cbind(successes, failures)`` response.
+
+        This is R's ``binomInitialize`` for a two-column response.
 
         Parameters
         ----------

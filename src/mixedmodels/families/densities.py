@@ -1,6 +1,7 @@
-"""R's log-densities, as nmath computes them (Catherine Loader's saddle-point
-algorithm): accurate for huge counts, where ``log(y!)`` minus ``y log(mu)``
-would cancel catastrophically. The families' ``aic`` is built from these.
+"""R's log-densities, as nmath computes them (Catherine Loader's saddle-point algorithm).
+
+They are accurate for huge counts, where ``log(y!)`` minus ``y log(mu)`` would
+cancel catastrophically. The families' ``aic`` is built from these.
 """
 
 from __future__ import annotations

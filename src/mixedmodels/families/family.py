@@ -1,5 +1,7 @@
-"""The family interface: what a GLM family is (R's ``family`` object) and
-what the GLMM engine asks of it.
+"""The family interface.
+
+What a GLM family is (R's ``family`` object) and what the GLMM engine asks of
+it.
 
 A new family is a subclass of :class:`Family`: R's functions (``variance``,
 ``dev_resids``, ``aic``, ``mustart``, the response checks) and the answers
@@ -40,8 +42,10 @@ FAMILIES: dict[str, type["Family"]] = {}
 
 
 def family_key(name: str) -> str:
-    """Return a family name as looked up: lower case, ``.`` and ``-`` as ``_``
-    (``"Gamma"`` -> ``"gamma"``, ``"inverse.gaussian"`` -> ``"inverse_gaussian"``).
+    """Return a family name as looked up: lower case, ``.`` and ``-`` as ``_``.
+
+    For example ``"Gamma"`` -> ``"gamma"``, ``"inverse.gaussian"`` ->
+    ``"inverse_gaussian"``.
     """
     return name.strip().lower().replace(".", "_").replace("-", "_")
 
@@ -68,8 +72,10 @@ class FamilyInit(NamedTuple):
 
 
 class SplitDeviance(NamedTuple):
-    """The deviance of one response (and prior weights) as a function of μ:
-    ``constant + varying(mu)``, the μ-free part computed once.
+    """The deviance of one response (and prior weights) as a function of μ.
+
+    Called with μ it returns ``constant + varying(mu)``, the μ-free part
+    computed once.
 
     Attributes
     ----------
@@ -88,7 +94,7 @@ class SplitDeviance(NamedTuple):
 
 
 def weights_like(y: np.ndarray, weights: Any) -> np.ndarray:
-    """Prior ``weights`` as an array shaped as ``y`` (ones for None)."""
+    """Return prior ``weights`` as an array shaped as ``y`` (ones for None)."""
     if weights is None:
         return np.ones_like(y)
     w = as_float(weights)
@@ -100,7 +106,7 @@ def weights_like(y: np.ndarray, weights: Any) -> np.ndarray:
 
 
 def checked_weights(y: np.ndarray, weights: Any, column_name: str) -> np.ndarray:
-    """:func:`weights_like`, with a FamilyError for negative or non-finite weights."""
+    """Return :func:`weights_like`; raise a FamilyError for negative or non-finite weights."""
     w = weights_like(y, weights)
     bad = ~np.isfinite(w) | (w < 0)
     if np.any(bad):
@@ -112,13 +118,13 @@ def checked_weights(y: np.ndarray, weights: Any, column_name: str) -> np.ndarray
 
 
 def describe_values(values: np.ndarray) -> str:
-    """``"3 values, e.g. -1"`` for an error message."""
+    """Return ``"3 values, e.g. -1"`` for an error message."""
     k = values.size
     return f"{k} value{'s' if k != 1 else ''}, e.g. {values.flat[0]:g}"
 
 
 def require_positive(y: np.ndarray, message: str) -> None:
-    """FamilyError(``message`` + " has <examples>") if any y <= 0 (R's messages)."""
+    """Raise FamilyError(``message`` + " has <examples>") if any y <= 0 (R's messages)."""
     bad = y <= 0
     if np.any(bad):
         raise FamilyError(f"{message} has {describe_values(y[bad])}")
@@ -159,6 +165,9 @@ class Family(abc.ABC):
         The number by which the compiled GLMM steps
         (:mod:`mixedmodels.linalg.kernels.glmm_numba`) know the variance
         function, or None where they do not implement it (numpy path).
+    is_linear : bool
+        Whether a GLMM of this family and link is the linear mixed model
+        (Gaussian family, identity link).
 
     Raises
     ------
@@ -193,19 +202,19 @@ class Family(abc.ABC):
     # -- the link, delegated -------------------------------------------------
 
     def linkfun(self, mu: Any) -> np.ndarray:
-        """``eta = g(mu)``."""
+        """Return ``eta = g(mu)``, the link's :meth:`Link.linkfun`."""
         return self.link.linkfun(mu)
 
     def linkinv(self, eta: Any) -> np.ndarray:
-        """``mu = g^{-1}(eta)``."""
+        """Return ``mu = g^{-1}(eta)``, the link's :meth:`Link.linkinv`."""
         return self.link.linkinv(eta)
 
     def mu_eta(self, eta: Any) -> np.ndarray:
-        """``d mu / d eta``."""
+        """Return ``d mu / d eta``, the link's :meth:`Link.mu_eta`."""
         return self.link.mu_eta(eta)
 
     def valideta(self, eta: Any) -> bool:
-        """Whether ``eta`` is valid for the link (R's ``family$valideta``)."""
+        """Return whether ``eta`` is valid for the link (R's ``family$valideta``)."""
         return self.link.valideta(eta)
 
     # -- the family ------------------------------------------------------------
@@ -216,12 +225,12 @@ class Family(abc.ABC):
         ...
 
     def valid_mu(self, mu: Any) -> bool:
-        """Whether ``mu`` is valid for the family (R's ``family$validmu``)."""
+        """Return whether ``mu`` is valid for the family (R's ``family$validmu``); always here."""
         return True
 
     @abc.abstractmethod
     def dev_resids(self, y: Any, mu: Any, wt: Any = None) -> np.ndarray:
-        """R's ``family$dev.resids``: prior weights times the unit deviances.
+        """Return R's ``family$dev.resids``: prior weights times the unit deviances.
 
         Parameters
         ----------
@@ -238,12 +247,12 @@ class Family(abc.ABC):
         ...
 
     def deviance(self, y: Any, mu: Any, wt: Any = None) -> float:
-        """``sum(dev_resids(y, mu, wt))``."""
+        """Return the deviance, ``sum(dev_resids(y, mu, wt))``."""
         return float(np.sum(self.dev_resids(y, mu, wt)))
 
     @abc.abstractmethod
     def aic(self, y: Any, n: Any, mu: Any, wt: Any, dev: float) -> float:
-        """R's ``family$aic``: ``-2 log-likelihood`` (+2 for an estimated dispersion).
+        """Return R's ``family$aic``: ``-2 log-likelihood`` (+2 for an estimated dispersion).
 
         Parameters
         ----------
@@ -268,7 +277,7 @@ class Family(abc.ABC):
         ...
 
     def mustart(self, y: Any, wt: Any = None) -> np.ndarray:
-        """Return starting values of ``mu``, as R's ``family$initialize``."""
+        """Return starting values of ``mu``, as R's ``family$initialize``: ``y`` itself here."""
         return as_float(y).copy()
 
     def validate_response(self, y: Any, weights: Any = None, column_name: str = "y") -> None:
@@ -306,7 +315,7 @@ class Family(abc.ABC):
             )
 
     def initialize(self, y: Any, weights: Any = None, column_name: str = "y") -> FamilyInit:
-        """R's ``family$initialize`` for a vector response: validate, then start.
+        """Validate a vector response and start the fit, as R's ``family$initialize``.
 
         Returns
         -------
@@ -322,28 +331,33 @@ class Family(abc.ABC):
 
     @property
     def is_linear(self) -> bool:
-        """Whether a GLMM of this family and link is the linear mixed model
-        (Gaussian family, identity link; glmer hands it to lmer, as lme4).
+        """Whether a GLMM of this family and link is the linear mixed model.
+
+        That is the Gaussian family with the identity link; glmer hands it to
+        lmer, as lme4 does. False here.
         """
         return False
 
     def response_for_fit(self, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Return the (validated) response as the fit uses it: ``y`` itself here
-        (binomial: 0 where the weight is 0, as R's ``initialize``).
+        """Return the (validated) response as the fit uses it: ``y`` itself here.
+
+        The binomial family sets 0 where the weight is 0, as R's ``initialize``.
         """
         return y
 
     def deviance_at(self, y: np.ndarray, wt: np.ndarray) -> SplitDeviance:
-        """Return the deviance of response ``y`` with prior weights ``wt`` as a
-        function of μ: here the sum of :meth:`dev_resids`, nothing computed
-        ahead (binomial and Poisson split off the μ-free part).
+        """Return the deviance of response ``y`` with prior weights ``wt`` as a function of μ.
+
+        Here it is the sum of :meth:`dev_resids`, nothing computed ahead
+        (binomial and Poisson split off the μ-free part).
         """
         return SplitDeviance(0.0, lambda mu: float(np.sum(self.dev_resids(y, mu, wt))))
 
     def saturated_aic(self, y: np.ndarray, n: np.ndarray, wt: np.ndarray) -> float | None:
-        """``aic - deviance`` where it is the same at every μ: -2 × the
-        saturated log-likelihood of a family with a fixed dispersion, R's
-        value (its densities) at :meth:`reference_mu`, or
+        """Return ``aic - deviance`` where it is the same at every μ, else None.
+
+        For a family with a fixed dispersion it is -2 × the saturated
+        log-likelihood: R's value (its densities) at :meth:`reference_mu`, or
         :meth:`continuous_saturated_aic` where that is not finite. None for
         families with an estimated dispersion (it depends on μ there).
         """
@@ -359,15 +373,18 @@ class Family(abc.ABC):
         return self.continuous_saturated_aic(y, n, wt)
 
     def reference_mu(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
-        """Return a μ inside the family's support at which :meth:`saturated_aic`
-        takes ``aic - deviance``: :meth:`mustart` here.
+        """Return a μ inside the family's support for :meth:`saturated_aic`.
+
+        :meth:`saturated_aic` takes ``aic - deviance`` there; it is
+        :meth:`mustart` here.
         """
         return self.mustart(y, wt)
 
     def continuous_saturated_aic(self, y: np.ndarray, n: np.ndarray, wt: np.ndarray) -> float | None:
-        """:meth:`saturated_aic` where R's densities are zero (non-whole
-        counts): the continuous extension with log Γ in place of factorials,
-        so that the likelihood stays finite. None here: the engine then takes
+        """Return :meth:`saturated_aic` where R's densities are zero (non-whole counts).
+
+        That is the continuous extension with log Γ in place of factorials, so
+        that the likelihood stays finite. None here: the engine then takes
         ``aic`` at every μ.
         """
         return None
@@ -375,7 +392,7 @@ class Family(abc.ABC):
     def simulate(
         self, mu: np.ndarray, weights: np.ndarray, dispersion: float, rng: np.random.Generator
     ) -> np.ndarray:
-        """Responses drawn from the family with means ``mu``.
+        """Draw responses from the family with means ``mu``.
 
         Parameters
         ----------
@@ -387,6 +404,7 @@ class Family(abc.ABC):
             φ (lme4's ``sigma`` squared; 1 where it is fixed), divided by the
             prior weights per observation.
         rng : numpy.random.Generator
+            The random number generator.
 
         Returns
         -------

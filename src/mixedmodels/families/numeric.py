@@ -1,5 +1,7 @@
-"""Numerical pieces the links, densities and families share: R's machine
-constants and the float conversion every function applies to its input.
+"""Numerical pieces the links, densities and families share.
+
+R's machine constants and the float conversion every function applies to its
+input.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ DBL_MIN = float(np.finfo(float).tiny)  # .Machine$double.xmin
 
 
 def as_float(x: Any) -> np.ndarray:
-    """``x`` as a float array (a copy only when needed)."""
+    """Return ``x`` as a float array (a copy only when needed)."""
     return np.asarray(x, dtype=float)
 
 
 def non_integer(x: np.ndarray) -> np.ndarray:
-    """R's ``R_nonint``: ``x`` is not a whole number up to a relative 1e-7."""
+    """Return where ``x`` is not a whole number up to a relative 1e-7 (R's ``R_nonint``)."""
     return np.abs(x - np.rint(x)) > 1e-7 * np.maximum(1.0, np.abs(x))
 
 

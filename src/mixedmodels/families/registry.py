@@ -1,5 +1,7 @@
-"""Families by name: :func:`get_family` reads R's spellings (``"Gamma"``,
-``"inverse.gaussian"``, ``"binomial(link = 'probit')"``) and finds every
+"""Families by name.
+
+:func:`get_family` reads R's spellings (``"Gamma"``, ``"inverse.gaussian"``,
+``"binomial(link = 'probit')"``) and finds every
 :class:`~mixedmodels.families.family.Family` subclass defined (``FAMILIES``).
 """
 

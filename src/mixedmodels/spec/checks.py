@@ -1,5 +1,7 @@
-"""Checks of the data against a formula: the columns it uses (:func:`used_columns`),
-present and unique in the data, and predictors of a kind a model can take.
+"""Checks of the data against a formula.
+
+The columns it uses (:func:`used_columns`) must be present and unique in the
+data, and the predictors of a kind a model can take.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from mixedmodels.spec.formula import ParsedFormula, variables_in
 
 
 def check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
+    """Check that the data has every column in ``names``.
+
+    Raises
+    ------
+    FormulaError
+        For the first missing column (alphabetically), pointing at its place in
+        ``formula`` and suggesting a close column name of the data.
+    """
     missing = sorted(n for n in names if n not in data.columns)
     if missing:
         col = missing[0]
@@ -30,6 +40,7 @@ def check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
 
 
 def find_name(formula: str, name: str) -> int | None:
+    """Return where ``name`` first stands as a whole name in ``formula``, or None."""
     match = re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", formula)
     return match.start() if match else None
 
@@ -42,8 +53,9 @@ def _close_matches(name: str, columns: Sequence[Any]) -> str | None:
 
 
 def check_unique_columns(data: pd.DataFrame, used: set[str]) -> None:
-    """A used column must be one column of the data (a :class:`DataError`
-    naming a repeated one; unused repeats are harmless).
+    """Check that every used column is one column of the data.
+
+    A :class:`DataError` names a repeated one; unused repeats are harmless.
     """
     if data.columns.is_unique:
         return
@@ -59,9 +71,11 @@ def check_unique_columns(data: pd.DataFrame, used: set[str]) -> None:
 def check_predictor_kinds(
     parsed: ParsedFormula, dtypes: Mapping[str, Any], series: Callable[[str], pd.Series]
 ) -> None:
-    """Every predictor of one type (not numbers mixed with text), and no
+    """Check that the predictors are of a kind a model can take.
+
+    Every predictor must be of one type (not numbers mixed with text), and no
     covariate (a predictor other than a grouping factor) a date or duration,
-    whose arithmetic is not a model's: a :class:`DataError` naming the column
+    whose arithmetic is not a model's: a :class:`DataError` names the column
     and a conversion. ``dtypes`` and ``series`` give the used columns (the
     response has its own checks).
     """
@@ -75,7 +89,7 @@ def check_predictor_kinds(
 
 
 def _is_time(dtype: Any) -> bool:
-    """Dates, durations and periods (numpy's or pandas')."""
+    """Return whether ``dtype`` holds dates, durations or periods (numpy's or pandas')."""
     return isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype)) or (
         isinstance(dtype, np.dtype) and dtype.kind in "mM"
     )
@@ -95,9 +109,10 @@ def _time_message(col: str, dtype: Any) -> str:
 
 
 def _check_one_type(name: str, values: pd.Series) -> None:
-    """An object column mixing numbers and text (``1``, ``"1"``, ``1.0``)
-    cannot be ordered into levels, and R's rule would merge what pandas keeps
-    apart: a :class:`DataError` asking for one type.
+    """Raise a :class:`DataError` asking for one type if a column mixes numbers and text.
+
+    An object column mixing numbers and text (``1``, ``"1"``, ``1.0``) cannot be
+    ordered into levels, and R's rule would merge what pandas keeps apart.
     """
     inferred = pd.api.types.infer_dtype(values, skipna=True)
     if not inferred.startswith("mixed") or inferred == "mixed-integer-float":
@@ -111,8 +126,10 @@ def _check_one_type(name: str, values: pd.Series) -> None:
 
 @functools.lru_cache(maxsize=512)
 def predictor_columns(parsed: ParsedFormula) -> tuple[frozenset[str], frozenset[str]]:
-    """Return the columns of a formula's right side other than grouping factors
-    (covariates), and all of them (with the grouping factors): once per formula.
+    """Return the covariates and all the predictors of a formula's right side.
+
+    The covariates are the columns other than grouping factors; the second set
+    is all of them (with the grouping factors). Computed once per formula.
     """
     covariates: set[str] = set()
     for expr in [parsed.fixed, *parsed.offsets, *(t.expr for t in parsed.random)]:
@@ -122,12 +139,16 @@ def predictor_columns(parsed: ParsedFormula) -> tuple[frozenset[str], frozenset[
 
 
 def used_columns(parsed: ParsedFormula) -> set[str]:
+    """Return the data columns a formula uses: response, fixed part, offsets, random terms.
+
+    The grouping factors count; the set is a new one the caller may change.
+    """
     return set(_used_columns_cached(parsed))
 
 
 @functools.lru_cache(maxsize=512)
 def _used_columns_cached(parsed: ParsedFormula) -> frozenset[str]:
-    """:func:`used_columns`, once per formula (parsed formulas are immutable)."""
+    """Return :func:`used_columns`, once per formula (parsed formulas are immutable)."""
     used: set[str] = set()
     if parsed.response:
         used |= variables_in(parsed.response)

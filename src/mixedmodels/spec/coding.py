@@ -1,6 +1,7 @@
-"""How factors are coded and named: contrasts (R's ``contr.*``), R's
-``factor(x)``, R's names of model-matrix columns and the fitted levels a
-model-matrix spec keeps.
+"""How factors are coded and named.
+
+Contrasts (R's ``contr.*``), R's ``factor(x)``, R's names of model-matrix
+columns and the fitted levels a model-matrix spec keeps.
 """
 
 from __future__ import annotations
@@ -71,8 +72,10 @@ def r_column_names(names: Sequence[str], model_spec: Any = None) -> list[str]:
 
 
 def _r_power(name: str) -> str:
-    """R's deparsed power: the formula parser hands R's ``x^2`` on as Python's
-    ``x ** 2`` (formulaic would read ``^`` as exclusive or); R prints ``x^2``.
+    """Return a column name with R's deparsed power: ``x^2`` for ``x ** 2``.
+
+    The formula parser hands R's ``x^2`` on as Python's ``x ** 2`` (formulaic
+    would read ``^`` as exclusive or); R prints ``x^2``.
     """
     return name.replace(" ** ", "^")
 
@@ -96,8 +99,10 @@ def _split_colon(name: str) -> list[str]:
 
 @functools.lru_cache(maxsize=1024)
 def rewrite_factor_calls(expr: str) -> str:
-    """R's ``factor(x)`` as formulaic's ``C(x, levels=None)``: the same coding;
-    the (default) ``levels=None`` marks it for :func:`r_column_names`.
+    """Rewrite R's ``factor(x)`` in an expression as formulaic's ``C(x, levels=None)``.
+
+    The coding is the same; the (default) ``levels=None`` marks it for
+    :func:`r_column_names`.
     """
     return re.sub(r"(?<![\w.])factor\(\s*([^\W\d][\w.]*)\s*\)", r"C(\1, levels=None)", expr)
 
@@ -105,8 +110,11 @@ def rewrite_factor_calls(expr: str) -> str:
 def factor_contrasts(
     frame: pd.DataFrame | ArrayColumns, columns: Sequence[str], user: Mapping[str, str] | None
 ) -> dict[str, str]:
-    """Contrast of every factor that needs a non-default one: the user's, and
-    R's ``contr.poly`` for ordered factors.
+    """Return the contrast of every factor that needs a non-default one.
+
+    Those are the user's, and R's ``contr.poly`` for ordered factors. A
+    :class:`DataError` names an unknown contrast or a column the model does not
+    use.
     """
     dtypes = {c: dtype_of(frame, c) for c in columns}
     out = {
@@ -136,7 +144,7 @@ def with_contrasts(expr: str, contrasts: Mapping[str, str]) -> str:
 
 
 def r_names(mm: DesignMatrix) -> list[str]:
-    """R's names of a model matrix's columns (:func:`r_column_names`)."""
+    """Return R's names of a model matrix's columns (:func:`r_column_names`)."""
     if isinstance(mm.model_spec, SimpleSpec):
         return mm.model_spec.r_names()
     return r_column_names(list(mm.columns), mm.model_spec)
@@ -148,7 +156,7 @@ def spec_factors(model_spec: Any) -> set[str]:
 
 
 def fitted_factor_levels(model_spec: Any) -> dict[str, list[Any]]:
-    """Categorical variables of a formulaic spec and their fitted levels."""
+    """Return the categorical variables of a formulaic spec and their fitted levels."""
     out: dict[str, list[Any]] = {}
     try:
         encoder_state = model_spec.encoder_state

@@ -1,6 +1,8 @@
-"""The used columns of the data, read once: missing rows, infinite values,
-unused categories, and :class:`ArrayColumns` (the columns as numpy arrays,
-with the pandas frame of the complete rows built only when asked).
+"""The used columns of the data, read once.
+
+Missing rows, infinite values, unused categories, and :class:`ArrayColumns`
+(the columns as numpy arrays, with the pandas frame of the complete rows built
+only when asked).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from mixedmodels.spec.levels import category_codes, combine_codes, factor_codes,
 
 
 def column_missing(values: pd.Series) -> np.ndarray:
-    """Missing-value mask of one column, without building a DataFrame."""
+    """Return the missing-value mask of one column, without building a DataFrame."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         return values.array.codes < 0  # .array: .cat.codes builds a Series
     arr = values.to_numpy()
@@ -30,8 +32,13 @@ def column_missing(values: pd.Series) -> np.ndarray:
 def drop_missing_rows(
     data: pd.DataFrame, used: list[str], extra: dict[str, np.ndarray], fail: bool = False
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], int, np.ndarray]:
-    """Return the used columns of the rows without a missing value (R's na.omit) and
-    their positions in ``data``, or an error naming the columns (na.fail).
+    """Return the used columns of the rows without a missing value (R's na.omit).
+
+    Returns the frame of those rows, ``extra`` (arrays such as weights and
+    offsets, whose NaN count as missing) restricted to them, the number of rows
+    dropped (with a :class:`MissingDataWarning`) and the rows' positions in
+    ``data``. With ``fail`` a missing value is a :class:`DataError` naming the
+    columns instead (na.fail).
     """
     # take() by position: a list __getitem__ costs several times more in pandas
     frame = data.take([data.columns.get_loc(c) for c in used], axis=1)
@@ -52,8 +59,10 @@ def drop_missing_rows(
 def complete_rows(
     missing: dict[str, np.ndarray], extra: dict[str, np.ndarray], n: int, fail: bool
 ) -> tuple[np.ndarray | None, int]:
-    """Mask of the rows without a missing value (``None`` if that is all of them)
-    and the number of the others; with ``fail``, an error naming the columns.
+    """Return the mask of the rows without a missing value, and the number of the others.
+
+    The mask is ``None`` if that is all of them. With ``fail``, a missing value
+    is a :class:`DataError` naming the columns.
     """
     missing = {**missing, **{k: np.isnan(v) for k, v in extra.items()}}
     mask = np.zeros(n, dtype=bool)
@@ -70,6 +79,7 @@ def complete_rows(
 
 
 def check_finite(data: pd.DataFrame, used: list[str]) -> None:
+    """Raise a :class:`DataError` naming the first float column of ``used`` with ±Inf."""
     for col in used:
         values = data[col]
         if values.dtype.kind != "f":
@@ -98,8 +108,9 @@ COPY_ON_WRITE: bool | None = None
 
 
 def _copy_on_write() -> bool:
-    """Whether pandas copies shared data on write (see ``COPY_ON_WRITE``):
-    only then may the frame of ``ModelFrame.data`` be built after the call
+    """Return whether pandas copies shared data on write (see ``COPY_ON_WRITE``).
+
+    Only then may the frame of ``ModelFrame.data`` be built after the call
     returns.
     """
     if COPY_ON_WRITE is not None:
@@ -111,12 +122,12 @@ _PANDAS_MAJOR = int(pd.__version__.split(".")[0])
 
 
 def _plain_numeric(dtype: Any) -> bool:
-    """Return a numpy int, unsigned or float dtype: its values need no pandas to read."""
+    """Return whether ``dtype`` is a numpy int, unsigned or float dtype (read without pandas)."""
     return isinstance(dtype, np.dtype) and dtype.kind in "iuf"
 
 
 def numeric_not_bool(values: Any) -> bool:
-    """Whether a Series or dtype is numeric and not boolean (a model-matrix column)."""
+    """Return whether a Series or dtype is numeric and not boolean (a model-matrix column)."""
     dtype = getattr(values, "dtype", values)
     if _plain_numeric(dtype):  # the common case, without pandas' slower tests
         return True
@@ -140,6 +151,19 @@ class ArrayColumns:
         The used columns, in the order of the frame :meth:`frame` builds.
     series : dict of str to Series
         Those columns of ``data``, read once.
+
+    Attributes
+    ----------
+    columns : list of str
+        The used columns (``names``).
+    dtypes : dict of str to dtype
+        Their dtypes.
+    plain : dict of str to numpy.dtype
+        The columns of a plain numeric numpy dtype (int, unsigned or float).
+    keep : numpy.ndarray of bool or None
+        The complete rows after :meth:`drop_missing`; None: all of them.
+    nrows : int
+        The number of complete rows.
     """
 
     def __init__(self, data: pd.DataFrame, names: list[str], series: dict[str, pd.Series]):
@@ -154,8 +178,10 @@ class ArrayColumns:
 
     @classmethod
     def read(cls, data: pd.DataFrame, names: list[str]) -> ArrayColumns | None:
-        """Return the columns ``names`` of ``data``, or ``None`` for a frame with a
-        repeated column name (left to the general path and its errors).
+        """Return the columns ``names`` of ``data``, or ``None`` for a repeated column name.
+
+        A frame with a repeated column name is left to the general path and its
+        errors.
         """
         series = {c: data[c] for c in names}
         if not all(isinstance(s, pd.Series) for s in series.values()):
@@ -168,8 +194,11 @@ class ArrayColumns:
     def drop_missing(
         self, extra: dict[str, np.ndarray], fail: bool = False
     ) -> tuple[dict[str, np.ndarray], int]:
-        """:func:`drop_missing_rows`: keep the complete rows only (R's na.omit), or
-        an error naming the columns (na.fail).
+        """Keep the complete rows only (R's na.omit), as :func:`drop_missing_rows`.
+
+        With ``fail`` a missing value is a :class:`DataError` naming the columns
+        (na.fail). Returns ``extra`` restricted to the complete rows and the
+        number of rows dropped.
         """
         missing = {c: column_missing(s) for c, s in self._series.items()}
         self.keep, n_dropped = complete_rows(missing, extra, len(self._data), fail)
@@ -186,21 +215,22 @@ class ArrayColumns:
 
     @property
     def nrows(self) -> int:
+        """The number of complete rows."""
         return len(self._data) if self.keep is None else int(np.count_nonzero(self.keep))
 
     def row_label(self, i: int) -> Any:
-        """Index label of the ``i``-th complete row."""
+        """Return the index label of the ``i``-th complete row."""
         if self.keep is not None:
             i = int(np.flatnonzero(self.keep)[i])
         return self._data.index[i]
 
     def series(self, name: str) -> pd.Series:
-        """Column ``name`` of the complete rows as a pandas Series."""
+        """Return column ``name`` of the complete rows as a pandas Series."""
         s = self._series[name]
         return s if self.keep is None else s[self.keep]
 
     def values(self, name: str) -> np.ndarray:
-        """Values of column ``name`` in the complete rows (a numpy-backed column)."""
+        """Return the values of column ``name`` in the complete rows (a numpy-backed column)."""
         if name not in self._values:
             arr = self._series[name].to_numpy()
             self._values[name] = arr if self.keep is None else arr[self.keep]
@@ -211,7 +241,7 @@ class ArrayColumns:
         return np.array(self.values(name), dtype=float)
 
     def check_finite(self) -> None:
-        """:func:`check_finite` without a frame."""
+        """Raise a :class:`DataError` for infinite values (:func:`check_finite` without a frame)."""
         for col in self.columns:
             dtype = self.dtypes[col]
             if dtype.kind != "f":
@@ -221,8 +251,10 @@ class ArrayColumns:
                 raise DataError(f"column {col!r} holds infinite values (+-Inf)")
 
     def factor(self, group: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """Codes and levels of a grouping factor (:func:`factor_codes`,
-        :func:`interaction_codes`) from the arrays.
+        """Return the codes and levels of a grouping factor, from the arrays.
+
+        As :func:`factor_codes` (and :func:`interaction_codes` for several
+        columns in ``group``).
         """
         parts = [self._factor(g) for g in group]
         return parts[0] if len(parts) == 1 else combine_codes(parts)
@@ -249,12 +281,18 @@ class ArrayColumns:
         return self._frame
 
     def deferred_frame(self) -> pd.DataFrame | Deferred:
-        """:meth:`frame`, or a promise of it if it has not been needed yet."""
+        """Return :meth:`frame`, or a promise of it if it has not been needed yet."""
         return self._frame if self._frame is not None else Deferred(self.frame)
 
 
 class Deferred:
-    """A value computed on first use (see :class:`ModelFrame`)."""
+    """A value computed on first use (see :class:`ModelFrame`).
+
+    Attributes
+    ----------
+    make : callable
+        Computes the value, called without arguments.
+    """
 
     def __init__(self, make: Any):
         self.make = make

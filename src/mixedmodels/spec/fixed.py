@@ -1,6 +1,8 @@
-"""The fixed-effects model matrix: built from the fixed part of the formula,
-its aliased columns found (R's ``qr()`` rank test, cheaper tests first) and
-dropped, kept as cells for a large factorial design (:class:`FixedEffects`).
+"""The fixed-effects model matrix (:class:`FixedEffects`).
+
+It is built from the fixed part of the formula, its aliased columns found
+(R's ``qr()`` rank test, cheaper tests first) and dropped, and kept as cells
+for a large factorial design.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class FixedEffects:
         interactions): each row's cell, the combination of its levels, and the
         matrix's row for every cell, so that X = E[cell]. Products with X are
         then sums over far fewer cells than rows (``linalg.term_times_cells``).
+    p : int
+        The number of columns of X (known without building it).
     """
 
     def __init__(
@@ -69,6 +73,10 @@ class FixedEffects:
 
     @property
     def X(self) -> np.ndarray:
+        """The full-rank matrix fitted, built from ``cells`` on first use.
+
+        Setting it drops ``cells``.
+        """
         if self._X is None:
             cell, E = self.cells
             self._X = E[cell]
@@ -85,7 +93,7 @@ class FixedEffects:
         return self.cells[1].shape[1] if self._X is None else self._X.shape[1]
 
     def dot(self, beta: np.ndarray) -> np.ndarray:
-        """X β, from the cells when X is kept as them (X is not built)."""
+        """Return X β, from the cells when X is kept as them (X is not built)."""
         if self._X is None:
             cell, E = self.cells
             return (E @ beta)[cell]
@@ -96,7 +104,7 @@ class FixedEffects:
 
 
 def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
-    """Positions of a maximal set of linearly independent columns, earliest first.
+    """Return the positions of a maximal set of linearly independent columns, earliest first.
 
     Mirrors R's ``qr()`` with limited pivoting: a column is dropped only if it is
     (numerically) a combination of the columns kept before it.
@@ -105,8 +113,10 @@ def full_rank_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
 
 
 def _rank_and_gram(X: np.ndarray, tol: float = RANK_TOL) -> tuple[np.ndarray, np.ndarray | None]:
-    """:func:`full_rank_columns`, and X'X when the check computed it (every
-    column kept: the engine's cross-products take it instead of recomputing).
+    """Return :func:`full_rank_columns`, and X'X when the check computed it.
+
+    X'X comes with every column kept: the engine's cross-products take it
+    instead of recomputing.
     """
     if X.shape[1] == 0:
         return np.arange(0), None
@@ -137,9 +147,10 @@ _SAFE_SQUARES = (1e-200, 1e200)
 
 
 def _few_columns_rank(X: np.ndarray, tol: float) -> np.ndarray | None:
-    """:func:`full_rank_columns` of one or two non-zero columns without a QR
-    (most small models: an intercept and at most one covariate), or ``None``
-    where the QR must decide.
+    """Return :func:`full_rank_columns` of one or two non-zero columns without a QR.
+
+    That covers most small models: an intercept and at most one covariate.
+    ``None`` where the QR must decide.
 
     In exact arithmetic the test there compares the distance of the second
     column from the first's span with ``tol`` times its norm, and neither
@@ -171,7 +182,7 @@ _GRAM_MIN_RATIO = 1e-3
 
 
 def _well_conditioned_rank(X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """All columns and X'X, when X'X shows them clearly independent; else ``None``s.
+    """Return all columns and X'X, when X'X shows them clearly independent; else ``None``s.
 
     The diagonal of the Cholesky factor of X'X scaled to unit diagonal is, for
     each column, its distance from the span of the columns before it relative to
@@ -190,8 +201,9 @@ def _well_conditioned_rank(X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray
 
 
 def _gram_rank(G: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """All columns and ``G`` when the Gram matrix X'X shows the columns clearly
-    independent (see ``_well_conditioned_rank``); else ``None``s.
+    """Return all columns and ``G`` when the Gram matrix ``G`` shows them clearly independent.
+
+    Else ``None``s. ``G`` is X'X; see ``_well_conditioned_rank``.
     """
     p = G.shape[0]
     with np.errstate(all="ignore"):
@@ -239,9 +251,10 @@ def build_fixed(
 
 
 def warn_rank_deficient(all_names: Sequence[str], kept: np.ndarray, stacklevel: int) -> None:
-    """lme4's warning that the fixed-effects columns not in ``kept`` are
-    aliased and dropped (nothing when every column is kept). In memory and
-    for partitioned data alike; ``stacklevel`` as for :func:`warnings.warn`.
+    """Warn, as lme4, that the fixed-effects columns not in ``kept`` are aliased and dropped.
+
+    Nothing when every column is kept. In memory and for partitioned data
+    alike; ``stacklevel`` as for :func:`warnings.warn`.
     """
     if len(kept) == len(all_names):
         return
@@ -256,10 +269,11 @@ def warn_rank_deficient(all_names: Sequence[str], kept: np.ndarray, stacklevel: 
 
 
 def _fixed_by_cells(rhs: str, data: pd.DataFrame | ArrayColumns) -> FixedEffects | None:
-    """Return the fixed effects of a matrix of factors only, kept as its cells (see
-    ``FixedEffects.cells``) when the Gram test shows every column independent:
-    X'X = E' diag(counts) E without X. None where that does not apply (then X
-    is built and checked as usual).
+    """Return the fixed effects of a matrix of factors only, kept as its cells.
+
+    The cells (see ``FixedEffects.cells``) are kept when the Gram test shows
+    every column independent: X'X = E' diag(counts) E without X. None where
+    that does not apply (then X is built and checked as usual).
     """
     if not isinstance(data, ArrayColumns):
         return None

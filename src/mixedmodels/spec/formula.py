@@ -416,9 +416,10 @@ _FORMULA_OPS = frozenset({"+", "-", "*", "/", ":", "^", "**", "(", ")"})
 
 
 def _check_terms(scan: Scan, lo: int, hi: int) -> None:
-    """Check tokens ``lo..hi-1`` of formula syntax (a fixed-effects term, the
-    left side of a bar): formula operators, numbers and names, and calls
-    whose Python text passes :func:`~mixedmodels.spec.guard.check_expression`.
+    """Check tokens ``lo..hi-1`` of formula syntax (a fixed-effects term, the left side of a bar).
+
+    Allowed are formula operators, numbers and names, and calls whose Python
+    text passes :func:`~mixedmodels.spec.guard.check_expression`.
 
     Raises
     ------
@@ -470,8 +471,10 @@ def _check_python(scan: Scan, lo: int, hi: int, response: bool = False) -> None:
 
 @functools.lru_cache(maxsize=1024)
 def check_formula_side(text: str) -> str:
-    """Check a formula side (``"0 + I(x ** 2)"``, ``"C(f, contr.sum) + x"``)
-    against the allow-list before it is evaluated; see :func:`_check_terms`.
+    """Check a formula side against the allow-list before it is evaluated.
+
+    A side is e.g. ``"0 + I(x ** 2)"`` or ``"C(f, contr.sum) + x"``; see
+    :func:`_check_terms`.
 
     Parameters
     ----------

@@ -1,5 +1,7 @@
-"""The model frame: a parsed formula and a DataFrame checked against each
-other, incomplete rows dropped, and every matrix built (:func:`build_model_frame`).
+"""The model frame (:func:`build_model_frame`).
+
+A parsed formula and a DataFrame checked against each other, incomplete rows
+dropped, and every matrix built.
 
 The path is ``formula`` (parse) -> ``checks`` and ``columns`` (the used
 columns, complete rows) -> ``response``, ``fixed`` and ``random`` (the
@@ -52,7 +54,41 @@ FAST_PATH = True
 
 @dataclass
 class ModelFrame:
-    """Everything the engine needs, built from a parsed formula and data."""
+    """Everything the engine needs, built from a parsed formula and data.
+
+    Made by :func:`build_model_frame`.
+
+    Attributes
+    ----------
+    parsed : ParsedFormula
+        The parsed formula.
+    data : DataFrame
+        The used columns of the rows used, with the original index; built on
+        first access when the columns were read as arrays.
+    y : numpy.ndarray
+        The response, shape (n,); (n, 2) for glmer's
+        ``cbind(successes, failures)``.
+    fixed : FixedEffects
+        The fixed-effects model matrix, aliased columns dropped.
+    terms : list of ReTerm
+        The random-effects terms, in decreasing number of random effects
+        (:func:`~mixedmodels.spec.random.order_terms`).
+    weights : numpy.ndarray or None
+        Prior weights of the rows used; None if none were given.
+    offset : numpy.ndarray or None
+        The total offset: the given one plus the formula's ``offset()`` terms;
+        None if there is none.
+    n_dropped : int
+        The number of rows dropped: missing values, or rows where the formula
+        evaluates to NaN.
+    response_name : str
+        The left side of the formula as written (``"y"`` if there is none).
+    response_levels : tuple of str or None
+        glmer (``glm_response=True``): the levels of a factor response, whose
+        first level is coded 0 (failure) and every other 1; None otherwise.
+    nobs : int
+        The number of rows used.
+    """
 
     parsed: ParsedFormula
     data: pd.DataFrame  # rows used, original index kept
@@ -78,8 +114,9 @@ class ModelFrame:
 
 
 class _DeferredField:
-    """A dataclass field that accepts a :class:`Deferred` and computes it on first
-    access: ``ModelFrame.data`` is seldom read (fitted values take its index) and
+    """A dataclass field that accepts a :class:`Deferred` and computes it on first access.
+
+    ``ModelFrame.data`` is seldom read (fitted values take its index) and
     building that frame costs more than the rest of a small model's frame.
     """
 
@@ -106,7 +143,11 @@ ModelFrame.data.__set_name__(ModelFrame, "data")
 def _column_or_array(
     value: Any, data: pd.DataFrame, what: str
 ) -> tuple[np.ndarray | None, str | None]:
-    """Weights / offset given as a column name or as an array aligned with data."""
+    """Return weights / offset given as a column name or as an array aligned with data.
+
+    The pair is (the array, None) or (None, the column name); (None, None) for
+    None.
+    """
     if value is None:
         return None, None
     if isinstance(value, str):
@@ -225,7 +266,7 @@ def build_model_frame(
 def numeric_column(
     frame: pd.DataFrame | ArrayColumns, col: str | None, what: str
 ) -> np.ndarray | None:
-    """Return a weights / offset column as floats, or a DataError naming it."""
+    """Return a weights / offset column as floats; a DataError names a non-numeric one."""
     if col is None:
         return None
     if isinstance(frame, ArrayColumns):
@@ -239,8 +280,9 @@ def numeric_column(
 
 
 def _check_weights(w: np.ndarray, row_label: Callable[[int], Any], col: str | None) -> None:
-    """Prior weights must be finite, non-negative and not all zero (``row_label``
-    gives the index label of a row, for the message).
+    """Check that prior weights are finite, non-negative and not all zero.
+
+    ``row_label`` gives the index label of a row, for the message.
     """
     where = f"weights column {col!r}" if col else "weights"
     for bad, what in ((~np.isfinite(w), "infinite"), (w < 0, "negative")):
@@ -261,9 +303,10 @@ def _evaluated_parts(
     fixed: FixedEffects,
     terms: list[ReTerm],
 ) -> list[tuple[list[str], np.ndarray]]:
-    """Return what the formula evaluated, as (names of its columns, values): the
-    response, the offset and every model matrix that transforms may have made
-    non-finite (a simple spec's columns are checked data).
+    """Return what the formula evaluated, as (names of its columns, values).
+
+    These are the response, the offset and every model matrix that transforms
+    may have made non-finite (a simple spec's columns are checked data).
     """
     lhs = parsed.response or "y"
     names = list(cbind_arguments(lhs) or [lhs]) if y.ndim == 2 else [lhs]
@@ -281,8 +324,9 @@ def _evaluated_parts(
 def nonfinite_rows(
     parts: list[tuple[list[str], np.ndarray]], row_label: Callable[[int], Any]
 ) -> tuple[np.ndarray | None, list[str]]:
-    """Return the rows where some part is NaN (``None`` if none is) and the names of
-    those parts; a :class:`DataError` naming a part that is infinite.
+    """Return the rows where some part is NaN (``None`` if none is) and those parts' names.
+
+    A part that is infinite is a :class:`DataError` naming it.
     """
     nan_rows, nan_names = None, []
     for names, values in parts:
@@ -306,8 +350,10 @@ def nonfinite_rows(
 
 
 def _refuse_or_warn_nan(nan_rows: np.ndarray, names: list[str], fail: bool) -> None:
-    """Report the rows dropped because the formula made them NaN (as
-    :func:`complete_rows` does for missing values), or refuse them (na.fail).
+    """Warn of the rows dropped because the formula made them NaN, or refuse them.
+
+    The warning is as :func:`complete_rows`'s for missing values; with ``fail``
+    (na.fail), or when every row is NaN, a :class:`DataError`.
     """
     count = int(nan_rows.sum())
     where = ", ".join(names)
@@ -323,8 +369,10 @@ def _refuse_or_warn_nan(nan_rows: np.ndarray, names: list[str], fail: bool) -> N
 
 
 def _check_response_varies(y: np.ndarray, offset: np.ndarray | None, name: str | None) -> None:
-    """A linear mixed model of a constant response (after the offset) has no
-    residual variance to estimate: a :class:`DataError` saying so.
+    """Raise a :class:`DataError` if the response (after the offset) is constant.
+
+    A linear mixed model of a constant response has no residual variance to
+    estimate.
     """
     modelled = y if offset is None else y - offset
     if len(y) and not (modelled != modelled[0]).any():

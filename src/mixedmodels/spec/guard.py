@@ -230,9 +230,10 @@ def _syntax_offset(err: SyntaxError, length: int) -> int:
 
 
 def _mask_backticks(text: str) -> str:
-    """``text`` with each backticked name replaced by an identifier of the same
-    length (``B`` repeated), so that ``ast`` parses it and offsets are kept;
-    quoted strings are skipped.
+    """Return ``text`` with each backticked name replaced by an identifier of the same length.
+
+    The identifier is ``B`` repeated, so that ``ast`` parses the text and
+    offsets are kept; quoted strings are skipped.
     """
     out, i = list(text), 0
     while i < len(text):
@@ -261,8 +262,9 @@ class _Rejected(Exception):
 
 
 class _Checker:
-    """Walks an expression tree, raising :class:`_Rejected` at the first
-    node outside the allow-list.
+    """A walk of an expression tree that checks it against the allow-list.
+
+    It raises :class:`_Rejected` at the first node outside the allow-list.
     """
 
     def __init__(self, source: str, text: str):
@@ -291,7 +293,7 @@ class _Checker:
     # ----------------------------------------------------------- data expressions
 
     def data(self, node: ast.AST) -> None:
-        """A data expression: names, numbers, operators, allowed calls."""
+        """Check a data expression: names, numbers, operators, allowed calls."""
         if isinstance(node, ast.Name):
             self.name(node)
         elif isinstance(node, ast.Attribute):
@@ -340,8 +342,9 @@ class _Checker:
             self.reject(node, f"{self.segment(node)!r} is not allowed in a formula")
 
     def compare(self, node: ast.Compare) -> None:
-        """A comparison of data expressions; a string may stand on either side,
-        as in R's ``I(group == "treated")``.
+        """Check a comparison of data expressions.
+
+        A string may stand on either side, as in R's ``I(group == "treated")``.
         """
         self.comparand(node.left)
         for op, right in zip(node.ops, node.comparators):
@@ -364,8 +367,10 @@ class _Checker:
         return [node.id, *reversed(parts)]
 
     def dotted_value(self, node: ast.Attribute) -> None:
-        """``np.pi`` and ``np.e``, or an R-style dotted column name (``my.var``,
-        checked against the data later); any other attribute access is refused.
+        """Check an attribute: ``np.pi`` and ``np.e``, or an R-style dotted column name.
+
+        A dotted column name (``my.var``) is checked against the data later;
+        any other attribute access is refused.
         """
         parts = self.dotted(node)
         if parts is None or any(p.startswith("__") for p in parts):
@@ -381,7 +386,7 @@ class _Checker:
         self.arguments(node, self.rule(node))
 
     def rule(self, node: ast.Call) -> FunctionRule:
-        """Return the rule of the called function, or a rejection naming it."""
+        """Return the rule of the called function; reject, naming it, a function not allowed."""
         func = node.func
         if isinstance(func, ast.Name) and func.id in FUNCTIONS:
             return FUNCTIONS[func.id]
@@ -425,9 +430,11 @@ class _Checker:
             self.setting(node, keyword.arg, keyword.value)
 
     def setting(self, call: ast.Call, setting: str, node: ast.AST) -> None:
-        """A literal: a number, string, bool, None, a list or tuple of those; in
-        C()'s contrasts also a contrast (``contr.sum``, ``Treatment('b')``); Q()'s
-        name a string.
+        """Check a function's setting: a literal.
+
+        That is a number, string, bool, None, a list or tuple of those; in C()'s
+        contrasts also a contrast (``contr.sum``, ``Treatment('b')``); Q()'s
+        name must be a string.
         """
         if setting == "name":
             if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
@@ -452,8 +459,10 @@ class _Checker:
                           f"list of them), not {self.segment(node)!r}")
 
     def contrast(self, node: ast.AST) -> bool:
-        """Whether ``node`` is ``contr.<name>``, ``contr.<name>(literals)`` or a
-        contrast class called with literals (``Treatment("b")``).
+        """Return whether ``node`` is a contrast, checking a call's arguments are literals.
+
+        A contrast is ``contr.<name>``, ``contr.<name>(literals)`` or a contrast
+        class called with literals (``Treatment("b")``).
         """
         called = isinstance(node, ast.Call)
         parts = self.dotted(node.func if called else node)
@@ -472,7 +481,7 @@ class _Checker:
     # ----------------------------------------------------------- cbind
 
     def cbind(self, node: ast.Call) -> None:
-        """``cbind(successes, failures)``: two data arguments, optionally named."""
+        """Check ``cbind(successes, failures)``: two data arguments, optionally named."""
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 self.reject(arg, "starred arguments are not allowed in a formula")

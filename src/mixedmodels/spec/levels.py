@@ -106,9 +106,10 @@ def combine_codes(
 
 
 def level_kind(dtype: Any) -> np.dtype | None:
-    """Return what a factor's fitted levels are: the numeric dtype of number levels
-    (a categorical's categories count), ``None`` for text (strings, booleans
-    and anything else).
+    """Return what a factor's fitted levels are: a numeric dtype, or ``None`` for text.
+
+    The numeric dtype is that of number levels (a categorical's categories
+    count); ``None`` stands for text (strings, booleans and anything else).
     """
     if isinstance(dtype, pd.CategoricalDtype):
         dtype = dtype.categories.dtype
@@ -118,10 +119,11 @@ def level_kind(dtype: Any) -> np.dtype | None:
 
 
 def level_labels(values: pd.Series, kind: np.dtype | None) -> np.ndarray:
-    """Return the labels new ``values`` get as levels of a factor whose fitted levels
-    are of ``kind`` (:func:`level_kind`): the text the fit gave each level
-    (``str`` of the level), ``None`` where a value is missing. A value that
-    cannot be such a level keeps its own text (an unseen level).
+    """Return the labels new ``values`` get as levels of a factor of fitted levels of ``kind``.
+
+    ``kind`` is as :func:`level_kind` gives it. The labels are the text the fit
+    gave each level (``str`` of the level), ``None`` where a value is missing.
+    A value that cannot be such a level keeps its own text (an unseen level).
     """
     arr = np.asarray(values, dtype=object)
     missing = np.asarray(pd.isna(values), dtype=bool)
@@ -138,8 +140,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _text_label(value: Any) -> str:
-    """Return a value as a text level: numbers as R writes them (whole numbers without
-    a decimal point), anything else as ``str`` gives it.
+    """Return a value as a text level.
+
+    Numbers are written as R writes them (whole numbers without a decimal
+    point), anything else as ``str`` gives it.
     """
     if _is_number(value) and np.isfinite(value) and float(value).is_integer():
         return str(int(value))
@@ -147,8 +151,10 @@ def _text_label(value: Any) -> str:
 
 
 def _number_label(kind: np.dtype, value: Any) -> str:
-    """Return a value as a level of a factor of numbers of dtype ``kind``: the text
-    of that number as the fit labels it; text is read as a number first.
+    """Return a value as a level of a factor of numbers of dtype ``kind``.
+
+    That is the text of the number as the fit labels it; text is read as a
+    number first.
     """
     number = value
     if isinstance(value, str):
@@ -163,8 +169,11 @@ def _number_label(kind: np.dtype, value: Any) -> str:
 def match_levels(
     values: pd.Series, levels: Sequence[Any], kind: np.dtype | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Position of every new value among a factor's fitted ``levels`` by the
-    rule above (-1 where missing or unseen), and the mask of the unseen ones.
+    """Return the position of every new value among a factor's fitted ``levels``.
+
+    The positions follow R's rule (comment above: values compared as text),
+    -1 where missing or unseen; the second array is the mask of the unseen
+    ones.
 
     ``levels`` are the level values, or their labels (``str`` of the values);
     values equal to a level are matched directly, the others by their label.
@@ -181,9 +190,11 @@ def match_levels(
 
 
 def factor_level_codes(values: pd.Series, levels: Sequence[Any], name: str | None = None) -> np.ndarray:
-    """Codes of new ``values`` of a fixed factor among its fitted ``levels``
-    (-1 where missing); a value that is no level is a :class:`PredictionError`
-    naming the column, the values, their type and the fitted levels.
+    """Return the codes of new ``values`` of a fixed factor among its fitted ``levels``.
+
+    Codes are -1 where missing; a value that is no level is a
+    :class:`PredictionError` naming the column, the values, their type and the
+    fitted levels.
     """
     kind = level_kind(pd.Index(levels).dtype)
     codes, unseen = match_levels(values, levels, kind)
@@ -195,8 +206,10 @@ def factor_level_codes(values: pd.Series, levels: Sequence[Any], name: str | Non
 def unseen_levels_error(
     name: Any, values: pd.Series, unseen: np.ndarray, levels: Sequence[Any]
 ) -> PredictionError:
-    """Return the error for new values of factor column ``name`` that match none of its
-    fitted ``levels``.
+    """Return the error for new values of factor column ``name`` that match no fitted level.
+
+    The message shows the values, their dtype, and up to 20 of the fitted
+    ``levels``.
     """
     bad = sorted({str(v) for v in np.asarray(values, dtype=object)[unseen]})
     shown = [str(v) for v in levels[:20]] + (["..."] if len(levels) > 20 else [])

@@ -1,7 +1,9 @@
-"""Model matrices of one formula side: :class:`SimpleSpec` for intercepts,
-numbers and treatment-coded factors (no formula machinery), formulaic for the
-rest (:func:`model_matrix`), and arithmetic expressions of columns
-(:func:`evaluate_expression`, used by responses and offsets).
+"""Model matrices of one formula side.
+
+:class:`SimpleSpec` for intercepts, numbers and treatment-coded factors (no
+formula machinery), formulaic for the rest (:func:`model_matrix`), and
+arithmetic expressions of columns (:func:`evaluate_expression`, used by
+responses and offsets).
 """
 
 from __future__ import annotations
@@ -41,7 +43,19 @@ R_FUNCTIONS = {
 
 @dataclass
 class DesignMatrix:
-    """A model matrix with its column names and the spec that rebuilds it on new data."""
+    """A model matrix with its column names and the spec that rebuilds it on new data.
+
+    Attributes
+    ----------
+    values : numpy.ndarray, shape (n, p)
+        The matrix (``numpy.asarray`` of the object gives it).
+    columns : list of str
+        Column names in formulaic's spelling (see ``r_column_names`` for R's).
+    model_spec : SimpleSpec, AliasedSpec or formulaic ModelSpec
+        Rebuilds the matrix on new data (``get_model_matrix``).
+    shape : tuple of int
+        The matrix's shape.
+    """
 
     values: np.ndarray
     columns: list[str]
@@ -52,13 +66,15 @@ class DesignMatrix:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """The matrix's shape."""
         return self.values.shape
 
 
 class SimpleSpec:
-    """Model matrix of an optional intercept, plain numeric columns and, with
-    an intercept, unordered factors in treatment coding (first level the
-    reference, one column per other level).
+    """Model matrix of an optional intercept, plain numeric columns and treatment-coded factors.
+
+    Factors are unordered ones, with an intercept only, in treatment coding
+    (first level the reference, one column per other level).
 
     The common random-effects sides (``1``, ``Days``, ``0 + x``) and simple fixed
     parts (``1 + period``, ``service + x``) need no formula machinery; building
@@ -70,6 +86,7 @@ class SimpleSpec:
     Parameters
     ----------
     intercept : bool
+        Whether the matrix has an intercept column.
     variables : list of str
         In formula order.
     levels : dict, optional
@@ -78,6 +95,21 @@ class SimpleSpec:
     interactions : list of (str, str), optional
         Two-way interaction terms, as written (their factors are among the
         main effects: then formulaic codes them by treatment contrasts too).
+
+    Attributes
+    ----------
+    intercept : bool
+        Whether the matrix has an intercept column.
+    variables : list of str
+        The main effects, in formula order.
+    levels : dict of str to list
+        The factors among ``variables`` and their fitted levels.
+    interactions : list of (str, str)
+        The two-way interaction terms.
+    column_names : list of str
+        formulaic's names of the columns (``Intercept``, ``x``, ``f[T.b]``, ...).
+    encoder_state : dict
+        The factors' levels in formulaic's layout.
     """
 
     def __init__(
@@ -96,22 +128,27 @@ class SimpleSpec:
         ]
 
     def terms(self) -> list[tuple[str, ...]]:
-        """Return the terms after the intercept, formulaic's order: main effects,
-        then the two-way interactions.
+        """Return the terms after the intercept, in formulaic's order.
+
+        Main effects first, then the two-way interactions.
         """
         return [(v,) for v in self.variables] + [tuple(p) for p in self.interactions]
 
     def _columns_of(self, term: tuple[str, ...]) -> list[str]:
-        """Return formulaic's column names of a term: a factor's treatment columns
-        ``f[T.b]``; in an interaction the first variable's columns vary
-        fastest (``a[T.y]:b[T.q]``, ``a[T.z]:b[T.q]``, ...).
+        """Return formulaic's column names of a term.
+
+        A factor's treatment columns are ``f[T.b]``; in an interaction the first
+        variable's columns vary fastest (``a[T.y]:b[T.q]``, ``a[T.z]:b[T.q]``,
+        ...).
         """
         return self._compose(term, lambda var, level: f"{var}[T.{level}]")
 
     def _compose(self, term: tuple[str, ...], level_name) -> list[str]:
-        """Names of a term's columns: a number's own name, a factor's
-        ``level_name(var, level)`` for each level after the first, joined by
-        ``:`` with the first variable varying fastest.
+        """Return the names of a term's columns.
+
+        A number's own name, a factor's ``level_name(var, level)`` for each
+        level after the first, joined by ``:`` with the first variable varying
+        fastest.
         """
         names = [""]
         for var in term:
@@ -123,7 +160,7 @@ class SimpleSpec:
         return names
 
     def widths(self) -> list[int]:
-        """Return number of columns of each term (see :meth:`terms`), in order."""
+        """Return the number of columns of each term (see :meth:`terms`), in order."""
         return [len(self._columns_of(term)) for term in self.terms()]
 
     @property
@@ -168,6 +205,12 @@ class SimpleSpec:
     def get_model_matrix(
         self, data: pd.DataFrame, na_action: str = "raise", context: Any = None
     ) -> DesignMatrix:
+        """Return the model matrix of ``data``, as formulaic's ``ModelSpec.get_model_matrix``.
+
+        Factor values are matched to the fitted levels (a :class:`PredictionError` for
+        a value that is none, or a missing column); ``na_action`` and ``context`` are
+        accepted for formulaic's signature and not used.
+        """
         def columns(name: str) -> np.ndarray:
             if name not in data.columns:
                 raise PredictionError(f"column {name!r} is not in the data")
@@ -178,7 +221,7 @@ class SimpleSpec:
         return self._build(len(data), columns)
 
     def from_arrays(self, cols: ArrayColumns) -> DesignMatrix:
-        """:meth:`get_model_matrix` on the complete rows held by ``cols``."""
+        """Return :meth:`get_model_matrix` of the complete rows held by ``cols``."""
 
         def columns(name: str) -> np.ndarray:
             if name in self.levels:  # codes of the levels parse() found in these rows
@@ -188,11 +231,13 @@ class SimpleSpec:
         return self._build(cols.nrows, columns)
 
     def _build(self, n: int, columns) -> DesignMatrix:
-        """Return the matrix from ``columns(name)`` (a factor's level codes, a
-        number's (n, 1) column), each variable read once: intercept, main
-        effects, then interactions as products with the first variable's
-        columns varying fastest. Terms of factors only are written as the
-        ones they are (no dummy blocks and products of them).
+        """Return the matrix from ``columns(name)``, each variable read once.
+
+        ``columns(name)`` gives a factor's level codes or a number's (n, 1)
+        column. The matrix is the intercept, main effects, then interactions as
+        products with the first variable's columns varying fastest. Terms of
+        factors only are written as the ones they are (no dummy blocks and
+        products of them).
         """
         values = np.zeros((n, len(self.column_names)))
         if self.intercept:
@@ -218,12 +263,14 @@ class SimpleSpec:
     MIN_CELL_ROWS = 5000
 
     def cells(self, cols: ArrayColumns) -> tuple[np.ndarray, np.ndarray] | None:
-        """(cell, E) with X = E[cell] when every term holds factors only (the
-        wide matrix of a factorial design is then a few distinct rows): a row's
-        cell is the mixed-radix number of its factors' level codes, E the matrix
-        of every combination of levels, built by the same code as X (so its
-        rows are X's exactly). None for other terms, more cells than
-        ``MAX_CELLS_PER_ROW`` of the rows or fewer rows than ``MIN_CELL_ROWS``.
+        """Return (cell, E) with X = E[cell] when every term holds factors only.
+
+        The wide matrix of a factorial design is then a few distinct rows: a
+        row's cell is the mixed-radix number of its factors' level codes, E the
+        matrix of every combination of levels, built by the same code as X (so
+        its rows are X's exactly). None for other terms, more cells than
+        ``MAX_CELLS_PER_ROW`` of the rows, fewer rows than ``MIN_CELL_ROWS``,
+        or a missing level.
         """
         names = [name for term in self.terms() for name in term]
         if not names or any(name not in self.levels for name in names):
@@ -251,11 +298,13 @@ class SimpleSpec:
 
     @staticmethod
     def _put_dummies(values: np.ndarray, j: int, codes: list[np.ndarray], widths: list[int]) -> int:
-        """Return a term of factors (a main effect or their interaction) into the
-        zeroed ``values`` from column ``j``: a one where every factor is at a
-        level after its first, in the column the product of their dummies
-        puts it (the first factor's varying fastest); rows with a missing
-        level all NaN, as the dummies' product. Returns the term's width.
+        """Write a term of factors (a main effect or their interaction) into ``values``.
+
+        The zeroed ``values`` get, from column ``j``, a one where every factor
+        is at a level after its first, in the column the product of their
+        dummies puts it (the first factor's varying fastest); rows with a
+        missing level are all NaN, as the dummies' product. Returns the term's
+        width.
         """
         col = np.zeros(len(values), dtype=np.intp)
         present = np.ones(len(values), dtype=bool)
@@ -273,7 +322,10 @@ class SimpleSpec:
         return stride
 
     def _dummies(self, name: str, codes: np.ndarray) -> np.ndarray:
-        """Treatment columns of factor ``name`` from its level codes (-1: missing, a row of NaN)."""
+        """Return the treatment columns of factor ``name`` from its level codes.
+
+        A code of -1 (missing) gives a row of NaN.
+        """
         block = np.zeros((len(codes), len(self.levels[name]) - 1))
         rows = np.flatnonzero(codes > 0)
         block[rows, codes[rows] - 1] = 1.0
@@ -283,8 +335,9 @@ class SimpleSpec:
         return block
 
     def r_names(self) -> list[str]:
-        """:func:`r_column_names` of the columns: a factor's name and level,
-        interactions joined by ``:``.
+        """Return R's names of the columns, as :func:`r_column_names` would give them.
+
+        A factor's name and level, interactions joined by ``:``.
         """
         out = ["(Intercept)"] if self.intercept else []
         for term in self.terms():
@@ -293,8 +346,9 @@ class SimpleSpec:
 
 
 def _is_plain_number(data: pd.DataFrame | ArrayColumns, name: str) -> bool:
-    """Whether ``name`` is a numeric (not boolean) column of ``data`` that
-    the simple spec reads as numbers.
+    """Return whether ``name`` is a numeric (not boolean) column of ``data``.
+
+    That is a column the simple spec reads as numbers.
     """
     if name not in data.columns:
         return False
@@ -304,9 +358,11 @@ def _is_plain_number(data: pd.DataFrame | ArrayColumns, name: str) -> bool:
 
 
 def _treatment_levels(values: pd.Series) -> list | None:
-    """Return the levels formulaic encodes a factor column with, for an unordered
-    categorical (its used categories, in order) or a column of strings (sorted);
-    None for anything else (ordered factors, booleans, mixed objects).
+    """Return the levels formulaic encodes a factor column with, or None.
+
+    For an unordered categorical they are its used categories, in order; for a
+    column of strings the sorted values; None for anything else (ordered
+    factors, booleans, mixed objects).
     """
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
@@ -325,11 +381,13 @@ def _treatment_levels(values: pd.Series) -> list | None:
 def _simple_shape(
     rhs: str,
 ) -> tuple[bool, tuple[str, ...], tuple[tuple[str, str], ...]] | None:
-    """Intercept flag, main-effect names (in order of appearance) and two-way
-    interactions (in order of appearance, as written) of a right side made of
-    an optional intercept, names, ``a:b`` and ``a*b`` (= a + b + a:b), else
-    ``None``. Whether the names are numeric columns or factors, and whether
-    every factor in an interaction has its main effect, is for
+    """Return the shape of a simple right side: intercept, main effects, interactions.
+
+    That is the intercept flag, main-effect names (in order of appearance) and
+    two-way interactions (in order of appearance, as written) of a right side
+    made of an optional intercept, names, ``a:b`` and ``a*b`` (= a + b + a:b),
+    else ``None``. Whether the names are numeric columns or factors, and
+    whether every factor in an interaction has its main effect, is for
     :meth:`SimpleSpec.parse`.
     """
     tokens = [t.strip() for t in rhs.replace("-", "+-").split("+")]
@@ -369,6 +427,16 @@ def _simple_shape(
 
 
 def model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> DesignMatrix:
+    """Return the model matrix of a formula side ``rhs`` for ``data``.
+
+    :class:`SimpleSpec` builds it where the side is that simple; formulaic
+    builds the rest, after the allow-list check (:func:`check_formula_side`),
+    with integer columns as floats (as int64 where coded as factors) and
+    columns named like formula functions renamed. Errors are a
+    :class:`FormulaError` naming ``where`` (e.g. ``"fixed-effects"``). Missing
+    values were dropped before: NaN or Inf in the matrix come from transforms
+    and are left to the caller.
+    """
     if isinstance(data, ArrayColumns):
         simple = SimpleSpec.parse(rhs, data)
         if simple is not None:
@@ -402,7 +470,7 @@ def model_matrix(rhs: str, data: pd.DataFrame | ArrayColumns, where: str) -> Des
 
 
 def integers_as_floats(frame: pd.DataFrame, factors: Collection[str] = ()) -> pd.DataFrame:
-    """``frame`` with its integer columns as float64, for evaluating formula terms.
+    """Return ``frame`` with its integer columns as float64, for evaluating formula terms.
 
     numpy computes in a column's own dtype: ``I(x * x)`` of an int8 column
     holding 100 wraps around to 16, ``I(a - b)`` of unsigned columns to large
@@ -430,7 +498,7 @@ _FACTOR_ARGUMENT = re.compile(r"(?<![\w.])(?:C|factor)\(\s*(`[^`]*`|[^\W\d][\w.]
 
 @functools.lru_cache(maxsize=1024)
 def factor_arguments(rhs: str) -> frozenset[str]:
-    """The columns a formula side codes as factors: ``x`` of ``C(x, ...)`` and ``factor(x)``."""
+    """Return the columns a formula side codes as factors: ``x`` of ``C(x, ...)``, ``factor(x)``."""
     return frozenset(m.strip("`") for m in _FACTOR_ARGUMENT.findall(rhs))
 
 
@@ -441,9 +509,11 @@ def _reserved_names() -> set[str]:
 
 
 def _reserved_aliases(rhs: str, data: pd.DataFrame) -> dict[str, str]:
-    """Return data columns named like a formula function (a factor ``C``, a column
-    ``log``): formulaic would resolve the name to the function, so they are
-    renamed for it and renamed back in the column names.
+    """Return aliases for the data columns named like a formula function.
+
+    For a factor ``C`` or a column ``log`` formulaic would resolve the name to
+    the function, so such columns are renamed for it (column -> alias) and
+    renamed back in the column names.
     """
     reserved = _reserved_names()
     return {
@@ -468,7 +538,17 @@ def _unalias(name: str, aliases: dict[str, str]) -> str:
 
 
 class AliasedSpec:
-    """A formulaic spec built on renamed columns, applied to new data the same way."""
+    """A formulaic spec built on renamed columns, applied to new data the same way.
+
+    Attributes
+    ----------
+    spec : formulaic ModelSpec
+        The spec, which knows the columns by their aliases.
+    aliases : dict of str to str
+        Column name -> alias.
+    encoder_state : dict
+        The spec's encoder state, keyed by the columns' own names.
+    """
 
     def __init__(self, spec: Any, aliases: dict[str, str]):
         self.spec = spec
@@ -476,15 +556,20 @@ class AliasedSpec:
 
     @property
     def encoder_state(self) -> dict:
+        """The spec's encoder state, keyed by the columns' own names."""
         return {_unalias(k, self.aliases): v for k, v in self.spec.encoder_state.items()}
 
     def get_model_matrix(self, data: pd.DataFrame, **kwargs: Any) -> Any:
+        """Return the spec's model matrix of ``data`` with the columns renamed to their aliases."""
         return self.spec.get_model_matrix(data.rename(columns=self.aliases), **kwargs)
 
 
 def evaluate_expression(expr: str, data: pd.DataFrame | ArrayColumns, what: str) -> np.ndarray:
-    """Evaluate an arithmetic expression of columns (``log(y)``, ``Days * 2``)
-    that passes the formula allow-list (:func:`~mixedmodels.spec.guard.check_expression`).
+    """Evaluate an arithmetic expression of columns (``log(y)``, ``Days * 2``).
+
+    The expression must pass the formula allow-list
+    (:func:`~mixedmodels.spec.guard.check_expression`) and give one numeric
+    column (a :class:`DataError` otherwise; ``what`` names it in messages).
     """
     check_expression(expr)
     if isinstance(data, ArrayColumns) and expr in data.plain:
@@ -506,11 +591,13 @@ _ARITHMETIC_CALLS = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "log1p": np.
 
 
 def _plain_arithmetic(expr: str, data: ArrayColumns) -> np.ndarray | None:
-    """``expr`` evaluated directly when it is only plain numeric columns,
-    numbers, ``+ - * /``, unary minus and ``log``/``exp``/``sqrt``/``log1p``
-    of those (``size - incidence``, ``log(exposure)``): the same float
-    arithmetic formulaic's ``I()`` does, without its per-call cost; None for
-    anything else (formulaic then evaluates it).
+    """Return ``expr`` evaluated directly when it is plain arithmetic of numeric columns.
+
+    Plain arithmetic is plain numeric columns, numbers, ``+ - * /``, unary
+    minus and ``log``/``exp``/``sqrt``/``log1p`` of those (``size -
+    incidence``, ``log(exposure)``): the same float arithmetic formulaic's
+    ``I()`` does, without its per-call cost; None for anything else
+    (formulaic then evaluates it).
     """
     try:
         tree = ast.parse(expr, mode="eval").body

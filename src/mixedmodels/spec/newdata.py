@@ -1,5 +1,7 @@
-"""New data for predictions: the fitted encodings (contrasts, factor levels,
-stateful transforms) applied again to rows the model has not seen.
+"""New data for predictions.
+
+The fitted encodings (contrasts, factor levels, stateful transforms) applied
+again to rows the model has not seen.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from mixedmodels.spec.matrix import R_FUNCTIONS, AliasedSpec, SimpleSpec, intege
 
 
 def newdata_frame(newdata: Any, parsed: ParsedFormula) -> pd.DataFrame:
-    """``newdata`` as a pandas frame, or a :class:`PredictionError` naming a
-    column predictions read (not the response) that appears more than once.
+    """Return ``newdata`` as a pandas frame.
+
+    A column predictions read (not the response) that appears more than once
+    is a :class:`PredictionError` naming it.
     """
     frame = to_pandas(newdata)
     if not frame.columns.is_unique:
@@ -42,11 +46,13 @@ def newdata_fixed_matrix(fixed: FixedEffects, newdata: pd.DataFrame) -> np.ndarr
 
 
 def apply_spec(model_spec: Any, newdata: pd.DataFrame, what: str) -> np.ndarray:
-    """Rebuild a model matrix on new data with the fitted encoding (stateful
-    transforms such as ``scale()`` keep their training state). Factor columns
-    are matched to the fitted levels first (:func:`match_levels`): formulaic
-    would turn a value of another type into NaN dummies without an error; small
-    integer columns are evaluated as floats (:func:`integers_as_floats`).
+    """Rebuild a model matrix on new data with the fitted encoding.
+
+    Stateful transforms such as ``scale()`` keep their training state. Factor
+    columns are matched to the fitted levels first (:func:`match_levels`):
+    formulaic would turn a value of another type into NaN dummies without an
+    error; small integer columns are evaluated as floats
+    (:func:`integers_as_floats`). Rows with a missing factor value are NaN.
     """
     missing = None
     if not isinstance(model_spec, SimpleSpec):  # it matches its own levels
@@ -73,10 +79,12 @@ def apply_spec(model_spec: Any, newdata: pd.DataFrame, what: str) -> np.ndarray:
 def with_fitted_levels(
     model_spec: Any, newdata: pd.DataFrame
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """``newdata`` with every factor column of the spec holding the fitted
-    level values themselves (a new frame if any changes), and the mask of the
-    rows where a factor value is missing (``None`` if none is); a value that
-    is no level is a :class:`PredictionError` naming it.
+    """Return ``newdata`` with the fitted level values in the spec's factor columns.
+
+    Every factor column of the spec holds the fitted level values themselves
+    (a new frame if any changes); the second value is the mask of the rows
+    where a factor value is missing (``None`` if none is). A value that is no
+    level is a :class:`PredictionError` naming it.
     """
     replaced, missing = {}, None
     for name, levels in fitted_factor_levels(model_spec).items():

@@ -1,6 +1,7 @@
-"""Random-effects terms ``(expr | group)``: grouping codes and levels, the
-term's model matrix, its θ (the relative covariance factor λ) and the checks
-of its size (:class:`ReTerm`, :func:`build_term`).
+"""Random-effects terms ``(expr | group)`` (:class:`ReTerm`, :func:`build_term`).
+
+Grouping codes and levels, the term's model matrix, its θ (the relative
+covariance factor λ) and the checks of its size.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ MODERATE_COLUMN_SCALE = (0.1, 10.0)
 
 
 def search_scales(matrix: np.ndarray) -> np.ndarray:
-    """Per column, its root mean square where that lies outside
-    ``MODERATE_COLUMN_SCALE``, else 1 (read-only): the factor by which
-    searches and finite differences divide a column so that their steps and
-    rules do not depend on the units of a covariate. Columns in moderate
-    units keep lme4's own scale (and its numbers); the others are all
-    brought to unit root mean square, so a fit is the same whatever their units.
+    """Return the factor by which searches divide each column of ``matrix`` (read-only).
+
+    Per column, it is its root mean square where that lies outside
+    ``MODERATE_COLUMN_SCALE``, else 1: the factor by which searches and finite
+    differences divide a column so that their steps and rules do not depend on
+    the units of a covariate. Columns in moderate units keep lme4's own scale
+    (and its numbers); the others are all brought to unit root mean square, so
+    a fit is the same whatever their units.
     """
     low, high = MODERATE_COLUMN_SCALE
     scales = np.ones(matrix.shape[1])
@@ -70,6 +73,18 @@ class ReTerm:
         How the term's θ parametrises the covariance of one level's random
         effects (default: lme4's :class:`~mixedmodels.covariance.Unstructured`);
         the θ methods below delegate to it.
+    name : str
+        The grouping factor's name (``g`` or ``g1:g2``, as lme4 names it).
+    k : int
+        The number of columns of ``z`` (random effects per level).
+    nlevels : int
+        The number of levels.
+    nranef : int
+        The number of random effects, ``k * nlevels``.
+    ntheta : int
+        The length of the term's slice of θ.
+    column_scales : numpy.ndarray
+        Per column of ``z``, the factor by which the searches divide it.
     """
 
     spec: RandomTermSpec
@@ -86,9 +101,10 @@ class ReTerm:
             self.covariance = Unstructured(self.z.shape[1])
 
     def level_positions(self, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Where each row of ``newdata`` falls among the levels (-1: unseen or
-        missing, see :func:`match_levels`) and each row's level label
-        (``"NA"`` where missing).
+        """Return where each row of ``newdata`` falls among the levels, and its label.
+
+        Positions are -1 for unseen or missing levels (see
+        :func:`match_levels`); the labels are ``"NA"`` where missing.
         """
         kinds = [level_kind(d) for d in self.group_dtypes] or [None] * len(self.spec.group)
         parts = [level_labels(newdata[g], k) for g, k in zip(self.spec.group, kinds)]
@@ -103,40 +119,47 @@ class ReTerm:
 
     @property
     def name(self) -> str:
+        """The grouping factor's name (``g`` or ``g1:g2``, as lme4 names it)."""
         return self.spec.group_name
 
     @property
     def k(self) -> int:
+        """The number of columns of ``z`` (random effects per level)."""
         return self.z.shape[1]
 
     @property
     def nlevels(self) -> int:
+        """The number of levels of the grouping factor."""
         return len(self.levels)
 
     @property
     def nranef(self) -> int:
+        """The number of random effects, ``k * nlevels``."""
         return self.k * self.nlevels
 
     @property
     def ntheta(self) -> int:
+        """The length of the term's slice of θ."""
         return self.covariance.ntheta
 
     def theta_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row and column of each θ element in λ (see the covariance structure)."""
+        """Return the row and column of each θ element in λ (see the covariance structure)."""
         return self.covariance.theta_rows_cols()
 
     def theta_lower(self) -> np.ndarray:
+        """Return the lower bound of each θ element (0 or -inf), from the covariance structure."""
         return self.covariance.lower_bounds()
 
     def theta_start(self) -> np.ndarray:
-        """Return the structure's start (lme4's λ = I), for the unit-scale columns
-        (see ``theta_scale``).
+        """Return the structure's start (lme4's λ = I), for the unit-scale columns.
+
+        See ``theta_scale``.
         """
         return self.covariance.start() / self.theta_scale()
 
     @functools.cached_property
     def column_scales(self) -> np.ndarray:
-        """Per column of ``z``, the factor by which the searches divide it (see ``search_scales``).
+        """Per column of ``z``, the factor by which the searches divide it (``search_scales``).
 
         Multiplying a column of ``z`` by c divides row r of λ, hence the θ
         elements in it, by c: the same model in other units. Searches,
@@ -147,8 +170,9 @@ class ReTerm:
         return search_scales(self.z)  # ones for a Dask term (no rows here)
 
     def theta_scale(self) -> np.ndarray:
-        """Per θ element, the factor giving θ in unit-scale columns: θ ×
-        ``theta_scale()`` is θ for ``z / column_scales``.
+        """Return, per θ element, the factor giving θ in unit-scale columns.
+
+        θ × ``theta_scale()`` is θ for ``z / column_scales``.
         """
         return self.covariance.theta_scale(self.column_scales)
 
@@ -157,7 +181,7 @@ class ReTerm:
         return self.covariance.factor(theta)
 
     def theta_names(self) -> list[str]:
-        """lme4's names of θ, e.g. ``Subject.(Intercept)``, ``Subject.Days.(Intercept)``."""
+        """Return lme4's names of θ, e.g. ``Subject.(Intercept)``, ``Subject.Days.(Intercept)``."""
         return self.covariance.theta_names(self.name, self.cnames)
 
 
@@ -167,8 +191,9 @@ def build_term(
     contrasts: Mapping[str, str] | None = None,
     residual: bool = True,
 ) -> ReTerm:
-    """One random-effects term: grouping codes, levels and its model matrix
-    (``residual``: the model has a residual, see ``check_term_size``).
+    """Build one random-effects term: grouping codes, levels and its model matrix.
+
+    ``residual`` says the model has a residual (lmer; see ``check_term_size``).
     """
     if isinstance(data, ArrayColumns):
         codes, levels = data.factor(spec.group)
@@ -192,9 +217,12 @@ def build_term(
 
 
 def check_term_size(term: ReTerm, n: int, residual: bool = True) -> None:
-    """At least two levels; with a residual (lmer), fewer levels and random
-    effects than observations (glmer allows as many, as lme4: an
-    observation-level random effect models overdispersion).
+    """Check that a term's grouping factor has a size the model can estimate.
+
+    It needs at least two levels; with a residual (lmer), fewer levels and
+    random effects than observations (glmer allows as many, as lme4: an
+    observation-level random effect models overdispersion). A
+    :class:`ModelSpecError` otherwise.
     """
     if term.nlevels < 2:
         raise ModelSpecError(
@@ -217,8 +245,9 @@ def check_term_size(term: ReTerm, n: int, residual: bool = True) -> None:
 
 
 def order_terms(terms: list[ReTerm]) -> list[ReTerm]:
-    """Terms in decreasing number of random effects (stable), as MixedModels.jl
-    stores them: the largest term becomes the block-diagonal leading block of L,
-    eliminated at no cost, and the dense remainder is as small as it can be.
+    """Return the terms in decreasing number of random effects (stable), as MixedModels.jl.
+
+    The largest term becomes the block-diagonal leading block of L, eliminated
+    at no cost, and the dense remainder is as small as it can be.
     """
     return sorted(terms, key=lambda t: -t.nranef)

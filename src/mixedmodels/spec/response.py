@@ -1,6 +1,8 @@
-"""The left side of a formula and the offset: lmer's numeric response,
-glmer's (numeric, logical, factor or ``cbind(successes, failures)``), and the
-offset terms added to the linear predictor.
+"""The left side of a formula and the offset.
+
+lmer's numeric response, glmer's (numeric, logical, factor or
+``cbind(successes, failures)``), and the offset terms added to the linear
+predictor.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ from mixedmodels.spec.tokens import Scan
 
 
 def response_values(parsed: ParsedFormula, data: pd.DataFrame | ArrayColumns) -> np.ndarray:
+    """Return lmer's response: a numeric column or an expression of columns, as floats.
+
+    Raises
+    ------
+    FormulaError
+        If the formula has no response, or it is a ``cbind`` (glmer's).
+    DataError
+        If the response column is not numeric (logicals included).
+    """
     lhs = parsed.response
     if lhs is None:
         raise FormulaError("the formula has no response: write it as 'y ~ ...'", parsed.text, 0)
@@ -74,7 +85,10 @@ def glm_response_values(
 
 
 def is_factor_dtype(dtype: Any) -> bool:
-    """Categorical, string or object (R's factor() of the values), not logical."""
+    """Return whether a dtype is a factor's: categorical, string or object, not logical.
+
+    Such a column is R's factor() of its values.
+    """
     return isinstance(dtype, pd.CategoricalDtype) or (
         not pd.api.types.is_bool_dtype(dtype)
         and (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype))
@@ -87,8 +101,10 @@ def _glm_response_part(
     what: str = "cbind argument",
     kinds: str = "numeric or logical",
 ) -> np.ndarray:
-    """Return a numeric or logical column (floats, logicals as 0/1), or an arithmetic
-    expression of columns: the response or one argument of ``cbind``.
+    """Return the response or one argument of ``cbind`` as floats.
+
+    It is a numeric or logical column (logicals as 0/1), or an arithmetic
+    expression of columns.
     """
     name = _column_name(expr)
     if name not in data.columns:
@@ -103,15 +119,17 @@ def _glm_response_part(
 
 
 def _response_series(data: pd.DataFrame | ArrayColumns, name: str) -> pd.Series:
-    """Column ``name`` of the complete rows."""
+    """Return column ``name`` of the complete rows."""
     return data.series(name) if isinstance(data, ArrayColumns) else data[name]
 
 
 def _factor_response(
     data: pd.DataFrame | ArrayColumns, name: str
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Return a factor response as R's binomial family reads it: 0 for the first level
-    (unused levels dropped: a categorical's order, else the sorted values), 1 else.
+    """Return a factor response as R's binomial family reads it, and its levels.
+
+    0 for the first level (unused levels dropped: a categorical's order, else
+    the sorted values), 1 else.
     """
     try:
         if isinstance(data, ArrayColumns):
@@ -131,7 +149,7 @@ def _factor_response(
 
 
 def _column_name(expr: str) -> str:
-    """``expr`` without the backticks of a single backticked name."""
+    """Return ``expr`` without the backticks of a single backticked name."""
     if len(expr) > 2 and expr[0] == "`" and expr[-1] == "`" and "`" not in expr[1:-1]:
         return expr[1:-1]
     return expr
@@ -139,7 +157,8 @@ def _column_name(expr: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def cbind_arguments(lhs: str, formula: str | None = None) -> tuple[str, ...] | None:
-    """Return the two argument texts of a ``cbind(successes, failures)`` left side, or
+    """Return the two argument texts of a ``cbind(successes, failures)`` left side.
+
     ``None`` if ``lhs`` holds no ``cbind``.
 
     Arguments are split at the commas outside brackets (``cbind(pmax(a, b), n - a)``);
@@ -197,6 +216,10 @@ def cbind_arguments(lhs: str, formula: str | None = None) -> tuple[str, ...] | N
 def total_offset(
     parsed: ParsedFormula, frame: pd.DataFrame | ArrayColumns, given: np.ndarray | None
 ) -> np.ndarray | None:
+    """Return the total offset: ``given`` plus the formula's ``offset()`` terms.
+
+    None when there is neither.
+    """
     total = None if given is None else np.asarray(given, dtype=float).copy()
     for expr in parsed.offsets:
         values = evaluate_expression(expr, frame, "offset")

@@ -1,5 +1,6 @@
-"""The formula scanner: text -> tokens that keep their character positions,
-with bracket pairs, depths and call arguments (:class:`Scan`), so that every
+"""The formula scanner: text -> tokens that keep their character positions.
+
+With bracket pairs, depths and call arguments (:class:`Scan`), so that every
 syntax error can point at its character.
 """
 
@@ -13,6 +14,18 @@ from mixedmodels.exceptions import FormulaError
 
 @dataclass(frozen=True)
 class Token:
+    """One token of formula text, with its character positions.
+
+    Attributes
+    ----------
+    kind : str
+        ``"name"``, ``"number"``, ``"backtick"``, ``"string"`` or ``"op"``.
+    text : str
+        The token's text as written.
+    start, end : int
+        Its character positions in the text: ``text[start:end]``.
+    """
+
     kind: str  # "name", "number", "backtick", "string" or "op"
     text: str
     start: int
@@ -154,7 +167,26 @@ def is_call(tokens: list[Token], i: int) -> bool:
 
 
 class Scan:
-    """Tokens of one formula with bracket pairs and depths."""
+    """Tokens of one formula with bracket pairs and depths.
+
+    Parameters
+    ----------
+    text : str
+        Formula or expression text.
+
+    Attributes
+    ----------
+    text : str
+        The text scanned.
+    tokens : list of Token
+        Its tokens (:func:`tokenize`).
+    pairs : dict of int to int
+        The matching bracket of each bracket token, both directions.
+    depths : list of int
+        Bracket depth of each token (brackets themselves count as outside).
+    in_call : list of bool
+        Whether each token lies inside a function call's brackets.
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -164,7 +196,7 @@ class Scan:
         self.in_call = _inside_calls(self.tokens)
 
     def span(self, lo: int, hi: int, python: bool = False) -> str:
-        """Text of tokens ``lo..hi-1`` with each run of whitespace made one space.
+        """Return the text of tokens ``lo..hi-1`` with each run of whitespace made one space.
 
         A ``^`` that R evaluates as a power (inside a function's arguments,
         ``I(x^2)``, or anywhere in Python text: ``python=True``, the response)
@@ -187,6 +219,6 @@ class Scan:
         return FormulaError(message, self.text, pos)
 
     def is_op(self, i: int, *ops: str) -> bool:
-        """Whether token ``i`` is one of the operators ``ops``."""
+        """Return whether token ``i`` is one of the operators ``ops``."""
         tok = self.tokens[i]
         return tok.kind == "op" and tok.text in ops

@@ -87,8 +87,9 @@ R_OPTIMIZERS: dict[str, str] = {
 
 
 def _normalised(name: str) -> str:
-    """Return a name without case, dots and underscores: ``na.action`` and
-    ``na_action``, ``nAGQ`` and ``nagq`` compare equal.
+    """Return a name without case, dots and underscores.
+
+    So ``na.action`` and ``na_action``, ``nAGQ`` and ``nagq`` compare equal.
     """
     return name.lower().replace(".", "").replace("_", "")
 
@@ -104,7 +105,13 @@ def _control_hint(accepted: Collection[str]) -> str:
 def unknown_argument_message(
     function: str, name: str, value: Any, accepted: Collection[str]
 ) -> str:
-    """What to say about argument ``name`` (given ``value``) that ``function`` does not accept."""
+    """Return the error message for an argument that ``function`` does not accept.
+
+    The message for argument ``name`` (given ``value``) says what comes closest:
+    the same name spelled our way (with R's value translated), our equivalent of
+    an lme4 control option or R argument, a close match, or else the list of the
+    arguments ``function`` accepts (``accepted``).
+    """
     head = f"{function}() has no argument {name!r}"
     same = [a for a in accepted if _normalised(a) == _normalised(name)]
     if same:
@@ -135,8 +142,10 @@ def _parameters(func: Callable[..., Any]) -> set[str]:
 def r_argument_hints(
     *forwards_to: Callable[..., Any], also: Collection[str] = ()
 ) -> Callable[[F], F]:
-    """Decorate an entry point so that an unknown keyword argument raises
-    :class:`ArgumentError` with a hint (see :func:`unknown_argument_message`).
+    """Decorate an entry point so that an unknown keyword argument gets a hint.
+
+    The call raises :class:`ArgumentError` with the message of
+    :func:`unknown_argument_message`.
 
     Parameters
     ----------
@@ -167,9 +176,10 @@ def r_argument_hints(
 
 
 def check_optimizer(optimizer: Any, available: dict[str, str]) -> str:
-    """``optimizer`` if it is one of ``available`` (name -> description);
-    otherwise a :class:`ModelSpecError` listing them, with what comes closest
-    to an lme4 optimizer name.
+    """Return ``optimizer`` if it is one of ``available`` (name -> description).
+
+    Otherwise raise a :class:`ModelSpecError` listing them, with what comes
+    closest to an lme4 optimizer name.
     """
     if isinstance(optimizer, str) and optimizer in available:
         return optimizer
@@ -180,8 +190,9 @@ def check_optimizer(optimizer: Any, available: dict[str, str]) -> str:
 
 
 def check_na_action(na_action: Any) -> str:
-    """``na_action`` if it is "omit" or "fail"; R's ``na.omit`` / ``na.fail``
-    spellings get a hint.
+    """Return ``na_action`` if it is "omit" or "fail", else raise a :class:`DataError`.
+
+    R's ``na.omit`` / ``na.fail`` spellings get a hint.
     """
     if na_action in ("omit", "fail"):
         return na_action
@@ -191,18 +202,21 @@ def check_na_action(na_action: Any) -> str:
 
 
 def option_values(options: Any) -> dict[str, Any]:
-    """Return the fields of an options dataclass as keyword arguments (the values
-    themselves, not copies: ``dataclasses.asdict`` would copy arrays).
+    """Return the fields of an options dataclass as keyword arguments.
+
+    The values are the fields themselves, not copies (``dataclasses.asdict``
+    would copy arrays).
     """
     return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
 
 
 def takes_options(options_type: type) -> Callable[[F], F]:
-    """Decorate a function whose parameter ``options`` stands for the fields
-    of the dataclass ``options_type``: callers pass those fields as arguments,
-    by keyword or by position, as if the function's signature listed them in
-    place of ``options`` (with their defaults and annotations); the function
-    receives one ``options_type`` instance.
+    """Decorate a function whose parameter ``options`` stands for a dataclass's fields.
+
+    Callers pass the fields of the dataclass ``options_type`` as arguments, by
+    keyword or by position, as if the function's signature listed them in place
+    of ``options`` (with their defaults and annotations); the function receives
+    one ``options_type`` instance.
 
     This is how the entry points of one model kind (``lmer``,
     ``LinearMixedModel``, the Dask entry) share one definition of their

@@ -1,6 +1,7 @@
-"""What predictions for new data share, in the models and in inference: which
-random effects a prediction includes (``re_form``) and where new rows fall
-among a random-effects term's levels.
+"""What predictions for new data share, in the models and in inference.
+
+Which random effects a prediction includes (``re_form``) and where new rows
+fall among a random-effects term's levels.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ __all__ = ["include_random", "level_positions"]
 
 
 def include_random(re_form: str | None) -> bool:
-    """Whether predictions include the random effects (``re_form`` None) or
-    not (``"~0"``, ``"NA"``).
+    """Return whether predictions include the random effects.
+
+    They do for ``re_form`` None and do not for ``"~0"`` (or ``"0"``, ``"NA"``,
+    ``"~-1"``); any other ``re_form`` raises a :class:`PredictionError`.
     """
     if re_form is None:
         return True
@@ -30,9 +33,12 @@ def include_random(re_form: str | None) -> bool:
 
 
 def level_positions(term: Any, nd: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Where each row of ``nd`` falls among ``term``'s levels (-1: unseen or
-    missing; :meth:`mixedmodels.spec.random.ReTerm.level_positions`) and the
-    rows' level labels; an error names a missing grouping column.
+    """Return where each row of ``nd`` falls among ``term``'s levels, and its label.
+
+    Positions are -1 for unseen or missing levels
+    (:meth:`mixedmodels.spec.random.ReTerm.level_positions`); the second array
+    holds the rows' level labels. A :class:`PredictionError` names a missing
+    grouping column.
     """
     missing = [g for g in term.spec.group if g not in nd.columns]
     if missing:

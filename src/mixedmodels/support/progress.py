@@ -69,6 +69,15 @@ class FitProgress:
         self._handle = None
 
     def __call__(self, evaluations: int, objective: float) -> None:
+        """Record the optimizer's state; refresh the display when it is due.
+
+        Parameters
+        ----------
+        evaluations : int
+            Objective evaluations so far.
+        objective : float
+            The best objective so far.
+        """
         self._state = (evaluations, objective)
         now = self.clock()
         if now - self.start < self.delay or now - self._last < self.interval:
@@ -77,6 +86,13 @@ class FitProgress:
         self._show(now)
 
     def text(self, now: float | None = None) -> str:
+        """Return the display line: evaluations, objective and elapsed seconds.
+
+        Parameters
+        ----------
+        now : float, optional
+            The clock's time to measure the elapsed time to (read now if None).
+        """
         evaluations, objective = self._state
         elapsed = (self.clock() if now is None else now) - self.start
         return (

@@ -39,17 +39,19 @@ SMALL_PRODUCT = 100_000
 
 
 def thin_product_threads(ncols: int, nrows: int) -> int | None:
-    """BLAS threads for a product over the data's ``nrows`` rows with ``ncols``
-    columns: one for thin ones (see ``THIN_COLUMNS``), the library's default
-    (no limit) otherwise and for small ones.
+    """Return the BLAS threads for a product over ``nrows`` rows and ``ncols`` columns.
+
+    One for thin products (see ``THIN_COLUMNS``), None (the library's default,
+    no limit) otherwise and for small ones.
     """
     return 1 if ncols <= THIN_COLUMNS and nrows * ncols >= SMALL_PRODUCT else None
 
 
 @functools.cache
 def thread_controller():
-    """Return threadpoolctl's view of the loaded BLAS libraries; finding them reads
-    /proc/self/maps, so it is done once per process.
+    """Return threadpoolctl's view of the loaded BLAS libraries.
+
+    Finding them reads /proc/self/maps, so it is done once per process.
     """
     from threadpoolctl import ThreadpoolController
 
@@ -61,10 +63,13 @@ THREADED_BLOCK = 2000
 
 
 def auto_thread_plan(block_size: int, cores: int | None = None) -> tuple[int | None, int | None]:
-    """(threads for the whole fit, threads inside the dense factorisations) for
-    a dense block of ``block_size`` rows on ``cores`` cores (default: the
-    machine's); None means the library default. A function of these two only,
-    so that the same call on the same machine gives bit-identical results.
+    """Return the threads for the whole fit and inside the dense factorisations.
+
+    The pair (threads for the whole fit, threads inside the dense
+    factorisations) is for a dense block of ``block_size`` rows on ``cores``
+    cores (default: the machine's); None means the library default. A function
+    of these two only, so that the same call on the same machine gives
+    bit-identical results.
 
     Below 2,000 rows one thread throughout. Two threads inside the Cholesky
     factorisation and its inverse made InstEval's 1,160-row block 6% faster

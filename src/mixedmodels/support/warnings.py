@@ -18,8 +18,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def warn_caller(message: str, category: type[Warning]) -> None:
-    """Warn with the location of the first caller outside this package, so
-    the warning names the user's line however deep inside the fit it arose.
+    """Warn with the location of the first caller outside this package.
+
+    So the warning names the user's line however deep inside the fit it arose.
     """
     level, frame = 2, sys._getframe(1)  # stacklevel 2 is the frame that called this
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
