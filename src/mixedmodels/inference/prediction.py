@@ -59,7 +59,7 @@ _COMPONENTS = {
 
 
 def check_interval(interval: str) -> str:
-    """Return ``interval`` if it is one of :data:`INTERVALS`, else raise :class:`PredictionError`."""
+    """Return ``interval`` if it is one of :data:`INTERVALS`, else raise ``PredictionError``."""
     if interval not in INTERVALS:
         raise PredictionError(f"interval must be one of {INTERVALS}, not {interval!r}")
     return interval
