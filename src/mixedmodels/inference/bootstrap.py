@@ -1,5 +1,6 @@
-"""Parametric bootstrap of mixed models, as lme4's ``bootMer`` (type
-"parametric") and ``confint(fit, method = "boot")``.
+"""Parametric bootstrap of mixed models.
+
+As lme4's ``bootMer`` (type "parametric") and ``confint(fit, method = "boot")``.
 
 New responses are simulated from the fitted model (``model.simulate``: new
 random effects and new residuals, or with ``use_u=True`` the fitted random
@@ -63,9 +64,10 @@ _METHODS = {
 
 
 def _columns(model: Any) -> tuple[list[str], list[str], list[str]]:
-    """(θ columns, fixed-effect columns, SD/correlation columns) of the
-    replicate table; ``sigma`` sits between θ and the fixed effects when the
-    model has a residual SD.
+    """Return the (θ, fixed-effect, SD/correlation) column names of the replicate table.
+
+    ``sigma`` sits between θ and the fixed effects when the model has a
+    residual SD.
     """
     theta = [f"theta_{n}" for t in model.frame.terms for n in t.theta_names()]
     fixed = list(model.frame.fixed.names)
@@ -84,8 +86,10 @@ def _statistics(fit: Any) -> np.ndarray:
 
 
 def _refit_block(model: Any, Y: np.ndarray) -> tuple[np.ndarray, list[tuple[bool, bool, str]]]:
-    """Refit ``model`` to every column of ``Y``: the statistics (NaN rows for
-    failures) and (singular, converged, error message) per column.
+    """Refit ``model`` to every column of ``Y``.
+
+    Returns the statistics (NaN rows for failures) and (singular, converged,
+    error message) per column.
     """
     width = len(_statistics(model))
     out = np.full((Y.shape[1], width), np.nan)
@@ -127,8 +131,9 @@ def _worker_run(start: int, Y: np.ndarray):
 
 
 def norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Return boot's ``norm.inter``: quantiles of the finite ``t`` at ``alpha`` by
-    interpolation on the normal quantile scale between the order statistics
+    """Return the quantiles of the finite ``t`` at ``alpha`` as boot's ``norm.inter``.
+
+    Interpolation on the normal quantile scale between the order statistics
     next to (R + 1) alpha (the extreme ones when that falls outside).
     """
     t = np.sort(t[np.isfinite(t)])
@@ -155,14 +160,15 @@ def norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 def percentile_interval(t: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """boot's percentile interval (``boot.ci(type = "perc")``) of the finite values of ``t``."""
+    """Return boot's percentile interval (``boot.ci(type = "perc")``) of the finite ``t``."""
     lo, hi = norm_inter(np.asarray(t, dtype=float), np.array([(1 - level) / 2, (1 + level) / 2]))
     return float(lo), float(hi)
 
 
 def shortest_interval(t: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Return the shortest interval between two order statistics of the finite
-    values of ``t`` that holds ceil(level × R) of them.
+    """Return the shortest interval between two order statistics of the finite ``t``.
+
+    The interval holds ceil(level × R) of the R finite values.
     """
     t = np.sort(np.asarray(t, dtype=float)[np.isfinite(t)])
     R = len(t)
@@ -212,8 +218,24 @@ class BootstrapResult:
     status : DataFrame
         Per replicate: ``failed``, ``singular``, ``converged`` and the error
         ``message`` of a failed refit.
-    nsim, seed, use_u, n_jobs, elapsed
-        How it was run (``elapsed`` in seconds).
+    nsim : int
+        Number of replicates.
+    seed : int, Generator or None
+        The ``seed`` the responses were drawn with.
+    use_u : bool
+        Whether the fitted random effects were kept in the simulations.
+    n_jobs : int
+        Number of worker processes used.
+    elapsed : float
+        Seconds the bootstrap took.
+    n_failed : int
+        Refits that raised (NaN rows).
+    n_singular : int
+        Refits that ended on the boundary (a zero variance or |correlation| = 1).
+    n_nonconverged : int
+        Refits whose optimizer did not report convergence (failures excluded).
+    errors : list of (int, str)
+        (replicate, message) of every failed refit.
     """
 
     replicates: pd.DataFrame
@@ -249,8 +271,10 @@ class BootstrapResult:
         return list(zip(failed.index.tolist(), failed["message"].tolist()))
 
     def parameters(self, names: str = "lme4") -> pd.DataFrame:
-        """Return the replicates of lme4's confint parameters (SDs and correlations
-        in θ order, σ, fixed effects), named ``.sig01``... or readably.
+        """Return the replicates of lme4's confint parameters.
+
+        SDs and correlations in θ order, σ, fixed effects; columns named as lme4
+        (``.sig01``..., ``names="lme4"``) or readably (``names="readable"``).
         """
         cols = self._readable_names
         out = self.replicates[cols].copy()
@@ -273,9 +297,19 @@ class BootstrapResult:
             interval (``"norm"``), or the shortest interval holding ``level``
             of the replicates. Non-finite replicates are left out, as boot does.
         level : float
+            Coverage of the intervals.
         parm : None, str, int or list
-            Parameters (names in either style, positions, ``"theta_"``/``"beta_"``).
+            Parameters (names in either style, positions, ``"theta_"``/``"beta_"``);
+            None: all.
         names : {"lme4", "readable"}
+            Row names: lme4's (``.sig01``, ``.sigma``, fixed effects) or readable ones.
+
+        Returns
+        -------
+        DataFrame
+            Columns ``lower`` and ``upper``, indexed by ``parameter``; ``attrs``
+            hold ``level``, ``method`` (e.g. "boot (percentile)"), ``nsim``,
+            ``n_failed`` and ``n_singular``.
         """
         check_level(level)
         key = _METHODS.get(str(method).lower())
@@ -320,8 +354,10 @@ class BootstrapResult:
         return sorted(set(out))
 
     def summary(self) -> pd.DataFrame:
-        """Return boot's print: the original estimate, the bias (mean of the
-        replicates less it) and the standard error of every statistic.
+        """Return boot's print: the original estimate, the bias and the standard error.
+
+        One row per statistic; the bias is the mean of the replicates less the
+        original estimate.
         """
         reps = self.replicates
         return pd.DataFrame(
@@ -348,6 +384,7 @@ class BootProgress(FitProgress):
         self.total = total
 
     def text(self, now: float | None = None) -> str:
+        """Return the progress line: replicates done of the total, and the seconds elapsed."""
         done, _ = self._state
         elapsed = (self.clock() if now is None else now) - self.start
         return f"bootstrap: {done} of {self.total} replicates, {elapsed:.1f} s"

@@ -1,7 +1,8 @@
-"""Confidence intervals of a fitted model's parameters (lme4's
-``confint.merMod``): the dispatcher to the likelihood profile
-(:mod:`mixedmodels.inference.profile`), the parametric bootstrap
-(:mod:`mixedmodels.inference.bootstrap`) and Wald intervals.
+"""Confidence intervals of a fitted model's parameters (lme4's ``confint.merMod``).
+
+The dispatcher to the likelihood profile (:mod:`mixedmodels.inference.profile`),
+the parametric bootstrap (:mod:`mixedmodels.inference.bootstrap`) and Wald
+intervals.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ def confint(
     boot_type: str = "perc",
     **kwargs: Any,
 ) -> pd.DataFrame:
-    """Confidence intervals of a fitted model's parameters (lme4's
-    ``confint.merMod``); the implementation of the models' ``confint``
-    methods (see :meth:`mixedmodels.LinearMixedModel.confint`).
+    """Compute confidence intervals of a fitted model's parameters (lme4's ``confint.merMod``).
 
-    ``method`` is ``"profile"`` (lmer fits and glmer fits with nagq >= 1 and
+    The implementation of the models' ``confint`` methods (see
+    :meth:`mixedmodels.LinearMixedModel.confint` for the arguments and the
+    rows). ``method`` is ``"profile"`` (lmer fits and glmer fits with nagq >= 1 and
     no scale parameter), ``"wald"`` or ``"boot"``;
     ``kwargs`` go to :func:`profile` or to
     :func:`mixedmodels.inference.bootstrap.bootstrap` (``n_jobs``,
@@ -71,8 +72,9 @@ def confint(
 def wald_confint(
     model: Any, parm: Any = None, level: float = 0.95, names: str = "lme4"
 ) -> pd.DataFrame:
-    """Wald intervals β ± z se for the fixed effects; NaN rows for the
-    variance parameters (lme4's ``confint(fit, method = "Wald")``).
+    """Compute Wald intervals β ± z se for the fixed effects.
+
+    The variance parameters get NaN rows, as in lme4's ``confint(fit, method = "Wald")``.
     """
     check_level(level)
     positions = select_parameters(model, parm)

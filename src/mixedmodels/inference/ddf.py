@@ -1,6 +1,8 @@
-"""Denominator degrees of freedom for linear mixed models: Satterthwaite's
-method as lmerTest 3.1-3 computes it and Kenward-Roger's as pbkrtest 0.5.2
-does, for single contrasts (t tests) and joint hypotheses (F tests).
+"""Denominator degrees of freedom for linear mixed models.
+
+Satterthwaite's method as lmerTest 3.1-3 computes it and Kenward-Roger's as
+pbkrtest 0.5.2 does, for single contrasts (t tests) and joint hypotheses
+(F tests).
 
 The methods live in :mod:`mixedmodels.inference.satterthwaite` and
 :mod:`mixedmodels.inference.kenward_roger`; this module is their interface
@@ -32,8 +34,11 @@ _DDF_NAMES = {
 
 
 def normalise_ddf(ddf: str | None, default: str = "satterthwaite") -> str:
-    """``"satterthwaite"``, ``"kenward-roger"`` or ``"asymptotic"`` for any of
-    the accepted spellings (case-insensitive; ``"KR"``, ``"Kenward-Roger"``).
+    """Return the ddf method's canonical name for any of the accepted spellings.
+
+    The name is ``"satterthwaite"``, ``"kenward-roger"`` or ``"asymptotic"``;
+    spellings are case-insensitive (``"KR"``, ``"Kenward-Roger"``). ``None``
+    gives ``default``; an unknown name raises :class:`ModelSpecError`.
     """
     if ddf is None:
         return default
@@ -116,7 +121,7 @@ def contrast_df(model: Any, L: np.ndarray, ddf: str = "satterthwaite") -> pd.Dat
 
 
 def f_test(model: Any, L: np.ndarray, ddf: str = "satterthwaite") -> dict:
-    """Joint F test of the k rows of ``L`` (H0: Lβ = 0).
+    """Compute the joint F test of the k rows of ``L`` (H0: Lβ = 0).
 
     Satterthwaite follows lmerTest's ``contestMD`` (the eigen-decomposition of
     L C L', rows beyond its rank dropped, ``get_Fstat_ddf``); Kenward-Roger

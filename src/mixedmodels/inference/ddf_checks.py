@@ -1,6 +1,7 @@
-"""What Satterthwaite's and Kenward-Roger's methods ask of a model: that it is
-a fitted linear mixed model, a cache on it for their per-model results, and
-the BLAS thread plan of its fit.
+"""What Satterthwaite's and Kenward-Roger's methods ask of a model.
+
+That it is a fitted linear mixed model, a cache on it for their per-model
+results, and the BLAS thread plan of its fit.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ __all__ = ["model_cache", "require_lmm", "thread_plan"]
 
 
 def require_lmm(model: Any, what: str) -> None:
+    """Check that ``model`` is a fitted linear mixed model (an lmer fit).
+
+    Raises the model's not-fitted error, or :class:`ModelSpecError` naming
+    ``what`` (the method asked for) and the alternatives for other kinds.
+    """
     model._require_fit()
     if getattr(model, "model_kind", None) != "lmer" or not hasattr(model, "_system"):
         raise ModelSpecError(
@@ -23,8 +29,9 @@ def require_lmm(model: Any, what: str) -> None:
 
 
 def model_cache(model: Any) -> dict:
-    """Return the dict on ``model`` holding what these methods compute once per fit
-    (made on first use; a refit starts without it).
+    """Return the dict on ``model`` holding what these methods compute once per fit.
+
+    It is made on first use; a refit starts without it.
     """
     cache = getattr(model, "_cache", None)
     if cache is None:
@@ -34,8 +41,10 @@ def model_cache(model: Any) -> dict:
 
 
 def thread_plan(model: Any) -> tuple[Any, Any]:
-    """Return the BLAS threads the fit would use (one thread for small dense blocks:
-    OpenBLAS threads spinning on busy cores cost far more than they save).
+    """Return the BLAS threads the fit would use.
+
+    One thread for small dense blocks: OpenBLAS threads spinning on busy cores
+    cost far more than they save. Models without a thread plan get ``(1, None)``.
     """
     plan = getattr(model, "_blas_thread_plan", None)
     if plan is None:

@@ -150,8 +150,9 @@ def _se_df(model: Any, L: np.ndarray, ddf: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def _is_num(values: pd.Series) -> bool:
-    """Return emmeans' .is.num: every value reads as a number (then contrast labels
-    carry the variable name, ``period1 - period2``).
+    """Return emmeans' .is.num: whether every value reads as a number.
+
+    Then contrast labels carry the variable name (``period1 - period2``).
     """
     for value in values:
         if isinstance(value, (bool, np.bool_)):
@@ -169,8 +170,10 @@ _PARENS = re.compile(r"-|\+|/|\*")
 
 
 def _label(value: Any, name: str, enhance: bool) -> str:
-    """Return a grid value as emmeans pastes it (numbers to 15 significant digits,
-    prefixed by the variable name when numeric).
+    """Return a grid value as emmeans pastes it.
+
+    Numbers to 15 significant digits, booleans as R's TRUE / FALSE, prefixed by
+    the variable name when ``enhance`` (numeric levels, see :func:`_is_num`).
     """
     if isinstance(value, (float, np.floating)):
         text = f"{float(value):.15g}"
@@ -187,8 +190,13 @@ def _label(value: Any, name: str, enhance: bool) -> str:
 class EMMeans:
     """Estimated marginal means of a fitted mixed model (emmeans' ``emmGrid``).
 
+    Returned by :func:`emmeans`; ``len()`` is the number of means, and
+    ``means["emmean"]`` reads a column of :attr:`table`.
+
     Attributes
     ----------
+    model : LinearMixedModel or GeneralizedLinearMixedModel
+        The fitted model.
     table : pandas.DataFrame
         One row per mean: the grid variables (primary, then ``by``), ``emmean``
         (back-transformed when ``type="response"``), ``se``, ``df``, ``lower``,
@@ -200,10 +208,16 @@ class EMMeans:
         The primary and the ``by`` variables.
     ddf : str
         ``"kenward-roger"``, ``"satterthwaite"`` or ``"asymptotic"``.
+    level : float
+        Confidence level of the intervals.
     type : str
         ``"link"`` or ``"response"``.
     notes : list of str
         emmeans' messages (averaging, scales, adjustments).
+    estimate_name : str
+        emmeans' name of the estimate column (``emmean``, ``prob``, ``rate``, ``response``).
+    columns : pandas.Index
+        The columns of :attr:`table`.
     """
 
     def __init__(
@@ -271,8 +285,10 @@ class EMMeans:
 
     @property
     def estimate_name(self) -> str:
-        """emmeans' name of the estimate column: ``emmean`` on the link scale,
-        ``prob`` / ``rate`` / ``response`` back-transformed.
+        """Name of the estimate column in emmeans' output.
+
+        ``emmean`` on the link scale, ``prob`` / ``rate`` / ``response``
+        back-transformed (this table's column is always ``emmean``).
         """
         if self.type == "response" and self._transform is not None:
             return self._transform.label
@@ -290,6 +306,7 @@ class EMMeans:
 
     @property
     def columns(self) -> pd.Index:
+        """The columns of :attr:`table`."""
         return self.table.columns
 
     def __repr__(self) -> str:
@@ -303,7 +320,7 @@ class EMMeans:
     # ------------------------------------------------------------------ contrasts
 
     def pairs(self, **kwargs: Any) -> pd.DataFrame:
-        """``contrasts("pairwise", ...)`` (emmeans' ``pairs()``)."""
+        """Return the pairwise contrasts, ``contrasts("pairwise", ...)`` (emmeans' ``pairs()``)."""
         return self.contrasts("pairwise", **kwargs)
 
     def contrasts(
@@ -315,7 +332,7 @@ class EMMeans:
         type: str | None = None,
         reverse: bool = False,
     ) -> pd.DataFrame:
-        """Contrasts of the means, as emmeans' ``contrast()``.
+        """Return contrasts of the means, as emmeans' ``contrast()``.
 
         Parameters
         ----------
@@ -375,8 +392,10 @@ class EMMeans:
     def _groups(
         self, primary: list[str], by_vars: list[str]
     ) -> tuple[list[np.ndarray], list[str], list[str]]:
-        """Rows of every by group (in order of appearance) and the labels of the
-        first group's means (emmeans' levs, with parentheses where needed).
+        """Return the rows of every by group and the labels of the first group's means.
+
+        Groups come in order of appearance; the labels are emmeans' levs, with
+        parentheses where needed, and as pasted (raw).
         """
         combos = self._combos
         if by_vars:
@@ -492,7 +511,7 @@ def emmeans(
     weights: str | Sequence[float] = "equal",
     offset: float | None = None,
 ) -> EMMeans:
-    """Estimated marginal means, as R's ``emmeans(model, specs, ...)`` (emmeans 1.8.4).
+    """Compute estimated marginal means, as R's ``emmeans(model, specs, ...)`` (emmeans 1.8.4).
 
     Parameters
     ----------

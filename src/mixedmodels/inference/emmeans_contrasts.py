@@ -1,7 +1,9 @@
-"""emmeans' contrast families (``pairwise``, ``revpairwise``, ``trt.vs.ctrl``,
-``consec``, ``eff``, custom coefficients) and its p-value adjustments
-(``tukey``, ``sidak``, ``scheffe``, ``dunnettx``, ``mvt`` and R's
-``p.adjust`` methods), for :meth:`mixedmodels.inference.emmeans.EMMeans.contrasts`.
+"""emmeans' contrast families and p-value adjustments.
+
+The families ``pairwise``, ``revpairwise``, ``trt.vs.ctrl``, ``consec``,
+``eff`` and custom coefficients; the adjustments ``tukey``, ``sidak``,
+``scheffe``, ``dunnettx``, ``mvt`` and R's ``p.adjust`` methods; for
+:meth:`mixedmodels.inference.emmeans.EMMeans.contrasts`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ _ADJUSTMENTS = ("sidak", "tukey", "scheffe", "dunnettx", "mvt") + _P_ADJUST
 
 
 def p_adjust(p: Sequence[float], method: str = "holm", n: int | None = None) -> np.ndarray:
-    """R's ``p.adjust``: Holm, Hochberg, Hommel, Bonferroni, BH (fdr), BY or none.
+    """Adjust p-values as R's ``p.adjust``: Holm, Hochberg, Hommel, Bonferroni, BH, BY or none.
 
     Parameters
     ----------
@@ -38,6 +40,11 @@ def p_adjust(p: Sequence[float], method: str = "holm", n: int | None = None) -> 
         One of ``holm, hochberg, hommel, bonferroni, BH, fdr, BY, none``.
     n : int, optional
         Number of tests (default: the non-missing p-values).
+
+    Returns
+    -------
+    numpy.ndarray
+        The adjusted p-values, NaN where ``p`` is.
     """
     p0 = np.asarray(p, dtype=float).copy()
     ok = ~np.isnan(p0)
@@ -110,8 +117,9 @@ def _zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
 
 
 def _ptukey_sf(q: np.ndarray, nmeans: float, df: np.ndarray) -> np.ndarray:
-    """Upper tail of the studentized range (R's ptukey(lower.tail = FALSE));
-    nmeans and df may be fractional.
+    """Return the upper tail of the studentized range (R's ptukey(lower.tail = FALSE)).
+
+    ``nmeans`` and ``df`` may be fractional.
     """
     return np.array(
         [stats.studentized_range.sf(qi, nmeans, di) if np.isfinite(qi) else np.nan
@@ -120,7 +128,7 @@ def _ptukey_sf(q: np.ndarray, nmeans: float, df: np.ndarray) -> np.ndarray:
 
 
 def _pdunnx(x: np.ndarray, k: int, df: np.ndarray) -> np.ndarray:
-    """emmeans' .pdunnx: Dunnett's distribution approximated by a blend of Tukey's and Sidak's."""
+    """Return emmeans' .pdunnx: Dunnett's distribution as a blend of Tukey's and Sidak's."""
     twt = (k - 1) / k
     nmeans = (1 + math.sqrt(1 + 8 * k)) / 2
     tukey = 1.0 - _ptukey_sf(math.sqrt(2) * x, nmeans, df)
@@ -146,9 +154,11 @@ def _mvt_df(d: float) -> int:
 
 
 def _pmvt(t: np.ndarray, df: np.ndarray, corr: np.ndarray) -> np.ndarray:
-    """Return emmeans' mvt adjustment: 1 - P(max |T_j| <= |t_i|) for the multivariate t
-    of the family's correlation (mvtnorm::pmvt with integer df); a randomized
-    quasi-Monte Carlo integral, seeded for reproducibility.
+    """Return emmeans' mvt adjustment: 1 - P(max |T_j| <= |t_i|).
+
+    For the multivariate t of the family's correlation (mvtnorm::pmvt with
+    integer df); a randomized quasi-Monte Carlo integral, seeded for
+    reproducibility.
     """
     k = len(t)
     out = np.empty(k)
@@ -170,7 +180,23 @@ def _pmvt(t: np.ndarray, df: np.ndarray, corr: np.ndarray) -> np.ndarray:
 
 @dataclass
 class AdjustmentFamily:
-    """What an adjustment needs of one family of tests (emmeans' fam.info)."""
+    """What an adjustment needs of one family of tests (emmeans' fam.info).
+
+    Attributes
+    ----------
+    fam_size : int
+        Number of means in the family (Tukey's number of means).
+    n_contr : int
+        Number of contrasts per ``by`` group.
+    est_type : int
+        1 prediction, 2 contrast, 3 pairs.
+    by_rows : list of numpy.ndarray
+        The rows of the tests in every ``by`` group.
+    linfct : numpy.ndarray
+        The tests' linear functions of the fixed effects (kept columns).
+    corr : numpy.ndarray or None
+        Correlation of the tests' estimates, for the ``mvt`` adjustment.
+    """
 
     fam_size: int
     n_contr: int
@@ -181,6 +207,11 @@ class AdjustmentFamily:
 
 
 def normalize_adjust(adjust: str) -> str:
+    """Return the canonical name of a p-value adjustment.
+
+    Case-insensitive, and a unique prefix is enough (``"bonf"``); an unknown
+    name raises :class:`ModelSpecError`.
+    """
     key = str(adjust)
     low = key.lower()
     if low in ("bh", "by"):
@@ -258,7 +289,21 @@ def _scheffe(t: np.ndarray, df: np.ndarray, rows: np.ndarray, fam: AdjustmentFam
 
 @dataclass
 class ContrastFamily:
-    """Coefficients (levels x contrasts) with their names and emmeans' attributes."""
+    """Coefficients of a family of contrasts with their names and emmeans' attributes.
+
+    Attributes
+    ----------
+    coef : numpy.ndarray
+        The coefficients, levels x contrasts.
+    names : list of str
+        The contrasts' labels (``"a - b"``).
+    adjust : str
+        The family's default p-value adjustment.
+    est_type : int or None
+        3 for pairs; None: contrast or prediction, decided from the sums.
+    fam_size : int or None
+        Number of means for Tukey's adjustment (None: the size of a ``by`` group).
+    """
 
     coef: np.ndarray
     names: list[str]
@@ -359,6 +404,22 @@ def _stack(cols: list[np.ndarray], k: int) -> np.ndarray:
 def make_family(
     method: Any, levs: list[str], raw: list[str], ref: Any, reverse: bool
 ) -> ContrastFamily:
+    """Return the contrast family ``method`` of the means labelled ``levs``.
+
+    Parameters
+    ----------
+    method : str or dict
+        ``"pairwise"``, ``"revpairwise"``, ``"trt.vs.ctrl"`` (or ``"dunnett"``),
+        ``"consec"``, ``"eff"``, or ``{name: coefficients}``.
+    levs : list of str
+        The means' labels as contrast names show them (parenthesised where needed).
+    raw : list of str
+        The same labels as pasted, which ``ref`` labels are matched against.
+    ref : str, int or list
+        trt.vs.ctrl's control level(s): labels or 0-based positions (None: the first).
+    reverse : bool
+        trt.vs.ctrl and consec: the reversed differences.
+    """
     if isinstance(method, Mapping):
         return _custom(method, len(levs))
     if method == "pairwise":

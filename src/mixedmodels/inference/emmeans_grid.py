@@ -1,5 +1,6 @@
-"""emmeans' reference grid of a fitted model and the marginal means over it:
-the response transformation, the grid's variables at their reference values,
+"""emmeans' reference grid of a fitted model and the marginal means over it.
+
+The response transformation, the grid's variables at their reference values,
 the cell weights, the parsing of ``specs`` and the averaging matrices (see
 :mod:`mixedmodels.inference.emmeans` for what is reproduced).
 """
@@ -37,7 +38,19 @@ COV_KEEP = 2
 
 @dataclass(frozen=True)
 class Transform:
-    """The scale the linear functions live on: emmeans' ``misc$tran``."""
+    """The scale the linear functions live on: emmeans' ``misc$tran``.
+
+    Attributes
+    ----------
+    name : str
+        The link or response transformation (``"logit"``, ``"log"``, ``"sqrt"``, ...).
+    linkinv : callable
+        From the linear-function scale to the response scale.
+    mu_eta : callable
+        The derivative of ``linkinv`` (for delta-method standard errors).
+    label : str
+        emmeans' inv.lbl, the name of back-transformed means: prob, rate or response.
+    """
 
     name: str
     linkinv: Callable[[np.ndarray], np.ndarray]
@@ -55,8 +68,11 @@ _RESPONSE_TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
 
 
 def model_transform(model: Any) -> Transform | None:
-    """Return the link of a glmer (None for identity), or the transformation of an
-    lmer response written ``log(y)`` etc. (emmeans detects those).
+    """Return the scale of a model's linear functions, or None for the identity.
+
+    The link of a glmer (None for identity), or the transformation of an lmer
+    response written ``log(y)``, ``log2``, ``log10``, ``log1p`` or ``sqrt``
+    (emmeans detects those).
     """
     family = getattr(model, "family", None)
     if family is not None:
@@ -84,6 +100,8 @@ class ReferenceGrid:
     ----------
     levels : dict
         Variable -> its reference values, in the grid's order (first varies fastest).
+    dims : list of int
+        Number of reference values of every variable, in the order of ``levels``.
     numeric : set of str
         Variables whose grid values are numbers (emmeans ``.is.num``).
     X : ndarray, shape (G, p_all)
@@ -91,8 +109,15 @@ class ReferenceGrid:
     offset : ndarray, shape (G,)
         Offset of each grid row (the mean of the model's offset).
     weights : ndarray, shape (G,)
-        Number of observations (sum of prior weights) of each grid cell,
+        Number of observations of each grid cell (emmeans counts observations:
+        the data it recovers from an lmer or glmer carry no prior weights),
         computed on first use (only non-equal weighting needs it).
+    grid : DataFrame
+        The grid rows: one column per variable, factors typed as in the fitted data.
+    counted : set of str
+        The variables the cell weights count (factors and kept covariates).
+    model : LinearMixedModel or GeneralizedLinearMixedModel
+        The fitted model.
     """
 
     levels: dict[str, list[Any]]
@@ -106,10 +131,12 @@ class ReferenceGrid:
 
     @property
     def dims(self) -> list[int]:
+        """Number of reference values of every variable, in the order of ``levels``."""
         return [len(v) for v in self.levels.values()]
 
     @property
     def weights(self) -> np.ndarray:
+        """Number of observations of each grid cell, computed on first use."""
         if self._weights is None:
             # emmeans counts observations: the data it recovers from an lmer
             # or glmer carry no prior weights
@@ -139,8 +166,10 @@ def _predictors(model: Any) -> list[str]:
 def _reference_levels(
     model: Any, data: pd.DataFrame, at: Mapping[str, Any] | None
 ) -> tuple[dict[str, list[Any]], set[str], set[str]]:
-    """Return reference values of every predictor, the numeric ones, and the factors
-    (including kept covariates: what emmeans' weights count).
+    """Return reference values of every predictor, the numeric ones, and the counted ones.
+
+    The counted variables are the factors and the kept covariates: what
+    emmeans' weights count.
     """
     factor_levels = fitted_factor_levels(model.frame.fixed.model_spec)
     at = dict(at or {})
@@ -192,8 +221,10 @@ def _factor_at(name: str, fitted: list[Any], at: Mapping[str, Any]) -> list[Any]
 
 
 def _expand_grid(levels: Mapping[str, list[Any]], data: pd.DataFrame) -> pd.DataFrame:
-    """R's expand.grid (first variable varying fastest), factor columns typed as
-    the fitted data so that the model's encoding applies.
+    """Return R's expand.grid of ``levels`` (first variable varying fastest).
+
+    Factor columns are typed as in the fitted data so that the model's encoding
+    applies.
     """
     dims = [len(v) for v in levels.values()]
     total = int(np.prod(dims)) if dims else 1
@@ -216,8 +247,9 @@ def _expand_grid(levels: Mapping[str, list[Any]], data: pd.DataFrame) -> pd.Data
 
 
 def _cell_weights(grid: pd.DataFrame, data: pd.DataFrame, counted: set[str]) -> np.ndarray:
-    """Return emmeans' ``.wgt.``: the number of observations in each grid cell of the
-    factors and kept covariates.
+    """Return emmeans' ``.wgt.``: the number of observations in each grid cell.
+
+    Cells are the combinations of the factors and kept covariates.
     """
     names = [n for n in grid.columns if n in counted]
     w = np.ones(len(data))
@@ -230,6 +262,19 @@ def _cell_weights(grid: pd.DataFrame, data: pd.DataFrame, counted: set[str]) -> 
 
 
 def reference_grid(model: Any, at: Mapping[str, Any] | None) -> ReferenceGrid:
+    """Build emmeans' reference grid of a fitted model.
+
+    Factors at their fitted levels, numeric covariates at their mean (both
+    values when there are at most two), ``at`` overriding either; the offset
+    at the mean of the model's total offset, as emmeans 1.8.
+
+    Parameters
+    ----------
+    model : LinearMixedModel or GeneralizedLinearMixedModel
+        A fitted model.
+    at : dict, optional
+        Reference values: numbers for a covariate, levels to restrict a factor to.
+    """
     data = model.frame.data
     levels, numeric, counted = _reference_levels(model, data, at)
     grid = _expand_grid(levels, data)
@@ -242,8 +287,9 @@ def reference_grid(model: Any, at: Mapping[str, Any] | None) -> ReferenceGrid:
 
 
 def null_basis(model: Any) -> np.ndarray | None:
-    """Orthonormal basis of the null space of the full fixed-effects matrix
-    (estimability::nonest.basis), or None when no column was dropped.
+    """Return an orthonormal basis of the null space of the full fixed-effects matrix.
+
+    As estimability::nonest.basis; None when no column was dropped.
     """
     fixed = model.frame.fixed
     p_all = len(fixed.all_names)
@@ -261,7 +307,7 @@ def null_basis(model: Any) -> np.ndarray | None:
 
 
 def estimable(L_all: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
-    """estimability::is.estble of every row of ``L_all`` (all formula columns)."""
+    """Return estimability::is.estble of every row of ``L_all`` (all formula columns)."""
     if basis is None:
         return np.ones(L_all.shape[0], dtype=bool)
     proj = L_all @ basis
@@ -272,8 +318,10 @@ def estimable(L_all: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
 
 
 def parse_specs(specs: Any, by: Any) -> tuple[list[str], list[str]]:
-    """Return the primary variables and the ``by`` variables of emmeans' specs:
-    a name, a list of names, or a formula text ``"~ A | B"``, ``"A * B"``.
+    """Return the primary variables and the ``by`` variables of emmeans' specs.
+
+    ``specs`` is a name, a list of names, or a formula text ``"~ A | B"``,
+    ``"A * B"``; ``by`` names are added after those of the ``|`` part.
     """
     by_list = [] if by is None else ([by] if isinstance(by, str) else list(by))
     if isinstance(specs, str):
@@ -310,8 +358,9 @@ def _names_of(text: str, specs: Any) -> list[str]:
 def _averaging_weights(
     rg: ReferenceGrid, use: list[int], rest: list[int], weights: Any
 ) -> np.ndarray | None:
-    """Weights of the averaged-over grid cells (one per ``rest`` combination),
-    or None for a per-mean ("cells", "flat") weighting.
+    """Return the weights of the averaged-over grid cells (one per ``rest`` combination).
+
+    None for a per-mean ("cells", "flat") weighting.
     """
     dims = rg.dims
     n_rest = int(np.prod([dims[i] for i in rest])) if rest else 1
@@ -348,8 +397,10 @@ def _averaging_weights(
 def marginal(
     rg: ReferenceGrid, facs: list[str], weights: Any
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Return the combinations of ``facs`` (first fastest), their linear functions over
-    all formula columns, and their offsets.
+    """Return the marginal means' combinations, linear functions and offsets.
+
+    The combinations of ``facs`` (first fastest), their linear functions over
+    all formula columns, and their offsets, averaged with ``weights``.
     """
     names = list(rg.levels)
     missing = [f for f in facs if f not in names]

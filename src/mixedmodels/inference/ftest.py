@@ -1,5 +1,7 @@
-"""F tests of formula terms for linear mixed models: lmerTest's ``anova``
-(Type I, II and III hypotheses, Satterthwaite or Kenward-Roger df).
+"""F tests of formula terms for linear mixed models: lmerTest's ``anova``.
+
+Type I, II and III hypotheses, with Satterthwaite's or Kenward-Roger's
+denominator degrees of freedom.
 
 Every row of the table is one joint F test (:func:`mixedmodels.inference.ddf.f_test`)
 of a contrast matrix L built from the fixed-effects design's term -> column
@@ -83,6 +85,10 @@ class FixedTerm:
         Those that are numeric covariates (R's dataClass "numeric").
     expr : str
         The term as the formula engine writes it (to rebuild it on data).
+    order : int
+        Number of variables (1 for a main effect, 2 for a two-way interaction, ...).
+    is_intercept : bool
+        Whether this is the intercept (a term without variables).
     """
 
     label: str
@@ -93,10 +99,12 @@ class FixedTerm:
 
     @property
     def order(self) -> int:
+        """Number of variables of the term (0 for the intercept)."""
         return len(self.variables)
 
     @property
     def is_intercept(self) -> bool:
+        """Whether this is the intercept (a term without variables)."""
         return not self.variables
 
 
@@ -122,8 +130,9 @@ _FACTOR_CALL = re.compile(r"C\(\s*([^,()]+?)\s*,\s*levels\s*=\s*None\s*\)")
 
 
 def _variable_label(expr: str) -> str:
-    """R's name of a variable: ``C(f, contr.sum)`` -> ``f``, our rewrite of
-    ``factor(x)`` -> ``factor(x)``.
+    """Return R's name of a variable.
+
+    ``C(f, contr.sum)`` -> ``f``; our rewrite of ``factor(x)`` -> ``factor(x)``.
     """
     expr = expr.strip()
     m = _FACTOR_CALL.fullmatch(expr)
@@ -136,8 +145,9 @@ def _variable_label(expr: str) -> str:
 
 
 def design_terms(model_spec: Any, ncols: int) -> list[FixedTerm]:
-    """Every term of a fixed-effects design (intercept included), with its
-    columns among the ``ncols`` columns the spec produces.
+    """Return every term of a fixed-effects design, intercept included.
+
+    Each with its columns among the ``ncols`` columns the spec produces.
     """
     simple_vars = getattr(model_spec, "variables", None)
     if simple_vars is not None and hasattr(model_spec, "intercept"):  # SimpleSpec
@@ -178,8 +188,10 @@ def _is_categorical(entry: Any) -> bool:
 
 
 def fixed_terms(model: Any) -> list[FixedTerm]:
-    """Return the model's fixed-effects terms (intercept first if present) with their
-    columns among the fitted (full-rank) coefficients ``model.fixef``.
+    """Return the model's fixed-effects terms, intercept first if present.
+
+    Each with its columns among the fitted (full-rank) coefficients
+    ``model.fixef``, labelled as R's ``terms()`` labels them.
     """
     fixed = model.frame.fixed
     terms = design_terms(fixed.model_spec, len(fixed.all_names))
@@ -187,9 +199,10 @@ def fixed_terms(model: Any) -> list[FixedTerm]:
 
 
 def _r_labels(terms: list[FixedTerm], formula: str) -> list[FixedTerm]:
-    """Term labels as R's ``terms()`` writes them: the variables of an
-    interaction in their order of first appearance in the formula
-    (``0 + Evit + Time:Evit`` has the term ``Evit:Time``).
+    """Return the terms labelled as R's ``terms()`` writes them.
+
+    The variables of an interaction in their order of first appearance in the
+    formula (``0 + Evit + Time:Evit`` has the term ``Evit:Time``).
     """
 
     def first(var: str) -> int:
@@ -215,8 +228,10 @@ def _to_kept(terms: list[FixedTerm], kept: np.ndarray) -> list[FixedTerm]:
 
 
 def containment(terms: list[FixedTerm]) -> dict[str, list[str]]:
-    """Return lmerTest's ``containment``: for every term, the terms containing it
-    (all its variables and more, the same numeric covariates).
+    """Return lmerTest's ``containment``: for every term, the terms containing it.
+
+    A term contains another when it has all its variables and more, and the
+    same numeric covariates.
     """
     model_terms = [t for t in terms if not t.is_intercept]
     out = {}
@@ -234,8 +249,10 @@ def containment(terms: list[FixedTerm]) -> dict[str, list[str]]:
 
 
 def doolittle(x: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Return lmerTest's ``doolittle``: x = L U with unit lower L; entries below
-    ``eps`` (absolute) set to zero, pivots below ``eps`` giving zero columns.
+    """Return lmerTest's ``doolittle`` factors: x = L U with unit lower-triangular L.
+
+    Entries below ``eps`` (absolute) are set to zero; pivots below ``eps`` give
+    zero columns.
     """
     x = np.asarray(x, dtype=float)
     n = x.shape[0]
@@ -262,7 +279,7 @@ def _crossprod_X(model: Any) -> np.ndarray:
 
 
 def type1_contrasts(model: Any, terms: list[FixedTerm] | None = None) -> dict[str, np.ndarray]:
-    """Sequential (Type I) contrasts per term: ``{label: (k, p) array}``."""
+    """Return the sequential (Type I) contrasts per term: ``{label: (k, p) array}``."""
     terms = fixed_terms(model) if terms is None else terms
     p = len(model.beta)
     if p == 0:
@@ -305,7 +322,7 @@ def type2_contrasts(model: Any, terms: list[FixedTerm] | None = None) -> dict[st
 
 
 def zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
-    """R's ``zapsmall``: round to ``digits`` significant digits of the largest absolute value."""
+    """Round as R's ``zapsmall``: to ``digits`` significant digits of the largest |value|."""
     x = np.asarray(x, dtype=float)
     finite = x[np.isfinite(x)]
     mx = float(np.max(np.abs(finite))) if finite.size else 0.0
@@ -321,8 +338,9 @@ def _lstsq(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def _treatment_design(model: Any) -> tuple[np.ndarray, list[str], list[FixedTerm], Any]:
-    """Return the fixed design rebuilt with ``contr.treatment`` for every factor:
-    full-rank X_t, its column names, its terms (columns among X_t's) and its
+    """Return the fixed design rebuilt with ``contr.treatment`` for every factor.
+
+    Full-rank X_t, its column names, its terms (columns among X_t's) and its
     spec (lmerTest's ``get_model_matrix(type = "remake", contrasts =
     "contr.treatment")`` and ``ensure_full_rank``).
     """
@@ -361,8 +379,10 @@ def _is_numeric_column(values: pd.Series) -> bool:
 
 
 def _overparametrised(model: Any, terms: list[FixedTerm]) -> tuple[np.ndarray, list[str]]:
-    """Return lmerTest's ``get_rdX``: an intercept (if any) and, per term, the
-    model matrix of ``~ 0 + term`` (every level combination).
+    """Return lmerTest's ``get_rdX``, the over-parametrised design, and its column names.
+
+    An intercept (if any) and, per term, the model matrix of ``~ 0 + term``
+    (every level combination).
     """
     from mixedmodels.spec.coding import r_names
     from mixedmodels.spec.matrix import model_matrix
@@ -384,8 +404,9 @@ def _overparametrised(model: Any, terms: list[FixedTerm]) -> tuple[np.ndarray, l
 
 
 def type3_contrasts(model: Any, terms: list[FixedTerm] | None = None) -> dict[str, np.ndarray]:
-    """Return lmerTest's Type III contrasts (``get_contrasts_type3``), in the model's
-    own coding: ``{label: (k, p) array}``. See the module docstring.
+    """Return lmerTest's Type III contrasts (``get_contrasts_type3``).
+
+    In the model's own coding: ``{label: (k, p) array}``. See the module docstring.
     """
     terms = fixed_terms(model) if terms is None else terms
     model_terms = [t for t in terms if not t.is_intercept]
@@ -426,8 +447,10 @@ def type3_contrasts(model: Any, terms: list[FixedTerm] | None = None) -> dict[st
 
 
 def term_contrasts(model: Any, type: int | str = 3) -> dict[str, np.ndarray]:
-    """Return the contrast matrix of every term for an ANOVA of ``type`` (1, 2, 3 or
-    "I", "II", "III"), over ``model.fixef``.
+    """Return the contrast matrix of every term for an ANOVA of ``type``.
+
+    ``type`` is 1, 2, 3 or "I", "II", "III"; the matrices' columns are the
+    coefficients of ``model.fixef``.
     """
     kind = _anova_type(type)
     terms = fixed_terms(model)

@@ -1,5 +1,6 @@
-"""Kenward-Roger's adjusted covariance and denominator degrees of freedom
-for linear mixed models, as pbkrtest 0.5.2 computes them.
+"""Kenward-Roger's adjusted covariance and denominator degrees of freedom for linear mixed models.
+
+As pbkrtest 0.5.2 computes them.
 
 Kenward-Roger (pbkrtest ``vcovAdj``, ``Lb_ddf``, ``KRmodcomp``)
     With V = Σ_i γ_i G_i (G_i = Z_j E_i Z_j' for every element of every
@@ -71,8 +72,10 @@ class KenwardRogerInfo:
 
 
 def _reml_version(model: Any) -> Any:
-    """Return the model itself if fitted by REML, else a REML refit (pbkrtest's
-    ``update(object, REML = TRUE)``) on the same design, started at its θ.
+    """Return the model itself if fitted by REML, else a REML refit of it.
+
+    The refit is pbkrtest's ``update(object, REML = TRUE)``: the same design,
+    started at the model's θ.
     """
     if model.reml:
         return model
@@ -99,8 +102,9 @@ def kenward_roger_info(model: Any) -> KenwardRogerInfo:
 
 
 def kenward_roger_vcov(model: Any) -> np.ndarray:
-    """Return the Kenward-Roger adjusted covariance of the fixed effects, pbkrtest's
-    ``vcovAdj`` (p x p, ``model.fixef`` order). An ML fit is refitted by REML
+    """Return the Kenward-Roger adjusted covariance of the fixed effects, pbkrtest's ``vcovAdj``.
+
+    A p x p array in ``model.fixef`` order. An ML fit is refitted by REML
     first, as pbkrtest does.
     """
     return kenward_roger_info(model).vcov_adj.copy()
@@ -108,8 +112,10 @@ def kenward_roger_vcov(model: Any) -> np.ndarray:
 
 @dataclass
 class _KRParam:
-    """One variance parameter: term index and the (a, b) element of its
-    covariance matrix (a == b for a variance), or the residual (term -1).
+    """One variance parameter of the Kenward-Roger computation.
+
+    Term index and the (a, b) element of its covariance matrix (a == b for a
+    variance), or the residual (term -1).
     """
 
     term: int
@@ -248,7 +254,9 @@ def _kr_term_pairs(
     Q: dict[tuple[int, int], np.ndarray],
     Ktrace: np.ndarray,
 ) -> None:
-    """Q_ij = F_t'S_i K S_j F_u and tr(G_i V⁻¹ G_j V⁻¹) = tr(S_i K S_j K') for
+    """Fill in Q_ij and the traces tr(G_i V⁻¹ G_j V⁻¹) of every pair of term parameters.
+
+    Q_ij = F_t'S_i K S_j F_u and tr(G_i V⁻¹ G_j V⁻¹) = tr(S_i K S_j K') for
     every pair of covariance parameters of terms t <= u, in place (K the
     (t, u) block of Z'V⁻¹Z, S_i = I ⊗ E_i, F = Z'V⁻¹X).
 
@@ -382,8 +390,9 @@ def _rank(L: np.ndarray) -> int:
 
 
 def _force_full_rank(L: np.ndarray) -> np.ndarray:
-    """Return pbkrtest's ``force_full_rank``: an orthonormal basis of the row space
-    when L has dependent rows.
+    """Return pbkrtest's ``force_full_rank`` of L.
+
+    An orthonormal basis of the row space when L has dependent rows, else L.
     """
     q = _rank(L)
     if q < L.shape[0]:
@@ -394,8 +403,10 @@ def _force_full_rank(L: np.ndarray) -> np.ndarray:
 
 
 def kenward_roger_contrasts(model: Any, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Variances of the contrasts ``L β`` under the adjusted covariance and
-    their denominator df (pbkrtest ``vcovAdj`` and ``Lb_ddf``).
+    """Return the variances of the contrasts ``L β`` and their denominator df.
+
+    The variances under the adjusted covariance (pbkrtest ``vcovAdj``), the
+    df by ``Lb_ddf``.
     """
     info = kenward_roger_info(model)
     V0 = np.asarray(model.vcov, dtype=float)

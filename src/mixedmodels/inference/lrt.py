@@ -37,8 +37,9 @@ __all__ = [
 
 
 def _check_models(models: Sequence[Any], names: Sequence[str] | None, least: int) -> list[str]:
-    """Validate the models (fitted mixed models, at least ``least`` of them, on
-    the same rows) and return their names.
+    """Validate the models and return their names.
+
+    They must be fitted mixed models, at least ``least`` of them, on the same rows.
     """
     if len(models) < least:
         raise ModelSpecError(f"need at least {least} fitted models to compare, got {len(models)}")
@@ -58,8 +59,11 @@ def _check_models(models: Sequence[Any], names: Sequence[str] | None, least: int
 
 
 def check_same_rows(models: Sequence[Any], names: Sequence[str]) -> None:
-    """Refuse models fitted to different observations (a likelihood-ratio test
-    or an information criterion compares likelihoods of the same data).
+    """Refuse models fitted to different observations.
+
+    A likelihood-ratio test or an information criterion compares likelihoods
+    of the same data: the models must use the same rows, the same response and
+    the same values of every column both hold, else :class:`ModelSpecError`.
     """
     first, name0 = models[0], names[0]
     for name, m in zip(names[1:], models[1:]):
@@ -94,8 +98,9 @@ def check_same_rows(models: Sequence[Any], names: Sequence[str]) -> None:
 
 
 def _differing_column(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
-    """Return the first column both frames hold whose values differ (rows aligned by
-    the caller), or None.
+    """Return the first column both frames hold whose values differ, or None.
+
+    The rows are aligned by the caller.
     """
     for column in a.columns.intersection(b.columns):
         left, right = a[column], b[column]
@@ -111,17 +116,19 @@ def _differing_column(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
 
 
 def family_name(model: Any) -> str:
-    """Return the name of the response distribution of a fitted model: its family's
-    (glmer), Gaussian for a linear mixed model.
+    """Return the name of the response distribution of a fitted model.
+
+    Its family's name for a glmer, ``"gaussian"`` for a linear mixed model.
     """
     family = getattr(model, "family", None)
     return "gaussian" if family is None else str(family.name)
 
 
 def _check_same_family(models: Sequence[Any], names: Sequence[str]) -> None:
-    """Refuse a likelihood-ratio test between models of different response
-    distributions: they are never nested, and the chi-square reference
-    distribution of the statistic does not apply.
+    """Refuse a likelihood-ratio test between models of different response distributions.
+
+    They are never nested, and the chi-square reference distribution of the
+    statistic does not apply.
     """
     first = family_name(models[0])
     for name, m in zip(names[1:], models[1:]):
@@ -140,9 +147,11 @@ def _is_reml(model: Any) -> bool:
 
 
 def ml_fit(model: Any) -> Any:
-    """Return the model fitted by maximum likelihood: the model itself when it already
-    is (ML lmer, any glmer), otherwise a refitted copy (lme4's ``refitML``),
-    started from the REML θ. The model given is not changed.
+    """Return the model fitted by maximum likelihood.
+
+    The model itself when it already is (ML lmer, any glmer), otherwise a
+    refitted copy (lme4's ``refitML``), started from the REML θ. The model
+    given is not changed.
     """
     if not _is_reml(model):
         return model
@@ -163,7 +172,7 @@ def ml_fit(model: Any) -> Any:
 
 
 def anova(*models: Any, names: Sequence[str] | None = None, refit: bool = True) -> pd.DataFrame:
-    """Likelihood-ratio tests of nested mixed models, as lme4's ``anova(m0, m1, ...)``.
+    """Test nested mixed models by likelihood ratios, as lme4's ``anova(m0, m1, ...)``.
 
     Parameters
     ----------
@@ -247,8 +256,10 @@ def anova(*models: Any, names: Sequence[str] | None = None, refit: bool = True) 
 def compare(
     *models: Any, names: Sequence[str] | None = None, refit: bool = False
 ) -> pd.DataFrame:
-    """Information criteria of several models: AIC, AICc, BIC, their
-    differences from the smallest and the Akaike / Schwarz weights.
+    """Tabulate information criteria of several models.
+
+    AIC, AICc, BIC, their differences from the smallest and the Akaike /
+    Schwarz weights.
 
     AICc is MuMIn's: ``AIC + 2k(k + 1) / (n - k - 1)`` with k the number of
     parameters (fixed effects, variance parameters and the residual scale)
@@ -297,7 +308,7 @@ def compare(
 
 
 def _deltas_weights(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Differences from the minimum and the normalised exp(-Δ/2) weights."""
+    """Return the differences from the minimum and the normalised exp(-Δ/2) weights."""
     finite = np.isfinite(values)
     if not finite.any():
         nan = np.full_like(values, np.nan)
@@ -325,8 +336,10 @@ def _warn_reml_fixed_differ(models: Sequence[Any], names: Sequence[str]) -> None
 
 
 def fixed_term_labels(model: Any) -> tuple[bool, list[tuple[str, frozenset[str]]]]:
-    """Whether the fixed part has an intercept, and its terms as (label, set of
-    variables), in formula order (by degree, as R's ``terms``).
+    """Return whether the fixed part has an intercept, and its terms.
+
+    The terms as (label, set of variables), in formula order (by degree, as
+    R's ``terms``).
     """
     from formulaic import Formula
 
@@ -346,8 +359,9 @@ def fixed_term_labels(model: Any) -> tuple[bool, list[tuple[str, frozenset[str]]
 
 
 def drop_scope(terms: Sequence[tuple[str, frozenset[str]]]) -> list[str]:
-    """R's ``drop.scope``: the terms whose variables are not all contained in
-    another term (dropping them respects marginality).
+    """Return R's ``drop.scope``: the terms that can be dropped respecting marginality.
+
+    Those whose variables are not all contained in another term.
     """
     out = []
     for i, (label, vars_i) in enumerate(terms):
@@ -360,8 +374,10 @@ _CONTRAST_CALL = re.compile(r"C\(\s*([A-Za-z_][\w.]*)\s*,\s*(contr\.\w+)\s*\)")
 
 
 def _model_contrasts(model: Any) -> dict[str, str]:
-    """Return the contrasts the model's formulas were built with (``C(f, contr.X)``
-    wrappers left by ``design.with_contrasts``): the model keeps no other record.
+    """Return the contrasts the model's formulas were built with.
+
+    Read from the ``C(f, contr.X)`` wrappers left by ``spec.coding.with_contrasts``:
+    the model keeps no other record.
     """
     specs = [model.frame.fixed.model_spec] + [t.model_spec for t in model.frame.terms]
     out: dict[str, str] = {}
@@ -374,8 +390,10 @@ def _model_contrasts(model: Any) -> dict[str, str]:
 def refit_fixed(
     model: Any, fixed_terms: Sequence[str], intercept: bool, *, reml: bool | None = None
 ) -> Any:
-    """Return the model refitted with another fixed part (its terms' labels), the same
-    random terms, family, weights, offsets and contrasts, to the rows used.
+    """Return the model refitted with another fixed part, given by its terms' labels.
+
+    The same random terms, family, weights, offsets and contrasts, fitted to
+    the rows used.
 
     ``reml``: for an lmer model, fit by REML (True) or ML (False); default the
     model's own method. Used by :func:`drop1` and by the null model of
@@ -402,7 +420,7 @@ def refit_fixed(
 
 
 def drop1(model: Any, test: str = "none") -> pd.DataFrame:
-    """Single-term deletions of fixed effects, as lme4's ``drop1.merMod``.
+    """Compute single-term deletions of fixed effects, as lme4's ``drop1.merMod``.
 
     Every fixed-effect term that can be dropped respecting marginality (R's
     ``drop.scope``: no other term contains all its variables) is removed in
@@ -413,6 +431,7 @@ def drop1(model: Any, test: str = "none") -> pd.DataFrame:
     Parameters
     ----------
     model : fitted LinearMixedModel or GeneralizedLinearMixedModel
+        The full model.
     test : {"none", "Chisq"}
         ``"Chisq"`` adds the likelihood-ratio statistic and its χ² p-value.
 

@@ -1,5 +1,6 @@
-"""numDeriv's ``hessian`` and ``jacobian`` (Richardson extrapolation, d =
-0.1, eps = 1e-4, r = 4, v = 2), reproduced step for step: lmerTest's
+"""numDeriv's ``hessian`` and ``jacobian``, reproduced step for step.
+
+Richardson extrapolation, d = 0.1, eps = 1e-4, r = 4, v = 2: lmerTest's
 Satterthwaite degrees of freedom come from them, and its numbers are kept
 to rounding only with the same steps.
 """
@@ -24,8 +25,9 @@ def numderiv_hessian(
     eps: float = 1e-4,
     r: int = 4,
 ) -> np.ndarray:
-    """Return numDeriv's ``hessian(func, x)`` (method "Richardson", v = 2): ``genD``'s
-    central second differences at steps h, h/2, ..., h/2^(r-1) with
+    """Return numDeriv's ``hessian(func, x)`` (method "Richardson", v = 2).
+
+    ``genD``'s central second differences at steps h, h/2, ..., h/2^(r-1) with
     h = |d x| + eps (|x| < zero.tol), Richardson-extrapolated, the
     off-diagonal ones corrected by the diagonal, exactly as numDeriv orders
     the arithmetic.

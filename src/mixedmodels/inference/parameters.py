@@ -38,8 +38,25 @@ __all__ = [
 
 @dataclass(frozen=True)
 class VarianceParameter:
-    """One standard deviation or correlation of a random-effects term (or the
-    residual SD): where it sits in θ and its two names.
+    """One standard deviation or correlation of a random-effects term, or the residual SD.
+
+    Where it sits in θ and its two names.
+
+    Attributes
+    ----------
+    term : int
+        Index of the term in ``frame.terms``; -1 for the residual SD.
+    row, col : int
+        The element of the term's covariance matrix (row == col for an SD).
+    lme4 : str
+        lme4's name: ``.sig01``, ..., ``.sigma``.
+    readable : str
+        The readable name: ``sd_(Intercept)|Subject``, ``cor_Days.(Intercept)|Subject``,
+        ``sigma``.
+    kind : str
+        ``"sd"``, ``"cor"`` or ``"sigma"``.
+    lower, upper : float
+        The parameter's bounds: -1 and 1 for a correlation, 0 and inf otherwise.
     """
 
     term: int  # index in frame.terms; -1 for the residual SD
@@ -49,9 +66,10 @@ class VarianceParameter:
     readable: str  # sd_(Intercept)|Subject, cor_Days.(Intercept)|Subject, sigma
 
     def unit_scale(self, model: Any) -> float:
-        """Return the factor giving this parameter for unit-scale random-effects
-        columns (an SD of column r times its scale, see
-        ``ReTerm.column_scales``; 1 for correlations and σ).
+        """Return the factor giving this parameter for unit-scale random-effects columns.
+
+        An SD of column r times its scale (see ``ReTerm.column_scales``); 1 for
+        correlations and σ.
         """
         if self.kind != "sd":
             return 1.0
@@ -59,27 +77,31 @@ class VarianceParameter:
 
     @property
     def kind(self) -> str:
+        """``"sd"``, ``"cor"`` or ``"sigma"`` (the residual SD)."""
         if self.term < 0:
             return "sigma"
         return "sd" if self.row == self.col else "cor"
 
     @property
     def lower(self) -> float:
+        """Lower bound: -1 for a correlation, 0 otherwise."""
         return -1.0 if self.kind == "cor" else 0.0
 
     @property
     def upper(self) -> float:
+        """Upper bound: 1 for a correlation, inf otherwise."""
         return 1.0 if self.kind == "cor" else math.inf
 
 
 def has_residual_sd(model: Any) -> bool:
-    """lme4's useSc: a residual SD (lmer, and glmer families with a scale)."""
+    """Tell whether the model has a residual SD, lme4's useSc (lmer; glmer with a scale)."""
     return bool(getattr(model, "has_residual", True))
 
 
 def variance_parameters(model: Any) -> list[VarianceParameter]:
-    """lme4's variance parameters of ``model`` in its order (θ order within
-    every term, terms in the fit's order, then the residual SD).
+    """Return lme4's variance parameters of ``model`` in lme4's order.
+
+    θ order within every term, terms in the fit's order, then the residual SD.
     """
     out: list[VarianceParameter] = []
     for j, term in enumerate(model.frame.terms):
@@ -96,8 +118,9 @@ def variance_parameters(model: Any) -> list[VarianceParameter]:
 
 
 def parameter_names(model: Any, names: str = "lme4") -> list[str]:
-    """Names of all the parameters of ``confint`` / ``profile``: the variance
-    parameters (``names="lme4"``: ``.sig01``, ...; ``"readable"``:
+    """Return the names of all the parameters of ``confint`` / ``profile``.
+
+    The variance parameters (``names="lme4"``: ``.sig01``, ...; ``"readable"``:
     ``sd_(Intercept)|Subject``, ...) then the fixed effects.
     """
     style = check_names(names)
@@ -105,14 +128,16 @@ def parameter_names(model: Any, names: str = "lme4") -> list[str]:
 
 
 def check_names(names: str) -> str:
+    """Return ``names`` if it is a naming style ("lme4" or "readable"), else raise."""
     if names not in ("lme4", "readable"):
         raise MixedModelsError(f"names must be 'lme4' or 'readable', not {names!r}")
     return names
 
 
 def sdcor_from_covariances(model: Any, covariances: Sequence[np.ndarray]) -> np.ndarray:
-    """Return the SDs and correlations of every term, in θ order, from the terms'
-    covariance matrices (a correlation with a zero SD is NaN).
+    """Return the SDs and correlations of every term, in θ order.
+
+    From the terms' covariance matrices; a correlation with a zero SD is NaN.
     """
     out = []
     for term, cov in zip(model.frame.terms, covariances):
@@ -128,15 +153,16 @@ def sdcor_from_covariances(model: Any, covariances: Sequence[np.ndarray]) -> np.
 
 
 def sdcor_at(model: Any, theta: np.ndarray, sigma: float) -> np.ndarray:
-    """[SDs and correlations, σ] of an lmer fit at (θ, σ)."""
+    """Return [SDs and correlations, σ] of an lmer fit at (θ, σ)."""
     covs = [sigma**2 * lam @ lam.T for lam in model.lambdas(theta)]
     return np.append(sdcor_from_covariances(model, covs), sigma)
 
 
 def theta_from_sdcor(model: Any, values: np.ndarray) -> np.ndarray | None:
-    """θ for [SDs and correlations, σ] (lme4's convProfParToPar): λ_j is the
-    Cholesky factor of the term's covariance over σ². None when a term's
-    correlations do not form a positive semi-definite matrix or σ <= 0.
+    """Return θ for [SDs and correlations, σ] (lme4's convProfParToPar).
+
+    λ_j is the Cholesky factor of the term's covariance over σ². None when a
+    term's correlations do not form a positive semi-definite matrix or σ <= 0.
     """
     sigma = values[-1]
     if not sigma > 0:
@@ -163,8 +189,10 @@ def theta_from_sdcor(model: Any, values: np.ndarray) -> np.ndarray | None:
 
 
 def _semidefinite_cholesky(R: np.ndarray, tol: float = 1e-10) -> np.ndarray | None:
-    """Lower Cholesky factor of a correlation matrix that may be singular
-    (|correlation| = 1: zero pivots allowed); None if it is not PSD.
+    """Return the lower Cholesky factor of a correlation matrix that may be singular.
+
+    |correlation| = 1 gives zero pivots, which are allowed; None if the matrix
+    is not PSD.
     """
     k = R.shape[0]
     L = np.zeros((k, k))
@@ -184,10 +212,11 @@ def _semidefinite_cholesky(R: np.ndarray, tol: float = 1e-10) -> np.ndarray | No
 
 
 def select_parameters(model: Any, parm: Any) -> list[int]:
-    """Positions (in :func:`parameter_names` order) selected by ``parm``: None
-    (all), a name or list of names in either naming style, integer positions
-    (0-based), or lme4's ``"theta_"`` (variance parameters) / ``"beta_"``
-    (fixed effects).
+    """Return the positions (in :func:`parameter_names` order) selected by ``parm``.
+
+    ``parm`` is None (all), a name or list of names in either naming style,
+    integer positions (0-based), or lme4's ``"theta_"`` (variance parameters)
+    / ``"beta_"`` (fixed effects).
     """
     lme4 = parameter_names(model, "lme4")
     readable = parameter_names(model, "readable")
@@ -222,11 +251,17 @@ def select_parameters(model: Any, parm: Any) -> list[int]:
 
 
 def check_level(level: float) -> None:
+    """Raise unless the confidence ``level`` is strictly between 0 and 1."""
     if not 0 < level < 1:
         raise MixedModelsError(f"level must be strictly between 0 and 1, not {level!r}")
 
 
 def interval_frame(labels, lower, upper, level: float, method: str) -> pd.DataFrame:
+    """Return the frame of intervals every method returns.
+
+    Columns ``lower`` and ``upper``, indexed by ``parameter`` (``labels``);
+    ``attrs`` hold the ``level`` and the ``method``.
+    """
     out = pd.DataFrame(
         {"lower": np.asarray(lower, dtype=float), "upper": np.asarray(upper, dtype=float)},
         index=pd.Index(labels, name="parameter"),

@@ -59,7 +59,7 @@ _COMPONENTS = {
 
 
 def check_interval(interval: str) -> str:
-    """``interval`` validated (one of :data:`INTERVALS`)."""
+    """Return ``interval`` if it is one of :data:`INTERVALS`, else raise ``PredictionError``."""
     if interval not in INTERVALS:
         raise PredictionError(f"interval must be one of {INTERVALS}, not {interval!r}")
     return interval
@@ -135,8 +135,9 @@ def prediction_variance(
 
 
 def _term_rows(term: Any, nd: pd.DataFrame | None, include: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Return the term's model-matrix rows and the level position of every row (-1:
-    unseen or not looked up).
+    """Return the term's model-matrix rows and the level position of every row.
+
+    A position of -1 is a level unseen in the fit, or not looked up.
     """
     if nd is None:
         return term.z, term.codes
@@ -154,10 +155,11 @@ def interval_frame(
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     re_form: str | None = None,
 ) -> pd.DataFrame:
-    """``fit, lower, upper`` for ``interval`` ("confidence": the ``fixed``
-    component; "prediction": all of ``variance``'s columns), with the
-    components named in ``attrs``. ``transform`` (an inverse link) maps the
-    fit and both bounds.
+    """Return ``fit, lower, upper`` for ``interval``.
+
+    "confidence" uses the ``fixed`` component of ``variance``, "prediction"
+    all its columns; the components are named in ``attrs``. ``transform`` (an
+    inverse link) maps the fit and both bounds.
     """
     if interval not in ("confidence", "prediction"):
         raise PredictionError(f"interval must be 'confidence' or 'prediction', not {interval!r}")

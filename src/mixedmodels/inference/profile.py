@@ -1,5 +1,6 @@
-"""Likelihood profiles and confidence intervals of lmer and glmer fits, as
-lme4's ``profile.merMod`` / ``confint.merMod``.
+"""Likelihood profiles and confidence intervals of lmer and glmer fits.
+
+As lme4's ``profile.merMod`` / ``confint.merMod``.
 
 The profiled parameters are lme4's: the standard deviations and correlations
 of every random-effects term in θ order (``.sig01, .sig02, ...``: for
@@ -83,6 +84,7 @@ class ProfileProgress(FitProgress):
         self.index = 0
 
     def text(self, now: float | None = None) -> str:
+        """Return the progress line: the parameter being profiled, the points and the seconds."""
         points, _ = self._state
         elapsed = (self.clock() if now is None else now) - self.start
         return (
@@ -92,8 +94,9 @@ class ProfileProgress(FitProgress):
 
 
 def _ml_model(model: Any) -> Any:
-    """Return the fit by maximum likelihood (lme4's ``refitML``): the model itself for
-    ML fits, otherwise a copy refitted from the REML θ.
+    """Return the fit by maximum likelihood (lme4's ``refitML``).
+
+    The model itself for ML fits, otherwise a copy refitted from the REML θ.
     """
     if not model.reml:
         return model
@@ -146,8 +149,10 @@ class _Profiler:
     # -- deviance in the SD/correlation scale (lme4's devfun2) -------------------------
 
     def deviance(self, values: np.ndarray) -> float:
-        """ML deviance at [SDs and correlations, σ] with β profiled out:
-        log|Λ'Z'ZΛ + I| - log|W| + r²/σ² + n log(2πσ²) (lme4's devfun2).
+        """Return the ML deviance at [SDs and correlations, σ] with β profiled out.
+
+        log|Λ'Z'ZΛ + I| - log|W| + r²/σ² + n log(2πσ²) (lme4's devfun2); inf
+        where the values give no valid θ or factor.
         """
         m = self.model
         theta = theta_from_sdcor(m, values)
@@ -168,9 +173,11 @@ class _Profiler:
         return m._system.solve(f)[0]
 
     def _minimise(self, w: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray] | None:
-        """Return min over the other parameters of the point (the variance
-        parameters; for glmer fits the fixed effects too) with parameter ``w``
-        at ``value``: (deviance, all those parameters); None on failure.
+        """Minimise the deviance over the other parameters with parameter ``w`` at ``value``.
+
+        The other parameters are the variance parameters (for glmer fits the
+        fixed effects too). Returns (deviance, all those parameters), or None
+        on failure.
         """
         import nlopt
 
@@ -218,9 +225,10 @@ class _Profiler:
         opt.set_maxeval(20_000)
 
     def _initial_step(self, others: list[int], x0: np.ndarray) -> np.ndarray:
-        """BOBYQA's initial steps for the parameters ``others`` from ``x0``
-        (the floor for unit-scale columns: an SD of a slope on a covariate in
-        huge units is tiny).
+        """Return BOBYQA's initial steps for the parameters ``others`` from ``x0``.
+
+        A tenth of the value, floored for unit-scale columns: an SD of a slope
+        on a covariate in huge units is tiny.
         """
         scale = np.array([self.vpars[i].unit_scale(self.model) for i in others])
         return np.maximum(0.1 * np.abs(x0), 1e-2 / scale)
@@ -237,7 +245,7 @@ class _Profiler:
         return float(np.sign(x - pw) * math.sqrt(devdiff))
 
     def _variance_point(self, w: int, x: float, start: np.ndarray) -> np.ndarray:
-        """One row [zeta, all parameters] of the profile of variance parameter ``w``."""
+        """Return one row [zeta, all parameters] of the profile of variance parameter ``w``."""
         row = np.full(1 + self.nvp + self.p, np.nan)
         res = self._minimise(w, x, start)
         self._tick()
@@ -250,8 +258,9 @@ class _Profiler:
         return row
 
     def _all_parameters(self, values: np.ndarray) -> np.ndarray:
-        """Every parameter at a profile point from the minimiser's values:
-        the variance parameters, then β at them (β is profiled out).
+        """Return every parameter at a profile point from the minimiser's values.
+
+        The variance parameters, then β at them (β is profiled out).
         """
         return np.concatenate([values, self._beta_at(values)])
 
@@ -282,8 +291,10 @@ class _Profiler:
     def _fill(
         self, mat: list[np.ndarray], col: int, lower: float, upper: float, point
     ) -> list[np.ndarray]:
-        """lme4's fillmat: extend the two starting rows until |zeta| passes
-        the cutoff, a bound is reached or ``maxpts`` rows exist.
+        """Extend the two starting rows as lme4's fillmat does.
+
+        Rows are added until |zeta| passes the cutoff, a bound is reached or
+        ``maxpts`` rows exist; rows without a finite zeta are dropped.
         """
         while len(mat) < self.maxpts:
             last = mat[-1]
@@ -299,6 +310,11 @@ class _Profiler:
         return np.concatenate([[0.0], self.opt])
 
     def variance_profile(self, w: int) -> list[np.ndarray]:
+        """Return the profile rows [zeta, all parameters] of variance parameter ``w``.
+
+        Upwards from the estimate, then downwards unless the estimate is at the
+        lower bound; the first step is 1 % of the estimate (1e-3 from 0).
+        """
         pw = self.opt[w]
         lowcut, upcut = self.lower[w], self.upper[w]
 
@@ -315,8 +331,10 @@ class _Profiler:
         return upper_rows + lower_rows
 
     def fixed_profile(self, j: int) -> list[np.ndarray]:
-        """Profile of fixed effect ``j``: the model without column j and with
-        β_j x_j moved to the response, fitted by ML at every β_j.
+        """Return the profile rows of fixed effect ``j``.
+
+        The model without column j and with β_j x_j moved to the response,
+        fitted by ML at every β_j.
         """
         m = self.model
         m._require_rows("profiling a fixed effect")
@@ -350,8 +368,10 @@ class _Profiler:
 
 
 def _check_glmer(model: Any) -> None:
-    """The glmer fits that can be profiled: a deviance over (θ, β) (not
-    nagq = 0) and no scale parameter (lme4 refuses those too).
+    """Refuse the glmer fits that cannot be profiled.
+
+    A profile needs a deviance over (θ, β) (not nagq = 0) and no scale
+    parameter (lme4 refuses those too).
     """
     if getattr(model, "nagq", 1) == 0:
         raise MixedModelsError(
@@ -368,8 +388,9 @@ def _check_glmer(model: Any) -> None:
 
 
 def profile_deviance_model(model: Any) -> Any:
-    """Return a shallow copy of a glmer fit whose ``objective`` is the deviance lme4's
-    profile minimises (``getME(fit, "devfun")``).
+    """Return a shallow copy of a glmer fit whose ``objective`` is the deviance of lme4's profile.
+
+    That is the deviance lme4's profile minimises, ``getME(fit, "devfun")``.
 
     lme4 builds that function afresh: one joint PIRLS (modes and β, the
     nAGQ = 0 step) at the *fitted* θ from ``mustart``, whose linear predictor
@@ -385,10 +406,12 @@ def profile_deviance_model(model: Any) -> Any:
 
 
 class _GlmerProfiler(_Profiler):
-    """lme4's profile.merMod for a glmer fit: every parameter, fixed effects
-    included, is profiled the same way, the deviance minimised over all the
-    other parameters (SDs, correlations and fixed effects) from the previous
-    grid point; the first step is 1 % of the estimate for every parameter.
+    """lme4's profile.merMod for a glmer fit.
+
+    Every parameter, fixed effects included, is profiled the same way, the
+    deviance minimised over all the other parameters (SDs, correlations and
+    fixed effects) from the previous grid point; the first step is 1 % of the
+    estimate for every parameter.
     """
 
     # lme4 stops ("not numerically consistent") when its profile deviance at
@@ -435,9 +458,12 @@ class _GlmerProfiler(_Profiler):
         opt.set_maxeval(5_000)
 
     def _initial_step(self, others: list[int], x0: np.ndarray) -> np.ndarray:
-        """Return a tenth of a standard error for the fixed effects, 5 % of the value
-        (at least 0.01) for SDs and correlations: from the previous grid point
-        the other parameters move by a fraction of their uncertainty.
+        """Return BOBYQA's initial steps for the parameters ``others`` from ``x0``.
+
+        A tenth of a standard error for the fixed effects, 5 % of the value
+        (at least 0.01, floored for unit-scale columns) for SDs and
+        correlations: from the previous grid point the other parameters move by
+        a fraction of their uncertainty.
         """
         idx = np.asarray(others)
         se = np.concatenate([np.full(self.nvp, np.nan), self.se])[idx]
@@ -449,11 +475,14 @@ class _GlmerProfiler(_Profiler):
         return np.where(usable, 0.1 * np.where(usable, se, 1.0), relative)
 
     def _all_parameters(self, values: np.ndarray) -> np.ndarray:
-        """Return the minimiser's values are already every parameter (β included)."""
+        """Return the minimiser's values, which for a glmer are every parameter (β included)."""
         return values
 
     def fixed_profile(self, j: int) -> list[np.ndarray]:
-        """For glmer fits lme4 profiles a fixed effect as a variance parameter."""
+        """Return the profile rows of fixed effect ``j``, profiled as a variance parameter.
+
+        For glmer fits lme4 profiles a fixed effect as a variance parameter.
+        """
         return self.variance_profile(self.nvp + j)
 
 
@@ -470,8 +499,10 @@ def profile(
     names: str = "lme4",
     progress: bool = False,
 ) -> ProfileResult:
-    """Profile the ML deviance of an lmer fit, or the Laplace / quadrature
-    deviance of a glmer fit (lme4's ``profile.merMod``).
+    """Profile the deviance of a fitted model (lme4's ``profile.merMod``).
+
+    The ML deviance of an lmer fit, or the Laplace / quadrature deviance of a
+    glmer fit.
 
     Parameters
     ----------

@@ -1,7 +1,9 @@
-"""The result of a likelihood profile (lme4's ``thpr``) and the splines that
-turn its points into confidence bounds: R's ``interpSpline`` of zeta against
-the parameter and its piecewise inverse ``backSpline`` (see
-:mod:`mixedmodels.inference.profile` for how the points are computed).
+"""The result of a likelihood profile (lme4's ``thpr``) and its splines.
+
+The splines turn the profile's points into confidence bounds: R's
+``interpSpline`` of zeta against the parameter and its piecewise inverse
+``backSpline`` (see :mod:`mixedmodels.inference.profile` for how the points
+are computed).
 """
 
 from __future__ import annotations
@@ -27,14 +29,24 @@ __all__ = ["PolySpline", "ProfileResult", "back_spline", "forward_spline"]
 
 @dataclass
 class PolySpline:
-    """A piecewise cubic as R's ``polySpline``: on (knots[i], knots[i+1]] the
-    polynomial Σ_d coef[i, d] (x - knots[i])^d; NaN outside the knots.
+    """A piecewise cubic as R's ``polySpline``.
+
+    On (knots[i], knots[i+1]] the polynomial Σ_d coef[i, d] (x - knots[i])^d;
+    NaN outside the knots.
+
+    Attributes
+    ----------
+    knots : ndarray
+        The increasing knots.
+    coef : ndarray, shape (len(knots), 4)
+        The polynomials' coefficients, constant term first.
     """
 
     knots: np.ndarray
     coef: np.ndarray  # (nk, 4)
 
     def __call__(self, x: Any) -> np.ndarray:
+        """Evaluate the spline at ``x`` (NaN outside the knots)."""
         x = np.atleast_1d(np.asarray(x, dtype=float))
         k = self.knots
         i = np.searchsorted(k, x, side="left") - 1  # right-closed intervals, as R's cut()
@@ -48,8 +60,9 @@ class PolySpline:
 
 
 def forward_spline(x: np.ndarray, zeta: np.ndarray):
-    """R's ``interpSpline(zeta ~ x)``: the natural interpolating cubic spline
-    (a scipy ``CubicSpline``; linear beyond the knots, as R's npolySpline).
+    """Return R's ``interpSpline(zeta ~ x)``: the natural interpolating cubic spline.
+
+    A scipy ``CubicSpline``; linear beyond the knots, as R's npolySpline.
     """
     from scipy.interpolate import CubicSpline
 
@@ -57,11 +70,12 @@ def forward_spline(x: np.ndarray, zeta: np.ndarray):
 
 
 def back_spline(x: np.ndarray, zeta: np.ndarray) -> PolySpline:
-    """R's ``backSpline`` of ``interpSpline(zeta ~ x)``: the inverse, x as a
-    function of zeta, cubic on each interval between knots with the values and
-    the reciprocal slopes of the forward spline at both ends, quadratic on the
-    first and last intervals (linear where the quadratic would bend the wrong
-    way). Raises ``ValueError`` when zeta is not monotone at the knots.
+    """Return R's ``backSpline`` of ``interpSpline(zeta ~ x)``: x as a function of zeta.
+
+    Cubic on each interval between knots with the values and the reciprocal
+    slopes of the forward spline at both ends, quadratic on the first and last
+    intervals (linear where the quadratic would bend the wrong way). Raises
+    ``ValueError`` when zeta is not monotone at the knots.
     """
     x = np.asarray(x, dtype=float)
     zeta = np.asarray(zeta, dtype=float)
@@ -121,6 +135,12 @@ class ProfileResult:
         The naming of the parameters.
     estimates : Series
         The ML estimates (zeta = 0).
+    bounds : dict of str to (float, float)
+        The bounds of the variance parameters (0 and inf for SDs and σ, ±1 for
+        correlations; a glmer's fixed effects too, ±inf): the interval ends
+        where the inverse spline is undefined.
+    parameters : list of str
+        The profiled parameters, in lme4's order.
     """
 
     table: pd.DataFrame
@@ -156,11 +176,13 @@ class ProfileResult:
     def confint(
         self, level: float = 0.95, parm: Any = None, non_mono_tol: float = 1e-2
     ) -> pd.DataFrame:
-        """Profile confidence intervals (lme4's ``confint.thpr``): the inverse
-        spline at ∓z; where it is undefined, the parameter's bound (0 for SDs,
-        ±1 for correlations). A profile whose spline cannot be inverted falls
-        back to linear interpolation of the points, with a warning (NaN if the
-        points decrease by more than ``non_mono_tol``).
+        """Return profile confidence intervals (lme4's ``confint.thpr``).
+
+        The inverse spline at ∓z; where it is undefined, the parameter's bound
+        (0 for SDs, ±1 for correlations). A profile whose spline cannot be
+        inverted falls back to linear interpolation of the points, with a
+        warning (NaN if the points decrease by more than ``non_mono_tol``).
+        ``parm`` selects parameters by name (default all profiled ones).
         """
         check_level(level)
         wanted = None if parm is None else set(_as_list(parm))
@@ -196,9 +218,11 @@ class ProfileResult:
 
     def plot(self, parameters: Sequence[str] | None = None, levels=(0.5, 0.8, 0.9, 0.95, 0.99),
              absolute: bool = False, ax=None):
-        """Profile zeta plots (lme4's ``xyplot`` of a profile), one panel per
-        parameter: the interpolating spline, the evaluated points and the
-        horizontal lines of the ``levels`` confidence bounds. Needs matplotlib.
+        """Plot the profiles' zeta (lme4's ``xyplot`` of a profile), one panel per parameter.
+
+        Each panel shows the interpolating spline, the evaluated points and the
+        horizontal lines of the ``levels`` confidence bounds (|zeta| with
+        ``absolute``); ``ax`` gives the axes to draw on. Needs matplotlib.
 
         Returns the matplotlib figure.
         """

@@ -49,44 +49,86 @@ __all__ = [
 
 
 class FittedMixedModel(Protocol):
-    """A fitted mixed model as inference and report use it (see the module
-    docstring for the members and what each group is for).
+    """A fitted mixed model as inference and report use it.
+
+    See the module docstring for the members and what each group is for.
+
+    Attributes
+    ----------
+    model_kind : str
+        The kind of model: "lmer", "glmer".
+    frame : ModelFrame
+        The data the model was fitted to (:class:`~mixedmodels.spec.frame.ModelFrame`).
     """
 
     model_kind: str
     frame: Any
 
     @property
-    def fixef(self) -> pd.Series: ...
-    @property
-    def beta(self) -> np.ndarray: ...
-    @property
-    def vcov(self) -> pd.DataFrame: ...
-    @property
-    def varcorr(self) -> pd.DataFrame: ...
-    @property
-    def ranef(self) -> dict[str, pd.DataFrame]: ...
-    @property
-    def theta(self) -> pd.Series: ...
-    @property
-    def sigma(self) -> float: ...
-    @property
-    def loglik(self) -> float: ...
-    @property
-    def aic(self) -> float: ...
-    @property
-    def nobs(self) -> int: ...
-    @property
-    def n_params(self) -> int: ...
-    @property
-    def is_singular(self) -> bool: ...
+    def fixef(self) -> pd.Series:
+        """Fixed-effects estimates, named as in R."""
 
-    def fit(self, *args: Any, **kwargs: Any) -> FittedMixedModel: ...
-    def refit(self, newresp: Any, **fit_kwargs: Any) -> FittedMixedModel: ...
-    def predict(self, *args: Any, **kwargs: Any) -> Any: ...
-    def simulate(self, *args: Any, **kwargs: Any) -> Any: ...
-    def summary(self, *args: Any, **kwargs: Any) -> Any: ...
-    def tidy(self, *args: Any, **kwargs: Any) -> pd.DataFrame: ...
+    @property
+    def beta(self) -> np.ndarray:
+        """Fixed-effects estimates as an array."""
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance matrix of the fixed-effects estimates."""
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components as lme4's ``as.data.frame(VarCorr(fit))``."""
+
+    @property
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects per grouping factor."""
+
+    @property
+    def theta(self) -> pd.Series:
+        """Covariance parameters θ with lme4's names."""
+
+    @property
+    def sigma(self) -> float:
+        """Residual scale, lme4's ``sigma`` (1 for binomial and Poisson GLMMs)."""
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood at the optimum, as lme4's ``logLik``."""
+
+    @property
+    def aic(self) -> float:
+        """Akaike's information criterion."""
+
+    @property
+    def nobs(self) -> int:
+        """Number of observations used."""
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters: fixed effects, θ and a residual scale (lme4's ``npar``)."""
+
+    @property
+    def is_singular(self) -> bool:
+        """Whether the fit is singular (lme4's ``isSingular``)."""
+
+    def fit(self, *args: Any, **kwargs: Any) -> FittedMixedModel:
+        """Fit the model (``start=`` a starting θ) and return it."""
+
+    def refit(self, newresp: Any, **fit_kwargs: Any) -> FittedMixedModel:
+        """Return the model fitted to a new response ``newresp`` (lme4's ``refit``)."""
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        """Return predictions for the data or new data."""
+
+    def simulate(self, *args: Any, **kwargs: Any) -> Any:
+        """Return responses simulated from the fitted model."""
+
+    def summary(self, *args: Any, **kwargs: Any) -> Any:
+        """Return the printable summary of the fit."""
+
+    def tidy(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        """Return a tidy DataFrame of estimates, in broom.mixed's spirit."""
 
 
 # members looked up on the class (no property is evaluated, so an unfitted
@@ -99,16 +141,19 @@ _CLASS_MEMBERS = (
 
 
 def is_mixed_model(obj: Any) -> bool:
-    """Whether ``obj`` implements :class:`FittedMixedModel` (fitted or not):
-    its class has every member and the object its ``frame``.
+    """Tell whether ``obj`` implements :class:`FittedMixedModel`, fitted or not.
+
+    True when its class has every member and the object its ``frame``.
     """
     cls = type(obj)
     return all(hasattr(cls, name) for name in _CLASS_MEMBERS) and hasattr(obj, "frame")
 
 
 def require_mixed_model(model: Any, message: str) -> None:
-    """Raise :class:`ModelSpecError` with ``message`` unless ``model`` is a
-    mixed model; raise the model's not-fitted error unless it is fitted.
+    """Check that ``model`` is a fitted mixed model.
+
+    Raise :class:`ModelSpecError` with ``message`` unless ``model`` is a mixed
+    model; raise the model's not-fitted error unless it is fitted.
     """
     if not is_mixed_model(model):
         raise ModelSpecError(message)
@@ -116,12 +161,13 @@ def require_mixed_model(model: Any, message: str) -> None:
 
 
 def is_generalized(model: Any) -> bool:
-    """Whether the model is a generalized linear mixed model (glmer: it has a
-    family, ``nagq`` and ``pirls_tol``).
+    """Tell whether the model is a generalized linear mixed model.
+
+    A glmer: it has a ``family``, ``nagq`` and ``pirls_tol``.
     """
     return getattr(model, "model_kind", None) == "glmer"
 
 
 def is_linear(model: Any) -> bool:
-    """Whether the model is a linear mixed model (lmer: Gaussian, ``reml``)."""
+    """Tell whether the model is a linear mixed model (lmer: Gaussian, ``reml``)."""
     return getattr(model, "model_kind", None) == "lmer"

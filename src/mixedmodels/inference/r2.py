@@ -1,5 +1,6 @@
-"""Nakagawa-Schielzeth R² and the intraclass correlation of mixed models, as
-the R package performance 0.10.2 (``r2_nakagawa``, ``icc``) computes them
+"""Nakagawa-Schielzeth R² and the intraclass correlation of mixed models.
+
+As the R package performance 0.10.2 (``r2_nakagawa``, ``icc``) computes them
 with insight 0.19's ``get_variance``.
 
 The variance decomposition (Nakagawa, Johnson & Schielzeth 2017, J. R. Soc.
@@ -58,8 +59,9 @@ def _require_model(model: Any, what: str) -> None:
 
 
 def _fixed_design(model: Any) -> tuple[np.ndarray, list[str]]:
-    """X with its column names, plus an intercept column if it has none (as
-    insight does before matching random-effect columns).
+    """Return X with its column names, plus an intercept column if it has none.
+
+    As insight does before matching random-effect columns.
     """
     X, names = model.frame.fixed.X, list(model.frame.fixed.names)
     if not any(n.startswith("(Intercept)") for n in names):
@@ -124,8 +126,11 @@ def _distribution_variance(model: Any) -> float:
 
 
 def _poisson_lognormal(model: Any) -> float:
-    """log(1 + 1/μ), μ = exp(intercept) of the null model (the same random
-    effects, offset and weights, an intercept as the only fixed effect).
+    """Return the Poisson lognormal distribution variance, log(1 + 1/μ).
+
+    μ = exp(intercept) of the null model (the same random effects, offset and
+    weights, an intercept as the only fixed effect); the 1/μ is the family's
+    variance at μ over μ².
     """
     from mixedmodels.inference.lrt import refit_fixed
 
@@ -142,11 +147,14 @@ def _poisson_lognormal(model: Any) -> float:
 
 
 def variance_components(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
-    """The variance decomposition behind :func:`r2` and :func:`icc` (insight's ``get_variance``).
+    """Return the variance decomposition behind :func:`r2` and :func:`icc`.
+
+    As insight's ``get_variance``.
 
     Parameters
     ----------
     model : fitted LinearMixedModel or GeneralizedLinearMixedModel
+        An lmer or glmer fit.
     tolerance : float
         A θ element on its lower bound within this is a zero variance: the
         random variance is then not computed (NaN), as insight.
@@ -195,8 +203,9 @@ def _warn_singular(what: str) -> None:
 
 
 def r2(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
-    """Marginal and conditional R² of a mixed model (Nakagawa & Schielzeth),
-    as performance's ``r2_nakagawa``.
+    """Compute the marginal and conditional R² of a mixed model (Nakagawa & Schielzeth).
+
+    As performance's ``r2_nakagawa``.
 
     Parameters
     ----------
@@ -233,7 +242,7 @@ def r2(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
 
 
 def icc(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
-    """Return adjusted and unadjusted intraclass correlation, as performance's ``icc``.
+    """Compute the adjusted and unadjusted intraclass correlations, as performance's ``icc``.
 
     The adjusted ICC is random / (random + residual); the unadjusted (also
     called conditional) ICC divides by the fixed-effects variance as well.
@@ -241,6 +250,7 @@ def icc(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
     Parameters
     ----------
     model : fitted LinearMixedModel or GeneralizedLinearMixedModel
+        An lmer or glmer fit.
     tolerance : float, default 1e-5
         Zero-variance tolerance on θ; singular fits give NaN with a
         :class:`SingularFitWarning`.

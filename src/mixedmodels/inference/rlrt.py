@@ -1,6 +1,7 @@
-"""Exact restricted likelihood-ratio test for one variance component, as
-RLRsim's ``exactRLRT`` (Scheipl, Greven & Küchenhoff 2008, Comput. Stat. Data
-Anal. 52: 3283).
+"""Exact restricted likelihood-ratio test for one variance component.
+
+As RLRsim's ``exactRLRT`` (Scheipl, Greven & Küchenhoff 2008, Comput. Stat.
+Data Anal. 52: 3283).
 
 Under H0 (the variance of one random-effects term is zero) the restricted LRT
 statistic has the finite-sample distribution of Crainiceanu & Ruppert (2004,
@@ -39,7 +40,9 @@ _CHUNK_FLOATS = 2_000_000
 
 @dataclass(frozen=True)
 class RLRTResult:
-    """Result of :func:`rlrt`.
+    """Result of :func:`rlrt`, the exact restricted likelihood-ratio test.
+
+    ``str()`` gives a one-line report of the test.
 
     Attributes
     ----------
@@ -57,6 +60,8 @@ class RLRTResult:
         The simulated null distribution (empty when ``nsim`` is 0).
     p_is_bound : bool
         True when the p-value is below ``1 / nsim`` and ``p_value`` holds that bound.
+    p_text : str
+        The p-value as printed: ``"< 1e-04"`` for a bound, else its value.
     """
 
     statistic: float
@@ -84,8 +89,9 @@ class RLRTResult:
         )
 
     def to_series(self) -> pd.Series:
-        """``statistic``, ``p_value`` and ``nsim`` as a Series; ``attrs["p_is_bound"]``
-        says whether ``p_value`` is the upper bound ``1 / nsim``.
+        """Return ``statistic``, ``p_value`` and ``nsim`` as a Series.
+
+        ``attrs["p_is_bound"]`` says whether ``p_value`` is the upper bound ``1 / nsim``.
         """
         out = pd.Series(
             {"statistic": self.statistic, "p_value": self.p_value, "nsim": float(self.nsim)},
@@ -124,8 +130,10 @@ def _same_fixed(a: Any, b: Any, name_a: str, name_b: str) -> None:
 
 
 def _reml_loglik(model: Any, role: str) -> float:
-    """Return the REML log-likelihood; for an ML fit the REML criterion at the ML
-    estimates (as lme4's ``logLik(fit, REML = TRUE)``), with a warning.
+    """Return the REML log-likelihood of ``model``.
+
+    For an ML fit, the REML criterion at the ML estimates (as lme4's
+    ``logLik(fit, REML = TRUE)``), with a warning.
     """
     if model.reml:
         return model.loglik
@@ -173,8 +181,9 @@ def _y(model: Any) -> np.ndarray:
 
 
 def _null_lm_reml(model: Any) -> float:
-    """Twice the REML log-likelihood of the linear model without random effects
-    (RLRsim's ``reml.H0``).
+    """Return twice the REML log-likelihood of the linear model without random effects.
+
+    RLRsim's ``reml.H0``.
     """
     X, y = model.frame.fixed.X, _y(model)
     n, p = X.shape
@@ -187,9 +196,10 @@ def _null_lm_reml(model: Any) -> float:
 
 
 def residual_eigenvalues(X: np.ndarray, term: Any) -> np.ndarray:
-    """μ: eigenvalues of Z'(I - P_X)Z for a scalar term, largest first, scaled to
-    a maximum of 1 (RLRsim's squared singular values of the residualised Z).
-    Only q x q and q x p matrices are formed.
+    """Return μ, the eigenvalues of Z'(I - P_X)Z for a scalar term.
+
+    Largest first, scaled to a maximum of 1 (RLRsim's squared singular values
+    of the residualised Z). Only q x q and q x p matrices are formed.
     """
     Q, _ = np.linalg.qr(X)
     z, codes, q = term.z[:, 0], term.codes, term.nlevels
@@ -215,9 +225,12 @@ def rlrt_null_sample(
     log_grid_lo: float = -10.0,
     gridlength: int = 200,
 ) -> np.ndarray:
-    """Draws from the null distribution of the RLRT statistic (RLRsim's
-    ``RLRTSim`` with ``lambda0 = 0``), for eigenvalues ``mu`` of a design
-    with ``n`` observations and ``p`` fixed effects.
+    """Draw from the null distribution of the RLRT statistic.
+
+    As RLRsim's ``RLRTSim`` with ``lambda0 = 0``, for eigenvalues ``mu`` of a
+    design with ``n`` observations and ``p`` fixed effects: ``nsim`` draws from
+    ``rng``, the supremum over a grid of ``gridlength`` values of λ (0, then
+    log-spaced from exp(``log_grid_lo``) to exp(``log_grid_hi``)).
     """
     mu = np.asarray(mu, dtype=float)
     k = mu.size
@@ -242,8 +255,10 @@ def rlrt_null_sample(
 
 
 def _first_local_max(LR: np.ndarray) -> np.ndarray:
-    """Per row, the value where the grid search of RLRsim stops: it moves along
-    λ while the statistic does not decrease (starting from 0 at λ = 0).
+    """Return, per row, the value where the grid search of RLRsim stops.
+
+    It moves along λ while the statistic does not decrease (starting from 0 at
+    λ = 0); negative values become 0.
     """
     drops = np.diff(LR, axis=1) < 0
     stop = np.where(drops.any(axis=1), drops.argmax(axis=1), LR.shape[1] - 1)
@@ -260,8 +275,9 @@ def rlrt(
     nsim: int = 10_000,
     seed: int | np.random.Generator | None = None,
 ) -> RLRTResult:
-    """Exact restricted likelihood-ratio test that one variance component is
-    zero, as RLRsim's ``exactRLRT(m = m_slope, mA = m_alt, m0 = m_null)``.
+    """Test that one variance component is zero by the exact restricted likelihood ratio.
+
+    As RLRsim's ``exactRLRT(m = m_slope, mA = m_alt, m0 = m_null)``.
 
     Parameters
     ----------
@@ -345,9 +361,10 @@ def rlrt(
 
 
 def _result(statistic: float, sample: np.ndarray) -> RLRTResult:
-    """Return the test's result from the statistic and the simulated null sample:
-    the share of the sample above the statistic, or when there is none the
-    bound 1 / nsim.
+    """Return the test's result from the statistic and the simulated null sample.
+
+    The p-value is the share of the sample above the statistic, or when there
+    is none the bound 1 / nsim.
     """
     exceed = int(np.count_nonzero(statistic < sample))
     if exceed == 0:

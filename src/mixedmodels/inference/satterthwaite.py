@@ -1,5 +1,6 @@
-"""Satterthwaite's denominator degrees of freedom for linear mixed models, as
-lmerTest 3.1-3 computes them.
+"""Satterthwaite's denominator degrees of freedom for linear mixed models.
+
+As lmerTest 3.1-3 computes them.
 
 Satterthwaite (lmerTest ``as_lmerModLT``, ``contest1D``, ``contestMD``)
     The variance parameters are ``varpar = (θ, σ)``. Their covariance is
@@ -223,11 +224,12 @@ def _satterthwaite(model: Any) -> SatterthwaiteInfo:
 
 
 class _Pieces:
-    """``model._criterion_pieces_gradient`` at θ, raising the package's error
-    where the system cannot be factorised, with the gradient of a term set to
-    NaN where it would come from λ⁻¹ with |diag λ| < ``LAMBDA_DIAG_TOL`` (the
-    blocked system's form loses about eps ℓ / |λ_dd| there, which the
-    differences below would divide by their step again).
+    """``model._criterion_pieces_gradient`` at θ, guarded for the differences below.
+
+    Raises the package's error where the system cannot be factorised; sets the
+    gradient of a term to NaN where it would come from λ⁻¹ with |diag λ| <
+    ``LAMBDA_DIAG_TOL`` (the blocked system's form loses about eps ℓ / |λ_dd|
+    there, which the differences below would divide by their step again).
     """
 
     def __init__(self, model: Any):
@@ -253,7 +255,7 @@ class _Pieces:
 
 
 def _inv_crossprod(LX: np.ndarray) -> np.ndarray:
-    """(L_X L_X')⁻¹ from the lower factor L_X."""
+    """Return (L_X L_X')⁻¹ from the lower factor L_X."""
     p = LX.shape[0]
     Linv = linalg.solve_triangular(LX, np.eye(p), lower=True, check_finite=False)
     return Linv.T @ Linv
@@ -262,8 +264,9 @@ def _inv_crossprod(LX: np.ndarray) -> np.ndarray:
 def _gradient_differences(
     model: Any, theta: np.ndarray, sigma: float, steps: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Central differences along every θ_i with steps ``steps``: of the
-    gradient of ``devfun_vp`` in θ (row i: ∂g/∂θ_i, NaN where a gradient
+    """Return central differences along every θ_i with steps ``steps``.
+
+    Of the gradient of ``devfun_vp`` in θ (row i: ∂g/∂θ_i, NaN where a gradient
     element was unavailable), of r² and of (R_X'R_X)⁻¹ (shape (k-1, p, p)).
     """
     pieces = _Pieces(model)
@@ -285,8 +288,9 @@ def _gradient_differences(
 
 
 def _symmetrise(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(G + G')/2 where both are known, the known one where only one is; and
-    the mask of entries known from neither.
+    """Return the symmetrised G and the mask of entries known from neither side.
+
+    (G + G')/2 where both are known, the known one where only one is.
     """
     known = np.isfinite(G)
     both = known & known.T
@@ -297,11 +301,12 @@ def _symmetrise(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _satterthwaite_gradient(model: Any) -> SatterthwaiteInfo:
-    """Return lmerTest's quantities with the θ block of the Hessian from central
-    differences of the analytic gradient of ``devfun_vp`` (Richardson-
-    extrapolated from h and h/2 if ``GRADIENT_RICHARDSON``), the σ row in
-    closed form, and the vcov(β) Jacobian from the same factorisations:
-    O(k) factorisations in all.
+    """Return lmerTest's quantities from the analytic gradient of ``devfun_vp``.
+
+    The θ block of the Hessian from central differences of the gradient
+    (Richardson-extrapolated from h and h/2 if ``GRADIENT_RICHARDSON``), the σ
+    row in closed form, and the vcov(β) Jacobian from the same
+    factorisations: O(k) factorisations in all.
     """
     theta = np.asarray(model._theta, dtype=float)
     sigma = float(model.sigma)
@@ -337,8 +342,9 @@ def _satterthwaite_gradient(model: Any) -> SatterthwaiteInfo:
 def _fill_numderiv(
     model: Any, theta: np.ndarray, sigma: float, H: np.ndarray, unknown: np.ndarray
 ) -> None:
-    """Fill the ``unknown`` entries of the θ block ``H`` in place with numDeriv's
-    Hessian of ``devfun_vp`` over the θ elements involved (σ fixed): the
+    """Fill the ``unknown`` entries of the θ block ``H`` in place with numDeriv's Hessian.
+
+    The Hessian of ``devfun_vp`` over the θ elements involved (σ fixed): the
     blocked system's terms with a singular λ, 4 s² factorisations for s such
     elements.
     """
@@ -361,15 +367,17 @@ def _fill_numderiv(
 
 
 def _varpar_scale(model: Any) -> np.ndarray:
-    """Per element of varpar = (θ, σ), the factor giving it for unit-scale
-    random-effects columns (``theta_scale``; 1 for σ).
+    """Return, per element of varpar = (θ, σ), the factor giving it for unit-scale columns.
+
+    The random-effects columns' ``theta_scale``; 1 for σ.
     """
     return np.append(np.asarray(model.theta_scale, dtype=float), 1.0)
 
 
 def _pinv_hessian(H: np.ndarray, ntheta: int, tol: float = 1e-8) -> np.ndarray:
-    """2 H⁻¹ over the eigenvalues above ``tol``, warning as lmerTest does about
-    negative and near-zero eigenvalues.
+    """Return 2 H⁻¹ over the eigenvalues above ``tol``.
+
+    Warns as lmerTest does about negative and near-zero eigenvalues.
     """
     from mixedmodels.support.warnings import warn_caller
 
@@ -396,7 +404,7 @@ def _pinv_hessian(H: np.ndarray, ntheta: int, tol: float = 1e-8) -> np.ndarray:
 
 
 def satterthwaite_df(info: SatterthwaiteInfo, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Variance l'Cl and Satterthwaite df of every row l of ``L``."""
+    """Return the variance l'Cl and the Satterthwaite df of every row l of ``L``."""
     C = info.vcov_beta
     var = np.einsum("kp,pq,kq->k", L, C, L)
     g = np.einsum("kp,ipq,kq->ki", L, info.jacobian, L)

@@ -1,5 +1,7 @@
-"""R's ``abbreviate(names, minlength)`` (method "left.kept"), which lme4's
-summary uses for the row and column names of the correlation of fixed effects.
+"""R's ``abbreviate(names, minlength)`` (method "left.kept").
+
+lme4's summary uses it for the row and column names of the correlation of
+fixed effects.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ _LOWER_VOWELS = frozenset("aeiou")
 
 
 def _strip_chars(text: str, minlength: int, use_classes: bool) -> str:
-    """R's C routine ``stripchars`` (src/main/character.c): drop characters
-    from the end until ``minlength`` is reached: lower-case vowels ending a
-    word, then lower-case vowels not starting one, then lower-case letters
-    likewise, then anything but a word's first character. The first
-    character is never dropped; spaces count as word boundaries and are
-    removed at the end when the result is still longer than ``minlength``.
+    """Shorten ``text`` to ``minlength`` as R's C routine ``stripchars`` does.
+
+    The routine is in R's src/main/character.c. It drops characters from the
+    end until ``minlength`` is reached: lower-case vowels ending a word, then
+    lower-case vowels not starting one, then lower-case letters likewise, then
+    anything but a word's first character. The first character is never
+    dropped; spaces count as word boundaries and are removed at the end when
+    the result is still longer than ``minlength``.
     """
     s = list(text)
     nspace = 0
@@ -77,14 +81,32 @@ def _strip_chars(text: str, minlength: int, use_classes: bool) -> str:
 def abbreviate(
     names: list[str], minlength: int = 4, use_classes: bool = True, strict: bool = False
 ) -> list[str]:
-    """R's ``abbreviate(names, minlength)`` (method "left.kept"), as lme4's
-    summary uses it for the headers of the correlation of fixed effects.
+    """Abbreviate names as R's ``abbreviate(names, minlength)`` (method "left.kept").
+
+    lme4's summary uses it for the headers of the correlation of fixed effects.
 
     Names longer than ``minlength`` lose characters from the end (see
     :func:`_strip_chars`); unless ``strict``, names whose abbreviations
     collide are abbreviated again with ``minlength`` one larger until all
     differ. Exact for ASCII names; others follow the same rules with
     ASCII's lower-case letters and vowels.
+
+    Parameters
+    ----------
+    names : list of str
+        The names; leading and trailing spaces are removed first.
+    minlength : int
+        The length to shorten to (R's ``minlength``); 0 or less gives empty strings.
+    use_classes : bool
+        R's ``use.classes``: drop lower-case vowels, then lower-case letters,
+        before other characters.
+    strict : bool
+        R's ``strict``: keep ``minlength`` even when abbreviations collide.
+
+    Returns
+    -------
+    list of str
+        One abbreviation per name, in the order of ``names``.
 
     Examples
     --------

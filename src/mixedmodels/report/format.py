@@ -1,6 +1,7 @@
-"""Numbers formatted as R formats them in lme4's printed output: jointly to
-a number of significant digits (``format``), p-values (``format.pval``),
-significance stars, and the alignment of printed tables.
+"""Numbers formatted as R formats them in lme4's printed output.
+
+Jointly to a number of significant digits (``format``), p-values
+(``format.pval``), significance stars, and the alignment of printed tables.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ __all__ = [
 
 
 def format_numbers(values: np.ndarray, digits: int = 4) -> list[str]:
-    """Format numbers jointly as R's ``format(x, digits=)``: enough decimals that
-    every finite element shows ``digits`` significant digits (at most 15).
+    """Format numbers jointly as R's ``format(x, digits=)``.
+
+    All get the same number of decimals: enough that every finite element shows
+    ``digits`` significant digits (at most 15). Non-finite values print as "NaN".
     """
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values) & (values != 0)]
@@ -26,8 +29,9 @@ def format_numbers(values: np.ndarray, digits: int = 4) -> list[str]:
 
 
 def _decimals_for(value: float, digits: int) -> int:
-    """Decimals R needs to show ``value`` with ``digits`` significant digits, trailing
-    zeros of the rounded value dropped.
+    """Count the decimals R needs to show ``value`` with ``digits`` significant digits.
+
+    Trailing zeros of the rounded value are dropped.
     """
     mag = math.floor(math.log10(abs(value)))
     dec = max(digits - 1 - mag, 0)
@@ -39,6 +43,12 @@ def _decimals_for(value: float, digits: int) -> int:
 
 
 def align(rows: list[list[str]], left: set[int]) -> list[str]:
+    """Lay out a table of texts as lines with aligned columns.
+
+    Every column is padded to its widest cell: on the right for the column
+    indexes in ``left``, on the left for the others. Cells are joined by a
+    space, each line starts with one space and has no trailing spaces.
+    """
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for r in rows:
@@ -48,14 +58,18 @@ def align(rows: list[list[str]], left: set[int]) -> list[str]:
 
 
 def pad(texts: list[str]) -> list[str]:
+    """Right-align ``texts`` to the width of the longest."""
     width = max((len(t) for t in texts), default=0)
     return [t.rjust(width) for t in texts]
 
 
 def format_joint(block: np.ndarray, digits: int) -> list[list[str]]:
-    """Columns of ``block`` formatted together as R's ``format(x, digits=)``
-    of a matrix; a non-zero value that would print as zero gets its own
-    formatting with one digit fewer (printCoefmat's rule); NA as "NA".
+    """Format the columns of ``block`` together as R's ``format(x, digits=)`` of a matrix.
+
+    A non-zero value that would print as zero gets its own formatting with one
+    digit fewer (printCoefmat's rule); NA prints as "NA", infinities as "Inf" and
+    "-Inf". All texts are padded to a common width; the result is a list of
+    columns, each a list of texts.
     """
     flat = block.ravel()
     finite = np.isfinite(flat)
@@ -78,9 +92,11 @@ def format_joint(block: np.ndarray, digits: int) -> list[list[str]]:
 
 
 def format_pvalues(p: np.ndarray) -> list[str]:
-    """R's ``format.pval(p, digits = 3)``: p-values of 1e-4 and above formatted
-    jointly in fixed notation, smaller ones jointly in scientific notation,
-    those below machine precision as "< 2e-16" ("<2e-16" next to short ones).
+    """Format p-values as R's ``format.pval(p, digits = 3)``.
+
+    P-values of 1e-4 and above are formatted jointly in fixed notation, smaller
+    ones jointly in scientific notation, those below machine precision as
+    "< 2e-16" ("<2e-16" next to short ones); missing ones as "NA".
     """
     p = np.asarray(p, dtype=float)
     eps = np.finfo(float).eps
@@ -110,8 +126,9 @@ def format_pvalues(p: np.ndarray) -> list[str]:
 
 
 def _sci_digits(value: float, digits: int) -> int:
-    """Mantissa decimals R needs for ``value`` with ``digits`` significant
-    digits, trailing zeros dropped.
+    """Count the mantissa decimals R needs for ``value`` with ``digits`` significant digits.
+
+    Trailing zeros are dropped.
     """
     text = f"{value:.{digits - 1}e}".split("e")[0]
     if "." not in text:
@@ -120,6 +137,7 @@ def _sci_digits(value: float, digits: int) -> int:
 
 
 def significance_stars(p: float) -> str:
+    """Return R's significance code of a p-value: "***", "**", "*", "." or ""."""
     if not np.isfinite(p):
         return ""
     for cut, mark in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
@@ -129,4 +147,5 @@ def significance_stars(p: float) -> str:
 
 
 def fixed_decimals(values: np.ndarray, decimals: int) -> list[str]:
+    """Format every value with ``decimals`` decimals; non-finite ones as "NA"."""
     return ["NA" if not np.isfinite(v) else f"{v:.{decimals}f}" for v in values]

@@ -29,7 +29,41 @@ class NotFittedError(MixedModelsError):
 
 
 class MixedModelResults:
-    """Shared accessors, summaries and tidy outputs of fitted mixed models."""
+    """Shared accessors, summaries and tidy outputs of fitted mixed models.
+
+    The base of the model classes. A model class supplies the engine's numbers:
+    ``frame``, ``formula``, ``beta``, ``vcov``, ``sigma``, ``loglik``,
+    ``deviance``, ``n_params``, ``theta``, ``is_singular``, ``b`` and the
+    underscore hooks listed in :mod:`mixedmodels.inference.protocol`; this
+    class derives the rest. Every fitted value raises :class:`NotFittedError`
+    before ``.fit()``.
+
+    Attributes
+    ----------
+    model_kind : str
+        The kind of model: "lmer", "glmer" ("model" on this base class).
+    fixef : Series
+        Fixed-effects estimates, named as in R (dropped aliased columns excluded).
+    se : Series
+        Standard errors of the fixed effects.
+    nobs : int
+        Number of observations used (after dropping incomplete rows).
+    n_dropped : int
+        Number of rows dropped for missing values.
+    ngroups : dict of str to int
+        Number of levels of every grouping factor (lme4's names, e.g. ``cask:batch``).
+    aic, bic : float
+        Akaike's and Schwarz's information criteria, as lme4's ``AIC`` and ``BIC``
+        (from ``loglik``, which is the REML one for REML fits, as in lme4).
+    df_residual : int
+        Residual degrees of freedom, ``nobs - n_params`` (lme4's ``df.residual``).
+    varcorr : DataFrame
+        Variance components as lme4's ``as.data.frame(VarCorr(fit))``.
+    ranef : dict of str to DataFrame
+        Conditional modes of the random effects per grouping factor.
+    ranef_condsd : dict of str to DataFrame
+        Conditional standard deviations of the random effects, laid out as ``ranef``.
+    """
 
     model_kind = "model"
     _fitted = False
@@ -71,16 +105,19 @@ class MixedModelResults:
 
     @property
     def aic(self) -> float:
+        """Akaike's information criterion, ``-2 loglik + 2 n_params`` (lme4's ``AIC``)."""
         self._require_fit()
         return -2.0 * self.loglik + 2.0 * self.n_params
 
     @property
     def bic(self) -> float:
+        """Schwarz's criterion, ``-2 loglik + log(nobs) n_params`` (lme4's ``BIC``)."""
         self._require_fit()
         return -2.0 * self.loglik + math.log(self.nobs) * self.n_params
 
     @property
     def df_residual(self) -> int:
+        """Residual degrees of freedom, ``nobs - n_params`` (lme4's ``df.residual``)."""
         return self.nobs - self.n_params
 
     # ------------------------------------------------------------------ variance components
@@ -119,15 +156,19 @@ class MixedModelResults:
 
     @property
     def ranef(self) -> dict[str, pd.DataFrame]:
-        """Conditional modes of the random effects: group name -> DataFrame
-        (index: levels in R's order, one column per term column).
+        """Conditional modes of the random effects (lme4's ``ranef``).
+
+        A dict: grouping factor's name -> DataFrame (index: levels in R's order,
+        one column per term column; terms sharing a factor side by side).
         """
         self._require_fit()
         return self._per_group(self.b)
 
     def ranef_condvar(self) -> dict[str, np.ndarray]:
-        """Conditional covariance matrices of the random effects per term:
-        ``{group label: (levels, k, k) array}`` (lme4's ``postVar``).
+        """Return the conditional covariance matrices of the random effects per term.
+
+        A dict ``{group label: (levels, k, k) array}`` (lme4's ``postVar``);
+        labels are made unique as R's make.unique (Subject, Subject.1).
         """
         self._require_fit()
         return dict(zip(self._group_labels(), self._condvar_b()))
@@ -153,8 +194,9 @@ class MixedModelResults:
     # ------------------------------------------------------------------ tables
 
     def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
-        """Return the fixed-effects table, one row per coefficient (aliased, dropped
-        columns as NaN rows), indexed by ``term``.
+        """Return the fixed-effects table, one row per coefficient, indexed by ``term``.
+
+        Aliased (dropped) columns are rows of NaN.
 
         Parameters
         ----------

@@ -1,7 +1,8 @@
-"""lme4's and lmerTest's printed summary of a fitted model: the title, the
-criteria, the scaled residuals, the random-effects and fixed-effects tables,
-the correlation of the fixed effects and the fit's messages; and the short
-form ``print(model)`` shows.
+"""lme4's and lmerTest's printed summary of a fitted model.
+
+The title, the criteria, the scaled residuals, the random-effects and
+fixed-effects tables, the correlation of the fixed effects and the fit's
+messages; and the short form ``print(model)`` shows.
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ __all__ = ["ModelSummary", "format_print", "format_summary"]
 
 
 class ModelSummary:
-    """The summary of a fitted model; ``str()`` gives lme4's layout, or
-    lmerTest's for linear mixed models with denominator degrees of freedom.
+    """The summary of a fitted model, as ``model.summary()`` returns it.
+
+    ``str()`` gives lme4's layout, or lmerTest's for linear mixed models with
+    denominator degrees of freedom.
 
     Attributes
     ----------
+    model : MixedModelResults
+        The fitted model summarised.
     coefficients : DataFrame
         The fixed-effects table (:meth:`~mixedmodels.report.results.MixedModelResults.coef_table`).
     varcorr : DataFrame
@@ -41,6 +46,9 @@ class ModelSummary:
     ddf : str
         The method of the tests: "satterthwaite", "kenward-roger", "lme4" or
         "z" (GLMMs).
+    correlation : bool or None
+        Whether the correlation of the fixed effects is printed; None: as
+        lme4, when there are at most 12 fixed effects.
     """
 
     def __init__(
@@ -76,8 +84,10 @@ def _title(model: Any, method: str | None = None) -> str:
 
 
 def _random_effects_lines(model: Any, with_variance: bool) -> list[str]:
-    """lme4's random-effects table: numbers formatted jointly per column (4
-    significant digits), then left-justified under the header as R prints it.
+    """Return the lines of lme4's random-effects table.
+
+    Numbers are formatted jointly per column (4 significant digits), then
+    left-justified under the header as R prints it.
     """
     header = ["Groups", "Name"] + (["Variance"] if with_variance else []) + ["Std.Dev."]
     covs = model._covariances()
@@ -127,7 +137,10 @@ _LEGEND = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
 
 
 def _print_table(table: pd.DataFrame, method: str) -> pd.DataFrame:
-    """The coefficient table as printed: R's column names; an lmer's asymptotic table as z tests."""
+    """Return the coefficient table as printed.
+
+    R's column names; an lmer's asymptotic table is shown as z tests.
+    """
     table = standard_coef_table(table)
     if method == "asymptotic":
         table = table.drop(columns="df").rename(columns={"t": "z"})
@@ -140,11 +153,13 @@ def _print_table(table: pd.DataFrame, method: str) -> pd.DataFrame:
 
 
 def _fixed_lines(table: pd.DataFrame, method: str = "lme4") -> list[str]:
-    """R's ``printCoefmat`` (digits 4, as lme4's and lmerTest's summaries call
-    it): estimates, SEs (and df) rounded jointly to the decimals that give the
-    smallest of them 4 significant digits, then formatted jointly; test
-    statistics rounded to 3 decimals; p-values by ``format.pval`` (3 digits)
-    with significance stars when some p < 0.1.
+    """Return the lines of the coefficient table as R's ``printCoefmat`` prints it.
+
+    With digits 4, as lme4's and lmerTest's summaries call it: estimates, SEs
+    (and df) rounded jointly to the decimals that give the smallest of them 4
+    significant digits, then formatted jointly; test statistics rounded to 3
+    decimals; p-values by ``format.pval`` (3 digits) with significance stars
+    when some p < 0.1.
     """
     table = _print_table(table, method)
     has_p = table.columns[-1].startswith("Pr(")
@@ -184,12 +199,13 @@ _COR_MAX = 12
 
 
 def _correlation_lines(model: Any, correlation: bool | None = None) -> list[str]:
-    """lme4's "Correlation of Fixed Effects": the lower triangle of the
-    correlations rounded to 3 decimals and formatted jointly, rows named by
-    ``abbreviate(names, 11)`` and columns by ``abbreviate(names, 6)``, printed
-    as R prints a character matrix (left-aligned, in blocks of columns that
-    fit 80 characters). ``correlation`` None: shown for at most 12 fixed
-    effects, else a note (lme4's message).
+    """Return the lines of lme4's "Correlation of Fixed Effects".
+
+    The lower triangle of the correlations rounded to 3 decimals and formatted
+    jointly, rows named by ``abbreviate(names, 11)`` and columns by
+    ``abbreviate(names, 6)``, printed as R prints a character matrix
+    (left-aligned, in blocks of columns that fit 80 characters). ``correlation``
+    None: shown for at most 12 fixed effects, else a note (lme4's message).
     """
     V = model.vcov.to_numpy()
     names = list(model.vcov.index)
@@ -213,9 +229,10 @@ def _correlation_lines(model: Any, correlation: bool | None = None) -> list[str]
 
 
 def _character_matrix_lines(row_names: list[str], columns: list[list[str]]) -> list[str]:
-    """R's print of a character matrix with ``quote = FALSE``: row names and
-    cells left-aligned, one space between columns; columns that do not fit
-    the print width go to a further block below.
+    """Return the lines of R's print of a character matrix with ``quote = FALSE``.
+
+    Row names and cells are left-aligned, one space between columns; columns
+    that do not fit the print width go to a further block below.
     """
     label_width = max(len(r) for r in row_names)
     widths = [max(len(c) for c in col) for col in columns]
@@ -249,6 +266,27 @@ def format_summary(
     method: str = "lme4",
     correlation: bool | None = None,
 ) -> str:
+    """Format the full summary of a fitted model (``str(model.summary())``).
+
+    Parameters
+    ----------
+    model : MixedModelResults
+        A fitted model.
+    table : DataFrame, optional
+        Its coefficient table (``model.coef_table()`` when not given).
+    method : str
+        The tests of ``table``: "lme4" (no df, no p-values), "satterthwaite",
+        "kenward-roger", "asymptotic" (printed as z tests) or "z" (GLMMs); it
+        also chooses the title.
+    correlation : bool, optional
+        Print the correlation of the fixed effects; None: as lme4, when there
+        are at most 12.
+
+    Returns
+    -------
+    str
+        The summary in lme4's layout, or lmerTest's with denominator df.
+    """
     if table is None:
         table = model.coef_table()
     lines = [_title(model, method), f"Formula: {model.formula}"]
@@ -294,6 +332,12 @@ def _fit_messages(model: Any) -> list[str]:
 
 
 def format_print(model: Any) -> str:
+    """Format the short form of a fitted model that ``print(model)`` shows (lme4's ``print``).
+
+    Title, formula, criteria, the random-effects standard deviations, the
+    numbers of observations and groups, the fixed-effects estimates and the
+    fit's messages.
+    """
     lines = [_title(model), f"Formula: {model.formula}"]
     lines += _criterion_lines(model)
     lines += ["Random effects:"] + _random_effects_lines(model, with_variance=False)

@@ -1,7 +1,8 @@
-"""Tidy DataFrames of a fitted model in broom.mixed's spirit: ``tidy`` (fixed
-effects, variance parameters, conditional modes, with intervals) and
-``glance`` (one row of fit statistics); the model's ``tidy`` and ``glance``
-methods call these.
+"""Tidy DataFrames of a fitted model in broom.mixed's spirit.
+
+``tidy`` (fixed effects, variance parameters, conditional modes, with
+intervals) and ``glance`` (one row of fit statistics); the model's ``tidy``
+and ``glance`` methods call these.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def tidy_frame(
     conf_method: str | None,
     confint_options: dict[str, Any],
 ) -> pd.DataFrame:
-    """Return the DataFrame of ``model.tidy(...)`` (see
-    :meth:`~mixedmodels.report.results.MixedModelResults.tidy` for the options).
+    """Return the DataFrame of ``model.tidy(...)``.
+
+    See :meth:`~mixedmodels.report.results.MixedModelResults.tidy` for the options.
     """
     method = interval_method(effects, conf_method, conf_int, confint_options)
     if effects == "fixed":
@@ -73,8 +75,9 @@ def tidy_frame(
 
 
 def _fixed_frame(model: Any, ddf: str | None) -> pd.DataFrame:
-    """Return the fixed-effects rows of ``tidy``, with ``df`` and ``p_value`` where
-    the coefficient table has them.
+    """Return the fixed-effects rows of ``tidy``.
+
+    With ``df`` and ``p_value`` where the coefficient table has them.
     """
     table = standard_coef_table(model.coef_table() if ddf is None else model.coef_table(ddf))
     stat = "t" if "t" in table.columns else "z"
@@ -95,9 +98,10 @@ def _fixed_frame(model: Any, ddf: str | None) -> pd.DataFrame:
 
 
 def ran_pars_parameter_names(model: Any) -> list[str]:
-    """lme4's parameter name (``.sig01`` ... ``.sigma``) of every row of
-    ``tidy("ran_pars")``, whose rows follow ``varcorr``: per term the
-    standard deviations, then the correlations, then the residual.
+    """Return lme4's parameter names (``.sig01`` ... ``.sigma``) of ``tidy("ran_pars")``'s rows.
+
+    The rows follow ``varcorr``: per term the standard deviations, then the
+    correlations, then the residual.
     """
     lme4 = {(v.term, v.row, v.col): v.lme4 for v in variance_parameters(model)}
     out = []
@@ -111,8 +115,9 @@ def ran_pars_parameter_names(model: Any) -> list[str]:
 
 
 def ran_pars_frame(model: Any) -> pd.DataFrame:
-    """Return the variance-parameter rows of ``tidy``: ``sd__X``, ``cor__X.Y``,
-    ``sd__Observation``, in ``varcorr`` order.
+    """Return the variance-parameter rows of ``tidy``.
+
+    Terms ``sd__X``, ``cor__X.Y``, ``sd__Observation``, in ``varcorr`` order.
     """
     rows = []
     for r in model.varcorr.itertuples(index=False):
@@ -126,8 +131,10 @@ def ran_pars_frame(model: Any) -> pd.DataFrame:
 
 
 def ran_vals_frame(model: Any) -> pd.DataFrame:
-    """Return the conditional modes of ``tidy``, one row per level and column of
-    every term, with their conditional standard deviations.
+    """Return the conditional-mode rows of ``tidy``.
+
+    One row per level and column of every term, with their conditional
+    standard deviations.
     """
     frames = []
     for term, b, cv in zip(model.frame.terms, model.b, model._condvar_b()):
@@ -170,8 +177,10 @@ _CONF_METHODS = {"wald": "Wald", "profile": "profile", "boot": "boot"}
 def interval_method(
     effects: str, conf_method: str | None, conf_int: bool, options: dict[str, Any]
 ) -> str:
-    """Return the interval method of ``tidy``: the default for ``effects``, or the
-    one asked for when the effects have it.
+    """Return the interval method of ``tidy`` ("Wald", "profile" or "boot").
+
+    The default for ``effects``, or the one asked for when the effects have it;
+    ``ModelSpecError`` for a combination ``tidy`` refuses.
     """
     if options and not conf_int:
         raise ModelSpecError(
@@ -218,7 +227,9 @@ _STANDARD_NAMES = {
 
 
 def standard_coef_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Return a coefficient table with this package's column names (``estimate, se,
-    [df], t | z, [p_value]``), whichever naming produced it.
+    """Return a coefficient table with this package's column names.
+
+    The columns become ``estimate, se, [df], t | z, [p_value]``, whichever
+    naming (R's printed one or this package's) produced the table.
     """
     return table.rename(columns=_STANDARD_NAMES)
