@@ -122,7 +122,7 @@ class FiniteDifferences:
         return g, H
 
     def _evaluate_all(self, objective, points: list[np.ndarray]) -> np.ndarray:
-        """Return objective at every point, in order; on worker threads when the fit has them."""
+        """Evaluate ``objective`` at every point, in order; on the fit's worker threads if any."""
         workers = getattr(self, "_workers", 1)
         if workers > 1 and len(points) > 1:
             from concurrent.futures import ThreadPoolExecutor

@@ -175,7 +175,7 @@ class Engine:
         tol: float,
         beta: np.ndarray | None = None,
     ) -> Modes:
-        """Return the conditional modes found by PIRLS, as lme4's ``pwrssUpdate``.
+        """Find the conditional modes by PIRLS, as lme4's ``pwrssUpdate``.
 
         Starts from the linear predictor ``eta_start`` (its weights and working
         response); ``offset`` is the part of η held fixed: the model's offset

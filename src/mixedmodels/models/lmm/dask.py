@@ -174,7 +174,7 @@ class DaskLinearMixedModel(RandomEffectsModel):
         return self
 
     def initial_theta(self) -> np.ndarray:
-        """Return the in-memory moment estimates, computed from the cross-products alone.
+        """Return starting θ: the in-memory moment estimates, from the cross-products alone.
 
         Unweighted fits get the same starting values as :class:`LinearMixedModel`
         (up to rounding); weighted fits use weighted moments.
