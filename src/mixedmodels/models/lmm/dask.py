@@ -64,7 +64,7 @@ class DaskLinearMixedModel(RandomEffectsModel):
     results are lazy Dask Series (``fitted``, ``residuals``, ``predict()``);
     ``simulate`` is not supported, nor are the methods that need the rows in
     memory (``refit``, ``bootstrap``, profiles of fixed effects: they raise
-    a DataError saying so).
+    an error saying so).
 
     Parameters
     ----------
