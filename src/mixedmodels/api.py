@@ -37,6 +37,8 @@ class ModelKind:
         The R function whose results it reproduces (``"lme4::lmer"``).
     description : str
         One line, for listings.
+    class_name : str
+        The model class's name (the end of ``model_class``).
     """
 
     name: str
@@ -86,8 +88,10 @@ def model_kind(name: str) -> ModelKind:
 
 
 def fit(kind: str, formula: str, data: Any, **options: Any) -> Any:
-    """Fit a model of the registered ``kind`` (``fit("lmer", formula, data)``
-    is ``mm.lmer(formula, data)``).
+    """Fit a model of the registered ``kind``.
+
+    ``fit("lmer", formula, data)`` is ``mm.lmer(formula, data)``; ``options``
+    go to the kind's entry function.
     """
     return model_kind(kind).function()(formula, data, **options)
 
@@ -109,8 +113,10 @@ register(ModelKind(
 
 
 def exported() -> dict[str, Callable[[], Any]]:
-    """Return the package-level names the registry provides: each kind's function
-    and model class, as loaders.
+    """Return the package-level names the registry provides, as loaders.
+
+    They are each kind's function and model class (``mm.lmer``,
+    ``mm.LinearMixedModel`` ...).
     """
     names: dict[str, Callable[[], Any]] = {}
     for kind in KINDS.values():

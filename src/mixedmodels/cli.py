@@ -45,6 +45,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``mixedmodels`` command (``fit``, ``datasets``)."""
     from mixedmodels.support.version import VERSION
 
     parser = argparse.ArgumentParser(
@@ -113,8 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_data(name_or_path: str) -> Any:
-    """Return a bundled dataset (by name, case-insensitive), a .csv / .parquet file or
-    a directory of .parquet files (read as one data set).
+    """Return the data named on the command line as a pandas DataFrame.
+
+    ``name_or_path`` is a bundled dataset (by name, case-insensitive), a
+    .csv / .parquet file or a directory of .parquet files (read as one data
+    set). Raises CLIError for a missing or unreadable file, DataError for an
+    unknown dataset name.
     """
     lower = name_or_path.lower()
     if os.path.isdir(name_or_path):
@@ -143,8 +148,10 @@ def read_data(name_or_path: str) -> Any:
 
 
 def _read_parquet_directory(path: str) -> Any:
-    """Return a directory of Parquet files as one data set, or an error saying what
-    a directory must hold.
+    """Return a directory of Parquet files as one data set.
+
+    Raises a CLIError saying what a directory must hold when it has no
+    Parquet file.
     """
     if not any(f.lower().endswith((".parquet", ".pq")) for f in os.listdir(path)):
         raise CLIError(

@@ -39,6 +39,13 @@ class FormulaError(MixedModelsError):
         The formula text; with ``position`` the message shows a caret under it.
     position : int, optional
         0-based character offset of the problem in ``formula``.
+
+    Attributes
+    ----------
+    formula : str or None
+        The formula text, when given.
+    position : int or None
+        The offset of the problem in it, when given.
     """
 
     def __init__(self, message: str, formula: str | None = None, position: int | None = None):
@@ -62,9 +69,11 @@ class ModelSpecError(MixedModelsError):
 
 
 class ArgumentError(ModelSpecError, TypeError):
-    """A function was called with an argument it does not take (often lme4's
-    spelling, e.g. ``REML=``); the message says what to write instead. Also a
-    :class:`TypeError`, what Python raises for an unexpected keyword.
+    """A function was called with an argument it does not take.
+
+    Often lme4's spelling, e.g. ``REML=``; the message says what to write
+    instead. Also a :class:`TypeError`, what Python raises for an unexpected
+    keyword.
     """
 
 
@@ -97,8 +106,9 @@ class ConvergenceWarning(MixedModelsWarning):
 
 
 class SeparationWarning(MixedModelsWarning):
-    """Binomial data are (quasi-)completely separated by some fixed effects:
-    their maximum-likelihood estimates are infinite.
+    """Binomial data are (quasi-)completely separated by some fixed effects.
+
+    Their maximum-likelihood estimates are infinite.
     """
 
 
@@ -112,6 +122,7 @@ class NonIntegerResponseWarning(MixedModelsWarning):
 
 
 class RefitWarning(MixedModelsWarning):
-    """REML fits were refitted by maximum likelihood before a likelihood-ratio
-    test (lme4's message "refitting model(s) with ML (instead of REML)").
+    """REML fits were refitted by maximum likelihood before a likelihood-ratio test.
+
+    lme4's message: "refitting model(s) with ML (instead of REML)".
     """

@@ -22,55 +22,72 @@ load(name)
 Datasets
 --------
 cbpp
-    Contagious bovine pleuropneumonia: new serological cases (incidence) of herd size in 15 zebu herds over 4 periods.
+    Contagious bovine pleuropneumonia: new serological cases (incidence) of herd
+    size in 15 zebu herds over 4 periods.
     56 rows x 4 columns. Source: R package lme4.
 dietox
-    Weekly weights of 72 pigs over 12 weeks under 3 doses each of vitamin E and copper in the feed (sorted by Pig, Time).
+    Weekly weights of 72 pigs over 12 weeks under 3 doses each of vitamin E and
+    copper in the feed (sorted by Pig, Time).
     861 rows x 8 columns. Source: R package geepack.
 Dyestuff
-    Yield of dyestuff (g of standard colour) from 5 preparations of each of 6 batches of an intermediate product.
+    Yield of dyestuff (g of standard colour) from 5 preparations of each of 6
+    batches of an intermediate product.
     30 rows x 2 columns. Source: R package lme4.
 Dyestuff2
-    Simulated data with the layout of Dyestuff (6 batches x 5) whose between-batch variance estimate is zero.
+    Simulated data with the layout of Dyestuff (6 batches x 5) whose between-batch
+    variance estimate is zero.
     30 rows x 2 columns. Source: R package lme4.
 gamm4_sim
-    Simulated additive data (Gu & Wahba 4-term truth, scale 2) with a 4-level random effect fac; f, f0-f3 are the true terms.
-    400 rows x 11 columns. Source: simulated: set.seed(0); mgcv::gamSim(6, n = 400) (the gamm4 example).
+    Simulated additive data (Gu & Wahba 4-term truth, scale 2) with a 4-level random
+    effect fac; f, f0-f3 are the true terms.
+    400 rows x 11 columns. Source: simulated: set.seed(0); mgcv::gamSim(6, n = 400)
+    (the gamm4 example).
 grouseticks
-    Ticks counted on red grouse chicks by brood, altitude (HEIGHT), year and location; sHEIGHT = scaled HEIGHT.
+    Ticks counted on red grouse chicks by brood, altitude (HEIGHT), year and
+    location; sHEIGHT = scaled HEIGHT.
     403 rows x 8 columns. Source: R package lme4.
 InstEval
-    Lecture evaluations at ETH Zurich: 73421 ratings (1-5) of 1128 lecturers (d) by 2972 students (s).
+    Lecture evaluations at ETH Zurich: 73421 ratings (1-5) of 1128 lecturers (d) by
+    2972 students (s).
     73421 rows x 7 columns. Source: R package lme4.
 Orange
     Trunk circumference (mm) of 5 orange trees at 7 ages (days since 1968-12-31).
     35 rows x 3 columns. Source: R package datasets (also in nlme as groupedData).
 Orthodont
-    Pituitary to pterygomaxillary fissure distance (mm) of 27 children (16 boys, 11 girls) at ages 8, 10, 12, 14.
+    Pituitary to pterygomaxillary fissure distance (mm) of 27 children (16 boys, 11
+    girls) at ages 8, 10, 12, 14.
     108 rows x 4 columns. Source: R package nlme.
 Ovary
-    Number of large ovarian follicles in 11 mares, recorded over an oestrus cycle (Time scaled to the cycle).
+    Number of large ovarian follicles in 11 mares, recorded over an oestrus cycle
+    (Time scaled to the cycle).
     308 rows x 3 columns. Source: R package nlme.
 Pastes
-    Strength of a chemical paste: 2 assays of each of 3 casks from each of 10 delivery batches (nested).
+    Strength of a chemical paste: 2 assays of each of 3 casks from each of 10
+    delivery batches (nested).
     60 rows x 4 columns. Source: R package lme4.
 Penicillin
-    Diameter (mm) of growth-inhibition zones of 6 penicillin samples, each assayed on each of 24 plates (crossed).
+    Diameter (mm) of growth-inhibition zones of 6 penicillin samples, each assayed
+    on each of 24 plates (crossed).
     144 rows x 3 columns. Source: R package lme4.
 respiratory
-    Respiratory illness trial: binary status of 111 patients at 2 centres, treatment vs placebo, 4 visits plus baseline.
+    Respiratory illness trial: binary status of 111 patients at 2 centres, treatment
+    vs placebo, 4 visits plus baseline.
     444 rows x 8 columns. Source: R package geepack.
 Salamanders
-    Salamander counts (7 species/life stages) in repeated surveys of 23 stream sites, mined or not by mountaintop removal.
+    Salamander counts (7 species/life stages) in repeated surveys of 23 stream
+    sites, mined or not by mountaintop removal.
     644 rows x 9 columns. Source: R package glmmTMB.
 sleepstudy
-    Reaction times in a sleep deprivation study: 18 subjects, days 0-9 of sleep restriction (3 h per night).
+    Reaction times in a sleep deprivation study: 18 subjects, days 0-9 of sleep
+    restriction (3 h per night).
     180 rows x 3 columns. Source: R package lme4.
 VerbAgg
-    Verbal aggression questionnaire: 316 subjects' responses to 24 items (situation x behaviour x want/do).
+    Verbal aggression questionnaire: 316 subjects' responses to 24 items (situation
+    x behaviour x want/do).
     7584 rows x 9 columns. Source: R package lme4.
 wine
-    Bitterness of white wine: 9 judges rate 8 bottles (temperature x skin contact) on a 5-point ordinal scale.
+    Bitterness of white wine: 9 judges rate 8 bottles (temperature x skin contact)
+    on a 5-point ordinal scale.
     72 rows x 6 columns. Source: R package ordinal.
 
 Examples

@@ -1,7 +1,10 @@
-"""What the lme4-style models share: θ and the λ factor of every
-random-effects term, singularity, and the random-effects part of predictions
-for new data. The models supply ``frame`` (a :class:`~mixedmodels.spec.frame.ModelFrame`),
-``_theta_slices``, and after fitting ``_theta`` and ``b``.
+"""The base class of the lme4-style models: what they share.
+
+That is θ and the λ factor of every random-effects term, singularity, the
+random-effects part of predictions for new data, and the inference methods
+(``confint``, ``profile``, ``bootstrap``, ``drop1``). The models supply
+``frame`` (a :class:`~mixedmodels.spec.frame.ModelFrame`), ``_theta_slices``,
+and after fitting ``_theta`` and ``b``.
 """
 
 from __future__ import annotations
@@ -35,8 +38,29 @@ SINGULAR_TOL = 1e-4
 
 
 class RandomEffectsModel(MixedModelResults):
-    """Base of :class:`~mixedmodels.LinearMixedModel` and
-    :class:`~mixedmodels.GeneralizedLinearMixedModel`.
+    """The base class of the lme4-style models: θ, λ, singularity, inference.
+
+    Base of :class:`~mixedmodels.LinearMixedModel`,
+    :class:`~mixedmodels.GeneralizedLinearMixedModel` and
+    :class:`~mixedmodels.models.lmm.dask.DaskLinearMixedModel`; itself a
+    :class:`~mixedmodels.report.results.MixedModelResults` (``fixef``, ``se``,
+    ``varcorr``, ``ranef``, summaries, tidy tables). The attributes it adds
+    (results need a fit first):
+
+    Attributes
+    ----------
+    beta : ndarray
+        Fixed-effects estimates as an array (``fixef`` is the named Series).
+    theta : Series
+        θ, the relative covariance parameters, with lme4's names.
+    theta_lower : ndarray
+        Lower bounds of θ: 0 for the diagonal elements of every λ, -inf else.
+    theta_scale : ndarray
+        Per θ element, the factor giving θ for unit-scale columns.
+    loglik : float
+        Log-likelihood at the optimum (lme4's ``logLik``).
+    is_singular : bool
+        Whether the fit is on the boundary (lme4's ``isSingular``).
     """
 
     @property
@@ -47,9 +71,10 @@ class RandomEffectsModel(MixedModelResults):
 
     @property
     def loglik(self) -> float:
-        """Log-likelihood: -½ × the objective at the optimum (the REML
-        log-likelihood for REML fits, the Laplace or quadrature approximation
-        for GLMMs), as lme4's ``logLik``.
+        """Log-likelihood: -½ × the objective at the optimum, as lme4's ``logLik``.
+
+        It is the REML log-likelihood for REML fits, and the Laplace or
+        quadrature approximation for GLMMs.
         """
         self._require_fit()
         return -0.5 * self._objective
@@ -60,15 +85,17 @@ class RandomEffectsModel(MixedModelResults):
 
     @property
     def theta_lower(self) -> np.ndarray:
+        """Lower bounds of θ: 0 for the diagonal elements of every λ, -inf for the others."""
         return np.concatenate([t.theta_lower() for t in self.frame.terms])
 
     @property
     def theta_scale(self) -> np.ndarray:
-        """Per θ element, the factor giving θ in unit-scale columns (see
-        :meth:`~mixedmodels.spec.random.ReTerm.theta_scale`; all ones unless a
-        random-effects column is in tiny or huge units). The searches run on
-        θ × theta_scale, and the singularity rule reads it, so neither depends
-        on the units of the covariates.
+        """Per θ element, the factor giving θ in unit-scale columns.
+
+        See :meth:`~mixedmodels.spec.random.ReTerm.theta_scale`; all ones
+        unless a random-effects column is in tiny or huge units. The searches
+        run on θ × theta_scale, and the singularity rule reads it, so neither
+        depends on the units of the covariates.
         """
         scale = self.__dict__.get("_theta_scale")
         if scale is None:
@@ -77,8 +104,9 @@ class RandomEffectsModel(MixedModelResults):
         return scale
 
     def _canonical_theta(self, theta: np.ndarray) -> np.ndarray:
-        """θ with every λ column's sign chosen to make its diagonal non-negative
-        (the same covariance, lme4's parametrization).
+        """Return θ with every λ column's sign chosen to make its diagonal non-negative.
+
+        The covariance is the same; this is lme4's parametrization.
         """
         out = np.array(theta, dtype=float)
         for term, sl in zip(self.frame.terms, self._theta_slices):
@@ -99,9 +127,11 @@ class RandomEffectsModel(MixedModelResults):
 
     @property
     def is_singular(self) -> bool:
-        """lme4's ``isSingular``: a diagonal element of some λ below 1e-4
-        (λ of the unit-scale columns where a column is in tiny or huge units,
-        see :attr:`theta_scale`).
+        """Whether the fit is singular, as lme4's ``isSingular``.
+
+        True when a diagonal element of some λ is below 1e-4 (λ of the
+        unit-scale columns where a column is in tiny or huge units, see
+        :attr:`theta_scale`).
         """
         self._require_fit()
         unit = self._theta * self.theta_scale
@@ -115,8 +145,10 @@ class RandomEffectsModel(MixedModelResults):
         return pd.Series(self._theta, index=names, name="theta")
 
     def _newdata_eta(self, newdata, re_form: str | None, new_levels: str):
-        """Return the linear predictor of new rows (fixed effects, offsets and, unless
-        ``re_form`` excludes them, the random effects) and their index.
+        """Return the linear predictor of new rows and their index.
+
+        The linear predictor holds the fixed effects, the offsets and, unless
+        ``re_form`` excludes them, the random effects.
         """
         if new_levels not in ("population", "error", "nan"):
             raise PredictionError(
@@ -210,8 +242,9 @@ class RandomEffectsModel(MixedModelResults):
 
         The ML deviance (lmer: REML fits are refitted by ML first, as lme4
         does; glmer: the Laplace or quadrature deviance) is minimised over the
-        other parameters on lme4's grid of values of each parameter; see :func:`mixedmodels.inference.profile.profile` for the
-        grid controls (``alphamax``, ``maxpts``, ``delta``, ``maxmult``, ...).
+        other parameters on lme4's grid of values of each parameter; see
+        :func:`mixedmodels.inference.profile.profile` for the grid controls
+        (``alphamax``, ``maxpts``, ``delta``, ``maxmult``, ...).
 
         Parameters
         ----------
@@ -246,6 +279,20 @@ class RandomEffectsModel(MixedModelResults):
         (:meth:`refit`). ``n_jobs`` worker processes share the refits; the
         result does not depend on it.
 
+        Parameters
+        ----------
+        nsim : int
+            Number of replicates.
+        seed : int or Generator, optional
+            Seed of the one Generator all responses are drawn from.
+        n_jobs : int
+            Worker processes sharing the refits.
+        progress : bool
+            Show the replicates done.
+        use_u : bool
+            Simulate conditional on the fitted random effects (lme4's
+            ``use.u = TRUE``) instead of drawing new ones.
+
         Returns
         -------
         BootstrapResult
@@ -257,10 +304,11 @@ class RandomEffectsModel(MixedModelResults):
         return bootstrap(self, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress, use_u=use_u)
 
     def drop1(self, test: str = "none") -> pd.DataFrame:
-        """Single-term deletions of fixed effects (lme4's ``drop1``): the ML AIC
-        of the model without each term that can be dropped respecting
-        marginality, and with ``test="Chisq"`` the likelihood-ratio test.
-        See :func:`mixedmodels.inference.lrt.drop1`.
+        """Single-term deletions of fixed effects (lme4's ``drop1``).
+
+        The table gives the ML AIC of the model without each term that can be
+        dropped respecting marginality, and with ``test="Chisq"`` the
+        likelihood-ratio test. See :func:`mixedmodels.inference.lrt.drop1`.
         """
         from mixedmodels.inference.lrt import drop1
 

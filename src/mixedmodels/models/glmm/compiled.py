@@ -1,7 +1,8 @@
-"""The compiled PIRLS steps of a GLMM whose random-effects terms are all
-scalar (:mod:`mixedmodels.linalg.kernels.glmm_kernels`): the engine's steps
-in a few loops over the rows, for the families and links whose
-``kernel_code`` the kernels know.
+"""The compiled PIRLS steps of a GLMM whose random-effects terms are all scalar.
+
+The kernels are :mod:`mixedmodels.linalg.kernels.glmm_kernels`: the
+engine's steps in a few loops over the rows, for the families and links
+whose ``kernel_code`` the kernels know.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ SYRK_DENSITY = 0.14
 
 
 class CompiledTerms:
-    """The compiled PIRLS steps (:mod:`mixedmodels.linalg.kernels.glmm_kernels`) for a model
-    whose random-effects terms are all scalar, with a family and link they
-    support: each term's codes and z values as rows of two arrays, and where
-    its modes sit in u and in the Schur block.
+    """The compiled PIRLS steps for a model whose random-effects terms are all scalar.
+
+    The steps are :mod:`mixedmodels.linalg.kernels.glmm_kernels`, for a family
+    and link they support. The object holds each term's codes and z values
+    as rows of two arrays, and where its modes sit in u and in the Schur
+    block.
     """
 
     def __init__(self, frame: ModelFrame, family: Family):
@@ -75,9 +78,11 @@ class CompiledTerms:
 
     @classmethod
     def build(cls, frame: ModelFrame, family: Family) -> "CompiledTerms | None":
-        """Return the compiled steps of the model, or None where they do not apply
-        (a term not scalar, a family or link without kernels, the kernels
-        not loaded or switched off: ``MIXEDMODELS_NUMBA=0``).
+        """Return the compiled steps of the model, or None where they do not apply.
+
+        They do not apply to a term not scalar, a family or link without
+        kernels, or when the kernels are not loaded or switched off
+        (``MIXEDMODELS_NUMBA=0``).
         """
         from mixedmodels.linalg.kernels import glmm_kernels as gk
 
@@ -88,8 +93,9 @@ class CompiledTerms:
         return cls(frame, family)
 
     def solve(self, e: "Engine", lams, eta, mu, offset, joint: bool):
-        """One PWLS step at the working weights of (η, μ): (u, β, factor),
-        or None where the system is not positive definite.
+        """Take one PWLS step at the working weights of (η, μ); return (u, β, factor).
+
+        None where the system is not positive definite.
         """
         lam = self.lam_values(lams)
         X, XT = (self.X, self.XT) if joint else (self.no_x, self.no_xt)
@@ -100,17 +106,19 @@ class CompiledTerms:
         return self._solve_eliminated(L0, R, S, y0, yr, joint)
 
     def solve_scaled(self, unit: tuple, lams, beta: np.ndarray | None, joint: bool):
-        """:meth:`solve` at the weights :meth:`unit_sums` was computed at
-        (the stage's start), from those sums (``beta``: the fixed β of the
-        offset, when not ``joint``).
+        """Take the step of :meth:`solve` from the sums of :meth:`unit_sums`.
+
+        The weights are those the sums were computed at (the stage's start);
+        ``beta`` is the fixed β of the offset, when not ``joint``.
         """
         beta_arr = self._no_beta if joint or beta is None else c_array(beta)
         L0, c0, R, S, yr = self.kernel_scaled(unit, self.lam_values(lams), self.offs, self.Q1, beta_arr, joint)
         return self._solve_eliminated(*self.kernel_eliminate(L0, c0, R, S, yr, self.Q1, False), joint)
 
     def _solve_eliminated(self, L0, R, S, y0, yr, joint: bool):
-        """Return the step's solution from the system with the first term eliminated
-        (S not yet downdated by R'R).
+        """Return the step's solution from the system with the first term eliminated.
+
+        S is not yet downdated by R'R.
         """
         self._downdate(R, S)
         Q1 = self.Q1
@@ -129,10 +137,11 @@ class CompiledTerms:
 
     @staticmethod
     def _downdate(R: np.ndarray, S: np.ndarray) -> None:
-        """S -= R'R on S's upper triangle (C order): BLAS syrk unless R is
-        sparse enough for its nonzeros alone to cost less (below ~14% the
-        compiled loop over them wins; numba's own product would be a gemm,
-        twice syrk's work, hence the assembly's 25%).
+        """Downdate S -= R'R in place, on S's upper triangle (C order).
+
+        BLAS syrk unless R is sparse enough for its nonzeros alone to cost
+        less (below ~14% the compiled loop over them wins; numba's own product
+        would be a gemm, twice syrk's work, hence the assembly's 25%).
         """
         if not R.size:
             return
@@ -149,8 +158,10 @@ class CompiledTerms:
 
     @staticmethod
     def lam_values(lams) -> np.ndarray:
-        """λ of every (scalar) term as one array: λ's given as 1 x 1 arrays or,
-        from :meth:`Engine.scalar_lambdas`, already as that array.
+        """Return λ of every (scalar) term as one float array.
+
+        The λ's are given as 1 x 1 arrays or, from
+        :meth:`Engine.scalar_lambdas`, already as that array.
         """
         if isinstance(lams, np.ndarray) and lams.ndim == 1:
             # writable: a read-only array (θ from the optimizer) would make
@@ -159,13 +170,15 @@ class CompiledTerms:
         return np.array([float(l[0, 0]) for l in lams])
 
     def fused(self, joint: bool) -> bool:
-        """Whether the whole PIRLS loop runs compiled (a small Schur block)."""
+        """Return whether the whole PIRLS loop runs compiled (a small Schur block)."""
         return self.Q1 + (self.X.shape[1] if joint else 0) <= FUSED_MAX_BLOCK
 
     def unit_sums(self, e: "Engine", eta_start, mu_start) -> tuple:
-        """``_glmm_numba.weighted_sums`` at (η, μ) with unit λ, X and the
-        model's offset: the first PIRLS step's system at any λ (and β) from a
-        rescaling (``_glmm_numba.scaled_sums``).
+        """Return the system's sums at (η, μ) with unit λ, X and the model's offset.
+
+        They are ``glmm_numba.weighted_sums``
+        (:mod:`mixedmodels.linalg.kernels.glmm_numba`): the first PIRLS step's
+        system at any λ (and β) from a rescaling (``glmm_numba.scaled_sums``).
         """
         return self.kernel_sums(
             self.codes, self.zv, np.ones(len(self.codes)), self.offs, self.X, self.XT, c_array(eta_start),
@@ -176,8 +189,9 @@ class CompiledTerms:
         self, e: "Engine", lams, eta_start, mu_start, offset, joint: bool, tol: float,
         unit: tuple | None = None, beta: np.ndarray | None = None,
     ) -> "Modes":
-        """:meth:`Engine.pirls` in one compiled call (``_glmm_numba.pirls``);
-        ``unit``: :meth:`unit_sums` at ``eta_start`` for the first step, with
+        """Run :meth:`Engine.pirls` in one compiled call (``glmm_numba.pirls``).
+
+        ``unit`` is :meth:`unit_sums` at ``eta_start`` for the first step, with
         ``beta`` the fixed β that ``offset`` holds (when not ``joint``).
         """
         lam = self.lam_values(lams)
@@ -196,6 +210,10 @@ class CompiledTerms:
         return Modes(u, b, eta, mu, factor, float(pdev), int(it))
 
     def update(self, e: "Engine", lams, u, b, offset):
+        """Return (η, μ, deviance) at the modes ``u`` and β ``b``.
+
+        The deviance lacks its μ-free part (the engine's ``deviance_constant``).
+        """
         lam = self.lam_values(lams)
         X = self.X if len(b) else self.no_x
         n = len(e.y)

@@ -1,6 +1,8 @@
-"""lme4's finite-difference derivatives of the GLMM deviance over (θ, β)
-(``deriv12``) and its convergence check (``checkConv``): the Newton steps,
-the standard errors and the warnings at the optimum come from these.
+"""lme4's finite-difference derivatives of the GLMM deviance and its convergence check.
+
+The derivatives over (θ, β) are lme4's ``deriv12``, the check its
+``checkConv``: the Newton steps, the standard errors and the warnings at the
+optimum come from these.
 """
 
 from __future__ import annotations
@@ -51,23 +53,28 @@ class ConvergenceCheck:
 
     @property
     def ok(self) -> bool:
+        """Whether the optimum looks sound (no messages)."""
         return not self.messages
 
 
 class FiniteDifferences:
-    """The derivatives part of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
-    (a mixin: it reads the model's ``objective``, ``param_scale``, bounds and
-    optimum).
+    """The derivatives part of a generalized linear mixed model.
+
+    A mixin of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
+    (not used by itself): it reads the model's ``objective``,
+    ``param_scale``, bounds and optimum. It gives the model
+    :meth:`deviance_hessian` and the convergence check.
     """
 
     def _derivatives(
         self, params: np.ndarray, f0: float, fun=None, kind: str = "forward"
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Central-difference gradient and Hessian of the deviance (lme4's
-        ``deriv12``: step 1e-4, one-sided at a lower bound); ``fun`` replaces
-        the objective (to count its evaluations). The probes are independent:
-        with compiled PIRLS steps (which release the GIL) they run on the
-        fit's worker threads.
+        """Return the central-difference gradient and Hessian of the deviance.
+
+        As lme4's ``deriv12``: step 1e-4, one-sided at a lower bound. ``fun``
+        replaces the objective (to count its evaluations). The probes are
+        independent: with compiled PIRLS steps (which release the GIL) they
+        run on the fit's worker threads.
 
         ``kind`` chooses the mixed second differences: "forward" (one probe
         per pair, f(x+hᵢ+hⱼ), error O(h): enough for the Newton steps) or
@@ -115,7 +122,7 @@ class FiniteDifferences:
         return g, H
 
     def _evaluate_all(self, objective, points: list[np.ndarray]) -> np.ndarray:
-        """Return objective at every point, in order; on worker threads when the fit has them."""
+        """Evaluate ``objective`` at every point, in order; on the fit's worker threads if any."""
         workers = getattr(self, "_workers", 1)
         if workers > 1 and len(points) > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -182,9 +189,11 @@ class FiniteDifferences:
     def deviance_hessian(
         self, theta: Any = None, fixef: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Gradient and Hessian of the deviance over (θ, β) as lme4's
-        ``deriv12`` computes them for its standard errors: central differences
-        with step 1e-4, the mixed ones from the four points x ± hᵢ ± hⱼ.
+        """Return the gradient and Hessian of the deviance over (θ, β), as lme4's ``deriv12``.
+
+        As ``deriv12`` computes them for its standard errors: central
+        differences with step 1e-4, the mixed ones from the four points
+        x ± hᵢ ± hⱼ.
 
         Parameters
         ----------
@@ -226,8 +235,10 @@ class FiniteDifferences:
 
 
 def deriv12_mixed(f_pp, f_pm, f_mp, f_mm, steps_i, steps_j) -> float:
-    """lme4's deriv12 mixed second difference from f(x ± hᵢ ± hⱼ) ((up, down)
-    steps of each coordinate): its expression where all four steps are equal,
+    """Return lme4's deriv12 mixed second difference from f(x ± hᵢ ± hⱼ).
+
+    ``steps_i`` and ``steps_j`` are the (up, down) steps of each coordinate.
+    It is deriv12's expression where all four steps are equal,
     (f₊₊ − f₊₋ − f₋₊ + f₋₋) / (2h)²; the same central difference over the
     product of the spans where a step is scaled (``param_scale``).
     """

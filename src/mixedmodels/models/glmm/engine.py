@@ -1,5 +1,7 @@
-"""PIRLS and the Laplace / quadrature deviance of a GLMM: lme4's
-``pwrssUpdate`` and ``glmerLaplace`` / ``glmerAGQ`` over one model frame.
+"""PIRLS and the Laplace / quadrature deviance of a GLMM.
+
+They are lme4's ``pwrssUpdate`` and ``glmerLaplace`` / ``glmerAGQ`` over one
+model frame.
 
 For a relative covariance factor Λ(θ) and fixed effects β, the conditional
 modes ũ of the spherical random effects minimise the penalised deviance
@@ -64,16 +66,18 @@ class Engine:
 
     @functools.cached_property
     def Z(self) -> sp.csr_matrix:
-        """The random-effects model matrix (built on first use: the compiled
-        steps do not need it).
+        """The random-effects model matrix, sparse.
+
+        Built on first use: the compiled steps do not need it.
         """
         return sp.hstack([term_matrix(t) for t in self._terms], format="csr")
 
     @functools.cached_property
     def _X_columns(self) -> np.ndarray:
-        """X in Fortran order: Xβ as a sum of columns, 2-3x faster than
-        row-by-row dot products with a handful of columns (the compiled steps'
-        X' seen transposed, when they hold it).
+        """X in Fortran order, for Xβ as a sum of columns.
+
+        That is 2-3x faster than row-by-row dot products with a handful of
+        columns (the compiled steps' X' seen transposed, when they hold it).
         """
         if self.compiled is not None:
             return self.compiled.XT.T
@@ -89,8 +93,9 @@ class Engine:
         return BlockedSystem(self._terms, self.X)
 
     def with_response(self, y: np.ndarray, n: np.ndarray, prior_weights: np.ndarray) -> "Engine":
-        """Return the same engine (design, blocked system) for another response:
-        only the response-dependent constants are recomputed.
+        """Return the same engine (design, blocked system) for another response.
+
+        Only the response-dependent constants are recomputed.
         """
         new = copy.copy(self)
         new.y, new.n, new.wt = y, n, prior_weights
@@ -102,10 +107,12 @@ class Engine:
         return new
 
     def _set_response_constants(self) -> None:
-        """What the family computes once per response: the deviance as a
-        function of μ (``deviance_constant``: its μ-free part, which the
-        compiled steps add to theirs) and ``saturated``, ``aic - deviance``
-        where that is the same at every μ (else None).
+        """Compute what the family gives once per response.
+
+        That is the deviance as a function of μ (``deviance_constant``: its
+        μ-free part, which the compiled steps add to theirs) and
+        ``saturated``, ``aic - deviance`` where that is the same at every μ
+        (else None).
         """
         self._deviance = self.family.deviance_at(self.y, self.wt)
         self.deviance_constant = self._deviance.constant
@@ -121,18 +128,21 @@ class Engine:
         return out
 
     def penalised_deviance(self, mu: np.ndarray, u: np.ndarray) -> float:
+        """Return PIRLS's penalised deviance: Σ deviance residuals at μ plus ‖u‖²."""
         return self.deviance(mu) + float(u @ u)
 
     def deviance(self, mu: np.ndarray) -> float:
-        """Σ deviance residuals (as the family splits them, see
-        :meth:`Family.deviance_at <mixedmodels.families.family.Family.deviance_at>`).
+        """Return Σ deviance residuals at μ.
+
+        As the family splits them, see
+        :meth:`Family.deviance_at <mixedmodels.families.family.Family.deviance_at>`.
         """
         return self._deviance(mu)
 
     def working(
         self, eta: np.ndarray, mu: np.ndarray, offset: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Working weights and working response (η without ``offset``)."""
+        """Return the working weights and working response (η without ``offset``)."""
         fam = self.family
         d = fam.mu_eta(eta)
         w = self.wt * d * d / fam.variance(mu)
@@ -141,13 +151,14 @@ class Engine:
 
     @staticmethod
     def scalar_lambdas(theta) -> np.ndarray:
-        """λ of a model whose terms are all scalar, for the compiled steps
-        (which are only built for such models): θ as a float array.
+        """Return λ of a model whose terms are all scalar, for the compiled steps: θ as floats.
+
+        The compiled steps are only built for such models.
         """
         return np.asarray(theta, dtype=float)
 
     def solve(self, lams, w: np.ndarray, z: np.ndarray, joint: bool):
-        """One PWLS step: (u, β, factor)."""
+        """Take one PWLS step; return (u, β, factor)."""
         res = self.system.solve(lams, w, z, joint)
         if res is None:
             raise PirlsError(PIRLS_FAILURES[1])
@@ -164,7 +175,7 @@ class Engine:
         tol: float,
         beta: np.ndarray | None = None,
     ) -> Modes:
-        """Conditional modes by PIRLS, as lme4's ``pwrssUpdate``.
+        """Find the conditional modes by PIRLS, as lme4's ``pwrssUpdate``.
 
         Starts from the linear predictor ``eta_start`` (its weights and working
         response); ``offset`` is the part of η held fixed: the model's offset
@@ -209,10 +220,12 @@ class Engine:
         return Modes(u, b, eta, mu, factor, pdev, it)
 
     def _start_state(self, eta_start: np.ndarray, sums: bool) -> tuple[np.ndarray, tuple | None]:
-        """μ at PIRLS's starting η and (``sums``) the compiled steps' system
-        sums there at unit λ (see ``CompiledTerms.unit_sums``), else None.
-        Every evaluation of a stage starts from the same η, so both are
-        computed once per stage (η arrays are never changed in place).
+        """Return μ at PIRLS's starting η and, with ``sums``, the compiled steps' sums there.
+
+        The sums are the system at unit λ (see ``CompiledTerms.unit_sums``),
+        else None. Every evaluation of a stage starts from the same η, so
+        both are computed once per stage (η arrays are never changed in
+        place).
         """
         cached = self._start_cache
         if cached is None or cached[0] is not eta_start:
@@ -222,7 +235,7 @@ class Engine:
         return cached[1], cached[2] if sums else None
 
     def _step(self, lams, eta: np.ndarray, mu: np.ndarray, offset: np.ndarray, joint: bool):
-        """One PWLS step from (η, μ): (u, β or empty, factor)."""
+        """Take one PWLS step from (η, μ); return (u, β or empty, factor)."""
         if self.compiled is not None:
             return self._compiled_result(self.compiled.solve(self, lams, eta, mu, offset, joint))
         w, z = self.working(eta, mu, offset)
@@ -247,21 +260,23 @@ class Engine:
     # -- deviances ---------------------------------------------------------------
 
     def aic_term(self, mu: np.ndarray) -> float:
-        """R's ``family$aic`` at μ (-2 × conditional log-likelihood)."""
+        """Return R's ``family$aic`` at μ (-2 × conditional log-likelihood)."""
         dev = self.deviance(mu)
         if self.saturated is not None:
             return dev + self.saturated
         return float(self.family.aic(self.y, self.n, mu, self.wt, dev))
 
     def laplace(self, modes: Modes) -> float:
-        """lme4's Laplace deviance: aic + ‖u‖² + log det(Λ'Z'WZΛ + I)."""
+        """Return lme4's Laplace deviance: aic + ‖u‖² + log det(Λ'Z'WZΛ + I)."""
         if self.saturated is not None:  # aic = deviance + constant: PIRLS's pdev has it
             return modes.pdev + self.saturated + modes.ldL2()
         return self.aic_term(modes.mu) + float(modes.u @ modes.u) + modes.ldL2()
 
     def quadrature(self, modes: Modes, lams, nodes: np.ndarray, weights: np.ndarray) -> float:
-        """Adaptive Gauss-Hermite deviance for one scalar term (lme4's glmerAGQ
-        with the saturated log-likelihood added back: see the module notes).
+        """Return the adaptive Gauss-Hermite deviance for one scalar term.
+
+        It is lme4's glmerAGQ with the saturated log-likelihood added back
+        (see the module notes).
         """
         q, fam = self.q, self.family
         codes = self.codes0
@@ -286,8 +301,9 @@ class Engine:
 
 
 def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights of the n-point rule for the standard normal density
-    (weights sum to 1), as lme4's ``GHrule``.
+    """Return the nodes and weights of the n-point Gauss-Hermite rule, as lme4's ``GHrule``.
+
+    The rule is for the standard normal density (the weights sum to 1).
     """
     z, w = np.polynomial.hermite_e.hermegauss(n)
     z = (z - z[::-1]) / 2  # exactly symmetric, with an exact zero node for odd n

@@ -88,6 +88,104 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         the formula).
     contrasts, na_action
         As for :class:`mixedmodels.LinearMixedModel`.
+
+    Attributes
+    ----------
+    formula : str
+        The formula as given.
+    family : Family
+        The family, with its link (``family.link``).
+    nagq : int
+        Quadrature nodes: 0, 1 (Laplace) or more (adaptive Gauss-Hermite).
+    method : str
+        The approximation: ``"nAGQ = 0"``, ``"Laplace"`` or ``"AGQ-<nagq>"``.
+    model_kind : str
+        ``"glmer"``, the name of the kind in :data:`mixedmodels.api.KINDS`.
+    data_name : str or None
+        Shown as "Data:" in summaries when set.
+    frame : ModelFrame
+        The model frame: the rows used (``frame.data``), the response
+        ``frame.y``, the fixed-effects design ``frame.fixed``, the
+        random-effects terms ``frame.terms``, the weights and the offset.
+    weights_given, offset_given : bool
+        Whether prior weights and an offset argument were given.
+    nobs : int
+        Number of observations used (after dropping incomplete rows).
+    n_dropped : int
+        Number of rows dropped for missing values.
+    ngroups : dict of str to int
+        Number of levels of every grouping factor.
+    ntheta : int
+        Number of θ elements.
+    optsum : OptimizerRecord
+        What the optimizer did (its name says which stages ran; evaluations,
+        return code, time); set by :meth:`fit`.
+    convergence : ConvergenceCheck or None
+        lme4's ``checkConv`` at the optimum (finite-difference gradient and
+        Hessian, warnings); None with ``check_convergence=False`` or nagq = 0.
+    pirls_converged : bool
+        Whether the deviance is taken at converged PIRLS modes (see :meth:`fit`).
+    pirls_tol : float
+        The PIRLS tolerance of the fit.
+    separated : list of str
+        Fixed effects that separate binomial data (empty when none).
+    fixef : Series
+        Fixed-effects estimates, named as in R (aliased columns dropped).
+    beta : ndarray
+        The same as an array.
+    se : Series
+        Standard errors of the fixed effects.
+    vcov : DataFrame
+        Covariance matrix of the fixed-effects estimates.
+    theta : Series
+        θ, the relative covariance parameters, with lme4's names.
+    sigma : float
+        The residual scale as lme4's ``sigma`` (1 for binomial and Poisson).
+    has_residual : bool
+        Whether the family has a scale (Gamma, inverse Gaussian, Gaussian).
+    varcorr : DataFrame
+        Variance components as lme4's ``as.data.frame(VarCorr(fit))``.
+    b : list of ndarray
+        Conditional modes of the random effects per term, (levels, k) arrays.
+    ranef : dict of str to DataFrame
+        Conditional modes per grouping factor, as lme4's ``ranef``.
+    ranef_condsd : dict of str to DataFrame
+        Their conditional standard deviations, laid out as ``ranef``.
+    loglik : float
+        Log-likelihood (the Laplace or quadrature approximation).
+    deviance : float
+        -2 × log-likelihood, the ``deviance`` of lme4's summary table.
+    deviance_conditional : float
+        Σ squared deviance residuals at the modes: R's ``deviance(fit)``.
+    aic, bic : float
+        Information criteria from ``loglik`` and ``n_params``.
+    n_params : int
+        Number of parameters: fixed effects, θ and, with a scale, σ.
+    df_residual : int
+        ``nobs - n_params``.
+    fitted : Series
+        Fitted means μ (response scale), conditional on the random effects.
+    linear_predictor : Series
+        The linear predictor η at the fit, conditional on the random effects.
+    response : ndarray
+        The response as the fit uses it (binomial: proportions).
+    is_singular : bool
+        Whether the fit is on the boundary (lme4's ``isSingular``).
+    theta_lower, theta_scale : ndarray
+        Lower bounds of θ, and the factors giving θ for unit-scale columns.
+    param_scale : ndarray
+        The factors giving (θ, β) for unit-scale columns of Z and X.
+
+    Notes
+    -----
+    Results raise :class:`~mixedmodels.report.results.NotFittedError` before
+    :meth:`fit`. The inference methods (``confint``, ``profile``,
+    ``bootstrap``, ``drop1``) and the results protocol (``summary``,
+    ``tidy``, ``coef_table`` ...) come from
+    :class:`~mixedmodels.models.base.RandomEffectsModel`.
+
+    Size: over 400 lines only with this docstring, which lists every
+    attribute users get (issue 15 asks for it); the code is about 350 lines.
     """
 
     model_kind = "glmer"
@@ -156,6 +254,7 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
 
     @functools.cached_property
     def ntheta(self) -> int:
+        """Number of θ elements (all terms)."""
         return int(sum(t.ntheta for t in self.frame.terms))
 
     # ------------------------------------------------------------------ objectives
@@ -164,9 +263,11 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         self, theta: np.ndarray, beta: np.ndarray | None, converged: bool | None = None,
         eta_start: np.ndarray | None = None,
     ) -> Modes:
-        """PIRLS at θ (``beta`` None: β found with u, the nAGQ = 0 stage) from
-        the stage's starting linear predictor, as lme4 starts every evaluation
-        (or from ``eta_start``), to the fit's tolerance.
+        """Return PIRLS's modes at θ, to the fit's tolerance.
+
+        With ``beta`` None β is found with u (the nAGQ = 0 stage). PIRLS
+        starts from the stage's starting linear predictor, as lme4 starts
+        every evaluation (or from ``eta_start``).
 
         ``converged`` (default: the fit's ``pirls_converged``): to the modes
         themselves, with the last step's factor at their weights: once more
@@ -207,9 +308,10 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
 
     @property
     def param_scale(self) -> np.ndarray:
-        """Per element of (θ, β), the factor giving it for unit-scale columns
-        of Z and X (:attr:`theta_scale`, then ``spec.random.search_scales`` of X;
-        all ones unless a column is in tiny or huge units).
+        """Per element of (θ, β), the factor giving it for unit-scale columns of Z and X.
+
+        That is :attr:`theta_scale`, then ``spec.random.search_scales`` of X;
+        all ones unless a column is in tiny or huge units.
         """
         scale = self.__dict__.get("_param_scale")
         if scale is None:
@@ -222,19 +324,21 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         return self._deviance_or_inf(params, None)[0]
 
     def objective_converged(self, params: np.ndarray, eta_start: np.ndarray | None = None) -> float:
-        """Return the deviance at (θ, β) at the converged modes (see :meth:`_modes`):
-        the Laplace or quadrature approximation itself, without the offset
-        that PIRLS's tolerance leaves (see :meth:`_leave_plateau`). A start
-        ``eta_start`` must be near the modes (for instance theirs at a nearby
-        point).
+        """Return the deviance at (θ, β) at the converged modes (see :meth:`_modes`).
+
+        That is the Laplace or quadrature approximation itself, without the
+        offset that PIRLS's tolerance leaves (see :meth:`_leave_plateau`). A
+        start ``eta_start`` must be near the modes (for instance theirs at a
+        nearby point).
         """
         return self._deviance_or_inf(params, True, eta_start)[0]
 
     def _deviance_or_inf(
         self, params: np.ndarray, converged: bool | None, eta_start: np.ndarray | None = None
     ) -> tuple[float, Modes | None]:
-        """Return the deviance at (θ, β) and PIRLS's modes, or (inf, None) where
-        PIRLS fails (see :meth:`_modes` for the arguments).
+        """Return the deviance at (θ, β) and PIRLS's modes, or (inf, None) where PIRLS fails.
+
+        See :meth:`_modes` for the arguments.
         """
         params = np.asarray(params, float)
         theta, beta = params[: self.ntheta], params[self.ntheta :]
@@ -247,6 +351,7 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
     # ------------------------------------------------------------------ fitting
 
     def initial_theta(self) -> np.ndarray:
+        """Return lme4's starting θ: λ = I for every term (of the unit-scale columns)."""
         return np.concatenate([t.theta_start() for t in self.frame.terms])
 
     @r_argument_hints()
@@ -262,12 +367,14 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         threads: int | str = "auto",
         progress: bool = False,
     ) -> "GeneralizedLinearMixedModel":
-        """Estimate θ and β as lme4's ``glmer``: the nAGQ = 0 stage over θ
-        (BOBYQA), then (nagq >= 1) the Laplace or quadrature deviance over
-        (θ, β) from there: Newton steps with lme4's finite-difference gradient
-        and Hessian (``deriv12``), whose last Hessian gives the standard
-        errors; BOBYQA where Newton cannot be trusted (a Hessian not positive
-        definite, a variance at zero, no descent) or without the check.
+        """Estimate θ and β as lme4's ``glmer``; returns self.
+
+        First the nAGQ = 0 stage over θ (BOBYQA), then (nagq >= 1) the
+        Laplace or quadrature deviance over (θ, β) from there: Newton steps
+        with lme4's finite-difference gradient and Hessian (``deriv12``), whose
+        last Hessian gives the standard errors; BOBYQA where Newton cannot be
+        trusted (a Hessian not positive definite, a variance at zero, no
+        descent) or without the check.
 
         Parameters
         ----------
@@ -372,11 +479,13 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         return new.fit(start, **fit_kwargs)
 
     def _blas_threads(self, threads: int | str) -> int | None:
-        """BLAS threads for the fit, as for lmer (``_threads.auto_thread_plan``:
-        from the size only, never from the machine's load): one for dense
-        blocks under 2,000 rows (idle OpenBLAS workers spinning between the
-        many small products of PIRLS made a grouseticks fit six times slower),
-        every core above.
+        """Return the BLAS threads for the fit, chosen as for lmer.
+
+        :func:`~mixedmodels.support.threads.auto_thread_plan` decides from the
+        size only, never from the machine's load: one for dense blocks under
+        2,000 rows (idle OpenBLAS workers spinning between the many small
+        products of PIRLS made a grouseticks fit six times slower), every core
+        above.
         """
         if threads != "auto":
             return int(threads)
@@ -384,9 +493,11 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         return everywhere if inside is None else inside
 
     def _warn_separation(self) -> None:
-        """After the fit: when some fitted probability is within 1e-6 of 0 or 1
-        (what separation drives them to), find the separating fixed effects
-        (a linear program over the rows, run only then).
+        """Find the fixed effects that separate the data, and warn if there are any.
+
+        Run after the fit: only when some fitted probability is within 1e-6
+        of 0 or 1 (what separation drives them to) is the linear program over
+        the rows run. Sets ``separated``.
         """
         e = self._engine
         names = separating_effects(
@@ -426,7 +537,7 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
     # ------------------------------------------------------------------ derivatives
 
 def _counting(monitor: FitProgress):
-    """The optimizers' callback for a fit of several stages: evaluations counted across them."""
+    """Return the optimizers' callback for a fit of several stages, counting across them."""
     count = [0]
 
     def callback(_: int, best: float) -> None:
@@ -448,8 +559,10 @@ MODEL_SIGNATURE = inspect.signature(GeneralizedLinearMixedModel.__init__)
 
 
 def _with_model_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func(*args, **kwargs)`` shown (``help``, IDEs) and checked
-    (:func:`r_argument_hints`) with the model's arguments and ``**fit_kwargs``.
+    """Give ``func(*args, **kwargs)`` the model's arguments and ``**fit_kwargs`` as signature.
+
+    It is then shown (``help``, IDEs) and checked (:func:`r_argument_hints`)
+    with them.
     """
     model = [p for name, p in MODEL_SIGNATURE.parameters.items() if name != "self"]
     fit = inspect.Parameter("fit_kwargs", inspect.Parameter.VAR_KEYWORD, annotation="Any")

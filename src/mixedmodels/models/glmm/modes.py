@@ -1,5 +1,6 @@
-"""What PIRLS leaves at (θ, β) (:class:`Modes`) and how it fails
-(:class:`PirlsError`), shared by the numpy and the compiled steps.
+"""What PIRLS leaves at (θ, β) (:class:`Modes`) and how it fails (:class:`PirlsError`).
+
+Both are shared by the numpy and the compiled steps.
 """
 
 from __future__ import annotations
@@ -32,8 +33,23 @@ PIRLS_FAILURES = {
 
 @dataclass
 class Modes:
-    """The state PIRLS leaves at (θ, β): modes, linear predictor, mean and
-    the factor of its last step's penalised system.
+    """The state PIRLS leaves at (θ, β).
+
+    Attributes
+    ----------
+    u : ndarray
+        The spherical conditional modes.
+    beta : ndarray
+        β found with them (empty when β was held fixed).
+    eta, mu : ndarray
+        Linear predictor and mean.
+    factor : BlockedFactor
+        The factor of the last step's penalised system (at the weights it
+        started from).
+    pdev : float
+        The penalised deviance.
+    iterations : int
+        The PIRLS steps taken.
     """
 
     u: np.ndarray

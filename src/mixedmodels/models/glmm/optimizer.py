@@ -1,8 +1,9 @@
-"""The stages of a glmer fit, as lme4's: the nAGQ = 0 stage (BOBYQA over θ,
-β found with the modes), then the Laplace or quadrature deviance over
-(θ, β): Newton steps with lme4's finite-difference derivatives, past the
-plateaus that PIRLS's tolerance leaves, or BOBYQA where Newton cannot be
-trusted.
+"""The stages of a glmer fit, as lme4's.
+
+First the nAGQ = 0 stage (BOBYQA over θ, β found with the modes), then the
+Laplace or quadrature deviance over (θ, β): Newton steps with lme4's
+finite-difference derivatives, past the plateaus that PIRLS's tolerance
+leaves, or BOBYQA where Newton cannot be trusted.
 """
 
 from __future__ import annotations
@@ -59,15 +60,19 @@ COUNT_LOCK = threading.Lock()
 
 
 class FitStages:
-    """The optimisation part of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
-    (a mixin: it drives the model's ``_modes``, ``objective`` and
-    ``_derivatives`` and ends in its ``_set_optimum``).
+    """The optimisation part of a generalized linear mixed model: the fit's stages.
+
+    A mixin of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
+    (not used by itself; ``fit`` itself is the model's): it drives the
+    model's ``_modes``, ``objective`` and ``_derivatives`` and ends in its
+    ``_set_optimum``.
     """
 
     def _derivative_workers(self, threads: int | str) -> int:
-        """Threads for the finite-difference probes: only with compiled PIRLS
-        steps (numpy's small operations would hold the GIL) and then every
-        core, or ``threads`` when given.
+        """Return the number of threads for the finite-difference probes.
+
+        More than one only with compiled PIRLS steps (numpy's small operations
+        would hold the GIL), and then every core, or ``threads`` when given.
         """
         if self._engine.compiled is None:
             return 1
@@ -76,8 +81,9 @@ class FitStages:
         return os.cpu_count() or 1
 
     def _parse_start(self, start: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """(θ, β or None) from ``start`` (see :meth:`fit`), checked against the
-        model: a ModelSpecError names the expected lengths and names.
+        """Return (θ, β or None) from ``start`` (see :meth:`fit`), checked against the model.
+
+        A ModelSpecError names the expected lengths and names.
         """
         theta_names = [n for t in self.frame.terms for n in t.theta_names()]
         if start is None:
@@ -114,7 +120,7 @@ class FitStages:
 
     @staticmethod
     def _start_vector(values: Any, what: str, names: list[str]) -> np.ndarray:
-        """``values`` as a finite float vector of len(names), else ModelSpecError."""
+        """Return ``values`` as a finite float vector of len(names), else raise ModelSpecError."""
         try:
             v = np.asarray(values, dtype=float)
         except (TypeError, ValueError):
@@ -170,7 +176,7 @@ class FitStages:
                           check=check_convergence)
 
     def _stage_zero(self, theta0: np.ndarray, maxeval: int, keep_history: bool):
-        """Return the nAGQ = 0 stage: BOBYQA over θ from ``theta0`` (β with the modes).
+        """Run the nAGQ = 0 stage: BOBYQA over θ from ``theta0`` (β found with the modes).
 
         Returns (θ, PIRLS modes there, record).
         """
@@ -189,9 +195,11 @@ class FitStages:
         return theta, modes0, stage0
 
     def _newton(self, x0: np.ndarray):
-        """Newton's method on the deviance over (θ, β) from the nAGQ = 0 stage's
-        end, with lme4's finite-difference gradient and Hessian (``deriv12``)
-        and a backtracking line search. Near the optimum (where that stage
+        """Run Newton's method on the deviance over (θ, β) from ``x0``.
+
+        ``x0`` is the nAGQ = 0 stage's end; the steps use lme4's
+        finite-difference gradient and Hessian (``deriv12``) and a
+        backtracking line search. Near the optimum (where that stage
         leaves it) it converges in two or three steps, and the last ``deriv12``
         is the one the standard errors and the convergence check need.
         Returns (x, record, (g, H)), or None where it cannot be trusted (a
@@ -240,7 +248,7 @@ class FitStages:
         return None
 
     def _counted(self, objective):
-        """``objective`` counting its evaluations (see :meth:`_count`)."""
+        """Return ``objective`` counting its evaluations (see :meth:`_count`)."""
 
         def f(x: np.ndarray) -> float:
             value = objective(x)
@@ -250,9 +258,11 @@ class FitStages:
         return f
 
     def _count(self, value: float) -> None:
-        """One more evaluation of the second stage, in ``_newton_evaluations``,
-        and the best value so far for the progress callback (under a lock: the
-        probes of ``_derivatives`` may run on threads).
+        """Count one more evaluation of the second stage, of deviance ``value``.
+
+        The count is ``_newton_evaluations``; the best value so far goes to the
+        progress callback. Under a lock: the probes of ``_derivatives`` may run
+        on threads.
         """
         with COUNT_LOCK:
             self._newton_evaluations += 1
@@ -261,15 +271,17 @@ class FitStages:
                 self._callback(self._newton_evaluations, self._stage_best)
 
     def _params_lower(self) -> np.ndarray:
-        """Lower bounds of (θ, β)."""
+        """Return the lower bounds of (θ, β)."""
         return np.concatenate([self.theta_lower, np.full(self._engine.p, -np.inf)])
 
     def _newton_past_plateaus(self, x0: np.ndarray):
-        """``_newton`` from ``x0`` (the nAGQ = 0 stage's end), then, while
-        ``_leave_plateau`` finds it stopped on a raised plateau of the
-        deviance, again from a lower point or with PIRLS run to convergence.
-        Returns (Newton's result or None, the point the derivative-free
-        search is to start from when it is None).
+        """Run ``_newton`` from ``x0``, and again while it stops on a raised plateau.
+
+        ``x0`` is the nAGQ = 0 stage's end. While ``_leave_plateau`` finds
+        Newton stopped on a raised plateau of the deviance, it runs again from
+        a lower point or with PIRLS run to convergence. Returns (Newton's
+        result or None, the point the derivative-free search is to start from
+        when it is None).
         """
         t0 = time.perf_counter()
         self._stage_best = np.inf
@@ -302,11 +314,12 @@ class FitStages:
     def _leave_plateau(
         self, x0: np.ndarray, x: np.ndarray, fx: float, H: np.ndarray
     ) -> tuple[np.ndarray, bool] | None:
-        """Where to go from the optimum ``x`` (deviance ``fx``, Hessian ``H``)
-        that Newton found from ``x0`` when it lies on a raised plateau of the
-        deviance: (a lower point, False), or (the optimum of the Laplace
-        approximation, True) where PIRLS must be run to convergence for the
-        deviance to have a minimum near; None where ``x`` stands.
+        """Return where to go from Newton's optimum ``x`` when it lies on a raised plateau.
+
+        ``x`` (deviance ``fx``, Hessian ``H``) is what Newton found from
+        ``x0``. The answer is (a lower point, False), or (the optimum of the
+        Laplace approximation, True) where PIRLS must be run to convergence
+        for the deviance to have a minimum near; None where ``x`` stands.
 
         PIRLS stops at the fit's tolerance (lme4's 1e-7), and the Laplace
         deviance uses the factor of its last step, taken at the weights that
@@ -321,10 +334,11 @@ class FitStages:
 
         The offset at ``x`` (the deviance at converged modes, one more PIRLS
         run from where the fit's stopped) tells whether that can be: below
-        ``PLATEAU_OFFSET`` (or negative: a lowered tooth), no. Otherwise the next tooth is lower than ``fx``
-        only where it begins before the Laplace deviance has risen by the
-        offset; it begins first away from ``x0``, so one PIRLS run there (at
-        that rise along x - x0) tells, by its number of steps. Where it does,
+        ``PLATEAU_OFFSET`` (or negative: a lowered tooth), no. Otherwise the
+        next tooth is lower than ``fx`` only where it begins before the
+        Laplace deviance has risen by the offset; it begins first away from
+        ``x0``, so one PIRLS run there (at that rise along x - x0) tells, by
+        its number of steps. Where it does,
         one Newton step on the converged deviance (its gradient by forward
         differences, ``H`` as its Hessian) gives the optimum x* of the Laplace
         approximation: where the fit's deviance is lower there than at ``x``,
@@ -373,9 +387,11 @@ class FitStages:
         return best, not self._counted(self.objective)(best) < fx - NEWTON_DECREMENT
 
     def _bobyqa_stage(self, params0: np.ndarray, modes0: Modes, maxeval: int, keep_history: bool):
-        """Return the derivative-free search over (θ, β): BOBYQA from the nAGQ = 0
-        stage's end, then once more from its own end with a small trust
-        region (BOBYQA can stop early in the flat valleys GLMMs have).
+        """Run the derivative-free search over (θ, β) and return its record.
+
+        BOBYQA from the nAGQ = 0 stage's end, then once more from its own end
+        with a small trust region (BOBYQA can stop early in the flat valleys
+        GLMMs have).
         """
         lower = np.concatenate([self.theta_lower, np.full(self._engine.p, -np.inf)])
         # on (θ, β) for unit-scale columns of Z and X: steps free of the units
@@ -404,10 +420,11 @@ class FitStages:
         return first
 
     def _stage_two_step(self, modes0: Modes, scale: np.ndarray) -> np.ndarray:
-        """BOBYQA's initial trust region over (θ, β) × ``scale`` (the search's
-        coordinates, see ``param_scale``), as lme4's Nelder-Mead steps: 0.02
-        for θ (of unit-scale columns), a fifth of each β's standard error
-        from the nAGQ = 0 stage's PIRLS system.
+        """Return BOBYQA's initial trust region over (θ, β) × ``scale``, as lme4's steps.
+
+        ``scale`` gives the search's coordinates (see ``param_scale``). As
+        lme4's Nelder-Mead steps: 0.02 for θ (of unit-scale columns), a fifth
+        of each β's standard error from the nAGQ = 0 stage's PIRLS system.
         """
         e = self._engine
         w, z = e.working(modes0.eta, modes0.mu, e.offset)
@@ -420,7 +437,7 @@ class FitStages:
 
 
 def after_stage_zero(record: OptimizerRecord, stage0: OptimizerRecord | None) -> OptimizerRecord:
-    """``record`` of the (θ, β) stage counting the nAGQ = 0 stage before it (if any)."""
+    """Return ``record`` of the (θ, β) stage counting the nAGQ = 0 stage before it (if any)."""
     if stage0 is not None:
         record.evaluations += stage0.evaluations
         record.elapsed += stage0.elapsed

@@ -1,5 +1,7 @@
-"""What a fitted GLMM gives for its data and for new data: residuals,
-predictions on the link or response scale, simulated responses.
+"""What a fitted GLMM gives for its data and for new data.
+
+That is residuals, predictions on the link or response scale, simulated
+responses.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ __all__ = ["GlmerPredictions"]
 
 
 class GlmerPredictions:
-    """The prediction part of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
-    (a mixin: it reads the fit's modes, engine and family).
+    """The prediction part of a generalized linear mixed model.
+
+    A mixin of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
+    (not used by itself): it reads the fit's modes, engine and family. It
+    gives the model :meth:`residuals`, :meth:`predict` and :meth:`simulate`.
     """
 
     def residuals(self, type: str = "deviance") -> pd.Series:
-        """Residuals: ``"deviance"`` (R's default for glmer), ``"pearson"``,
+        """Return the residuals indexed like the data.
+
+        ``type`` is ``"deviance"`` (R's default for glmer), ``"pearson"``,
         ``"response"`` (y - μ) or ``"working"``.
         """
         self._require_fit()
@@ -99,9 +106,10 @@ class GlmerPredictions:
     def simulate(
         self, nsim: int = 1, seed: int | np.random.Generator | None = None, use_u: bool = False
     ) -> pd.DataFrame:
-        """Return new responses from the fitted model, one column per simulation
-        (binomial: proportions of the trials, as R's ``simulate`` for a
-        proportion response; counts for cbind are ``proportion × trials``).
+        """Return new responses from the fitted model, one column per simulation.
+
+        Binomial: proportions of the trials, as R's ``simulate`` for a
+        proportion response; counts for cbind are ``proportion × trials``.
 
         Parameters
         ----------

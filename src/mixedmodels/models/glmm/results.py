@@ -1,6 +1,8 @@
-"""The results of a GLMM fit that the fitted-model protocol reads
-(:class:`~mixedmodels.report.results.MixedModelResults`): scale, deviances,
-covariances of the fixed and the random effects, fitted values.
+"""The results of a GLMM fit that the fitted-model protocol reads.
+
+The protocol is :class:`~mixedmodels.report.results.MixedModelResults`; the
+results are the scale, deviances, covariances of the fixed and the random
+effects, fitted values.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ __all__ = ["GlmerResults"]
 
 
 class GlmerResults:
-    """The results part of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
-    (a mixin: it reads the fit's θ, β, modes, engine and family).
+    """The results part of a generalized linear mixed model.
+
+    A mixin of :class:`~mixedmodels.models.glmm.model.GeneralizedLinearMixedModel`
+    (not used by itself): it reads the fit's θ, β, modes, engine and family.
+    It gives the model ``method``, ``has_residual``, ``sigma``, ``deviance``,
+    ``deviance_conditional``, ``n_params``, ``vcov``, ``b``,
+    ``linear_predictor``, ``fitted``, ``response`` and ``summary_title``.
     """
 
     @property
     def method(self) -> str:
+        """The approximation's short name: ``"nAGQ = 0"``, ``"Laplace"`` or ``"AGQ-<nagq>"``."""
         if self.nagq == 0:
             return "nAGQ = 0"
         return "Laplace" if self.nagq == 1 else f"AGQ-{self.nagq}"
@@ -30,10 +38,12 @@ class GlmerResults:
 
     @property
     def sigma(self) -> float:
-        """The residual scale as lme4's ``sigma``: 1 for the binomial and
-        Poisson families; otherwise √((Σ Pearson residuals² + ‖u‖²) / n) at the
-        optimum (lme4 reports the random effects' variances and conditional
-        variances multiplied by σ² for these families, and so does this).
+        """The residual scale as lme4's ``sigma``.
+
+        It is 1 for the binomial and Poisson families; otherwise
+        √((Σ Pearson residuals² + ‖u‖²) / n) at the optimum (lme4 reports the
+        random effects' variances and conditional variances multiplied by σ²
+        for these families, and so does this).
         """
         self._require_fit()
         if self.family.dispersion_is_fixed:
@@ -50,8 +60,9 @@ class GlmerResults:
 
     @property
     def deviance_conditional(self) -> float:
-        """Σ squared deviance residuals at the conditional modes: what R's
-        ``deviance(fit)`` returns for a glmer fit.
+        """Σ squared deviance residuals at the conditional modes.
+
+        That is what R's ``deviance(fit)`` returns for a glmer fit.
         """
         self._require_fit()
         return float(np.sum(self._dev_resids()))
@@ -62,17 +73,21 @@ class GlmerResults:
 
     @property
     def n_params(self) -> int:
-        """Fixed effects, θ and, for families with a scale (Gamma, inverse
-        Gaussian), the scale: lme4's ``npar`` (its ``useSc``).
+        """Number of parameters, as lme4's ``npar``.
+
+        Fixed effects, θ and, for families with a scale (Gamma, inverse
+        Gaussian), the scale (lme4's ``useSc``).
         """
         return len(self._beta) + len(self._theta) + int(self.has_residual)
 
     @property
     def vcov(self) -> pd.DataFrame:
-        """Covariance of the fixed effects: from the finite-difference Hessian of
-        the deviance over (θ, β) (lme4's default, ``2 H⁻¹`` restricted to β),
-        or from the PIRLS system when there is none (nAGQ = 0, or the Hessian
-        is not positive definite).
+        """Covariance matrix of the fixed-effects estimates.
+
+        It comes from the finite-difference Hessian of the deviance over
+        (θ, β) (lme4's default, ``2 H⁻¹`` restricted to β), or from the PIRLS
+        system when there is none (nAGQ = 0, or the Hessian is not positive
+        definite).
         """
         self._require_fit()
         if "vcov" not in self._cache:
@@ -111,12 +126,15 @@ class GlmerResults:
 
     @property
     def b(self) -> list[np.ndarray]:
+        """Conditional modes per term, (ℓ, k) arrays in the engine's term order."""
         self._require_fit()
         return [u @ lam.T for u, lam in zip(self._u, self.lambdas(self._theta))]
 
     def _condvar_b(self) -> list[np.ndarray]:
-        """Λ (L L')⁻¹ Λ' per level (lme4's ``condVar``), from the factor of the
-        last PIRLS step (a step for u alone: after nAGQ = 0, one is taken).
+        """Return the conditional covariance of b per term and level: Λ (L L')⁻¹ Λ'.
+
+        As lme4's ``condVar``, from the factor of the last PIRLS step (a step
+        for u alone: after nAGQ = 0, one is taken).
         """
         if "condvar" not in self._cache:
             e, m = self._engine, self._modes_final
@@ -138,6 +156,7 @@ class GlmerResults:
 
     @property
     def linear_predictor(self) -> pd.Series:
+        """The linear predictor η at the fit, conditional on the random effects."""
         self._require_fit()
         return pd.Series(self._modes_final.eta, index=self.frame.data.index, name="eta")
 
@@ -155,6 +174,7 @@ class GlmerResults:
     # ------------------------------------------------------------------ tables
 
     def summary_title(self) -> list[str]:
+        """Return the summary's first lines: the method (lme4's words) and the family."""
         approx = {0: "Adaptive Gauss-Hermite Quadrature, nAGQ = 0",
                   1: "Laplace Approximation"}.get(self.nagq, f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.nagq}")
         return [

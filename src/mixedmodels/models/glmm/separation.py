@@ -1,5 +1,6 @@
-"""Complete separation in a binomial GLMM: fixed effects whose estimates
-are infinite in truth (after Konis), found after the fit.
+"""Complete separation in a binomial GLMM, found after the fit.
+
+That is fixed effects whose estimates are infinite in truth (after Konis).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ NEAR_BOUND = 1e-6
 def separating_effects(
     family: Family, mu: np.ndarray, X: np.ndarray, y: np.ndarray, wt: np.ndarray, names: list[str]
 ) -> list[str]:
-    """Return the fixed effects that separate the data of a fit with means ``mu``:
-    only for a family whose response is a proportion of trials, and only
+    """Return the fixed effects that separate the data of a fit with means ``mu``.
+
+    Only for a family whose response is a proportion of trials, and only
     when some fitted probability is within ``NEAR_BOUND`` of 0 or 1 (then
     :func:`separated_columns`, a linear program over the rows with a
     non-zero weight ``wt``).
@@ -32,11 +34,13 @@ def separating_effects(
 
 
 def separated_columns(X: np.ndarray, y: np.ndarray, names: list[str]) -> list[str]:
-    """Return fixed effects whose estimates are infinite because the binomial data
-    are (quasi-)completely separated (after Konis): a direction d with
-    x_i'd >= 0 for every all-success row, <= 0 for every all-failure row and
-    = 0 for the others, not zero on all of them. The sparsest such direction
-    (least L1 norm, a linear program) names the columns.
+    """Return fixed effects whose estimates are infinite: the data are separated.
+
+    The binomial data are (quasi-)completely separated (after Konis) when
+    there is a direction d with x_i'd >= 0 for every all-success row, <= 0
+    for every all-failure row and = 0 for the others, not zero on all of
+    them. The sparsest such direction (least L1 norm, a linear program) names
+    the columns.
     """
     from scipy.optimize import linprog
 

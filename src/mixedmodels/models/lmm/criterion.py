@@ -1,5 +1,6 @@
-"""The profiled criterion of a linear mixed model as a function of θ: its
-value, its analytic gradient and, kept apart, the two θ-dependent pieces
+"""The profiled criterion of a linear mixed model as a function of θ.
+
+Its value, its analytic gradient and, kept apart, the two θ-dependent pieces
 (log-determinant and penalised residual sum of squares) that inference
 differentiates (Satterthwaite's and Kenward-Roger's degrees of freedom).
 """
@@ -16,12 +17,14 @@ __all__ = ["CriterionPieces", "ProfiledCriterion"]
 
 
 class ProfiledCriterion:
-    """The objective of :class:`~mixedmodels.models.lmm.model.LinearMixedModel`
-    (one of its base classes) and its gradient in θ.
+    """The objective of a linear mixed model and its gradient in θ.
 
-    It reads the model's engine and design: ``_system`` (the augmented or
-    dense system), ``frame``, ``reml``, ``_n_eff``, ``_ldW``,
-    ``_theta_slices``, ``lambdas``, ``theta_scale`` and ``theta_lower``.
+    A base class of :class:`~mixedmodels.models.lmm.model.LinearMixedModel`
+    (not used by itself); it gives the model :meth:`objective` and
+    :meth:`objective_gradient`. It reads the model's engine and design:
+    ``_system`` (the augmented or dense system), ``frame``, ``reml``,
+    ``_n_eff``, ``_ldW``, ``_theta_slices``, ``lambdas``, ``theta_scale`` and
+    ``theta_lower``.
     """
 
     def _criterion(self, f: Factor, reml: bool) -> float:
@@ -42,9 +45,11 @@ class ProfiledCriterion:
         return self._criterion(f, self.reml)
 
     def objective_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """Return the objective and its analytic gradient with respect to θ (see
-        ``_objective_gradient``; refitted copies of small models use
-        :class:`SmallDenseEvaluator`, the same gradient in fewer operations).
+        """Return the objective and its analytic gradient with respect to θ.
+
+        See ``_objective_gradient``; refitted copies of small models use
+        :class:`~mixedmodels.models.lmm.engine.SmallDenseEvaluator`, the same
+        gradient in fewer operations.
         """
         fast = self.__dict__.get("_fast")
         if fast is not None:
@@ -71,8 +76,9 @@ class ProfiledCriterion:
         return value, grad
 
     def _evaluate(self, theta: np.ndarray) -> tuple[float, np.ndarray, list | None]:
-        """Return the objective, its gradient and the system's per-term gradient parts
-        (None where θ cannot be factorised).
+        """Return the objective, its gradient and the system's per-term gradient parts.
+
+        The parts are None where θ cannot be factorised.
         """
         theta = np.asarray(theta, dtype=float)
         lams = self.lambdas(theta)
@@ -94,9 +100,10 @@ class ProfiledCriterion:
         return value, grad, parts
 
     def _start_evaluation(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
-        """Return the objective, its gradient and, when every term is a scalar
-        (``(1 | g)``), estimates of the Hessian's diagonal (see
-        ``_curvature_estimate``) at the start of a search.
+        """Return the objective, its gradient and the Hessian's diagonal at a search's start.
+
+        The estimates of the Hessian's diagonal (see ``_curvature_estimate``)
+        are only given when every term is a scalar (``(1 | g)``), else None.
         """
         if self.__dict__.get("_fast") is not None or any(t.k != 1 for t in self.frame.terms):
             value, grad = self.objective_gradient(theta)
@@ -105,11 +112,11 @@ class ProfiledCriterion:
         return value, grad, self._curvature_estimate(theta, parts)
 
     def _curvature_estimate(self, theta: np.ndarray, parts: list | None) -> np.ndarray | None:
-        """Estimates of the Hessian's diagonal at ``theta`` for a model whose
-        terms are all scalar; None where they are not usable.
+        """Return estimates of the Hessian's diagonal at ``theta`` for all-scalar terms.
 
-        For a scalar term with ℓ levels, g_i = [M⁻¹]_ii over its levels and
-        B = Σ g_i, the expected information of log θ in the one-way model gives
+        None where they are not usable. For a scalar term with ℓ levels,
+        g_i = [M⁻¹]_ii over its levels and B = Σ g_i, the expected information
+        of log θ in the one-way model gives
         ∂²d/∂θ² ≈ 4 Σ (1 - g_i)² / θ² >= 4 (ℓ - B)² / (ℓ θ²) = 4 K² / ℓ with
         K = (ℓ - B) / θ the gradient part the evaluation already has. Crossed
         terms hardly interact in the Hessian (off-diagonal entries are a few
@@ -136,9 +143,10 @@ class ProfiledCriterion:
         return h
 
     def _gradient_blocks(self, parts, ntheta: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """∂logdet/∂θ = 2 K[c, r] and ∂pwrss/∂θ = -2 R[r, c] from the system's
-        per-term (K, R), and the θ elements it could not give (NaN there: a
-        term of the blocked system whose λ is singular).
+        """Return ∂logdet/∂θ = 2 K[c, r] and ∂pwrss/∂θ = -2 R[r, c] from the per-term (K, R).
+
+        Also the θ elements the system could not give (NaN there: a term of
+        the blocked system whose λ is singular).
         """
         d_logdet = np.full(ntheta, np.nan)
         d_pwrss = np.full(ntheta, np.nan)
@@ -167,13 +175,13 @@ class ProfiledCriterion:
     def _criterion_pieces_gradient(
         self, theta: np.ndarray, reml: bool | None = None, numeric: bool = True
     ) -> "CriterionPieces | None":
-        """Return the two θ-dependent pieces of the deviance before σ is profiled out,
-        with their analytic gradients.
+        """Return the two θ-dependent pieces of the deviance, with their analytic gradients.
 
-        With σ kept, the ML deviance is ``logdet + pwrss / σ² + n log(2πσ²)``
-        and the REML criterion ``logdet + pwrss / σ² + (n - p) log(2πσ²)``,
-        where ``logdet = log|L_θ|²`` (ML) or ``log|L_θ|² + log|R_X|²`` (REML)
-        and ``pwrss = r²_θ`` (lmerTest's ``devfun_vp``). These are the two
+        The pieces are those before σ is profiled out. With σ kept, the ML
+        deviance is ``logdet + pwrss / σ² + n log(2πσ²)`` and the REML
+        criterion ``logdet + pwrss / σ² + (n - p) log(2πσ²)``, where
+        ``logdet = log|L_θ|²`` (ML) or ``log|L_θ|² + log|R_X|²`` (REML) and
+        ``pwrss = r²_θ`` (lmerTest's ``devfun_vp``). These are the two
         matrices of ``_objective_gradient`` kept apart:
         ``∂logdet/∂θ_t = 2 K[c, r]`` and ``∂pwrss/∂θ_t = -2 R[r, c]``
         (its profiled gradient is ``∂logdet + ν ∂pwrss / r²``).
@@ -217,8 +225,9 @@ class ProfiledCriterion:
         return CriterionPieces(logdet, r2, d_logdet, d_pwrss, logdet_re, logdet_x, LX)
 
     def _numeric_pieces_partial(self, theta: np.ndarray, i: int, reml: bool) -> tuple[float, float]:
-        """Central differences of (logdet, pwrss) in θ_i (both sides: the
-        pieces are smooth through θ_i = 0).
+        """Return central differences of (logdet, pwrss) in θ_i.
+
+        Both sides: the pieces are smooth through θ_i = 0.
         """
         h = _difference_step(theta, i, self.theta_scale)
         vals = []
@@ -259,7 +268,9 @@ class CriterionPieces(NamedTuple):
 
 
 def _difference_step(theta: np.ndarray, i: int, theta_scale: np.ndarray) -> float:
-    """Step for differences in θ_i: 1e-6 max(1, |θ_i|) on the unit-scale
-    columns' θ (see ``RandomEffectsModel.theta_scale``), in θ's own units.
+    """Return the step for differences in θ_i, in θ's own units.
+
+    The step is 1e-6 max(1, |θ_i|) on the unit-scale columns' θ (see
+    ``RandomEffectsModel.theta_scale``).
     """
     return 1e-6 * max(1.0, abs(theta[i]) * theta_scale[i]) / theta_scale[i]

@@ -1,5 +1,7 @@
-"""Fitting :func:`~mixedmodels.lmer` to data that live in partitions: Dask
-DataFrames and Parquet files, on one machine or on a cluster.
+"""Fitting :func:`~mixedmodels.lmer` to data that live in partitions.
+
+The partitions are those of Dask DataFrames and Parquet files, on one
+machine or on a cluster.
 
 The data are never gathered: :func:`mixedmodels.data.specification.specify_partitioned`
 decides the model's specification with the in-memory model frame's functions
@@ -49,22 +51,33 @@ __all__ = ["DaskLinearMixedModel", "lmer_dask"]
 
 
 class DaskLinearMixedModel(RandomEffectsModel):
-    """A linear mixed model of data in partitions: a Dask DataFrame or a Parquet file / directory.
+    """A linear mixed model of data in partitions: a Dask DataFrame or Parquet files.
 
     The constructor runs two map-reduce passes over the data (levels, then
     cross-products); :meth:`fit` then works on the accumulated blocks alone.
-    Parameters are those of :class:`LinearMixedModel`, except that ``weights``
-    and ``offset`` must be column names, plus:
-
-    split_every : int, default 2
-        Fan-in of the reduction tree. 2 keeps the fewest partial sums alive at
-        once (they can be large: Z_i'Z_0 of two crossed factors).
+    :func:`mixedmodels.lmer` returns this class, fitted, for a Dask
+    DataFrame or a path to a Parquet file or directory.
 
     Every estimate and method of a fitted :class:`LinearMixedModel` is its
     ``estimator``'s (a ``LinearMixedModel`` of the cross-products, which holds
     no rows): attributes not defined here are looked up there. Row-level
     results are lazy Dask Series (``fitted``, ``residuals``, ``predict()``);
-    ``simulate`` is not supported.
+    ``simulate`` is not supported, nor are the methods that need the rows in
+    memory (``refit``, ``bootstrap``, profiles of fixed effects: they raise
+    an error saying so).
+
+    Parameters
+    ----------
+    formula, data
+        As for :class:`LinearMixedModel`; ``data`` is a Dask DataFrame or the
+        path of a Parquet file or directory.
+    reml, weights, offset, contrasts, na_action
+        As for :class:`LinearMixedModel` (see
+        :class:`~mixedmodels.models.lmm.options.LmmOptions`), except that
+        ``weights`` and ``offset`` must be column names.
+    split_every : int, default 2
+        Fan-in of the reduction tree. 2 keeps the fewest partial sums alive at
+        once (they can be large: Z_i'Z_0 of two crossed factors).
 
     Attributes
     ----------
@@ -78,6 +91,28 @@ class DaskLinearMixedModel(RandomEffectsModel):
     timings, phases : dict
         Seconds per phase (``levels_pass``, ``encodings``, ``accumulate_pass``,
         ``system``, ``optimize``) and each phase's (start, stop) ``perf_counter``.
+    weights_given : bool
+        Whether prior weights were given.
+    formula, reml, method, model_kind, optsum
+        As :class:`LinearMixedModel`'s (the estimator's).
+    fixef, beta, se, vcov : Series, ndarray, Series, DataFrame
+        Fixed-effects estimates, their standard errors and covariance.
+    theta, sigma, varcorr : Series, float, DataFrame
+        θ, the residual standard deviation and the variance components.
+    b, ranef, ranef_condsd : list of ndarray, dict, dict
+        Conditional modes of the random effects and their conditional SDs.
+    loglik, reml_criterion, deviance, aic, bic : float
+        As :class:`LinearMixedModel`'s.
+    nobs, n_dropped, n_params, df_residual : int
+        Rows used and dropped, number of parameters, residual df.
+    ngroups : dict of str to int
+        Number of levels of every grouping factor.
+    fitted : dask Series
+        Fitted values, lazy (partitions as in the data, incomplete rows dropped).
+    is_singular : bool
+        Whether the fit is on the boundary (lme4's ``isSingular``).
+    theta_lower, theta_scale : ndarray
+        Lower bounds of θ, and the factors giving θ for unit-scale columns.
     """
 
     model_kind = "lmer"
@@ -131,14 +166,15 @@ class DaskLinearMixedModel(RandomEffectsModel):
     # ------------------------------------------------------------------ fit
 
     def fit(self, start: np.ndarray | None = None, **fit_kwargs: Any) -> "DaskLinearMixedModel":
-        """As :meth:`LinearMixedModel.fit` (same options), starting by default
-        from :meth:`initial_theta`; returns self.
+        """Fit as :meth:`LinearMixedModel.fit` (same options); returns self.
+
+        The search starts by default from :meth:`initial_theta`.
         """
         self.estimator.fit(self.initial_theta() if start is None else start, **fit_kwargs)
         return self
 
     def initial_theta(self) -> np.ndarray:
-        """Return the in-memory moment estimates, computed from the cross-products alone.
+        """Return starting θ: the in-memory moment estimates, from the cross-products alone.
 
         Unweighted fits get the same starting values as :class:`LinearMixedModel`
         (up to rounding); weighted fits use weighted moments.
@@ -186,13 +222,18 @@ class DaskLinearMixedModel(RandomEffectsModel):
 
     @property
     def fitted(self):
-        """Fitted values as a lazy Dask Series (partitions as in the data, incomplete rows dropped)."""
+        """Fitted values as a lazy Dask Series.
+
+        Partitions are as in the data, incomplete rows dropped.
+        """
         self._require_fit()
         return self._lazy("fitted")
 
     def residuals(self, type: str = "response"):
-        """Residuals as a lazy Dask Series: ``"response"`` (or ``"working"``),
-        or ``"pearson"`` (also ``"deviance"``: √weight × response residual).
+        """Return the residuals as a lazy Dask Series.
+
+        ``type`` is ``"response"`` (or ``"working"``), or ``"pearson"`` (also
+        ``"deviance"``: √weight × response residual).
         """
         self._require_fit()
         if type in ("response", "working"):
@@ -204,9 +245,11 @@ class DaskLinearMixedModel(RandomEffectsModel):
         )
 
     def predict(self, newdata: Any = None, re_form: str | None = None, new_levels: str = "population"):
-        """As :meth:`LinearMixedModel.predict`; without ``newdata`` a lazy Dask
-        Series over the fitted data; with a Dask DataFrame one lazy Series (per partition);
-        with in-memory ``newdata`` a pandas Series.
+        """Predict as :meth:`LinearMixedModel.predict`, lazily for partitioned data.
+
+        Without ``newdata``: a lazy Dask Series over the fitted data; with a
+        Dask DataFrame: one lazy Series (computed per partition); with
+        in-memory ``newdata``: a pandas Series. No intervals.
         """
         self._require_fit()
         if newdata is None:
@@ -219,8 +262,9 @@ class DaskLinearMixedModel(RandomEffectsModel):
         return self.estimator.predict(newdata, re_form=re_form, new_levels=new_levels)
 
     def _shell(self) -> LinearMixedModel:
-        """Return a light copy of the estimator for prediction on workers (no
-        cross-products, no Dask source).
+        """Return a light copy of the estimator for prediction on workers.
+
+        It has no cross-products and no Dask source.
         """
         self.b  # noqa: B018 - fails early if unfitted
         shell = copy.copy(self.estimator)
@@ -231,10 +275,12 @@ class DaskLinearMixedModel(RandomEffectsModel):
         return shell
 
     def _pearson_residuals(self) -> np.ndarray:
-        """Return the five-number summary (min, quartiles, max) of the Pearson residuals:
-        all the summary's "Scaled residuals" line needs (``np.quantile`` of these
-        five values at 0, ¼, ½, ¾, 1 returns them). Exact, computed on first use by
-        three more passes over the data (see :func:`exact_quantiles`).
+        """Return the five-number summary (min, quartiles, max) of the Pearson residuals.
+
+        That is all the summary's "Scaled residuals" line needs (``np.quantile``
+        of these five values at 0, ¼, ½, ¾, 1 returns them). Exact, computed on
+        first use by three more passes over the data (see
+        :func:`~mixedmodels.data.dask.exact_quantiles`).
         """
         if "pearson_q" not in self._cache:
             r = self._lazy("pearson")
@@ -242,6 +288,7 @@ class DaskLinearMixedModel(RandomEffectsModel):
         return self._cache["pearson_q"]
 
     def simulate(self, *args: Any, **kwargs: Any):
+        """Refuse: simulation is not supported for Dask or Parquet fits (DaskUnsupportedError)."""
         raise DaskUnsupportedError(
             "simulate() is not supported for Dask or Parquet fits: it would produce one "
             "value per row; fit an in-memory sample with mixedmodels.lmer for simulation"
@@ -257,9 +304,11 @@ def _predict_partition(part: pd.DataFrame, shell: LinearMixedModel, re_form, new
 
 
 def _anova_ratio_sums(counts: np.ndarray, sums: np.ndarray, rss: float) -> float:
-    """Return the in-memory one-way ANOVA start (:func:`~mixedmodels.models.lmm.starts.anova_ratio`)
-    from per-group counts and residual sums and the total residual sum of
-    squares (what cross-products give): Σ (r - mean_g)² = rss - Σ n_g mean_g².
+    """Return the in-memory one-way ANOVA start from per-group sums.
+
+    That is :func:`~mixedmodels.models.lmm.starts.anova_ratio` from per-group
+    counts and residual sums and the total residual sum of squares (what
+    cross-products give): Σ (r - mean_g)² = rss - Σ n_g mean_g².
     """
     counts = np.asarray(counts, dtype=float)
     return anova_ratio(counts, sums, lambda means: rss - np.sum(counts * means**2))

@@ -1,7 +1,9 @@
-"""The engine of a linear mixed model: which system holds its cross-products
-(one dense block for small models, the blocked augmented system otherwise),
-the response column of those cross-products, and the few-operation evaluator
-of small dense systems that refits use.
+"""The engine of a linear mixed model: the system of its cross-products.
+
+Which system holds the cross-products (one dense block for small models,
+the blocked augmented system otherwise), the response column of those
+cross-products, and the few-operation evaluator of small dense systems that
+refits use.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ def make_system(
     xtx: np.ndarray | None = None,
     cells: tuple[np.ndarray, np.ndarray] | None = None,
 ):
-    """Return the dense system for small models, the blocked one otherwise (``xtx``:
-    X'X if known, which the blocked one takes instead of recomputing it;
-    ``cells``: X as its cells, then ``X`` is None).
+    """Return the dense system for small models, the blocked one otherwise.
+
+    ``xtx`` is X'X if known, which the blocked one takes instead of
+    recomputing it; ``cells`` is X as its cells, and then ``X`` is None.
     """
     p = X.shape[1] if cells is None else cells[1].shape[1]
     if sum(t.q for t in terms) + p + 1 <= DENSE_LIMIT:
@@ -52,17 +55,19 @@ def make_system(
 
 
 def _weighted_response(frame: ModelFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(W(y - offset), y - offset): the response as the system sees it, times
-    the weights once (so that products with the unweighted z and X give the
-    weighted cross-products).
+    """Return (W(y - offset), y - offset): the response as the system sees it.
+
+    The first is times the weights once, so that products with the
+    unweighted z and X give the weighted cross-products.
     """
     y = frame.y if frame.offset is None else frame.y - frame.offset
     return (y if frame.weights is None else frame.weights * y), y
 
 
 def response_crossproducts(frame: ModelFrame) -> np.ndarray:
-    """[Z X y]'y of the weighted system, in the system's order (terms, X, y):
-    O(n (q_k + p)) with no n-row matrix.
+    """Return [Z X y]'y of the weighted system, in the system's order (terms, X, y).
+
+    It costs O(n (q_k + p)), with no n-row matrix.
     """
     wy, y = _weighted_response(frame)
     parts = []
@@ -78,10 +83,10 @@ def response_crossproducts(frame: ModelFrame) -> np.ndarray:
 
 
 class SmallDenseEvaluator:
-    """The objective and its gradient for a model whose system is one small
-    dense block, in a fixed handful of array operations.
+    """The objective and its gradient of a small dense system, in a few array operations.
 
-    With S = Λ̃'AΛ̃ + diag(I_q, 0) (A = [Z X y]'[Z X y], Λ̃ = blockdiag(Λ, I),
+    For a model whose system is one small dense block. With
+    S = Λ̃'AΛ̃ + diag(I_q, 0) (A = [Z X y]'[Z X y], Λ̃ = blockdiag(Λ, I),
     formed as a dense matrix: for a small block two matrix products cost less
     than scaling by terms) and L its Cholesky factor, the criterion is
     log|S_s| + ν log r² + const, with S_s the leading ``s`` rows (s = q for ML,
@@ -114,12 +119,21 @@ class SmallDenseEvaluator:
 
     @classmethod
     def create(cls, model: "LinearMixedModel") -> "SmallDenseEvaluator | None":
+        """Return the evaluator of ``model``, or None where it does not apply.
+
+        It applies to a dense system (:class:`DenseSystem`) of at most
+        ``MAX_SIZE`` rows.
+        """
         system = model._system
         if isinstance(system, DenseSystem) and system.N <= cls.MAX_SIZE:
             return cls(model)
         return None
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """Return the objective and its gradient at ``theta``.
+
+        Where S cannot be factorised: inf and a zero gradient.
+        """
         pat = self.pattern
         lam = pat.template.copy()
         lam.ravel()[pat.flat] = theta[pat.index]
@@ -143,9 +157,10 @@ class SmallDenseEvaluator:
 
 
 class EvaluatorPattern:
-    """What :class:`SmallDenseEvaluator` needs of a design (not of the
-    response or the criterion): where every λ entry goes in Λ̃ and in the
-    gradient. Shared by a model and its refitted copies.
+    """Where every λ entry goes in Λ̃ and in the gradient, for :class:`SmallDenseEvaluator`.
+
+    It is what the evaluator needs of a design (not of the response or the
+    criterion), shared by a model and its refitted copies.
     """
 
     def __init__(self, model: "LinearMixedModel"):

@@ -1,5 +1,6 @@
-"""``lmer``: the entry point of linear mixed models, which sends data in
-memory to :class:`~mixedmodels.models.lmm.model.LinearMixedModel` and
+"""``lmer``: the entry point of linear mixed models.
+
+It sends data in memory to :class:`~mixedmodels.models.lmm.model.LinearMixedModel` and
 partitioned data (a Dask DataFrame, a Parquet path) to
 :func:`~mixedmodels.models.lmm.dask.lmer_dask`. It sits above both, so neither
 imports the other's module for the hand-over.

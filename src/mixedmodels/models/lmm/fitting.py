@@ -1,6 +1,7 @@
-"""The search for the optimum of a linear mixed model: starting θ, the
-optimizer runs (L-BFGS-B with the analytic gradient, BOBYQA), the boundary
-and the estimates read off the factor at the optimum.
+"""The search for the optimum of a linear mixed model.
+
+Starting θ, the optimizer runs (L-BFGS-B with the analytic gradient,
+BOBYQA), the boundary and the estimates read off the factor at the optimum.
 """
 
 from __future__ import annotations
@@ -29,18 +30,20 @@ __all__ = ["OptimumSearch"]
 
 
 class OptimumSearch:
-    """The fit's stages of :class:`~mixedmodels.models.lmm.model.LinearMixedModel`
-    (one of its base classes; ``fit`` itself is the model's): start, search,
-    optimum.
+    """The fit's stages of a linear mixed model: start, search, optimum.
 
-    It uses the criterion (:class:`~mixedmodels.models.lmm.criterion.ProfiledCriterion`)
-    and sets what a fit sets (``optsum``, ``_theta``, ``_factor``, ``_beta``,
+    A base class of :class:`~mixedmodels.models.lmm.model.LinearMixedModel`
+    (not used by itself; ``fit`` itself is the model's); it gives the model
+    :meth:`initial_theta`. It uses the criterion
+    (:class:`~mixedmodels.models.lmm.criterion.ProfiledCriterion`) and sets
+    what a fit sets (``optsum``, ``_theta``, ``_factor``, ``_beta``,
     ``_u``, ``_sigma``, ``_objective``, ``_cache``, ``_fitted``).
     """
 
     def _blas_thread_plan(self, threads: int | str) -> tuple[int | None, int | None]:
-        """BLAS threads during the fit and, if different, inside the dense
-        factorisations (see ``_threads.auto_thread_plan``).
+        """Return the BLAS threads of the fit and, if different, of its factorisations.
+
+        See :func:`~mixedmodels.support.threads.auto_thread_plan`.
         """
         if threads != "auto":
             return int(threads), None
@@ -143,8 +146,10 @@ class OptimumSearch:
         return np.concatenate(parts)
 
     def _fixed_cross_products(self, w: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """X'WX and X'Wy: from the augmented system's cross-products of [X y]
-        (its last rows) when it has them, else from the data.
+        """Return X'WX and X'Wy.
+
+        They come from the augmented system's cross-products of [X y] (its
+        last rows) when it has them, else from the data.
         """
         p = self.frame.fixed.p
         system = self.__dict__.get("_system")
@@ -156,9 +161,10 @@ class OptimumSearch:
         return Xw.T @ X, Xw.T @ y
 
     def _snap_to_boundary(self, theta: np.ndarray, value: float) -> np.ndarray:
-        """Set (near-)zero diagonal elements of λ to exactly zero when that is no
-        worse: an unbounded search approaches a zero variance without reaching
-        it, lme4 reports the boundary itself.
+        """Return θ with (near-)zero diagonal elements of λ set to zero when that is no worse.
+
+        An unbounded search approaches a zero variance without reaching it;
+        lme4 reports the boundary itself.
         """
         unit = np.abs(theta) * self.theta_scale  # the rule is free of the columns' units
         near = np.flatnonzero((self.theta_lower == 0) & (unit < 1e-4))
@@ -202,8 +208,10 @@ class OptimumSearch:
         self._warn_if_singular()
 
     def _reused_factor(self, theta: np.ndarray) -> Factor | None:
-        """Return the factor of the last evaluation with the gradient, if it was at
-        ``theta`` and is still valid (see ``AugmentedSystem.kept``).
+        """Return the factor of the last evaluation with the gradient, if still usable.
+
+        That is, if it was at ``theta`` and is still valid (see
+        ``AugmentedSystem.kept``); else None.
         """
         last = self.__dict__.pop("_last_factor", None)
         kept = getattr(self._system, "kept", None)

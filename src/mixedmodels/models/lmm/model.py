@@ -67,6 +67,71 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         ``"omit"`` drops incomplete rows (with a warning saying how many),
         ``"fail"`` raises :class:`DataError`.
 
+    Attributes
+    ----------
+    formula : str
+        The formula as given.
+    reml : bool
+        Whether the criterion is REML (else maximum likelihood).
+    method : str
+        ``"REML"`` or ``"ML"``.
+    model_kind : str
+        ``"lmer"``, the name of the kind in :data:`mixedmodels.api.KINDS`.
+    data_name : str or None
+        Shown as "Data:" in summaries when set.
+    frame : ModelFrame
+        The model frame: the rows used (``frame.data``), the response
+        ``frame.y``, the fixed-effects design ``frame.fixed`` (with the
+        column names), the random-effects terms ``frame.terms``, the weights
+        and the offset.
+    nobs : int
+        Number of observations used (after dropping incomplete rows).
+    n_dropped : int
+        Number of rows dropped for missing values.
+    ngroups : dict of str to int
+        Number of levels of every grouping factor.
+    optsum : OptimizerRecord
+        What the optimizer did (start, end, evaluations, return code, time,
+        BLAS threads; the history with ``keep_history``); set by :meth:`fit`.
+    fixef : Series
+        Fixed-effects estimates, named as in R (aliased columns dropped).
+    beta : ndarray
+        The same as an array.
+    se : Series
+        Standard errors of the fixed effects.
+    vcov : DataFrame
+        Covariance matrix of the fixed-effects estimates.
+    theta : Series
+        θ, the relative covariance parameters, with lme4's names.
+    sigma : float
+        Residual standard deviation.
+    varcorr : DataFrame
+        Variance components as lme4's ``as.data.frame(VarCorr(fit))``.
+    b : list of ndarray
+        Conditional modes of the random effects per term, (levels, k) arrays.
+    ranef : dict of str to DataFrame
+        Conditional modes per grouping factor, as lme4's ``ranef``.
+    ranef_condsd : dict of str to DataFrame
+        Their conditional standard deviations, laid out as ``ranef``.
+    loglik : float
+        Log-likelihood (REML log-likelihood for REML fits).
+    reml_criterion : float
+        -2 × REML log-likelihood (lme4's ``REMLcrit``); NaN for ML fits.
+    deviance : float
+        -2 × log-likelihood; for REML fits the ML deviance at the REML estimates.
+    aic, bic : float
+        Information criteria from ``loglik`` and ``n_params``.
+    n_params : int
+        Number of parameters: fixed effects, θ and σ.
+    df_residual : int
+        ``nobs - n_params``.
+    fitted : Series
+        Fitted values, conditional on the random effects, indexed like the data.
+    is_singular : bool
+        Whether the fit is on the boundary (lme4's ``isSingular``).
+    theta_lower, theta_scale : ndarray
+        Lower bounds of θ, and the factors giving θ for unit-scale columns.
+
     Notes
     -----
     The class holds the engine, ``fit`` and the fitted model's protocol; its
@@ -74,7 +139,15 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
     :class:`~mixedmodels.models.lmm.criterion.ProfiledCriterion` (the
     objective and its gradient), :class:`~mixedmodels.models.lmm.fitting.OptimumSearch`
     (start, search, optimum) and :class:`~mixedmodels.models.lmm.refit.Refitting`
-    (``refit``, ``simulate``, design-sharing copies).
+    (``refit``, ``simulate``, design-sharing copies). The results protocol
+    (``fixef``, ``varcorr``, ``ranef``, ``summary``, ``tidy`` ...) and the
+    inference methods (``confint``, ``profile``, ``bootstrap``, ``drop1``)
+    come from :class:`~mixedmodels.models.base.RandomEffectsModel`. Results
+    raise :class:`~mixedmodels.report.results.NotFittedError` before
+    :meth:`fit`.
+
+    Size: over 400 lines only with this docstring, which lists every
+    attribute users get (issue 15 asks for it); the code is about 330 lines.
 
     Examples
     --------
@@ -111,10 +184,12 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         cls, formula: str, reml: bool, frame: ModelFrame, system: AugmentedSystem,
         n_eff: int, log_weights: float = 0.0,
     ) -> "LinearMixedModel":
-        """Return a model of data it does not hold: its engine built from the summed
-        cross-products of partitioned data (``frame`` without rows, ``n_eff``
-        rows of positive weight, ``log_weights`` the sum of their logarithms).
-        It fits and reports as any other; methods that need the rows say so.
+        """Return a model of data it does not hold, built from summed cross-products.
+
+        Its engine is built from the summed cross-products of partitioned
+        data (``frame`` without rows, ``n_eff`` rows of positive weight,
+        ``log_weights`` the sum of their logarithms). It fits and reports as
+        any other; methods that need the rows say so.
         """
         model = cls.__new__(cls)
         model.formula, model.reml, model.data_name, model.frame = formula, bool(reml), None, frame
@@ -157,8 +232,9 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
             return self._system.factor(self.lambdas(self._theta), keep=True)
 
     def _release_engine(self) -> None:
-        """Drop a blocked engine after a fit (see ``_REBUILT_ON_DEMAND``); the
-        small dense one stays (refits and bootstraps reuse it).
+        """Drop a blocked engine after a fit (see ``_REBUILT_ON_DEMAND``).
+
+        The small dense one stays (refits and bootstraps reuse it).
         """
         if self._engine_rebuildable and isinstance(self.__dict__.get("_system"), AugmentedSystem):
             del self.__dict__["_system"]
@@ -216,8 +292,9 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         threads : int or "auto"
             BLAS threads during the fit. ``"auto"``: one thread for a dense
             block of the factor under 2,000 rows, every core above (see
-            ``_threads.auto_thread_plan``: from the block's size and the core
-            count only, so the same call gives bit-identical results). An
+            :func:`~mixedmodels.support.threads.auto_thread_plan`: from the
+            block's size and the core count only, so the same call gives
+            bit-identical results). An
             integer sets the threads for the whole fit (one on a machine busy
             with other work: OpenBLAS threads that find their cores busy can
             slow a fit down a hundredfold).
@@ -244,6 +321,7 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
 
     @property
     def method(self) -> str:
+        """The criterion's name as the summary prints it: ``"REML"`` or ``"ML"``."""
         return "REML" if self.reml else "ML"
 
     @property
@@ -260,14 +338,17 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
 
     @property
     def deviance(self) -> float:
-        """-2 × log-likelihood for ML fits; for REML fits the ML deviance at the
-        REML estimates (lme4's ``deviance(fit, REML = FALSE)``).
+        """-2 × log-likelihood for ML fits; the ML deviance at the estimates for REML fits.
+
+        For REML fits it is lme4's ``deviance(fit, REML = FALSE)``: the ML
+        deviance at the REML estimates.
         """
         self._require_fit()
         return self._criterion(self._factor, reml=False) if self.reml else self._objective
 
     @property
     def n_params(self) -> int:
+        """Number of parameters: fixed effects, θ and σ (lme4's ``df`` of ``logLik``)."""
         return len(self._beta) + len(self._theta) + 1
 
     @property
@@ -321,10 +402,11 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         return pd.Series(mu, index=fr.data.index, name="fitted")
 
     def residuals(self, type: str = "response") -> pd.Series:
-        """Residuals indexed like the data, as lme4's ``residuals``:
-        ``"response"`` (y - fitted, the default) or ``"working"`` (the same
-        for a linear model); ``"pearson"`` or ``"deviance"`` (both √weight ×
-        (y - fitted) for a Gaussian response).
+        """Return the residuals indexed like the data, as lme4's ``residuals``.
+
+        ``type`` is ``"response"`` (y - fitted, the default) or ``"working"``
+        (the same for a linear model); ``"pearson"`` or ``"deviance"`` (both
+        √weight × (y - fitted) for a Gaussian response).
         """
         fit = self.fitted
         r = self.frame.y - fit.to_numpy()

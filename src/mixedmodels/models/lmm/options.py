@@ -1,5 +1,6 @@
-"""The arguments that specify a linear mixed model beside its formula and
-data, defined once: :func:`~mixedmodels.lmer`,
+"""The arguments that specify a linear mixed model beside its formula and data.
+
+They are defined once: :func:`~mixedmodels.lmer`,
 :class:`~mixedmodels.LinearMixedModel` and the Dask entry
 (:mod:`mixedmodels.models.lmm.dask`) take them through
 :func:`~mixedmodels.support.arguments.takes_options`.
@@ -15,8 +16,9 @@ __all__ = ["LmmOptions"]
 
 @dataclass(frozen=True)
 class LmmOptions:
-    """The options of a linear mixed model (see :class:`~mixedmodels.LinearMixedModel`
-    for what each one does).
+    """The options of a linear mixed model.
+
+    See :class:`~mixedmodels.LinearMixedModel` for what each one does.
 
     Attributes
     ----------

@@ -1,5 +1,7 @@
-"""Refits of a linear mixed model to other responses (lme4's ``refit``), the
-responses simulated from a fit, and the copies that share its design: what a
+"""Refits of a linear mixed model to other responses, simulation, design-sharing copies.
+
+Refits to other responses are lme4's ``refit``; with the responses
+simulated from a fit and the copies that share its design, they are what a
 parametric bootstrap, a profile or a likelihood-ratio test runs many times.
 """
 
@@ -27,9 +29,11 @@ __all__ = ["Refitting"]
 
 
 class Refitting:
-    """Refits, simulation and design-sharing copies of
-    :class:`~mixedmodels.models.lmm.model.LinearMixedModel` (one of its base
-    classes).
+    """Refits, simulation and design-sharing copies of a linear mixed model.
+
+    A base class of :class:`~mixedmodels.models.lmm.model.LinearMixedModel`
+    (not used by itself); it gives the model :meth:`refit` and
+    :meth:`simulate`.
     """
 
     def refit(self, newresp: Any, **fit_kwargs: Any) -> "LinearMixedModel":
@@ -76,8 +80,9 @@ class Refitting:
         return new.fit(**fit_kwargs)
 
     def _prepare_refits(self) -> None:
-        """Compute what many refits share (the starting curvature of the
-        seeded search) once, e.g. before a bootstrap forks its workers.
+        """Compute what many refits share, once (e.g. before a bootstrap forks its workers).
+
+        That is the starting curvature of the seeded search.
         """
         system = self._system
         small = isinstance(system, DenseSystem) and system.N <= SmallDenseEvaluator.MAX_SIZE
@@ -85,8 +90,9 @@ class Refitting:
             self._curvature_inverse()
 
     def _require_rows(self, what: str) -> None:
-        """Raise unless the model frame holds the rows (a fit from partitions,
-        Dask or Parquet, keeps only their cross-products).
+        """Raise a DataError naming ``what`` unless the model frame holds the rows.
+
+        A fit from partitions (Dask or Parquet) keeps only their cross-products.
         """
         if len(self.frame.y) != self.frame.nobs:
             raise DataError(
@@ -95,12 +101,13 @@ class Refitting:
             )
 
     def _refit_start(self, theta: np.ndarray | None = None) -> np.ndarray:
-        """θ to start a refit from: this fit's (or ``theta``), with zero
-        diagonal elements of λ moved to 0.1 (for unit-scale columns, see
-        ``theta_scale``). The objective is even in those
-        elements, so a gradient search started exactly at zero never leaves it
-        even when the new optimum is away from the boundary. Returns the same
-        array when nothing is moved.
+        """Return θ to start a refit from: this fit's (or ``theta``), moved off zero.
+
+        Zero diagonal elements of λ are moved to 0.1 (for unit-scale columns,
+        see ``theta_scale``). The objective is even in those elements, so a
+        gradient search started exactly at zero never leaves it even when the
+        new optimum is away from the boundary. Returns the same array when
+        nothing is moved.
         """
         theta = self._theta if theta is None else theta
         scale = self.theta_scale  # both rules on θ for unit-scale columns
@@ -110,9 +117,10 @@ class Refitting:
         return np.where(at_zero, 0.1 / scale, theta)
 
     def _curvature_inverse(self) -> np.ndarray:
-        """Return the inverse Hessian of the objective in θ at this optimum (central
-        differences of the analytic gradient), made positive definite: the
-        starting curvature of refits (see ``_fit_seeded``). Cached.
+        """Return the inverse Hessian of the objective in θ here, made positive definite.
+
+        It comes from central differences of the analytic gradient, and is
+        the starting curvature of refits (see ``_fit_seeded``). Cached.
         """
         cache = self._cache
         if "refit_hinv" not in cache:
@@ -136,11 +144,12 @@ class Refitting:
         return cache["refit_hinv"]
 
     def _fit_seeded(self, start: np.ndarray, hinv: np.ndarray) -> "LinearMixedModel":
-        """Fit by a quasi-Newton search (BFGS) from ``start`` whose first
-        inverse Hessian is ``hinv``, the curvature at a neighbouring optimum:
-        a refit to a response drawn near the original one then needs four to
-        eight evaluations instead of about twelve. A search that does not
-        converge is finished by the default fit from where it stopped.
+        """Fit by a quasi-Newton search (BFGS) from ``start``, first inverse Hessian ``hinv``.
+
+        ``hinv`` is the curvature at a neighbouring optimum: a refit to a
+        response drawn near the original one then needs four to eight
+        evaluations instead of about twelve. A search that does not converge
+        is finished by the default fit from where it stopped.
         """
         with blas_threads(1):  # one thread: these blocks are small (see fit)
             return self._fit_seeded_now(np.asarray(start, dtype=float), hinv)
@@ -180,9 +189,11 @@ class Refitting:
         reml: bool | None = None,
         drop_fixed: int | None = None,
     ) -> "LinearMixedModel":
-        """Return an unfitted copy sharing the design: with response ``y`` (only the
-        response column of the system recomputed), another criterion (``reml``)
-        or without the fixed-effects column ``drop_fixed`` (system rebuilt).
+        """Return an unfitted copy sharing the design.
+
+        It has the response ``y`` (only the response column of the system
+        recomputed), another criterion (``reml``) or no fixed-effects column
+        ``drop_fixed`` (system rebuilt).
         """
         new = object.__new__(type(self))
         new.__dict__.update({k: v for k, v in self.__dict__.items() if k not in _FIT_STATE})
@@ -283,8 +294,9 @@ def _new_response(newresp: Any, nobs: int, name: str) -> np.ndarray:
 
 
 def _copy_frame(frame: ModelFrame) -> ModelFrame:
-    """Return a shallow copy of a model frame that leaves a deferred ``data`` deferred
-    (``copy.copy`` would build it through ``__getstate__``).
+    """Return a shallow copy of a model frame that leaves a deferred ``data`` deferred.
+
+    ``copy.copy`` would build it through ``__getstate__``.
     """
     new = object.__new__(type(frame))
     new.__dict__.update(frame.__dict__)

@@ -1,6 +1,7 @@
-"""Starting values of θ for a linear mixed model: moment estimates (one-way
-ANOVA or ML ratios, backfitted over crossed intercept terms; two-stage
-estimates of a term's covariance) that land near the optimum.
+"""Starting values of θ for a linear mixed model: moment estimates near the optimum.
+
+The estimates are one-way ANOVA or ML ratios, backfitted over crossed
+intercept terms, and two-stage estimates of a term's covariance.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ __all__ = ["anova_ratio", "backfitted_ratios", "one_way_ratio", "unit_regression
 
 
 def unit_regression_start(resid: np.ndarray, w: np.ndarray, term) -> np.ndarray | None:
-    """``_regression_start`` for the term's columns at their search scale
-    (its floors are absolute), mapped back: row r of λ over column r's scale.
+    """Return ``_regression_start`` for the term's columns at their search scale, mapped back.
+
+    The columns are scaled because its floors are absolute; mapped back, row
+    r of λ is divided by column r's scale.
     """
     scale = term.column_scales
     if np.all(scale == 1.0):
@@ -26,7 +29,7 @@ def unit_regression_start(resid: np.ndarray, w: np.ndarray, term) -> np.ndarray 
 def _regression_start(
     resid: np.ndarray, w: np.ndarray, z: np.ndarray, codes: np.ndarray, nlevels: int
 ) -> np.ndarray | None:
-    """λ from the two-stage (moment) estimate of a term's covariance.
+    """Return λ from the two-stage (moment) estimate of a term's covariance.
 
     Within every level with more observations than the term has columns, the
     residuals are regressed on z: b_l = (Z_l'WZ_l)⁻¹Z_l'Wr_l. The covariance of
@@ -65,9 +68,11 @@ def _regression_start(
 def backfitted_ratios(
     resid: np.ndarray, terms: list, sweeps: int = 2, ml: bool = False
 ) -> list[float]:
-    """One-way ratios of several intercept terms (ANOVA, or ML with ``ml``:
-    see ``one_way_ratio``), each from the residuals less the other terms'
-    group means shrunk as BLUPs (n θ² / (n θ² + 1)).
+    """Return the one-way ratios of several intercept terms, backfitted.
+
+    Each is the ANOVA ratio (or ML with ``ml``: see ``one_way_ratio``) from
+    the residuals less the other terms' group means shrunk as BLUPs
+    (n θ² / (n θ² + 1)).
     """
     n = len(resid)
     counts = [np.bincount(t.codes, minlength=t.nlevels).astype(float) for t in terms]
@@ -106,8 +111,9 @@ def one_way_ratio(
     counts: np.ndarray | None = None,
     work: np.ndarray | None = None,
 ) -> float:
-    """Return the between / within standard-deviation ratio of one grouping of the
-    residuals: the ANOVA moment estimate, which is the REML estimate of a
+    """Return the between / within standard-deviation ratio of one grouping of the residuals.
+
+    It is the ANOVA moment estimate, which is the REML estimate of a
     balanced one-way model; with ``ml`` the one-way maximum-likelihood
     estimate, from Newton steps on its profiled deviance starting there (the
     start of an ML fit then sits at its optimum for a one-way model).
@@ -132,8 +138,10 @@ def _anova_ratio(
     sums: np.ndarray,
     work: np.ndarray | None = None,
 ) -> float:
-    """sqrt(between / within) variance ratio of the one-way ANOVA moment estimator
-    of residuals ``resid`` in groups ``codes`` (see :func:`anova_ratio`).
+    """Return the ANOVA ratio of residuals ``resid`` in groups ``codes``.
+
+    The sqrt(between / within) variance ratio of the one-way ANOVA moment
+    estimator, from the rows (see :func:`anova_ratio`).
     """
 
     def within_squares(means: np.ndarray) -> float:
@@ -147,11 +155,12 @@ def _anova_ratio(
 def anova_ratio(
     counts: np.ndarray, sums: np.ndarray, within_squares: Callable[[np.ndarray], float]
 ) -> float:
-    """sqrt(between / within) variance ratio of the one-way ANOVA moment
-    estimator (unbalanced groups: n0 = (N - Σn_g²/N) / (g - 1)), from the
-    groups' counts and residual sums and ``within_squares(means)``, the sum of
-    squared deviations from the group means: from the rows in memory, from
-    the total sum of squares for partitioned data. 1 when undefined.
+    """Return the sqrt(between / within) variance ratio of the one-way ANOVA moment estimator.
+
+    For unbalanced groups n0 = (N - Σn_g²/N) / (g - 1). It is computed from
+    the groups' counts and residual sums and ``within_squares(means)``, the
+    sum of squared deviations from the group means: from the rows in memory,
+    from the total sum of squares for partitioned data. 1 when undefined.
     """
     means = sums / np.maximum(counts, 1.0)
     used = counts > 0
@@ -169,10 +178,12 @@ def anova_ratio(
 
 
 def _one_way_ml_ratio(n_g: np.ndarray, a_g: np.ndarray, rss: float, start: float) -> float:
-    """Minimiser over ρ = ratio² of the one-way profiled ML deviance of
-    zero-mean residuals, N log σ²(ρ) + Σ log(1 + n_g ρ) with N σ²(ρ) = rss -
-    Σ a_g + Σ a_g / (1 + n_g ρ) (a_g = n_g ȳ_g²): Newton steps from ``start``
-    while the deviance is convex there; ``start`` if they do not settle.
+    """Return the ratio minimising the one-way profiled ML deviance of zero-mean residuals.
+
+    The deviance over ρ = ratio² is N log σ²(ρ) + Σ log(1 + n_g ρ) with
+    N σ²(ρ) = rss - Σ a_g + Σ a_g / (1 + n_g ρ) (a_g = n_g ȳ_g²); Newton
+    steps from ``start`` while the deviance is convex there; ``start`` if
+    they do not settle.
     """
     N = n_g.sum()
     ssw = rss - a_g.sum()
