@@ -183,9 +183,6 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
     ``bootstrap``, ``drop1``) and the results protocol (``summary``,
     ``tidy``, ``coef_table`` ...) come from
     :class:`~mixedmodels.models.base.RandomEffectsModel`.
-
-    Size: over 400 lines only with this docstring, which lists every
-    attribute users get (issue 15 asks for it); the code is about 350 lines.
     """
 
     model_kind = "glmer"

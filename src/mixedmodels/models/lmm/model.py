@@ -146,9 +146,6 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
     raise :class:`~mixedmodels.report.results.NotFittedError` before
     :meth:`fit`.
 
-    Size: over 400 lines only with this docstring, which lists every
-    attribute users get (issue 15 asks for it); the code is about 330 lines.
-
     Examples
     --------
     >>> import mixedmodels as mm
