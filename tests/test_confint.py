@@ -346,7 +346,7 @@ def test_fast_gradient_equals_general():
     for data, formula in [("sleepstudy", SLEEP), ("Penicillin", "diameter ~ 1 + (1|plate) + (1|sample)")]:
         for reml in (True, False):
             m = mm.lmer(formula, mm.datasets.load(data), reml=reml)
-            c = m._clone(y=m.frame.y)
+            c = m.clone(y=m.frame.y)
             assert c._fast is not None
             rng = np.random.default_rng(1)
             for theta in [m._theta, np.abs(rng.normal(size=m._theta.size)), np.where(m.theta_lower == 0, 0.0, 0.3)]:

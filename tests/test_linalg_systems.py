@@ -307,7 +307,7 @@ def test_clone_without_a_fixed_column_drops_it_from_the_gram():
     d = mm.datasets.load("InstEval").iloc[:20000]
     m = mm.LinearMixedModel("y ~ 1 + service * studage + (1 | s) + (1 | d)", d, reml=False)
     assert m.frame.fixed.gram is not None
-    reduced = m._clone(drop_fixed=2)
+    reduced = m.clone(drop_fixed=2)
     fr = reduced.frame
     assert fr.fixed.X.shape[1] == fr.fixed.gram.shape[0] == m.frame.fixed.X.shape[1] - 1
     terms = [TermData(t.codes, t.z, t.nlevels) for t in fr.terms]

@@ -31,13 +31,10 @@ def require_lmm(model: Any, what: str) -> None:
 def model_cache(model: Any) -> dict:
     """Return the dict on ``model`` holding what these methods compute once per fit.
 
-    It is made on first use; a refit starts without it.
+    The model's ``inference_cache`` (made on first use; a refit starts
+    without it).
     """
-    cache = getattr(model, "_cache", None)
-    if cache is None:
-        cache = {}
-        model._cache = cache
-    return cache
+    return model.inference_cache
 
 
 def thread_plan(model: Any) -> tuple[Any, Any]:

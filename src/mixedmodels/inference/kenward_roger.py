@@ -83,7 +83,7 @@ def _reml_version(model: Any) -> Any:
     if "reml_refit" not in cache:
         twin = copy.copy(model)
         twin.reml = True
-        twin._cache = {}
+        twin.reset_inference_cache()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             twin.fit(start=np.asarray(model._theta, dtype=float))

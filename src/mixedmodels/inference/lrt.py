@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 import warnings
@@ -155,16 +154,9 @@ def ml_fit(model: Any) -> Any:
     """
     if not _is_reml(model):
         return model
-    clone = getattr(model, "_clone", None)
-    if callable(clone):
-        # the model's own unfitted copy: shares the design, not the system's
-        # workspaces (which the original's factor may still point into)
-        new = clone(reml=False)
-    else:
-        new = copy.copy(model)
-        new.__dict__.pop("_fast", None)  # an evaluator built for the REML criterion
-        new.reml = False
-        new._fitted = False
+    # the model's own unfitted copy: shares the design, not the system's
+    # workspaces (which the original's factor may still point into)
+    new = model.clone(reml=False)
     return new.fit(start=np.asarray(model._theta, dtype=float))
 
 

@@ -48,7 +48,6 @@ which is the lower deviance).
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from typing import Any
@@ -102,7 +101,7 @@ def _ml_model(model: Any) -> Any:
         return model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return model._clone(reml=False).fit(start=model._theta)
+        return model.clone(reml=False).fit(start=model._theta)
 
 
 class _Profiler:
@@ -338,7 +337,7 @@ class _Profiler:
         """
         m = self.model
         m._require_rows("profiling a fixed effect")
-        reduced = m._clone(drop_fixed=j)
+        reduced = m.clone(drop_fixed=j)
         xj = m.frame.fixed.X[:, j]
         y = m.frame.y
         est, col = self.opt[self.nvp + j], 1 + self.nvp + j
@@ -348,7 +347,7 @@ class _Profiler:
             row = np.full(1 + self.nvp + self.p, np.nan)
             try:
                 start = m._refit_start(state["theta"])
-                fit = reduced._clone(y=y - fw * xj).fit(start=start)
+                fit = reduced.clone(y=y - fw * xj).fit(start=start)
             except (MixedModelsError, np.linalg.LinAlgError, FloatingPointError):
                 self._tick()
                 return row
@@ -398,11 +397,7 @@ def profile_deviance_model(model: Any) -> Any:
     end of its nAGQ = 0 stage instead; with lme4's PIRLS tolerance the two
     differ by ~1e-6 in the deviance, so the copy starts from lme4's.
     """
-    dev = copy.copy(model)
-    e = model._engine
-    dev._eta_start = e.offset + model.family.linkfun(model._init.mustart)
-    dev._eta_start = dev._modes(model._theta, None).eta
-    return dev
+    return model.devfun_copy()
 
 
 class _GlmerProfiler(_Profiler):

@@ -21,12 +21,16 @@ The members, in groups:
 * **data**: ``frame``, the :class:`~mixedmodels.spec.frame.ModelFrame` the
   model was fitted to (``frame.parsed``, ``frame.fixed``, ``frame.terms``,
   ``frame.data``, ``frame.y``, ``frame.weights``, ``frame.offset``).
-* **refitting**: ``fit(start=...)``, ``refit(newresp)``, and the constructor
+* **refitting**: ``fit(start=...)``, ``refit(newresp)``, ``clone(y=, reml=,
+  drop_fixed=)`` (lmer: an unfitted copy sharing the design),
+  ``devfun_copy()`` (glmer: lme4's deviance function), and the constructor
   ``type(model)(formula, data, **options)`` with the options of ``lmer`` /
   ``glmer`` (used by :func:`~mixedmodels.inference.lrt.refit_fixed`).
+* **cache**: ``inference_cache`` (a dict, made on first use, for what an
+  inference method computes once per fit) and ``reset_inference_cache()``.
 * **engine hooks** (underscore names the models own and inference reads;
   still to be given public names by ``models``): ``_require_fit()``,
-  ``_theta``, ``_theta_slices``, ``_covariances``, ``_clone()``, ``_system``,
+  ``_theta``, ``_theta_slices``, ``_covariances``, ``_system``,
   ``_criterion()``, ``_factor``, ``_criterion_pieces_gradient()``.
 """
 

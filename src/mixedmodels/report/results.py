@@ -63,6 +63,9 @@ class MixedModelResults:
         Conditional modes of the random effects per grouping factor.
     ranef_condsd : dict of str to DataFrame
         Conditional standard deviations of the random effects, laid out as ``ranef``.
+    inference_cache : dict
+        What inference methods compute once per fit (Satterthwaite's and
+        Kenward-Roger's pieces, a REML twin of an ML fit ...).
     """
 
     model_kind = "model"
@@ -71,6 +74,23 @@ class MixedModelResults:
     def _require_fit(self) -> None:
         if not self._fitted:
             raise NotFittedError("the model has not been fitted yet: call .fit() first")
+
+    @property
+    def inference_cache(self) -> dict:
+        """What inference methods compute once per fit, made on first use.
+
+        The model owns it, so that the methods of :mod:`mixedmodels.inference`
+        never set the model's state themselves; a refit starts without it.
+        """
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            cache = {}
+            self._cache = cache
+        return cache
+
+    def reset_inference_cache(self) -> None:
+        """Start an empty inference cache (a copy of a model must not share its original's)."""
+        self._cache = {}
 
     # ------------------------------------------------------------------ basic numbers
 

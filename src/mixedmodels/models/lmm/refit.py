@@ -72,7 +72,7 @@ class Refitting:
         if newresp is None:  # lme4's refit(object): the same response again
             newresp = self.frame.y
         y = _new_response(newresp, self.frame.nobs, self.frame.response_name)
-        new = self._clone(y=y)
+        new = self.clone(y=y)
         start = self._refit_start()
         if not fit_kwargs and new._fast is not None and start is self._theta:
             return new._fit_seeded(self._theta, self._curvature_inverse())
@@ -183,7 +183,7 @@ class Refitting:
         self._set_optimum(record)
         return self
 
-    def _clone(
+    def clone(
         self,
         y: np.ndarray | None = None,
         reml: bool | None = None,
