@@ -68,7 +68,7 @@ def is_path(data: Any) -> bool:
 
 
 def import_dask():
-    """Return dask and dask.dataframe, or an ImportError saying how to install them."""
+    """Return dask and dask.dataframe; without them, raise an ImportError saying how to install."""
     try:
         import dask
         import dask.dataframe as dd

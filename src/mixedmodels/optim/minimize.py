@@ -239,7 +239,7 @@ def minimize_theta(
 
 
 def _initial_step(x0: np.ndarray) -> np.ndarray:
-    """Return initial trust-region radius per coordinate (0.2 on the θ scale, as lme4)."""
+    """Return the initial trust-region radius per coordinate (0.2 on the θ scale, as lme4)."""
     return np.maximum(0.2 * np.maximum(np.abs(x0), 1.0), 1e-4)
 
 
