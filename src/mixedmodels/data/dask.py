@@ -1,6 +1,6 @@
-"""Partitioned data on Dask: reading it, and the map-reduce passes that sum
-what the fit needs over its partitions without gathering them.
+"""Partitioned data on Dask: reading it, and map-reduce passes over its partitions.
 
+The passes sum what the fit needs over the partitions without gathering them.
 The fit needs only the cross-products of ``[Z X y]``
 (:class:`~mixedmodels.linalg.augmented.CrossProducts`), which are sums over
 rows: the cross-products of the data are the sum of those of its row
@@ -68,7 +68,7 @@ def is_path(data: Any) -> bool:
 
 
 def import_dask():
-    """Return dask and dask.dataframe, or an ImportError saying how to install them."""
+    """Return dask and dask.dataframe; without them, raise an ImportError saying how to install."""
     try:
         import dask
         import dask.dataframe as dd
@@ -80,8 +80,10 @@ def import_dask():
 
 
 def read_partitioned(data: Any) -> Any:
-    """Return ``data`` as a Dask DataFrame: a Parquet file or directory read lazily, or
-    a Dask DataFrame as it is; a :class:`DataError` for anything else.
+    """Return ``data`` as a Dask DataFrame.
+
+    A Parquet file or directory is read lazily, a Dask DataFrame is returned as
+    it is; anything else raises a :class:`DataError`.
     """
     ddf = read_parquet(data) if is_path(data) else data
     if not is_dask_dataframe(ddf):
@@ -108,7 +110,25 @@ def read_parquet(path: Any) -> Any:
 
 @dataclass
 class Partial:
-    """Sums over the rows of some partitions."""
+    """Sums over the rows of some partitions.
+
+    Partials add with ``+`` (the reduce step of :func:`map_reduce`).
+
+    Attributes
+    ----------
+    cross : CrossProducts or None
+        Cross-products of the weighted ``[Z X y]``; None for no rows.
+    R : ndarray
+        QR factor of the unweighted fixed-effects matrix (all columns).
+    n : int
+        Rows summed.
+    n_eff : int
+        Rows with positive weight.
+    sum_logw : float
+        Sum of the log prior weights of those rows (0 without weights).
+    ndropped : int
+        Rows dropped as incomplete.
+    """
 
     cross: CrossProducts | None
     R: np.ndarray  # QR factor of the unweighted fixed-effects matrix (all columns)
@@ -177,6 +197,28 @@ def _returning_memory(fn: Any) -> Any:
 
 @_returning_memory
 def accumulate(plan: PartitionPlan, part: pd.DataFrame) -> Partial:
+    """Return the sums of one partition: the map step of the cross-products pass.
+
+    The partition is encoded by ``plan`` (:meth:`PartitionPlan.encode`); the
+    offset is subtracted from y, the rows are scaled by the square roots of the
+    prior weights, and the cross-products of ``[Z X y]`` taken. ``R`` is the QR
+    factor of the unweighted X (X itself when the partition has no more rows
+    than columns). A partition without complete rows gives no cross-products,
+    only its count of dropped rows.
+
+    Parameters
+    ----------
+    plan : PartitionPlan
+        The model's encoding of a partition.
+    part : pandas.DataFrame
+        One partition.
+
+    Returns
+    -------
+    Partial
+        Its cross-products, ``R``, row counts (all, positive weight, dropped)
+        and the sum of the log weights of the rows with positive weight.
+    """
     enc = plan.encode(part)
     X, y, w = enc["X"], enc["y"], enc["w"]
     p = X.shape[1]
@@ -213,7 +255,10 @@ def _sum(*parts: Any) -> Any:
 
 
 def tree_reduce(dask, leaves: list, split_every: int):
-    """A tree of ``split_every``-ary sums (depth-first scheduling keeps few partials alive)."""
+    """Return a tree of ``split_every``-ary sums of ``leaves``, as one delayed value.
+
+    Depth-first scheduling keeps few partials alive.
+    """
     level = list(leaves)
     while len(level) > 1:
         level = [
@@ -224,6 +269,25 @@ def tree_reduce(dask, leaves: list, split_every: int):
 
 
 def map_reduce(ddf: Any, fn: Any, plan: PartitionPlan, split_every: int) -> Any:
+    """Return the sum over the partitions of ``fn(plan, partition)``, computed.
+
+    The plan is shipped to the workers once (one delayed key), the partial
+    results summed with ``+`` in a tree of ``split_every`` (at least 2) inputs
+    per node. A partition without a column the model uses raises a
+    :class:`DataError` naming the columns.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        The data.
+    fn : callable
+        ``fn(plan, partition)``: the map step (:func:`accumulate`,
+        :func:`levels_task`, ...); its results must support ``+``.
+    plan : PartitionPlan
+        Passed to every call of ``fn``.
+    split_every : int
+        Inputs per node of the reduction tree.
+    """
     dask, _ = import_dask()
     plan_d = dask.delayed(plan)  # one key: shipped once, not once per task
     leaves = [dask.delayed(fn)(plan_d, part) for part in ddf.to_delayed()]
@@ -262,10 +326,12 @@ def keep_columns(cross: CrossProducts, kept: np.ndarray, p_all: int) -> CrossPro
 
 
 def exact_quantiles(series: Any, probs: Any, bins: int = 65536) -> np.ndarray:
-    """Exact quantiles of a Dask Series (``np.quantile``'s linear interpolation),
-    without gathering it: pass 1 counts and finds the range, pass 2 builds a
-    histogram of ``bins`` equal bins, pass 3 collects only the values in the
-    bins that hold the order statistics needed.
+    """Return exact quantiles of a Dask Series without gathering it.
+
+    The quantiles are those of ``np.quantile``'s linear interpolation. Pass 1
+    counts and finds the range, pass 2 builds a histogram of ``bins`` equal
+    bins, pass 3 collects only the values in the bins that hold the order
+    statistics needed.
     """
     dask, _ = import_dask()
     parts = series.to_delayed()

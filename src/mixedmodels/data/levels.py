@@ -1,5 +1,7 @@
-"""The levels pass over partitioned data: the distinct values of every factor
-column, merged across partitions into the levels in R's order.
+"""The levels pass over partitioned data: the levels of every factor column, in R's order.
+
+The pass finds the distinct values of every factor column, merged across
+partitions into the levels in R's order.
 
 Every partition reports what it holds (:meth:`Levels.of`); the reports are
 summed with ``+`` in the map-reduce tree, and :meth:`Levels.final` orders the
@@ -33,6 +35,7 @@ class Levels:
 
     @classmethod
     def of(cls, s: pd.Series) -> "Levels":
+        """Return the levels one partition's column holds."""
         if isinstance(s.dtype, pd.CategoricalDtype):
             observed = s.cat.remove_unused_categories().cat.categories
             return cls(True, np.asarray(observed, dtype=object), list(s.cat.categories))
@@ -93,8 +96,10 @@ class LevelsResult:
 
 
 def check_same_kind(name: str, a: Levels, b: Levels) -> None:
-    """A factor column must hold numbers in every partition or text in every
-    one (its levels could not be ordered, nor new values matched, otherwise).
+    """Check that a factor column holds numbers in every partition or text in every one.
+
+    Its levels could not be ordered, nor new values matched, otherwise. An
+    empty side is not checked.
     """
     if len(a.values) == 0 or len(b.values) == 0:
         return

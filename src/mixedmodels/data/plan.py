@@ -1,5 +1,7 @@
-"""What one partition of partitioned data does: its complete rows, its factor
-levels, and its rows of ``[Z X y]`` encoded with the model's specification.
+"""What one partition of partitioned data does, by a plan decided for the whole data.
+
+A partition finds its complete rows, its factor levels, and its rows of
+``[Z X y]`` encoded with the model's specification.
 
 A :class:`PartitionPlan` is small and picklable: it travels once to every
 worker of a cluster, which applies it to the partitions it holds. Its rules
@@ -43,13 +45,15 @@ class TermPlan:
 
     @property
     def nlevels(self) -> int:
+        """Number of the term's levels in the whole data (combinations that occur, for several)."""
         return len(self.raw_levels[0]) if self.used_combined is None else len(self.used_combined)
 
 
 def combined_codes(per_column: list[tuple[np.ndarray, int]]) -> np.ndarray:
-    """One code per row for the combination of several factors' codes (given
-    with their numbers of levels), the first factor varying slowest: the
-    order of :func:`mixedmodels.spec.levels.combine_codes`.
+    """Return one code per row for the combination of several factors' codes.
+
+    The factors' codes are given with their numbers of levels; the first factor
+    varies slowest: the order of :func:`mixedmodels.spec.levels.combine_codes`.
     """
     combined = np.zeros(len(per_column[0][0]), dtype=np.int64)
     for codes, nlevels in per_column:
@@ -74,8 +78,9 @@ class PartitionPlan:
     offset_col: str | None = None
 
     def complete_rows(self, part: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-        """Return the used columns of the rows without a missing value, and how many
-        rows were dropped (an error with ``na_action='fail'``): the in-memory rule.
+        """Return the used columns of the rows without a missing value, and how many were dropped.
+
+        A missing value is an error with ``na_action='fail'``: the in-memory rule.
         """
         part = part[self.columns]
         missing = {c: column_missing(part[c]) for c in self.columns}
@@ -83,8 +88,10 @@ class PartitionPlan:
         return (part if keep is None else part.loc[keep]), ndropped
 
     def levels_of(self, part: pd.DataFrame) -> LevelsResult:
-        """Return the levels pass of one partition: its complete rows' count, factor
-        levels and the combinations of grouping factors that occur.
+        """Return the levels pass of one partition.
+
+        That is its complete rows' count, factor levels and the combinations of
+        grouping factors that occur.
         """
         nrows = len(part)
         part, ndropped = self.complete_rows(part)
@@ -97,7 +104,11 @@ class PartitionPlan:
         return LevelsResult(nrows - ndropped, ndropped, levels, combos)
 
     def model_frame(self, part: pd.DataFrame) -> pd.DataFrame:
-        """Used columns of complete rows, factor columns as Categoricals with the global levels."""
+        """Return a partition's model frame: factor columns as Categoricals with the global levels.
+
+        ``part`` holds the used columns of the complete rows (:meth:`complete_rows`);
+        it is copied, not changed.
+        """
         frame = part.copy()
         for col in self.formula_factors:
             frame[col] = pd.Categorical(
@@ -159,9 +170,11 @@ class PartitionPlan:
     def check_evaluated(
         self, part: pd.DataFrame, y: np.ndarray, off: np.ndarray | None, X: np.ndarray, zs: list
     ) -> None:
-        """What the formula evaluated must be finite: an infinite value is an
-        error naming its term (``design.nonfinite_rows``), and so is a NaN one,
-        as the rows of partitions are counted before they are evaluated.
+        """Check that what the formula evaluated is finite.
+
+        An infinite value is an error naming its term (``design.nonfinite_rows``),
+        and so is a NaN one, as the rows of partitions are counted before they
+        are evaluated.
         """
         arrays = [y, X, *zs] + ([] if off is None else [off])
         if all(np.isfinite(a).all() for a in arrays):
@@ -185,8 +198,10 @@ class PartitionPlan:
 
 
 def partition_matrix(spec: Any, frame: pd.DataFrame, what: str) -> np.ndarray:
-    """Return a model matrix of one partition's rows with the specification decided
-    for the whole data (its columns are the same in every partition).
+    """Return the model matrix of one partition's rows.
+
+    The specification is the one decided for the whole data, so its columns are
+    the same in every partition.
     """
     frame = integers_as_floats(frame, spec_factors(spec))
     try:
@@ -210,6 +225,13 @@ class RowFunction:
     name: str
 
     def __call__(self, part: pd.DataFrame) -> pd.Series:
+        """Return the fitted values or residuals of ``part``'s complete rows, on its index.
+
+        ``kind`` is ``"fitted"`` (the linear predictor, offset included),
+        ``"residuals"`` (response minus it) or ``"pearson"`` (those residuals
+        times the square roots of the prior weights). ``b`` None leaves the
+        random effects out of the linear predictor.
+        """
         enc = self.plan.encode(part)
         eta = enc["X"][:, self.kept] @ self.beta
         if self.b is not None:

@@ -1,5 +1,7 @@
-"""The specification of a model of partitioned data, decided with the in-memory
-model frame's functions, and the cross-products of its ``[Z X y]``.
+"""The specification of a model of partitioned data, and the cross-products of its ``[Z X y]``.
+
+Three steps, the specification decided with the in-memory model frame's
+functions:
 
 1. **levels pass** (map-reduce): every partition drops its incomplete rows (the
    in-memory rule), checks its predictors' types and reports the distinct
@@ -55,9 +57,20 @@ __all__ = ["DaskModelFrame", "PartitionedData", "specify_partitioned"]
 class DaskModelFrame(ModelFrame):
     """The model frame of a Dask fit: metadata only, no rows.
 
-    ``y`` is empty; ``nobs`` is the number of rows used; ``source`` is the Dask
-    DataFrame of the used columns (before dropping incomplete rows); ``plan``
-    is what a partition needs to encode its rows (:class:`PartitionPlan`).
+    ``y`` is empty and ``data`` holds no rows (the used columns' names only);
+    the other attributes of :class:`~mixedmodels.spec.frame.ModelFrame` are as
+    in memory, the fixed-effects and random-effects matrices without rows.
+
+    Attributes
+    ----------
+    n : int
+        The number of rows used (complete rows).
+    source : dask.dataframe.DataFrame
+        The Dask DataFrame of the used columns (before dropping incomplete rows).
+    plan : PartitionPlan
+        What a partition needs to encode its rows.
+    nobs : int
+        The number of rows used: ``n`` (property).
     """
 
     n: int = 0
@@ -66,13 +79,15 @@ class DaskModelFrame(ModelFrame):
 
     @property
     def nobs(self) -> int:  # type: ignore[override]
+        """The number of rows used (``y`` holds none of them)."""
         return self.n
 
 
 @dataclass
 class PartitionedData:
-    """What the passes over partitioned data give the fit: the model frame
-    (no rows) and the sums over the rows.
+    """What the passes over partitioned data give the fit.
+
+    That is the model frame (no rows) and the sums over the rows.
 
     Attributes
     ----------
@@ -105,10 +120,10 @@ def specify_partitioned(
     split_every: int,
     mark: Mark,
 ) -> PartitionedData:
-    """Return the specification of the model of ``parsed`` on the Dask DataFrame
-    ``ddf`` and the sums over its rows: two map-reduce passes (see the module).
+    """Return the specification of a model of a Dask DataFrame and the sums over its rows.
 
-    ``weights`` and ``offset`` are column names; ``mark(phase, start)``
+    The model is that of ``parsed`` on ``ddf``; two map-reduce passes (see the
+    module) find them. ``weights`` and ``offset`` are column names; ``mark(phase, start)``
     records the time of each phase (``levels_pass``, ``encodings``,
     ``accumulate_pass``, ``system``).
     """
@@ -202,9 +217,10 @@ def _partition_plan(
     weights: str | None,
     offset: str | None,
 ) -> PartitionPlan:
-    """Return the plan of the levels pass: which columns need their levels (grouping
-    columns, columns formulas code as factors as formulaic does, ``factor(x)``
-    / ``C(x)`` arguments).
+    """Return the plan of the levels pass: which columns need their levels.
+
+    Those are the grouping columns, the columns formulas code as factors (as
+    formulaic does) and the arguments of ``factor(x)`` / ``C(x)``.
     """
     grouping = {g for spec in parsed.random for g in spec.group}
     texts = [parsed.fixed] + [spec.expr for spec in parsed.random]
@@ -236,9 +252,10 @@ def _terms(
     lv: Any,
     dtypes: pd.Series,
 ) -> tuple[list[ReTerm], dict[int, TermPlan]]:
-    """Return the random-effects terms (in the engine's order), built by the in-memory
-    :func:`build_term` on the prototype and given the data's levels, and what
-    a partition needs to find each row's level.
+    """Return the random-effects terms and what a partition needs to find each row's level.
+
+    The terms (in the engine's order) are built by the in-memory
+    :func:`build_term` on the prototype and given the data's levels.
     """
     terms, plans = [], {}
     for spec in parsed.random:
@@ -262,8 +279,10 @@ def _terms(
 
 
 def _fixed_effects(R: np.ndarray, proto: FixedEffects) -> FixedEffects:
-    """Return the fixed effects of the data: the prototype's columns, the aliased
-    ones found from the accumulated QR factor ``R`` of the data's X.
+    """Return the fixed effects of the data.
+
+    Its columns are the prototype's; the aliased ones are found from the
+    accumulated QR factor ``R`` of the data's X.
     """
     if R.shape[0] < R.shape[1]:
         R = np.vstack([R, np.zeros((R.shape[1] - R.shape[0], R.shape[1]))])
@@ -306,9 +325,10 @@ def _stateful(spec: Any) -> list[str]:
 def _combined_levels(
     combos: pd.DataFrame, group: tuple[str, ...], raw: list[np.ndarray]
 ) -> tuple[np.ndarray, list[str]]:
-    """Observed combinations of several grouping factors: R's ``a:b`` levels
-    (labels as :func:`combine_codes` gives them in memory) and their sorted
-    combined codes (:func:`combined_codes`).
+    """Return the observed combinations of several grouping factors.
+
+    As their sorted combined codes (:func:`combined_codes`) and R's ``a:b``
+    levels (labels as :func:`combine_codes` gives them in memory).
     """
     per_col = [
         (pd.Categorical(combos[col].to_numpy(), categories=levels).codes.astype(np.int64), levels)

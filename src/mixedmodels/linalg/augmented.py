@@ -64,8 +64,9 @@ __all__ = ["AugmentedSystem"]
 
 
 def _zero_upper(L: np.ndarray, block: int = 128) -> None:
-    """Zero the strict upper triangle of a square array in place, a band of
-    columns at a time (no index arrays or masks of its size).
+    """Zero the strict upper triangle of a square array in place.
+
+    A band of columns at a time: no index arrays or masks of its size.
     """
     n = L.shape[0]
     for j0 in range(0, n, block):
@@ -140,7 +141,8 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         self._acc: np.ndarray | None = None  # reused accumulators of the compiled update
 
     def _store_below(self, blocks: list[sp.sparray], q0: int, max_update_nnz: int) -> None:
-        """B's one copy, dense or sparse, and how the update will be computed:
+        """Store B's one copy, dense or sparse, and choose how the update will be computed.
+
         BLAS (dense), the precomputed operator (small), compiled loops or sparse
         products (large).
         """
@@ -162,17 +164,20 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         max_update_nnz: int = 30_000_000, xtx: np.ndarray | None = None,
         cells: tuple[np.ndarray, np.ndarray] | None = None, **options,
     ) -> "AugmentedSystem":
-        """Return the system of in-memory data: terms largest first, weights applied to
-        z, X and y; ``xtx`` X'X if known, ``cells`` X as its cells (see
-        ``CrossProducts.from_data``); ``options`` as for the constructor.
+        """Return the system of in-memory data.
+
+        ``terms`` come largest first, the weights applied to z, X and y; ``xtx``
+        is X'X if known, ``cells`` X as its cells (see ``CrossProducts.from_data``);
+        ``options`` as for the constructor.
         """
         cross = CrossProducts.from_data(terms, X, y, xtx, cells)
         return cls(cross, max_update_nnz, **options)
 
     def copy(self) -> "AugmentedSystem":
-        """Return a copy sharing the (read-only) cross-products but none of the
-        workspaces or the thread setting: two models can then use the two
-        independently (a refit beside its original).
+        """Return a copy sharing the (read-only) cross-products but no workspace.
+
+        Nor the thread setting: two models can then use the two independently
+        (a refit beside its original).
         """
         new = copy.copy(self)
         new.lapack_threads = None
@@ -183,9 +188,10 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         return new
 
     def with_response(self, v: np.ndarray) -> "AugmentedSystem":
-        """Return the system of the same design with another response: ``v`` is the
-        new [Z X y]'Wy in the system's order (terms, X, y). Only the response
-        row and column of the cross-products change; the rest is shared.
+        """Return the system of the same design with another response.
+
+        ``v`` is the new [Z X y]'Wy in the system's order (terms, X, y). Only the
+        response row and column of the cross-products change; the rest is shared.
         """
         new = self.copy()
         q0 = self.Axy0.shape[1]
@@ -240,7 +246,7 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         return RankUpdate(T, touched, N, edges)
 
     def first_term(self, lam0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cholesky factors of M_s = λ0'A_s λ0 + I per level, and their inverses."""
+        """Return the Cholesky factors of M_s = λ0'A_s λ0 + I per level, and their inverses."""
         k0 = lam0.shape[0]
         M = lam0.T @ self.A00 @ lam0
         M[:, np.arange(k0), np.arange(k0)] += 1.0
@@ -253,7 +259,7 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
     def factor(
         self, lams: list[np.ndarray], rows: bool = False, keep: bool = False
     ) -> Factor | None:
-        """L for the relative covariance factors ``lams``; None if not positive definite.
+        """Return L for the relative covariance factors ``lams``; None if not positive definite.
 
         Parameters
         ----------
@@ -296,12 +302,14 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         )
 
     def kept(self, f: Factor) -> Factor | None:
-        """Return the factor ``factor(..., keep=True)`` would give, from one whose dense
-        block is still this system's workspace (no factorisation since): the
-        workspace becomes the factor's (the next factorisation allocates a new
-        one), its upper triangle is zeroed and the rows below the first term
-        are added. None if the workspace has moved on. The fit keeps its last
-        evaluation this way instead of factorising the optimum again.
+        """Return the factor ``factor(..., keep=True)`` would give, from a workspace factor.
+
+        ``f``'s dense block must still be this system's workspace (no
+        factorisation since): the workspace becomes the factor's (the next
+        factorisation allocates a new one), its upper triangle is zeroed and the
+        rows below the first term are added. None if the workspace has moved
+        on. The fit keeps its last evaluation this way instead of factorising
+        the optimum again.
         """
         if not f.generation or f.generation != self._generation:
             return None
@@ -315,9 +323,10 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         )
 
     def solve(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
-        """β and the spherical modes u for a factor without its rows below the
-        first term: the dense block gives (u_rest, β); u0 follows from the first
-        term's normal equations M_s u0_s = λ0'(Z0'y - Z0'Xβ - Z0'Z_rΛ_r u_r)_s.
+        """Return β and the spherical modes u for a factor without its rows below the first term.
+
+        The dense block gives (u_rest, β); u0 follows from the first term's
+        normal equations M_s u0_s = λ0'(Z0'y - Z0'Xβ - Z0'Z_rΛ_r u_r)_s.
         """
         N = self.N
         x = last_row_solution(f.Lrr)  # solves L1'x = c (c: last row of L)
@@ -334,20 +343,23 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
 
     @property
     def dense_size(self) -> int:
-        """The size by which BLAS threads are chosen: the rows of the dense
-        factorisation proper (after a diagonal lead), or, when B is stored
-        dense, its columns if more (an evaluation is then rank-k updates over
-        all of them).
+        """The size by which BLAS threads are chosen.
+
+        That is the rows of the dense factorisation proper (after a diagonal
+        lead), or, when B is stored dense, its columns if more (an evaluation is
+        then rank-k updates over all of them).
         """
         if self._dense is not None:
             return max(self.N - self._lead, self.A00.shape[0] * self.k0)
         return self.N - self._lead
 
     def _diagonal_lead(self) -> int:
-        """Rows at the start of the dense block whose block stays diagonal after
-        the first term is eliminated: the second term's, when it is scalar, its
-        own cross-products are diagonal and no level of the first term meets two
-        of its levels (nested factors: A:B after A:B:C). Those rows are
+        """Return how many rows at the start of the dense block stay diagonal.
+
+        Diagonal, that is, after the first term is eliminated: the second term's
+        rows, when it is scalar, its own cross-products are diagonal and no
+        level of the first term meets two of its levels (nested factors: A:B
+        after A:B:C). Those rows are
         eliminated by square roots like the first term's, and only what follows
         them is a dense factorisation (MixedModels.jl's chain of diagonal
         blocks for nested terms). 0 when that does not hold or is not known
@@ -376,10 +388,12 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         return q
 
     def _factor_diagonal_lead(self, S: np.ndarray, keep: bool) -> np.ndarray | None:
-        """Factor S (valid in its upper triangle, C order) in place when its
-        leading block is diagonal: square roots there, the rows below divided by
-        them, the rest downdated and factored by LAPACK. Returns the lower factor
-        as the Fortran-order view S.T, or None if S is not positive definite.
+        """Factor S in place when its leading block is diagonal.
+
+        S is valid in its upper triangle, C order. Square roots on the leading
+        block, the rows below divided by them, the rest downdated and factored
+        by LAPACK. Returns the lower factor as the Fortran-order view S.T, or
+        None if S is not positive definite.
         """
         q, N = self._lead, self.N
         diag = S.ravel()[: q * (N + 1) : N + 1]  # a view
@@ -406,9 +420,7 @@ class AugmentedSystem(SchurComplement, InverseBlockSums):
         return np.repeat(scale[:-1], sizes)
 
     def _scalar_row_scale(self, lams: list[np.ndarray]) -> np.ndarray:
-        """Λ_r's diagonal (every row of the dense block) when the terms after the
-        first are scalar.
-        """
+        """Return Λ_r's diagonal over every row of the dense block (the later terms scalar)."""
         scale = np.array([lam[0, 0] for lam in lams] + [1.0])
         return np.concatenate([self._row_scale(scale), np.ones(self.N - self.Q1)])
 

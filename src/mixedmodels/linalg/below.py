@@ -1,6 +1,9 @@
-"""B = [Z_1 .. Z_K X y]'Z_0, the rows of the augmented system below its first
-term, stored once (dense or sparse), and the rows of the factor there, applied
-through that storage without being formed (see :mod:`mixedmodels.linalg.augmented`).
+"""The rows of the augmented system below its first term, stored once, and the factor's there.
+
+B = [Z_1 .. Z_K X y]'Z_0, the rows of the augmented system below its first
+term, is stored once (dense or sparse); the rows of the factor there are
+applied through that storage without being formed (see
+:mod:`mixedmodels.linalg.augmented`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ __all__ = ["DenseBelow", "RowsBelow", "SparseBelow"]
 def _right_blocks(
     X: np.ndarray, bounds: list[tuple[int, int]], lams: list[np.ndarray]
 ) -> np.ndarray:
-    """X blockdiag(I ⊗ λ_j) in place over the column ranges ``bounds``."""
+    """Return X blockdiag(I ⊗ λ_j), computed in place over the column ranges ``bounds``."""
     n = X.shape[0]
     for (start, stop), lam in zip(bounds, lams):
         k = lam.shape[0]
@@ -32,8 +35,10 @@ def _right_blocks(
 
 
 def _transform_levels(X: np.ndarray, F: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Rows (s, b) of ``out`` = Σ_a F_s[a, b] X[(s, a), :]: the columns of a
-    chunk of levels of B (here as rows, X (c k0, n)) times blockdiag(F_s).
+    """Set rows (s, b) of ``out`` to Σ_a F_s[a, b] X[(s, a), :], and return ``out``.
+
+    That is the columns of a chunk of levels of B (here as rows, X (c k0, n))
+    times blockdiag(F_s).
     """
     c, k0 = F.shape[0], F.shape[1]
     if k0 == 1:
@@ -44,9 +49,9 @@ def _transform_levels(X: np.ndarray, F: np.ndarray, out: np.ndarray) -> np.ndarr
 
 
 class DenseBelow:
-    """B = [Z_1 .. Z_K X y]'Z_0 stored dense, transposed: ``Bt`` is (q0, N),
-    one row per column of the first term, level-major.
+    """B = [Z_1 .. Z_K X y]'Z_0 stored dense, transposed.
 
+    ``Bt`` is (q0, N), one row per column of the first term, level-major.
     Chosen when B's random-effects rows are dense enough (two crossed factors
     whose levels meet in most pairs): the rank update B blockdiag(C_s) B' and
     the gradient's weighted gather are then BLAS level-3 products over chunks of
@@ -73,9 +78,11 @@ class DenseBelow:
         self._buf = np.empty(min(self.step, self.nlev) * k0 * self.N)
 
     def chunks(self, F: np.ndarray, ncols: int):
-        """Chunks (c k0, ncols) of (B[:ncols] blockdiag(F_s))' over the levels,
-        F (ℓ0, k0, k0): row (s, b) is Σ_a F_s[a, b] B[:ncols, (s, a)]. Each chunk
-        is a view of one reused buffer, valid until the next.
+        """Yield chunks (c k0, ncols) of (B[:ncols] blockdiag(F_s))' over the levels.
+
+        F is (ℓ0, k0, k0): row (s, b) is Σ_a F_s[a, b] B[:ncols, (s, a)]. Each
+        chunk comes as ``(s0, s1, W)``, its levels s0 to s1 - 1 and W a view of
+        one reused buffer, valid until the next.
         """
         k0 = self.k0
         for s0 in range(0, self.nlev, self.step):
@@ -85,9 +92,10 @@ class DenseBelow:
             yield s0, s1, _transform_levels(X, F[s0:s1], W)
 
     def subtract_update(self, S: np.ndarray, F: np.ndarray) -> None:
-        """S -= B blockdiag(F_s F_s') B' on the upper triangle (C order) of the
-        N x N array S: one syrk per chunk, straight into S (S' is the
-        Fortran-ordered lower triangle BLAS writes).
+        """Compute S -= B blockdiag(F_s F_s') B' on the upper triangle of S (N x N, C order).
+
+        One syrk per chunk, straight into S (S' is the Fortran-ordered lower
+        triangle BLAS writes).
         """
         St = S.T
         for _, _, W in self.chunks(F, self.N):
@@ -96,8 +104,9 @@ class DenseBelow:
                 St[...] = out
 
     def weighted_trace(self, P: np.ndarray, F: np.ndarray, sub: int) -> np.ndarray:
-        """Σ_s V_s'PV_s, (k0, k0), for V_s = B_s F_s restricted to the leading
-        ``sub`` rows and P (sub, sub) symmetric.
+        """Return Σ_s V_s'PV_s, (k0, k0), for V_s = B_s F_s on the leading ``sub`` rows.
+
+        P is (sub, sub) symmetric.
 
         For k0 = 1 that is ⟨P, G⟩ with G = Σ_s V_s V_s' accumulated by syrk
         (half the flops of forming PV); otherwise Σ over chunks of V'(PV).
@@ -117,7 +126,7 @@ class DenseBelow:
         return 0.5 * (out + out.T)
 
     def t_dot(self, w: np.ndarray) -> np.ndarray:
-        """B'w for w of length N."""
+        """Return B'w for w of length N."""
         return self.Bt @ w
 
     def copy(self) -> "DenseBelow":
@@ -127,8 +136,10 @@ class DenseBelow:
         return new
 
     def with_response(self, Axy0: np.ndarray) -> "DenseBelow":
-        """B of the same design with another response: ``Axy0`` is the new
-        [X y]'Z_0, of which only the y row differs (B's last column).
+        """Return B of the same design with another response.
+
+        ``Axy0`` is the new [X y]'Z_0, of which only the y row differs (B's last
+        column).
         """
         new = self.copy()
         new.Bt = self.Bt.copy()
@@ -137,9 +148,10 @@ class DenseBelow:
 
 
 class SparseBelow:
-    """B's rows below the first term with the random-effects rows sparse (the
-    engine's CSC array, not copied): the two chunked products a factor's
-    :class:`RowsBelow` needs.
+    """B's rows below the first term, the random-effects rows sparse.
+
+    They are the engine's CSC array, not copied; the class gives the two
+    chunked products a factor's :class:`RowsBelow` needs.
     """
 
     def __init__(
@@ -152,7 +164,7 @@ class SparseBelow:
         self.step = max(1, chunk_bytes // (8 * max(self.Q1, 1) * k0))
 
     def chunks(self, F: np.ndarray, ncols: int):
-        """As :meth:`DenseBelow.chunks`, for ``ncols`` <= Q1 (random-effects rows)."""
+        """Yield chunks as :meth:`DenseBelow.chunks`, for ``ncols`` <= Q1 (random-effects rows)."""
         k0 = self.k0
         for s0 in range(0, self.nlev, self.step):
             s1 = min(s0 + self.step, self.nlev)
@@ -160,12 +172,13 @@ class SparseBelow:
             yield s0, s1, _transform_levels(X, F[s0:s1], np.empty(X.shape))
 
     def t_dot(self, w: np.ndarray) -> np.ndarray:
-        """B'w for w of length N."""
+        """Return B'w for w of length N."""
         return self.B_re.T @ w[: self.Q1] + self.Axy0.T @ w[self.Q1 :]
 
     def with_response(self, Axy0: np.ndarray) -> "SparseBelow":
-        """B of the same design with another response (the new [X y]'Z_0);
-        the random-effects rows are shared.
+        """Return B of the same design with another response (the new [X y]'Z_0).
+
+        The random-effects rows are shared.
         """
         new = copy.copy(self)
         new.Axy0 = Axy0
@@ -174,8 +187,9 @@ class SparseBelow:
 
 @dataclass
 class RowsBelow:
-    """L[re, 0] = Λ_r' B_re blockdiag(F_s), F_s = λ0 L00_s⁻ᵀ, never formed: B is
-    the system's (shared) storage, dense or sparse, and the two products a
+    """L[re, 0] = Λ_r' B_re blockdiag(F_s), F_s = λ0 L00_s⁻ᵀ, never formed.
+
+    B is the system's (shared) storage, dense or sparse, and the two products a
     factor needs are taken chunk by chunk (a copy would be as large as B).
     """
 
@@ -185,7 +199,7 @@ class RowsBelow:
     lams: list[np.ndarray]  # their λ
 
     def t_dot(self, u: np.ndarray) -> np.ndarray:
-        """L[re, 0]'u = blockdiag(F_s)' B_re' Λ_r u."""
+        """Return L[re, 0]'u = blockdiag(F_s)' B_re' Λ_r u."""
         v = np.zeros(self.below.N)
         for (start, stop), lam in zip(self.bounds, self.lams):
             k = lam.shape[0]
@@ -194,9 +208,10 @@ class RowsBelow:
         return np.einsum("lab,la->lb", self.F, y).ravel()
 
     def condvar_extra(self, L11: np.ndarray, L00inv: np.ndarray) -> np.ndarray:
-        """Σ_r W[r, (s, j)] W[r, (s, k)] per level s for W = L11⁻¹ L[re, 0]
-        blockdiag(L00_s⁻¹), (ℓ0, k0, k0): the part of the first term's
-        conditional variances through the other terms.
+        """Return the part of the first term's conditional variances through the other terms.
+
+        That is Σ_r W[r, (s, j)] W[r, (s, k)] per level s, (ℓ0, k0, k0), for
+        W = L11⁻¹ L[re, 0] blockdiag(L00_s⁻¹).
         """
         below, Q1 = self.below, self.below.Q1
         k0 = self.F.shape[1]

@@ -39,14 +39,16 @@ class TermData:
 
     @property
     def k(self) -> int:
+        """Columns of the term's model matrix (random effects per level)."""
         return self.z.shape[1]
 
     @property
     def q(self) -> int:
+        """Columns of the term's block of Z: levels × ``k``."""
         return self.k * self.nlevels
 
     def sparse(self) -> sp.csr_array:
-        """Z for this term as an (n, ℓk) sparse matrix, level-major columns."""
+        """Return Z for this term as an (n, ℓk) sparse matrix, level-major columns."""
         n, k = self.z.shape
         cols = (self.codes[:, None] * k + np.arange(k)[None, :]).ravel()
         rows = np.repeat(np.arange(n), k)
@@ -54,7 +56,7 @@ class TermData:
 
 
 def block_crossprod(term: TermData) -> np.ndarray:
-    """Z_j'Z_j as an (ℓ, k, k) stack of per-level blocks."""
+    """Return Z_j'Z_j as an (ℓ, k, k) stack of per-level blocks."""
     k = term.k
     out = np.empty((term.nlevels, k, k))
     for a in range(k):
@@ -68,9 +70,10 @@ def block_crossprod(term: TermData) -> np.ndarray:
 def term_times_cells(
     term: TermData, cell: np.ndarray, E: np.ndarray, y: np.ndarray
 ) -> np.ndarray:
-    """Z_j'[X y] for X = E[cell] (see ``FixedEffects.cells``): the term's sums
-    over (level, cell) pairs times E, and Z_j'y; one pass over the rows per
-    column of the term instead of products with X's n x p entries.
+    """Return Z_j'[X y] for X = E[cell] (see ``FixedEffects.cells``), without X.
+
+    The term's sums over (level, cell) pairs times E, and Z_j'y; one pass over
+    the rows per column of the term instead of products with X's n x p entries.
     """
     ncells, p = E.shape
     k = term.k
@@ -85,12 +88,14 @@ def term_times_cells(
 
 
 def term_times(term: TermData, X: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-    """Z_j'[X y], (q_j, p + 1), or Z_j'X without ``y``: for each column a of the
-    term, the (levels x n) matrix with z_a in row ``code`` of column i, built
-    directly in CSC form (its column pointers are 0..n: no sorting, ~8 bytes a
-    row beyond the arrays it wraps) and multiplied into X (C order: 5x faster
-    than Fortran) and y in one pass over the rows each -- the sums of per-column
-    ``bincount``s, in the same order, 5-8x faster with many columns.
+    """Return Z_j'[X y], (q_j, p + 1), or Z_j'X without ``y``.
+
+    For each column a of the term, the (levels x n) matrix with z_a in row
+    ``code`` of column i, built directly in CSC form (its column pointers are
+    0..n: no sorting, ~8 bytes a row beyond the arrays it wraps) and multiplied
+    into X (C order: 5x faster than Fortran) and y in one pass over the rows
+    each -- the sums of per-column ``bincount``s, in the same order, 5-8x faster
+    with many columns.
     """
     n, p = X.shape
     k = term.k
@@ -107,9 +112,10 @@ def term_times(term: TermData, X: np.ndarray, y: np.ndarray | None = None) -> np
 
 
 def term_crossprod(ti: TermData, tj: TermData) -> sp.csc_array:
-    """Z_i'Z_j, (q_i, q_j) CSC (the column layout the engine keeps for B); for
-    two scalar terms straight from the level codes (duplicates summed), which is
-    several times faster than a sparse matrix product.
+    """Return Z_i'Z_j, (q_i, q_j), in CSC (the column layout the engine keeps for B).
+
+    For two scalar terms it is built straight from the level codes (duplicates
+    summed), which is several times faster than a sparse matrix product.
     """
     if ti.k == 1 and tj.k == 1:
         values = ti.z[:, 0] * tj.z[:, 0]
@@ -121,9 +127,10 @@ def term_crossprod(ti: TermData, tj: TermData) -> sp.csc_array:
 
 
 def _compact(a: sp.sparray) -> sp.sparray:
-    """Return ``a`` with int32 index arrays where its sizes allow: scipy keeps int64
-    indices once an input had them, and sums of partial cross-products would
-    carry 8 bytes per entry instead of 4.
+    """Return ``a`` with int32 index arrays where its sizes allow.
+
+    scipy keeps int64 indices once an input had them, and sums of partial
+    cross-products would carry 8 bytes per entry instead of 4.
     """
     if a.indices.dtype != np.int32 and max(a.nnz, *a.shape) < 2**31:
         a.indices = a.indices.astype(np.int32)
@@ -139,8 +146,10 @@ def as_csc(a: sp.sparray) -> sp.csc_array:
 
 
 def stack_csc(blocks: list[sp.sparray], ncols: int) -> sp.csc_array:
-    """Return the blocks stacked vertically as one CSC array, built from their column
-    pointers (scipy's vstack of CSC goes through COO: two more copies).
+    """Return the blocks stacked vertically as one CSC array.
+
+    It is built from their column pointers (scipy's vstack of CSC goes through
+    COO: two more copies).
     """
     blocks = [as_csc(b) for b in blocks]
     if len(blocks) == 1:
@@ -165,8 +174,9 @@ def stack_csc(blocks: list[sp.sparray], ncols: int) -> sp.csc_array:
 
 
 def fill_rows(Bt: np.ndarray, a: sp.csc_array, col0: int, entries: int = 1 << 22) -> None:
-    """Bt[:, col0:col0 + q_i] = a' for a (q_i, q0) CSC block, a few million
-    entries at a time (no second copy of the block in any format).
+    """Set Bt[:, col0:col0 + q_i] = a' for a (q_i, q0) CSC block.
+
+    A few million entries at a time: no second copy of the block in any format.
     """
     N = Bt.shape[1]
     flat = Bt.reshape(-1)
@@ -215,11 +225,13 @@ class CrossProducts:
         xtx: np.ndarray | None = None,
         cells: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> "CrossProducts":
-        """Return the cross-products of one block of rows (weights already applied to
-        the terms' z, X and y; X best in C order); ``xtx``: X'X when already
-        computed. X and y stay apart: [X y] would be a copy of X's size. With
-        ``cells`` (cell, E), unweighted, X = E[cell] is not needed (None): the
-        products with it are sums over cells (see :func:`term_times_cells`).
+        """Return the cross-products of one block of rows.
+
+        The weights are already applied to the terms' z, X and y; X is best in
+        C order. ``xtx`` is X'X when already computed. X and y stay apart:
+        [X y] would be a copy of X's size. With ``cells`` (cell, E), unweighted,
+        X = E[cell] is not needed (None): the products with it are sums over
+        cells (see :func:`term_times_cells`).
         """
         t0, rest = terms[0], terms[1:]
         Q1 = sum(t.q for t in rest)

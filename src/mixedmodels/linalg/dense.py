@@ -27,7 +27,7 @@ _DENSE_BUILD_ENTRIES = 4_000_000
 
 
 def scale_rows(S: np.ndarray, bounds, lams) -> None:
-    """S <- Λ'S in place, Λ = blockdiag(I ⊗ λ_j) over the index ranges ``bounds``."""
+    """Compute S <- Λ'S in place, Λ = blockdiag(I ⊗ λ_j) over the index ranges ``bounds``."""
     ncol = S.shape[1]
     for (start, stop), lam in zip(bounds, lams):
         k = lam.shape[0]
@@ -39,7 +39,7 @@ def scale_rows(S: np.ndarray, bounds, lams) -> None:
 
 
 def scale_cols(S: np.ndarray, bounds, lams) -> None:
-    """S <- SΛ in place."""
+    """Compute S <- SΛ in place (Λ as in :func:`scale_rows`)."""
     nrow = S.shape[0]
     for (start, stop), lam in zip(bounds, lams):
         k = lam.shape[0]
@@ -63,18 +63,23 @@ class DenseFactor:
     lapack_threads: int | None = None  # BLAS threads inside the inverse
 
     def logdet_re(self) -> float:
+        """Return log det(Λ'Z'ZΛ + I)."""
         return 2.0 * float(np.log(np.diagonal(self.L)[: self.q]).sum())
 
     def logdet_x(self) -> float:
+        """Return log det(R_X'R_X), the REML correction."""
         return 2.0 * float(np.log(np.diagonal(self.L)[self.q : self.q + self.p]).sum())
 
     def pwrss(self) -> float:
+        """Return the penalised weighted residual sum of squares r²."""
         return float(self.L[-1, -1] ** 2)
 
     def LX(self) -> np.ndarray:
+        """Return the lower factor L_X of X'V⁻¹X / σ² (so vcov β = σ² (L_X L_X')⁻¹)."""
         return self.L[self.q : self.q + self.p, self.q : self.q + self.p]
 
     def solve(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Return β and the spherical random effects u (one (ℓ, k) array per term)."""
         e = np.zeros(self.L.shape[0])
         e[-1] = 1.0
         z = blas.dtrsv(self.L, e, lower=1, trans=1)  # L'z = e_N
@@ -83,7 +88,7 @@ class DenseFactor:
         return x[self.q :], us
 
     def inverse(self, sub: int) -> np.ndarray:
-        """(L L')⁻¹ of the leading ``sub`` rows, both triangles."""
+        """Return (L L')⁻¹ of the leading ``sub`` rows, both triangles."""
         if sub == 0:
             return np.zeros((0, 0))
         with blas_threads(self.lapack_threads):
@@ -93,7 +98,7 @@ class DenseFactor:
         return inv
 
     def diagonal_blocks(self, inv: np.ndarray) -> list[np.ndarray]:
-        """Per-level k x k diagonal blocks of the symmetric ``inv``."""
+        """Return the per-level k x k diagonal blocks of the symmetric ``inv``, per term."""
         out = []
         for (a, b), k in zip(self.bounds, self.ks):
             block = inv[a:b, a:b].reshape((b - a) // k, k, (b - a) // k, k)
@@ -101,6 +106,7 @@ class DenseFactor:
         return out
 
     def condvar_u(self) -> list[np.ndarray]:
+        """Return the diagonal blocks of (L_Z L_Z')⁻¹ per term: (ℓ, k, k) stacks."""
         return self.diagonal_blocks(self.inverse(self.q))
 
 
@@ -124,20 +130,23 @@ class DenseSystem:
 
     @property
     def dense_size(self) -> int:
+        """The size by which BLAS threads are chosen: the whole system's."""
         return self.N
 
     def copy(self) -> "DenseSystem":
-        """Return a copy sharing the (read-only) cross-products, without this one's
-        thread setting: two models can then use the two independently.
+        """Return a copy sharing the (read-only) cross-products, without the thread setting.
+
+        Two models can then use the two independently.
         """
         new = copy.copy(self)
         new.lapack_threads = None
         return new
 
     def with_response(self, v: np.ndarray) -> "DenseSystem":
-        """Return the system of the same design with another response: ``v`` is the
-        new [Z X y]'Wy in the system's order (terms, X, y); only A's last row
-        and column change.
+        """Return the system of the same design with another response.
+
+        ``v`` is the new [Z X y]'Wy in the system's order (terms, X, y); only A's
+        last row and column change.
         """
         new = self.copy()
         A = self.A.copy()
@@ -147,7 +156,12 @@ class DenseSystem:
         return new
 
     def factor(self, lams: list[np.ndarray], rows: bool = False, keep: bool = False):
-        """Return the factor of Λ̃'AΛ̃ + diag(I_q, 0); None if not positive definite."""
+        """Return the factor of Λ̃'AΛ̃ + diag(I_q, 0); None if not positive definite.
+
+        ``rows`` and ``keep`` are accepted for the interface of
+        :meth:`AugmentedSystem.factor`: the dense factor is always whole and owns
+        its arrays.
+        """
         S = self.A.copy()
         scale_rows(S, self.bounds, lams)
         PhiA = S[:, : self.q].copy()
@@ -160,14 +174,16 @@ class DenseSystem:
         return DenseFactor(lams, L, PhiA, self.q, self.p, self.bounds, self.ks, self.lapack_threads)
 
     def solve(self, f: DenseFactor) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Return β and the spherical random effects u of ``f`` (:meth:`DenseFactor.solve`)."""
         return f.solve()
 
     def gradient_parts(
         self, f: DenseFactor, sub: int, beta: np.ndarray, us: list[np.ndarray]
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per term K = Σ_l [Ω⁻¹Φ'Z_j]_(l,l) and R = Σ_l (Z_j'r)_l u_l' without
-        inverting λ: Ω is M (``sub = q``, ML) or the system with X (REML),
-        Φ = [ZΛ X] restricted alike, r = y - Xβ - ZΛu.
+        """Return per term K = Σ_l [Ω⁻¹Φ'Z_j]_(l,l) and R = Σ_l (Z_j'r)_l u_l'.
+
+        Both without inverting λ: Ω is M (``sub = q``, ML) or the system with X
+        (REML), Φ = [ZΛ X] restricted alike, r = y - Xβ - ZΛu.
         """
         q = self.q
         inv, Phi = f.inverse(sub)[:q], f.PhiA[:sub]
@@ -185,8 +201,10 @@ class DenseSystem:
         return out
 
     def inverse_block_sums(self, f: DenseFactor, sub: int) -> list[np.ndarray]:
-        """Σ over levels of the diagonal blocks of the inverse of the leading
-        ``sub`` rows (``sub = Q1`` for M, ``Q1 + p`` for REML's Ω).
+        """Return per term the sum over levels of the diagonal blocks of an inverse.
+
+        The inverse is that of the leading ``sub`` rows (``sub = Q1`` for M,
+        ``Q1 + p`` for REML's Ω).
         """
         return [b.sum(axis=0) for b in f.diagonal_blocks(f.inverse(sub))]
 

@@ -1,6 +1,8 @@
-"""The factor L of the augmented system at one θ (:class:`Factor`: the
-objective's pieces, β, the modes and their conditional variances) and the
-inverse of a leading block of a Cholesky factor (what the gradient reads).
+"""The factor L of the augmented system at one θ, and the inverse of a Cholesky factor's block.
+
+:class:`Factor` gives the objective's pieces, β, the modes and their
+conditional variances; :func:`inverse_from_factor` the inverse of a leading
+block of a Cholesky factor (what the gradient reads).
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ def inverse_from_factor(
     sub: int | None = None,
     keep_single: bool = False,
 ) -> np.ndarray:
-    """(L₁L₁')⁻¹ for L₁ = L[:sub, :sub] (all of L by default), L lower
-    triangular (its upper triangle is not read); the inverse's lower triangle,
-    float64, C or Fortran order (its upper triangle holds L's).
+    """Return the lower triangle of (L₁L₁')⁻¹ for L₁ = L[:sub, :sub] (all of L by default).
+
+    L is lower triangular (its upper triangle is not read). The inverse's lower
+    triangle comes as float64, C or Fortran order (its upper triangle holds L's).
 
     Only the gradient of the objective uses this inverse (the objective itself
     comes from L), so for a large L₁ it is computed in single precision
@@ -47,9 +50,9 @@ def inverse_from_factor(
     double precision): the gradient then has a relative error near 1e-6, far
     below the optimizer's gradient tolerance. ``single_min_rows`` overrides
     ``SINGLE_PRECISION_INVERSE_ROWS``. With ``keep_single`` (only where the
-    compiled loops are in use: the residual's product is one) an accepted single-precision inverse is returned as
-    it is, float32, for callers that read it through compiled loops: no double
-    copy of its size.
+    compiled loops are in use: the residual's product is one) an accepted
+    single-precision inverse is returned as it is, float32, for callers that
+    read it through compiled loops: no double copy of its size.
     """
     n = L.shape[0] if sub is None else sub
     threshold = SINGLE_PRECISION_INVERSE_ROWS if single_min_rows is None else single_min_rows
@@ -69,9 +72,10 @@ def inverse_from_factor(
 
 
 def _inverse_residual(L: np.ndarray, inv_lower: np.ndarray) -> float:
-    """‖L₁L₁'Zv - v‖/‖v‖ for Z = (L₁L₁')⁻¹ given by its lower triangle, L₁ the
-    leading block of L of Z's size, and a fixed pseudo-random v: how far Z is
-    from the inverse in practice. The triangular products run on all of L with
+    """Return ‖L₁L₁'Zv - v‖/‖v‖: how far Z is from the inverse of L₁L₁' in practice.
+
+    Z = (L₁L₁')⁻¹ is given by its lower triangle, L₁ is the leading block of L
+    of Z's size, and v a fixed pseudo-random vector. The triangular products run on all of L with
     v padded by zeros (their leading entries are L₁'s; a contiguous L is not
     copied).
     """
@@ -116,7 +120,7 @@ class Factor:
         return 2.0 * np.log(d).sum()
 
     def pwrss(self) -> float:
-        """Penalised weighted residual sum of squares r²."""
+        """Return the penalised weighted residual sum of squares r²."""
         return float(self.Lrr[-1, -1] ** 2)
 
     def LX(self) -> np.ndarray:
@@ -125,7 +129,7 @@ class Factor:
         return self.Lrr[s : s + self.p, s : s + self.p]
 
     def solve(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        """β and the spherical random effects u (one (ℓ, k) array per term)."""
+        """Return β and the spherical random effects u (one (ℓ, k) array per term)."""
         x = last_row_solution(self.Lrr)
         u_rest, beta = x[: self.Q1], x[self.Q1 :]
         c0 = self.Lxy0[-1].copy()
@@ -145,7 +149,7 @@ class Factor:
         return us
 
     def condvar_u(self) -> list[np.ndarray]:
-        """Diagonal blocks of (L_Z L_Z')⁻¹ per term: (ℓ, k, k) stacks.
+        """Return the diagonal blocks of (L_Z L_Z')⁻¹ per term: (ℓ, k, k) stacks.
 
         L_Z is the factor of Λ'Z'ZΛ + I alone, as lme4's conditional variances use.
         """
@@ -168,8 +172,10 @@ class Factor:
 
 
 def last_row_solution(L: np.ndarray) -> np.ndarray:
-    """Return x with L1'x = c, for L = [[L1, 0], [c', d]] lower triangular: from
-    L'z = e_N on the whole of L (x = -d z[:-1]), so that no copy of L1 is made.
+    """Return x with L1'x = c, for L = [[L1, 0], [c', d]] lower triangular.
+
+    It comes from L'z = e_N on the whole of L (x = -d z[:-1]), so that no copy
+    of L1 is made.
     """
     e = np.zeros(L.shape[0])
     e[-1] = 1.0

@@ -1,5 +1,6 @@
-"""The gradient step of :class:`~mixedmodels.linalg.augmented.AugmentedSystem`:
-per term, the sum over levels of the diagonal blocks of the inverse of the
+"""The gradient step of :class:`~mixedmodels.linalg.augmented.AugmentedSystem`.
+
+Per term, the sum over levels of the diagonal blocks of the inverse of the
 system's leading part, from which the analytic gradient of the profiled
 criterion follows (``gradient_parts``).
 """
@@ -16,10 +17,11 @@ __all__ = ["InverseBlockSums"]
 
 
 class InverseBlockSums:
-    """The gradient's parts of a factor: one part of
-    :class:`~mixedmodels.linalg.augmented.AugmentedSystem` (its base class),
-    kept apart because the gather of the first term's blocks has one path per
-    storage of B.
+    """The gradient's parts of a factor.
+
+    One part of :class:`~mixedmodels.linalg.augmented.AugmentedSystem` (its
+    base class), kept apart because the gather of the first term's blocks has
+    one path per storage of B.
 
     It reads the state the system's constructor sets (``Axy0``, ``N``,
     ``Q1``, ``k0``, ``rest_sizes``, ``scalar_rest``, ``compiled``,
@@ -31,9 +33,10 @@ class InverseBlockSums:
     def gradient_parts(
         self, f: Factor, sub: int, beta: np.ndarray, us: list[np.ndarray]
     ) -> list[tuple[np.ndarray, np.ndarray] | None]:
-        """Per term, K (∂ log det = 2 K[c, r]) and R (∂ r² = -2 R[r, c]) for
-        the θ element at (r, c) of λ; None where λ is singular (this form
-        divides by λ).
+        """Return per term K (∂ log det = 2 K[c, r]) and R (∂ r² = -2 R[r, c]).
+
+        The derivatives are by the θ element at (r, c) of λ; None where λ is
+        singular (this form divides by λ).
         """
         sums = self.inverse_block_sums(f, sub)
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
@@ -47,7 +50,7 @@ class InverseBlockSums:
         return out
 
     def inverse_block_sums(self, f: Factor, sub: int) -> list[np.ndarray]:
-        """Σ over levels of the diagonal k x k blocks of the inverse, per term.
+        """Return per term the sum over levels of the diagonal k x k blocks of the inverse.
 
         The inverse is that of the leading part of the system through the first
         ``sub`` rows of the dense block: ``sub = Q1`` gives M = Λ'Z'ZΛ + I (the ML
@@ -74,9 +77,10 @@ class InverseBlockSums:
         return sums
 
     def _lower_inverse(self, Lrr: np.ndarray, sub: int, keep_single: bool = False) -> np.ndarray:
-        """(L L')⁻¹ of the leading ``sub`` rows of the dense factor; its lower
-        triangle, or (with a diagonal lead) the entries the gradient reads;
-        ``keep_single``: see ``inverse_from_factor``.
+        """Return (L L')⁻¹ of the leading ``sub`` rows of the dense factor.
+
+        Its lower triangle, or (with a diagonal lead) the entries the gradient
+        reads; ``keep_single``: see ``inverse_from_factor``.
         """
         if sub == 0:
             return np.zeros((0, 0))
@@ -86,8 +90,9 @@ class InverseBlockSums:
             return inverse_from_factor(Lrr, sub=sub, keep_single=keep_single)
 
     def _inverse_diagonal_lead(self, Lrr: np.ndarray, sub: int) -> np.ndarray:
-        """S_sub⁻¹ for a factor with a diagonal lead D^½ and L21 below it: with
-        W = (L22 L22')⁻¹ of the rows after it,
+        """Return S_sub⁻¹ for a factor with a diagonal lead D^½ and L21 below it.
+
+        With W = (L22 L22')⁻¹ of the rows after it,
 
             S⁻¹ = [D⁻¹ + D^-½ L21'W L21 D^-½    -D^-½ L21'W]
                   [-W L21 D^-½                   W         ].
@@ -116,7 +121,7 @@ class InverseBlockSums:
     def _first_term_correction(
         self, inv: np.ndarray, lams: list[np.ndarray], Minv: np.ndarray, sub: int
     ) -> np.ndarray:
-        """Σ_s M_s⁻¹λ0'H_sλ0 M_s⁻¹ = Σ_s V_s'PV_s with V_s = B_s λ0 M_s⁻¹, (k0, k0).
+        """Return Σ_s M_s⁻¹λ0'H_sλ0 M_s⁻¹ = Σ_s V_s'PV_s with V_s = B_s λ0 M_s⁻¹, (k0, k0).
 
         Only this weighted sum of the H_s enters the gradient. With B dense it is
         taken directly by BLAS (:meth:`DenseBelow.weighted_trace`); otherwise the
@@ -131,16 +136,18 @@ class InverseBlockSums:
         return (left @ H @ np.transpose(left, (0, 2, 1))).sum(axis=0)
 
     def _full_p(self, inv: np.ndarray, lams: list[np.ndarray], sub: int) -> np.ndarray:
-        """P = Λ_r S_sub⁻¹ Λ_r' as a full symmetric N x N array (zero beyond ``sub``)
-        from the lower triangle of S_sub⁻¹.
+        """Return P = Λ_r S_sub⁻¹ Λ_r' as a full symmetric N x N array (zero beyond ``sub``).
+
+        It is built from the lower triangle of S_sub⁻¹.
         """
         P = np.zeros((self.N, self.N))
         P[:sub, :sub] = np.tril(inv) + np.tril(inv, -1).T
         return self._scale_rest(P, [lam.T for lam in lams])
 
     def _gather_first_term(self, inv: np.ndarray, lams: list[np.ndarray], sub: int) -> np.ndarray:
-        """H_s = B_s'PB_s for every level s of the first term, (ℓ0, k0, k0):
-        through B's random-effects rows (update operator's adjoint, compiled
+        """Return H_s = B_s'PB_s for every level s of the first term, (ℓ0, k0, k0).
+
+        Through B's random-effects rows (update operator's adjoint, compiled
         loops or sparse products), plus its dense X rows for REML.
         """
         Q1 = self.Q1
@@ -179,8 +186,9 @@ class InverseBlockSums:
         return up.adjoint(weighted).reshape(-1, self.k0, self.k0)
 
     def _x_blocks_scalar(self, inv: np.ndarray, scale: np.ndarray, sub: int):
-        """P's X columns, (Q1, p) and (p, p), from the lower triangle of S⁻¹,
-        when Λ_r is one scalar per term.
+        """Return P's X columns, (Q1, p) and (p, p), when Λ_r is one scalar per term.
+
+        They are read from the lower triangle of S⁻¹.
         """
         Q1 = self.Q1
         P_rx = inv[Q1:sub, :Q1].T * self._row_scale(scale)[:, None]
@@ -190,8 +198,9 @@ class InverseBlockSums:
     def _gather_re_rows(
         self, inv: np.ndarray, P: np.ndarray | None, lams: list[np.ndarray], sub: int
     ) -> np.ndarray:
-        """Return the random-effects part of H_s (P's leading Q1 x Q1 block) by the
-        compiled loops or, without them, sparse products.
+        """Return the random-effects part of H_s (P's leading Q1 x Q1 block).
+
+        By the compiled loops or, without them, sparse products.
         """
         Q1 = self.Q1
         if self._use_kernels:
@@ -204,8 +213,9 @@ class InverseBlockSums:
         return self._gather_by_products(P[:Q1, :Q1])
 
     def _gather_x_rows(self, P_rx: np.ndarray, P_xx: np.ndarray) -> np.ndarray:
-        """Return the part of B_s'PB_s through B's dense X rows:
-        B_re,s'P_rx B_x,s (and its transpose, added by the caller's
+        """Return the part of B_s'PB_s through B's dense X rows.
+
+        That is B_re,s'P_rx B_x,s (and its transpose, added by the caller's
         symmetrisation, hence twice here) + B_x,s'P_xx B_x,s.
         """
         k0, p = self.k0, P_xx.shape[0]
@@ -216,8 +226,9 @@ class InverseBlockSums:
         return 2.0 * cross + np.einsum("mla,mlb->lab", Bx, PB)
 
     def _gather_by_products(self, P: np.ndarray, chunk: int = 256) -> np.ndarray:
-        """H_s = B_re,s'P B_re,s level by level, in chunks (P: Q1 x Q1), when
-        neither the update operator nor the compiled loops exist.
+        """Return H_s = B_re,s'P B_re,s level by level, in chunks (P: Q1 x Q1).
+
+        The path when neither the update operator nor the compiled loops exist.
         """
         k0 = self.k0
         B = self._B_re

@@ -28,9 +28,10 @@ __all__ = ["BlockedSystem", "BlockedFactor"]
 
 
 class WeightedCrossProducts:
-    """G'diag(w)G for any row weights w by one sparse product: every pair of
-    nonzeros in a row of G touches one position of the upper triangle, and the
-    map w -> those sums is a sparse matrix built once.
+    """G'diag(w)G for any row weights w, by one sparse product.
+
+    Every pair of nonzeros in a row of G touches one position of the upper
+    triangle, and the map w -> those sums is a sparse matrix built once.
     """
 
     def __init__(self, G: sp.csr_array):
@@ -60,10 +61,11 @@ def term_matrix(term) -> sp.csr_array:
 
 @dataclass
 class BlockedFactor:
-    """The factor of one PWLS step: per level of the first term the Cholesky
-    factor L0 of M_s = λ0'A_sλ0 + I, the rows R = L0⁻¹B̃' below it, and the
-    dense Cholesky factor LS of the Schur complement of the other terms (and
-    X, for a joint step).
+    """The factor of one PWLS step.
+
+    Per level of the first term the Cholesky factor L0 of M_s = λ0'A_sλ0 + I,
+    the rows R = L0⁻¹B̃' below it, and the dense Cholesky factor LS of the
+    Schur complement of the other terms (and X, for a joint step).
     """
 
     L0: np.ndarray  # (ℓ0, k0, k0) lower
@@ -80,7 +82,7 @@ class BlockedFactor:
         return 2.0 * float(d0 + np.log(np.diagonal(self.LS)[: self.Q1]).sum())
 
     def first_sd(self) -> np.ndarray:
-        """1 / diag(L) of the first term's rows (adaptive quadrature's scale)."""
+        """Return 1 / diag(L) of the first term's rows (adaptive quadrature's scale)."""
         return 1.0 / np.diagonal(self.L0, axis1=1, axis2=2).ravel()
 
     def RX(self) -> np.ndarray:
@@ -88,9 +90,10 @@ class BlockedFactor:
         return self.LS[self.Q1 :, self.Q1 :]
 
     def condvar_blocks(self) -> tuple[np.ndarray, np.ndarray]:
-        """Diagonal blocks of (Λ'Z'WZΛ + I)⁻¹ (a step without X): the first
-        term's per level, (ℓ0, k0, k0), and the rest's as the full Q1 x Q1
-        inverse (the caller takes its diagonal blocks).
+        """Return the diagonal blocks of (Λ'Z'WZΛ + I)⁻¹ (a step without X).
+
+        The first term's per level, (ℓ0, k0, k0), and the rest's as the full
+        Q1 x Q1 inverse (the caller takes its diagonal blocks).
         """
         Q1 = self.Q1
         L0inv = np.linalg.inv(self.L0)
@@ -143,7 +146,7 @@ class BlockedSystem:
         self._below_positions(self.Zr)
 
     def _first_positions(self) -> None:
-        """Where each row's products z0_a z0_b land among the first term's blocks."""
+        """Find where each row's products z0_a z0_b land among the first term's blocks."""
         k0 = self.k0
         a, b = np.meshgrid(np.arange(k0), np.arange(k0), indexing="ij")
         self._pos00 = (self.codes0[:, None] * k0 * k0 + (a * k0 + b).ravel()[None, :]).ravel()
@@ -151,8 +154,9 @@ class BlockedSystem:
         self._pos0 = (self.codes0[:, None] * k0 + np.arange(k0)[None, :]).ravel()
 
     def _below_positions(self, G: sp.csr_array) -> None:
-        """Where each row's products G_ic z0_ia land in the Q1 x q0 array B of
-        the other terms' rows (G = Z_rest).
+        """Find where each row's products G_ic z0_ia land in B.
+
+        B is the Q1 x q0 array of the other terms' rows (G = Z_rest).
         """
         k0, q0 = self.k0, self.q0
         counts = np.diff(G.indptr)
@@ -165,7 +169,7 @@ class BlockedSystem:
     # -- cross-products at weights w ------------------------------------------
 
     def _below(self, w: np.ndarray, m: int) -> np.ndarray:
-        """[Z_rest X]'WZ0, its first ``m`` rows (C order)."""
+        """Return [Z_rest X]'WZ0, its first ``m`` rows (C order)."""
         Q1, q0 = self.Q1, self.q0
         if not Q1:
             rest = np.zeros(0)

@@ -1,6 +1,7 @@
-"""The rank update of the Schur complement as a precomputed sparse linear map
-(:class:`RankUpdate`): from the first term's per-level blocks C_s to the
-touched positions of B blockdiag(C_s) B' (see :mod:`mixedmodels.linalg.augmented`).
+"""The rank update of the Schur complement as a precomputed sparse linear map.
+
+:class:`RankUpdate` maps the first term's per-level blocks C_s to the touched
+positions of B blockdiag(C_s) B' (see :mod:`mixedmodels.linalg.augmented`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ __all__ = ["RankUpdate", "block_pairs", "scalar_pairs"]
 
 
 def _pair_index(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair (e, f), f <= e, of entries within the same level, for levels
-    of m[s] consecutive entries, level by level and e-major.
+    """Return every pair (e, f), f <= e, of entries within the same level.
+
+    The levels hold m[s] consecutive entries; the pairs come level by level and
+    e-major.
     """
     total = int(m.sum())
     # int32 while it fits: these arrays are as long as the pairs, and halving
@@ -36,8 +39,9 @@ def _pair_index(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _positions(flat: np.ndarray, N: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the touched flat positions in order and the rank of each pair's position
-    among them (a mark and a running count: no sort).
+    """Return the touched flat positions in order and the rank of each pair's position among them.
+
+    A mark and a running count: no sort.
     """
     mark = np.zeros(N * N, dtype=bool)
     mark[flat] = True
@@ -45,8 +49,10 @@ def _positions(flat: np.ndarray, N: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scalar_pairs(B: sp.csc_array, m: np.ndarray, N: int):
-    """Return the operator for a scalar first term: one column per level, whose entries
-    are already the level's rows in order (sorted CSC).
+    """Return the operator and touched positions for a scalar first term.
+
+    B has one column per level, whose entries are already the level's rows in
+    order (sorted CSC).
     """
     B.sort_indices()
     rows, vals = B.indices.astype(np.int64), B.data
@@ -58,7 +64,7 @@ def scalar_pairs(B: sp.csc_array, m: np.ndarray, N: int):
 
 
 def block_pairs(B: sp.csc_array, m: np.ndarray, k0: int, N: int):
-    """Return the operator for a first term with k0 > 1 columns per level."""
+    """Return the operator and touched positions for a first term of k0 > 1 columns per level."""
     nlev = len(m)
     coo = B.tocoo()
     level = coo.col // k0
@@ -82,8 +88,9 @@ def block_pairs(B: sp.csc_array, m: np.ndarray, k0: int, N: int):
 
 
 class RankUpdate:
-    """Sparse linear map from the first term's C_s blocks to the Schur-complement
-    update: ``update[positions] = T @ vec(C)`` on the flattened N x N array.
+    """Sparse linear map from the first term's C_s blocks to the Schur-complement update.
+
+    ``update[positions] = T @ vec(C)`` on the flattened N x N array.
 
     ``positions`` are the touched flat indices i N + j (i <= j), sorted. T is a
     CSC matrix, or only its pattern ``(ptr, rank)`` when every value is 1 (a
@@ -108,13 +115,13 @@ class RankUpdate:
         self._edges = block_edges  # first row of each block after the first
 
     def apply(self, c: np.ndarray) -> np.ndarray:
-        """T c: the update at the positions."""
+        """Return T c: the update at the positions."""
         if self.T is not None:
             return self.T @ c
         return _kernels.pattern_apply(*self.pattern, c, len(self.positions))
 
     def adjoint(self, w: np.ndarray) -> np.ndarray:
-        """T'w: per entry of C, the weighted sum over its positions."""
+        """Return T'w: per entry of C, the weighted sum over its positions."""
         if self.T is not None:
             return self.T.T @ w
         return _kernels.pattern_adjoint(*self.pattern, w)
@@ -126,6 +133,7 @@ class RankUpdate:
 
     @functools.cached_property
     def cols(self) -> np.ndarray:
+        """Column (>= row) of each position in the N x N array."""
         return self.positions % self.N
 
     @functools.cached_property
@@ -135,10 +143,12 @@ class RankUpdate:
 
     @functools.cached_property
     def col_block(self) -> np.ndarray:
+        """Block (term after the first, or [X y]) of each position's column."""
         return np.searchsorted(self._edges, self.cols, side="right")
 
     @property
     def nblocks(self) -> int:
+        """Number of blocks: the terms after the first, and [X y]."""
         return len(self._edges) + 1
 
     @functools.cached_property
@@ -148,7 +158,7 @@ class RankUpdate:
 
     @functools.cached_property
     def weight(self) -> np.ndarray:
-        """Off-diagonal positions stand for two entries of the symmetric update."""
+        """Weight per position: 2 off the diagonal (it stands for two symmetric entries), else 1."""
         return np.where(self.rows == self.cols, 1.0, 2.0)
 
     def row_pointers(self, nrows: int) -> np.ndarray:
@@ -160,12 +170,13 @@ class RankUpdate:
         return ptr
 
     def block_scales(self, scale: np.ndarray) -> np.ndarray:
-        """scale[row_block] * scale[col_block] at every position (one gather)."""
+        """Return scale[row_block] * scale[col_block] at every position (one gather)."""
         return np.outer(scale[: self.nblocks], scale[: self.nblocks]).ravel()[self.pair_code]
 
     def lower_entries(self, A: np.ndarray) -> np.ndarray:
-        """A[cols, rows] (the lower triangle's entries at the transposed
-        positions) by one gather from A's memory, C or Fortran order.
+        """Return A[cols, rows]: the lower triangle's entries at the transposed positions.
+
+        By one gather from A's memory, C or Fortran order.
         """
         n = A.shape[0]
         if A.flags.f_contiguous:  # A.T is C-contiguous: A[c, r] = A.T[r, c]

@@ -19,16 +19,17 @@ __all__ = ["SchurComplement"]
 
 
 def _zero_upper_rows(S: np.ndarray, rows: int, block: int = 64) -> None:
-    """Zero S[i, j] for i < ``rows`` and i <= j < ``rows`` (C order), in
-    bands of rows: the upper triangle of the leading block, about half of
-    the memory a full clear would write (LAPACK reads no other entry).
+    """Zero S[i, j] for i < ``rows`` and i <= j < ``rows`` (C order), in bands of rows.
+
+    That is the upper triangle of the leading block, about half of the memory a
+    full clear would write (LAPACK reads no other entry).
     """
     for i0 in range(0, rows, block):
         S[i0 : min(i0 + block, rows), i0:rows] = 0.0
 
 
 def _update_weights(lam0: np.ndarray, L00inv: np.ndarray) -> np.ndarray:
-    """C_s = λ0 M_s⁻¹ λ0' per level of the first term: the rank update is B blockdiag(C) B'."""
+    """Return C_s = λ0 M_s⁻¹ λ0' per level of the first term (the update is B blockdiag(C) B')."""
     return lam0 @ np.transpose(L00inv, (0, 2, 1)) @ L00inv @ lam0.T
 
 
@@ -39,9 +40,10 @@ def _blockdiag_csr(blocks: np.ndarray) -> sp.csr_array:
 
 
 class SchurComplement:
-    """The Schur complement and the factor's rows below the first term: one
-    part of :class:`~mixedmodels.linalg.augmented.AugmentedSystem` (its base
-    class), kept apart because each way of forming S is a page of its own.
+    """The Schur complement and the factor's rows below the first term.
+
+    One part of :class:`~mixedmodels.linalg.augmented.AugmentedSystem` (its
+    base class), kept apart because each way of forming S is a page of its own.
 
     It reads the state the system's constructor sets (``Arr``, ``Axy0``,
     ``N``, ``Q1``, ``p``, ``k0``, ``rest_sizes``, ``scalar_rest``,
@@ -51,8 +53,10 @@ class SchurComplement:
     """
 
     def _xy_update(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return the [X y] columns of the rank update B blockdiag(C) B': the rows of the
-        other terms, (Q1, p + 1), and the [X y] block, (p + 1, p + 1).
+        """Return the [X y] columns of the rank update B blockdiag(C) B'.
+
+        As the rows of the other terms, (Q1, p + 1), and the [X y] block,
+        (p + 1, p + 1).
         """
         k0, m = self.k0, self.p + 1
         CB = np.einsum("lab,mlb->lam", C, self.Axy0.reshape(m, -1, k0)).reshape(-1, m)
@@ -60,21 +64,25 @@ class SchurComplement:
         return np.asarray(cross), self.Axy0 @ CB
 
     def _rows_below(self, lams: list[np.ndarray], L00inv: np.ndarray):
-        """L[re, 0] = Λ_r'B_re blockdiag(F_s) as a :class:`RowsBelow` (not formed)
-        and L[xy, 0] = B_xy blockdiag(F_s), F_s = λ0 L00_s⁻ᵀ.
+        """Return L[re, 0] = Λ_r'B_re blockdiag(F_s) and L[xy, 0] = B_xy blockdiag(F_s).
+
+        F_s = λ0 L00_s⁻ᵀ; L[re, 0] comes as a :class:`RowsBelow` (not formed),
+        None without other terms.
         """
         F = lams[0] @ np.transpose(L00inv, (0, 2, 1))  # (ℓ0, k0, k0)
         rows = RowsBelow(self._below, F, self._block_bounds[:-1], lams[1:]) if self.Q1 else None
         return rows, self._xy_rows(F)
 
     def _xy_rows(self, F: np.ndarray) -> np.ndarray:
-        """L[xy, 0] = B_xy blockdiag(F_s), (p + 1, q0)."""
+        """Return L[xy, 0] = B_xy blockdiag(F_s), (p + 1, q0)."""
         m = self.p + 1
         return np.einsum("mla,lab->mlb", self.Axy0.reshape(m, -1, self.k0), F).reshape(m, -1)
 
     def _sparse_rows(self, lams: list[np.ndarray], F: np.ndarray) -> sp.sparray:
-        """Λ_r'B_re blockdiag(F_s) from B's single sparse copy: scaled entries
-        when every λ is a scalar, sparse products with block diagonals otherwise.
+        """Return Λ_r'B_re blockdiag(F_s), formed from B's single sparse copy.
+
+        By scaled entries when every λ is a scalar, sparse products with block
+        diagonals otherwise.
         """
         B = self._B_re
         if self.scalar_rest and self.k0 == 1:
@@ -88,8 +96,10 @@ class SchurComplement:
         return sp.csr_array(left @ B @ _blockdiag_csr(F))
 
     def _schur_operator(self, lams: list[np.ndarray], L00inv: np.ndarray) -> np.ndarray:
-        """Λ_r'(A_rr - B C B')Λ_r + I, the update from the precomputed operator
-        (random-effects block) and dense products ([X y] columns).
+        """Return Λ_r'(A_rr - B C B')Λ_r + I by the precomputed operator.
+
+        The update comes from the operator (random-effects block) and dense
+        products ([X y] columns).
 
         Only the upper triangle (C order) is correct, which is all LAPACK reads.
         """
@@ -113,7 +123,7 @@ class SchurComplement:
         return self._work
 
     def _finish_general(self, S: np.ndarray, lams: list[np.ndarray]) -> np.ndarray:
-        """From A_rr - update (upper triangle valid) to Λ_r'(...)Λ_r + I, any Λ_r."""
+        """Turn A_rr - update (upper triangle valid) into Λ_r'(...)Λ_r + I, any Λ_r."""
         lower = np.tri(self.N, k=-1, dtype=bool)
         np.copyto(S, S.T, where=lower)
         self._scale_rest(S, lams)
@@ -132,8 +142,9 @@ class SchurComplement:
         cross: np.ndarray,
         xy: np.ndarray,
     ) -> None:
-        """S = Λ_r'(A_rr - update)Λ_r on the upper triangle, when every term after
-        the first is scalar (Λ_r is one scalar per block).
+        """Write S = Λ_r'(A_rr - update)Λ_r on the upper triangle, for scalar later terms.
+
+        Every term after the first is scalar: Λ_r is one scalar per block.
 
         The random-effects block of A_rr is as sparse as the update (every
         nonzero of it is a position the operator touches): that block is
@@ -160,8 +171,10 @@ class SchurComplement:
         S[Q1:, Q1:] = self.Arr[Q1:, Q1:] - xy
 
     def _arr_at_positions(self) -> np.ndarray | None:
-        """A_rr at the operator's positions, or None if A_rr's random-effects
-        block has a nonzero elsewhere (then it is written block by block).
+        """Return A_rr at the operator's positions (computed once).
+
+        None if A_rr's random-effects block has a nonzero elsewhere (then it is
+        written block by block).
         """
         if not hasattr(self, "_arr_pos_values"):
             Q1, up = self.Q1, self._update
@@ -175,9 +188,10 @@ class SchurComplement:
         return self._arr_pos_values
 
     def _schur_kernel(self, lams: list[np.ndarray], L00inv: np.ndarray) -> np.ndarray:
-        """Λ_r'(A_rr - B C B')Λ_r + I with the update accumulated by a compiled loop
-        over B's pattern (no pair list: for models too large for the operator).
-        With scalar terms after the first, one more compiled pass scales and
+        """Return Λ_r'(A_rr - B C B')Λ_r + I by a compiled loop over B's pattern.
+
+        The update is accumulated without a pair list: for models too large for
+        the operator. With scalar terms after the first, one more compiled pass scales and
         finishes the upper triangle, which is all LAPACK reads.
         """
         C = _update_weights(lams[0], L00inv)
@@ -197,9 +211,11 @@ class SchurComplement:
         return self._finish_general(S, lams[1:])
 
     def _schur_dense(self, lams: list[np.ndarray], L00inv: np.ndarray) -> np.ndarray:
-        """Λ_r'(A_rr - B C B')Λ_r + I with B dense: A_rr copied into the workspace,
-        the update subtracted by syrk over chunks of B blockdiag(F_s), F_s F_s' = C_s
-        (F_s = λ0 L00_s⁻ᵀ: no square root of C, and C_s = 0 is no special case).
+        """Return Λ_r'(A_rr - B C B')Λ_r + I with B dense.
+
+        A_rr is copied into the workspace and the update subtracted by syrk over
+        chunks of B blockdiag(F_s), F_s F_s' = C_s (F_s = λ0 L00_s⁻ᵀ: no square
+        root of C, and C_s = 0 is no special case).
         """
         S = self._workspace()
         np.copyto(S, self.Arr)
@@ -213,8 +229,9 @@ class SchurComplement:
         return self._finish_general(S, lams[1:])
 
     def _schur_products(self, lams: list[np.ndarray], L00inv: np.ndarray) -> np.ndarray:
-        """Λ_r'A_rr Λ_r + I - L_r0 L_r0' from explicit sparse products (the
-        fallback without the update operator and without Numba).
+        """Return Λ_r'A_rr Λ_r + I - L_r0 L_r0' from explicit sparse products.
+
+        The fallback without the update operator and without Numba.
         """
         F = lams[0] @ np.transpose(L00inv, (0, 2, 1))
         Lre0 = self._sparse_rows(lams[1:], F) if self.Q1 else None

@@ -39,6 +39,8 @@ class OptimizerRecord:
         Only kept when asked for (``keep_history=True``).
     blas_threads : (int or None, int or None)
         BLAS threads the fit used throughout and inside the factorisations.
+    converged : bool
+        Whether ``return_code`` is a success code (property).
     """
 
     optimizer: str
@@ -56,6 +58,11 @@ class OptimizerRecord:
 
     @property
     def converged(self) -> bool:
+        """Whether the optimizer stopped on a success code.
+
+        NLopt's ``SUCCESS``, ``FTOL_REACHED``, ``XTOL_REACHED`` and ``STOPVAL_REACHED``, or
+        ``CONVERGED`` (L-BFGS-B); not an evaluation or time limit, nor a failure.
+        """
         return self.return_code in {
             "SUCCESS",
             "FTOL_REACHED",
@@ -79,12 +86,15 @@ class ThetaScaling:
 
     @property
     def identity(self) -> bool:
+        """Whether the scale is all ones (then every method returns its argument)."""
         return bool(np.all(self.scale == 1.0))
 
     def to_search(self, theta: np.ndarray) -> np.ndarray:
+        """Map θ to the search coordinates x = θ × ``scale``."""
         return np.asarray(theta, dtype=float) * self.scale
 
     def objective(self, objective: Callable[[np.ndarray], float]) -> Callable[[np.ndarray], float]:
+        """Wrap an objective of θ as one of the search coordinates x."""
         if self.identity:
             return objective
         return lambda x: objective(x / self.scale)
@@ -92,6 +102,10 @@ class ThetaScaling:
     def objective_gradient(
         self, objective_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]]
     ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+        """Wrap ``objective_gradient`` (value and gradient in θ) as one of x.
+
+        The gradient is divided by ``scale`` (chain rule of x = θ × ``scale``).
+        """
         if self.identity:
             return objective_gradient
 
@@ -102,7 +116,7 @@ class ThetaScaling:
         return scaled
 
     def start_evaluation(self, start_evaluation: Callable | None) -> Callable | None:
-        """``start_evaluation`` (value, gradient, Hessian diagonal or None) on x."""
+        """Wrap ``start_evaluation`` (value, gradient, Hessian diagonal or None) as one of x."""
         if self.identity or start_evaluation is None:
             return start_evaluation
 
@@ -138,8 +152,10 @@ _RETURN_CODES = {
 
 
 class _EvaluationLog:
-    """Counts evaluations and keeps the start, the best point and (optionally)
-    the whole history; calls ``callback(count, best)`` after each evaluation.
+    """Log of an optimizer's evaluations.
+
+    Counts evaluations and keeps the start, the best point and (optionally) the whole history;
+    calls ``callback(count, best)`` after each evaluation.
     """
 
     def __init__(self, keep_history: bool, callback: Callable[[int, float], None] | None):
@@ -223,7 +239,7 @@ def minimize_theta(
 
 
 def _initial_step(x0: np.ndarray) -> np.ndarray:
-    """Return initial trust-region radius per coordinate (0.2 on the θ scale, as lme4)."""
+    """Return the initial trust-region radius per coordinate (0.2 on the θ scale, as lme4)."""
     return np.maximum(0.2 * np.maximum(np.abs(x0), 1.0), 1e-4)
 
 
@@ -254,16 +270,18 @@ def minimize_theta_gradient(
     or exactly on 0 without one, is checked by one evaluation a little off it,
     and the search resumes from there if that is lower. A search whose every
     step from its start failed is reported as not converged (code
-    ``"FAILURE"``), never as an optimum at its start. L-BFGS-B needs three to four times fewer evaluations than
-    BOBYQA; an evaluation with the gradient costs about two and a half without.
+    ``"FAILURE"``), never as an optimum at its start. L-BFGS-B needs three to
+    four times fewer evaluations than BOBYQA; an evaluation with the gradient
+    costs about two and a half without.
 
     Parameters
     ----------
     start_evaluation : callable, optional
         ``start_evaluation(θ) -> (value, gradient, curvature)`` for the first
         point, where ``curvature`` is None or estimates of the Hessian's
-        diagonal there (all > 0). With estimates the search runs on x = θ √curvature: L-BFGS-B starts from a multiple
-        of the identity, so on those coordinates its first steps are close to
+        diagonal there (all > 0). With estimates the search runs on
+        x = θ √curvature: L-BFGS-B starts from a multiple of the identity, so
+        on those coordinates its first steps are close to
         Newton steps instead of a fixed fraction of ‖θ‖, and its stopping rule
         on the projected gradient, |∂f/∂x_t| <= tol, puts θ_t within about
         tol / sqrt(H_tt) of the optimum and the objective within tol²/2 of its
@@ -361,8 +379,9 @@ def _probe_coordinates(
     scale: np.ndarray,
     which: np.ndarray,
 ) -> np.ndarray | None:
-    """Return a point lower than ``x`` one step along some coordinate (of those
-    ``which`` marks), if there is one.
+    """Return a point lower than ``x`` one step along a coordinate, if there is one.
+
+    Only the coordinates ``which`` marks are tried.
 
     L-BFGS-B accepts its start when the gradient there is below its tolerance,
     which it is also at a saddle or a maximum (θ = 0 of a variance, where the
@@ -399,13 +418,33 @@ def bfgs(
     fg, x0: np.ndarray, hinv: np.ndarray, gtol: float = 1e-4, ftol_rel: float = 1e-12,
     maxeval: int = 200,
 ) -> dict[str, Any]:
-    """Minimise by BFGS with a backtracking (Armijo) line search, from ``x0``
-    with the first inverse Hessian ``hinv``.
+    """Minimise by BFGS with a backtracking (Armijo) line search.
 
+    The search starts from ``x0`` with the first inverse Hessian ``hinv``.
     Converged when the largest gradient component is below
     max(gtol, 1e-7 |f|) (the rule of ``minimize_theta_gradient``, whose search
     L-BFGS-B is too costly per iteration for the many tiny fits of a
     bootstrap) or when a full step lowers f by less than ``ftol_rel`` |f|.
+    A direction that is not downhill restarts from ``hinv``.
+
+    Parameters
+    ----------
+    fg : callable
+        ``fg(x) -> (f, gradient)``; a non-finite f rejects the trial step.
+    x0 : ndarray
+        Start.
+    hinv : ndarray
+        Inverse Hessian to start from (and to restart from).
+    gtol, ftol_rel : float
+        Gradient and relative objective tolerances (see above).
+    maxeval : int
+        Most evaluations of ``fg``, the line searches' included.
+
+    Returns
+    -------
+    dict
+        ``x`` and ``f`` (the last accepted point and its value), ``f0`` (the
+        value at ``x0``), ``evaluations`` and ``converged``.
     """
     x = x0.copy()
     f, g = fg(x)

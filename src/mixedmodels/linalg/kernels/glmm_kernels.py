@@ -34,7 +34,7 @@ __all__ = ["available", "ready", "supports", "kernels", "warm_up"]
 
 
 def available() -> bool:
-    """Whether Numba can be used (see ``_compiled.numba_enabled``)."""
+    """Return whether Numba can be used (see ``loader.numba_enabled``)."""
     return numba_enabled()
 
 
@@ -45,9 +45,11 @@ SMALL_ROWS = 10_000
 
 
 def supports(family: Family, nobs: int | None = None) -> bool:
-    """Whether ``family`` has compiled steps (its variance function and its
-    link a ``kernel_code`` each) and a model of ``nobs`` rows built now uses
-    them (see :func:`ready`).
+    """Return whether a model of ``family`` and ``nobs`` rows built now uses compiled steps.
+
+    ``family`` has them when its variance function and its link have a
+    ``kernel_code`` each; a model built now uses them as :func:`ready` says
+    (small: at most ``SMALL_ROWS`` rows).
     """
     if family.kernel_code is None or family.link.kernel_code is None:
         return False
@@ -55,16 +57,19 @@ def supports(family: Family, nobs: int | None = None) -> bool:
 
 
 def ready(small: bool = False) -> bool:
-    """Whether the kernels are loaded (see :mod:`mixedmodels.linalg.kernels.loader` and
-    ``KernelSet.ready`` for ``small``).
+    """Return whether the kernels are loaded and a model built now uses them.
+
+    See :mod:`mixedmodels.linalg.kernels.loader`, and ``KernelSet.ready`` for
+    ``small``.
     """
     return KERNELS.ready(small)
 
 
 def warm_up() -> None:
-    """Load (or compile) every kernel the engine calls, with the argument
-    types it passes, on a tiny model: two crossed scalar terms of two levels,
-    an intercept, four rows.
+    """Load (or compile) every kernel the engine calls, with the argument types it passes.
+
+    On a tiny model: two crossed scalar terms of two levels, an intercept, four
+    rows.
     """
     from mixedmodels.linalg.kernels import glmm_numba as g
 
@@ -92,7 +97,7 @@ KERNELS = KernelSet("glmer", __name__, warm_up)
 
 @functools.cache
 def kernels():
-    """(assemble, update, pirls), compiled on first use (or loaded from Numba's cache)."""
+    """Return (assemble, update, pirls), compiled on first use (or loaded from Numba's cache)."""
     from mixedmodels.linalg.kernels import glmm_numba as _glmm_numba
 
     return _glmm_numba.assemble, _glmm_numba.update, _glmm_numba.pirls
@@ -100,7 +105,7 @@ def kernels():
 
 @functools.cache
 def weighted_sums():
-    """``_glmm_numba.weighted_sums`` (the PWLS system's sums before elimination)."""
+    """Return ``glmm_numba.weighted_sums`` (the PWLS system's sums before elimination)."""
     from mixedmodels.linalg.kernels import glmm_numba as _glmm_numba
 
     return _glmm_numba.weighted_sums
@@ -108,8 +113,9 @@ def weighted_sums():
 
 @functools.cache
 def rescaling():
-    """(``scaled_sums``, ``eliminate``) of ``_glmm_numba``: a PWLS system
-    from its sums at unit λ.
+    """Return (``scaled_sums``, ``eliminate``) of ``glmm_numba``.
+
+    Together they make a PWLS system from its sums at unit λ.
     """
     from mixedmodels.linalg.kernels import glmm_numba as _glmm_numba
 
@@ -118,7 +124,7 @@ def rescaling():
 
 @functools.cache
 def sparse_downdate():
-    """``_glmm_numba.sparse_downdate`` (S -= R'R from R's nonzeros)."""
+    """Return ``glmm_numba.sparse_downdate`` (S -= R'R from R's nonzeros)."""
     from mixedmodels.linalg.kernels import glmm_numba as _glmm_numba
 
     return _glmm_numba.sparse_downdate

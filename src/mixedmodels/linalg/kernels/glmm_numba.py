@@ -1,7 +1,8 @@
-"""The Numba kernels of :mod:`mixedmodels.linalg.kernels.glmm_kernels` (imported only when
-Numba is installed and a model uses them). Module-level functions, so that
-Numba's on-disk cache finds them again in the next process (functions defined
-inside another function are recompiled every time).
+"""The Numba kernels of :mod:`mixedmodels.linalg.kernels.glmm_kernels`.
+
+Imported only when Numba is installed and a model uses them. Module-level
+functions, so that Numba's on-disk cache finds them again in the next process
+(functions defined inside another function are recompiled every time).
 """
 
 import math
@@ -18,6 +19,12 @@ LOG_EPS = math.log(EPS)  # below it the log link's μ is clamped to EPS
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def linkinv(eta, link):
+    """Return μ = g⁻¹(η) for the link coded ``link`` (logit 0, log 1, probit 2, cloglog 3).
+
+    With R's clamps (``family.c``): the logit's η beyond ±30, the log's μ at
+    least ε, the probit's η within ±``PROBIT_THRESH``, the cloglog's μ within
+    [ε, 1 - ε].
+    """
     if link == 0:  # logit
         if eta < -30.0:
             t = EPS
@@ -37,9 +44,10 @@ def linkinv(eta, link):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def mu_eta(eta, mu, link):
-    """dμ/dη at η, given μ = linkinv(η): for the logit and log links from μ
-    (μ(1 - μ) and μ, equal to R's exp-based formulas up to rounding), saving
-    an exp per row.
+    """Return dμ/dη at η, given μ = linkinv(η).
+
+    For the logit and log links it comes from μ (μ(1 - μ) and μ, equal to R's
+    exp-based formulas up to rounding), saving an exp per row.
     """
     if link == 0:
         if eta > 30.0 or eta < -30.0:
@@ -55,17 +63,19 @@ def mu_eta(eta, mu, link):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def xlogy(x, y):
+    """Return x log y, 0 for x = 0 (R's ``y_log_y`` convention)."""
     return 0.0 if x == 0.0 else x * math.log(y)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def variance(mu, fam):
+    """Return the variance function at μ for the family coded ``fam`` (binomial 0, Poisson 1)."""
     return mu * (1.0 - mu) if fam == 0 else mu
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def deviance_part(y, mu, wt, fam):
-    """The μ-dependent part of a row's deviance (the saturated part is added by the caller)."""
+    """Return the μ-dependent part of a row's deviance (the caller adds the saturated part)."""
     if fam == 0:
         return -2.0 * wt * (xlogy(y, mu) + xlogy(1.0 - y, 1.0 - mu))
     return -2.0 * wt * (xlogy(y, mu) - mu)
@@ -73,8 +83,9 @@ def deviance_part(y, mu, wt, fam):
 
 @numba.njit(cache=True, nogil=True)
 def assemble(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0, Q1, downdate=True):
-    """Return the PWLS system at the working weights of (η, μ), eliminated level by
-    level of the first term.
+    """Return the PWLS system at the working weights of (η, μ), the first term eliminated.
+
+    The first term's levels are eliminated level by level.
 
     ``XT`` is X' in C order (p x n), for X'WX (see :func:`weighted_gram`).
     Returns L0 (ℓ0: the first term's diagonal factor), R (ℓ0 x m: the rows
@@ -89,11 +100,12 @@ def assemble(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0,
 
 @numba.njit(cache=True, nogil=True)
 def weighted_sums(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam, l0, Q1):
-    """Return the sums of the PWLS system at the working weights of (η, μ), before
-    the first term's levels are eliminated: (L0, c0, R, S, yr) with L0 the
-    first term's diagonal of Λ'Z'WZΛ (without the identity), c0 and yr the
-    right-hand side, R the first term's rows of the off-diagonal block and S
-    the rest (upper triangle; the X block whole).
+    """Return the sums of the PWLS system at the working weights of (η, μ), before elimination.
+
+    That is before the first term's levels are eliminated: (L0, c0, R, S, yr)
+    with L0 the first term's diagonal of Λ'Z'WZΛ (without the identity), c0
+    and yr the right-hand side, R the first term's rows of the off-diagonal
+    block and S the rest (upper triangle; the X block whole).
     """
     n = y.shape[0]
     p = X.shape[1]
@@ -122,9 +134,11 @@ def weighted_sums(codes, zv, lam, offs, X, XT, eta, mu, y, wt, offset, link, fam
 
 @numba.njit(cache=True, nogil=True)
 def scaled_sums(unit, lam, offs, Q1, beta, joint):
-    """:func:`weighted_sums` at λ from ``unit``, its result at unit λ with X
-    and the same weights: every sum is a product of the weights with at most
-    two λ's, so this costs O(ℓ0 m) instead of a pass over the rows. Fixed β
+    """Return :func:`weighted_sums` at λ from ``unit``, its result at unit λ.
+
+    ``unit`` is taken with X and the same weights: every sum is a product of
+    the weights with at most two λ's, so this costs O(ℓ0 m) instead of a pass
+    over the rows. Fixed β
     (``joint`` False): the system without X, its right-hand side at the
     offset plus Xβ (the working response's η - offset loses Xβ, and the
     unit sums hold Z'WX).
@@ -166,8 +180,9 @@ def scaled_sums(unit, lam, offs, Q1, beta, joint):
 
 @numba.njit(cache=True, nogil=True)
 def eliminate(L0, c0, R, S, yr, Q1, downdate):
-    """Return the first term's levels eliminated from :func:`weighted_sums`' system
-    (in place): L0 its diagonal factor, R scaled by it, y0 the forward sweep,
+    """Eliminate the first term's levels from :func:`weighted_sums`' system, in place.
+
+    L0 becomes its diagonal factor, R scaled by it, y0 the forward sweep,
     S and yr the Schur complement's (S's downdate left to the caller when
     ``downdate`` is False). Returns (L0, R, S, y0, yr).
     """
@@ -196,10 +211,11 @@ def eliminate(L0, c0, R, S, yr, Q1, downdate):
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def weighted_gram(XT, w, wz, S, yr, Q1):
-    """X'WX (both triangles) and X'Wz into S's and yr's last p rows, from
-    X' (p x n, C order): contiguous columns whose products the compiler may
-    vectorise (reassociating only these sums), twice as fast as a BLAS call
-    on a handful of columns (tall, thin products are BLAS's worst case).
+    """Add X'WX (both triangles) and X'Wz into S's and yr's last p rows.
+
+    From X' (p x n, C order): contiguous columns whose products the compiler
+    may vectorise (reassociating only these sums), twice as fast as a BLAS
+    call on a handful of columns (tall, thin products are BLAS's worst case).
     """
     p, n = XT.shape
     for j in range(p):
@@ -219,7 +235,7 @@ def weighted_gram(XT, w, wz, S, yr, Q1):
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate_rows(codes, zv, lam, offs, w, wz, X, l0, Q1, L0, c0, S, yr):
-    """Return the rows' sums into L0, c0, S, yr and a new R (ℓ0 x m), returned."""
+    """Add the rows' sums into L0, c0, S and yr, and return them for R, a new (ℓ0 x m) array."""
     R = np.zeros((l0, Q1 + X.shape[1]))
     if codes.shape[0] == 2:
         _accumulate_two(codes, zv, lam, offs[1], w, wz, X, Q1, L0, c0, S, yr, R)
@@ -230,13 +246,14 @@ def _accumulate_rows(codes, zv, lam, offs, w, wz, X, l0, Q1, L0, c0, S, yr):
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate_two(codes, zv, lam, off1, w, wz, X, Q1, L0, c0, S, yr, R):
-    """:func:`_accumulate_general` for two terms, the common case, in a loop
-    without the general one's index arrays. Rows sorted by a term (as data
-    usually are) make that term's sums chains of dependent read-modify-writes
-    of the same entries: for a term whose level mostly stays the same from
-    row to row, the sums run in registers (and a small array for X's columns)
-    and are added when the level changes (VerbAgg, sorted by item: 35% less
-    time).
+    """Add the rows' sums as :func:`_accumulate_general` does, for two terms (the common case).
+
+    In a loop without the general one's index arrays. Rows sorted by a term
+    (as data usually are) make that term's sums chains of dependent
+    read-modify-writes of the same entries: for a term whose level mostly stays
+    the same from row to row, the sums run in registers (and a small array for
+    X's columns) and are added when the level changes (VerbAgg, sorted by item:
+    35% less time).
     """
     n = w.shape[0]
     p = X.shape[1]
@@ -297,7 +314,7 @@ def _accumulate_two(codes, zv, lam, off1, w, wz, X, Q1, L0, c0, S, yr, R):
 
 @numba.njit(cache=True, nogil=True)
 def _mostly_repeated(codes):
-    """Whether most of the first 1,024 rows repeat the previous row's level."""
+    """Return whether most of the first 1,024 rows repeat the previous row's level."""
     m = min(codes.shape[0], 1025)
     same = 0
     for i in range(1, m):
@@ -308,9 +325,11 @@ def _mostly_repeated(codes):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _flush(diag, d, vec, v, row, Q1, run):
-    """A level's running sums added to its entries: ``d`` to its diagonal
-    entry ``diag[0]``, ``v`` to its right-hand side ``vec[0]`` (one-element
-    views) and ``run`` to X's columns of its ``row`` (``run`` then reset).
+    """Add a level's running sums to its entries.
+
+    ``d`` to its diagonal entry ``diag[0]``, ``v`` to its right-hand side
+    ``vec[0]`` (one-element views) and ``run`` to X's columns of its ``row``
+    (``run`` then reset).
     """
     diag[0] += d
     vec[0] += v
@@ -321,9 +340,10 @@ def _flush(diag, d, vec, v, row, Q1, run):
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate_general(codes, zv, lam, offs, w, wz, X, Q1, L0, c0, S, yr, R):
-    """The rows' sums for any number of terms: per row its first-term
-    level's L0, c0 and row of R, and the Schur block's entries of its other
-    terms' levels.
+    """Add the rows' sums for any number of terms.
+
+    Per row, to its first-term level's L0, c0 and row of R, and to the Schur
+    block's entries of its other terms' levels.
     """
     n = w.shape[0]
     T = codes.shape[0]
@@ -355,7 +375,7 @@ def _accumulate_general(codes, zv, lam, offs, w, wz, X, Q1, L0, c0, S, yr, R):
 
 @numba.njit(cache=True, nogil=True)
 def sparse_downdate(R, S):
-    """S -= R'R on S's upper triangle, from each row's nonzeros only."""
+    """Compute S -= R'R on S's upper triangle, from each row's nonzeros only."""
     l0, m = R.shape
     nz = np.empty(m, np.int64)
     for s in range(l0):
@@ -380,8 +400,10 @@ LOG_BATCH = 16
 
 @numba.njit(cache=True, nogil=True)
 def update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu):
-    """η = offset + ZΛu + Xb and μ into ``eta``/``mu``; returns the
-    μ-dependent part of the deviance.
+    """Write η = offset + ZΛu + Xb and μ into ``eta``/``mu``; return the deviance's μ part.
+
+    The returned value is the μ-dependent part of the deviance (see
+    :func:`deviance_part`).
     """
     n = y.shape[0]
     T = codes.shape[0]
@@ -407,7 +429,7 @@ def update(codes, zv, lam, ubase, X, u, b, offset, y, wt, link, fam, eta, mu):
 
 @numba.njit(cache=True, nogil=True)
 def _logit_deviance(eta, y, wt, mu):
-    """μ = logit⁻¹(η) into ``mu`` and the binomial deviance's μ-dependent part.
+    """Write μ = logit⁻¹(η) into ``mu``; return the binomial deviance's μ-dependent part.
 
     With t = exp(η), log μ = η - log(1 + t) and log(1 - μ) = -log(1 + t), so
     y log μ + (1 - y) log(1 - μ) = yη - log(1 + t): no branch on y (R's
@@ -446,8 +468,9 @@ def _logit_deviance(eta, y, wt, mu):
 
 @numba.njit(cache=True, nogil=True)
 def _log_deviance(eta, y, wt, mu):
-    """μ = exp(η) into ``mu`` and the Poisson deviance's μ-dependent part:
-    log μ = η, no log at all (below R's clamp at ε, and far up, as
+    """Write μ = exp(η) into ``mu``; return the Poisson deviance's μ-dependent part.
+
+    log μ = η: no log at all (below R's clamp at ε, and far up, as
     ``linkinv``).
     """
     exp_into(eta, mu, LOG_EPS, EXP_MAX)
@@ -476,8 +499,9 @@ EXP_MAX = 709.0  # n <= 1023: 2**n is a normal number
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def exp_into(x, out, lo, hi):
-    """Compute out = exp(x) for x in [lo, hi] (x clamped to it: callers use other
-    formulas outside), lo >= -708 and hi <= EXP_MAX.
+    """Compute out = exp(x) for x in [lo, hi], lo >= -708 and hi <= EXP_MAX.
+
+    x is clamped to the interval: callers use other formulas outside.
     """
     n = x.shape[0]
     scale_bits = np.empty(n, dtype=np.int64)
@@ -507,10 +531,12 @@ def exp_into(x, out, lo, hi):
 
 @numba.njit(cache=True, nogil=True)
 def cholesky_upper_stored(S):
-    """Lower Cholesky factor of the symmetric matrix whose upper triangle ``S``
-    holds (as ``assemble`` leaves it); ok False where it is not positive
-    definite (LAPACK's dpotrf info > 0). Column by column: for the small
-    Schur blocks the fused PIRLS uses (<= 64 rows), not worth a LAPACK call.
+    """Return (L, ok): the lower Cholesky factor of the matrix whose upper triangle ``S`` holds.
+
+    The symmetric matrix is stored as ``assemble`` leaves it; ok is False where
+    it is not positive definite (LAPACK's dpotrf info > 0). Column by column:
+    for the small Schur blocks the fused PIRLS uses (<= 64 rows), not worth a
+    LAPACK call.
     """
     m = S.shape[0]
     L = np.zeros((m, m))
@@ -551,8 +577,10 @@ def cholesky_solve(L, b):
 @numba.njit(cache=True, nogil=True)
 def pirls(codes, zv, lam, offs, ubase, X, XT, y, wt, offset, eta0, mu0, link, fam, l0, Q1,
           tol, maxit, max_halvings, dev_saturated, unit, beta):
-    """Return the whole PIRLS loop of ``models.glmm.engine.Engine.pirls`` (lme4's pwrssUpdate) in
-    one call, for small Schur blocks: the same steps, tests and step halving.
+    """Run the whole PIRLS loop of ``models.glmm.engine.Engine.pirls`` in one call.
+
+    That is lme4's pwrssUpdate, for small Schur blocks: the same steps, tests
+    and step halving.
 
     Returns (status, u, b, eta, mu, pdev, iterations, L0, R, LS, ldl2); status
     0 ok, 1 system not positive definite, 2 non-finite deviance, 3 step

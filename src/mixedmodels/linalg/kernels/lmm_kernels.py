@@ -10,12 +10,12 @@ temporary sparse matrices (B's dense [X y] rows are dense products in the
 engine); a third loop scales and finishes the dense block in one pass over its
 upper triangle (numpy would make several passes over an array of ~100 MB).
 When B is dense enough that most pairs exist, the engine uses BLAS instead
-(``linalg.DenseBelow``).
+(:class:`~mixedmodels.linalg.below.DenseBelow`).
 
 Imported only when such a model is fitted; ``ready()`` says whether a model
 built now uses the loops (Numba installed, not switched off, the loops loaded:
-see :mod:`mixedmodels.linalg.kernels.loader`); otherwise the engine falls back to scipy's
-sparse products.
+see :mod:`mixedmodels.linalg.kernels.loader`); otherwise the engine falls back
+to scipy's sparse products.
 """
 
 from __future__ import annotations
@@ -44,35 +44,35 @@ __all__ = [
 
 
 def available() -> bool:
-    """Whether Numba can be used (see ``_compiled.numba_enabled``)."""
+    """Return whether Numba can be used (see ``loader.numba_enabled``)."""
     return numba_enabled()
 
 
 def ready() -> bool:
-    """Whether a model built now uses the loops (see :mod:`mixedmodels.linalg.kernels.loader`):
-    the sequential ones are loaded in the background; the parallel ones, for
-    the largest models only, on their first use.
+    """Return whether a model built now uses the loops.
+
+    See :mod:`mixedmodels.linalg.kernels.loader`: the sequential ones are loaded
+    in the background; the parallel ones, for the largest models only, on their
+    first use.
     """
     return KERNELS.ready()
 
 
 @functools.cache
 def _kernels():
-    """(rank_update, finish_scalar, gather_blocks), compiled on first use or
-    loaded from Numba's cache.
-    """
+    """Return (rank_update, finish_scalar, gather_blocks), compiled on first use or cached."""
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     return _lmm_numba.rank_update, _lmm_numba.finish_scalar, _lmm_numba.gather_blocks
 
 
 def warm_up(parallel: bool = True) -> None:
-    """Compile (or load from Numba's cache) the loops once, on tiny inputs: the
-    first use in a process otherwise pays about a second for it. With
+    """Compile (or load from Numba's cache) the loops once, on tiny inputs.
+
+    The first use in a process otherwise pays about a second for it. With
     ``parallel=False`` only the sequential ones (the update operator's build
-    and its scatter and gather):
-    running a parallel loop starts Numba's worker threads, which then compete
-    with BLAS for the cores.
+    and its scatter and gather): running a parallel loop starts Numba's worker
+    threads, which then compete with BLAS for the cores.
     """
     import scipy.sparse as sp
 
@@ -97,15 +97,17 @@ def warm_up(parallel: bool = True) -> None:
 
 
 def accumulators(nlev: int, N: int) -> np.ndarray:
-    """Zeroed per-thread accumulators for :func:`rank_update`, (threads, N, N)."""
+    """Return zeroed per-thread accumulators for :func:`rank_update`, (threads, N, N)."""
     import numba
 
     return np.zeros((max(1, min(numba.get_num_threads(), nlev)), N, N))
 
 
 def rank_update(B, k0: int, C: np.ndarray, N: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Upper triangle (C order) of B blockdiag(C_s) B', accumulated into ``out``
-    (zeroed, from :func:`accumulators`); returns the per-thread parts, (t, N, N).
+    """Accumulate the upper triangle (C order) of B blockdiag(C_s) B' into ``out``.
+
+    ``out`` is zeroed, from :func:`accumulators` (made when None). Returns the
+    per-thread parts, (t, N, N), whose sum is the update.
     """
     if out is None:
         out = accumulators(C.shape[0], N)
@@ -114,14 +116,18 @@ def rank_update(B, k0: int, C: np.ndarray, N: int, out: np.ndarray | None = None
 
 
 def finish_scalar(Arr: np.ndarray, acc: np.ndarray, sc: np.ndarray, nq: int, S: np.ndarray) -> None:
-    """S = diag(sc)(Arr - Σ acc)diag(sc) + I_nq on the upper triangle (C order); clears ``acc``."""
+    """Set S = diag(sc)(Arr - Σ acc)diag(sc) + I_nq on the upper triangle (C order).
+
+    ``acc`` is cleared (zeroed) for the next update.
+    """
     _kernels()[1](Arr, acc, sc, nq, S)
 
 
 def gather_blocks(B, k0: int, Pu: np.ndarray, sc: np.ndarray, sub: int) -> np.ndarray:
-    """H_s = B_s' P B_s for every level s, (ℓ0, k0, k0), for P = diag(sc) S diag(sc)
-    on the leading ``sub`` rows (zero beyond) with S symmetric, given by its
-    upper triangle ``Pu`` (C order).
+    """Return H_s = B_s' P B_s for every level s, (ℓ0, k0, k0).
+
+    P = diag(sc) S diag(sc) on the leading ``sub`` rows (zero beyond), with S
+    symmetric, given by its upper triangle ``Pu`` (C order).
     """
     out = np.empty((B.shape[1] // k0, k0, k0))
     _kernels()[2](B.indptr, B.indices, B.data, k0, np.ascontiguousarray(Pu), sc, sub, out)
@@ -132,9 +138,10 @@ def scatter_upper(
     S: np.ndarray, nrows: int, rowptr: np.ndarray, positions: np.ndarray,
     arr: np.ndarray, update: np.ndarray, sc: np.ndarray,
 ) -> None:
-    """S's leading ``nrows`` x ``nrows`` upper triangle (C order): diag(sc)(arr -
-    update)diag(sc) at the sorted flat ``positions`` (row i's from ``rowptr[i]``),
-    zero elsewhere.
+    """Write S's leading ``nrows`` x ``nrows`` upper triangle (C order).
+
+    diag(sc)(arr - update)diag(sc) at the sorted flat ``positions`` (row i's
+    from ``rowptr[i]``), zero elsewhere.
     """
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
@@ -145,9 +152,11 @@ def gather_lower(
     inv: np.ndarray, nrows: int, rowptr: np.ndarray, positions: np.ndarray, N: int,
     sc: np.ndarray,
 ) -> np.ndarray:
-    """Return w sc[i] sc[j] inv[j, i] at the positions (i, j) of an N x N C-ordered
-    array (see :func:`scatter_upper`), from the lower triangle of the
-    Fortran-ordered ``inv``; w = 2 off the diagonal, 1 on it.
+    """Return w sc[i] sc[j] inv[j, i] at the positions (i, j) of an N x N C-ordered array.
+
+    The positions are as in :func:`scatter_upper`; the values come from the
+    lower triangle of the Fortran-ordered ``inv``; w = 2 off the diagonal, 1 on
+    it.
     """
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
@@ -157,8 +166,10 @@ def gather_lower(
 
 
 def symv_lower(Z: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Z v in double precision, Z symmetric given by the lower triangle of a
-    Fortran-ordered array (float32 or float64).
+    """Return Z v in double precision.
+
+    Z is symmetric, given by the lower triangle of a Fortran-ordered array
+    (float32 or float64).
     """
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
@@ -168,10 +179,12 @@ def symv_lower(Z: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def scalar_pairs(B, N: int):
-    """Return the update operator of a scalar first term from B's sorted CSC pattern in
-    one compiled pass: (ptr, rank, value, touched), the operator's CSC arrays
-    (int32 where they fit) and the touched flat positions (``linalg.rank_update.scalar_pairs``
-    builds the same with numpy, several times slower). ``value`` is None when
+    """Return the update operator of a scalar first term from B's sorted CSC pattern.
+
+    In one compiled pass: (ptr, rank, value, touched), the operator's CSC
+    arrays (int32 where they fit) and the touched flat positions
+    (``linalg.rank_update.scalar_pairs`` builds the same with numpy, several
+    times slower). ``value`` is None when
     every entry of B is 1 (unweighted rows, each pair of levels met at most
     once): then every value is 1, and :func:`pattern_apply` and
     :func:`pattern_adjoint` apply the operator without an array as long as the
@@ -187,7 +200,10 @@ def scalar_pairs(B, N: int):
 
 
 def pattern_apply(ptr: np.ndarray, rank: np.ndarray, c: np.ndarray, nrows: int) -> np.ndarray:
-    """T c for the (nrows x len(c)) operator whose values are all 1 (see :func:`scalar_pairs`)."""
+    """Return T c for the (nrows x len(c)) operator whose values are all 1.
+
+    See :func:`scalar_pairs`.
+    """
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     out = np.empty(nrows)
@@ -196,7 +212,7 @@ def pattern_apply(ptr: np.ndarray, rank: np.ndarray, c: np.ndarray, nrows: int) 
 
 
 def pattern_adjoint(ptr: np.ndarray, rank: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """T'w for the operator of :func:`pattern_apply`."""
+    """Return T'w for the operator of :func:`pattern_apply`."""
     from mixedmodels.linalg.kernels import lmm_numba as _lmm_numba
 
     out = np.empty(len(ptr) - 1)

@@ -1,7 +1,9 @@
-"""The Numba kernels of :mod:`mixedmodels.linalg.kernels.lmm_kernels` (imported only when Numba
-is installed and a model uses them). Module-level functions, so that Numba's
-on-disk cache finds them again in the next process (functions defined inside
-another function are compiled again in every process: about 3 s).
+"""The Numba kernels of :mod:`mixedmodels.linalg.kernels.lmm_kernels`.
+
+Imported only when Numba is installed and a model uses them. Module-level
+functions, so that Numba's on-disk cache finds them again in the next process
+(functions defined inside another function are compiled again in every
+process: about 3 s).
 """
 
 import numba
@@ -10,8 +12,9 @@ import numpy as np
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def rank_update(indptr, indices, data, k0, C, out):
-    """out[t, i, j] += Σ_ab C[s, a, b] B[i, (s, a)] B[j, (s, b)] for i <= j (upper),
-    levels split into ``out.shape[0]`` chunks run in parallel, one
+    """Accumulate out[t, i, j] += Σ_ab C[s, a, b] B[i, (s, a)] B[j, (s, b)] for i <= j (upper).
+
+    The levels are split into ``out.shape[0]`` chunks run in parallel, one
     accumulator each (summed by the caller).
 
     Row indices are sorted within a column, so the entries j >= i of column
@@ -37,6 +40,7 @@ def rank_update(indptr, indices, data, k0, C, out):
 
 @numba.njit(cache=True, nogil=True)
 def finish_row(Arr, acc, sc, nq, S, i):
+    """Finish row ``i`` of S for :func:`finish_scalar` (its entries j >= i), clearing ``acc``'s."""
     N = S.shape[0]
     for j in range(i, N):
         u = 0.0
@@ -49,9 +53,10 @@ def finish_row(Arr, acc, sc, nq, S, i):
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def finish_scalar(Arr, acc, sc, nq, S):
-    """S[i, j] = sc[i] sc[j] (Arr[i, j] - Σ_t acc[t, i, j]) for j >= i, plus 1
-    on the first ``nq`` diagonal entries; the accumulators are cleared for
-    the next update. Rows h and N - 1 - h go to the same thread, so the
+    """Set S[i, j] = sc[i] sc[j] (Arr[i, j] - Σ_t acc[t, i, j]) for j >= i.
+
+    Plus 1 on the first ``nq`` diagonal entries; the accumulators are cleared
+    for the next update. Rows h and N - 1 - h go to the same thread, so the
     threads get equal shares of the triangle.
     """
     N = S.shape[0]
@@ -62,7 +67,8 @@ def finish_scalar(Arr, acc, sc, nq, S):
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def gather_blocks(indptr, indices, data, k0, Pu, sc, sub, out):
-    """out[s, a, b] = Σ_ij B[i, (s, a)] P[i, j] B[j, (s, b)] for
+    """Set out[s, a, b] = Σ_ij B[i, (s, a)] P[i, j] B[j, (s, b)] for every level s.
+
     P[i, j] = sc[i] sc[j] S⁻¹[i, j] on the leading ``sub`` rows (zero beyond),
     S⁻¹ given by its upper triangle ``Pu`` (C order): no full P is built.
     """
@@ -105,7 +111,7 @@ _H01 = np.uint64(0x0101010101010101)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _popcount(x):
-    """Set bits of a uint64 (the SWAR count: no intrinsic needed)."""
+    """Return the number of set bits of a uint64 (the SWAR count: no intrinsic needed)."""
     x = x - ((x >> np.uint64(1)) & _M1)
     x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
     x = (x + (x >> np.uint64(4))) & _M4
@@ -114,8 +120,9 @@ def _popcount(x):
 
 @numba.njit(cache=True, nogil=True)
 def scalar_pairs(indptr, indices, data, N, with_values):
-    """Return the update operator of a scalar first term from B's sorted CSC pattern:
-    for every level s and every pair f <= e of its entries (rows r_f <= r_e,
+    """Return the update operator of a scalar first term from B's sorted CSC pattern.
+
+    For every level s and every pair f <= e of its entries (rows r_f <= r_e,
     level by level, e-major), the value B_f B_e at the rank of the flat
     position r_f N + r_e among all positions touched. Returns (ptr, rank,
     value, touched): the operator in CSC form (one column per level) and the
@@ -171,8 +178,10 @@ def scalar_pairs(indptr, indices, data, N, with_values):
 
 @numba.njit(cache=True, nogil=True)
 def pattern_apply(ptr, rank, c, out):
-    """Compute out = T c for T given by its CSC pattern (column pointers ``ptr``, row
-    ``rank``s) with every value 1: the order of scipy's csc_matvec.
+    """Compute out = T c for T given by its CSC pattern with every value 1.
+
+    The pattern is the column pointers ``ptr`` and row ``rank``s; the sums are
+    in the order of scipy's csc_matvec.
     """
     out[:] = 0.0
     for s in range(len(ptr) - 1):
@@ -183,7 +192,7 @@ def pattern_apply(ptr, rank, c, out):
 
 @numba.njit(cache=True, nogil=True)
 def pattern_adjoint(ptr, rank, w, out):
-    """out = T'w for T as in ``pattern_apply``: the order of scipy's csr_matvec on T' (CSR)."""
+    """Compute out = T'w for T as in ``pattern_apply``: the order of scipy's csr_matvec on T'."""
     for s in range(len(ptr) - 1):
         acc = 0.0
         for k in range(ptr[s], ptr[s + 1]):
@@ -193,10 +202,11 @@ def pattern_adjoint(ptr, rank, w, out):
 
 @numba.njit(cache=True, nogil=True)
 def scatter_upper(S, nrows, rowptr, positions, arr, update, sc):
-    """S[i, j] = (arr[p] - update[p]) sc[i] sc[j] at the update operator's
-    positions p (flat i N + j of the C-ordered S, sorted; ``rowptr`` the first
-    position of each row), zero elsewhere in the upper triangle of the leading
-    ``nrows`` x ``nrows`` block: one pass over it, no temporaries.
+    """Set S[i, j] = (arr[p] - update[p]) sc[i] sc[j] at the update operator's positions p.
+
+    The positions are flat i N + j of the C-ordered S, sorted, ``rowptr`` the
+    first position of each row; zero elsewhere in the upper triangle of the
+    leading ``nrows`` x ``nrows`` block: one pass over it, no temporaries.
     """
     N = S.shape[1]
     flat = S.reshape(-1)
@@ -212,8 +222,10 @@ def scatter_upper(S, nrows, rowptr, positions, arr, update, sc):
 
 @numba.njit(cache=True, nogil=True)
 def gather_lower(inv, nrows, rowptr, positions, N, sc, out):
-    """out[p] = w sc[i] sc[j] inv[j, i] at the update operator's positions p =
-    (i, j), i <= j (see ``scatter_upper``), from the lower triangle of ``inv``
+    """Set out[p] = w sc[i] sc[j] inv[j, i] at the update operator's positions p = (i, j).
+
+    i <= j (see ``scatter_upper``); the values come from the lower triangle of
+    ``inv``
     (Fortran order: inv[j, i] at flat i n + j); w = 1 on the diagonal, 2 off it
     (an off-diagonal position stands for two entries of the symmetric array).
     """
@@ -230,9 +242,10 @@ def gather_lower(inv, nrows, rowptr, positions, N, sc, out):
 
 @numba.njit(cache=True, nogil=True)
 def symv_lower(Z, v, out):
-    """Compute out = Z v in double precision for a symmetric Z given by the lower
-    triangle of a Fortran-ordered array of any float type (the
-    single-precision inverse: no double copy of it).
+    """Compute out = Z v in double precision for a symmetric Z given by its lower triangle.
+
+    Z is a Fortran-ordered array of any float type (the single-precision
+    inverse: no double copy of it).
     """
     n = v.shape[0]
     out[:] = 0.0

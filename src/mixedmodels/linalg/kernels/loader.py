@@ -1,5 +1,7 @@
-"""When the Numba kernels are used: Numba importable and not switched off, and
-the kernels loaded from Numba's on-disk cache.
+"""When the Numba kernels are used, and how they are loaded.
+
+They are used when Numba is importable and not switched off, and the kernels
+are loaded from Numba's on-disk cache.
 
 Compiling the kernels takes 15-20 s (once after an install or upgrade: Numba
 caches them next to the modules), loading them from the cache a few tenths of a
@@ -25,8 +27,9 @@ same script gives the same digits in every process. Numba itself is not
 imported until a set loads.
 
 ``MIXEDMODELS_NUMBA=0`` in the environment switches the kernels off (the numpy
-path, as where Numba cannot be imported); ``mixedmodels.linalg.kernels.wait()`` blocks until every set
-is ready (benchmarks, and anyone who wants the compiled path from the first fit).
+path, as where Numba cannot be imported); ``mixedmodels.linalg.kernels.wait()``
+blocks until every set is ready (benchmarks, and anyone who wants the compiled
+path from the first fit).
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ _SETS: list["KernelSet"] = []
 
 @functools.cache
 def _numba_importable() -> bool:
-    """Whether Numba is installed and not blocked, without importing it (0.2 s:
-    a process whose models take the numpy path never pays it). An installed
+    """Return whether Numba is installed and not blocked, without importing it.
+
+    Importing costs 0.2 s: a process whose models take the numpy path never
+    pays it. An installed
     Numba that fails to import is found by the loading thread (the set's
     ``error``), and the models take the numpy path.
     """
@@ -61,9 +66,11 @@ def _numba_importable() -> bool:
 
 
 def numba_enabled() -> bool:
-    """Whether the kernels may be used: Numba importable and the environment
-    variable ``MIXEDMODELS_NUMBA`` not set to 0, false, no or off (read at
-    every call, so that a test can switch the numpy path on).
+    """Return whether the kernels may be used.
+
+    They may when Numba is importable and the environment variable
+    ``MIXEDMODELS_NUMBA`` is not set to 0, false, no or off (read at every call,
+    so that a test can switch the numpy path on).
     """
     if os.environ.get("MIXEDMODELS_NUMBA", "").strip().lower() in ("0", "false", "no", "off"):
         return False
@@ -75,8 +82,21 @@ class _MustCompile(Exception):
 
 
 class KernelSet:
-    """A set of kernels, defined in ``module`` as ``KERNELS`` and made ready
-    by ``warm_up`` in a background thread (see the module's docstring).
+    """A set of kernels, defined in ``module`` as ``KERNELS``.
+
+    The set is made ready by ``warm_up`` in a background thread (see the
+    module's docstring).
+
+    Attributes
+    ----------
+    name : str
+        Short name (the loading thread's name holds it).
+    module : str
+        The module defining the set, imported by the compiling process.
+    compiled_here : bool
+        Whether this process had the kernels compiled (not found in the cache).
+    error : BaseException or None
+        Why the set could not be loaded (the models then take the numpy path).
     """
 
     def __init__(self, name: str, module: str, warm_up: Callable[[], None]):
@@ -93,16 +113,18 @@ class KernelSet:
         _SETS.append(self)
 
     def ready(self, small: bool = False) -> bool:
-        """Whether a model built now uses the kernels: True once they are
-        loaded, and inside the warm-up itself; False without Numba, when
-        switched off, or while they are being compiled.
+        """Return whether a model built now uses the kernels.
+
+        True once they are loaded, and inside the warm-up itself; False without
+        Numba, when switched off, or while they are being compiled.
 
         ``small``: the model fits faster on the numpy path than the kernels
         load (a few tenths of a second: importing Numba and its first call).
         If it is the first model of the process to ask for this set, it takes
         the numpy path and nothing is loaded (a script that fits one small
-        model is done sooner); the models after it wait for the set to load. The choice depends on the order of the calls only,
-        never on timing, so that the same calls give the same numbers.
+        model is done sooner); the models after it wait for the set to load.
+        The choice depends on the order of the calls only, never on timing, so
+        that the same calls give the same numbers.
         """
         if not numba_enabled():
             return False
@@ -117,7 +139,7 @@ class KernelSet:
         return self._done.is_set() and self.error is None
 
     def wait(self) -> bool:
-        """Block until the kernels are ready; whether they can be used."""
+        """Block until the kernels are ready; return whether they can be used."""
         if not numba_enabled():
             return False
         with self._lock:
@@ -154,8 +176,10 @@ class KernelSet:
             self._decided.set()
 
     def _load(self, stop_at_compile: bool) -> None:
-        """The warm-up; with ``stop_at_compile`` it raises _MustCompile where
-        Numba would compile (a load from the cache raises no compile event).
+        """Run the warm-up, loading the kernels.
+
+        With ``stop_at_compile`` it raises _MustCompile where Numba would
+        compile (a load from the cache raises no compile event).
         """
         from numba.core import event
 
@@ -177,9 +201,11 @@ class KernelSet:
             event.unregister("numba:compile", listener)
 
     def _compile_elsewhere(self) -> None:
-        """Compile the set in a new Python process, in its own session (it
-        completes the cache even if this process exits first), and wait for
-        it; if no process can be started, the caller compiles here.
+        """Compile the set in a new Python process and wait for it.
+
+        The process runs in its own session: it completes the cache even if this
+        process exits first. If no process can be started, the caller compiles
+        here.
         """
         # the folder holding the package (src/ or site-packages), for the new process's import path
         package_root = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3))
@@ -198,7 +224,9 @@ class KernelSet:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child (bootstrap workers) has no loading thread, and Numba's
+    """Put the sets being loaded at a fork on the numpy path in the child.
+
+    A forked child (bootstrap workers) has no loading thread, and Numba's
     compiler lock may be held by the thread that no longer exists: sets being
     loaded at the fork stay on the numpy path in the child (sets not started
     start there on demand).
@@ -220,7 +248,8 @@ def kernel_sets() -> list[KernelSet]:
 
 
 def compile_set(module: str) -> None:
-    """Compile (and so cache) the kernel set defined in ``module``: what the
-    process started by :class:`KernelSet` runs.
+    """Compile (and so cache) the kernel set defined in ``module``.
+
+    This is what the process started by :class:`KernelSet` runs.
     """
     importlib.import_module(module).KERNELS.compile_here()
