@@ -38,11 +38,11 @@ from pathlib import Path
 MODELS = {
     "lmer sleepstudy": (
         "sleepstudy", "mm.lmer('Reaction ~ Days + (Days | Subject)', data)",
-        "getattr(m._system, 'compiled', None)",  # None: no kernels in this model
+        "getattr(m.system, 'compiled', None)",  # None: no kernels in this model
     ),
     "lmer InstEval": (
         "InstEval", "mm.lmer('y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept)', data, reml=False)",
-        "getattr(m._system, 'compiled', None)",  # rebuilt after the fit here: as at the fit
+        "getattr(m.system, 'compiled', None)",  # rebuilt after the fit here: as at the fit
     ),
     "glmer cbpp": (
         "cbpp", "mm.glmer('cbind(incidence, size - incidence) ~ period + (1 | herd)', data, family='binomial')",

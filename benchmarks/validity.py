@@ -146,7 +146,7 @@ def _fit_status(fit) -> dict:
         "singular": bool(fit.is_singular),
         "singular_terms": fit._singular_terms(),
         "converged": bool(fit.optsum.converged),
-        "theta": [float(v) for v in fit._theta],
+        "theta": [float(v) for v in fit.theta_vector],
         "sigma": float(fit.sigma),
     }
 
@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         template = mm.lmer(FORMULA, design.assign(y=simulate(design, args.seed, 0)))
-    template._prepare_refits()  # the refits' shared starting curvature, before forking
+    template.prepare_refits()  # the refits' shared starting curvature, before forking
     _STATE.update(design=design, seed=args.seed, template=template, nboot=args.nboot)
 
     res: dict[str, Any] = {

@@ -296,7 +296,7 @@ def test_refit_crossed_blocked_system(monkeypatch):
     d = mm.datasets.load("Penicillin")
     formula = "diameter ~ 1 + (1|plate) + (1|sample)"
     m = mm.lmer(formula, d)
-    assert type(m._system._below).__name__ == "DenseBelow"
+    assert type(m.system._below).__name__ == "DenseBelow"
     y = np.asarray(m.simulate(seed=4).iloc[:, 0])
     r = m.refit(y)
     fresh = mm.lmer(formula, d.assign(diameter=y))
@@ -349,7 +349,7 @@ def test_fast_gradient_equals_general():
             c = m.clone(y=m.frame.y)
             assert c._fast is not None
             rng = np.random.default_rng(1)
-            for theta in [m._theta, np.abs(rng.normal(size=m._theta.size)), np.where(m.theta_lower == 0, 0.0, 0.3)]:
+            for theta in [m.theta_vector, np.abs(rng.normal(size=m.theta_vector.size)), np.where(m.theta_lower == 0, 0.0, 0.3)]:
                 v1, g1 = m._objective_gradient(theta)
                 v2, g2 = c.objective_gradient(theta)
                 assert_close(v2, v1, rtol=1e-12, what="objective")

@@ -123,7 +123,7 @@ def test_cbpp_profile_is_a_minimum(gm1, gm1_profile):
 def test_cbpp_profile_shape(gm1, gm1_profile):
     pr = gm1_profile
     assert pr.parameters == [".sig01", "(Intercept)", "period2", "period3", "period4"]
-    assert_close(pr.estimates.to_numpy(), np.r_[gm1._theta, gm1.beta], rtol=1e-12, what="estimates")
+    assert_close(pr.estimates.to_numpy(), np.r_[gm1.theta_vector, gm1.beta], rtol=1e-12, what="estimates")
     for name in pr.parameters:
         pts = pr.points(name)
         zeta = pts["zeta"].to_numpy()

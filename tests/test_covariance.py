@@ -38,4 +38,4 @@ def test_terms_delegate_to_their_structure(sleep):
     assert m.theta.index.tolist() == [
         "Subject.(Intercept)", "Subject.Days.(Intercept)", "Subject.Days",
     ]
-    np.testing.assert_array_equal(m.lambdas(m._theta)[0], term.covariance.factor(m._theta))
+    np.testing.assert_array_equal(m.lambdas(m.theta_vector)[0], term.covariance.factor(m.theta_vector))

@@ -174,7 +174,7 @@ def test_crossed_factors_dense_b():
     f = "diameter ~ 1 + (1 | plate) + (1 | sample)"
     mem = mm.lmer(f, pen)
     dsk = mm.lmer(f, dd.from_pandas(pen, npartitions=3))
-    assert dsk._system.dense_b
+    assert dsk.system.dense_b
     assert_same_fit(mem, dsk)
     ml = mm.lmer(f, dd.from_pandas(pen, npartitions=3), reml=False)
     assert_same_fit(mm.lmer(f, pen, reml=False), ml)

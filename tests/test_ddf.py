@@ -347,7 +347,7 @@ def _dense_vcov_adj(m) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     sw = np.sqrt(w)
     X = fr.fixed.X * sw[:, None]
     G, gam = [], []
-    for term, cov in zip(fr.terms, m._covariances()):
+    for term, cov in zip(fr.terms, m.covariances()):
         Z = np.zeros((fr.nobs, term.nlevels * term.k))
         for c in range(term.k):
             Z[np.arange(fr.nobs), term.codes * term.k + c] = term.z[:, c] * sw
@@ -433,10 +433,10 @@ def _blocked_fit(formula: str, data: pd.DataFrame, **kwargs) -> mm.LinearMixedMo
     lmm.DENSE_LIMIT = 0
     try:
         m = fit(formula, data, **kwargs)
-        m._system  # noqa: B018 - the blocked engine, released after the fit, rebuilt under the limit
+        m.system  # noqa: B018 - the blocked engine, released after the fit, rebuilt under the limit
     finally:
         lmm.DENSE_LIMIT = old
-    assert type(m._system).__name__ == "AugmentedSystem"
+    assert type(m.system).__name__ == "AugmentedSystem"
     return m
 
 
@@ -478,16 +478,16 @@ def test_criterion_pieces_gradient_matches_differences(sleep, crossed_data):
         _blocked_fit("y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data),
     ]
     for m in models:
-        n, p = m._n_eff, len(m.beta)
+        n, p = m.n_eff, len(m.beta)
         nu = n - p if m.reml else n
-        for theta in (m._theta, 1.2 * m._theta + 0.05):
-            pc = m._criterion_pieces_gradient(theta)
+        for theta in (m.theta_vector, 1.2 * m.theta_vector + 0.05):
+            pc = m.criterion_pieces_gradient(theta)
             # the profiled gradient is assembled from the same two pieces
             _, grad = m.objective_gradient(theta)
             np.testing.assert_allclose(
                 pc.d_logdet + nu * pc.d_pwrss / pc.pwrss, grad, rtol=1e-9, atol=1e-9
             )
-            f = m._system.factor(m.lambdas(theta))
+            f = m.system.factor(m.lambdas(theta))
             ld = f.logdet_re() + (f.logdet_x() if m.reml else 0.0)
             assert pc.logdet == pytest.approx(ld, rel=1e-13)
             assert pc.pwrss == pytest.approx(f.pwrss(), rel=1e-13)
@@ -503,7 +503,7 @@ def _central(m: mm.LinearMixedModel, theta: np.ndarray, i: int) -> tuple[float, 
         up, dn = theta.copy(), theta.copy()
         up[i] += h
         dn[i] -= h
-        a, b = m._criterion_pieces_gradient(up), m._criterion_pieces_gradient(dn)
+        a, b = m.criterion_pieces_gradient(up), m.criterion_pieces_gradient(dn)
         return np.array([a.logdet - b.logdet, a.pwrss - b.pwrss]) / (2 * h)
 
     h = 1e-3 * max(1.0, abs(theta[i]))
@@ -512,10 +512,10 @@ def _central(m: mm.LinearMixedModel, theta: np.ndarray, i: int) -> tuple[float, 
 
 def test_criterion_pieces_singular_lambda_in_blocked_system(crossed_data):
     m = _blocked_fit("y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data)
-    theta = m._theta.copy()
+    theta = m.theta_vector.copy()
     theta[5] = 0.0  # item's λ singular: the blocked gradient has no λ⁻¹ form there
-    exact = m._criterion_pieces_gradient(theta)
-    bare = m._criterion_pieces_gradient(theta, numeric=False)
+    exact = m.criterion_pieces_gradient(theta)
+    bare = m.criterion_pieces_gradient(theta, numeric=False)
     assert np.all(np.isnan(bare.d_logdet[3:])) and np.all(np.isnan(bare.d_pwrss[3:]))
     np.testing.assert_array_equal(bare.d_logdet[:3], exact.d_logdet[:3])
     fd = np.array([_central(m, theta, i) for i in range(theta.size)])
@@ -545,7 +545,7 @@ def test_gradient_hessian_matches_numderiv(sleep, crossed_data):
             "y ~ x + z + (1 + x | subj) + (1 + z | item)", crossed_data
         ),
     }
-    assert cases["dietox 3x3 (k=7)"]._theta[-1] == 0.0
+    assert cases["dietox 3x3 (k=7)"].theta_vector[-1] == 0.0
     for what, m in cases.items():
         _assert_gradient_matches_numderiv(m, what)
 
@@ -566,19 +566,19 @@ def test_gradient_hessian_blocks_from_numderiv(crossed_data, monkeypatch):
 def test_gradient_hessian_factorisation_count(crossed_data):
     m = fit("y ~ x * z + (1 + x + z | subj) + (1 + x + z | item)", crossed_data, reml=False)
     calls = []
-    factor = m._system.factor
+    factor = m.system.factor
 
     def counting(*args, **kwargs):
         calls.append(1)
         return factor(*args, **kwargs)
 
-    m._system.factor = counting
+    m.system.factor = counting
     try:
         _fresh_info(m, "gradient")
     finally:
-        del m._system.factor
+        del m.system.factor
     # the centre and θ ± h e_i: O(k), where numDeriv needs about 4k² (676 here)
-    assert len(calls) == 2 * len(m._theta) + 1
+    assert len(calls) == 2 * len(m.theta_vector) + 1
 
 
 def test_hessian_method_choice(sleep, sleep_fit):

@@ -503,7 +503,7 @@ def test_factor_only_fixed_effects_kept_as_cells(monkeypatch, rows):
     assert fx.names == ref.frame.fixed.names and fx.p == ref.frame.fixed.X.shape[1]
     np.testing.assert_array_equal(fx.X, ref.frame.fixed.X)
     np.testing.assert_allclose(fx.gram, ref.frame.fixed.gram, rtol=1e-13)
-    np.testing.assert_allclose(m._system.Arr, ref._system.Arr, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(m.system.Arr, ref.system.Arr, rtol=1e-12, atol=1e-9)
     assert m.deviance == pytest.approx(ref.deviance, rel=1e-12)
     np.testing.assert_allclose(m.fixef, ref.fixef, rtol=1e-9)
 

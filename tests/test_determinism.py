@@ -50,6 +50,6 @@ def test_a_busy_machine_does_not_change_the_fit():
 def test_the_fit_records_a_plan_from_its_size():
     insteval = mm.datasets.load("InstEval")
     m = mm.lmer("y ~ 1 + service + (1|s) + (1|d) + (1|dept)", insteval, reml=False)
-    assert m.optsum.blas_threads == _threads.auto_thread_plan(m._system.dense_size)
+    assert m.optsum.blas_threads == _threads.auto_thread_plan(m.system.dense_size)
     # lme4's estimates (reference case lmer_insteval_ml)
     np.testing.assert_allclose(np.asarray(m.fixef), [3.28258096047564, -0.0925885421424825], rtol=1e-4)

@@ -32,10 +32,10 @@ def _same(a, b, rtol=1e-7):
 def test_lmer_numpy_path_equals_the_compiled_one(monkeypatch):
     insteval = mm.datasets.load("InstEval")
     compiled = mm.lmer(INSTEVAL, insteval, reml=False)
-    assert compiled._system.compiled
+    assert compiled.system.compiled
     monkeypatch.setenv("MIXEDMODELS_NUMBA", "0")
     plain = mm.lmer(INSTEVAL, insteval, reml=False)
-    assert not plain._system.compiled
+    assert not plain.system.compiled
     _same(compiled, plain, rtol=1e-6)
 
 
@@ -63,7 +63,7 @@ def test_without_numba_every_fit_takes_the_numpy_path():
         "import mixedmodels as mm\n"
         f"g = mm.glmer({CBPP!r}, mm.datasets.load('cbpp'), family='binomial')\n"
         f"m = mm.lmer({INSTEVAL!r}, mm.datasets.load('InstEval'), reml=False)\n"
-        "print(g._engine.compiled is None, m._system.compiled, repr(g.deviance), repr(m.deviance))\n"
+        "print(g._engine.compiled is None, m.system.compiled, repr(g.deviance), repr(m.deviance))\n"
     )
     none, compiled, gdev, ldev = _run(code).split()
     assert (none, compiled) == ("True", "False")
@@ -82,10 +82,10 @@ def test_kernels_compiling_in_the_background_leave_the_fit_on_numpy(tmp_path):
         "data = mm.datasets.load('InstEval')\n"
         f"first = mm.lmer({INSTEVAL!r}, data, reml=False)\n"
         # the engine is dropped after a fit: rebuilt here, it decides as the fit did
-        "first_compiled = first._system.compiled\n"
+        "first_compiled = first.system.compiled\n"
         "_kernels.KERNELS.wait()\n"
         f"second = mm.lmer({INSTEVAL!r}, data, reml=False)\n"
-        "print(first_compiled, second._system.compiled, _kernels.KERNELS.compiled_here,"
+        "print(first_compiled, second.system.compiled, _kernels.KERNELS.compiled_here,"
         " repr(first.deviance), repr(second.deviance))\n"
     )
     cache = {"NUMBA_CACHE_DIR": str(tmp_path)}

@@ -90,7 +90,7 @@ def test_gradient_of_a_large_crossed_model():
     data = pd.DataFrame({"y": y, "x": x, "f": rng.integers(0, 8, n).astype(str), "g1": g1, "g2": g2})
     for reml in (True, False):
         model = mm.LinearMixedModel("y ~ x * f + (1 | g1) + (1 | g2)", data, reml=reml)
-        assert model._system.dense_size >= linalg.SINGLE_PRECISION_INVERSE_ROWS
+        assert model.system.dense_size >= linalg.SINGLE_PRECISION_INVERSE_ROWS
         for theta in (np.array([0.6, 0.4]), np.array([1.5, 0.05])):
             _, grad = model.objective_gradient(theta)
             np.testing.assert_allclose(grad, _differences(model, theta), rtol=1e-5, atol=1e-3)

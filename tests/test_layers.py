@@ -255,3 +255,43 @@ def test_the_walk_sees_imports_inside_functions():
     """The walker itself: a lazy import inside a function is an import."""
     lazy = [i for i in ALL_IMPORTS if i.module == "mixedmodels.cli" and i.target.startswith("mixedmodels.")]
     assert lazy, "cli imports the models inside functions: the walk must see them"
+
+
+def _private_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """Reads of another object's underscore name: ``x._name`` and ``getattr(x, "_name")``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            obj, name = node.value, node.attr
+        elif (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr", "delattr") and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
+        ):
+            obj, name = node.args[0], node.args[1].value
+        else:
+            continue
+        if not name.startswith("_") or name.startswith("__"):
+            continue  # public, or a dunder (``__dict__``, ``__name__`` ...)
+        if isinstance(obj, ast.Name) and obj.id in ("self", "cls"):
+            continue  # an object's own state
+        found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+@pytest.mark.parametrize("subpackage", ["inference", "report"])
+def test_inference_and_report_read_no_private_state(subpackage):
+    """Inference and report use a model only through the fitted-model protocol.
+
+    They receive models (and other objects: factors, systems, frames) and read
+    them by public names only (``inference/protocol.py`` lists a model's): no
+    ``x._name`` and no ``getattr(x, "_name")`` (nor hasattr/setattr/delattr)
+    on anything but ``self`` / ``cls``. Dunders are not private state.
+    """
+    private = [
+        f"{module}:{line}: {text}"
+        for module, path in MODULES.items()
+        if module == f"mixedmodels.{subpackage}" or module.startswith(f"mixedmodels.{subpackage}.")
+        for line, text in _private_reads(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert not private, "\n".join(private)

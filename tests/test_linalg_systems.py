@@ -295,7 +295,7 @@ def test_rank_check_gram_reused_by_the_cross_products():
     with_gram = CrossProducts.from_data(terms, fr.fixed.X, fr.y, fr.fixed.gram).Arr
     without = CrossProducts.from_data(terms, fr.fixed.X, fr.y).Arr
     np.testing.assert_allclose(with_gram, without, rtol=1e-12, atol=1e-9)
-    np.testing.assert_array_equal(m._system.Arr, with_gram)
+    np.testing.assert_array_equal(m.system.Arr, with_gram)
 
 
 def test_clone_without_a_fixed_column_drops_it_from_the_gram():
@@ -312,7 +312,7 @@ def test_clone_without_a_fixed_column_drops_it_from_the_gram():
     assert fr.fixed.X.shape[1] == fr.fixed.gram.shape[0] == m.frame.fixed.X.shape[1] - 1
     terms = [TermData(t.codes, t.z, t.nlevels) for t in fr.terms]
     direct = CrossProducts.from_data(terms, np.ascontiguousarray(fr.fixed.X), fr.y).Arr
-    np.testing.assert_allclose(reduced._system.Arr, direct, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(reduced.system.Arr, direct, rtol=1e-12, atol=1e-9)
 
 
 def test_single_precision_inverse_kept_for_the_operator_gather():

@@ -93,7 +93,7 @@ def test_profile_and_refit_after_unpickling_a_small_model():
     sleep = mm.datasets.load("sleepstudy")
     m = mm.lmer("Reaction ~ Days + (Days | Subject)", sleep)
     r = pickle.loads(pickle.dumps(m))
-    assert "_system" not in r.__dict__ and "_factor" not in r.__dict__
+    assert "system" not in r.__dict__ and "fitted_factor" not in r.__dict__
     np.testing.assert_allclose(
         r.confint(method="profile").to_numpy(), m.confint(method="profile").to_numpy(), rtol=1e-8
     )

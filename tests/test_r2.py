@@ -161,7 +161,7 @@ def test_decomposition_identities():
     assert mm.r2(m)["conditional"] == pytest.approx((f + r) / (f + r + e), rel=1e-14)
     assert mm.icc(m)["icc_adjusted"] == pytest.approx(r / (r + e), rel=1e-14)
     # Johnson's random-slope variance: mean over rows of x_i' Σ x_i
-    S = m._covariances()[0]
+    S = m.covariances()[0]
     X = m.frame.fixed.X
     assert r == pytest.approx(np.mean(np.einsum("ij,jk,ik->i", X, S, X)), rel=1e-12)
 

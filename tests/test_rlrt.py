@@ -148,5 +148,5 @@ def test_ml_fit_warns_and_uses_reml_criterion(sleep_models):
     with pytest.warns(mm.MixedModelsWarning, match="fitted by ML"):
         res = mm.rlrt(ml, nsim=100, seed=1)
     # lme4's REML criterion at the ML estimates: no larger than the REML optimum
-    assert -2 * sleep_models["slope"].loglik <= ml._criterion(ml._factor, True)
+    assert -2 * sleep_models["slope"].loglik <= ml.profiled_criterion(ml.fitted_factor, True)
     assert res.statistic > 0

@@ -77,11 +77,11 @@ def _columns(model: Any) -> tuple[list[str], list[str], list[str]]:
 
 def _statistics(fit: Any) -> np.ndarray:
     """[θ, (σ), β, SDs and correlations] of one fit."""
-    parts = [np.asarray(fit._theta, dtype=float)]
+    parts = [np.asarray(fit.theta_vector, dtype=float)]
     if has_residual_sd(fit):
         parts.append(np.array([fit.sigma]))
     parts.append(np.asarray(fit.beta, dtype=float))
-    parts.append(sdcor_from_covariances(fit, fit._covariances()))
+    parts.append(sdcor_from_covariances(fit, fit.covariances()))
     return np.concatenate(parts)
 
 
@@ -429,7 +429,7 @@ def bootstrap(
             raise MixedModelsError(
                 f"{type(model).__name__} has no {needed}(): it cannot be bootstrapped"
             )
-    model._require_fit()
+    model.require_fit()
     nsim = int(nsim)
     if nsim < 1:
         raise MixedModelsError(f"nsim must be a positive number of replicates, not {nsim}")
@@ -459,7 +459,7 @@ def _jobs(n_jobs: int, nsim: int) -> int:
 
 def _prepare(model: Any) -> None:
     """Compute what every refit shares once, before any worker starts."""
-    prepare = getattr(model, "_prepare_refits", None)
+    prepare = getattr(model, "prepare_refits", None)
     if callable(prepare):
         prepare()
 

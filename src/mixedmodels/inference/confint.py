@@ -52,7 +52,7 @@ def confint(
     :func:`mixedmodels.inference.bootstrap.bootstrap` (``n_jobs``,
     ``progress``, ``use_u``).
     """
-    model._require_fit()
+    model.require_fit()
     check_level(level)
     check_names(names)
     key = str(method).lower()

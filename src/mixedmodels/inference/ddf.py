@@ -97,7 +97,7 @@ def contrast_df(model: Any, L: np.ndarray, ddf: str = "satterthwaite") -> pd.Dat
         Columns ``estimate, se, df, t, p_value``, index 0..k-1.
     """
     method = normalise_ddf(ddf)
-    model._require_fit()
+    model.require_fit()
     L = _as_contrasts(model, L)
     beta = np.asarray(model.beta, dtype=float)
     est = L @ beta
@@ -137,7 +137,7 @@ def f_test(model: Any, L: np.ndarray, ddf: str = "satterthwaite") -> dict:
         lmerTest's ``F σ² num_df``.
     """
     method = normalise_ddf(ddf)
-    model._require_fit()
+    model.require_fit()
     L = _as_contrasts(model, L)
     if L.shape[0] == 0:
         return _f_row(np.nan, np.nan, np.nan, np.nan, 1.0, np.nan)

@@ -19,8 +19,8 @@ def require_lmm(model: Any, what: str) -> None:
     Raises the model's not-fitted error, or :class:`ModelSpecError` naming
     ``what`` (the method asked for) and the alternatives for other kinds.
     """
-    model._require_fit()
-    if getattr(model, "model_kind", None) != "lmer" or not hasattr(model, "_system"):
+    model.require_fit()
+    if getattr(model, "model_kind", None) != "lmer" or not hasattr(model, "system"):
         raise ModelSpecError(
             f"{what} is defined for linear mixed models (lmer fits), not for a "
             f"{getattr(model, 'model_kind', type(model).__name__)} model: use "
@@ -43,7 +43,7 @@ def thread_plan(model: Any) -> tuple[Any, Any]:
     One thread for small dense blocks: OpenBLAS threads spinning on busy cores
     cost far more than they save. Models without a thread plan get ``(1, None)``.
     """
-    plan = getattr(model, "_blas_thread_plan", None)
+    plan = getattr(model, "blas_thread_plan", None)
     if plan is None:
         return 1, None
     try:

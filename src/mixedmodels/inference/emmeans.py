@@ -552,7 +552,7 @@ def emmeans(
     ModelSpecError
         Unknown variables, bad options, or a mean that is not estimable.
     """
-    model._require_fit()
+    model.require_fit()
     if not 0 < level < 1:
         raise ModelSpecError(f"level must be between 0 and 1, not {level!r}")
     type = _check_type(type)

@@ -498,7 +498,7 @@ def anova_table(model: Any, type: int | str = 3, ddf: str = "satterthwaite") -> 
 
     # one BLAS thread: the n x p products here are small, and OpenBLAS threads
     # spinning on cores busy with other work slow them down a hundredfold
-    cache = getattr(model, "_cache", None)
+    cache = getattr(model, "inference_cache", None)
     key = ("term_contrasts", kind)
     Ls = cache.get(key) if isinstance(cache, dict) else None
     if Ls is None:

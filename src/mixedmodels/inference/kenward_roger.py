@@ -86,7 +86,7 @@ def _reml_version(model: Any) -> Any:
         twin.reset_inference_cache()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            twin.fit(start=np.asarray(model._theta, dtype=float))
+            twin.fit(start=np.asarray(model.theta_vector, dtype=float))
         cache["reml_refit"] = twin
     return cache["reml_refit"]
 
@@ -154,7 +154,7 @@ def _kenward_roger(model: Any) -> KenwardRogerInfo:
         )
     n = X.shape[0]
     sigma2 = float(model.sigma) ** 2
-    lams = model.lambdas(model._theta)
+    lams = model.lambdas(model.theta_vector)
     Z = sp.hstack([t.sparse() for t in terms], format="csc")
     Lam = sp.block_diag([sp.kron(sp.eye(t.nlevels), lam) for t, lam in zip(terms, lams)], format="csc")
     A = (Z.T @ Z).toarray()

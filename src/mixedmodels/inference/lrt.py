@@ -157,7 +157,7 @@ def ml_fit(model: Any) -> Any:
     # the model's own unfitted copy: shares the design, not the system's
     # workspaces (which the original's factor may still point into)
     new = model.clone(reml=False)
-    return new.fit(start=np.asarray(model._theta, dtype=float))
+    return new.fit(start=np.asarray(model.theta_vector, dtype=float))
 
 
 # ---------------------------------------------------------------------------- anova
@@ -443,7 +443,7 @@ def drop1(model: Any, test: str = "none") -> pd.DataFrame:
     if not isinstance(test, str) or test.lower() not in tests:
         raise ModelSpecError(f"test must be 'none' or 'Chisq', not {test!r}")
     test = tests[test.lower()]
-    model._require_fit()
+    model.require_fit()
     intercept, terms = fixed_term_labels(model)
     scope = drop_scope(terms)
     full = ml_fit(model)

@@ -77,7 +77,7 @@ def prediction_variance(
     Parameters
     ----------
     model : fitted lmer or glmer model
-        Needs ``vcov``, ``_covariances()``, ``_condvar_b()``, ``frame`` and,
+        Needs ``vcov``, ``covariances()``, ``condvar_b()``, ``frame`` and,
         for ``residual``, ``sigma``.
     newdata : DataFrame, optional
         Rows to predict; None: the fitted rows.
@@ -105,7 +105,7 @@ def prediction_variance(
     V = np.asarray(model.vcov, dtype=float)
     fixed = np.einsum("ij,jk,ik->i", X, V, X)
     random = np.zeros(len(X))
-    for term, cov, cond in zip(fr.terms, model._covariances(), model._condvar_b()):
+    for term, cov, cond in zip(fr.terms, model.covariances(), model.condvar_b()):
         z, pos = _term_rows(term, nd, include)
         marginal = np.einsum("ij,jk,ik->i", z, cov, z)
         if include:

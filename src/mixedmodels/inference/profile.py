@@ -101,7 +101,7 @@ def _ml_model(model: Any) -> Any:
         return model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return model.clone(reml=False).fit(start=model._theta)
+        return model.clone(reml=False).fit(start=model.theta_vector)
 
 
 class _Profiler:
@@ -113,8 +113,8 @@ class _Profiler:
         self.model = _ml_model(model)
         m = self.model
         self._setup(m, names)
-        self.opt = np.concatenate([sdcor_at(m, m._theta, m.sigma), m.beta])
-        self.base = m._objective  # the ML deviance
+        self.opt = np.concatenate([sdcor_at(m, m.theta_vector, m.sigma), m.beta])
+        self.base = m.fitted_objective  # the ML deviance
         # the minimisation at a point runs over the variance parameters only
         # (β is profiled out), and only they have bounds in lme4's result
         self.nstart = self.nbounded = self.nvp
@@ -157,19 +157,19 @@ class _Profiler:
         theta = theta_from_sdcor(m, values)
         if theta is None:
             return np.inf
-        f = m._system.factor(m.lambdas(theta))
+        f = m.system.factor(m.lambdas(theta))
         if f is None:
             return np.inf
         sigma2 = values[-1] ** 2
-        n = m._n_eff
+        n = m.n_eff
         return float(
-            f.logdet_re() - m._ldW + f.pwrss() / sigma2 + n * math.log(2 * math.pi * sigma2)
+            f.logdet_re() - m.log_det_weights + f.pwrss() / sigma2 + n * math.log(2 * math.pi * sigma2)
         )
 
     def _beta_at(self, values: np.ndarray) -> np.ndarray:
         m = self.model
-        f = m._system.factor(m.lambdas(theta_from_sdcor(m, values)))
-        return m._system.solve(f)[0]
+        f = m.system.factor(m.lambdas(theta_from_sdcor(m, values)))
+        return m.system.solve(f)[0]
 
     def _minimise(self, w: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray] | None:
         """Minimise the deviance over the other parameters with parameter ``w`` at ``value``.
@@ -336,32 +336,32 @@ class _Profiler:
         fitted by ML at every β_j.
         """
         m = self.model
-        m._require_rows("profiling a fixed effect")
+        m.require_rows("profiling a fixed effect")
         reduced = m.clone(drop_fixed=j)
         xj = m.frame.fixed.X[:, j]
         y = m.frame.y
         est, col = self.opt[self.nvp + j], 1 + self.nvp + j
-        state = {"theta": m._theta}
+        state = {"theta": m.theta_vector}
 
         def point(fw: float, _start: np.ndarray) -> np.ndarray:
             row = np.full(1 + self.nvp + self.p, np.nan)
             try:
-                start = m._refit_start(state["theta"])
+                start = m.refit_start(state["theta"])
                 fit = reduced.clone(y=y - fw * xj).fit(start=start)
             except (MixedModelsError, np.linalg.LinAlgError, FloatingPointError):
                 self._tick()
                 return row
             self._tick()
-            state["theta"] = fit._theta
-            row[0] = self._zeta_row(est, fit._objective, fw)
-            row[1 : 1 + self.nvp] = sdcor_at(fit, fit._theta, fit.sigma)
+            state["theta"] = fit.theta_vector
+            row[0] = self._zeta_row(est, fit.fitted_objective, fw)
+            row[1 : 1 + self.nvp] = sdcor_at(fit, fit.theta_vector, fit.sigma)
             row[1 + self.nvp :] = np.insert(fit.beta, j, fw)
             return row
 
         first = point(est + self.delta * self.se[j], self.opt[: self.nvp])
-        state["theta"] = m._theta
+        state["theta"] = m.theta_vector
         upper_rows = self._fill([self._opt_row(), first], col, -np.inf, np.inf, point)
-        state["theta"] = m._theta
+        state["theta"] = m.theta_vector
         lower_rows = self._fill([first, self._opt_row()], col, -np.inf, np.inf, point)
         return upper_rows + lower_rows
 
@@ -420,7 +420,7 @@ class _GlmerProfiler(_Profiler):
         self.model = m = model
         self.dev_model = profile_deviance_model(m)
         self._setup(m, names)
-        self.opt = np.concatenate([sdcor_at(m, m._theta, 1.0)[:-1], m.beta])
+        self.opt = np.concatenate([sdcor_at(m, m.theta_vector, 1.0)[:-1], m.beta])
         self.base = float(m.deviance)
         self.nstart = self.nbounded = self.nvp + self.p
         self._grid(alphamax, maxpts, delta, delta_cutoff, maxmult, devtol, progress)
@@ -527,7 +527,7 @@ def profile(
             f"profile is implemented for lmer and glmer fits, not for {type(model).__name__}; "
             "use confint(method='Wald') or method='boot'"
         )
-    model._require_fit()
+    model.require_fit()
     check_names(names)
     if kind == "glmer":
         _check_glmer(model)  # before any work

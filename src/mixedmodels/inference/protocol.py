@@ -28,10 +28,41 @@ The members, in groups:
   ``glmer`` (used by :func:`~mixedmodels.inference.lrt.refit_fixed`).
 * **cache**: ``inference_cache`` (a dict, made on first use, for what an
   inference method computes once per fit) and ``reset_inference_cache()``.
-* **engine hooks** (underscore names the models own and inference reads;
-  still to be given public names by ``models``): ``_require_fit()``,
-  ``_theta``, ``_theta_slices``, ``_covariances``, ``_system``,
-  ``_criterion()``, ``_factor``, ``_criterion_pieces_gradient()``.
+* **engine members** (what a model computes for inference, one line each):
+
+  - ``require_fit()``: raise the model's not-fitted error unless it is fitted.
+  - ``theta_vector``: θ as an ndarray, the engine's (``theta`` is the named Series).
+  - ``theta_slices``: the slice of ``theta_vector`` holding each term's θ.
+  - ``fitted_objective``: the optimizer's objective at the optimum (REML
+    criterion or ML deviance of an lmer, Laplace/AGQ deviance of a glmer).
+  - ``lambdas(theta)``: every term's relative covariance factor λ_j at θ.
+  - ``covariances()``: every term's covariance matrix Σ_j = σ² λ_j λ_j'.
+  - ``condvar_b()``: conditional covariances of b per term and level (lme4's ``condVar``).
+  - ``group_labels()``: the terms' grouping-factor names made unique as R's ``make.unique``.
+  - ``coef_test_method(ddf)``: how the coefficient table tests: ``"z"``,
+    ``"lme4"`` or a denominator-df method.
+  - ``pearson_residuals_for_summary()``: the Pearson residuals, or values with
+    their quartiles, for the summary's "Scaled residuals".
+
+* **linear-model engine** (lmer fits only, see :func:`is_linear`):
+
+  - ``system``: the penalised least-squares system (``system.factor(λ)``, ``system.solve(f)``).
+  - ``fitted_factor``: the system's factor at the fitted θ.
+  - ``profiled_criterion(factor, reml)``: the profiled ML deviance or REML criterion of a factor.
+  - ``criterion_pieces_gradient(theta, reml, numeric)``: the deviance's two
+    θ-dependent pieces (σ not profiled out) with their analytic gradients.
+  - ``n_eff``: the number of rows of positive weight.
+  - ``log_det_weights``: log |W|, the sum of the logs of the positive prior weights.
+  - ``require_rows(what)``: raise unless the frame holds the data's rows (not
+    a fit from partitions).
+  - ``refit_start(theta)``: θ to start a refit from, zero λ diagonals moved off zero.
+
+* **optional** (used when a model has them): ``blas_thread_plan(threads)``,
+  the BLAS threads of a fit; ``prepare_refits()``, what many refits share,
+  computed once before a bootstrap's workers start.
+
+Inference and report read no underscore name of a model
+(``tests/test_layers.py`` checks it).
 """
 
 from __future__ import annotations
@@ -63,6 +94,12 @@ class FittedMixedModel(Protocol):
         The kind of model: "lmer", "glmer".
     frame : ModelFrame
         The data the model was fitted to (:class:`~mixedmodels.spec.frame.ModelFrame`).
+    theta_vector : ndarray
+        θ as an array, the engine's (``theta`` is the named Series).
+    theta_slices : list of slice
+        The slice of ``theta_vector`` holding each term's θ.
+    fitted_objective : float
+        The optimizer's objective at the optimum.
     """
 
     model_kind: str
@@ -116,6 +153,31 @@ class FittedMixedModel(Protocol):
     def is_singular(self) -> bool:
         """Whether the fit is singular (lme4's ``isSingular``)."""
 
+    theta_vector: np.ndarray
+    theta_slices: list[slice]
+    fitted_objective: float
+
+    def require_fit(self) -> None:
+        """Raise the model's not-fitted error unless it is fitted."""
+
+    def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
+        """Return every term's relative covariance factor λ_j at ``theta``."""
+
+    def covariances(self) -> list[np.ndarray]:
+        """Return every term's covariance matrix Σ_j = σ² λ_j λ_j'."""
+
+    def condvar_b(self) -> list[np.ndarray]:
+        """Return the conditional covariances of b per term and level (lme4's ``condVar``)."""
+
+    def group_labels(self) -> list[str]:
+        """Return the terms' grouping-factor names made unique as R's ``make.unique``."""
+
+    def coef_test_method(self, ddf: str | None) -> str:
+        """Return how the coefficient table tests: "z", "lme4" or a ddf method."""
+
+    def pearson_residuals_for_summary(self) -> np.ndarray:
+        """Return the Pearson residuals (or values with their quartiles) for the summary."""
+
     def fit(self, *args: Any, **kwargs: Any) -> FittedMixedModel:
         """Fit the model (``start=`` a starting θ) and return it."""
 
@@ -161,7 +223,7 @@ def require_mixed_model(model: Any, message: str) -> None:
     """
     if not is_mixed_model(model):
         raise ModelSpecError(message)
-    model._require_fit()
+    model.require_fit()
 
 
 def is_generalized(model: Any) -> bool:

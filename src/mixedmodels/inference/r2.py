@@ -82,7 +82,7 @@ def _term_variance(X: np.ndarray, names: list[str], cnames: list[str], sigma: np
 
 
 def _is_singular(model: Any, tolerance: float) -> bool:
-    theta = np.asarray(model._theta, dtype=float)
+    theta = np.asarray(model.theta_vector, dtype=float)
     return bool(np.any(np.abs(theta[model.theta_lower == 0]) < tolerance))
 
 
@@ -170,7 +170,7 @@ def variance_components(model: Any, tolerance: float = TOLERANCE) -> pd.Series:
     n = model.nobs
     var_fixed = float(np.var(model.frame.fixed.X @ np.asarray(model.beta), ddof=1))
     random = dispersion = 0.0
-    for term, sigma in zip(model.frame.terms, model._covariances()):
+    for term, sigma in zip(model.frame.terms, model.covariances()):
         v = _term_variance(X, names, list(term.cnames), np.atleast_2d(sigma))
         if term.nlevels == n:  # observation-level: overdispersion
             dispersion += v

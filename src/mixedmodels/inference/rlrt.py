@@ -111,7 +111,7 @@ def _require_lmm(model: Any, role: str) -> None:
             f"rlrt needs linear mixed models (lmer fits): {role} is a {kind} model; "
             "the exact restricted LRT is not defined for GLMMs"
         )
-    model._require_fit()
+    model.require_fit()
     if model.frame.weights is not None:
         raise ModelSpecError(
             f"rlrt does not support prior weights ({role} was fitted with weights), "
@@ -143,7 +143,7 @@ def _reml_loglik(model: Any, role: str) -> float:
         MixedModelsWarning,
         stacklevel=4,
     )
-    return -0.5 * model._criterion(model._factor, True)
+    return -0.5 * model.profiled_criterion(model.fitted_factor, True)
 
 
 def _scalar_term(model: Any, role: str):

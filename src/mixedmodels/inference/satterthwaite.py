@@ -30,7 +30,7 @@ Satterthwaite (lmerTest ``as_lmerModLT``, ``contest1D``, ``contestMD``)
     the θ block of H is the
     symmetrised central difference (step 1e-4 max(|θ_i|, 1)) of the analytic
     gradient of ``devfun_vp`` -- ``∂logdet/∂θ + (∂r²/∂θ) / σ²`` from
-    ``LinearMixedModel._criterion_pieces_gradient`` -- the σ row is closed
+    ``LinearMixedModel.criterion_pieces_gradient`` -- the σ row is closed
     form (∂²d/∂θ∂σ = -2 (∂r²/∂θ) / σ³, ∂²d/∂σ² = 6r²/σ⁴ - 2ν/σ²), and the
     Jacobian of vcov(β) comes from the same 2(k - 1) + 1 factorisations
     (∂/∂σ = 2σ (R_X'R_X)⁻¹). Measured against the numDeriv path (k = 4..73):
@@ -121,7 +121,7 @@ class _ThetaStates:
 
     def _compute(self, theta: np.ndarray) -> tuple[float, float, float, np.ndarray]:
         m = self.model
-        f = m._system.factor(m.lambdas(theta))
+        f = m.system.factor(m.lambdas(theta))
         if f is None:
             raise ModelSpecError(
                 "Satterthwaite's method: the model could not be factorised at a "
@@ -158,7 +158,7 @@ def satterthwaite_info(model: Any, hessian: str = "auto") -> SatterthwaiteInfo:
     from mixedmodels.support.threads import blas_threads
 
     everywhere, factorisations = thread_plan(model)
-    system = model._system
+    system = model.system
     old = getattr(system, "lapack_threads", None)
     system.lapack_threads = factorisations
     try:
@@ -182,7 +182,7 @@ def hessian_method(model: Any, hessian: str) -> str:
             "(Satterthwaite's variance-parameter Hessian)"
         )
     if key == "auto":
-        k = len(model._theta) + 1
+        k = len(model.theta_vector) + 1
         small = k <= NUMDERIV_MAX_VARPAR and model.nobs <= NUMDERIV_MAX_NOBS
         return "numderiv" if small else "gradient"
     return key
@@ -190,10 +190,10 @@ def hessian_method(model: Any, hessian: str) -> str:
 
 def _satterthwaite(model: Any) -> SatterthwaiteInfo:
     states = _ThetaStates(model)
-    n = int(getattr(model, "_n_eff", model.nobs))
+    n = int(getattr(model, "n_eff", model.nobs))
     p = len(model.beta)
     reml = bool(model.reml)
-    ntheta = len(model._theta)
+    ntheta = len(model.theta_vector)
 
     def devfun_vp(varpar: np.ndarray) -> float:
         sigma2 = varpar[-1] ** 2
@@ -206,7 +206,7 @@ def _satterthwaite(model: Any) -> SatterthwaiteInfo:
     def covbeta(varpar: np.ndarray) -> np.ndarray:
         return varpar[-1] ** 2 * states.get(varpar[:-1])[3]
 
-    varpar = np.append(np.asarray(model._theta, dtype=float), float(model.sigma))
+    varpar = np.append(np.asarray(model.theta_vector, dtype=float), float(model.sigma))
     # numDeriv's steps (relative, absolute near 0) on θ for unit-scale
     # random-effects columns, u = varpar D: free of the covariates' units
     # (D = 1, lmerTest's numbers, where the columns are moderate)
@@ -224,7 +224,7 @@ def _satterthwaite(model: Any) -> SatterthwaiteInfo:
 
 
 class _Pieces:
-    """``model._criterion_pieces_gradient`` at θ, guarded for the differences below.
+    """``model.criterion_pieces_gradient`` at θ, guarded for the differences below.
 
     Raises the package's error where the system cannot be factorised; sets the
     gradient of a term to NaN where it would come from λ⁻¹ with |diag λ| <
@@ -236,18 +236,18 @@ class _Pieces:
         from mixedmodels.linalg.augmented import AugmentedSystem
 
         self.model = model
-        self.guard = isinstance(model._system, AugmentedSystem)
+        self.guard = isinstance(model.system, AugmentedSystem)
 
     def __call__(self, theta: np.ndarray) -> Any:
         m = self.model
-        pieces = m._criterion_pieces_gradient(theta, numeric=False)
+        pieces = m.criterion_pieces_gradient(theta, numeric=False)
         if pieces is None:
             raise ModelSpecError(
                 "Satterthwaite's method: the model could not be factorised at a "
                 f"perturbed θ = {np.round(theta, 6).tolist()}"
             )
         if self.guard:
-            for lam, sl in zip(m.lambdas(theta), m._theta_slices):
+            for lam, sl in zip(m.lambdas(theta), m.theta_slices):
                 if np.min(np.abs(np.diag(lam))) < LAMBDA_DIAG_TOL:
                     pieces.d_logdet[sl] = np.nan
                     pieces.d_pwrss[sl] = np.nan
@@ -308,12 +308,12 @@ def _satterthwaite_gradient(model: Any) -> SatterthwaiteInfo:
     row in closed form, and the vcov(β) Jacobian from the same
     factorisations: O(k) factorisations in all.
     """
-    theta = np.asarray(model._theta, dtype=float)
+    theta = np.asarray(model.theta_vector, dtype=float)
     sigma = float(model.sigma)
     s2 = sigma**2
     ntheta = theta.size
     p = len(model.beta)
-    n = int(getattr(model, "_n_eff", model.nobs))
+    n = int(getattr(model, "n_eff", model.nobs))
     nu = n - p if model.reml else n
     center = _Pieces(model)(theta)
     scale = np.asarray(model.theta_scale, dtype=float)  # steps for unit-scale columns

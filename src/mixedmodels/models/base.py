@@ -3,8 +3,8 @@
 That is θ and the λ factor of every random-effects term, singularity, the
 random-effects part of predictions for new data, and the inference methods
 (``confint``, ``profile``, ``bootstrap``, ``drop1``). The models supply
-``frame`` (a :class:`~mixedmodels.spec.frame.ModelFrame`), ``_theta_slices``,
-and after fitting ``_theta`` and ``b``.
+``frame`` (a :class:`~mixedmodels.spec.frame.ModelFrame`), ``theta_slices``,
+and after fitting ``theta_vector`` and ``b``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,13 @@ class RandomEffectsModel(MixedModelResults):
         Fixed-effects estimates as an array (``fixef`` is the named Series).
     theta : Series
         θ, the relative covariance parameters, with lme4's names.
+    theta_vector : ndarray
+        The same θ as a plain array, the engine's (set by ``fit``).
+    theta_slices : list of slice
+        Where each random-effects term's θ lies in ``theta_vector``.
+    fitted_objective : float
+        The optimizer's objective at the optimum (REML criterion or ML
+        deviance of an lmer, Laplace/AGQ deviance of a glmer).
     theta_lower : ndarray
         Lower bounds of θ: 0 for the diagonal elements of every λ, -inf else.
     theta_scale : ndarray
@@ -66,7 +73,7 @@ class RandomEffectsModel(MixedModelResults):
     @property
     def beta(self) -> np.ndarray:
         """Fixed-effects estimates as an array (see ``fixef`` for names)."""
-        self._require_fit()
+        self.require_fit()
         return self._beta
 
     @property
@@ -76,12 +83,22 @@ class RandomEffectsModel(MixedModelResults):
         It is the REML log-likelihood for REML fits, and the Laplace or
         quadrature approximation for GLMMs.
         """
-        self._require_fit()
-        return -0.5 * self._objective
+        self.require_fit()
+        return -0.5 * self.fitted_objective
+
+    def covariances(self) -> list[np.ndarray]:
+        """Return the covariance matrix Σ_j = σ² λ_j λ_j' of every random-effects term.
+
+        Returns
+        -------
+        list of ndarray
+            One (k, k) matrix per term, in the engine's term order.
+        """
+        return [self.sigma**2 * lam @ lam.T for lam in self.lambdas(self.theta_vector)]
 
     def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
         """Return the relative covariance factors λ of every term for ``theta``."""
-        return [t.lam(theta[s]) for t, s in zip(self.frame.terms, self._theta_slices)]
+        return [t.lam(theta[s]) for t, s in zip(self.frame.terms, self.theta_slices)]
 
     @property
     def theta_lower(self) -> np.ndarray:
@@ -109,7 +126,7 @@ class RandomEffectsModel(MixedModelResults):
         The covariance is the same; this is lme4's parametrization.
         """
         out = np.array(theta, dtype=float)
-        for term, sl in zip(self.frame.terms, self._theta_slices):
+        for term, sl in zip(self.frame.terms, self.theta_slices):
             lam = term.lam(out[sl])
             flip = np.where(np.diag(lam) < 0, -1.0, 1.0)
             rows, cols = term.theta_rows_cols()
@@ -118,8 +135,8 @@ class RandomEffectsModel(MixedModelResults):
 
     def _singular_terms(self) -> list[str]:
         out = []
-        unit = self._theta * self.theta_scale
-        for term, s in zip(self.frame.terms, self._theta_slices):
+        unit = self.theta_vector * self.theta_scale
+        for term, s in zip(self.frame.terms, self.theta_slices):
             th = unit[s]
             if np.any(th[term.theta_lower() == 0] < SINGULAR_TOL):
                 out.append(term.spec.text)
@@ -133,16 +150,16 @@ class RandomEffectsModel(MixedModelResults):
         unit-scale columns where a column is in tiny or huge units, see
         :attr:`theta_scale`).
         """
-        self._require_fit()
-        unit = self._theta * self.theta_scale
+        self.require_fit()
+        unit = self.theta_vector * self.theta_scale
         return bool(np.any(unit[self.theta_lower == 0] < SINGULAR_TOL))
 
     @property
     def theta(self) -> pd.Series:
         """θ with lme4's names (column-wise lower triangles of the λ factors)."""
-        self._require_fit()
+        self.require_fit()
         names = [n for t in self.frame.terms for n in t.theta_names()]
-        return pd.Series(self._theta, index=names, name="theta")
+        return pd.Series(self.theta_vector, index=names, name="theta")
 
     def _newdata_eta(self, newdata, re_form: str | None, new_levels: str):
         """Return the linear predictor of new rows and their index.
@@ -314,8 +331,18 @@ class RandomEffectsModel(MixedModelResults):
 
         return drop1(self, test=test)
 
-    def _pearson_residuals(self) -> np.ndarray:
-        """Pearson residuals (the summary's "Scaled residuals" line divides them by σ)."""
+    def pearson_residuals_for_summary(self) -> np.ndarray:
+        """Return the Pearson residuals as the summary's "Scaled residuals" line needs them.
+
+        It divides them by σ and prints their quartiles; a model may return any
+        values with the same minimum, quartiles and maximum (the Dask model
+        returns just those five).
+
+        Returns
+        -------
+        ndarray
+            The Pearson residuals.
+        """
         return self.residuals("pearson").to_numpy()
 
     def _warn_if_singular(self) -> None:

@@ -1,7 +1,7 @@
 """The results protocol every fitted model shares.
 
 A model class supplies the engine-specific pieces (``beta``, ``vcov``,
-``sigma``, ``loglik``, ``_covariances``, ``b``, ``_condvar_b`` ...); this base
+``sigma``, ``loglik``, ``covariances``, ``b``, ``condvar_b`` ...); this base
 class turns them into what users see: named pandas objects, lme4's summary
 layout (:mod:`mixedmodels.report.summary`), and tidy DataFrames in
 broom.mixed's spirit (:mod:`mixedmodels.report.tidy`). The members inference
@@ -71,7 +71,14 @@ class MixedModelResults:
     model_kind = "model"
     _fitted = False
 
-    def _require_fit(self) -> None:
+    def require_fit(self) -> None:
+        """Check that the model has been fitted.
+
+        Raises
+        ------
+        NotFittedError
+            If :meth:`fit` has not run yet.
+        """
         if not self._fitted:
             raise NotFittedError("the model has not been fitted yet: call .fit() first")
 
@@ -97,7 +104,7 @@ class MixedModelResults:
     @property
     def fixef(self) -> pd.Series:
         """Fixed-effects estimates, named as in R (dropped aliased columns excluded)."""
-        self._require_fit()
+        self.require_fit()
         return pd.Series(self.beta, index=self.frame.fixed.names, name="fixef")
 
     @property
@@ -126,13 +133,13 @@ class MixedModelResults:
     @property
     def aic(self) -> float:
         """Akaike's information criterion, ``-2 loglik + 2 n_params`` (lme4's ``AIC``)."""
-        self._require_fit()
+        self.require_fit()
         return -2.0 * self.loglik + 2.0 * self.n_params
 
     @property
     def bic(self) -> float:
         """Schwarz's criterion, ``-2 loglik + log(nobs) n_params`` (lme4's ``BIC``)."""
-        self._require_fit()
+        self.require_fit()
         return -2.0 * self.loglik + math.log(self.nobs) * self.n_params
 
     @property
@@ -142,8 +149,14 @@ class MixedModelResults:
 
     # ------------------------------------------------------------------ variance components
 
-    def _group_labels(self) -> list[str]:
-        """Per-term group names made unique as R's make.unique (Subject, Subject.1)."""
+    def group_labels(self) -> list[str]:
+        """Return the grouping factor's name of every term, made unique as R's ``make.unique``.
+
+        Returns
+        -------
+        list of str
+            One label per random-effects term (``Subject``, ``Subject.1``).
+        """
         seen: dict[str, int] = {}
         labels = []
         for term in self.frame.terms:
@@ -159,9 +172,9 @@ class MixedModelResults:
         One row per standard deviation, then per correlation of each term, then the
         residual: columns ``grp, var1, var2, vcov, sdcor``.
         """
-        self._require_fit()
+        self.require_fit()
         rows = []
-        for label, term, cov in zip(self._group_labels(), self.frame.terms, self._covariances()):
+        for label, term, cov in zip(self.group_labels(), self.frame.terms, self.covariances()):
             sd = np.sqrt(np.diag(cov))
             for i, name in enumerate(term.cnames):
                 rows.append((label, name, None, cov[i, i], sd[i]))
@@ -181,7 +194,7 @@ class MixedModelResults:
         A dict: grouping factor's name -> DataFrame (index: levels in R's order,
         one column per term column; terms sharing a factor side by side).
         """
-        self._require_fit()
+        self.require_fit()
         return self._per_group(self.b)
 
     def ranef_condvar(self) -> dict[str, np.ndarray]:
@@ -190,14 +203,14 @@ class MixedModelResults:
         A dict ``{group label: (levels, k, k) array}`` (lme4's ``postVar``);
         labels are made unique as R's make.unique (Subject, Subject.1).
         """
-        self._require_fit()
-        return dict(zip(self._group_labels(), self._condvar_b()))
+        self.require_fit()
+        return dict(zip(self.group_labels(), self.condvar_b()))
 
     @property
     def ranef_condsd(self) -> dict[str, pd.DataFrame]:
         """Conditional standard deviations of the random effects, laid out as ``ranef``."""
-        self._require_fit()
-        sds = [np.sqrt(np.diagonal(c, axis1=1, axis2=2)) for c in self._condvar_b()]
+        self.require_fit()
+        sds = [np.sqrt(np.diagonal(c, axis1=1, axis2=2)) for c in self.condvar_b()]
         return self._per_group(sds)
 
     def _per_group(self, arrays: list[np.ndarray]) -> dict[str, pd.DataFrame]:
@@ -240,8 +253,8 @@ class MixedModelResults:
             A ddf other than "asymptotic" for a GLMM, Kenward-Roger for an ML fit,
             or an unknown ddf.
         """
-        self._require_fit()
-        method = self._coef_method(ddf)
+        self.require_fit()
+        method = self.coef_test_method(ddf)
         names = self.frame.fixed.names
         est = np.asarray(self.beta, dtype=float)
         if method in ("z", "lme4"):
@@ -264,8 +277,26 @@ class MixedModelResults:
         table.index.name = "term"
         return table
 
-    def _coef_method(self, ddf: str | None) -> str:
-        """"z" (GLMMs), "lme4", or the ddf method of a linear mixed model."""
+    def coef_test_method(self, ddf: str | None) -> str:
+        """Return how the coefficient table tests the fixed effects, given ``ddf``.
+
+        Parameters
+        ----------
+        ddf : str or None
+            The ``ddf`` argument of ``coef_table`` / ``summary``.
+
+        Returns
+        -------
+        str
+            ``"z"`` (GLMMs), ``"lme4"`` (t values without p-values), or the
+            denominator-degrees-of-freedom method of a linear mixed model
+            (``"satterthwaite"`` by default, ``"kenward-roger"``, ...).
+
+        Raises
+        ------
+        ModelSpecError
+            For a method the model kind does not have.
+        """
         from mixedmodels.inference.ddf import normalise_ddf
 
         if ddf is not None and str(ddf).strip().lower() == "lme4":
@@ -331,7 +362,7 @@ class MixedModelResults:
             For GLMMs (use likelihood-ratio tests: ``mixedmodels.anova(m0, m1)``
             or ``m.drop1()``) and for Kenward-Roger on ML fits.
         """
-        self._require_fit()
+        self.require_fit()
         from mixedmodels.inference.ftest import anova_table
 
         if self.model_kind != "lmer":
@@ -340,7 +371,7 @@ class MixedModelResults:
                 f"for a {self.model_kind} model use likelihood-ratio tests: "
                 "mixedmodels.anova(smaller_model, model)"
             )
-        method = self._coef_method(ddf)
+        method = self.coef_test_method(ddf)
         if method not in ("satterthwaite", "kenward-roger"):
             raise ModelSpecError(
                 f"anova needs ddf='satterthwaite' or 'kenward-roger', not {ddf!r}"
@@ -392,12 +423,12 @@ class MixedModelResults:
             ``ran_vals``, an unknown ``conf_method``, or interval options
             without ``conf_int``.
         """
-        self._require_fit()
+        self.require_fit()
         return tidy_frame(self, effects, conf_int, conf_level, ddf, conf_method, confint_options)
 
     def glance(self) -> pd.DataFrame:
         """One-row model summary: nobs, sigma, loglik, aic, bic, deviance, df_residual."""
-        self._require_fit()
+        self.require_fit()
         return glance_frame(self)
 
     # ------------------------------------------------------------------ printing
@@ -411,7 +442,7 @@ class MixedModelResults:
         GLMMs print lme4's z tests. ``correlation``: print the correlation of
         the fixed effects (default, as lme4: when there are at most 12).
         """
-        self._require_fit()
+        self.require_fit()
         return ModelSummary(self, ddf, correlation)
 
     def __str__(self) -> str:

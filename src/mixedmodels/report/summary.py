@@ -56,7 +56,7 @@ class ModelSummary:
     ):
         self.model = model
         self.correlation = correlation
-        self.ddf = model._coef_method(ddf)
+        self.ddf = model.coef_test_method(ddf)
         # (a subclass may define coef_table without the ddf argument)
         self.coefficients = model.coef_table() if ddf is None else model.coef_table(ddf)
         self.varcorr = model.varcorr
@@ -90,14 +90,14 @@ def _random_effects_lines(model: Any, with_variance: bool) -> list[str]:
     left-justified under the header as R prints it.
     """
     header = ["Groups", "Name"] + (["Variance"] if with_variance else []) + ["Std.Dev."]
-    covs = model._covariances()
+    covs = model.covariances()
     has_resid = getattr(model, "has_residual", True)
     all_var = np.concatenate([np.diag(c) for c in covs] + ([[model.sigma**2]] if has_resid else []))
     var_txt = iter(pad(format_numbers(all_var, 4)))
     sd_txt = iter(pad(format_numbers(np.sqrt(all_var), 4)))
     any_corr = any(c.shape[0] > 1 for c in covs)
     rows: list[list[str]] = []
-    for label, term, cov in zip(model._group_labels(), model.frame.terms, covs):
+    for label, term, cov in zip(model.group_labels(), model.frame.terms, covs):
         sd = np.sqrt(np.diag(cov))
         for i, name in enumerate(term.cnames):
             row = [label if i == 0 else "", name]
@@ -298,7 +298,7 @@ def format_summary(
     if offset_text:
         lines.append(f" Offset: {offset_text}")
     lines += [""] + _criterion_lines(model) + ["", "Scaled residuals: "]
-    scaled = model._pearson_residuals() / model.sigma
+    scaled = model.pearson_residuals_for_summary() / model.sigma
     q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
     qt = fixed_decimals(q, 4)
     rows = [["Min", "1Q", "Median", "3Q", "Max"], qt]

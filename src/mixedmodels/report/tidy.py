@@ -137,7 +137,7 @@ def ran_vals_frame(model: Any) -> pd.DataFrame:
     standard deviations.
     """
     frames = []
-    for term, b, cv in zip(model.frame.terms, model.b, model._condvar_b()):
+    for term, b, cv in zip(model.frame.terms, model.b, model.condvar_b()):
         sd = np.sqrt(np.diagonal(cv, axis1=1, axis2=2))
         for j, name in enumerate(term.cnames):
             frames.append(

@@ -139,9 +139,9 @@ class FiniteDifferences:
         return y
 
     def _check_convergence(self, derivs=None) -> ConvergenceCheck:
-        params = np.concatenate([self._theta, self._beta])
+        params = np.concatenate([self.theta_vector, self._beta])
         if derivs is None:  # lme4's deriv12 at the optimum: the SEs' too
-            derivs = self._cache["deriv12"] = self._derivatives(params, self._objective, kind="lme4")
+            derivs = self._cache["deriv12"] = self._derivatives(params, self.fitted_objective, kind="lme4")
         g_raw, H = derivs
         # the checks read the derivatives for unit-scale columns of Z and X
         # (the same where they are moderate), so that they do not depend on units
@@ -149,7 +149,7 @@ class FiniteDifferences:
         g = g_raw / scale
         Hs = 0.5 * (H + H.T) / np.outer(scale, scale)
         at_bound = np.zeros(len(params), bool)
-        unit_theta = self._theta * self.theta_scale
+        unit_theta = self.theta_vector * self.theta_scale
         at_bound[: self.ntheta] = (self.theta_lower == 0) & (unit_theta < SINGULAR_TOL)
         messages = []
         if not (np.all(np.isfinite(Hs)) and np.all(np.isfinite(g))):
@@ -207,14 +207,14 @@ class FiniteDifferences:
         (gradient, Hessian) : tuple of ndarray
             Ordered θ then β, as lme4's ``optinfo$derivs``.
         """
-        self._require_fit()
+        self.require_fit()
         if self.nagq == 0:
             raise ModelSpecError(
                 "deviance_hessian needs the Laplace or quadrature deviance (nagq >= 1); "
                 "with nagq = 0 β is not a parameter of the deviance"
             )
         at_optimum = theta is None and fixef is None
-        theta = self._theta if theta is None else np.asarray(theta, float).ravel()
+        theta = self.theta_vector if theta is None else np.asarray(theta, float).ravel()
         fixef = self._beta if fixef is None else np.asarray(fixef, float).ravel()
         if theta.shape != (self.ntheta,) or fixef.shape != (len(self._beta),):
             raise ModelSpecError(

@@ -173,6 +173,9 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         Whether the fit is on the boundary (lme4's ``isSingular``).
     theta_lower, theta_scale : ndarray
         Lower bounds of θ, and the factors giving θ for unit-scale columns.
+    theta_vector, theta_slices, fitted_objective
+        θ as an array, each term's slice of it, the deviance at the optimum
+        (see :class:`~mixedmodels.models.base.RandomEffectsModel`).
     param_scale : ndarray
         The factors giving (θ, β) for unit-scale columns of Z and X.
 
@@ -227,7 +230,7 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         self._init = self._initialize_response()
         offset_arr = np.zeros(fr.nobs) if fr.offset is None else np.asarray(fr.offset, float)
         self._engine = Engine(fr, self.family, self._init.y, self._init.n, self._init.weights, offset_arr)
-        self._theta_slices = consecutive_slices([t.ntheta for t in fr.terms])
+        self.theta_slices = consecutive_slices([t.ntheta for t in fr.terms])
         self.weights_given = weights is not None
         self.offset_given = offset is not None
         self._fitted = False
@@ -451,7 +454,7 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         GeneralizedLinearMixedModel
             A new fitted model.
         """
-        self._require_fit()
+        self.require_fit()
         e = self._engine
         y = np.asarray(newresp, dtype=float)
         name = self.frame.response_name
@@ -472,7 +475,7 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
         new._engine = e.with_response(y, n, wt)
         new._fitted = False
         fit_kwargs.setdefault("pirls_tol", self.pirls_tol)
-        start = dict(fit_kwargs.pop("start", None) or {"theta": self._theta})
+        start = dict(fit_kwargs.pop("start", None) or {"theta": self.theta_vector})
         return new.fit(start, **fit_kwargs)
 
     def _blas_threads(self, threads: int | str) -> int | None:
@@ -516,10 +519,10 @@ class GeneralizedLinearMixedModel(FitStages, FiniteDifferences, GlmerResults, Gl
     ) -> None:
         theta = self._canonical_theta(np.asarray(theta, float))
         modes = self._modes(theta, None if beta is None else np.asarray(beta, float))
-        self._theta, self._modes_final = theta, modes
+        self.theta_vector, self._modes_final = theta, modes
         self._beta = modes.beta if beta is None else np.asarray(beta, float)
         self._u = [modes.u[a:b].reshape(-1, k) for (a, b), k in zip(self._engine.bounds, self._engine.ks)]
-        self._objective = self._engine.laplace(modes) if beta is None else self._deviance_at(modes, theta)
+        self.fitted_objective = self._engine.laplace(modes) if beta is None else self._deviance_at(modes, theta)
         self.optsum = record
         self._cache: dict[str, Any] = {}
         self.convergence: ConvergenceCheck | None = None

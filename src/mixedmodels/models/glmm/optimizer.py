@@ -145,10 +145,10 @@ class FitStages:
         tolerance the two differ by ~1e-6 in the deviance, so the profile
         (:mod:`mixedmodels.inference.profile`) works on this copy.
         """
-        self._require_fit()
+        self.require_fit()
         dev = copy.copy(self)
         dev._eta_start = self._engine.offset + self.family.linkfun(self._init.mustart)
-        dev._eta_start = dev._modes(self._theta, None).eta
+        dev._eta_start = dev._modes(self.theta_vector, None).eta
         return dev
 
     def _fit(self, start, nagq0_init_step, pirls_tol, maxeval, keep_history,

@@ -31,7 +31,7 @@ class GlmerPredictions:
         ``type`` is ``"deviance"`` (R's default for glmer), ``"pearson"``,
         ``"response"`` (y - μ) or ``"working"``.
         """
-        self._require_fit()
+        self.require_fit()
         e, m = self._engine, self._modes_final
         y, mu = e.y, m.mu
         if type == "deviance":
@@ -77,7 +77,7 @@ class GlmerPredictions:
         level : float
             Coverage of the intervals.
         """
-        self._require_fit()
+        self.require_fit()
         if type not in ("link", "response"):
             raise PredictionError(f"type must be 'link' or 'response', not {type!r}")
         if interval not in ("none", "confidence"):
@@ -118,11 +118,11 @@ class GlmerPredictions:
         use_u : bool
             Condition on the fitted random effects instead of drawing new ones.
         """
-        self._require_fit()
+        self.require_fit()
         rng = np.random.default_rng(seed)
         fr, e = self.frame, self._engine
         base = e.offset + fr.fixed.X @ self._beta
-        lams = self.lambdas(self._theta)
+        lams = self.lambdas(self.theta_vector)
         out = np.empty((fr.nobs, nsim))
         dispersion = self.sigma**2  # φ: 1 for the families without a scale
         for s in range(nsim):

@@ -45,7 +45,7 @@ class GlmerResults:
         random effects' variances and conditional variances multiplied by σ²
         for these families, and so does this).
         """
-        self._require_fit()
+        self.require_fit()
         if self.family.dispersion_is_fixed:
             return 1.0
         e, m = self._engine, self._modes_final
@@ -55,8 +55,8 @@ class GlmerResults:
     @property
     def deviance(self) -> float:
         """-2 × log-likelihood, the ``deviance`` of lme4's summary table."""
-        self._require_fit()
-        return self._objective
+        self.require_fit()
+        return self.fitted_objective
 
     @property
     def deviance_conditional(self) -> float:
@@ -64,7 +64,7 @@ class GlmerResults:
 
         That is what R's ``deviance(fit)`` returns for a glmer fit.
         """
-        self._require_fit()
+        self.require_fit()
         return float(np.sum(self._dev_resids()))
 
     def _dev_resids(self) -> np.ndarray:
@@ -78,7 +78,7 @@ class GlmerResults:
         Fixed effects, θ and, for families with a scale (Gamma, inverse
         Gaussian), the scale (lme4's ``useSc``).
         """
-        return len(self._beta) + len(self._theta) + int(self.has_residual)
+        return len(self._beta) + len(self.theta_vector) + int(self.has_residual)
 
     @property
     def vcov(self) -> pd.DataFrame:
@@ -89,7 +89,7 @@ class GlmerResults:
         system when there is none (nAGQ = 0, or the Hessian is not positive
         definite).
         """
-        self._require_fit()
+        self.require_fit()
         if "vcov" not in self._cache:
             self._cache["vcov"] = self._vcov_matrix()
         names = self.frame.fixed.names
@@ -117,20 +117,17 @@ class GlmerResults:
         e = self._engine
         m = self._modes_final
         w, z = e.working(m.eta, m.mu, e.offset)
-        _, _, factor = e.solve(self.lambdas(self._theta), w, z, True)
+        _, _, factor = e.solve(self.lambdas(self.theta_vector), w, z, True)
         Linv = solve_triangular(factor.RX(), np.eye(e.p), lower=True)
         return self.sigma**2 * (Linv.T @ Linv)
-
-    def _covariances(self) -> list[np.ndarray]:
-        return [self.sigma**2 * lam @ lam.T for lam in self.lambdas(self._theta)]
 
     @property
     def b(self) -> list[np.ndarray]:
         """Conditional modes per term, (ℓ, k) arrays in the engine's term order."""
-        self._require_fit()
-        return [u @ lam.T for u, lam in zip(self._u, self.lambdas(self._theta))]
+        self.require_fit()
+        return [u @ lam.T for u, lam in zip(self._u, self.lambdas(self.theta_vector))]
 
-    def _condvar_b(self) -> list[np.ndarray]:
+    def condvar_b(self) -> list[np.ndarray]:
         """Return the conditional covariance of b per term and level: Λ (L L')⁻¹ Λ'.
 
         As lme4's ``condVar``, from the factor of the last PIRLS step (a step
@@ -138,7 +135,7 @@ class GlmerResults:
         """
         if "condvar" not in self._cache:
             e, m = self._engine, self._modes_final
-            lams = self.lambdas(self._theta)
+            lams = self.lambdas(self.theta_vector)
             factor = m.factor
             if factor.LS.shape[0] != e.system.Q1:  # a joint factor: X rows inside
                 w, z = e.working(m.eta, m.mu, e.offset + self.frame.fixed.X @ self._beta)
@@ -157,13 +154,13 @@ class GlmerResults:
     @property
     def linear_predictor(self) -> pd.Series:
         """The linear predictor η at the fit, conditional on the random effects."""
-        self._require_fit()
+        self.require_fit()
         return pd.Series(self._modes_final.eta, index=self.frame.data.index, name="eta")
 
     @property
     def fitted(self) -> pd.Series:
         """Fitted means μ (response scale), conditional on the random effects."""
-        self._require_fit()
+        self.require_fit()
         return pd.Series(self._modes_final.mu, index=self.frame.data.index, name="fitted")
 
     @property

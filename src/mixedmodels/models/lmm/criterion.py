@@ -22,27 +22,42 @@ class ProfiledCriterion:
     A base class of :class:`~mixedmodels.models.lmm.model.LinearMixedModel`
     (not used by itself); it gives the model :meth:`objective` and
     :meth:`objective_gradient`. It reads the model's engine and design:
-    ``_system`` (the augmented or dense system), ``frame``, ``reml``,
-    ``_n_eff``, ``_ldW``, ``_theta_slices``, ``lambdas``, ``theta_scale`` and
+    ``system`` (the augmented or dense system), ``frame``, ``reml``,
+    ``n_eff``, ``log_det_weights``, ``theta_slices``, ``lambdas``, ``theta_scale`` and
     ``theta_lower``.
     """
 
-    def _criterion(self, f: Factor, reml: bool) -> float:
-        n, p = self._n_eff, self.frame.fixed.p
+    def profiled_criterion(self, f: Factor, reml: bool) -> float:
+        """Return the profiled deviance (ML) or REML criterion of a factorisation.
+
+        Parameters
+        ----------
+        f : Factor
+            The system factorised at some θ (``system.factor(lambdas(θ))``;
+            at the optimum ``fitted_factor``).
+        reml : bool
+            The REML criterion (True) or the ML deviance (False).
+
+        Returns
+        -------
+        float
+            The criterion, σ profiled out, with the prior weights' log-determinant.
+        """
+        n, p = self.n_eff, self.frame.fixed.p
         r2 = f.pwrss()
         if reml:
             nmp = n - p
             return float(
-                f.logdet_re() + f.logdet_x() + nmp * (1.0 + np.log(2 * np.pi * r2 / nmp)) - self._ldW
+                f.logdet_re() + f.logdet_x() + nmp * (1.0 + np.log(2 * np.pi * r2 / nmp)) - self.log_det_weights
             )
-        return float(f.logdet_re() + n * (1.0 + np.log(2 * np.pi * r2 / n)) - self._ldW)
+        return float(f.logdet_re() + n * (1.0 + np.log(2 * np.pi * r2 / n)) - self.log_det_weights)
 
     def objective(self, theta: np.ndarray) -> float:
         """Return the profiled deviance (ML) or REML criterion at ``theta``."""
-        f = self._system.factor(self.lambdas(np.asarray(theta, dtype=float)))
+        f = self.system.factor(self.lambdas(np.asarray(theta, dtype=float)))
         if f is None:
             return np.inf
-        return self._criterion(f, self.reml)
+        return self.profiled_criterion(f, self.reml)
 
     def objective_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """Return the objective and its analytic gradient with respect to θ.
@@ -82,16 +97,16 @@ class ProfiledCriterion:
         """
         theta = np.asarray(theta, dtype=float)
         lams = self.lambdas(theta)
-        f = self._system.factor(lams)
+        f = self.system.factor(lams)
         if f is None:
             return np.inf, np.zeros_like(theta), None
-        value = self._criterion(f, self.reml)
-        beta, us = self._system.solve(f)
-        n, p = self._n_eff, self.frame.fixed.p
+        value = self.profiled_criterion(f, self.reml)
+        beta, us = self.system.solve(f)
+        n, p = self.n_eff, self.frame.fixed.p
         nu = n - p if self.reml else n
         r2 = f.pwrss()
-        sub = self._system.Q1 + (p if self.reml else 0)
-        parts = self._system.gradient_parts(f, sub, beta, us)
+        sub = self.system.Q1 + (p if self.reml else 0)
+        parts = self.system.gradient_parts(f, sub, beta, us)
         d_logdet, d_pwrss, numeric = self._gradient_blocks(parts, len(theta))
         grad = d_logdet + (nu / r2) * d_pwrss
         for i in numeric:
@@ -151,7 +166,7 @@ class ProfiledCriterion:
         d_logdet = np.full(ntheta, np.nan)
         d_pwrss = np.full(ntheta, np.nan)
         missing: list[int] = []
-        for term, sl, part in zip(self.frame.terms, self._theta_slices, parts):
+        for term, sl, part in zip(self.frame.terms, self.theta_slices, parts):
             if part is None:  # λ singular where only the λ⁻¹ form is available
                 missing.extend(range(sl.start, sl.stop))
                 continue
@@ -172,7 +187,7 @@ class ProfiledCriterion:
         down[i] -= h
         return (self.objective(up) - self.objective(down)) / (2 * h)
 
-    def _criterion_pieces_gradient(
+    def criterion_pieces_gradient(
         self, theta: np.ndarray, reml: bool | None = None, numeric: bool = True
     ) -> "CriterionPieces | None":
         """Return the two θ-dependent pieces of the deviance, with their analytic gradients.
@@ -206,17 +221,17 @@ class ProfiledCriterion:
         """
         theta = np.asarray(theta, dtype=float)
         reml = self.reml if reml is None else bool(reml)
-        f = self._system.factor(self.lambdas(theta))
+        f = self.system.factor(self.lambdas(theta))
         if f is None:
             return None
         # read the factor now: the blocked system reuses its buffers on the
         # next factorisation (numeric partials below)
         logdet_re, logdet_x, r2 = float(f.logdet_re()), float(f.logdet_x()), float(f.pwrss())
         LX = np.array(f.LX(), dtype=float)
-        beta, us = self._system.solve(f)
+        beta, us = self.system.solve(f)
         p = self.frame.fixed.p
-        sub = self._system.Q1 + (p if reml else 0)
-        parts = self._system.gradient_parts(f, sub, beta, us)
+        sub = self.system.Q1 + (p if reml else 0)
+        parts = self.system.gradient_parts(f, sub, beta, us)
         d_logdet, d_pwrss, missing = self._gradient_blocks(parts, len(theta))
         if numeric:
             for i in missing:
@@ -234,7 +249,7 @@ class ProfiledCriterion:
         for sign in (1.0, -1.0):
             x = theta.copy()
             x[i] += sign * h
-            f = self._system.factor(self.lambdas(x))
+            f = self.system.factor(self.lambdas(x))
             if f is None:
                 return np.nan, np.nan
             vals.append((f.logdet_re() + (f.logdet_x() if reml else 0.0), f.pwrss()))
@@ -242,7 +257,7 @@ class ProfiledCriterion:
 
 
 class CriterionPieces(NamedTuple):
-    """What :meth:`LinearMixedModel._criterion_pieces_gradient` returns at one θ.
+    """What :meth:`LinearMixedModel.criterion_pieces_gradient` returns at one θ.
 
     Attributes
     ----------

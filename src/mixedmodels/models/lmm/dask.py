@@ -179,7 +179,7 @@ class DaskLinearMixedModel(RandomEffectsModel):
         Unweighted fits get the same starting values as :class:`LinearMixedModel`
         (up to rounding); weighted fits use weighted moments.
         """
-        cross, fr, system = self._cross, self.frame, self.estimator._system
+        cross, fr, system = self._cross, self.frame, self.estimator.system
         p = len(fr.fixed.names)
         Q1 = system.Q1
         A = cross.Arr[Q1:, Q1:]
@@ -226,7 +226,7 @@ class DaskLinearMixedModel(RandomEffectsModel):
 
         Partitions are as in the data, incomplete rows dropped.
         """
-        self._require_fit()
+        self.require_fit()
         return self._lazy("fitted")
 
     def residuals(self, type: str = "response"):
@@ -235,7 +235,7 @@ class DaskLinearMixedModel(RandomEffectsModel):
         ``type`` is ``"response"`` (or ``"working"``), or ``"pearson"`` (also
         ``"deviance"``: √weight × response residual).
         """
-        self._require_fit()
+        self.require_fit()
         if type in ("response", "working"):
             return self._lazy("residuals")
         if type in ("pearson", "deviance"):
@@ -251,7 +251,7 @@ class DaskLinearMixedModel(RandomEffectsModel):
         Dask DataFrame: one lazy Series (computed per partition); with
         in-memory ``newdata``: a pandas Series. No intervals.
         """
-        self._require_fit()
+        self.require_fit()
         if newdata is None:
             return self._lazy("fitted", include_random(re_form), name="predicted")
         if is_dask_dataframe(newdata):
@@ -268,13 +268,13 @@ class DaskLinearMixedModel(RandomEffectsModel):
         """
         self.b  # noqa: B018 - fails early if unfitted
         shell = copy.copy(self.estimator)
-        shell._system = None
-        shell._factor = None
+        shell.system = None
+        shell.fitted_factor = None
         shell.frame = copy.copy(self.frame)
         shell.frame.source = None
         return shell
 
-    def _pearson_residuals(self) -> np.ndarray:
+    def pearson_residuals_for_summary(self) -> np.ndarray:
         """Return the five-number summary (min, quartiles, max) of the Pearson residuals.
 
         That is all the summary's "Scaled residuals" line needs (``np.quantile``

@@ -105,7 +105,7 @@ class SmallDenseEvaluator:
     MAX_SIZE = 150  # dense blocks up to this size (larger: the general code)
 
     def __init__(self, model: "LinearMixedModel"):
-        system = model._system
+        system = model.system
         self.A = system.A
         p = system.p
         pattern = model.__dict__.get("_fast_pattern")
@@ -114,8 +114,8 @@ class SmallDenseEvaluator:
         self.pattern = pattern
         self.q = system.q
         self.sub = system.q + (p if model.reml else 0)
-        self.nu = float(model._n_eff - p if model.reml else model._n_eff)
-        self.const = self.nu * (1.0 - np.log(self.nu) + np.log(2 * np.pi)) - model._ldW
+        self.nu = float(model.n_eff - p if model.reml else model.n_eff)
+        self.const = self.nu * (1.0 - np.log(self.nu) + np.log(2 * np.pi)) - model.log_det_weights
 
     @classmethod
     def create(cls, model: "LinearMixedModel") -> "SmallDenseEvaluator | None":
@@ -124,7 +124,7 @@ class SmallDenseEvaluator:
         It applies to a dense system (:class:`DenseSystem`) of at most
         ``MAX_SIZE`` rows.
         """
-        system = model._system
+        system = model.system
         if isinstance(system, DenseSystem) and system.N <= cls.MAX_SIZE:
             return cls(model)
         return None
@@ -164,7 +164,7 @@ class EvaluatorPattern:
     """
 
     def __init__(self, model: "LinearMixedModel"):
-        system = model._system
+        system = model.system
         N, q = system.N, system.q
         rows, cols, index = [], [], []
         start, t0 = 0, 0

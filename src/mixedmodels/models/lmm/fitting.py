@@ -36,18 +36,18 @@ class OptimumSearch:
     (not used by itself; ``fit`` itself is the model's); it gives the model
     :meth:`initial_theta`. It uses the criterion
     (:class:`~mixedmodels.models.lmm.criterion.ProfiledCriterion`) and sets
-    what a fit sets (``optsum``, ``_theta``, ``_factor``, ``_beta``,
-    ``_u``, ``_sigma``, ``_objective``, ``_cache``, ``_fitted``).
+    what a fit sets (``optsum``, ``theta_vector``, ``fitted_factor``, ``_beta``,
+    ``_u``, ``_sigma``, ``fitted_objective``, ``_cache``, ``_fitted``).
     """
 
-    def _blas_thread_plan(self, threads: int | str) -> tuple[int | None, int | None]:
+    def blas_thread_plan(self, threads: int | str) -> tuple[int | None, int | None]:
         """Return the BLAS threads of the fit and, if different, of its factorisations.
 
         See :func:`~mixedmodels.support.threads.auto_thread_plan`.
         """
         if threads != "auto":
             return int(threads), None
-        return auto_thread_plan(self._system.dense_size)
+        return auto_thread_plan(self.system.dense_size)
 
     def _fit(
         self, start, optimizer, ftol_rel, maxeval, keep_history, monitor
@@ -152,7 +152,7 @@ class OptimumSearch:
         last rows) when it has them, else from the data.
         """
         p = self.frame.fixed.p
-        system = self.__dict__.get("_system")
+        system = self.__dict__.get("system")
         if isinstance(system, AugmentedSystem):  # Arr ends with [X y]'W[X y]
             xy = system.Arr[-(p + 1):, -(p + 1):]
             return xy[:p, :p], xy[:p, p]
@@ -187,15 +187,15 @@ class OptimumSearch:
         theta = self._canonical_theta(record.theta_final)
         theta = self._snap_to_boundary(theta, record.objective_final)
         self.optsum = record
-        self._theta = theta
-        f = self._reused_factor(theta) or self._system.factor(self.lambdas(theta), keep=True)
+        self.theta_vector = theta
+        f = self._reused_factor(theta) or self.system.factor(self.lambdas(theta), keep=True)
         if f is None:
             raise DataError("the model could not be factorised at the optimum")
-        self._factor = f
+        self.fitted_factor = f
         self._beta, self._u = f.solve()
-        n, p = self._n_eff, len(self._beta)
+        n, p = self.n_eff, len(self._beta)
         self._sigma = float(np.sqrt(f.pwrss() / (n - p if self.reml else n)))
-        self._objective = self._criterion(f, self.reml)
+        self.fitted_objective = self.profiled_criterion(f, self.reml)
         self._fitted = True
         self._cache: dict[str, Any] = {}
         if not record.converged:
@@ -214,7 +214,7 @@ class OptimumSearch:
         ``AugmentedSystem.kept``); else None.
         """
         last = self.__dict__.pop("_last_factor", None)
-        kept = getattr(self._system, "kept", None)
+        kept = getattr(self.system, "kept", None)
         if last is None or kept is None or not np.array_equal(last[0], theta):
             return None
         return kept(last[1])

@@ -131,6 +131,18 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         Whether the fit is on the boundary (lme4's ``isSingular``).
     theta_lower, theta_scale : ndarray
         Lower bounds of θ, and the factors giving θ for unit-scale columns.
+    theta_vector, theta_slices, fitted_objective
+        θ as an array, each term's slice of it, the criterion at the optimum
+        (see :class:`~mixedmodels.models.base.RandomEffectsModel`).
+    system : AugmentedSystem or DenseSystem
+        The penalised least-squares system of the design (``system.factor(λ)``
+        factorises it at a θ); a released blocked one is rebuilt on access.
+    fitted_factor : Factor
+        The system's factor at the fitted θ (rebuilt on access after unpickling).
+    n_eff : int
+        Rows of positive weight (``nobs`` without prior weights).
+    log_det_weights : float
+        log |W|, the sum of the logs of the positive prior weights (0 without).
 
     Notes
     -----
@@ -191,9 +203,9 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         model = cls.__new__(cls)
         model.formula, model.reml, model.data_name, model.frame = formula, bool(reml), None, frame
         model._engine_rebuildable = False  # nothing to rebuild it from
-        model._system = system
-        model._theta_slices = consecutive_slices([t.ntheta for t in frame.terms])
-        model._ldW, model._n_eff, model._fitted = float(log_weights), int(n_eff), False
+        model.system = system
+        model.theta_slices = consecutive_slices([t.ntheta for t in frame.terms])
+        model.log_det_weights, model.n_eff, model._fitted = float(log_weights), int(n_eff), False
         return model
 
     # ------------------------------------------------------------------ engine
@@ -204,7 +216,7 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
     # from the model frame when a method needs them (refit, profile, ddf ...).
     # False where the frame cannot rebuild the engine (Dask models).
     _engine_rebuildable = True
-    _REBUILT_ON_DEMAND = ("_system", "_factor", "_last_factor", "_fast")
+    _REBUILT_ON_DEMAND = ("system", "fitted_factor", "_last_factor", "_fast")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -215,26 +227,26 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
 
     def __getattr__(self, name: str) -> Any:
         # reached only for a missing attribute: an engine released or unpickled
-        if name == "_system" and self._engine_rebuildable and "frame" in self.__dict__:
+        if name == "system" and self._engine_rebuildable and "frame" in self.__dict__:
             self._setup_engine()
-            return self.__dict__["_system"]
-        if name == "_factor" and self.__dict__.get("_fitted"):
-            self._factor = self._factor_at_optimum()
-            return self._factor
+            return self.__dict__["system"]
+        if name == "fitted_factor" and self.__dict__.get("_fitted"):
+            self.fitted_factor = self._factor_at_optimum()
+            return self.fitted_factor
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _factor_at_optimum(self) -> Factor:
         """Return the factor at the fitted θ, computed again as the fit did (its BLAS threads)."""
         with blas_threads(self.optsum.blas_threads[0]):
-            return self._system.factor(self.lambdas(self._theta), keep=True)
+            return self.system.factor(self.lambdas(self.theta_vector), keep=True)
 
     def _release_engine(self) -> None:
         """Drop a blocked engine after a fit (see ``_REBUILT_ON_DEMAND``).
 
         The small dense one stays (refits and bootstraps reuse it).
         """
-        if self._engine_rebuildable and isinstance(self.__dict__.get("_system"), AugmentedSystem):
-            del self.__dict__["_system"]
+        if self._engine_rebuildable and isinstance(self.__dict__.get("system"), AugmentedSystem):
+            del self.__dict__["system"]
 
     def _setup_engine(self) -> None:
         fr = self.frame
@@ -254,10 +266,10 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
             tdata.append(TermData(term.codes, z, term.nlevels))
         # the rank check's X'X (unweighted) saves the cross-products' largest product
         xtx = fr.fixed.gram if sqrtw is None else None
-        self._system = make_system(tdata, X, y, xtx, cells)
-        self._theta_slices = consecutive_slices([t.ntheta for t in fr.terms])
-        self._ldW = 0.0 if fr.weights is None else float(np.sum(np.log(fr.weights[fr.weights > 0])))
-        self._n_eff = fr.nobs if fr.weights is None else int(np.count_nonzero(fr.weights))
+        self.system = make_system(tdata, X, y, xtx, cells)
+        self.theta_slices = consecutive_slices([t.ntheta for t in fr.terms])
+        self.log_det_weights = 0.0 if fr.weights is None else float(np.sum(np.log(fr.weights[fr.weights > 0])))
+        self.n_eff = fr.nobs if fr.weights is None else int(np.count_nonzero(fr.weights))
 
     @r_argument_hints()
     def fit(
@@ -301,14 +313,14 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         """
         check_optimizer(optimizer, _OPTIMIZERS)
         monitor = FitProgress(f"lmer {self.formula}") if progress else None
-        everywhere, factorisations = self._blas_thread_plan(threads)
-        self._system.lapack_threads = factorisations
+        everywhere, factorisations = self.blas_thread_plan(threads)
+        self.system.lapack_threads = factorisations
         try:
             with blas_threads(everywhere):
                 self._fit(start, optimizer, ftol_rel, maxeval, keep_history, monitor)
             self.optsum.blas_threads = (everywhere, factorisations)
         finally:
-            self._system.lapack_threads = None
+            self.system.lapack_threads = None
             if monitor is not None:
                 monitor.close()
         self._release_engine()
@@ -324,14 +336,14 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
     @property
     def sigma(self) -> float:
         """Residual standard deviation."""
-        self._require_fit()
+        self.require_fit()
         return self._sigma
 
     @property
     def reml_criterion(self) -> float:
         """-2 × REML log-likelihood (``REMLcrit``); NaN for ML fits."""
-        self._require_fit()
-        return self._objective if self.reml else float("nan")
+        self.require_fit()
+        return self.fitted_objective if self.reml else float("nan")
 
     @property
     def deviance(self) -> float:
@@ -340,19 +352,19 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         For REML fits it is lme4's ``deviance(fit, REML = FALSE)``: the ML
         deviance at the REML estimates.
         """
-        self._require_fit()
-        return self._criterion(self._factor, reml=False) if self.reml else self._objective
+        self.require_fit()
+        return self.profiled_criterion(self.fitted_factor, reml=False) if self.reml else self.fitted_objective
 
     @property
     def n_params(self) -> int:
         """Number of parameters: fixed effects, θ and σ (lme4's ``df`` of ``logLik``)."""
-        return len(self._beta) + len(self._theta) + 1
+        return len(self._beta) + len(self.theta_vector) + 1
 
     @property
     def vcov(self) -> pd.DataFrame:
         """Covariance matrix of the fixed-effects estimates."""
-        self._require_fit()
-        LX = self._factor.LX()
+        self.require_fit()
+        LX = self.fitted_factor.LX()
         p = LX.shape[0]
         from scipy.linalg import solve_triangular
 
@@ -361,21 +373,23 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         names = self.frame.fixed.names
         return pd.DataFrame(V, index=names, columns=names)
 
-    def _covariances(self) -> list[np.ndarray]:
-        """Σ_j = σ² λ_j λ_j' for every term."""
-        return [self._sigma**2 * lam @ lam.T for lam in self.lambdas(self._theta)]
-
     @property
     def b(self) -> list[np.ndarray]:
         """Conditional modes per term, (ℓ, k) arrays in the engine's term order."""
-        self._require_fit()
-        return [u @ lam.T for u, lam in zip(self._u, self.lambdas(self._theta))]
+        self.require_fit()
+        return [u @ lam.T for u, lam in zip(self._u, self.lambdas(self.theta_vector))]
 
-    def _condvar_b(self) -> list[np.ndarray]:
-        """Conditional covariance of b per term and level, (ℓ, k, k) stacks."""
+    def condvar_b(self) -> list[np.ndarray]:
+        """Return the conditional covariance of b per term and level (lme4's ``condVar``).
+
+        Returns
+        -------
+        list of ndarray
+            One (ℓ, k, k) stack per term, in the engine's term order; cached per fit.
+        """
         if "condvar" not in self._cache:
-            cv = self._factor.condvar_u()
-            lams = self.lambdas(self._theta)
+            cv = self.fitted_factor.condvar_u()
+            lams = self.lambdas(self.theta_vector)
             self._cache["condvar"] = [
                 self._sigma**2 * (lam @ c @ lam.T) for c, lam in zip(cv, lams)
             ]
@@ -390,8 +404,8 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
     @property
     def fitted(self) -> pd.Series:
         """Fitted values (conditional on the random effects), indexed like the data."""
-        self._require_fit()
-        self._require_rows("fitted")
+        self.require_fit()
+        self.require_rows("fitted")
         fr = self.frame
         mu = fr.fixed.dot(self._beta) + self._linear_predictor_re()
         if fr.offset is not None:
@@ -461,7 +475,7 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
         >>> m.predict(new, re_form="~0", interval="confidence").columns.tolist()
         ['fit', 'lower', 'upper']
         """
-        self._require_fit()
+        self.require_fit()
         from mixedmodels.inference.prediction import (
             check_interval,
             interval_frame,
@@ -473,7 +487,7 @@ class LinearMixedModel(ProfiledCriterion, OptimumSearch, Refitting, RandomEffect
             if include_random(re_form):
                 fit = self.fitted.rename("predicted")
             else:
-                self._require_rows("predict without newdata")
+                self.require_rows("predict without newdata")
                 fr = self.frame
                 eta = fr.fixed.X @ self._beta + (0 if fr.offset is None else fr.offset)
                 fit = pd.Series(eta, index=fr.data.index, name="predicted")

@@ -67,32 +67,42 @@ class Refitting:
         >>> m2.fixef.index.tolist() == m.fixef.index.tolist()
         True
         """
-        self._require_fit()
-        self._require_rows("refit")
+        self.require_fit()
+        self.require_rows("refit")
         if newresp is None:  # lme4's refit(object): the same response again
             newresp = self.frame.y
         y = _new_response(newresp, self.frame.nobs, self.frame.response_name)
         new = self.clone(y=y)
-        start = self._refit_start()
-        if not fit_kwargs and new._fast is not None and start is self._theta:
-            return new._fit_seeded(self._theta, self._curvature_inverse())
+        start = self.refit_start()
+        if not fit_kwargs and new._fast is not None and start is self.theta_vector:
+            return new._fit_seeded(self.theta_vector, self._curvature_inverse())
         fit_kwargs.setdefault("start", start)
         return new.fit(**fit_kwargs)
 
-    def _prepare_refits(self) -> None:
+    def prepare_refits(self) -> None:
         """Compute what many refits share, once (e.g. before a bootstrap forks its workers).
 
         That is the starting curvature of the seeded search.
         """
-        system = self._system
+        system = self.system
         small = isinstance(system, DenseSystem) and system.N <= SmallDenseEvaluator.MAX_SIZE
-        if small and self._refit_start() is self._theta:
+        if small and self.refit_start() is self.theta_vector:
             self._curvature_inverse()
 
-    def _require_rows(self, what: str) -> None:
+    def require_rows(self, what: str) -> None:
         """Raise a DataError naming ``what`` unless the model frame holds the rows.
 
         A fit from partitions (Dask or Parquet) keeps only their cross-products.
+
+        Parameters
+        ----------
+        what : str
+            The operation asked for, named in the error.
+
+        Raises
+        ------
+        DataError
+            If the model was fitted from partitions.
         """
         if len(self.frame.y) != self.frame.nobs:
             raise DataError(
@@ -100,16 +110,25 @@ class Refitting:
                 "partitions (Dask or Parquet): fit it with a pandas DataFrame instead"
             )
 
-    def _refit_start(self, theta: np.ndarray | None = None) -> np.ndarray:
+    def refit_start(self, theta: np.ndarray | None = None) -> np.ndarray:
         """Return θ to start a refit from: this fit's (or ``theta``), moved off zero.
 
         Zero diagonal elements of λ are moved to 0.1 (for unit-scale columns,
         see ``theta_scale``). The objective is even in those elements, so a
         gradient search started exactly at zero never leaves it even when the
-        new optimum is away from the boundary. Returns the same array when
-        nothing is moved.
+        new optimum is away from the boundary.
+
+        Parameters
+        ----------
+        theta : ndarray, optional
+            θ to move; this fit's ``theta_vector`` by default.
+
+        Returns
+        -------
+        ndarray
+            The starting θ: the same array when nothing is moved.
         """
-        theta = self._theta if theta is None else theta
+        theta = self.theta_vector if theta is None else theta
         scale = self.theta_scale  # both rules on θ for unit-scale columns
         at_zero = (self.theta_lower == 0) & (np.abs(theta) * scale < SINGULAR_TOL)
         if not at_zero.any():
@@ -124,7 +143,7 @@ class Refitting:
         """
         cache = self._cache
         if "refit_hinv" not in cache:
-            theta = self._theta
+            theta = self.theta_vector
             fg = self.objective_gradient
             m = len(theta)
             H = np.empty((m, m))
@@ -216,9 +235,9 @@ class Refitting:
         if drop_fixed is not None:
             new._setup_engine()
         elif y is not None:
-            new._system = self._system.with_response(response_crossproducts(frame))
+            new.system = self.system.with_response(response_crossproducts(frame))
         else:
-            new._system = self._system.copy()
+            new.system = self.system.copy()
         new._fast = SmallDenseEvaluator.create(new)
         if new._fast is not None and drop_fixed is None:
             self.__dict__.setdefault("_fast_pattern", new._fast.pattern)  # for the next clones
@@ -240,14 +259,14 @@ class Refitting:
             Condition on the fitted random effects (True) or draw new ones (False,
             lme4's default ``re.form = NA``).
         """
-        self._require_fit()
-        self._require_rows("simulate")
+        self.require_fit()
+        self.require_rows("simulate")
         rng = np.random.default_rng(seed)
         fr = self.frame
         n = fr.nobs
         base = fr.fixed.X @ self._beta + (0 if fr.offset is None else fr.offset)
         out = np.empty((n, nsim))
-        lams = self.lambdas(self._theta)
+        lams = self.lambdas(self.theta_vector)
         w = np.ones(n) if fr.weights is None else fr.weights
         for s in range(nsim):
             eta = base.copy()
@@ -264,7 +283,7 @@ class Refitting:
 
 # What a fit sets; a clone made for a refit starts without it.
 _FIT_STATE = frozenset(
-    {"optsum", "_theta", "_factor", "_beta", "_u", "_sigma", "_objective", "_cache", "_fitted"}
+    {"optsum", "theta_vector", "fitted_factor", "_beta", "_u", "_sigma", "fitted_objective", "_cache", "_fitted"}
 )
 
 
