@@ -267,7 +267,7 @@ def test_curvature_estimate_near_the_hessian_diagonal(name, formula):
     model = mm.LinearMixedModel(formula, data).fit()
     theta = model.theta.values
     _, _, parts = model._evaluate(theta)
-    estimate = model._curvature_estimate(theta, parts)
+    estimate = model.curvature_estimate(theta, parts)
     hessian = np.empty(len(theta))
     for i in range(len(theta)):
         h = np.zeros(len(theta))

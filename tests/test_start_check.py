@@ -142,7 +142,7 @@ def test_lmer_finishes_a_stalled_search_derivative_free(aliased, monkeypatch):
     def degenerate(self, theta, parts):
         return np.where(aliased_term, 1e-31, 50.0)
 
-    monkeypatch.setattr(mm.LinearMixedModel, "_curvature_estimate", degenerate)
+    monkeypatch.setattr(mm.LinearMixedModel, "curvature_estimate", degenerate)
     ours = fit(formula, aliased)
     assert ours.fitted_objective <= bobyqa.fitted_objective + 1e-6
     assert "BOBYQA" in ours.optsum.optimizer

@@ -117,16 +117,16 @@ class ProfiledCriterion:
     def _start_evaluation(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
         """Return the objective, its gradient and the Hessian's diagonal at a search's start.
 
-        The estimates of the Hessian's diagonal (see ``_curvature_estimate``)
+        The estimates of the Hessian's diagonal (see ``curvature_estimate``)
         are only given when every term is a scalar (``(1 | g)``), else None.
         """
         if self.__dict__.get("_fast") is not None or any(t.k != 1 for t in self.frame.terms):
             value, grad = self.objective_gradient(theta)
             return value, grad, None
         value, grad, parts = self._evaluate(theta)
-        return value, grad, self._curvature_estimate(theta, parts)
+        return value, grad, self.curvature_estimate(theta, parts)
 
-    def _curvature_estimate(self, theta: np.ndarray, parts: list | None) -> np.ndarray | None:
+    def curvature_estimate(self, theta: np.ndarray, parts: list | None) -> np.ndarray | None:
         """Return estimates of the Hessian's diagonal at ``theta`` for all-scalar terms.
 
         None where they are not usable. For a scalar term with ℓ levels,
