@@ -7,6 +7,7 @@ for the whole module, so the map-reduce runs through the distributed scheduler.
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -249,3 +250,25 @@ def test_model_pickles_and_estimator_rows(sleep):
         dsk.estimator.fitted  # noqa: B018
     with pytest.raises(mm.DataError, match="simulate needs the rows"):
         dsk.estimator.simulate()
+
+
+@pytest.mark.parametrize("formula, call", [
+    ("Reaction ~ C(Days + 1) + (1 | Subject)", "C(Days + 1)"),
+    ("Reaction ~ Days + (factor(Days > 4) | Subject)", "factor(Days > 4)"),
+])
+def test_factor_of_an_expression_is_refused_on_partitions(formula, call):
+    """The levels pass collects columns' levels: C()/factor() of an expression
+    would be coded from the sample frame alone (it raised numpy's broadcast
+    error, after formulaic's cast-to-NaN warning)."""
+    sleep = mm.datasets.load("sleepstudy").sort_values("Days")  # partitions see other days
+    with pytest.raises(DaskUnsupportedError, match=rf"^{re.escape(call)}: on Dask or Parquet data"):
+        mm.lmer(formula, dd.from_pandas(sleep, npartitions=3))
+
+
+def test_factor_of_a_column_matches_memory_on_partitions():
+    sleep = mm.datasets.load("sleepstudy").sort_values("Days")
+    formula = "Reaction ~ factor(Days) + (1 | Subject)"
+    mem = mm.lmer(formula, sleep)
+    dsk = mm.lmer(formula, dd.from_pandas(sleep, npartitions=3))
+    assert list(dsk.fixef.index) == list(mem.fixef.index)
+    np.testing.assert_allclose(dsk.fixef, mem.fixef, rtol=1e-6)

@@ -520,3 +520,14 @@ def test_cells_only_for_factors_and_few_cells(monkeypatch):
     # more cells than that fraction of the rows (28 of 8,000 here): X as usual
     monkeypatch.setattr(SimpleSpec, "MAX_CELLS_PER_ROW", 27 / 8000)
     assert cells("y ~ 1 + service * dept + (1 | s)") is None
+
+
+def test_factor_calls_give_each_call_and_its_first_argument():
+    from mixedmodels.spec.matrix import factor_calls
+
+    assert factor_calls("C(x + 1) + factor(`a b`) + C(f, contr.sum) + log(z) + C(g(h, 2))") == [
+        ("C(x + 1)", "x + 1"),
+        ("factor(`a b`)", "`a b`"),
+        ("C(f, contr.sum)", "f"),
+        ("C(g(h, 2))", "g(h, 2)"),
+    ]

@@ -43,7 +43,7 @@ from mixedmodels.spec.formula import ParsedFormula
 from mixedmodels.spec.frame import ModelFrame
 from mixedmodels.spec.guard import CONSTANTS
 from mixedmodels.spec.levels import combine_codes
-from mixedmodels.spec.matrix import factor_arguments
+from mixedmodels.spec.matrix import factor_arguments, factor_calls
 from mixedmodels.spec.random import ReTerm, build_term, check_term_size, order_terms
 from mixedmodels.spec.response import is_factor_dtype
 
@@ -208,6 +208,23 @@ def specify_partitioned(
     )
 
 
+def _check_factor_calls(texts: list[str], columns: set[str]) -> None:
+    """Refuse ``C(expr)`` / ``factor(expr)`` of anything but a column.
+
+    The levels pass collects the levels of columns; the levels of an
+    expression such as ``C(x + 1)`` would be known from the sample frame only,
+    and partitions with other values would be coded wrongly.
+    """
+    for text in texts:
+        for call, argument in factor_calls(text):
+            if argument.strip("`") not in columns:
+                raise DaskUnsupportedError(
+                    f"{call}: on Dask or Parquet data, C() and factor() take a column "
+                    f"name, not the expression {argument!r}; add the column to the data first "
+                    "(e.g. ddf.assign(...)) and use factor() of it"
+                )
+
+
 def _partition_plan(
     parsed: ParsedFormula,
     columns: list[str],
@@ -224,6 +241,7 @@ def _partition_plan(
     """
     grouping = {g for spec in parsed.random for g in spec.group}
     texts = [parsed.fixed] + [spec.expr for spec in parsed.random]
+    _check_factor_calls(texts, set(columns))
     factor_calls = set().union(*(factor_arguments(t) for t in texts)) & set(columns)
     formula_factors = [c for c in columns if c in used and is_factor_dtype(dtypes[c])]
     level_cols = sorted(grouping | set(formula_factors) | factor_calls)

@@ -496,6 +496,37 @@ def integers_as_floats(frame: pd.DataFrame, factors: Collection[str] = ()) -> pd
 _FACTOR_ARGUMENT = re.compile(r"(?<![\w.])(?:C|factor)\(\s*(`[^`]*`|[^\W\d][\w.]*)\s*[,)]")
 
 
+_FACTOR_CALL = re.compile(r"(?<![\w.])(?:C|factor)\(")
+
+
+def factor_calls(rhs: str) -> list[tuple[str, str]]:
+    """Return every ``C(...)`` / ``factor(...)`` call of a formula side.
+
+    Each as (the call's text, its first argument's text), in order: what
+    tells a column coded as a factor (``factor(x)``) from an expression coded
+    as one (``C(x + 1)``).
+    """
+    calls = []
+    for match in _FACTOR_CALL.finditer(rhs):
+        depth, first_end = 0, None
+        for i in range(match.end(), len(rhs)):
+            ch = rhs[i]
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                if depth == 0:
+                    end = i
+                    break
+                depth -= 1
+            elif ch == "," and depth == 0 and first_end is None:
+                first_end = i
+        else:
+            continue  # unbalanced: the parser reports it
+        argument = rhs[match.end(): first_end if first_end is not None else end].strip()
+        calls.append((rhs[match.start(): end + 1], argument))
+    return calls
+
+
 @functools.lru_cache(maxsize=1024)
 def factor_arguments(rhs: str) -> frozenset[str]:
     """Return the columns a formula side codes as factors: ``x`` of ``C(x, ...)``, ``factor(x)``."""
