@@ -32,3 +32,16 @@ def test_unknown_and_duplicate_kinds_are_refused():
 def test_unknown_package_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'lme'"):
         mm.lme  # noqa: B018
+
+
+def test_the_package_exports_every_exception_and_warning_it_defines():
+    import inspect
+
+    from mixedmodels import exceptions
+
+    defined = {
+        name for name, obj in vars(exceptions).items()
+        if inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == exceptions.__name__
+    }
+    assert defined == set(exceptions.__all__)
+    assert defined <= set(mm.__all__)

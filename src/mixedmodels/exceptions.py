@@ -21,6 +21,7 @@ __all__ = [
     "MissingDataWarning",
     "ConvergenceWarning",
     "NonIntegerResponseWarning",
+    "RefitWarning",
 ]
 
 
