@@ -180,6 +180,7 @@ def test_arma_without_orders_is_refused():
         (lambda: corARMA([1.0, 0.2], p=1, q=1), "must be < 1 in absolute value"),
         (lambda: corARMA([0.6, 0.5], p=2), "outside the parameter space"),  # not stationary
         (lambda: corARMA([0.3], p=1, q=1), "wrong length"),
+        (lambda: corCompSymm(1.0), "must be < 1 in absolute value"),
         (lambda: corCAR1(0.0), "between 0 and 1"),
         (lambda: corCAR1(1.0), "between 0 and 1"),
         (lambda: corExp(-1.0), "'range' must be > 0"),

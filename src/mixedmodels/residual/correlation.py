@@ -264,6 +264,13 @@ class corCompSymm(CorrelationStructure):  # noqa: N801 - nlme's class name
     the smallest correlation that keeps the largest group positive definite.
     """
 
+    def __init__(self, value: float | None = 0.0, form: str = "~ 1", fixed: bool = False):
+        super().__init__(value, form, fixed)
+        if self.value is not None and (self.value.size != 1 or abs(self.value[0]) >= 1):
+            raise ModelSpecError(
+                f'parameter in "corCompSymm" structure must be < 1 in absolute value, got {self.value.tolist()}'
+            )
+
     @property
     def n_params(self) -> int:
         """One: Rho."""
