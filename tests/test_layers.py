@@ -28,6 +28,7 @@ LAYERS = {
     "exceptions": 0,
     "support": 1,
     "covariance": 2,  # structures of Λ: numpy only (spec's terms hold one)
+    "residual": 2,  # residual variance/correlation structures: numpy/scipy/pandas only
     "spec": 3,
     "families": 3,
     "linalg": 4,
