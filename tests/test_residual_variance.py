@@ -170,3 +170,21 @@ def test_varcomb_is_the_product_of_its_components():
         ident.weights(theta[:1], None, SEX) * power.weights(theta[1:], AGE),
         rtol=1e-15,
     )
+
+
+def test_stratified_value_is_repeated_when_single_and_must_cover_free_strata_when_several():
+    groups = ["a", "b", "c", "a"]
+    one = varPower({"b": 0.5}, form="~ x | g").initialize(groups)
+    np.testing.assert_array_equal(one.start(), [0.5, 0.5, 0.5])
+    several = varPower({"a": 0.5, "b": 0.2}, form="~ x | g")
+    with pytest.raises(ModelSpecError, match=r"misses 'c'"):
+        several.initialize(groups)
+    fixed_c = varPower({"a": 0.5, "b": 0.2}, form="~ x | g", fixed={"c": 1.0}).initialize(groups)
+    np.testing.assert_allclose(fixed_c.weights(fixed_c.start(), np.full(4, 4.0), groups), 4.0 ** -np.array([0.5, 0.2, 1.0, 0.5]))
+
+
+def test_varconstpower_refuses_zero_covariate_with_negative_power():
+    vf = varConstPower(form="~ x").initialize()
+    np.testing.assert_allclose(vf.weights(np.array([np.log(2.0), 0.0]), np.array([0.0, 3.0])), [1 / 3, 1 / 3])
+    with pytest.raises(DataError, match=r"'x' is 0 in 1 rows"):
+        vf.weights(np.array([0.0, -1.0]), np.array([0.0, 3.0]))

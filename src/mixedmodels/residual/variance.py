@@ -338,6 +338,18 @@ class _StratifiedCovariateFunction(VarianceFunction):
                     self._check_names(list(v), argument)
                 elif v is not None and self.levels is not None and argument == "fixed":
                     raise ModelSpecError(f"{type(self).__name__}: fixed= needs stratum names with '| g' in form")
+        self._check_value_covers_free_strata()
+
+    def _check_value_covers_free_strata(self) -> None:
+        """Refuse several ``value=`` entries that miss a free stratum (nlme's rule)."""
+        for name, v in self.value.items():
+            if isinstance(v, dict) and len(v) > 1:
+                free = [s for n, s in self._slots() if n == name]
+                missing = [s for s in free if s not in v]
+                if missing:
+                    raise ModelSpecError(
+                        f"{type(self).__name__}: value= for {name} by stratum misses {', '.join(map(repr, missing))}"
+                    )
 
     def _fixed_value(self, name: str, stratum: str) -> float | None:
         v = self.fixed.get(name)
@@ -364,7 +376,8 @@ class _StratifiedCovariateFunction(VarianceFunction):
         for name, s in self._slots():
             v = self.value.get(name)
             if isinstance(v, dict):
-                v = v.get(s)
+                # nlme repeats one value over every free stratum, whatever its name.
+                v = next(iter(v.values())) if len(v) == 1 else v.get(s)
             natural.append(self.defaults[self.names.index(name)] if v is None else v)
         return self.unconstrained(np.array(natural, dtype=float))
 
@@ -504,6 +517,12 @@ class varConstPower(_StratifiedCovariateFunction):  # noqa: N801 - nlme's name
         return out
 
     def _weights(self, par: dict[str, np.ndarray], v: np.ndarray) -> np.ndarray:
+        zero = (v == 0) & (par["power"] < 0)
+        if zero.any():
+            raise DataError(
+                f"{self!r}: covariate {self.covariate_name!r} is 0 in {int(zero.sum())} rows, where "
+                "|v|^power with a negative power is infinite (nlme's weights become 0)"
+            )
         return 1.0 / (par["const"] + np.abs(v) ** par["power"])
 
 

@@ -45,6 +45,10 @@ cases <- list(
                                    fixed = list(const = 3),
                                    vf = varConstPower(power = 0.4, form = ~ age,
                                                       fixed = list(const = 3))),
+  varExp_strata = list(class = "varExp", form = "~ age | Sex", value = list(Male = 0.1, Female = -0.05),
+                       vf = varExp(c(Male = 0.1, Female = -0.05), form = ~ age | Sex)),
+  varConstPower_strata = list(class = "varConstPower", form = "~ age | Sex", const = 2, power = 0.4,
+                              vf = varConstPower(const = 2, power = 0.4, form = ~ age | Sex)),
   varFixed_age = list(class = "varFixed", form = "~ age", vf = varFixed(~ age)),
   varComb_ident_power = list(class = "varComb",
                              components = list(
