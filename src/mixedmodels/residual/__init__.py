@@ -3,11 +3,13 @@
 Within a group i the residuals have covariance σ² A_i R_i A_i: R_i a
 correlation structure (:class:`CorrelationStructure`: serial ones in
 :mod:`~mixedmodels.residual.correlation`, spatial ones in
-:mod:`~mixedmodels.residual.spatial`), A_i a variance function. Each
+:mod:`~mixedmodels.residual.spatial`), A_i a variance function
+(:class:`VarianceFunction`, in :mod:`~mixedmodels.residual.variance`). Each
 structure works in nlme's unconstrained parameter scale and gives the
 lme/gls engine R_i, its lower Cholesky factor and log-determinant.
 
-This package imports nothing of mixedmodels but the exceptions.
+This package imports nothing of mixedmodels but the exceptions. No user API yet
+(issue 16): the lme/gls models that use these structures come next.
 """
 
 from mixedmodels.residual.correlation import (
@@ -26,6 +28,16 @@ from mixedmodels.residual.spatial import (
     corRatio,
     corSpher,
 )
+from mixedmodels.residual.variance import (
+    VarianceFunction,
+    parse_form,
+    varComb,
+    varConstPower,
+    varExp,
+    varFixed,
+    varIdent,
+    varPower,
+)
 
 __all__ = [
     "CorrelationStructure",
@@ -40,4 +52,12 @@ __all__ = [
     "corRatio",
     "corSpher",
     "corSymm",
+    "VarianceFunction",
+    "parse_form",
+    "varComb",
+    "varConstPower",
+    "varExp",
+    "varFixed",
+    "varIdent",
+    "varPower",
 ]

@@ -4,6 +4,7 @@
 #   Rscript tests/reference/nlme_structures/make.R
 # writes tests/reference/nlme_structures/correlation.json, read by
 # tests/test_residual_correlation.py (the tests never run R).
+# (make_variance.R beside it writes variance.json, the variance functions' references.)
 #
 # Each case builds one corStruct, Initialize()s it on a data set, and stores
 #   class, args       the Python constructor's arguments (value, p, q, nugget, metric)
