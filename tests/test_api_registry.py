@@ -23,7 +23,7 @@ def test_fit_by_kind_is_the_kind_function(sleep):
 
 
 def test_unknown_and_duplicate_kinds_are_refused():
-    with pytest.raises(mm.ArgumentError, match="unknown model kind 'lme'; the kinds are: glmer, lmer"):
+    with pytest.raises(mm.ArgumentError, match="unknown model kind 'lme'; the kinds are: glmer, gls, lmer"):
         api.model_kind("lme")
     with pytest.raises(mm.ArgumentError, match="'lmer' is registered already"):
         api.register(api.KINDS["lmer"])

@@ -110,6 +110,13 @@ register(ModelKind(
     follows="lme4::glmer",
     description="generalised linear mixed model (Laplace or adaptive Gauss-Hermite)",
 ))
+register(ModelKind(
+    name="gls",
+    entry="mixedmodels.models.gls.model:gls",
+    model_class="mixedmodels.models.gls.model:GeneralizedLeastSquares",
+    follows="nlme::gls",
+    description="generalised least squares with nlme's residual correlation and variance structures",
+))
 
 
 def exported() -> dict[str, Callable[[], Any]]:

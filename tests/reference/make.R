@@ -24,7 +24,8 @@ MANIFEST <- c(
   "lmer_sleepstudy_diagnostics", "lmer_dyestuff", "lmer_dyestuff2_singular",
   "lmer_penicillin", "lmer_pastes_nested", "lmer_insteval_ml",
   "glmer_cbpp_laplace", "glmer_cbpp_agq25", "glmer_cbpp_presentation",
-  "glmer_grouseticks_poisson", "glmer_grouseticks_overdisp", "glmer_verbagg"
+  "glmer_grouseticks_poisson", "glmer_grouseticks_overdisp", "glmer_verbagg",
+  "gls_orthodont_varident", "gls_ovary_arma11", "gls_spatial_gaus"
 )
 
 here <- function() {
@@ -107,6 +108,12 @@ predict_fields <- function(fit, rows) {
 }
 
 refresh <- function(id, dir) {
+  if (startsWith(id, "gls_")) {
+    # nlme cases: copied from the shared reference folder (sync.py); this
+    # script only knows how to refit lme4 models
+    cat("kept", id, "(nlme case, not refitted here)\n")
+    return(invisible(NULL))
+  }
   path <- file.path(dir, "cases", paste0(id, ".json"))
   case <- fromJSON(path, simplifyVector = FALSE)
   env <- new.env()

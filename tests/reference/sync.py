@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DATA_FILES = ["cbpp.csv"]  # read directly by tests (test_emmeans)
+DATA_FILES = ["cbpp.csv", "Orthodont.csv", "Ovary.csv", "spatial_gaus_sim.csv"]  # read directly by tests (test_emmeans, test_gls)
 
 
 def manifest() -> list[str]:

@@ -8,8 +8,8 @@ correlation structure (:class:`CorrelationStructure`: serial ones in
 structure works in nlme's unconstrained parameter scale and gives the
 lme/gls engine R_i, its lower Cholesky factor and log-determinant.
 
-This package imports nothing of mixedmodels but the exceptions. No user API yet
-(issue 16): the lme/gls models that use these structures come next.
+This package imports nothing of mixedmodels but the exceptions. ``mm.gls``
+(:mod:`mixedmodels.models.gls`) uses these structures; lme comes next (issue 16).
 """
 
 from mixedmodels.residual.correlation import (

@@ -1,0 +1,1 @@
+"""nlme's ``gls``: linear models with correlated, heteroscedastic residuals (issue 16)."""
