@@ -13,6 +13,7 @@ data; logit(nugget).
 from __future__ import annotations
 
 import warnings
+from abc import abstractmethod
 from typing import Sequence
 
 import numpy as np
@@ -87,9 +88,9 @@ class SpatialCorrelation(CorrelationStructure):
         return ["range", "nugget"] if self.nugget else ["range"]
 
     @staticmethod
+    @abstractmethod
     def shape(scaled: np.ndarray) -> np.ndarray:
         """f(d / range), the correlation before the nugget (each structure's own)."""
-        raise NotImplementedError
 
     def distances(self, positions: np.ndarray) -> np.ndarray:
         """Distance matrices of one group's coordinates (n x d) or a stack (m x n x d)."""

@@ -27,13 +27,13 @@ from scipy.linalg import solve_triangular
 from mixedmodels.exceptions import ArgumentError, DataError, ModelSpecError
 from mixedmodels.report.results import MixedModelResults
 from mixedmodels.residual import CorrelationStructure, VarianceFunction
-from mixedmodels.spec.checks import used_columns
+from mixedmodels.spec.checks import check_columns, used_columns
 from mixedmodels.spec.coding import factor_contrasts
 from mixedmodels.spec.columns import drop_missing_rows, drop_unused_categories
 from mixedmodels.spec.fixed import build_fixed
 from mixedmodels.spec.formula import parse_formula
 from mixedmodels.spec.guard import CONSTANTS
-from mixedmodels.spec.levels import to_pandas
+from mixedmodels.spec.levels import factor_codes, to_pandas
 from mixedmodels.spec.response import response_values
 
 __all__ = ["GeneralizedLeastSquares", "gls"]
@@ -108,10 +108,14 @@ class GeneralizedLeastSquares(MixedModelResults):
         if var is not None:
             extra_columns |= set(_columns_of(var.covariate_name)) | set(_columns_of(var.strata_name))
         used = {c for c in used_columns(self.parsed) if c in data.columns or c not in CONSTANTS}
-        columns = sorted(used | extra_columns)
-        missing = [c for c in columns if c not in data.columns]
+        check_columns(used, data, self.formula)  # names the column, points at it, suggests a close one
+        missing = sorted(c for c in extra_columns if c not in data.columns)
         if missing:
-            raise DataError(f"gls: column(s) {', '.join(map(repr, missing))} not in the data")
+            raise DataError(
+                f"gls: column(s) {', '.join(map(repr, missing))} of the correlation or variance "
+                "structure's form not in the data"
+            )
+        columns = sorted(used | extra_columns)
         frame, _, n_dropped, _ = drop_missing_rows(data, columns, {})
         if len(frame) == 0:
             raise DataError("no complete rows remain after dropping rows with missing values")
@@ -128,10 +132,9 @@ class GeneralizedLeastSquares(MixedModelResults):
             names = _columns_of(cor.group)
             if len(names) != 1:
                 raise ModelSpecError(f"gls: one grouping factor in the correlation form, not {cor.group!r}")
-            g = frame[names[0]]
-            codes = pd.Categorical(g).codes if not isinstance(g.dtype, pd.CategoricalDtype) else g.cat.codes.to_numpy()
+            codes, _ = factor_codes(frame[names[0]])  # R's level order, as the random-effects groups
             order = np.argsort(codes, kind="stable")
-            bounds = np.flatnonzero(np.diff(np.asarray(codes)[order])) + 1
+            bounds = np.flatnonzero(np.diff(codes[order])) + 1
             self.groups = np.split(order, bounds)
         else:
             self.groups = [np.arange(n)]
